@@ -1,0 +1,135 @@
+#include "db/pool.hpp"
+
+#include <sodium.h>
+
+#include <utility>
+
+
+#include <pqxx/pqxx>
+
+#include "core/assert.hpp"
+#include "core/limits.hpp"
+
+namespace bankworker::db {
+
+namespace {
+
+constexpr const char* set_session_sql =
+    "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false),"
+    " set_config('idle_in_transaction_session_timeout', $3, false), set_config('application_name', $4, false)";
+// set_config('role', …) is SET ROLE with the role name as a parameter rather than spliced text.
+constexpr const char* set_role_sql = "SELECT set_config('role', $1, false)";
+constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
+
+std::string milliseconds_text(std::chrono::milliseconds value) { return std::to_string(value.count()); }
+
+void check_settings(const pool_settings& settings) {
+  if (settings.connections == 0 || settings.connections > limits::db_connections_max) {
+    throw pool_settings_error("pool connections must be 1.." + std::to_string(limits::db_connections_max));
+  }
+  if (settings.checkout_timeout.count() <= 0 || settings.checkout_timeout > limits::db_checkout_timeout_max) {
+    throw pool_settings_error("pool checkout_timeout out of range (db_checkout_timeout_max)");
+  }
+  const auto in_range = [](std::chrono::milliseconds value) {
+    return value.count() > 0 && value <= limits::db_statement_timeout_max;
+  };
+  if (!in_range(settings.statement_timeout) || !in_range(settings.lock_timeout) ||
+      !in_range(settings.idle_in_transaction_timeout)) {
+    throw pool_settings_error("pool timeouts must be positive and at most db_statement_timeout_max");
+  }
+}
+
+}  // namespace
+
+pool::pool(crypto::secret url, pool_settings settings)
+    : url_(std::move(url)), settings_(std::move(settings)) {
+  check_settings(settings_);
+  slots_.resize(settings_.connections);
+}
+
+pool::~pool() = default;
+
+std::unique_ptr<pqxx::connection> pool::open_connection() const {
+  // libpqxx wants a std::string; zero that copy of the URL as soon as the connection exists.
+  std::string url(url_.reveal());
+  std::unique_ptr<pqxx::connection> connection;
+  try {
+    connection = std::make_unique<pqxx::connection>(url);
+  } catch (...) {
+    sodium_memzero(url.data(), url.size());
+    throw;
+  }
+  sodium_memzero(url.data(), url.size());
+
+  pqxx::nontransaction setup(*connection, "bankworker_session_setup");
+  setup.exec_params(set_session_sql, milliseconds_text(settings_.statement_timeout),
+                    milliseconds_text(settings_.lock_timeout),
+                    milliseconds_text(settings_.idle_in_transaction_timeout), settings_.application_name);
+  if (!settings_.role.empty()) setup.exec_params(set_role_sql, settings_.role);
+  setup.commit();
+
+  connection->prepare(set_tenant_statement, set_tenant_sql);
+  for (const prepared_statement& statement : settings_.prepared) {
+    connection->prepare(statement.name, statement.sql);
+  }
+  return connection;
+}
+
+pool::lease pool::checkout() {
+  std::size_t chosen = 0;
+  {
+    std::unique_lock lock(mutex_);
+    const auto find_free = [&] {
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        if (!slots_[i].in_use) {
+          chosen = i;
+          return true;
+        }
+      }
+      return false;
+    };
+    if (!released_.wait_for(lock, settings_.checkout_timeout, find_free)) {
+      throw pool_timeout("no database connection free within db_checkout_timeout_ms=" +
+                         std::to_string(settings_.checkout_timeout.count()));
+    }
+    slots_[chosen].in_use = true;
+  }
+
+  // The slot is ours now, so opening its connection needs no lock (and must not hold one).
+  slot& ours = slots_[chosen];
+  if (!ours.connection || !ours.connection->is_open()) {
+    try {
+      ours.connection.reset();
+      ours.connection = open_connection();
+    } catch (...) {
+      give_back(chosen, true);
+      throw;
+    }
+  }
+  return lease(*this, chosen, *ours.connection);
+}
+
+void pool::give_back(std::size_t index, bool discard) noexcept {
+  std::unique_ptr<pqxx::connection> closing;
+  {
+    std::lock_guard lock(mutex_);
+    BW_ASSERT(index < slots_.size());
+    BW_ASSERT(slots_[index].in_use);
+    if (discard) closing = std::move(slots_[index].connection);
+    slots_[index].in_use = false;
+  }
+  released_.notify_one();
+  // `closing` disconnects here, outside the lock.
+}
+
+pool::lease::lease(lease&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)),
+      slot_(other.slot_),
+      connection_(other.connection_),
+      discard_(other.discard_) {}
+
+pool::lease::~lease() {
+  if (owner_ != nullptr) owner_->give_back(slot_, discard_);
+}
+
+}  // namespace bankworker::db

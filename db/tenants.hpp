@@ -1,0 +1,21 @@
+#pragma once
+// Tenants: the root of every tenant-scoped row.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/uuid.hpp"
+#include "db/pool.hpp"
+
+namespace bankworker::db {
+
+// Why a tenant name is unacceptable, or nothing when it is fine: 1..tenant_name_bytes_max bytes of
+// valid UTF-8 without control characters.
+std::optional<std::string> check_tenant_name(std::string_view name);
+
+// Creates a tenant with a fresh random id, inside its own tenant scope, and returns the id.
+// The name must have passed check_tenant_name.
+core::uuid create_tenant(pool& connections, std::string_view name);
+
+}  // namespace bankworker::db

@@ -1,0 +1,27 @@
+#pragma once
+// Runs the real bankworker binary (or any program) as a child process and collects its output.
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace bankworker::test {
+
+struct process_result {
+  int exit_code = -1;  // -1 when it did not exit normally
+  std::string out;
+  std::string err;
+};
+
+// Runs `program` with `args` and exactly the environment `env` (nothing inherited), with a
+// deadline: a child still running after `timeout_ms` is killed and the test fails.
+process_result run_process(const std::string& program, const std::vector<std::string>& args,
+                           const std::map<std::string, std::string>& env, int timeout_ms = 60'000);
+
+// The bankworker binary built beside the tests.
+process_result run_bankworker(const std::vector<std::string>& args, const std::map<std::string, std::string>& env);
+
+// Lines of `text` (without their newlines), ignoring a final empty line.
+std::vector<std::string> lines_of(const std::string& text);
+
+}  // namespace bankworker::test

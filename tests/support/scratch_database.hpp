@@ -1,0 +1,44 @@
+#pragma once
+// A throwaway database in the private test cluster, created for one test and dropped after it.
+//
+// The cluster is the one scripts/pg starts: its admin URL comes from BANKWORKER_TEST_DATABASE_URL
+// (set by `make test`). Tests never touch any other database: without that variable every [pg]
+// test fails with a message saying how to run it.
+
+#include <memory>
+#include <string>
+
+#include <pqxx/connection>
+
+#include "crypto/secret.hpp"
+#include "db/pool.hpp"
+
+namespace bankworker::test {
+
+// The admin URL of the private cluster; fails the test when it is not set.
+std::string admin_url();
+
+// `url` with its database replaced by `database` (URI or key=value form).
+std::string url_with_database(const std::string& url, const std::string& database);
+
+class scratch_database {
+ public:
+  // Creates an empty database; with `migrated`, applies every embedded migration to it.
+  explicit scratch_database(bool migrated = true);
+  scratch_database(const scratch_database&) = delete;
+  scratch_database& operator=(const scratch_database&) = delete;
+  ~scratch_database();
+
+  const std::string& name() const { return name_; }
+  // URL of this database as the cluster's admin (a superuser: bypasses RLS, for fixtures).
+  const std::string& url() const { return url_; }
+  std::unique_ptr<pqxx::connection> connect_as_admin() const;
+  // A pool of connections as bankworker_worker (or another role), like the worker's own.
+  std::unique_ptr<db::pool> worker_pool(db::pool_settings settings = {}) const;
+
+ private:
+  std::string name_;
+  std::string url_;
+};
+
+}  // namespace bankworker::test

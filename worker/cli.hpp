@@ -1,0 +1,23 @@
+#pragma once
+// The `bankworker` command line (DESIGN.md §6). Output goes to `out`; a failure prints one line,
+// "bankworker: <reason>", to `err` and returns a non-zero exit status:
+//   0 done · 1 the command failed (database unreachable, migration refused, …) ·
+//   2 bad usage · 78 bad configuration (one line per problem).
+
+#include <ostream>
+#include <span>
+#include <string_view>
+
+#include "worker/config.hpp"
+
+namespace bankworker::worker {
+
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_failed = 1;
+inline constexpr int exit_usage = 2;
+inline constexpr int exit_config = 78;  // EX_CONFIG from sysexits.h
+
+// `args` excludes the program name. sodium_init must have run.
+int run_cli(std::span<const std::string_view> args, const env_lookup& env, std::ostream& out, std::ostream& err);
+
+}  // namespace bankworker::worker

@@ -1,0 +1,214 @@
+#include "worker/config.hpp"
+
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <cstdlib>
+
+#include "core/limits.hpp"
+
+namespace bankworker::worker {
+
+namespace {
+
+constexpr std::string_view credentials_directory_variable = "CREDENTIALS_DIRECTORY";
+
+bool parse_port(std::string_view text, std::uint16_t& port) {
+  if (text.empty() || text.size() > 5) return false;
+  unsigned value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{} || end != text.data() + text.size() || value == 0 || value > 65535) return false;
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
+
+bool is_ip_literal(const std::string& host, int family) {
+  unsigned char buffer[sizeof(struct in6_addr)];
+  return ::inet_pton(family, host.c_str(), buffer) == 1;
+}
+
+// http:// is accepted only for loopback (the simulators); everything else must be https://.
+std::optional<std::string> check_base_url(std::string_view url) {
+  if (url.starts_with("https://") && url.size() > 8) return std::nullopt;
+  if (url.starts_with("http://127.") || url.starts_with("http://localhost:") || url.starts_with("http://localhost/") ||
+      url == "http://localhost" || url.starts_with("http://[::1]")) {
+    return std::nullopt;
+  }
+  return "must be an https:// URL (plain http only for 127.0.0.0/8, localhost or [::1])";
+}
+
+class loader {
+ public:
+  loader(const env_lookup& env, settings_result& out) : env_(env), out_(out) {}
+
+  std::optional<std::string> get(std::string_view name) {
+    std::optional<std::string> value = env_(name);
+    if (value && value->empty()) return std::nullopt;  // set but empty counts as unset
+    if (value && value->size() > limits::env_value_bytes_max) {
+      problem(name, "longer than env_value_bytes_max (" + std::to_string(limits::env_value_bytes_max) + " bytes)");
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  void problem(std::string_view name, std::string_view what) {
+    out_.problems.push_back(std::string(name) + ": " + std::string(what));
+  }
+
+  // A secret from NAME, NAME_FILE or $CREDENTIALS_DIRECTORY/<credential>; at most one of the first two.
+  crypto::secret secret_from(std::string_view name, std::string_view credential) {
+    const std::string file_name = std::string(name) + "_FILE";
+    std::optional<std::string> inline_value = get(name);
+    const std::optional<std::string> file = get(file_name);
+    if (inline_value && file) {
+      problem(name, "set both " + std::string(name) + " and " + file_name + "; keep one");
+      return {};
+    }
+    if (inline_value) {
+      crypto::secret value = crypto::secret::copy_of(*inline_value);
+      std::fill(inline_value->begin(), inline_value->end(), '\0');
+      return value;
+    }
+    std::optional<std::filesystem::path> path;
+    if (file) path = *file;
+    if (!path) {
+      if (const auto directory = get(credentials_directory_variable)) {
+        const std::filesystem::path candidate = std::filesystem::path(*directory) / std::string(credential);
+        std::error_code ignored;
+        if (std::filesystem::exists(candidate, ignored)) path = candidate;
+      }
+    }
+    if (!path) return {};
+    try {
+      return crypto::read_secret_file(*path);
+    } catch (const crypto::secret_file_error& error) {
+      problem(file ? std::string_view(file_name) : name, error.what());
+      return {};
+    }
+  }
+
+  // A file that must exist and be readable now; its content is read later by its owner.
+  std::optional<std::filesystem::path> readable_file(std::string_view name) {
+    const std::optional<std::string> value = get(name);
+    if (!value) return std::nullopt;
+    if (::access(value->c_str(), R_OK) != 0) {
+      problem(name, "cannot read " + *value + ": " + std::strerror(errno));
+      return std::nullopt;
+    }
+    return std::filesystem::path(*value);
+  }
+
+ private:
+  const env_lookup& env_;
+  settings_result& out_;
+};
+
+}  // namespace
+
+std::optional<listen_address> parse_listen_address(std::string_view text) {
+  listen_address result;
+  std::string_view port_text;
+  if (text.starts_with('[')) {
+    const std::size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') return std::nullopt;
+    result.host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+    if (!is_ip_literal(result.host, AF_INET6)) return std::nullopt;
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+    result.host = std::string(text.substr(0, colon));
+    port_text = text.substr(colon + 1);
+    if (result.host != "localhost" && !is_ip_literal(result.host, AF_INET)) return std::nullopt;
+  }
+  if (!parse_port(port_text, result.port)) return std::nullopt;
+  return result;
+}
+
+env_lookup process_environment() {
+  return [](std::string_view name) -> std::optional<std::string> {
+    const char* value = std::getenv(std::string(name).c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+settings_result load_settings(const env_lookup& env, settings_needs needs) {
+  settings_result result;
+  settings& s = result.value;
+  loader load(env, result);
+
+  if (auto url = load.get("BANKWORKER_DATABASE_URL")) {
+    const std::string_view text = *url;
+    const bool uri = text.starts_with("postgresql://") || text.starts_with("postgres://");
+    const bool keywords = text.find('=') != std::string_view::npos;
+    if (!uri && !keywords) {
+      load.problem("BANKWORKER_DATABASE_URL", "expected postgresql://… or key=value connection string");
+    } else {
+      s.database_url = crypto::secret::copy_of(text);
+    }
+    std::fill(url->begin(), url->end(), '\0');
+  } else if (needs.database) {
+    load.problem("BANKWORKER_DATABASE_URL", "required (e.g. postgresql://user@127.0.0.1:5432/bankworker)");
+  }
+
+  if (auto listen = load.get("BANKWORKER_HTTP_LISTEN")) {
+    if (auto parsed = parse_listen_address(*listen)) {
+      s.http_listen = *parsed;
+    } else {
+      load.problem("BANKWORKER_HTTP_LISTEN", "expected host:port with an IP literal (127.0.0.1:8080, [::1]:8080), got '" +
+                                                 *listen + "'");
+    }
+  }
+
+  const bool root_key_named = load.get("BANKWORKER_ROOT_KEY_FILE").has_value();
+  if (root_key_named) {
+    s.root_key_file = load.readable_file("BANKWORKER_ROOT_KEY_FILE");
+  } else if (const auto directory = load.get(credentials_directory_variable)) {
+    const std::filesystem::path candidate = std::filesystem::path(*directory) / "root-key";
+    std::error_code ignored;
+    if (std::filesystem::exists(candidate, ignored)) s.root_key_file = candidate;
+  }
+  if (needs.root_key && !root_key_named && !s.root_key_file) {
+    load.problem("BANKWORKER_ROOT_KEY_FILE", "required (or a root-key credential in $CREDENTIALS_DIRECTORY)");
+  }
+
+  if (auto url = load.get("BANKWORKER_PLAID_BASE_URL")) {
+    if (auto why = check_base_url(*url)) load.problem("BANKWORKER_PLAID_BASE_URL", *why);
+    else s.plaid_base_url = *url;
+  }
+  if (auto id = load.get("BANKWORKER_PLAID_CLIENT_ID")) s.plaid_client_id = *id;
+  s.plaid_secret = load.secret_from("BANKWORKER_PLAID_SECRET", "plaid-secret");
+
+  if (auto url = load.get("BANKWORKER_STRIPE_API_BASE_URL")) {
+    if (auto why = check_base_url(*url)) load.problem("BANKWORKER_STRIPE_API_BASE_URL", *why);
+    else s.stripe_api_base_url = *url;
+  }
+  s.stripe_platform_secret_file = load.readable_file("BANKWORKER_STRIPE_PLATFORM_SECRET_FILE");
+  s.stripe_api_key_file = load.readable_file("BANKWORKER_STRIPE_API_KEY_FILE");
+
+  if (auto text = load.get("BANKWORKER_CONCURRENCY")) {
+    std::uint32_t value = 0;
+    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (error != std::errc{} || end != text->data() + text->size() || value == 0 || value > limits::concurrency_max) {
+      load.problem("BANKWORKER_CONCURRENCY",
+                   "expected a whole number from 1 to concurrency_max (" + std::to_string(limits::concurrency_max) +
+                       "), got '" + *text + "'");
+    } else {
+      s.concurrency = value;
+    }
+  }
+
+  if (auto text = load.get("BANKWORKER_LOG_LEVEL")) {
+    if (auto level = parse_log_level(*text)) s.level = *level;
+    else load.problem("BANKWORKER_LOG_LEVEL", "expected debug, info, warn or error, got '" + *text + "'");
+  }
+  return result;
+}
+
+}  // namespace bankworker::worker

@@ -1,0 +1,57 @@
+#pragma once
+// Configuration from the environment (DESIGN.md §6), validated in one place at start-up. Only the
+// wiring reads it; components get settings structs. Every problem is reported, one line each,
+// naming the variable and never echoing a secret.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crypto/secret.hpp"
+#include "worker/log.hpp"
+
+namespace bankworker::worker {
+
+struct listen_address {
+  std::string host;  // an IPv4 or IPv6 literal, or "localhost"
+  std::uint16_t port = 0;
+};
+
+std::optional<listen_address> parse_listen_address(std::string_view text);
+
+struct settings {
+  crypto::secret database_url;  // may carry a password
+  listen_address http_listen{"127.0.0.1", 8080};
+  std::optional<std::filesystem::path> root_key_file;
+  std::string plaid_base_url;
+  std::string plaid_client_id;
+  crypto::secret plaid_secret;
+  std::string stripe_api_base_url;
+  std::optional<std::filesystem::path> stripe_platform_secret_file;
+  std::optional<std::filesystem::path> stripe_api_key_file;
+  std::uint32_t concurrency = 8;
+  log_level level = log_level::info;
+};
+
+// What the command about to run needs; absent optional settings are only checked when present.
+struct settings_needs {
+  bool database = false;
+  bool root_key = false;
+};
+
+// Looks an environment variable up; empty optional when unset.
+using env_lookup = std::function<std::optional<std::string>(std::string_view name)>;
+env_lookup process_environment();
+
+struct settings_result {
+  settings value;
+  std::vector<std::string> problems;  // "BANKWORKER_X: what is wrong"; empty when valid
+};
+
+settings_result load_settings(const env_lookup& env, settings_needs needs);
+
+}  // namespace bankworker::worker
