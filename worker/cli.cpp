@@ -184,9 +184,13 @@ int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostrea
     tenant = db::create_tenant(connections, *name);
   } catch (const pqxx::broken_connection& error) {
     throw command_error{"cannot connect to the database: " + one_line(error.what())};
-  } catch (const pqxx::undefined_table&) {
-    throw command_error{"the database has no bankworker schema; run 'bankworker migrate' first"};
   } catch (const pqxx::sql_error& error) {
+    // 42P01 undefined table, 3F000 no such schema, 22023 SET ROLE to a role that does not exist.
+    const std::string state = error.sqlstate();
+    if (state == "42P01" || state == "3F000" || state == "22023") {
+      throw command_error{"the database is not migrated (" + one_line(error.what()) +
+                          "); run 'bankworker migrate' first"};
+    }
     throw command_error{"tenant create failed: " + one_line(error.what())};
   }
   if (parsed.json) {

@@ -80,7 +80,9 @@ std::string format_log_line(log_level level, std::string_view timestamp, std::st
   line.append(",\"msg\":");
   append_redacted_string(message, line, scratch, known_secrets);
   for (const log_field& field : fields) {
-    if (line.size() + log_line_reserve_bytes > limits::log_line_bytes_max) {
+    // Room for the largest value this field could add (before escaping) and the closing marks.
+    const std::size_t room_needed = field.key.size() + log_value_bytes_max + cut_mark.size() + log_line_reserve_bytes;
+    if (line.size() + room_needed > limits::log_line_bytes_max) {
       line.append(",\"truncated\":true");
       break;
     }

@@ -1,0 +1,87 @@
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/limits.hpp"
+#include "crypto/secret.hpp"
+
+using bankworker::crypto::file_permissions;
+using bankworker::crypto::read_secret_file;
+using bankworker::crypto::secret;
+using bankworker::crypto::secret_file_error;
+
+namespace {
+
+// A file in a fresh temporary directory, removed with it.
+struct temp_file {
+  std::filesystem::path directory;
+  std::filesystem::path path;
+  temp_file(std::string_view content, mode_t mode) {
+    char pattern[] = "/tmp/bankworker-secret-test-XXXXXX";
+    directory = ::mkdtemp(pattern);
+    path = directory / "secret";
+    std::ofstream(path, std::ios::binary) << content;
+    ::chmod(path.c_str(), mode);
+  }
+  ~temp_file() { std::filesystem::remove_all(directory); }
+};
+
+}  // namespace
+
+TEST_CASE("a secret prints as <redacted> and reveals its bytes only on request", "[crypto][secret]") {
+  const secret token = secret::copy_of("access-sandbox-123");
+  std::ostringstream printed;
+  printed << token;
+  CHECK(printed.str() == "<redacted>");
+  CHECK(token.reveal() == "access-sandbox-123");
+  CHECK(token.size() == 18);
+}
+
+TEST_CASE("a moved-from secret is empty and the moved-to one holds the bytes", "[crypto][secret]") {
+  secret first = secret::copy_of("whsec_abc");
+  secret second = std::move(first);
+  CHECK(first.empty());  // NOLINT(bugprone-use-after-move): the moved-from state is the point
+  CHECK(second.reveal() == "whsec_abc");
+  second = secret::copy_of("other");
+  CHECK(second.reveal() == "other");
+}
+
+TEST_CASE("secrets compare by content", "[crypto][secret]") {
+  CHECK(secret::copy_of("abcdef").equals(secret::copy_of("abcdef")));
+  CHECK_FALSE(secret::copy_of("abcdef").equals(secret::copy_of("abcdeg")));
+  CHECK_FALSE(secret::copy_of("abc").equals(secret::copy_of("abcd")));
+}
+
+TEST_CASE("a secret file is read without its trailing newline", "[crypto][secret]") {
+  temp_file file("s3cr3t-value\n", 0600);
+  CHECK(read_secret_file(file.path).reveal() == "s3cr3t-value");
+}
+
+TEST_CASE("unusable secret files are refused with the reason and never the content", "[crypto][secret]") {
+  SECTION("missing") {
+    CHECK_THROWS_WITH(read_secret_file("/nonexistent/bankworker/key"), Catch::Contains("cannot open"));
+  }
+  SECTION("empty") {
+    temp_file file("\n", 0600);
+    CHECK_THROWS_WITH(read_secret_file(file.path), Catch::Contains("empty"));
+  }
+  SECTION("too large") {
+    temp_file file(std::string(bankworker::limits::secret_file_bytes_max + 1, 'x'), 0600);
+    CHECK_THROWS_WITH(read_secret_file(file.path), Catch::Contains("secret_file_bytes_max"));
+  }
+  SECTION("readable by others when that is refused") {
+    temp_file file("topsecretvalue", 0644);
+    CHECK_THROWS_WITH(read_secret_file(file.path, file_permissions::owner_or_group_only),
+                      Catch::Contains("readable by others") && !Catch::Contains("topsecretvalue"));
+    CHECK(read_secret_file(file.path).reveal() == "topsecretvalue");
+  }
+  SECTION("a directory") {
+    temp_file file("x", 0600);
+    CHECK_THROWS_AS(read_secret_file(file.directory), secret_file_error);
+  }
+}

@@ -1,0 +1,101 @@
+// The ledger's rules are the database's own: they hold for any client, so these tests write SQL
+// directly as the worker role, bypassing every line of C++.
+#include <catch2/catch.hpp>
+
+#include <pqxx/pqxx>
+
+#include "db/tenant_scope.hpp"
+#include "db/tenants.hpp"
+#include "tests/support/scratch_database.hpp"
+
+using namespace bankworker;
+using test::scratch_database;
+
+namespace {
+
+constexpr const char* chart_sql =
+    "INSERT INTO bankworker.ledger_accounts (tenant_id, code, name, kind) VALUES"
+    " ($1::text::uuid, 'stripe.clearing', 'Stripe clearing', 'asset'),"
+    " ($1::text::uuid, 'revenue', 'Revenue', 'revenue')";
+constexpr const char* entry_sql =
+    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at)"
+    " VALUES ($1::text::uuid, $2::text::uuid, $3, 'test', now())";
+constexpr const char* line_sql =
+    "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
+    " VALUES ($1::text::uuid, $2::text::uuid, $3, $4, $5, $6)";
+
+struct ledger_fixture {
+  scratch_database database;
+  std::unique_ptr<db::pool> connections = database.worker_pool();
+  core::uuid tenant = db::create_tenant(*connections, "Ledger Ltd");
+  std::string id = tenant.to_string();
+
+  ledger_fixture() {
+    db::with_tenant(*connections, tenant, [&](pqxx::work& tx) { tx.exec_params(chart_sql, id); });
+  }
+
+  // Posts one entry with the given lines (account, amount, currency) in one transaction.
+  void post(const std::string& entry, const std::string& key,
+            const std::vector<std::tuple<std::string, long, std::string>>& lines) {
+    db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+      tx.exec_params(entry_sql, id, entry, key);
+      int line_no = 0;
+      for (const auto& [account, amount, currency] : lines) {
+        tx.exec_params(line_sql, id, entry, line_no++, account, amount, currency);
+      }
+    });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a balanced entry commits", "[pg][ledger]") {
+  ledger_fixture ledger;
+  ledger.post("00000000-0000-4000-8000-000000000001", "ch_1:gross",
+              {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  const auto lines = db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
+    return tx.exec1("SELECT count(*) FROM bankworker.journal_lines")[0].as<int>();
+  });
+  CHECK(lines == 2);
+}
+
+TEST_CASE("the database rejects an unbalanced entry at commit", "[pg][ledger]") {
+  ledger_fixture ledger;
+  CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000002", "ch_2:gross",
+                                {{"stripe.clearing", 1000, "USD"}, {"revenue", -999, "USD"}}),
+                    Catch::Contains("does not balance in USD"));
+  // Balanced in total but not per currency.
+  CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000003", "ch_3:gross",
+                                {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "EUR"}}),
+                    Catch::Contains("does not balance"));
+  CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000004", "ch_4:gross", {{"revenue", 5, "JPY"}}),
+                    Catch::Contains("at least two"));
+  const auto entries = db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
+    return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
+  });
+  CHECK(entries == 0);
+}
+
+TEST_CASE("posted journal rows cannot be updated, deleted or truncated, even by the cluster admin", "[pg][ledger]") {
+  ledger_fixture ledger;
+  ledger.post("00000000-0000-4000-8000-000000000005", "ch_5:gross",
+              {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  const auto admin = ledger.database.connect_as_admin();
+  for (const char* sql : {"UPDATE bankworker.journal_lines SET amount_minor = amount_minor * 2",
+                          "DELETE FROM bankworker.journal_lines", "UPDATE bankworker.journal_entries SET description = 'x'",
+                          "DELETE FROM bankworker.journal_entries", "TRUNCATE bankworker.journal_lines CASCADE",
+                          "TRUNCATE bankworker.audit_log"}) {
+    INFO(sql);
+    pqxx::work tx(*admin);
+    CHECK_THROWS_WITH(tx.exec(sql), Catch::Contains("immutable"));
+  }
+}
+
+TEST_CASE("an idempotency key is unique per tenant", "[pg][ledger]") {
+  ledger_fixture ledger;
+  ledger.post("00000000-0000-4000-8000-000000000006", "ch_6:gross",
+              {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  CHECK_THROWS_AS(ledger.post("00000000-0000-4000-8000-000000000007", "ch_6:gross",
+                              {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}}),
+                  pqxx::unique_violation);
+}

@@ -1,0 +1,268 @@
+// Row-level security over every tenant table, found from the catalogue: a table added later
+// without RLS, without a policy, without tenant_id leading its key, or without a fixture here
+// fails this test.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <set>
+
+#include <pqxx/pqxx>
+
+#include "tests/support/scratch_database.hpp"
+
+using bankworker::test::scratch_database;
+
+namespace {
+
+// Tables in the schema that are not tenant data, and why.
+const std::set<std::string> shared_tables = {
+    "schema_migrations",  // migration bookkeeping
+    "currencies",         // ISO 4217 reference data
+};
+
+// One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
+// $1 is the tenant id as text. Order matters: foreign keys.
+const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
+    {"tenants", {"INSERT INTO bankworker.tenants (tenant_id, name) VALUES ($1::text::uuid, 'fixture ' || $1::text)"}},
+    {"connections",
+     {"INSERT INTO bankworker.connections (tenant_id, connection_id, environment, item_id, status)"
+      " VALUES ($1::text::uuid, md5($1::text || 'c')::uuid, 'sandbox', 'item-' || $1::text, 'active')"}},
+    {"sealed_secrets",
+     {"INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
+      " wrapped_data_key, envelope) VALUES ($1::text::uuid, md5($1::text || 's')::uuid, 'plaid.access_token',"
+      " md5($1::text || 'c'), 1, '\\x00'::bytea, '\\x01'::bytea)"}},
+    {"accounts",
+     {"INSERT INTO bankworker.accounts (tenant_id, account_id, connection_id, name, type, currency)"
+      " VALUES ($1::text::uuid, 'acc-' || $1::text, md5($1::text || 'c')::uuid, 'Checking', 'depository', 'USD')"}},
+    {"transactions",
+     {"INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
+      " currency, date, name, pending) VALUES ($1::text::uuid, 'txn-' || $1::text, 'acc-' || $1::text,"
+      " md5($1::text || 'c')::uuid, -1234, 'USD', DATE '2026-11-01', 'Coffee', false)"}},
+    {"stripe_events",
+     {"INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, livemode, created_at, body)"
+      " VALUES ($1::text::uuid, 'evt_' || md5($1::text), 'charge.succeeded', false, now(), '{}'::jsonb)"}},
+    {"ledger_accounts",
+     {"INSERT INTO bankworker.ledger_accounts (tenant_id, code, name, kind) VALUES"
+      " ($1::text::uuid, 'stripe.clearing', 'Stripe clearing', 'asset'),"
+      " ($1::text::uuid, 'revenue', 'Revenue', 'revenue')"}},
+    {"journal_entries",
+     {"INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at)"
+      " VALUES ($1::text::uuid, md5($1::text || 'e')::uuid, 'ch_1:gross', 'Charge', now())"}},
+    {"journal_lines",
+     {"INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
+      " VALUES ($1::text::uuid, md5($1::text || 'e')::uuid, 0, 'stripe.clearing', 1000, 'USD'),"
+      " ($1::text::uuid, md5($1::text || 'e')::uuid, 1, 'revenue', -1000, 'USD')"}},
+    {"audit_log",
+     {"INSERT INTO bankworker.audit_log (tenant_id, seq, actor, action, subject, prev_hash, hash, signature,"
+      " signing_key_id) VALUES ($1::text::uuid, 1, 'test', 'tenant.created', $1::text, '\\x00', '\\x01', '\\x02', 'k1')"}},
+    {"external_calls",
+     {"INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
+      " bytes_received, latency_us) VALUES ($1::text::uuid, 'plaid', '/transactions/sync', 200, 10, 20, 30)"}},
+};
+
+struct tenant_table {
+  std::string name;
+  bool rls_enabled;
+  bool rls_forced;
+  bool has_policy;
+  std::string first_key_column;
+};
+
+std::vector<tenant_table> tenant_tables(pqxx::connection& admin, std::vector<std::string>& untenanted) {
+  pqxx::work tx(admin);
+  std::vector<tenant_table> tables;
+  const auto rows = tx.exec(R"sql(
+    SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid),
+           coalesce((SELECT a.attname FROM pg_index i
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                      WHERE i.indrelid = c.oid AND i.indisprimary), ''),
+           EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = 'bankworker' AND c.relkind IN ('r', 'p')
+     ORDER BY c.relname)sql");
+  for (const auto& row : rows) {
+    const std::string name = row[0].as<std::string>();
+    if (!row[5].as<bool>()) {
+      untenanted.push_back(name);
+      continue;
+    }
+    tables.push_back({name, row[1].as<bool>(), row[2].as<bool>(), row[3].as<bool>(), row[4].as<std::string>()});
+  }
+  return tables;
+}
+
+void insert_fixtures(pqxx::connection& admin, const std::string& tenant) {
+  pqxx::work tx(admin);
+  for (const auto& [table, statements] : fixtures) {
+    for (const auto& sql : statements) tx.exec_params(sql, tenant);
+  }
+  tx.commit();
+}
+
+// Content fingerprint of one tenant's rows in a table, read as admin.
+std::string fingerprint(pqxx::connection& admin, const std::string& table, const std::string& tenant) {
+  pqxx::work tx(admin);
+  const auto row = tx.exec_params1("SELECT count(*) || ':' || coalesce(md5(string_agg(to_jsonb(t)::text, ',' ORDER BY "
+                                   "to_jsonb(t)::text)), '') FROM bankworker." + tx.quote_name(table) +
+                                       " t WHERE tenant_id = $1::text::uuid",
+                                   tenant);
+  return row[0].as<std::string>();
+}
+
+std::string row_json(pqxx::connection& admin, const std::string& table, const std::string& tenant) {
+  pqxx::work tx(admin);
+  return tx.exec_params1("SELECT to_jsonb(t)::text FROM bankworker." + tx.quote_name(table) +
+                             " t WHERE tenant_id = $1::text::uuid LIMIT 1",
+                         tenant)[0]
+      .as<std::string>();
+}
+
+// Runs `sql` in its own transaction as `role` with `tenant` (or none) set. Returns the rows
+// affected, or the error message.
+struct outcome {
+  bool failed = false;
+  std::string message;
+  long affected = 0;
+  long first_value = 0;
+};
+
+outcome run_as(pqxx::connection& connection, const std::string& role, const std::string& tenant,
+               const std::string& sql, const std::string& parameter = {}) {
+  outcome result;
+  try {
+    pqxx::work tx(connection);
+    tx.exec_params("SELECT set_config('role', $1, true)", role);
+    if (!tenant.empty()) tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", tenant);
+    const pqxx::result rows = parameter.empty() ? tx.exec(sql) : tx.exec_params(sql, parameter);
+    result.affected = static_cast<long>(rows.affected_rows());
+    if (!rows.empty() && rows.columns() > 0 && !rows[0][0].is_null()) result.first_value = rows[0][0].as<long>();
+    tx.commit();
+  } catch (const pqxx::sql_error& error) {
+    result.failed = true;
+    result.message = error.what();
+  }
+  return result;
+}
+
+bool has_privilege(pqxx::connection& admin, const std::string& role, const std::string& table, const char* privilege) {
+  pqxx::work tx(admin);
+  return tx.exec_params1("SELECT has_table_privilege($1, $2, $3)", role, "bankworker." + table, std::string(privilege))[0]
+      .as<bool>();
+}
+
+}  // namespace
+
+TEST_CASE("every tenant table isolates tenants under forced row-level security", "[pg][rls]") {
+  const scratch_database database;
+  const auto admin = database.connect_as_admin();
+  const std::string tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
+  const std::string tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
+  insert_fixtures(*admin, tenant_a);
+  insert_fixtures(*admin, tenant_b);
+
+  std::vector<std::string> untenanted;
+  const auto tables = tenant_tables(*admin, untenanted);
+  for (const auto& name : untenanted) {
+    INFO("table bankworker." << name << " has no tenant_id column; only reference tables may lack one");
+    CHECK(shared_tables.contains(name));
+  }
+  REQUIRE(tables.size() >= fixtures.size());
+
+  pqxx::connection worker(database.url());
+  const std::string role = "bankworker_worker";
+  for (const auto& table : tables) {
+    DYNAMIC_SECTION("table " << table.name) {
+      INFO("table bankworker." << table.name);
+      CHECK(table.rls_enabled);
+      CHECK(table.rls_forced);
+      CHECK(table.has_policy);
+      CHECK(table.first_key_column == "tenant_id");
+      const bool has_fixture = std::any_of(fixtures.begin(), fixtures.end(),
+                                           [&](const auto& fixture) { return fixture.first == table.name; });
+      INFO("add a fixture row for this table to tests/db/rls_pgtest.cpp");
+      REQUIRE(has_fixture);
+
+      const std::string quoted = "bankworker." + worker.quote_name(table.name);
+      const std::string count_sql = "SELECT count(*) FROM " + quoted;
+      const std::string insert_sql =
+          "INSERT INTO " + quoted + " SELECT * FROM jsonb_populate_record(NULL::" + quoted + ", $1::jsonb)";
+      const std::string row_a = row_json(*admin, table.name, tenant_a);
+      const std::string row_b = row_json(*admin, table.name, tenant_b);
+      const std::string before_b = fingerprint(*admin, table.name, tenant_b);
+      const std::string before_a = fingerprint(*admin, table.name, tenant_a);
+
+      // No tenant set: nothing visible, nothing insertable.
+      const outcome no_tenant_count = run_as(worker, role, "", count_sql);
+      REQUIRE_FALSE(no_tenant_count.failed);
+      CHECK(no_tenant_count.first_value == 0);
+      const outcome no_tenant_insert = run_as(worker, role, "", insert_sql, row_a);
+      CHECK(no_tenant_insert.failed);
+      CHECK_THAT(no_tenant_insert.message, Catch::Contains("row-level security"));
+
+      // Tenant A set: A's rows visible, B's invisible and untouchable.
+      const outcome a_count = run_as(worker, role, tenant_a, count_sql);
+      CHECK(a_count.first_value > 0);
+      const outcome b_seen = run_as(worker, role, tenant_a, count_sql + " WHERE tenant_id = $1::text::uuid", tenant_b);
+      CHECK(b_seen.first_value == 0);
+
+      const outcome insert_b = run_as(worker, role, tenant_a, insert_sql, row_b);
+      CHECK(insert_b.failed);
+      CHECK_THAT(insert_b.message, Catch::Contains("row-level security"));
+
+      const outcome update_b =
+          run_as(worker, role, tenant_a, "UPDATE " + quoted + " SET tenant_id = tenant_id WHERE tenant_id = $1::text::uuid",
+                 tenant_b);
+      CHECK((update_b.failed || update_b.affected == 0));
+      const outcome delete_b = run_as(worker, role, tenant_a, "DELETE FROM " + quoted + " WHERE tenant_id = $1::text::uuid",
+                                      tenant_b);
+      CHECK((delete_b.failed || delete_b.affected == 0));
+
+      // Moving A's own rows to B is refused too.
+      const outcome move_a = run_as(worker, role, tenant_a, "UPDATE " + quoted + " SET tenant_id = $1::text::uuid", tenant_b);
+      CHECK(move_a.failed);
+      if (has_privilege(*admin, role, table.name, "UPDATE")) {
+        CHECK_THAT(move_a.message, Catch::Contains("row-level security"));
+      }
+
+      CHECK(fingerprint(*admin, table.name, tenant_b) == before_b);
+      CHECK(fingerprint(*admin, table.name, tenant_a) == before_a);
+    }
+  }
+}
+
+TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and never sealed secrets", "[pg][rls]") {
+  const scratch_database database;
+  const auto admin = database.connect_as_admin();
+  const std::string tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
+  const std::string tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
+  insert_fixtures(*admin, tenant_a);
+  insert_fixtures(*admin, tenant_b);
+  pqxx::connection app(database.url());
+  const std::string role = "bankworker_app";
+
+  const outcome secrets = run_as(app, role, tenant_a, "SELECT count(*) FROM bankworker.sealed_secrets");
+  CHECK(secrets.failed);
+  CHECK_THAT(secrets.message, Catch::Contains("permission denied"));
+
+  for (const char* table : {"transactions", "accounts", "ledger_accounts", "journal_entries", "journal_lines"}) {
+    INFO(table);
+    const outcome mine = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);
+    REQUIRE_FALSE(mine.failed);
+    CHECK(mine.first_value > 0);
+    const outcome theirs = run_as(app, role, tenant_a,
+                                  std::string("SELECT count(*) FROM bankworker.") + table +
+                                      " WHERE tenant_id = $1::text::uuid",
+                                  tenant_b);
+    CHECK(theirs.first_value == 0);
+    const outcome write = run_as(app, role, tenant_a, std::string("DELETE FROM bankworker.") + table);
+    CHECK(write.failed);
+  }
+  for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events"}) {
+    INFO(table);
+    const outcome read = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);
+    CHECK(read.failed);
+    CHECK_THAT(read.message, Catch::Contains("permission denied"));
+  }
+}

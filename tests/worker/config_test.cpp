@@ -1,0 +1,118 @@
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "worker/config.hpp"
+
+using namespace bankworker::worker;
+
+namespace {
+
+env_lookup env_of(std::map<std::string, std::string> values) {
+  return [values = std::move(values)](std::string_view name) -> std::optional<std::string> {
+    const auto it = values.find(std::string(name));
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+bool mentions(const std::vector<std::string>& problems, std::string_view text) {
+  for (const auto& problem : problems) {
+    if (problem.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("defaults apply when only the database URL is given", "[worker][config]") {
+  const auto result = load_settings(env_of({{"BANKWORKER_DATABASE_URL", "postgresql://u@127.0.0.1:5/db"}}),
+                                    {.database = true});
+  REQUIRE(result.problems.empty());
+  CHECK(result.value.database_url.reveal() == "postgresql://u@127.0.0.1:5/db");
+  CHECK(result.value.http_listen.host == "127.0.0.1");
+  CHECK(result.value.http_listen.port == 8080);
+  CHECK(result.value.concurrency == 8);
+  CHECK(result.value.level == log_level::info);
+}
+
+TEST_CASE("a missing database URL is a problem only for commands that need it", "[worker][config]") {
+  CHECK(mentions(load_settings(env_of({}), {.database = true}).problems, "BANKWORKER_DATABASE_URL: required"));
+  CHECK(load_settings(env_of({}), {.database = false}).problems.empty());
+}
+
+TEST_CASE("every bad value is reported on its own line naming the variable", "[worker][config]") {
+  const auto result = load_settings(env_of({{"BANKWORKER_DATABASE_URL", "mysql://nope"},
+                                            {"BANKWORKER_HTTP_LISTEN", "0.0.0.0"},
+                                            {"BANKWORKER_CONCURRENCY", "0"},
+                                            {"BANKWORKER_LOG_LEVEL", "loud"},
+                                            {"BANKWORKER_PLAID_BASE_URL", "http://plaid.example.com"},
+                                            {"BANKWORKER_ROOT_KEY_FILE", "/nonexistent/root-key"}}),
+                                    {.database = true});
+  CHECK(result.problems.size() == 6);
+  CHECK(mentions(result.problems, "BANKWORKER_DATABASE_URL:"));
+  CHECK(mentions(result.problems, "BANKWORKER_HTTP_LISTEN:"));
+  CHECK(mentions(result.problems, "BANKWORKER_CONCURRENCY:"));
+  CHECK(mentions(result.problems, "BANKWORKER_LOG_LEVEL:"));
+  CHECK(mentions(result.problems, "BANKWORKER_PLAID_BASE_URL:"));
+  CHECK(mentions(result.problems, "BANKWORKER_ROOT_KEY_FILE: cannot read /nonexistent/root-key"));
+  for (const auto& problem : result.problems) CHECK(problem.find('\n') == std::string::npos);
+}
+
+TEST_CASE("listen addresses accept IPv4, bracketed IPv6 and localhost with a port", "[worker][config]") {
+  CHECK(parse_listen_address("127.0.0.1:8080")->port == 8080);
+  CHECK(parse_listen_address("[::1]:9000")->host == "::1");
+  CHECK(parse_listen_address("localhost:1")->host == "localhost");
+  for (const char* bad : {"", ":8080", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "::1:80",
+                          "[::1]80", "example.com:80", "127.0.0.1:80x", "256.0.0.1:80"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_listen_address(bad));
+  }
+}
+
+TEST_CASE("plain http is allowed only for loopback provider URLs", "[worker][config]") {
+  CHECK(load_settings(env_of({{"BANKWORKER_PLAID_BASE_URL", "http://127.0.0.1:9001"}}), {}).problems.empty());
+  CHECK(load_settings(env_of({{"BANKWORKER_STRIPE_API_BASE_URL", "https://api.stripe.com"}}), {}).problems.empty());
+  CHECK_FALSE(load_settings(env_of({{"BANKWORKER_STRIPE_API_BASE_URL", "http://10.0.0.1"}}), {}).problems.empty());
+}
+
+TEST_CASE("secrets come from the variable, a _FILE, or the systemd credentials directory", "[worker][config]") {
+  char pattern[] = "/tmp/bankworker-config-test-XXXXXX";
+  const std::filesystem::path directory = ::mkdtemp(pattern);
+  std::ofstream(directory / "plaid-secret") << "from-credentials\n";
+  std::ofstream(directory / "file-secret") << "from-file\n";
+
+  CHECK(load_settings(env_of({{"BANKWORKER_PLAID_SECRET", "inline-value"}}), {}).value.plaid_secret.reveal() ==
+        "inline-value");
+  CHECK(load_settings(env_of({{"BANKWORKER_PLAID_SECRET_FILE", (directory / "file-secret").string()}}), {})
+            .value.plaid_secret.reveal() == "from-file");
+  CHECK(load_settings(env_of({{"CREDENTIALS_DIRECTORY", directory.string()}}), {}).value.plaid_secret.reveal() ==
+        "from-credentials");
+
+  const auto both = load_settings(env_of({{"BANKWORKER_PLAID_SECRET", "inline-value"},
+                                          {"BANKWORKER_PLAID_SECRET_FILE", (directory / "file-secret").string()}}),
+                                  {});
+  CHECK(mentions(both.problems, "keep one"));
+  for (const auto& problem : both.problems) CHECK(problem.find("inline-value") == std::string::npos);
+
+  std::filesystem::remove_all(directory);
+}
+
+TEST_CASE("the root key comes from its variable or the credentials directory and must be readable",
+          "[worker][config]") {
+  char pattern[] = "/tmp/bankworker-config-test-XXXXXX";
+  const std::filesystem::path directory = ::mkdtemp(pattern);
+  std::ofstream(directory / "root-key") << "0123456789abcdef0123456789abcdef";
+
+  CHECK(mentions(load_settings(env_of({}), {.root_key = true}).problems, "BANKWORKER_ROOT_KEY_FILE: required"));
+  CHECK(load_settings(env_of({{"CREDENTIALS_DIRECTORY", directory.string()}}), {.root_key = true})
+            .value.root_key_file == directory / "root-key");
+  CHECK(load_settings(env_of({{"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()}}), {.root_key = true})
+            .problems.empty());
+  std::filesystem::remove_all(directory);
+}
