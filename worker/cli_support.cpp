@@ -1,0 +1,123 @@
+#include "worker/cli_support.hpp"
+
+#include <sodium.h>
+
+#include <algorithm>
+
+namespace bankworker::worker {
+
+std::string one_line(std::string_view text) {
+  std::string line;
+  line.reserve(text.size());
+  bool space = false;
+  for (const char c : text) {
+    if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+      space = !line.empty();
+      continue;
+    }
+    if (space) line.push_back(' ');
+    space = false;
+    line.push_back(c);
+  }
+  return line;
+}
+
+std::optional<std::string_view> parsed_args::option(std::string_view name) const {
+  for (const auto& [key, value] : options) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
+}
+
+bool parsed_args::flag(std::string_view name) const {
+  return std::find(flags.begin(), flags.end(), name) != flags.end();
+}
+
+namespace {
+
+bool takes_value(std::string_view option) {
+  return std::find(std::begin(value_options), std::end(value_options), option) != std::end(value_options);
+}
+
+}  // namespace
+
+parsed_args parse_args(std::span<const std::string_view> args) {
+  parsed_args parsed;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    if (arg == "--json") {
+      parsed.json = true;
+    } else if (arg.starts_with("--") && arg.find('=') != std::string_view::npos) {
+      const std::size_t equals = arg.find('=');
+      const std::string_view name = arg.substr(0, equals);
+      if (!takes_value(name)) throw usage_error{"option " + std::string(name) + " takes no value"};
+      if (parsed.option(name)) throw usage_error{"option " + std::string(name) + " given twice"};
+      parsed.options.emplace_back(name, arg.substr(equals + 1));
+    } else if (takes_value(arg)) {
+      if (i + 1 >= args.size()) throw usage_error{"option " + std::string(arg) + " needs a value"};
+      if (parsed.option(arg)) throw usage_error{"option " + std::string(arg) + " given twice"};
+      parsed.options.emplace_back(arg, args[++i]);
+    } else if (arg == "--help" || arg == "-h" || arg == "--version") {
+      parsed.words.push_back(arg);
+    } else if (arg.starts_with("--") && arg.size() > 2) {
+      if (parsed.flag(arg)) throw usage_error{"option " + std::string(arg) + " given twice"};
+      parsed.flags.push_back(arg);
+    } else if (arg.starts_with("-")) {
+      throw usage_error{"unknown option " + std::string(arg)};
+    } else {
+      parsed.words.push_back(arg);
+    }
+  }
+  return parsed;
+}
+
+void expect_only(const parsed_args& parsed, std::size_t words, std::initializer_list<std::string_view> options) {
+  if (parsed.words.size() > words) {
+    throw usage_error{"unexpected argument '" + std::string(parsed.words[words]) + "'"};
+  }
+  const auto allowed = [&](std::string_view name) {
+    return std::find(options.begin(), options.end(), name) != options.end();
+  };
+  for (const auto& [name, value] : parsed.options) {
+    if (!allowed(name)) throw usage_error{"option " + std::string(name) + " does not apply here"};
+  }
+  for (const std::string_view name : parsed.flags) {
+    if (!allowed(name)) throw usage_error{"unknown option " + std::string(name)};
+  }
+}
+
+settings load_or_throw(const env_lookup& env, settings_needs needs) {
+  settings_result loaded = load_settings(env, needs);
+  if (!loaded.problems.empty()) throw config_error{std::move(loaded.problems)};
+  return std::move(loaded.value);
+}
+
+std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config) {
+  std::string url(config.database_url.reveal());
+  try {
+    auto connection = std::make_unique<pqxx::connection>(url);
+    sodium_memzero(url.data(), url.size());
+    return connection;
+  } catch (const pqxx::broken_connection& error) {
+    sodium_memzero(url.data(), url.size());
+    throw command_error{"cannot connect to the database: " + one_line(error.what())};
+  }
+}
+
+std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections) {
+  db::pool_settings pool_config;
+  pool_config.connections = connections;
+  return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
+}
+
+void throw_database_failure(std::string_view doing, const pqxx::sql_error& error) {
+  // 42P01 undefined table, 3F000 no such schema, 22023 SET ROLE to a role that does not exist.
+  const std::string state = error.sqlstate();
+  if (state == "42P01" || state == "3F000" || state == "22023") {
+    throw command_error{"the database is not migrated (" + one_line(error.what()) +
+                        "); run 'bankworker migrate' first"};
+  }
+  throw command_error{std::string(doing) + " failed: " + one_line(error.what())};
+}
+
+}  // namespace bankworker::worker

@@ -1,0 +1,79 @@
+#pragma once
+// What every `bankworker` command shares: argument parsing, the three kinds of failure, and
+// access to configuration and the database. Each group of commands lives in its own cli_*.cpp
+// and is listed once in cli.cpp's command table.
+
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "db/pool.hpp"
+#include "worker/config.hpp"
+
+namespace bankworker::worker {
+
+// Bad usage (exit 2); carries the one-line reason.
+struct usage_error {
+  std::string reason;
+};
+
+// The command failed (exit 1): database unreachable, migration refused, …
+struct command_error {
+  std::string reason;
+};
+
+// Configuration problems (exit 78), one line each.
+struct config_error {
+  std::vector<std::string> problems;
+};
+
+// Collapses a multi-line message (libpq's are) into one line.
+std::string one_line(std::string_view text);
+
+struct parsed_args {
+  bool json = false;
+  std::vector<std::string_view> words;                                 // positional words
+  std::vector<std::pair<std::string_view, std::string_view>> options;  // --option VALUE
+  std::vector<std::string_view> flags;                                 // --switch
+
+  std::optional<std::string_view> option(std::string_view name) const;
+  bool flag(std::string_view name) const;
+};
+
+// Options that take a value (every contract option of DESIGN.md §6); any other --word is a switch
+// that a command must accept explicitly through expect_only.
+inline constexpr std::string_view value_options[] = {
+    "--name",    "--tenant", "--connection", "--secret-file", "--id",    "--account", "--key-file",
+    "--public-token", "--format", "--state",   "--kind",        "--limit", "--root-key-file"};
+
+parsed_args parse_args(std::span<const std::string_view> args);
+
+// Refuses more than `words` positional words and any option or switch not listed.
+void expect_only(const parsed_args& parsed, std::size_t words, std::initializer_list<std::string_view> options);
+
+// Loads configuration or throws config_error with every problem.
+settings load_or_throw(const env_lookup& env, settings_needs needs);
+
+// A direct connection as the login role (migrations, operator commands that are not tenant work).
+std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config);
+
+// A small pool as bankworker_worker for tenant-scoped work from the CLI.
+std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections = 1);
+
+// Rethrows a database failure as a command_error with a one-line reason that says what to do.
+[[noreturn]] void throw_database_failure(std::string_view doing, const pqxx::sql_error& error);
+
+using command_function = int (*)(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+
+int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+
+}  // namespace bankworker::worker
