@@ -13,6 +13,11 @@ inline constexpr std::size_t db_connections_max = 64;
 inline constexpr std::chrono::milliseconds db_checkout_timeout_max{60'000};
 inline constexpr std::chrono::milliseconds db_statement_timeout_max{600'000};
 
+// Operator commands (migrate, key rotation) on their own connection: generous, never unbounded.
+inline constexpr std::chrono::milliseconds operator_statement_timeout{15 * 60'000};
+inline constexpr std::chrono::milliseconds operator_lock_timeout{30'000};
+inline constexpr std::chrono::milliseconds operator_idle_in_transaction_timeout{60'000};
+
 // Jobs run at once in one process; each one needs at most one database connection at a time.
 inline constexpr std::uint32_t concurrency_max = 1024;
 
