@@ -1,0 +1,321 @@
+#include "connectors/plaid/sync_page.hpp"
+
+#include "connectors/plaid/amount.hpp"
+
+namespace bankworker::plaid {
+
+namespace {
+
+using simdjson::ondemand::json_type;
+using simdjson::ondemand::object;
+using simdjson::ondemand::value;
+
+// Thrown inside the parser only, turned into page_result::error at its boundary.
+struct bad_page {
+  std::string reason;
+};
+
+[[noreturn]] void fail(std::string_view path, std::string_view what) {
+  throw bad_page{std::string(path) + ": " + std::string(what)};
+}
+
+// Cuts `text` to at most `bytes_max` bytes without splitting a UTF-8 character.
+std::string cut_utf8(std::string_view text, std::size_t bytes_max) {
+  if (text.size() <= bytes_max) return std::string(text);
+  std::size_t cut = bytes_max;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return std::string(text.substr(0, cut));
+}
+
+std::string required_string(value v, std::string_view path, std::size_t bytes_max) {
+  if (v.type() != json_type::string) fail(path, "expected a string");
+  const std::string_view text = v.get_string();
+  if (text.empty()) fail(path, "empty");
+  if (text.size() > bytes_max) fail(path, "longer than " + std::to_string(bytes_max) + " bytes");
+  return std::string(text);
+}
+
+std::optional<std::string> optional_text(value v, std::string_view path, std::size_t bytes_max) {
+  if (v.is_null()) return std::nullopt;
+  if (v.type() != json_type::string) fail(path, "expected a string or null");
+  const std::string_view text = v.get_string();
+  if (text.empty()) return std::nullopt;
+  return cut_utf8(text, bytes_max);
+}
+
+std::optional<std::string> optional_id(value v, std::string_view path) {
+  if (v.is_null()) return std::nullopt;
+  return required_string(v, path, plaid_id_bytes_max);
+}
+
+bool required_bool(value v, std::string_view path) {
+  if (v.type() != json_type::boolean) fail(path, "expected true or false");
+  return v.get_bool();
+}
+
+std::string_view number_text(value v, std::string_view path) {
+  if (v.type() != json_type::number) fail(path, "expected a number");
+  return v.raw_json_token();
+}
+
+std::optional<std::string> optional_date(value v, std::string_view path) {
+  if (v.is_null()) return std::nullopt;
+  if (v.type() != json_type::string) fail(path, "expected a date string or null");
+  const std::string_view text = v.get_string();
+  if (!is_calendar_date(text)) fail(path, "'" + std::string(text.substr(0, 32)) + "' is not a YYYY-MM-DD date");
+  return std::string(text);
+}
+
+// Resolves the currency code pair to one known currency.
+const core::currency& resolve_currency(const std::optional<std::string>& iso, const std::optional<std::string>& unofficial,
+                                       const core::currency_table& currencies, std::string_view path) {
+  const std::optional<std::string>& code = iso ? iso : unofficial;
+  if (!code) fail(path, "neither iso_currency_code nor unofficial_currency_code is set");
+  const core::currency* found = currencies.find(*code);
+  if (found == nullptr) {
+    fail(path, "unknown currency '" + code->substr(0, 16) + "' (declare it in bankworker.currencies)");
+  }
+  return *found;
+}
+
+std::int64_t to_minor(std::string_view text, const core::currency& currency, std::string_view path) {
+  const amount_result amount = parse_minor_units(text, currency.exponent);
+  if (!amount.ok) fail(path, amount.error + " (" + currency.code + ")");
+  return amount.minor;
+}
+
+transaction parse_transaction(object object_value, const core::currency_table& currencies, const std::string& path) {
+  transaction t;
+  std::string amount;  // kept as text until the currency is known
+  std::optional<std::string> iso;
+  std::optional<std::string> unofficial;
+  bool seen_id = false, seen_account = false, seen_amount = false, seen_date = false, seen_pending = false;
+  for (auto field : object_value) {
+    const std::string_view key = field.unescaped_key();
+    value v = field.value();
+    if (key == "transaction_id") {
+      t.transaction_id = required_string(v, path + ".transaction_id", plaid_id_bytes_max);
+      seen_id = true;
+    } else if (key == "account_id") {
+      t.account_id = required_string(v, path + ".account_id", plaid_id_bytes_max);
+      seen_account = true;
+    } else if (key == "amount") {
+      amount = std::string(number_text(v, path + ".amount"));
+      seen_amount = true;
+    } else if (key == "iso_currency_code") {
+      iso = optional_text(v, path + ".iso_currency_code", short_text_bytes_max);
+    } else if (key == "unofficial_currency_code") {
+      unofficial = optional_text(v, path + ".unofficial_currency_code", short_text_bytes_max);
+    } else if (key == "date") {
+      auto date = optional_date(v, path + ".date");
+      if (!date) fail(path + ".date", "missing");
+      t.date = std::move(*date);
+      seen_date = true;
+    } else if (key == "authorized_date") {
+      t.authorized_date = optional_date(v, path + ".authorized_date");
+    } else if (key == "name") {
+      t.name = optional_text(v, path + ".name", transaction_name_bytes_max).value_or("");
+    } else if (key == "merchant_name") {
+      t.merchant_name = optional_text(v, path + ".merchant_name", merchant_name_bytes_max);
+    } else if (key == "payment_channel") {
+      t.payment_channel = optional_text(v, path + ".payment_channel", short_text_bytes_max);
+    } else if (key == "pending") {
+      t.pending = required_bool(v, path + ".pending");
+      seen_pending = true;
+    } else if (key == "pending_transaction_id") {
+      t.pending_transaction_id = optional_id(v, path + ".pending_transaction_id");
+    } else if (key == "personal_finance_category") {
+      if (v.is_null()) continue;
+      if (v.type() != json_type::object) fail(path + ".personal_finance_category", "expected an object or null");
+      for (auto category : v.get_object()) {
+        const std::string_view category_key = category.unescaped_key();
+        if (category_key == "primary") {
+          t.category_primary = optional_text(category.value(), path + ".personal_finance_category.primary",
+                                             short_text_bytes_max);
+        } else if (category_key == "detailed") {
+          t.category_detailed = optional_text(category.value(), path + ".personal_finance_category.detailed",
+                                              short_text_bytes_max);
+        }
+      }
+    }
+    // Every other field (location, counterparties, payment_meta, …) is not stored.
+  }
+  if (!seen_id) fail(path, "transaction_id missing");
+  if (!seen_account) fail(path, "account_id missing");
+  if (!seen_amount) fail(path, "amount missing");
+  if (!seen_date) fail(path, "date missing");
+  if (!seen_pending) fail(path, "pending missing");
+  const core::currency& currency = resolve_currency(iso, unofficial, currencies, path);
+  t.currency = currency.code;
+  t.official_currency = iso.has_value();
+  const std::int64_t outflow = to_minor(amount, currency, path + ".amount");
+  // Plaid: positive means money left the account. Ours: inflow positive. INT64_MIN cannot occur:
+  // parse_minor_units bounds magnitudes by INT64_MAX.
+  t.amount_minor = -outflow;
+  if (t.name.empty()) t.name = t.merchant_name.value_or("(no description)");
+  return t;
+}
+
+removed_transaction parse_removed(value v, const std::string& path) {
+  removed_transaction r;
+  bool seen_id = false;
+  if (v.type() == json_type::string) {  // older API versions sent bare ids
+    r.transaction_id = required_string(v, path, plaid_id_bytes_max);
+    return r;
+  }
+  if (v.type() != json_type::object) fail(path, "expected an object");
+  for (auto field : v.get_object()) {
+    const std::string_view key = field.unescaped_key();
+    if (key == "transaction_id") {
+      r.transaction_id = required_string(field.value(), path + ".transaction_id", plaid_id_bytes_max);
+      seen_id = true;
+    } else if (key == "account_id") {
+      r.account_id = optional_id(field.value(), path + ".account_id");
+    }
+  }
+  if (!seen_id) fail(path, "transaction_id missing");
+  return r;
+}
+
+account parse_account(object object_value, const core::currency_table& currencies, const std::string& path) {
+  account a;
+  std::optional<std::string> current, available, limit, iso, unofficial;
+  bool seen_id = false, seen_type = false;
+  for (auto field : object_value) {
+    const std::string_view key = field.unescaped_key();
+    value v = field.value();
+    if (key == "account_id") {
+      a.account_id = required_string(v, path + ".account_id", plaid_id_bytes_max);
+      seen_id = true;
+    } else if (key == "name") {
+      a.name = optional_text(v, path + ".name", merchant_name_bytes_max).value_or("");
+    } else if (key == "official_name") {
+      a.official_name = optional_text(v, path + ".official_name", merchant_name_bytes_max);
+    } else if (key == "mask") {
+      a.mask = optional_text(v, path + ".mask", 16);
+    } else if (key == "type") {
+      a.type = required_string(v, path + ".type", 64);
+      seen_type = true;
+    } else if (key == "subtype") {
+      a.subtype = optional_text(v, path + ".subtype", 64);
+    } else if (key == "balances") {
+      if (v.type() != json_type::object) fail(path + ".balances", "expected an object");
+      for (auto balance : v.get_object()) {
+        const std::string_view balance_key = balance.unescaped_key();
+        value b = balance.value();
+        const std::string balance_path = path + ".balances." + std::string(balance_key);
+        const auto number = [&]() -> std::optional<std::string> {
+          if (b.is_null()) return std::nullopt;
+          return std::string(number_text(b, balance_path));
+        };
+        if (balance_key == "current") current = number();
+        else if (balance_key == "available") available = number();
+        else if (balance_key == "limit") limit = number();
+        else if (balance_key == "iso_currency_code") iso = optional_text(b, balance_path, short_text_bytes_max);
+        else if (balance_key == "unofficial_currency_code") unofficial = optional_text(b, balance_path, short_text_bytes_max);
+      }
+    }
+  }
+  if (!seen_id) fail(path, "account_id missing");
+  if (!seen_type) fail(path, "type missing");
+  if (a.name.empty()) a.name = a.official_name.value_or("(unnamed account)");
+  const core::currency& currency = resolve_currency(iso, unofficial, currencies, path + ".balances");
+  a.currency = currency.code;
+  if (current) a.current_minor = to_minor(*current, currency, path + ".balances.current");
+  if (available) a.available_minor = to_minor(*available, currency, path + ".balances.available");
+  if (limit) a.limit_minor = to_minor(*limit, currency, path + ".balances.limit");
+  return a;
+}
+
+template <class Item, class Parse>
+void parse_array(value v, std::string_view name, std::size_t items_max, std::vector<Item>& out, Parse parse) {
+  if (v.type() != json_type::array) fail(name, "expected an array");
+  std::size_t index = 0;
+  for (auto element : v.get_array()) {
+    if (index >= items_max) fail(name, "more than " + std::to_string(items_max) + " items");
+    out.push_back(parse(element.value(), std::string(name) + "[" + std::to_string(index) + "]"));
+    ++index;
+  }
+}
+
+}  // namespace
+
+bool is_calendar_date(std::string_view text) noexcept {
+  if (text.size() != 10 || text[4] != '-' || text[7] != '-') return false;
+  int parts[3] = {0, 0, 0};
+  const std::size_t starts[3] = {0, 5, 8};
+  const std::size_t lengths[3] = {4, 2, 2};
+  for (int p = 0; p < 3; ++p) {
+    for (std::size_t i = 0; i < lengths[p]; ++i) {
+      const char c = text[starts[p] + i];
+      if (c < '0' || c > '9') return false;
+      parts[p] = parts[p] * 10 + (c - '0');
+    }
+  }
+  const int year = parts[0], month = parts[1], day = parts[2];
+  if (year < 1900 || month < 1 || month > 12 || day < 1) return false;
+  static constexpr int days_in_month[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  const int days = days_in_month[month - 1] + (month == 2 && leap ? 1 : 0);
+  return day <= days;
+}
+
+page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
+                            const core::currency_table& currencies) {
+  page_result result;
+  if (body.size() > page_body_bytes_max) {
+    result.error = "body larger than page_body_bytes_max (" + std::to_string(page_body_bytes_max) + " bytes)";
+    return result;
+  }
+  try {
+    const simdjson::padded_string padded(body);
+    simdjson::ondemand::document document = parser.iterate(padded);
+    sync_page& page = result.page;
+    bool seen_cursor = false, seen_has_more = false;
+    for (auto field : document.get_object()) {
+      const std::string_view key = field.unescaped_key();
+      value v = field.value();
+      if (key == "added" || key == "modified") {
+        auto& list = key == "added" ? page.added : page.modified;
+        const std::string name(key);
+        parse_array(v, name, page_items_max, list, [&](value element, const std::string& path) {
+          if (element.type() != json_type::object) fail(path, "expected an object");
+          return parse_transaction(element.get_object(), currencies, path);
+        });
+      } else if (key == "removed") {
+        parse_array(v, "removed", page_items_max, page.removed,
+                    [&](value element, const std::string& path) { return parse_removed(element, path); });
+      } else if (key == "accounts") {
+        parse_array(v, "accounts", page_accounts_max, page.accounts, [&](value element, const std::string& path) {
+          if (element.type() != json_type::object) fail(path, "expected an object");
+          return parse_account(element.get_object(), currencies, path);
+        });
+      } else if (key == "next_cursor") {
+        if (v.type() != json_type::string) fail("next_cursor", "expected a string");
+        const std::string_view cursor = v.get_string();
+        if (cursor.size() > cursor_bytes_max) fail("next_cursor", "longer than cursor_bytes_max");
+        page.next_cursor = std::string(cursor);
+        seen_cursor = true;
+      } else if (key == "has_more") {
+        page.has_more = required_bool(v, "has_more");
+        seen_has_more = true;
+      }
+    }
+    if (!seen_cursor) fail("next_cursor", "missing");
+    if (!seen_has_more) fail("has_more", "missing");
+    if (page.has_more && page.next_cursor.empty()) fail("next_cursor", "empty while has_more is true");
+    if (page.added.size() + page.modified.size() + page.removed.size() > page_items_max) {
+      fail("body", "more than page_items_max updates in one page");
+    }
+    result.ok = true;
+  } catch (const bad_page& error) {
+    result.error = error.reason;
+    result.page = {};
+  } catch (const simdjson::simdjson_error& error) {
+    result.error = std::string("malformed JSON: ") + simdjson::error_message(error.error());
+    result.page = {};
+  }
+  return result;
+}
+
+}  // namespace bankworker::plaid
