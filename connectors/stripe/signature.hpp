@@ -100,6 +100,7 @@ signature_check verify_signature(std::string_view header, std::string_view body,
                                  const signature_settings& settings = {});
 
 // A parsed Stripe-Signature header. Exposed for tests and fuzzing; verify_signature uses it.
+// timestamp_text points into the parsed header: valid only while that string lives.
 struct signature_header {
   // The t value exactly as sent: canonical decimal digits, which is also the text Stripe signed.
   std::string_view timestamp_text;
