@@ -337,7 +337,7 @@ TEST_CASE("a signature one hex digit too short or too long does not match", "[st
 
 TEST_CASE("an empty body is verified like any other body", "[stripe][signature]") {
   // stripe-node refuses an empty payload before looking at the signature; the others verify it.
-  // Verification is about bytes; the event parser refuses an empty body afterwards.
+  // Verification is about bytes; refusing an empty body is the event parser's job.
   CHECK(verify(stripe_header(endpoint_secret, now_s, ""), "").verified());
   CHECK(status_of(stripe_header(endpoint_secret, now_s, ""), body) == signature_status::no_matching_signature);
 }
