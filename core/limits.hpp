@@ -36,6 +36,30 @@ inline constexpr std::size_t log_line_bytes_max = 16 * 1024;
 // Webhook bodies are hashed and stored; anything larger is refused with 413 before hashing.
 inline constexpr std::size_t webhook_body_bytes_max = 1 << 20;
 
+// Stripe-Signature (connectors/stripe/signature.hpp). Stripe sends "t=<10 digits>,v1=<64 hex>",
+// with one more v1 per extra signing secret during a roll and a v0 in test mode: a few hundred
+// bytes. Anything longer, or with more v1 values than this, is refused as malformed before any
+// hashing, so a hostile header costs at most stripe_signatures_max comparisons per secret.
+inline constexpr std::size_t stripe_signature_header_bytes_max = 2048;
+inline constexpr std::size_t stripe_signatures_max = 8;
+// Digits in t: ten today, twelve reach the year 33658 and keep the value far from int64 overflow.
+inline constexpr std::size_t stripe_signature_timestamp_digits_max = 12;
+// Active signing secrets per endpoint (several only while rolling); each costs one HMAC per request.
+inline constexpr std::size_t stripe_endpoint_secrets_max = 8;
+// Largest whsec_… secret we store (Stripe's are 38 bytes today).
+inline constexpr std::size_t stripe_webhook_secret_bytes_max = 256;
+// The widest windows the settings may ask for: how old a signed timestamp may be, and how far
+// ahead of our clock it may be. Stripe's libraries default to 300 s into the past.
+inline constexpr std::chrono::seconds stripe_signature_tolerance_max{3600};
+inline constexpr std::chrono::seconds stripe_signature_future_skew_max{300};
+
+static_assert(stripe_signatures_max * (sizeof("v1=") - 1 + 64 + 1) + sizeof("t=,") - 1 +
+                      stripe_signature_timestamp_digits_max <=
+                  stripe_signature_header_bytes_max,
+              "a header carrying the largest allowed number of v1 signatures must fit the byte limit");
+static_assert(stripe_webhook_secret_bytes_max <= secret_file_bytes_max,
+              "a webhook secret must fit in a secret file");
+
 static_assert(secret_file_bytes_max <= env_value_bytes_max,
               "a secret read from a file must fit where an environment value would");
 
