@@ -6,6 +6,7 @@
 #   make demo    release build, private PostgreSQL, the end-to-end demo
 #   make run     release build, private PostgreSQL, migrate, then `bankworker run`
 #   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
+#   make install binary, systemd units and an example settings file (PREFIX, DESTDIR)
 #   make clean   remove the build folders (the private cluster stays; scripts/pg destroy removes it)
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -13,7 +14,10 @@ RELEASE_DIR := build/release
 TEST_DIR := build/test
 CTEST_ARGS ?=
 
-.PHONY: deps build test demo run bench clean pg-start pg-stop
+PREFIX ?= /usr/local
+SYSTEMD_DIR ?= /etc/systemd/system
+
+.PHONY: deps build test demo run bench clean install pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -47,6 +51,16 @@ bench: deps
 
 clean:
 	rm -rf build
+
+# Binary, units and an example settings file (never overwriting an existing one).
+install: build
+	install -D -m 0755 $(RELEASE_DIR)/worker/bankworker $(DESTDIR)$(PREFIX)/bin/bankworker
+	install -D -m 0644 systemd/bankworker.service $(DESTDIR)$(SYSTEMD_DIR)/bankworker.service
+	install -D -m 0644 systemd/bankworker-migrate.service $(DESTDIR)$(SYSTEMD_DIR)/bankworker-migrate.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/bankworker/README.md
+	install -d -m 0750 $(DESTDIR)/etc/bankworker
+	test -e $(DESTDIR)/etc/bankworker/bankworker.env || \
+	  install -m 0640 systemd/bankworker.env.example $(DESTDIR)/etc/bankworker/bankworker.env
 
 pg-start:
 	@scripts/pg start
