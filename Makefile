@@ -7,6 +7,7 @@
 #   make run     release build, private PostgreSQL, migrate, then `bankworker run`
 #   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
 #   make install binary, systemd units and an example settings file (PREFIX, DESTDIR)
+#   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 #   make clean   remove the build folders (the private cluster stays; scripts/pg destroy removes it)
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -17,7 +18,10 @@ CTEST_ARGS ?=
 PREFIX ?= /usr/local
 SYSTEMD_DIR ?= /etc/systemd/system
 
-.PHONY: deps build test demo run bench clean install pg-start pg-stop
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build/fuzz
+
+.PHONY: deps build test demo run bench fuzz clean install pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -48,6 +52,18 @@ bench: deps
 	@cmake --build $(RELEASE_DIR) -j $(JOBS)
 	@url=$$(scripts/pg start) && export BANKWORKER_DATABASE_URL="$${BANKWORKER_DATABASE_URL:-$$url}" && \
 	  for bench in $(RELEASE_DIR)/bench/*_bench; do echo "== $$bench"; $$bench || exit 1; done
+
+# Every libFuzzer target for FUZZ_SECONDS each, seeded from fuzz/corpus/<target>; new inputs go
+# to build/fuzz/corpus/<target>. A crash leaves its input in build/fuzz and fails the target.
+fuzz: deps
+	@CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DBW_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target stripe_signature_fuzz plaid_sync_page_fuzz plaid_amount_fuzz redact_fuzz
+	@for target in stripe_signature_fuzz plaid_sync_page_fuzz plaid_amount_fuzz redact_fuzz; do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$target fuzz/corpus/$$target; \
+	  echo "== $$target ($(FUZZ_SECONDS) s)"; \
+	  (cd $(FUZZ_DIR) && ./fuzz/$$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	     corpus/$$target ../../fuzz/corpus/$$target 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|.*ERROR|SUMMARY)|cov:" | tail -4) || exit 1; \
+	done
 
 clean:
 	rm -rf build

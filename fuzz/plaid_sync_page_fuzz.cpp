@@ -1,0 +1,41 @@
+// The /transactions/sync page parser and normaliser on arbitrary bytes. Beyond "no crash": a page
+// is either refused with a reason or every row in it is complete and within the stored bounds.
+#include <cstdlib>
+#include <string_view>
+
+#include "connectors/plaid/sync_page.hpp"
+
+using namespace bankworker;
+
+namespace {
+
+void require(bool condition) {
+  if (!condition) std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t size) {
+  static simdjson::ondemand::parser parser;
+  static const core::currency_table currencies(
+      {{"USD", 2, true}, {"EUR", 2, true}, {"JPY", 0, true}, {"BHD", 3, true}, {"BTC", 8, false}});
+
+  const std::string_view body(reinterpret_cast<const char*>(data), size);
+  const plaid::page_result result = plaid::parse_sync_page(parser, body, currencies);
+  if (!result.ok) {
+    require(!result.error.empty());
+    require(result.page.added.empty() && result.page.modified.empty() && result.page.removed.empty());
+    return 0;
+  }
+  for (const auto* list : {&result.page.added, &result.page.modified}) {
+    for (const plaid::transaction& t : *list) {
+      require(!t.transaction_id.empty() && t.transaction_id.size() <= plaid::plaid_id_bytes_max);
+      require(!t.account_id.empty());
+      require(currencies.find(t.currency) != nullptr);
+      require(plaid::is_calendar_date(t.date));
+      require(t.name.size() <= plaid::transaction_name_bytes_max);
+    }
+  }
+  require(!result.page.has_more || !result.page.next_cursor.empty());
+  return 0;
+}
