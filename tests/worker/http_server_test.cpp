@@ -1,0 +1,245 @@
+// The HTTP server over real loopback sockets: routing, keep-alive, and every limit a hostile
+// client could lean on.
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+
+#include "worker/http_server.hpp"
+
+using namespace bankworker::worker;
+namespace asio = boost::asio;
+
+namespace {
+
+// A server on a free loopback port, run by two threads, stopped and joined at scope exit.
+struct running_server {
+  asio::io_context io;
+  std::unique_ptr<http_server> server;
+  std::vector<std::thread> threads;
+  std::atomic<int> echo_calls{0};
+
+  explicit running_server(http_settings settings) {
+    settings.listen = {"127.0.0.1", 0};
+    std::vector<http_route> routes;
+    routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
+                        co_return http_response{200, "text/plain", "ok\n", {}};
+                      }});
+    routes.push_back({"POST", "/echo", false, [this](http_request request) -> asio::awaitable<http_response> {
+                        ++echo_calls;
+                        co_return http_response{200, "text/plain",
+                                                std::to_string(request.body.size()) + " " +
+                                                    std::string(request.header("x-probe")),
+                                                {}};
+                      }});
+    routes.push_back({"POST", "/webhooks/", true, [](http_request request) -> asio::awaitable<http_response> {
+                        co_return http_response{202, "text/plain", request.path, {}};
+                      }});
+    routes.push_back({"POST", "/boom", false, [](http_request) -> asio::awaitable<http_response> {
+                        throw std::runtime_error("handler failed");
+                        co_return http_response{};
+                      }});
+    server = std::make_unique<http_server>(io, settings, std::move(routes));
+    server->start();
+    for (int i = 0; i < 2; ++i) threads.emplace_back([this] { io.run(); });
+  }
+  ~running_server() {
+    server->stop();
+    io.stop();
+    for (auto& thread : threads) thread.join();
+  }
+};
+
+// A raw client socket: send bytes, read what comes back, see when the server closes.
+struct client {
+  int fd = -1;
+  explicit client(std::uint16_t port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  }
+  ~client() { ::close(fd); }
+  void send(std::string_view bytes) const {
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  }
+  // Reads until one complete response (by Content-Length) or until the server closes.
+  std::string read_response(int timeout_ms = 5'000) const {
+    std::string data;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::size_t head_end = data.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const std::size_t length_at = data.find("Content-Length: ");
+        if (length_at != std::string::npos && length_at < head_end) {
+          const std::size_t length = std::stoul(data.substr(length_at + 16));
+          if (data.size() >= head_end + 4 + length) return data;
+        }
+      }
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buffer[4096];
+      const ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);
+      if (got <= 0) return data;
+      data.append(buffer, static_cast<std::size_t>(got));
+    }
+    return data;
+  }
+  // Whether the server closed the connection within `timeout_ms`.
+  bool closed_within(int timeout_ms) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 20) > 0) {
+        char buffer[4096];
+        const ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);
+        if (got <= 0) return true;
+      }
+    }
+    return false;
+  }
+};
+
+std::string status_line(const std::string& response) { return response.substr(0, response.find("\r\n")); }
+
+http_settings small_limits() {
+  http_settings settings;
+  settings.body_bytes_max = 1024;
+  settings.header_bytes_max = 2048;
+  settings.header_timeout = std::chrono::milliseconds(300);
+  settings.body_timeout = std::chrono::milliseconds(300);
+  settings.connections_per_address_max = 4;
+  return settings;
+}
+
+}  // namespace
+
+TEST_CASE("requests are routed and a kept-alive connection serves several", "[http]") {
+  running_server s(small_limits());
+  client c(s.server->port());
+  c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string first = c.read_response();
+  CHECK(status_line(first) == "HTTP/1.1 200 OK");
+  CHECK(first.ends_with("ok\n"));
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nX-Probe: hello\r\nContent-Length: 5\r\n\r\nabcde");
+  const std::string second = c.read_response();
+  CHECK(status_line(second) == "HTTP/1.1 200 OK");
+  CHECK(second.ends_with("5 hello"));
+  c.send("POST /webhooks/stripe/some-tenant HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  CHECK(c.read_response().ends_with("/webhooks/stripe/some-tenant"));
+}
+
+TEST_CASE("unknown paths are 404 and known paths with another method 405 with Allow", "[http]") {
+  running_server s(small_limits());
+  client c(s.server->port());
+  c.send("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(status_line(c.read_response()) == "HTTP/1.1 404 Not Found");
+  c.send("DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string response = c.read_response();
+  CHECK(status_line(response) == "HTTP/1.1 405 Method Not Allowed");
+  CHECK(response.find("Allow: GET\r\n") != std::string::npos);
+}
+
+TEST_CASE("a body over the limit is refused with 413 before it is read or handled", "[http]") {
+  running_server s(small_limits());
+  SECTION("declared by Content-Length: answered without sending the body") {
+    client c(s.server->port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n");
+    const std::string response = c.read_response();
+    CHECK(status_line(response) == "HTTP/1.1 413 Payload Too Large");
+    CHECK(c.closed_within(1'000));
+    CHECK(s.echo_calls == 0);
+    CHECK(s.server->counters().too_large == 1);
+  }
+  SECTION("chunked, growing past the limit, sent at once") {
+    client c(s.server->port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + std::string(1024, 'a') +
+           "\r\n1\r\nb\r\n0\r\n\r\n");
+    CHECK(status_line(c.read_response()) == "HTTP/1.1 413 Payload Too Large");
+    CHECK(s.echo_calls == 0);
+  }
+  SECTION("chunked, growing past the limit after the head was read") {
+    client c(s.server->port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    c.send("400\r\n" + std::string(1024, 'a') + "\r\n1\r\nb\r\n0\r\n\r\n");
+    CHECK(status_line(c.read_response()) == "HTTP/1.1 413 Payload Too Large");
+    CHECK(s.echo_calls == 0);
+  }
+  SECTION("exactly at the limit is accepted") {
+    client c(s.server->port());
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n" + std::string(1024, 'a'));
+    CHECK(status_line(c.read_response()) == "HTTP/1.1 200 OK");
+    CHECK(s.echo_calls == 1);
+    CHECK(s.server->counters().too_large == 0);
+  }
+}
+
+TEST_CASE("a slow client is dropped at the header timeout", "[http]") {
+  running_server s(small_limits());
+  client c(s.server->port());
+  const auto started = std::chrono::steady_clock::now();
+  c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n");  // never finishes its head
+  CHECK(c.closed_within(3'000));
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+  // The stream closes the socket when its timer fires, just before the server counts it.
+  for (int i = 0; i < 100 && s.server->counters().header_timeouts == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(s.server->counters().header_timeouts == 1);
+}
+
+TEST_CASE("an idle kept-alive connection is closed at the header timeout", "[http]") {
+  running_server s(small_limits());
+  client c(s.server->port());
+  c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(status_line(c.read_response()) == "HTTP/1.1 200 OK");
+  CHECK(c.closed_within(3'000));
+}
+
+TEST_CASE("connections past the per-address cap are refused with 503 while others are served", "[http]") {
+  running_server s(small_limits());
+  std::vector<std::unique_ptr<client>> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(std::make_unique<client>(s.server->port()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  client extra(s.server->port());
+  CHECK(status_line(extra.read_response()) == "HTTP/1.1 503 Service Unavailable");
+  CHECK(s.server->counters().refused_connections == 1);
+  idle.front()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(status_line(idle.front()->read_response()) == "HTTP/1.1 200 OK");
+}
+
+TEST_CASE("oversized headers, garbage and failing handlers get their status and the server lives on", "[http]") {
+  running_server s(small_limits());
+  {
+    client c(s.server->port());
+    c.send("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'a') + "\r\n\r\n");
+    CHECK(status_line(c.read_response()) == "HTTP/1.1 431 Request Header Fields Too Large");
+  }
+  {
+    client c(s.server->port());
+    c.send("THIS IS NOT HTTP\r\n\r\n");
+    CHECK(status_line(c.read_response()) == "HTTP/1.1 400 Bad Request");
+  }
+  {
+    client c(s.server->port());
+    c.send("POST /boom HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    const std::string response = c.read_response();
+    CHECK(status_line(response) == "HTTP/1.1 500 Internal Server Error");
+    CHECK(response.find("handler failed") == std::string::npos);
+  }
+  client c(s.server->port());
+  c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(status_line(c.read_response()) == "HTTP/1.1 200 OK");
+}

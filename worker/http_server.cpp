@@ -1,0 +1,298 @@
+#include "worker/http_server.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <exception>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace bankworker::worker {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto as_result = asio::as_tuple(asio::use_awaitable);
+
+bool equal_ignoring_case(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+http_response plain(unsigned status, std::string body) {
+  http_response response;
+  response.status = status;
+  response.body = std::move(body);
+  response.body.push_back('\n');
+  return response;
+}
+
+}  // namespace
+
+std::string_view http_request::header(std::string_view name) const noexcept {
+  for (const auto& [key, value] : headers) {
+    if (equal_ignoring_case(key, name)) return value;
+  }
+  return {};
+}
+
+struct http_server::state : std::enable_shared_from_this<state> {
+  state(asio::io_context& io_, http_settings settings_, std::vector<http_route> routes_)
+      : io(io_), settings(std::move(settings_)), routes(std::move(routes_)), acceptor(io_) {}
+
+  asio::io_context& io;  // outlives the server (constructor contract)
+  const http_settings settings;
+  const std::vector<http_route> routes;
+  tcp::acceptor acceptor;
+
+  std::mutex mutex;  // guards everything below
+  std::map<std::string, std::size_t> connections_by_address;
+  std::size_t connections = 0;
+  std::vector<std::weak_ptr<beast::tcp_stream>> streams;
+  http_counters counters;
+  bool stopping = false;
+
+  // Releases a connection's slot however its coroutine ends.
+  struct slot {
+    std::shared_ptr<state> owner;
+    std::string address;
+    ~slot() {
+      std::lock_guard lock(owner->mutex);
+      --owner->connections;
+      if (--owner->connections_by_address[address] == 0) owner->connections_by_address.erase(address);
+    }
+  };
+
+  void count(std::uint64_t http_counters::*field) {
+    std::lock_guard lock(mutex);
+    ++(counters.*field);
+  }
+
+  // Finds the handler for a request, or the 404/405 answer.
+  asio::awaitable<http_response> route(http_request request) {
+    std::string allowed;
+    for (const http_route& r : routes) {
+      const bool path_matches = r.prefix ? request.path.starts_with(r.path) : request.path == r.path;
+      if (!path_matches) continue;
+      if (r.method == request.method) {
+        try {
+          co_return co_await r.handler(std::move(request));
+        } catch (const std::exception&) {
+          // The handler's own failure: the client learns nothing of it, the connection lives on.
+          co_return plain(500, "internal error");
+        }
+      }
+      if (!allowed.empty()) allowed += ", ";
+      allowed += r.method;
+    }
+    if (allowed.empty()) co_return plain(404, "not found");
+    http_response response = plain(405, "method not allowed");
+    response.headers.emplace_back("Allow", allowed);
+    co_return response;
+  }
+
+  // Answers one canned response and closes: used for refusals before the request is read.
+  static asio::awaitable<void> refuse(tcp::socket socket, std::chrono::milliseconds write_timeout) {
+    beast::tcp_stream stream(std::move(socket));
+    http::response<http::string_body> response{http::status::service_unavailable, 11};
+    response.set(http::field::content_type, "text/plain; charset=utf-8");
+    response.body() = "too many connections\n";
+    response.keep_alive(false);
+    response.prepare_payload();
+    stream.expires_after(write_timeout);
+    co_await http::async_write(stream, response, as_result);
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  static asio::awaitable<void> write(beast::tcp_stream& stream, const http_response& answer, unsigned version,
+                                     bool keep_alive, std::chrono::milliseconds timeout, beast::error_code& ec) {
+    http::response<http::string_body> response{static_cast<http::status>(answer.status), version};
+    response.set(http::field::server, "bankworker");
+    response.set(http::field::content_type, answer.content_type);
+    for (const auto& [name, value] : answer.headers) response.set(name, value);
+    response.body() = answer.body;
+    response.keep_alive(keep_alive);
+    response.prepare_payload();
+    stream.expires_after(timeout);
+    std::tie(ec, std::ignore) = co_await http::async_write(stream, response, as_result);
+  }
+
+  static asio::awaitable<void> serve(std::shared_ptr<state> self, std::shared_ptr<beast::tcp_stream> stream,
+                                     std::string address) {
+    const slot held{self, address};
+    const http_settings& s = self->settings;
+    beast::flat_buffer buffer;
+    for (std::size_t served = 0; served < s.requests_per_connection_max; ++served) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(s.header_bytes_max));
+      parser.body_limit(s.body_bytes_max);
+
+      stream->expires_after(s.header_timeout);
+      auto [header_error, header_bytes] = co_await http::async_read_header(*stream, buffer, parser, as_result);
+      if (header_error) {
+        beast::error_code ec;
+        if (header_error == beast::error::timeout) {
+          self->count(&http_counters::header_timeouts);
+        } else if (header_error == http::error::body_limit) {
+          // A chunked body that arrived with its head and already ran past the limit.
+          self->count(&http_counters::too_large);
+          co_await write(*stream, plain(413, "body larger than body_bytes_max"), 11, false, s.write_timeout, ec);
+        } else if (header_error == http::error::header_limit) {
+          self->count(&http_counters::bad_requests);
+          co_await write(*stream, plain(431, "request header fields too large (header_bytes_max)"), 11, false,
+                         s.write_timeout, ec);
+        } else if (header_error != http::error::end_of_stream && header_error != asio::error::eof &&
+                   header_error != asio::error::operation_aborted) {
+          self->count(&http_counters::bad_requests);
+          co_await write(*stream, plain(400, "malformed request"), 11, false, s.write_timeout, ec);
+        }
+        break;
+      }
+      const unsigned version = parser.get().version();
+      // Refuse an oversized body from its declared length, before reading (or hashing) any of it.
+      if (parser.content_length() && *parser.content_length() > s.body_bytes_max) {
+        self->count(&http_counters::too_large);
+        beast::error_code ec;
+        co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
+        break;
+      }
+      if (!parser.is_done()) {
+        stream->expires_after(s.body_timeout);
+        auto [body_error, body_bytes] = co_await http::async_read(*stream, buffer, parser, as_result);
+        if (body_error) {
+          beast::error_code ec;
+          if (body_error == http::error::body_limit) {
+            self->count(&http_counters::too_large);
+            co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
+          } else if (body_error != beast::error::timeout && body_error != asio::error::eof &&
+                     body_error != http::error::partial_message) {
+            self->count(&http_counters::bad_requests);
+            co_await write(*stream, plain(400, "malformed request body"), version, false, s.write_timeout, ec);
+          }
+          break;
+        }
+      }
+
+      auto& message = parser.get();
+      http_request request;
+      request.method = std::string(message.method_string());
+      request.target = std::string(message.target());
+      request.path = request.target.substr(0, request.target.find('?'));
+      request.body = std::move(message.body());
+      request.remote_address = address;
+      for (const auto& field : message) {
+        request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      }
+      const bool client_keep_alive = message.keep_alive();
+      self->count(&http_counters::requests);
+
+      const http_response answer = co_await self->route(std::move(request));
+      bool keep_alive = client_keep_alive;
+      {
+        std::lock_guard lock(self->mutex);
+        keep_alive = keep_alive && !self->stopping;
+      }
+      beast::error_code write_error;
+      co_await write(*stream, answer, version, keep_alive, s.write_timeout, write_error);
+      if (write_error || !keep_alive) break;
+    }
+    beast::error_code ignored;
+    stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  static asio::awaitable<void> accept_loop(std::shared_ptr<state> self) {
+    for (;;) {
+      auto [error, socket] = co_await self->acceptor.async_accept(asio::make_strand(self->io), as_result);
+      if (error) {
+        if (error == asio::error::operation_aborted || !self->acceptor.is_open()) co_return;
+        continue;  // a connection that died before accept, or a transient descriptor shortage
+      }
+      beast::error_code ec;
+      const std::string address = socket.remote_endpoint(ec).address().to_string();
+      if (ec) continue;
+      bool admitted = false;
+      std::shared_ptr<beast::tcp_stream> stream;
+      {
+        std::lock_guard lock(self->mutex);
+        std::size_t& from_address = self->connections_by_address[address];
+        if (!self->stopping && self->connections < self->settings.connections_max &&
+            from_address < self->settings.connections_per_address_max) {
+          ++from_address;
+          ++self->connections;
+          admitted = true;
+          stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+          std::erase_if(self->streams, [](const auto& weak) { return weak.expired(); });
+          self->streams.push_back(stream);
+        } else {
+          if (from_address == 0) self->connections_by_address.erase(address);
+          ++self->counters.refused_connections;
+        }
+      }
+      if (admitted) {
+        const auto executor = stream->get_executor();
+        asio::co_spawn(executor, serve(self, std::move(stream), address), asio::detached);
+      } else {
+        const auto executor = socket.get_executor();
+        asio::co_spawn(executor, refuse(std::move(socket), self->settings.write_timeout), asio::detached);
+      }
+    }
+  }
+};
+
+http_server::http_server(asio::io_context& io, http_settings settings, std::vector<http_route> routes)
+    : state_(std::make_shared<state>(io, std::move(settings), std::move(routes))) {}
+
+http_server::~http_server() { stop(); }
+
+void http_server::start() {
+  const auto& listen = state_->settings.listen;
+  const auto address = asio::ip::make_address(listen.host == "localhost" ? "127.0.0.1" : listen.host);
+  const tcp::endpoint endpoint(address, listen.port);
+  state_->acceptor.open(endpoint.protocol());
+  state_->acceptor.set_option(tcp::acceptor::reuse_address(true));
+  state_->acceptor.bind(endpoint);
+  state_->acceptor.listen(asio::socket_base::max_listen_connections);
+  port_ = state_->acceptor.local_endpoint().port();
+  asio::co_spawn(state_->acceptor.get_executor(), state::accept_loop(state_), asio::detached);
+}
+
+void http_server::stop() {
+  std::vector<std::shared_ptr<beast::tcp_stream>> open;
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->stopping) return;
+    state_->stopping = true;
+    for (const auto& weak : state_->streams) {
+      if (auto stream = weak.lock()) open.push_back(std::move(stream));
+    }
+  }
+  asio::post(state_->acceptor.get_executor(), [self = state_] {
+    beast::error_code ignored;
+    self->acceptor.close(ignored);
+  });
+  // Idle connections wait in a read; cancelling it ends them. A request being handled finishes,
+  // and its response says Connection: close.
+  for (auto& stream : open) {
+    asio::post(stream->get_executor(), [stream] { stream->socket().cancel(); });
+  }
+}
+
+http_counters http_server::counters() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->counters;
+}
+
+}  // namespace bankworker::worker

@@ -1,0 +1,105 @@
+#pragma once
+// The HTTP server (DESIGN.md §3, §6): Boost.Beast, one C++20 coroutine per connection, keep-alive.
+//
+// Every limit a hostile or broken client could abuse is set: header bytes, body bytes (checked
+// against Content-Length before the body is read, and while reading a chunked body, so a too-large
+// webhook is answered 413 before a byte of it is hashed), a deadline on reading a request head (a
+// slowloris client is dropped), a deadline on reading a body, and caps on connections in total
+// and per source address. Routes are exact paths or path prefixes; an unknown path is 404 and a
+// known path with another method is 405 with an Allow header.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "worker/config.hpp"
+
+namespace bankworker::worker {
+
+struct http_settings {
+  listen_address listen{"127.0.0.1", 8080};  // port 0 picks a free port (tests)
+  std::size_t header_bytes_max = 16 * 1024;
+  std::size_t body_bytes_max = 1 << 20;
+  // Time to read one request head, including the wait for it on a kept-alive connection.
+  std::chrono::milliseconds header_timeout{10'000};
+  // Time to read one request body once its head is in.
+  std::chrono::milliseconds body_timeout{30'000};
+  // Time to write one response.
+  std::chrono::milliseconds write_timeout{10'000};
+  std::size_t connections_max = 2'048;
+  std::size_t connections_per_address_max = 128;
+  std::size_t requests_per_connection_max = 10'000;
+};
+
+struct http_request {
+  std::string method;  // "GET", "POST", …
+  std::string target;  // path and query as sent
+  std::string path;    // target without the query
+  std::string body;    // raw bytes exactly as received
+  std::string remote_address;
+  std::vector<std::pair<std::string, std::string>> headers;  // as received, in order
+
+  // The first header with this name (case-insensitive), or empty when absent.
+  std::string_view header(std::string_view name) const noexcept;
+};
+
+struct http_response {
+  unsigned status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+using http_handler = std::function<boost::asio::awaitable<http_response>(http_request)>;
+
+struct http_route {
+  std::string method;
+  std::string path;  // exact path, or a prefix when prefix is true ("/webhooks/stripe/")
+  bool prefix = false;
+  http_handler handler;
+};
+
+// Counts of what the server refused, for metrics and tests.
+struct http_counters {
+  std::uint64_t requests = 0;
+  std::uint64_t too_large = 0;
+  std::uint64_t header_timeouts = 0;
+  std::uint64_t refused_connections = 0;
+  std::uint64_t bad_requests = 0;
+};
+
+class http_server {
+ public:
+  // `io` must outlive the server; the routes are fixed for its lifetime.
+  http_server(boost::asio::io_context& io, http_settings settings, std::vector<http_route> routes);
+  ~http_server();
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  // Binds and starts accepting. Throws std::system_error when the address cannot be bound.
+  void start();
+  // Stops accepting and ends connections waiting for (or sending) a request; a request already
+  // being handled is answered, with Connection: close.
+  void stop();
+
+  std::uint16_t port() const noexcept { return port_; }
+  http_counters counters() const;
+
+ private:
+  struct state;
+  std::shared_ptr<state> state_;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace bankworker::worker
