@@ -1,0 +1,204 @@
+#include "worker/metrics.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+#include "core/assert.hpp"
+
+namespace bankworker::worker {
+
+namespace {
+
+bool is_metric_name(std::string_view name) noexcept {
+  if (name.empty()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+    if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+bool is_label_name(std::string_view name) noexcept {
+  return is_metric_name(name) && name.find(':') == std::string_view::npos && !name.starts_with("__");
+}
+
+void append_label_value(std::string_view value, std::string& out) {
+  for (const char c : value) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out.push_back(c);
+  }
+}
+
+void append_help(std::string_view help, std::string& out) {
+  for (const char c : help) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out.push_back(c);
+  }
+}
+
+// {a="1",b="2"} with an optional extra label (le for histogram buckets).
+void append_labels(const metric_labels& labels, std::string& out, std::string_view extra_name = {},
+                   std::string_view extra_value = {}) {
+  if (labels.empty() && extra_name.empty()) return;
+  out.push_back('{');
+  bool first = true;
+  for (const auto& [name, value] : labels) {
+    if (!first) out.push_back(',');
+    first = false;
+    out += name;
+    out += "=\"";
+    append_label_value(value, out);
+    out.push_back('"');
+  }
+  if (!extra_name.empty()) {
+    if (!first) out.push_back(',');
+    out += extra_name;
+    out += "=\"";
+    out += extra_value;
+    out.push_back('"');
+  }
+  out.push_back('}');
+}
+
+// Microseconds as decimal seconds, in text: 1500 -> "0.0015", 2000000 -> "2".
+std::string seconds_text(std::uint64_t microseconds) {
+  std::string text = std::to_string(microseconds / 1'000'000);
+  std::uint64_t fraction = microseconds % 1'000'000;
+  if (fraction == 0) return text;
+  char digits[8];
+  std::snprintf(digits, sizeof digits, "%06llu", static_cast<unsigned long long>(fraction));
+  std::string tail(digits);
+  while (!tail.empty() && tail.back() == '0') tail.pop_back();
+  return text + "." + tail;
+}
+
+}  // namespace
+
+duration_histogram::duration_histogram(std::vector<std::uint64_t> bounds_us)
+    : bounds_us_(std::move(bounds_us)), buckets_(new std::atomic<std::uint64_t>[bounds_us_.size() + 1]) {
+  BW_ASSERT(std::is_sorted(bounds_us_.begin(), bounds_us_.end()));
+  for (std::size_t i = 0; i <= bounds_us_.size(); ++i) buckets_[i].store(0, std::memory_order_relaxed);
+}
+
+void duration_histogram::record_us(std::uint64_t value_us) noexcept {
+  const auto it = std::lower_bound(bounds_us_.begin(), bounds_us_.end(), value_us);
+  buckets_[static_cast<std::size_t>(it - bounds_us_.begin())].fetch_add(1, std::memory_order_relaxed);
+  sum_us_.fetch_add(value_us, std::memory_order_relaxed);
+}
+
+std::uint64_t duration_histogram::count() const noexcept {
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i <= bounds_us_.size(); ++i) total += buckets_[i].load(std::memory_order_relaxed);
+  return total;
+}
+
+std::uint64_t duration_histogram::bucket_count(std::size_t index) const noexcept {
+  BW_ASSERT(index <= bounds_us_.size());
+  return buckets_[index].load(std::memory_order_relaxed);
+}
+
+std::vector<std::uint64_t> default_latency_bounds_us() {
+  return {1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 500'000, 1'000'000, 2'500'000, 10'000'000};
+}
+
+metrics_registry::family& metrics_registry::family_for(std::string_view name, std::string_view help, kind type) {
+  BW_ASSERT(is_metric_name(name));
+  for (family& f : families_) {
+    if (f.name == name) {
+      BW_ASSERT(f.type == type);
+      return f;
+    }
+  }
+  families_.push_back({std::string(name), std::string(help), type, {}});
+  return families_.back();
+}
+
+metrics_registry::counter& metrics_registry::add_counter(std::string_view name, std::string_view help,
+                                                         metric_labels labels) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label));
+  family& f = family_for(name, help, kind::counter);
+  for (series& s : f.members) {
+    if (s.labels == labels) return *s.counter_value;
+  }
+  counter& value = counters_.emplace_back(0);
+  f.members.push_back({std::move(labels), &value, nullptr, {}});
+  return value;
+}
+
+duration_histogram& metrics_registry::add_histogram(std::string_view name, std::string_view help,
+                                                    metric_labels labels, std::vector<std::uint64_t> bounds_us) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label) && label != "le");
+  family& f = family_for(name, help, kind::histogram);
+  for (series& s : f.members) {
+    if (s.labels == labels) return *s.histogram_value;
+  }
+  duration_histogram& value = histograms_.emplace_back(std::move(bounds_us));
+  f.members.push_back({std::move(labels), nullptr, &value, {}});
+  return value;
+}
+
+void metrics_registry::add_gauge(std::string_view name, std::string_view help, metric_labels labels,
+                                 gauge_reader read) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label));
+  family& f = family_for(name, help, kind::gauge);
+  f.members.push_back({std::move(labels), nullptr, nullptr, std::move(read)});
+}
+
+std::string metrics_registry::render() const {
+  std::lock_guard lock(mutex_);
+  std::string out;
+  out.reserve(4096);
+  for (const family& f : families_) {
+    out += "# HELP " + f.name + " ";
+    append_help(f.help, out);
+    out += "\n# TYPE " + f.name + (f.type == kind::counter ? " counter\n" : f.type == kind::gauge ? " gauge\n" : " histogram\n");
+    for (const series& s : f.members) {
+      if (f.type == kind::counter) {
+        out += f.name;
+        append_labels(s.labels, out);
+        out += " " + std::to_string(s.counter_value->load(std::memory_order_relaxed)) + "\n";
+      } else if (f.type == kind::gauge) {
+        out += f.name;
+        append_labels(s.labels, out);
+        out += " " + std::to_string(s.gauge()) + "\n";
+      } else {
+        const duration_histogram& h = *s.histogram_value;
+        std::uint64_t cumulative = 0;
+        for (std::size_t i = 0; i <= h.bounds_us().size(); ++i) {
+          cumulative += h.bucket_count(i);
+          out += f.name + "_bucket";
+          append_labels(s.labels, out, "le", i < h.bounds_us().size() ? seconds_text(h.bounds_us()[i]) : "+Inf");
+          out += " " + std::to_string(cumulative) + "\n";
+        }
+        out += f.name + "_sum";
+        append_labels(s.labels, out);
+        out += " " + seconds_text(h.sum_us()) + "\n";
+        // The count is the +Inf bucket, read once, so the two always agree in one scrape.
+        out += f.name + "_count";
+        append_labels(s.labels, out);
+        out += " " + std::to_string(cumulative) + "\n";
+      }
+    }
+  }
+  return out;
+}
+
+std::int64_t process_resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::int64_t size_pages = 0;
+  std::int64_t resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<std::int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace bankworker::worker
