@@ -1,0 +1,164 @@
+#include "ledger/ledger.hpp"
+
+#include <algorithm>
+#include <map>
+
+namespace bankworker::ledger {
+
+namespace {
+
+constexpr const char* insert_chart_sql =
+    "INSERT INTO bankworker.ledger_accounts (tenant_id, code, name, kind)"
+    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, code, name, kind"
+    " FROM unnest($1::text[], $2::text[], $3::text[]) AS chart(code, name, kind)"
+    " ON CONFLICT (tenant_id, code) DO NOTHING";
+constexpr const char* insert_entry_sql =
+    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source)"
+    " VALUES (nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), $1, $2,"
+    " to_timestamp($3), nullif($4, ''))"
+    " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING entry_id";
+constexpr const char* insert_lines_sql =
+    "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
+    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, $1::uuid, (n - 1)::smallint, a, m, c"
+    " FROM unnest($2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS l(a, m, c, n)";
+constexpr const char* existing_lines_sql =
+    "SELECT l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
+    " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
+    " WHERE e.idempotency_key = $1 ORDER BY l.line_no";
+constexpr const char* balances_sql =
+    "SELECT account_code, currency, sum(amount_minor)::bigint FROM bankworker.journal_lines"
+    " GROUP BY account_code, currency ORDER BY account_code, currency";
+constexpr const char* trial_balance_sql =
+    "SELECT currency, sum(amount_minor)::bigint FROM bankworker.journal_lines GROUP BY currency ORDER BY currency";
+
+// Text of a PostgreSQL array literal. Every element here matches a restricted grammar (account
+// codes, currency codes, integers — checked by check_entry), so none needs quoting.
+std::string array_literal(const std::vector<std::string>& elements) {
+  std::string text = "{";
+  for (std::size_t i = 0; i < elements.size(); ++i) {
+    if (i > 0) text.push_back(',');
+    text += elements[i];
+  }
+  text.push_back('}');
+  return text;
+}
+
+// Chart names contain spaces: quote each element for the array literal.
+std::string quoted_array_literal(const std::vector<std::string>& elements) {
+  std::string text = "{";
+  for (std::size_t i = 0; i < elements.size(); ++i) {
+    if (i > 0) text.push_back(',');
+    text.push_back('"');
+    for (const char c : elements[i]) {
+      if (c == '"' || c == '\\') text.push_back('\\');
+      text.push_back(c);
+    }
+    text.push_back('"');
+  }
+  text.push_back('}');
+  return text;
+}
+
+bool is_account_known(std::string_view code) {
+  const auto& chart = standard_chart();
+  return std::any_of(chart.begin(), chart.end(), [&](const account& a) { return a.code == code; });
+}
+
+bool is_currency_code(std::string_view code) {
+  if (code.size() < 3 || code.size() > 8) return false;
+  return std::all_of(code.begin(), code.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); });
+}
+
+}  // namespace
+
+const std::vector<account>& standard_chart() {
+  static const std::vector<account> chart = {
+      {"stripe.clearing", "Stripe balance (clearing)", "asset"},
+      {"bank", "Bank account", "asset"},
+      {"receivables", "Accounts receivable", "asset"},
+      {"revenue", "Revenue", "revenue"},
+      {"refunds", "Refunds (contra-revenue)", "revenue"},
+      {"application_fees", "Connect application fees earned", "revenue"},
+      {"stripe.fees", "Stripe fees", "expense"},
+      {"disputes", "Disputed amounts withdrawn", "expense"},
+      {"dispute.fees", "Dispute fees", "expense"},
+      {"fx", "Currency conversion", "equity"},
+  };
+  return chart;
+}
+
+std::optional<std::string> check_entry(const entry& e) {
+  if (e.idempotency_key.empty() || e.idempotency_key.size() > idempotency_key_bytes_max) {
+    return "idempotency key must be 1.." + std::to_string(idempotency_key_bytes_max) + " bytes";
+  }
+  if (e.description.size() > description_bytes_max) return "description longer than description_bytes_max";
+  if (e.lines.size() < 2) return "an entry needs at least two lines";
+  if (e.lines.size() > entry_lines_max) return "more than entry_lines_max lines";
+  std::map<std::string, std::int64_t, std::less<>> sums;
+  for (const line& l : e.lines) {
+    if (!is_account_known(l.account)) return "unknown account '" + l.account + "'";
+    if (!is_currency_code(l.currency)) return "malformed currency '" + l.currency.substr(0, 16) + "'";
+    if (l.amount_minor == 0) return "a line of zero";
+    std::int64_t& sum = sums[l.currency];
+    if (__builtin_add_overflow(sum, l.amount_minor, &sum)) return "line amounts overflow 64 bits";
+  }
+  for (const auto& [currency, sum] : sums) {
+    if (sum != 0) return "lines do not balance in " + currency + " (off by " + std::to_string(sum) + ")";
+  }
+  return std::nullopt;
+}
+
+void ensure_chart(pqxx::work& tx) {
+  std::vector<std::string> codes, names, kinds;
+  for (const account& a : standard_chart()) {
+    codes.push_back(a.code);
+    names.push_back(a.name);
+    kinds.push_back(a.kind);
+  }
+  tx.exec_params(insert_chart_sql, array_literal(codes), quoted_array_literal(names), array_literal(kinds));
+}
+
+post_outcome post_entry(pqxx::work& tx, const entry& e) {
+  if (auto why = check_entry(e)) throw entry_invalid("entry " + e.idempotency_key.substr(0, 64) + ": " + *why);
+
+  const pqxx::result inserted =
+      tx.exec_params(insert_entry_sql, e.idempotency_key, e.description, e.occurred_at_s, e.source);
+  if (inserted.empty()) {
+    // Posted before (by this job's earlier attempt, or from another event about the same money).
+    std::vector<line> existing;
+    for (const auto& row : tx.exec_params(existing_lines_sql, e.idempotency_key)) {
+      existing.push_back({row[0].as<std::string>(), row[1].as<std::int64_t>(), row[2].as<std::string>()});
+    }
+    if (existing != e.lines) {
+      throw entry_conflict("entry " + e.idempotency_key + " was already posted with different lines");
+    }
+    return post_outcome::already_posted;
+  }
+  std::vector<std::string> accounts, amounts, currencies;
+  for (const line& l : e.lines) {
+    accounts.push_back(l.account);
+    amounts.push_back(std::to_string(l.amount_minor));
+    currencies.push_back(l.currency);
+  }
+  tx.exec_params(insert_lines_sql, inserted[0][0].as<std::string>(), array_literal(accounts), array_literal(amounts),
+                 array_literal(currencies));
+  return post_outcome::posted;
+}
+
+std::vector<balance> balances(pqxx::work& tx) {
+  std::vector<balance> result;
+  for (const auto& row : tx.exec(balances_sql)) {
+    result.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::int64_t>()});
+  }
+  return result;
+}
+
+std::vector<balance> trial_balance(pqxx::work& tx) {
+  std::vector<balance> result;
+  for (const auto& row : tx.exec(trial_balance_sql)) {
+    result.push_back({"", row[0].as<std::string>(), row[1].as<std::int64_t>()});
+  }
+  return result;
+}
+
+}  // namespace bankworker::ledger

@@ -1,0 +1,104 @@
+// Posting against the real database: idempotent by key, conflicts refused, balances exact.
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include "db/tenant_scope.hpp"
+#include "db/tenants.hpp"
+#include "ledger/ledger.hpp"
+#include "tests/support/scratch_database.hpp"
+
+using namespace bankworker;
+
+namespace {
+
+ledger::entry gross(std::string key, std::int64_t amount, std::string currency = "USD") {
+  return {std::move(key), "test charge", 1'700'000'000, "evt_test",
+          {{"stripe.clearing", amount, currency}, {"revenue", -amount, currency}}};
+}
+
+struct ledger_database {
+  test::scratch_database database;
+  std::unique_ptr<db::pool> connections = database.worker_pool();
+  core::uuid tenant = db::create_tenant(*connections, "Ledger Co");
+  ledger_database() {
+    db::with_tenant(*connections, tenant, [](pqxx::work& tx) { ledger::ensure_chart(tx); });
+  }
+  template <class F>
+  auto in_tenant(F&& work) {
+    return db::with_tenant(*connections, tenant, std::forward<F>(work));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("posting the same entry twice is a no-op; different lines under its key are refused", "[pg][ledger]") {
+  ledger_database ledger_db;
+  CHECK(ledger_db.in_tenant([](pqxx::work& tx) { return ledger::post_entry(tx, gross("ch_1:gross", 2000)); }) ==
+        ledger::post_outcome::posted);
+  CHECK(ledger_db.in_tenant([](pqxx::work& tx) { return ledger::post_entry(tx, gross("ch_1:gross", 2000)); }) ==
+        ledger::post_outcome::already_posted);
+  CHECK_THROWS_AS(ledger_db.in_tenant([](pqxx::work& tx) { return ledger::post_entry(tx, gross("ch_1:gross", 2100)); }),
+                  ledger::entry_conflict);
+  const auto count = ledger_db.in_tenant([](pqxx::work& tx) {
+    return tx.exec1("SELECT count(*) FROM bankworker.journal_lines")[0].as<int>();
+  });
+  CHECK(count == 2);
+}
+
+TEST_CASE("malformed entries never reach the database", "[pg][ledger]") {
+  ledger_database ledger_db;
+  ledger::entry unbalanced = gross("ch_2:gross", 100);
+  unbalanced.lines[1].amount_minor = -99;
+  CHECK_THROWS_WITH(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entry(tx, unbalanced); }),
+                    Catch::Contains("do not balance in USD"));
+  ledger::entry unknown = gross("ch_3:gross", 100);
+  unknown.lines[0].account = "petty.cash";
+  CHECK_THROWS_AS(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entry(tx, unknown); }),
+                  ledger::entry_invalid);
+}
+
+TEST_CASE("concurrent postings of one key land exactly once", "[pg][ledger]") {
+  ledger_database ledger_db;
+  std::atomic<int> posted{0};
+  std::atomic<int> already{0};
+  std::vector<std::thread> threads;
+  db::pool_settings settings;
+  settings.connections = 8;
+  auto connections = ledger_db.database.worker_pool(settings);
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      const auto outcome = db::with_tenant(*connections, ledger_db.tenant, [](pqxx::work& tx) {
+        return ledger::post_entry(tx, gross("ch_race:gross", 777));
+      });
+      (outcome == ledger::post_outcome::posted ? posted : already)++;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  CHECK(posted == 1);
+  CHECK(already == 7);
+}
+
+TEST_CASE("balances and the trial balance are exact per account and currency", "[pg][ledger]") {
+  ledger_database ledger_db;
+  ledger_db.in_tenant([](pqxx::work& tx) {
+    ledger::post_entry(tx, gross("ch_a:gross", 2000));
+    ledger::post_entry(tx, gross("ch_b:gross", 1500, "JPY"));
+    ledger::post_entry(tx, {"re_a:refund", "refund", 1'700'000'100, "evt_r",
+                            {{"refunds", 500, "USD"}, {"stripe.clearing", -500, "USD"}}});
+  });
+  const auto balances = ledger_db.in_tenant([](pqxx::work& tx) { return ledger::balances(tx); });
+  const auto find = [&](std::string_view account, std::string_view currency) {
+    for (const auto& b : balances) {
+      if (b.account == account && b.currency == currency) return b.amount_minor;
+    }
+    return std::int64_t{-1};
+  };
+  CHECK(find("stripe.clearing", "USD") == 1500);
+  CHECK(find("revenue", "USD") == -2000);
+  CHECK(find("refunds", "USD") == 500);
+  CHECK(find("stripe.clearing", "JPY") == 1500);
+  const auto trial = ledger_db.in_tenant([](pqxx::work& tx) { return ledger::trial_balance(tx); });
+  REQUIRE(trial.size() == 2);
+  for (const auto& total : trial) CHECK(total.amount_minor == 0);
+}
