@@ -14,6 +14,8 @@ constexpr std::string_view usage_text =
     "commands:\n"
     "  migrate                     apply pending database migrations\n"
     "  tenant create --name NAME   create a tenant and print its id\n"
+    "  export --tenant T [--format json|csv]\n"
+    "                              the tenant's accounts, balances, journal and bank transactions\n"
     "\n"
     "options:\n"
     "  --json       machine-readable output\n"
@@ -31,6 +33,7 @@ struct command {
 constexpr command commands[] = {
     {"migrate", command_migrate},
     {"tenant", command_tenant},
+    {"export", command_export},
 };
 
 }  // namespace
