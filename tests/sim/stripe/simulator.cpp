@@ -1,0 +1,203 @@
+#include "tests/sim/stripe/simulator.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace bankworker::sim::stripe {
+
+namespace {
+
+constexpr std::int64_t stale_by_s = 600;  // twice Stripe's 300 s tolerance
+
+std::string hex(const unsigned char* bytes, std::size_t size) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string text;
+  for (std::size_t i = 0; i < size; ++i) {
+    text.push_back(digits[bytes[i] >> 4]);
+    text.push_back(digits[bytes[i] & 0x0f]);
+  }
+  return text;
+}
+
+std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+
+}  // namespace
+
+std::optional<delivery_mode> parse_delivery_mode(std::string_view text) {
+  if (text == "valid") return delivery_mode::valid;
+  if (text == "duplicate") return delivery_mode::duplicate;
+  if (text == "reorder") return delivery_mode::reorder;
+  if (text == "stale") return delivery_mode::stale;
+  if (text == "forged") return delivery_mode::forged;
+  return std::nullopt;
+}
+
+simulator::simulator(std::uint64_t seed) : state_(seed == 0 ? 0x9e3779b97f4a7c15ULL : seed) {}
+
+std::string simulator::sign(std::string_view body, std::string_view secret, std::int64_t timestamp_s) {
+  const std::string t = std::to_string(timestamp_s);
+  std::string payload = t + "." + std::string(body);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(payload.data()),
+       payload.size(), digest, &length);
+  return "t=" + t + ",v1=" + hex(digest, length);
+}
+
+std::string simulator::next_id(std::string_view prefix) {
+  // splitmix64 for ids that look like Stripe's and are reproducible from the seed.
+  state_ += 0x9e3779b97f4a7c15ULL;
+  std::uint64_t z = state_;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  static constexpr char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  std::string id(prefix);
+  id += "_1";
+  for (int i = 0; i < 14; ++i) {
+    id.push_back(alphabet[z % 62]);
+    z /= 62;
+    if (z == 0) z = state_ ^ ++counter_;
+  }
+  id += std::to_string(++counter_);
+  return id;
+}
+
+std::string simulator::add_event(std::string_view type, std::string object_json, const std::string& account,
+                                 std::int64_t now_s) {
+  const std::string id = next_id("evt");
+  std::string json = "{\"id\":" + quoted(id) + ",\"object\":\"event\",\"api_version\":\"2024-06-20\",\"created\":" +
+                     std::to_string(now_s) + ",\"livemode\":false,\"pending_webhooks\":1,\"type\":" + quoted(type) +
+                     (account.empty() ? "" : ",\"account\":" + quoted(account)) + ",\"data\":{\"object\":" +
+                     std::move(object_json) + "}}";
+  events_.emplace_back(id, std::move(json));
+  return id;
+}
+
+std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, std::string_view secret,
+                                         std::int64_t now_s) {
+  std::lock_guard lock(mutex_);
+  const std::size_t first_event = events_.size();
+  const std::string amount = std::to_string(s.amount);
+  const std::string currency = quoted(s.currency);
+
+  if (s.kind == "payment") {
+    const std::string charge = next_id("ch");
+    const std::string intent = next_id("pi");
+    const std::string txn = next_id("txn");
+    const std::int64_t fee = s.fee >= 0 ? s.fee : s.amount * 29 / 1000 + 30;
+    const std::string settlement = s.settlement_currency.empty() ? s.currency : s.settlement_currency;
+    // A settlement in another currency converts at a fixed, made-up rate of 0.8.
+    const std::int64_t settled = settlement == s.currency ? s.amount : s.amount * 8 / 10;
+    balance_transactions_.emplace_back(
+        txn, "{\"id\":" + quoted(txn) + ",\"object\":\"balance_transaction\",\"amount\":" + std::to_string(settled) +
+                 ",\"fee\":" + std::to_string(fee) + ",\"net\":" + std::to_string(settled - fee) +
+                 ",\"currency\":" + quoted(settlement) + ",\"type\":\"charge\",\"source\":" + quoted(charge) + "}");
+    const std::string charge_json = "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + amount +
+                                    ",\"amount_captured\":" + amount + ",\"currency\":" + currency +
+                                    ",\"captured\":true,\"paid\":true,\"status\":\"succeeded\",\"created\":" +
+                                    std::to_string(now_s) + ",\"payment_intent\":" + quoted(intent) +
+                                    ",\"balance_transaction\":" + quoted(txn) + "}";
+    add_event("charge.succeeded", charge_json, s.account, now_s);
+    add_event("payment_intent.succeeded",
+              "{\"id\":" + quoted(intent) + ",\"object\":\"payment_intent\",\"amount\":" + amount +
+                  ",\"amount_received\":" + amount + ",\"currency\":" + currency + ",\"status\":\"succeeded\",\"created\":" +
+                  std::to_string(now_s) + ",\"latest_charge\":" + quoted(charge) + "}",
+              s.account, now_s);
+    last_charge_ = charge;
+    last_charge_amount_ = s.amount;
+    last_charge_currency_ = s.currency;
+  } else if (s.kind == "refund") {
+    const std::string charge = s.charge_id.empty() ? last_charge_ : s.charge_id;
+    const std::string refund = next_id("re");
+    const std::string refund_json = "{\"id\":" + quoted(refund) + ",\"object\":\"refund\",\"amount\":" + amount +
+                                    ",\"currency\":" + currency + ",\"charge\":" + quoted(charge) +
+                                    ",\"status\":\"succeeded\",\"created\":" + std::to_string(now_s) + "}";
+    add_event("refund.created", refund_json, s.account, now_s);
+    add_event("charge.refunded",
+              "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + std::to_string(last_charge_amount_) +
+                  ",\"currency\":" + currency + ",\"refunded\":true,\"refunds\":{\"object\":\"list\",\"data\":[" +
+                  refund_json + "],\"has_more\":false}}",
+              s.account, now_s);
+  } else if (s.kind == "payout" || s.kind == "payout_failed") {
+    const std::string payout = next_id("po");
+    const std::string payout_json = "{\"id\":" + quoted(payout) + ",\"object\":\"payout\",\"amount\":" + amount +
+                                    ",\"currency\":" + currency + ",\"status\":\"paid\",\"arrival_date\":" +
+                                    std::to_string(now_s) + "}";
+    add_event("payout.paid", payout_json, s.account, now_s);
+    if (s.kind == "payout_failed") {
+      std::string failed_json = payout_json;
+      failed_json.replace(failed_json.find("\"paid\""), 6, "\"failed\"");
+      add_event("payout.failed", failed_json, s.account, now_s);
+    }
+  } else if (s.kind == "dispute") {
+    const std::string dispute = next_id("dp");
+    const std::string charge = s.charge_id.empty() ? last_charge_ : s.charge_id;
+    const std::string dispute_json =
+        "{\"id\":" + quoted(dispute) + ",\"object\":\"dispute\",\"amount\":" + amount + ",\"currency\":" + currency +
+        ",\"charge\":" + quoted(charge) + ",\"status\":\"needs_response\",\"balance_transactions\":[{\"id\":" +
+        quoted(next_id("txn")) + ",\"amount\":" + std::to_string(-(s.amount + 1500)) + ",\"fee\":1500,\"net\":" +
+        std::to_string(-(s.amount + 1500)) + ",\"currency\":" + currency + "}]}";
+    add_event("charge.dispute.created", dispute_json, s.account, now_s);
+    add_event("charge.dispute.funds_withdrawn", dispute_json, s.account, now_s);
+  } else {
+    return {};
+  }
+
+  std::vector<delivery> deliveries;
+  for (std::size_t i = first_event; i < events_.size(); ++i) {
+    const auto& [id, body] = events_[i];
+    std::string header;
+    switch (mode) {
+      case delivery_mode::stale: header = sign(body, secret, now_s - stale_by_s); break;
+      case delivery_mode::forged: header = sign(body, "whsec_not_the_endpoint_secret", now_s); break;
+      default: header = sign(body, secret, now_s);
+    }
+    deliveries.push_back({id, body, header});
+    if (mode == delivery_mode::duplicate) deliveries.push_back(deliveries.back());
+  }
+  if (mode == delivery_mode::reorder) std::reverse(deliveries.begin(), deliveries.end());
+  return deliveries;
+}
+
+std::optional<std::string> simulator::balance_transaction(std::string_view id) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& [key, json] : balance_transactions_) {
+    if (key == id) return json;
+  }
+  return std::nullopt;
+}
+
+std::string simulator::list_events(std::string_view ending_before, std::size_t limit, bool& has_more) const {
+  std::lock_guard lock(mutex_);
+  std::size_t start = 0;  // events after `ending_before` in creation order
+  if (!ending_before.empty()) {
+    for (std::size_t i = 0; i < events_.size(); ++i) {
+      if (events_[i].first == ending_before) start = i + 1;
+    }
+  }
+  // Stripe returns the page nearest the cursor, newest first.
+  const std::size_t end = std::min(events_.size(), start + limit);
+  has_more = end < events_.size();
+  std::string json = "{\"object\":\"list\",\"url\":\"/v1/events\",\"data\":[";
+  for (std::size_t i = end; i > start; --i) {
+    if (i != end) json.push_back(',');
+    json += events_[i - 1].second;
+  }
+  json += "],\"has_more\":";
+  json += has_more ? "true" : "false";
+  json += "}";
+  return json;
+}
+
+std::vector<std::string> simulator::event_ids() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> ids;
+  for (const auto& [id, json] : events_) ids.push_back(id);
+  return ids;
+}
+
+}  // namespace bankworker::sim::stripe

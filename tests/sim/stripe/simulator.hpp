@@ -1,0 +1,77 @@
+#pragma once
+// The Stripe side of the tests, the demo and the webhook benchmark (tests/sim/stripe).
+//
+// It keeps what Stripe would keep — events, charges' balance transactions, payouts — and produces
+// the deliveries Stripe would send: the event JSON and a Stripe-Signature header computed as
+// Stripe documents (HMAC-SHA256 keyed with the whole whsec_ secret over "<t>.<body>"), with the
+// ways deliveries go wrong in real life: duplicates, reordering, stale timestamps, forged
+// signatures. It signs with OpenSSL's HMAC, independently of bankworker's own verifier.
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bankworker::sim::stripe {
+
+// How a scenario's events are delivered.
+enum class delivery_mode {
+  valid,      // once each, in order, freshly signed
+  duplicate,  // every event twice
+  reorder,    // in reverse order
+  stale,      // signed with a timestamp older than the 300 s tolerance
+  forged,     // signed with a secret other than the endpoint's
+};
+
+std::optional<delivery_mode> parse_delivery_mode(std::string_view text);
+
+struct scenario {
+  std::string kind = "payment";  // payment, refund, payout, payout_failed, dispute
+  std::int64_t amount = 2000;    // Stripe units
+  std::string currency = "usd";
+  std::string settlement_currency;  // empty: same as currency
+  std::int64_t fee = -1;            // -1: 2.9% + 30 in Stripe units
+  std::string account;              // Connect account the events belong to; empty for none
+  std::string charge_id;            // refund/dispute of an existing charge; empty: the latest
+};
+
+struct delivery {
+  std::string event_id;
+  std::string body;
+  std::string signature_header;
+};
+
+class simulator {
+ public:
+  explicit simulator(std::uint64_t seed);
+
+  // Creates the scenario's objects and events; returns the deliveries to send, in send order.
+  std::vector<delivery> trigger(const scenario& s, delivery_mode mode, std::string_view secret, std::int64_t now_s);
+
+  // GET /v1/balance_transactions/{id}: the JSON, or nothing when unknown.
+  std::optional<std::string> balance_transaction(std::string_view id) const;
+  // GET /v1/events?ending_before=ID&limit=N: events newer than ID, newest first.
+  std::string list_events(std::string_view ending_before, std::size_t limit, bool& has_more) const;
+  // Every event created so far, oldest first (ground truth for tests).
+  std::vector<std::string> event_ids() const;
+
+  // Signs `body` at `timestamp_s` with `secret`: "t=…,v1=…".
+  static std::string sign(std::string_view body, std::string_view secret, std::int64_t timestamp_s);
+
+ private:
+  std::string next_id(std::string_view prefix);
+  std::string add_event(std::string_view type, std::string object_json, const std::string& account, std::int64_t now_s);
+
+  mutable std::mutex mutex_;  // the HTTP server runs handlers on several threads
+  std::uint64_t state_;
+  std::uint64_t counter_ = 0;
+  std::vector<std::pair<std::string, std::string>> events_;                // id, JSON, oldest first
+  std::vector<std::pair<std::string, std::string>> balance_transactions_;  // id, JSON
+  std::string last_charge_;
+  std::int64_t last_charge_amount_ = 0;
+  std::string last_charge_currency_;
+};
+
+}  // namespace bankworker::sim::stripe
