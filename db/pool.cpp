@@ -23,9 +23,24 @@ constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id'
 
 std::string milliseconds_text(std::chrono::milliseconds value) { return std::to_string(value.count()); }
 
+// Adds connect_timeout to a libpq URI or key=value string that does not set one already.
+void add_connect_timeout(std::string& url, std::chrono::milliseconds timeout) {
+  if (url.find("connect_timeout") != std::string::npos) return;
+  const std::string seconds = std::to_string((timeout.count() + 999) / 1000);
+  if (url.find("://") == std::string::npos) {
+    url += " connect_timeout=" + seconds;
+  } else {
+    url += (url.find('?') == std::string::npos ? "?" : "&");
+    url += "connect_timeout=" + seconds;
+  }
+}
+
 void check_settings(const pool_settings& settings) {
   if (settings.connections == 0 || settings.connections > limits::db_connections_max) {
     throw pool_settings_error("pool connections must be 1.." + std::to_string(limits::db_connections_max));
+  }
+  if (settings.connect_timeout.count() <= 0 || settings.connect_timeout > limits::db_checkout_timeout_max) {
+    throw pool_settings_error("pool connect_timeout out of range (db_checkout_timeout_max)");
   }
   if (settings.checkout_timeout.count() <= 0 || settings.checkout_timeout > limits::db_checkout_timeout_max) {
     throw pool_settings_error("pool checkout_timeout out of range (db_checkout_timeout_max)");
@@ -52,6 +67,7 @@ pool::~pool() = default;
 std::unique_ptr<pqxx::connection> pool::open_connection() const {
   // libpqxx wants a std::string; zero that copy of the URL as soon as the connection exists.
   std::string url(url_.reveal());
+  add_connect_timeout(url, settings_.connect_timeout);
   std::unique_ptr<pqxx::connection> connection;
   try {
     connection = std::make_unique<pqxx::connection>(url);

@@ -30,6 +30,9 @@ struct prepared_statement {
 struct pool_settings {
   std::size_t connections = 4;
   std::chrono::milliseconds checkout_timeout{5'000};
+  // libpq's connect_timeout (whole seconds; rounded up), unless the URL sets its own: a database
+  // that does not answer must not hold a caller forever.
+  std::chrono::milliseconds connect_timeout{5'000};
   std::chrono::milliseconds statement_timeout{30'000};
   std::chrono::milliseconds lock_timeout{10'000};
   std::chrono::milliseconds idle_in_transaction_timeout{60'000};

@@ -18,6 +18,9 @@ namespace {
 const std::set<std::string> shared_tables = {
     "schema_migrations",  // migration bookkeeping
     "currencies",         // ISO 4217 reference data
+    // Verified Connect events for an account no tenant has claimed yet: no tenant is known.
+    // Never readable by bankworker_app (checked below).
+    "stripe_unrouted_events",
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
@@ -55,6 +58,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
     {"audit_log",
      {"INSERT INTO bankworker.audit_log (tenant_id, seq, actor, action, subject, prev_hash, hash, signature,"
       " signing_key_id) VALUES ($1::text::uuid, 1, 'test', 'tenant.created', $1::text, '\\x00', '\\x01', '\\x02', 'k1')"}},
+    {"stripe_accounts",
+     {"INSERT INTO bankworker.stripe_accounts (tenant_id, account)"
+      " VALUES ($1::text::uuid, 'acct_' || substr(md5($1::text), 1, 16))"}},
     {"external_calls",
      {"INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
       " bytes_received, latency_us) VALUES ($1::text::uuid, 'plaid', '/transactions/sync', 200, 10, 20, 30)"}},
@@ -259,7 +265,8 @@ TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and neve
     const outcome write = run_as(app, role, tenant_a, std::string("DELETE FROM bankworker.") + table);
     CHECK(write.failed);
   }
-  for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events"}) {
+  for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
+                            "stripe_accounts", "stripe_unrouted_events"}) {
     INFO(table);
     const outcome read = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);
     CHECK(read.failed);

@@ -1,0 +1,239 @@
+#include "db/inbox.hpp"
+
+#include <algorithm>
+#include <future>
+#include <map>
+#include <unordered_set>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "core/assert.hpp"
+
+namespace bankworker::db {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
+constexpr const char* insert_events_sql =
+    "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body)"
+    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.id, e.type, e.account, e.livemode,"
+    "        to_timestamp(e.created), e.body::jsonb"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
+    "      AS e(id, type, account, livemode, created, body)"
+    " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id";
+constexpr const char* insert_unrouted_sql =
+    "INSERT INTO bankworker.stripe_unrouted_events (event_id, account, type, livemode, created_at, body)"
+    " SELECT e.id, e.account, e.type, e.livemode, to_timestamp(e.created), e.body::jsonb"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
+    "      AS e(id, type, account, livemode, created, body)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
+
+// One element of a PostgreSQL array literal: quoted, with backslash and quote escaped; NULL bare.
+void append_element(std::string& literal, const std::optional<std::string_view>& value) {
+  if (literal.size() > 1) literal.push_back(',');
+  if (!value) {
+    literal += "NULL";
+    return;
+  }
+  literal.push_back('"');
+  for (const char c : *value) {
+    if (c == '"' || c == '\\') literal.push_back('\\');
+    literal.push_back(c);
+  }
+  literal.push_back('"');
+}
+
+}  // namespace
+
+struct inbox::pending {
+  inbox_event event;
+  inbox_outcome outcome = inbox_outcome::unavailable;
+  // Resumes the waiter on its own executor with the outcome; set by store().
+  std::function<void(inbox_outcome)> complete;
+};
+
+inbox::inbox(pool& connections, inbox_settings settings, inbox_hook after_store)
+    : connections_(connections),
+      settings_(settings),
+      after_store_(std::move(after_store)),
+      committer_([this] { run(); }) {}
+
+inbox::~inbox() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  committer_.join();
+}
+
+void inbox::enqueue(std::shared_ptr<pending> item) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!stopping_ && waiting_.size() < settings_.pending_max) {
+      waiting_.push_back(std::move(item));
+      item = nullptr;
+    }
+  }
+  if (item) {
+    item->complete(inbox_outcome::unavailable);  // full or stopping: the sender retries later
+    return;
+  }
+  wake_.notify_one();
+}
+
+asio::awaitable<inbox_outcome> inbox::store(inbox_event event) {
+  auto initiate = [this](auto handler, inbox_event e) {
+    auto item = std::make_shared<pending>();
+    item->event = std::move(e);
+    auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
+    item->complete = [shared_handler](inbox_outcome outcome) {
+      auto executor = asio::get_associated_executor(*shared_handler);
+      asio::dispatch(executor, [shared_handler, outcome]() mutable { std::move (*shared_handler)(outcome); });
+    };
+    enqueue(std::move(item));
+  };
+  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(inbox_outcome)>(
+      std::move(initiate), asio::use_awaitable, std::move(event));
+}
+
+inbox_outcome inbox::store_blocking(inbox_event event) {
+  auto item = std::make_shared<pending>();
+  item->event = std::move(event);
+  auto promise = std::make_shared<std::promise<inbox_outcome>>();
+  auto result = promise->get_future();
+  item->complete = [promise](inbox_outcome outcome) { promise->set_value(outcome); };
+  enqueue(std::move(item));
+  return result.get();
+}
+
+inbox::counters inbox::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void inbox::run() {
+  for (;;) {
+    std::vector<std::shared_ptr<pending>> batch;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+      if (stopping_) {
+        for (auto& item : waiting_) batch.push_back(std::move(item));
+        waiting_.clear();
+        lock.unlock();
+        for (auto& item : batch) item->complete(inbox_outcome::unavailable);
+        return;
+      }
+      const std::size_t take = std::min(settings_.batch_max, waiting_.size());
+      for (std::size_t i = 0; i < take; ++i) {
+        batch.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
+    }
+    commit(batch);
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.batches;
+      stats_.events += batch.size();
+    }
+    for (auto& item : batch) item->complete(item->outcome);
+  }
+}
+
+void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
+  for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
+  try {
+    auto lease = connections_.checkout();
+    try {
+      pqxx::work tx(lease.connection(), "bankworker_inbox");
+      write_batch(tx, batch);
+      tx.commit();
+      return;
+    } catch (const pqxx::broken_connection&) {
+      lease.discard();
+      throw;
+    } catch (const pqxx::in_doubt_error&) {
+      // The commit may have landed. Answering 503 is safe: Stripe redelivers and the retry finds
+      // the event stored (duplicate, 2xx), and its job was enqueued with it or not at all.
+      lease.discard();
+      throw;
+    } catch (const pqxx::sql_error&) {
+      // Some event's content poisoned the batch (a jsonb PostgreSQL cannot hold, say). Write them
+      // one transaction each, so only that event is rejected.
+    }
+    for (auto& item : batch) {
+      const std::shared_ptr<pending> one[] = {item};
+      try {
+        pqxx::work tx(lease.connection(), "bankworker_inbox_single");
+        write_batch(tx, one);
+        tx.commit();
+      } catch (const pqxx::broken_connection&) {
+        lease.discard();
+        throw;
+      } catch (const pqxx::in_doubt_error&) {
+        lease.discard();
+        throw;
+      } catch (const pqxx::sql_error&) {
+        item->outcome = inbox_outcome::rejected;
+      }
+    }
+  } catch (const pqxx::broken_connection&) {
+    for (auto& item : batch) {
+      if (item->outcome != inbox_outcome::rejected) item->outcome = inbox_outcome::unavailable;
+    }
+  } catch (const pqxx::in_doubt_error&) {
+    for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
+  } catch (const pool_timeout&) {
+    for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
+  } catch (const std::exception&) {
+    // The hook failed (enqueueing the posting job, say): nothing of the batch committed, and the
+    // senders retry. The committer itself must live on.
+    for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
+  }
+}
+
+void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch) {
+  // Group by tenant (unrouted events under the empty key), keeping arrival order within each.
+  std::map<std::string, std::vector<pending*>> groups;
+  for (const auto& item : batch) {
+    groups[item->event.tenant ? item->event.tenant->to_string() : std::string()].push_back(item.get());
+  }
+  for (auto& [tenant_text, items] : groups) {
+    std::string ids = "{", types = "{", accounts = "{", livemodes = "{", created = "{", bodies = "{";
+    for (pending* p : items) {
+      append_element(ids, p->event.event_id);
+      append_element(types, p->event.type);
+      append_element(accounts, p->event.account ? std::optional<std::string_view>(*p->event.account) : std::nullopt);
+      append_element(livemodes, std::string_view(p->event.livemode ? "true" : "false"));
+      append_element(created, std::string_view(std::to_string(p->event.created_s)));
+      append_element(bodies, p->event.body);
+    }
+    for (std::string* literal : {&ids, &types, &accounts, &livemodes, &created, &bodies}) literal->push_back('}');
+
+    const bool routed = !tenant_text.empty();
+    if (routed) tx.exec_params(set_tenant_sql, tenant_text);
+    const pqxx::result inserted =
+        tx.exec_params(routed ? insert_events_sql : insert_unrouted_sql, ids, types, accounts, livemodes, created, bodies);
+    std::unordered_set<std::string> new_ids;
+    for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
+
+    std::vector<const inbox_event*> stored;
+    for (pending* p : items) {
+      // The first copy of a new id was stored; any other copy in this batch is a duplicate.
+      if (new_ids.erase(p->event.event_id) > 0) {
+        p->outcome = inbox_outcome::stored;
+        stored.push_back(&p->event);
+      } else {
+        p->outcome = inbox_outcome::duplicate;
+      }
+    }
+    if (routed && !stored.empty() && after_store_) after_store_(tx, *core::uuid::parse(tenant_text), stored);
+  }
+}
+
+}  // namespace bankworker::db

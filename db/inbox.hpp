@@ -1,0 +1,102 @@
+#pragma once
+// The Stripe webhook inbox with group commit (DESIGN.md §3: "webhook inserts from concurrent
+// requests share one commit before each request is answered").
+//
+// Verified events from any number of concurrent requests queue here; one committer thread takes
+// up to batch_max of them at a time and writes them in ONE transaction — per tenant, a
+// SET LOCAL bankworker.tenant_id and one multi-row INSERT … ON CONFLICT DO NOTHING, so row-level
+// security holds for every row — then runs the caller's hook for the rows that were new (the
+// wiring enqueues their stripe.post jobs there, in the same transaction), commits, and only then
+// completes each request. A request is answered 2xx only once its row is durable. While a commit
+// is in flight the next batch fills up, so the batch size follows the load by itself.
+//
+// Events for an unmapped Connect account go to bankworker.stripe_unrouted_events in the same way.
+
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "core/uuid.hpp"
+#include "db/pool.hpp"
+
+namespace bankworker::db {
+
+struct inbox_event {
+  std::optional<core::uuid> tenant;  // empty: an unrouted Connect event (account must be set)
+  std::string event_id;
+  std::string type;
+  std::optional<std::string> account;
+  bool livemode = false;
+  std::int64_t created_s = 0;
+  std::string body;  // the raw body as received and verified: valid JSON
+};
+
+enum class inbox_outcome {
+  stored,       // durable now: answer 2xx
+  duplicate,    // already stored earlier (or earlier in this batch): answer 2xx, nothing changed
+  rejected,     // the database refused this event's content (a jsonb it cannot hold): answer 400
+  unavailable,  // the database is unreachable or the inbox is full: answer 503, Stripe retries
+};
+
+struct inbox_settings {
+  std::size_t batch_max = 1'000;
+  std::size_t pending_max = 20'000;  // more waiting than this: answer 503 at once (back-pressure)
+};
+
+// Called in the batch's transaction, per tenant, with the events that were new (not duplicates),
+// after SET LOCAL bankworker.tenant_id of that tenant.
+using inbox_hook = std::function<void(pqxx::work& tx, const core::uuid& tenant, std::span<const inbox_event* const>)>;
+
+class inbox {
+ public:
+  // `connections` must outlive the inbox; one connection is held by the committer while it writes.
+  inbox(pool& connections, inbox_settings settings, inbox_hook after_store);
+  inbox(const inbox&) = delete;
+  inbox& operator=(const inbox&) = delete;
+  // Completes whatever is still waiting as unavailable, then stops the committer.
+  ~inbox();
+
+  // Queues `event` and resumes the caller once its batch committed (or failed).
+  boost::asio::awaitable<inbox_outcome> store(inbox_event event);
+
+  // The same, blocking: for tests and tools that have no io_context.
+  inbox_outcome store_blocking(inbox_event event);
+
+  struct counters {
+    std::uint64_t batches = 0;
+    std::uint64_t events = 0;
+  };
+  counters stats() const;
+
+ private:
+  struct pending;
+  void run();
+  void commit(std::vector<std::shared_ptr<pending>>& batch);
+  void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch);
+  void enqueue(std::shared_ptr<pending> item);
+
+  pool& connections_;  // outlives the inbox (constructor contract)
+  const inbox_settings settings_;
+  const inbox_hook after_store_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<pending>> waiting_;
+  bool stopping_ = false;
+  counters stats_;
+  std::thread committer_;
+};
+
+}  // namespace bankworker::db

@@ -1,0 +1,132 @@
+// The webhook inbox against the real database: stored once, group-committed, poison isolated,
+// 503 while the database is away.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "db/inbox.hpp"
+#include "db/tenant_scope.hpp"
+#include "db/tenants.hpp"
+#include "tests/support/scratch_database.hpp"
+
+using namespace bankworker;
+using db::inbox_outcome;
+
+namespace {
+
+db::inbox_event event_for(const core::uuid& tenant, const std::string& id, std::string body = {}) {
+  if (body.empty()) body = R"({"id":")" + id + R"(","object":"event","type":"charge.succeeded","data":{"object":{}}})";
+  return {tenant, id, "charge.succeeded", std::nullopt, false, 1'700'000'000, std::move(body)};
+}
+
+int count_events(db::pool& connections, const core::uuid& tenant) {
+  return db::with_tenant(connections, tenant, [](pqxx::work& tx) {
+    return tx.exec1("SELECT count(*) FROM bankworker.stripe_events")[0].as<int>();
+  });
+}
+
+}  // namespace
+
+TEST_CASE("an event is stored once; its redelivery is a duplicate that changes nothing", "[pg][inbox]") {
+  test::scratch_database database;
+  auto connections = database.worker_pool();
+  const auto tenant = db::create_tenant(*connections, "Inbox Ltd");
+  std::atomic<int> hooked{0};
+  db::inbox inbox(*connections, {}, [&](pqxx::work&, const core::uuid&, std::span<const db::inbox_event* const> stored) {
+    hooked += static_cast<int>(stored.size());
+  });
+  CHECK(inbox.store_blocking(event_for(tenant, "evt_1")) == inbox_outcome::stored);
+  for (int i = 0; i < 10; ++i) CHECK(inbox.store_blocking(event_for(tenant, "evt_1")) == inbox_outcome::duplicate);
+  CHECK(count_events(*connections, tenant) == 1);
+  CHECK(hooked == 1);
+}
+
+TEST_CASE("concurrent deliveries share commits and every event lands exactly once", "[pg][inbox]") {
+  test::scratch_database database;
+  db::pool_settings settings;
+  settings.connections = 2;
+  auto connections = database.worker_pool(settings);
+  const auto tenant_a = db::create_tenant(*connections, "A");
+  const auto tenant_b = db::create_tenant(*connections, "B");
+  std::atomic<int> hooked{0};
+  db::inbox inbox(*connections, {}, [&](pqxx::work& tx, const core::uuid& tenant, std::span<const db::inbox_event* const> stored) {
+    // The hook sees its tenant's scope: the rows it was given are visible to it.
+    const auto visible = tx.exec1("SELECT count(*) FROM bankworker.stripe_events")[0].as<int>();
+    CHECK(visible >= static_cast<int>(stored.size()));
+    CHECK((tenant == tenant_a || tenant == tenant_b));
+    hooked += static_cast<int>(stored.size());
+  });
+  constexpr int threads_count = 32;
+  constexpr int per_thread = 40;
+  std::atomic<int> stored{0};
+  std::atomic<int> duplicates{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < threads_count; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        // Every event is sent by two threads: ids repeat across threads t and t^1.
+        const int id = (t / 2) * per_thread + i;
+        const auto& tenant = id % 2 == 0 ? tenant_a : tenant_b;
+        const auto outcome = inbox.store_blocking(event_for(tenant, "evt_" + std::to_string(id)));
+        (outcome == inbox_outcome::stored ? stored : duplicates)++;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  constexpr int unique_events = threads_count / 2 * per_thread;
+  CHECK(stored == unique_events);
+  CHECK(duplicates == unique_events);
+  CHECK(hooked == unique_events);
+  CHECK(count_events(*connections, tenant_a) + count_events(*connections, tenant_b) == unique_events);
+  CHECK(inbox.stats().batches < static_cast<std::uint64_t>(threads_count * per_thread));
+}
+
+TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates are stored", "[pg][inbox]") {
+  test::scratch_database database;
+  auto connections = database.worker_pool();
+  const auto tenant = db::create_tenant(*connections, "Poison Ltd");
+  db::inbox inbox(*connections, {}, nullptr);
+  // jsonb cannot store the NUL character.
+  const std::string poison = R"({"id":"evt_bad","note":"nul \u0000 here"})";
+  std::vector<std::thread> threads;
+  std::atomic<int> rejected{0};
+  std::atomic<int> stored{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      const auto outcome = i == 3 ? inbox.store_blocking(event_for(tenant, "evt_bad", poison))
+                                  : inbox.store_blocking(event_for(tenant, "evt_ok_" + std::to_string(i)));
+      (outcome == inbox_outcome::rejected ? rejected : stored)++;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  CHECK(rejected == 1);
+  CHECK(stored == 7);
+  CHECK(count_events(*connections, tenant) == 7);
+}
+
+TEST_CASE("while the database is unreachable the inbox answers unavailable quickly", "[pg][inbox]") {
+  db::pool_settings settings;
+  settings.connections = 1;
+  settings.checkout_timeout = std::chrono::milliseconds(500);
+  db::pool connections(crypto::secret::copy_of("postgresql://nobody@127.0.0.1:1/none"), settings);
+  db::inbox inbox(connections, {}, nullptr);
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(inbox.store_blocking(event_for(core::uuid{}, "evt_1")) == inbox_outcome::unavailable);
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(3));
+}
+
+TEST_CASE("a Connect event for an unmapped account is kept as unrouted", "[pg][inbox]") {
+  test::scratch_database database;
+  auto connections = database.worker_pool();
+  db::inbox inbox(*connections, {}, nullptr);
+  db::inbox_event e = event_for(core::uuid{}, "evt_unrouted");
+  e.tenant.reset();
+  e.account = "acct_unknown1";
+  CHECK(inbox.store_blocking(e) == inbox_outcome::stored);
+  CHECK(inbox.store_blocking(e) == inbox_outcome::duplicate);
+  const auto admin = database.connect_as_admin();
+  pqxx::work tx(*admin);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.stripe_unrouted_events WHERE account = 'acct_unknown1'")[0].as<int>() == 1);
+}
