@@ -286,7 +286,10 @@ void http_server::stop() {
   // Idle connections wait in a read; cancelling it ends them. A request being handled finishes,
   // and its response says Connection: close.
   for (auto& stream : open) {
-    asio::post(stream->get_executor(), [stream] { stream->socket().cancel(); });
+    asio::post(stream->get_executor(), [stream] {
+      beast::error_code ignored;  // the connection may have closed itself meanwhile
+      stream->socket().cancel(ignored);
+    });
   }
 }
 
