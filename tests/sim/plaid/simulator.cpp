@@ -792,13 +792,15 @@ struct simulator::state {
   // -------------------------------------------------------------------------------------------
   // Plaid endpoints.
 
-  std::variant<std::size_t, failure> item_for_token(simdjson::dom::object body) {
+  // `item_id` is set whenever the token names an item, removed or not, for the call record.
+  std::variant<std::size_t, failure> item_for_token(simdjson::dom::object body, std::string& item_id) {
     std::string_view token;
     const field state = read_string(body, "access_token", token);
     if (state == field::missing) return failure{"MISSING_FIELDS", "the following required fields are missing: access_token"};
     if (state == field::wrong_type) return failure{"INVALID_FIELD", "access_token must be a string"};
     const auto found = items_by_token.find(std::string(token));
     if (found == items_by_token.end()) return failure{"INVALID_ACCESS_TOKEN", {}};
+    item_id = items[found->second].item_id;
     if (items[found->second].removed) return failure{"ITEM_NOT_FOUND", {}};
     return found->second;
   }
@@ -1003,10 +1005,9 @@ struct simulator::state {
       return finish(webhook_verification_key_get(body));
     }
 
-    auto found = item_for_token(body);
+    auto found = item_for_token(body, item_id);
     if (auto* failed = std::get_if<failure>(&found)) return finish(error_reply(*failed));
     item& it = items[std::get<std::size_t>(found)];
-    item_id = it.item_id;
 
     if (endpoint == "/accounts/get") {
       if (auto f = take_fault(endpoint, item_id, 0)) return finish(apply_fault(*f, endpoint, accounts_get(it)));
