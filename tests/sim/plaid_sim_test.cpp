@@ -585,7 +585,7 @@ TEST_CASE("modified and removed transactions replay to the simulator's truth", "
 }
 
 TEST_CASE("a mutation on page 2 answers Plaid's error, and restarting from the first cursor succeeds", "[plaid_sim]") {
-  sim_process sim({"--seed", "5", "--transactions", "250"});
+  sim_process sim({"--seed", "5", "--transactions", "250", "--threads", "2"});
   const linked_item item = link_item(sim);
 
   SECTION("injected") {
@@ -693,7 +693,9 @@ TEST_CASE("a removed item answers ITEM_NOT_FOUND and the call record counts one 
   REQUIRE(calls.status == 200);
   const json record(calls.body);
   int successes = 0, failures = 0;
-  for (auto call : record.root["calls"].get_array().value()) {
+  // A named array: value() on a temporary result would dangle in the range-for.
+  const simdjson::dom::array calls_made = record.root["calls"].get_array().value();
+  for (auto call : calls_made) {
     CHECK(std::string_view(call["item_id"].get_string().value()) == item.item_id);
     if (call["status"].get_int64().value() == 200) ++successes;
     else {
@@ -723,6 +725,20 @@ TEST_CASE("wrong or missing credentials are refused as Plaid refuses them", "[pl
              {"PLAID-CLIENT-ID: cid-123", "PLAID-SECRET: s3cret"})
             .status == 200);
   check_plaid_error(post(sim.url() + "/accounts/get", "not json"), 400, "INVALID_REQUEST", "INVALID_BODY");
+  check_plaid_error(post(sim.url() + "/transactions/get", "{}"), 404, "INVALID_REQUEST", "NOT_FOUND");
+  // Past request_body_bytes_max (1 MiB) the answer is 413, given on the headers alone (the client
+  // waits for "100 Continue", so no unread body makes the close a reset).
+  CHECK(post(sim.url() + "/accounts/get", std::string(2 << 20, ' '), {"Expect: 100-continue"}).status == 413);
+}
+
+TEST_CASE("an expired public token cannot be exchanged", "[plaid_sim]") {
+  sim_process sim({"--seed", "37", "--transactions", "5", "--public-token-ttl-s", "0"});
+  const http_result created = post(sim.url() + "/sandbox/public_token/create",
+                                   "{" + credentials() + R"(,"institution_id":"ins_109508","initial_products":["transactions"]})");
+  REQUIRE(created.status == 200);
+  const http_result exchanged = post(sim.url() + "/item/public_token/exchange",
+                                     "{" + credentials() + R"(,"public_token":")" + json(created.body).string("public_token") + R"("})");
+  check_plaid_error(exchanged, 400, "INVALID_INPUT", "INVALID_PUBLIC_TOKEN");
 }
 
 TEST_CASE("a cursor from another item, a garbled cursor and a bad count are INVALID_FIELD", "[plaid_sim]") {
@@ -813,7 +829,8 @@ TEST_CASE("100 items of 1,000 transactions are served whole and fast", "[plaid_s
   REQUIRE(listed.status == 200);
   const json items(listed.body);
   std::vector<std::string> tokens;
-  for (auto it : items.root["items"].get_array().value()) {
+  const simdjson::dom::array item_list = items.root["items"].get_array().value();
+  for (auto it : item_list) {
     tokens.emplace_back(it["access_token"].get_string().value());
   }
   REQUIRE(tokens.size() == 100);
