@@ -647,6 +647,23 @@ TEST_CASE("injected errors answer with Plaid's error object and HTTP status", "[
   }
 }
 
+TEST_CASE("the per-item and per-client /transactions/sync limits answer 429 once a minute's calls are used",
+          "[plaid_sim]") {
+  sim_process sim({"--seed", "41", "--transactions", "5", "--sync-limit-per-item", "3", "--sync-limit-per-client", "5"});
+  const linked_item a = link_item(sim);
+  const linked_item b = link_item(sim);
+  for (int i = 0; i < 3; ++i) CHECK(sync_call(sim, a.access_token, "", 10).status == 200);
+  const http_result item_limited = sync_call(sim, a.access_token, "", 10);
+  check_plaid_error(item_limited, 429, "RATE_LIMIT_EXCEEDED", "TRANSACTIONS_SYNC_LIMIT");
+  CHECK(json(item_limited.body).string("error_message").find("this item") != std::string::npos);
+  for (int i = 0; i < 2; ++i) CHECK(sync_call(sim, b.access_token, "", 10).status == 200);
+  const http_result client_limited = sync_call(sim, b.access_token, "", 10);
+  check_plaid_error(client_limited, 429, "RATE_LIMIT_EXCEEDED", "TRANSACTIONS_SYNC_LIMIT");
+  CHECK(json(client_limited.body).string("error_message").find("client") != std::string::npos);
+  // Other endpoints are not limited by the sync limits.
+  CHECK(post(sim.url() + "/accounts/get", "{" + credentials() + R"(,"access_token":")" + b.access_token + R"("})").status == 200);
+}
+
 TEST_CASE("slow, truncated and malformed answers are served as injected", "[plaid_sim]") {
   sim_process sim({"--seed", "13", "--transactions", "300"});
   const linked_item item = link_item(sim);

@@ -1,7 +1,7 @@
 // plaid_sim: a simulator of Plaid's HTTP API for tests, benchmarks and the demo.
 //
 //   plaid_sim [--port N] [--seed N] [--items N] [--transactions M] [--client-id ID] [--secret S]
-//             [--threads N] [--public-token-ttl-s N]
+//             [--threads N] [--public-token-ttl-s N] [--sync-limit-per-item N] [--sync-limit-per-client N]
 //
 // Listens on 127.0.0.1 only. With --port 0 (the default) it picks a free port; either way the
 // first line on stdout is "listening on http://127.0.0.1:PORT". Credentials default to
@@ -291,7 +291,7 @@ asio::awaitable<void> accept_connections(tcp::acceptor& acceptor, simulator& sim
 [[noreturn]] void usage(const std::string& reason) {
   std::cerr << "plaid_sim: " << reason
             << "\nusage: plaid_sim [--port N] [--seed N] [--items N] [--transactions M] [--client-id ID] [--secret S]"
-               " [--threads N] [--public-token-ttl-s N]\n";
+               " [--threads N] [--public-token-ttl-s N] [--sync-limit-per-item N] [--sync-limit-per-client N]\n";
   std::exit(2);
 }
 
@@ -321,7 +321,11 @@ int run(int argc, char** argv) {
     else if (flag == "--secret") settings.secret = value;
     else if (flag == "--threads") server.threads = number_arg(flag, value, server_limits::threads_max);
     else if (flag == "--public-token-ttl-s") settings.public_token_ttl = std::chrono::seconds(number_arg(flag, value, 86'400));
-    else usage("unknown option " + flag);
+    else if (flag == "--sync-limit-per-item") {
+      settings.sync_calls_per_item_per_min = static_cast<std::uint32_t>(number_arg(flag, value, limits::sync_calls_per_min_max));
+    } else if (flag == "--sync-limit-per-client") {
+      settings.sync_calls_per_client_per_min = static_cast<std::uint32_t>(number_arg(flag, value, limits::sync_calls_per_min_max));
+    } else usage("unknown option " + flag);
   }
   if (server.threads == 0) usage("--threads must be at least 1");
   if (settings.items_initial * settings.transactions_per_item > limits::transactions_total_max) {

@@ -304,6 +304,7 @@ struct item {
   std::vector<std::string> snapshots;
   std::vector<change> log;
   std::unordered_map<std::string, transaction> live;
+  std::deque<std::int64_t> sync_calls_s;  // when recent accepted /transactions/sync calls came
 };
 
 struct public_token {
@@ -450,6 +451,7 @@ struct simulator::state {
   std::uint64_t calls_dropped = 0;
   std::uint64_t call_sequence = 0;
   std::deque<received_webhook> webhooks_received;
+  std::deque<std::int64_t> client_sync_calls_s;
   simdjson::dom::parser parser;  // used under the mutex only
 
   state(simulator_settings s, std::int64_t now_s)
@@ -795,6 +797,29 @@ struct simulator::state {
   }
 
   // -------------------------------------------------------------------------------------------
+  // Rate limits: a sliding 60 s window of accepted calls, no longer than the limit itself.
+
+  static bool window_full(std::deque<std::int64_t>& window, std::uint32_t limit, std::int64_t now_s) {
+    if (limit == 0) return false;
+    while (!window.empty() && window.front() <= now_s - 60) window.pop_front();
+    return window.size() >= limit;
+  }
+
+  std::optional<reply> check_sync_rate(item& it, std::int64_t now_s) {
+    if (window_full(it.sync_calls_s, settings.sync_calls_per_item_per_min, now_s)) {
+      return error_reply("TRANSACTIONS_SYNC_LIMIT", "rate limit exceeded for attempts to access /transactions/sync for this item (" +
+                                                        std::to_string(settings.sync_calls_per_item_per_min) + " per minute); please try again later");
+    }
+    if (window_full(client_sync_calls_s, settings.sync_calls_per_client_per_min, now_s)) {
+      return error_reply("TRANSACTIONS_SYNC_LIMIT", "rate limit exceeded for /transactions/sync across this client (" +
+                                                        std::to_string(settings.sync_calls_per_client_per_min) + " per minute); please try again later");
+    }
+    if (settings.sync_calls_per_item_per_min != 0) it.sync_calls_s.push_back(now_s);
+    if (settings.sync_calls_per_client_per_min != 0) client_sync_calls_s.push_back(now_s);
+    return std::nullopt;
+  }
+
+  // -------------------------------------------------------------------------------------------
   // Plaid endpoints.
 
   // `item_id` is set whenever the token names an item, removed or not, for the call record.
@@ -1025,6 +1050,7 @@ struct simulator::state {
       return finish(item_remove(it));
     }
     // /transactions/sync
+    if (auto limited = check_sync_rate(it, now_s)) return finish(std::move(*limited));
     auto planned = plan_sync(it, body);
     if (auto* failed = std::get_if<failure>(&planned)) return finish(error_reply(*failed));
     const auto [c, count] = std::get<std::pair<cursor, std::size_t>>(planned);

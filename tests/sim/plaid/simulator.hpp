@@ -34,6 +34,9 @@ inline constexpr std::size_t faults_max = 256;
 inline constexpr std::size_t webhooks_received_max = 256;
 inline constexpr std::int64_t fault_delay_ms_max = 120'000;
 inline constexpr std::int64_t fault_times_max = 1'000'000;
+// Enforced /transactions/sync rate limits (Plaid production: 2,500/min per client, 50/min per
+// item); each limit is also the bound of the window of timestamps kept for it.
+inline constexpr std::uint32_t sync_calls_per_min_max = 100'000;
 static_assert(sync_count_max * 2 < 2'000, "a full page must stay under the connector's page_items_max");
 }  // namespace limits
 
@@ -44,6 +47,10 @@ struct simulator_settings {
   std::size_t items_initial = 0;            // created at start (the scale knob)
   std::size_t transactions_per_item = 120;  // history of every new item
   std::chrono::seconds public_token_ttl{30 * 60};  // Plaid: public tokens expire after 30 minutes
+  // /transactions/sync calls allowed in any 60 s, per item and per client; 0 turns a limit off
+  // (the default, so benchmarks are not throttled). Past a limit: 429 TRANSACTIONS_SYNC_LIMIT.
+  std::uint32_t sync_calls_per_item_per_min = 0;
+  std::uint32_t sync_calls_per_client_per_min = 0;
 };
 
 struct request_view {
