@@ -14,6 +14,8 @@ constexpr std::string_view usage_text =
     "commands:\n"
     "  migrate                     apply pending database migrations\n"
     "  tenant create --name NAME   create a tenant and print its id\n"
+    "  keys status|rotate|rewrap|destroy   tenant keys: see crypto/README.md\n"
+    "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
     "\n"
     "options:\n"
     "  --json       machine-readable output\n"
@@ -31,6 +33,8 @@ struct command {
 constexpr command commands[] = {
     {"migrate", command_migrate},
     {"tenant", command_tenant},
+    {"keys", command_keys},
+    {"audit", command_audit},
 };
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "core/assert.hpp"
+
 namespace bankworker::worker {
 
 std::string one_line(std::string_view text) {
@@ -108,6 +110,38 @@ std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connect
   db::pool_settings pool_config;
   pool_config.connections = connections;
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
+}
+
+std::unique_ptr<db::key_store> open_key_store(const settings& config, db::pool& connections,
+                                              std::unique_ptr<crypto::root_key_provider> new_primary) {
+  BW_ASSERT(config.root_key_file.has_value());
+  try {
+    crypto::root_key_ring ring;
+    if (new_primary) {
+      ring = crypto::root_key_ring(std::move(new_primary));
+      ring.add_previous(crypto::file_root_key::load(*config.root_key_file));
+    } else {
+      ring = crypto::root_key_ring(crypto::file_root_key::load(*config.root_key_file));
+    }
+    if (config.root_key_previous_file) ring.add_previous(crypto::file_root_key::load(*config.root_key_previous_file));
+    auto keys = std::make_unique<db::key_store>(std::move(ring));
+    keys->prepare(connections);
+    return keys;
+  } catch (const crypto::root_key_error& error) {
+    throw command_error{one_line(error.what())};
+  } catch (const pqxx::broken_connection& error) {
+    throw command_error{"cannot connect to the database: " + one_line(error.what())};
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("loading the audit signing key", error);
+  }
+}
+
+core::uuid tenant_option(const parsed_args& parsed) {
+  const std::optional<std::string_view> text = parsed.option("--tenant");
+  if (!text) throw usage_error{"--tenant TENANT_ID is required"};
+  const std::optional<core::uuid> tenant = core::uuid::parse(*text);
+  if (!tenant) throw usage_error{"--tenant: '" + std::string(*text) + "' is not a uuid"};
+  return *tenant;
 }
 
 void throw_database_failure(std::string_view doing, const pqxx::sql_error& error) {

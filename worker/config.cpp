@@ -174,6 +174,7 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
     std::error_code ignored;
     if (std::filesystem::exists(candidate, ignored)) s.root_key_file = candidate;
   }
+  s.root_key_previous_file = load.readable_file("BANKWORKER_ROOT_KEY_PREVIOUS_FILE");
   if (needs.root_key && !root_key_named && !s.root_key_file) {
     load.problem("BANKWORKER_ROOT_KEY_FILE", "required (or a root-key credential in $CREDENTIALS_DIRECTORY)");
   }

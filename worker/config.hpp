@@ -27,6 +27,8 @@ struct settings {
   crypto::secret database_url;  // may carry a password
   listen_address http_listen{"127.0.0.1", 8080};
   std::optional<std::filesystem::path> root_key_file;
+  // The root key being replaced, during a root rotation: still opens what it wrapped.
+  std::optional<std::filesystem::path> root_key_previous_file;
   std::string plaid_base_url;
   std::string plaid_client_id;
   crypto::secret plaid_secret;

@@ -114,5 +114,12 @@ TEST_CASE("the root key comes from its variable or the credentials directory and
             .value.root_key_file == directory / "root-key");
   CHECK(load_settings(env_of({{"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()}}), {.root_key = true})
             .problems.empty());
+  // During a root rotation the previous key file is named too; it must be readable.
+  CHECK(load_settings(env_of({{"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()},
+                              {"BANKWORKER_ROOT_KEY_PREVIOUS_FILE", (directory / "root-key").string()}}),
+                      {.root_key = true})
+            .value.root_key_previous_file == directory / "root-key");
+  CHECK(mentions(load_settings(env_of({{"BANKWORKER_ROOT_KEY_PREVIOUS_FILE", "/nonexistent/old-key"}}), {}).problems,
+                 "BANKWORKER_ROOT_KEY_PREVIOUS_FILE: cannot read"));
   std::filesystem::remove_all(directory);
 }
