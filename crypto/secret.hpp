@@ -28,7 +28,8 @@ enum class file_permissions { any, owner_or_group_only };
 class secret {
  public:
   // Read access to the bytes for as long as it lives. Keep it as short as the work that needs it;
-  // never store the string_view it converts to beyond the view's own life.
+  // never keep text() beyond the view's own life. There is deliberately no implicit conversion:
+  // `std::string_view s = secret.reveal();` would dangle into closed pages, so it does not compile.
   class view {
    public:
     view(const view&) = delete;
@@ -38,7 +39,6 @@ class secret {
     ~view();
 
     std::string_view text() const noexcept { return text_; }
-    operator std::string_view() const noexcept { return text_; }  // NOLINT: scoped by design
     const unsigned char* data() const noexcept { return reinterpret_cast<const unsigned char*>(text_.data()); }
     std::size_t size() const noexcept { return text_.size(); }
     bool empty() const noexcept { return text_.empty(); }

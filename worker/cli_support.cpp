@@ -95,7 +95,7 @@ settings load_or_throw(const env_lookup& env, settings_needs needs) {
 }
 
 std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config) {
-  std::string url(config.database_url.reveal());
+  std::string url(config.database_url.reveal().text());
   try {
     auto connection = std::make_unique<pqxx::connection>(url);
     sodium_memzero(url.data(), url.size());
