@@ -1,6 +1,7 @@
 // Key commands: `keys status`, `keys rotate --tenant T`, `keys rotate --root --root-key-file F`,
 // `keys rewrap [--tenant T]`, `keys destroy --tenant T --yes-destroy-all-keys`.
 #include <charconv>
+#include <filesystem>
 #include <string>
 
 #include "core/json_text.hpp"
@@ -92,21 +93,26 @@ int keys_status(const parsed_args& parsed, settings& config, std::ostream& out) 
 
 int keys_rotate(const parsed_args& parsed, settings& config, std::ostream& out) {
   if (parsed.flag("--root")) {
+    // The target is NEW when given, else the configured primary (Vault, or BANKWORKER_ROOT_KEY_FILE
+    // with the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE); every other configured key is a source.
     expect_only(parsed, 2, {"--root", "--root-key-file"});
-    const std::optional<std::string_view> file = parsed.option("--root-key-file");
-    if (!file) throw usage_error{"keys rotate --root needs --root-key-file NEW_KEY_FILE (64 hex characters, mode 0600)"};
     std::unique_ptr<crypto::root_key_provider> fresh;
-    std::string current_id;
-    try {
-      fresh = crypto::file_root_key::load(std::filesystem::path(std::string(*file)));
-      current_id = crypto::file_root_key::load(*config.root_key_file)->key_id();
-    } catch (const crypto::root_key_error& error) {
-      throw command_error{one_line(error.what())};
+    std::vector<std::string> configured_ids;
+    for (const auto& provider : configured_root_keys(config)) configured_ids.push_back(provider->key_id());
+    if (const std::optional<std::string_view> file = parsed.option("--root-key-file")) {
+      try {
+        fresh = crypto::file_root_key::load(std::filesystem::path(std::string(*file)));
+      } catch (const crypto::root_key_error& error) {
+        throw command_error{one_line(error.what())};
+      }
+      if (fresh->key_id() == configured_ids.front()) {
+        throw usage_error{"--root-key-file holds the current root key; generate a new one (openssl rand -hex 32)"};
+      }
+    } else if (configured_ids.size() < 2) {
+      throw usage_error{"keys rotate --root needs a new root key: --root-key-file NEW_KEY_FILE (64 hex characters, "
+                        "mode 0600), or BANKWORKER_VAULT_ADDR, or the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE"};
     }
-    const std::string new_id = fresh->key_id();
-    if (new_id == current_id) {
-      throw usage_error{"--root-key-file holds the current root key; generate a new one (openssl rand -hex 32)"};
-    }
+    const std::string new_id = fresh ? fresh->key_id() : configured_ids.front();
     const auto connections = open_worker_pool(config);
     const auto keys = open_key_store(config, *connections, std::move(fresh));
     std::size_t versions = 0;
@@ -130,8 +136,9 @@ int keys_rotate(const parsed_args& parsed, settings& config, std::ostream& out) 
     } else {
       out << "root key " << new_id << ": rewrapped " << versions << " tenant key versions of " << tenants
           << " tenants and " << signing_keys << " audit signing keys\n"
-          << "next: point BANKWORKER_ROOT_KEY_FILE at the new file; keep the old one as "
-             "BANKWORKER_ROOT_KEY_PREVIOUS_FILE until every worker has restarted\n";
+          << "next: configure " << new_id << " as the root key of every worker (BANKWORKER_ROOT_KEY_FILE or "
+             "BANKWORKER_VAULT_ADDR), keeping the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE until every worker "
+             "has restarted; then destroy the old key\n";
     }
     return exit_ok;
   }

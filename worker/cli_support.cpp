@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "connectors/vault/transit_root_key.hpp"
 #include "core/assert.hpp"
 
 namespace bankworker::worker {
@@ -112,18 +113,42 @@ std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connect
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
 }
 
+std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config) {
+  std::vector<std::unique_ptr<crypto::root_key_provider>> providers;
+  try {
+    if (!config.vault_address.empty()) {
+      crypto::secret token;
+      {
+        const crypto::secret::view text = config.vault_token.reveal();
+        token = crypto::secret::copy_of(text.text());
+      }
+      providers.push_back(std::make_unique<connectors::vault::transit_root_key>(
+          connectors::vault::transit_settings{.address = config.vault_address,
+                                              .mount = config.vault_transit_mount,
+                                              .key_name = config.vault_transit_key},
+          std::move(token)));
+    }
+    if (config.root_key_file) providers.push_back(crypto::file_root_key::load(*config.root_key_file));
+    if (config.root_key_previous_file) providers.push_back(crypto::file_root_key::load(*config.root_key_previous_file));
+  } catch (const crypto::root_key_error& error) {
+    throw command_error{one_line(error.what())};
+  } catch (const std::invalid_argument& error) {
+    throw command_error{std::string("vault: ") + error.what()};
+  }
+  if (providers.empty()) throw command_error{"no root key configured (BANKWORKER_ROOT_KEY_FILE or BANKWORKER_VAULT_ADDR)"};
+  return providers;
+}
+
 std::unique_ptr<db::key_store> open_key_store(const settings& config, db::pool& connections,
                                               std::unique_ptr<crypto::root_key_provider> new_primary) {
-  BW_ASSERT(config.root_key_file.has_value());
+  auto providers = configured_root_keys(config);
   try {
     crypto::root_key_ring ring;
-    if (new_primary) {
-      ring = crypto::root_key_ring(std::move(new_primary));
-      ring.add_previous(crypto::file_root_key::load(*config.root_key_file));
-    } else {
-      ring = crypto::root_key_ring(crypto::file_root_key::load(*config.root_key_file));
+    if (new_primary) ring = crypto::root_key_ring(std::move(new_primary));
+    for (auto& provider : providers) {
+      if (ring.empty()) ring = crypto::root_key_ring(std::move(provider));
+      else ring.add_previous(std::move(provider));
     }
-    if (config.root_key_previous_file) ring.add_previous(crypto::file_root_key::load(*config.root_key_previous_file));
     auto keys = std::make_unique<db::key_store>(std::move(ring));
     keys->prepare(connections);
     return keys;

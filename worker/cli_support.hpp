@@ -69,8 +69,12 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config);
 // A small pool as bankworker_worker for tenant-scoped work from the CLI.
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections = 1);
 
-// The key store over the configured root key (and the previous one during a root rotation), with
-// the audit signing key loaded. Throws command_error when a root key file is unusable.
+// The configured root keys, primary first: Vault Transit if BANKWORKER_VAULT_ADDR is set, the root
+// key file, then the previous root key file. Throws command_error when one is unusable.
+std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config);
+
+// The key store over `new_primary` (if given) and the configured root keys, with the audit
+// signing key loaded. Throws command_error when a root key is unusable.
 std::unique_ptr<db::key_store> open_key_store(const settings& config, db::pool& connections,
                                               std::unique_ptr<crypto::root_key_provider> new_primary = nullptr);
 

@@ -11,6 +11,7 @@
 #include "db/tenant_scope.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/sim/vault_sim.hpp"
 #include "tests/support/test_keys.hpp"
 
 using namespace bankworker;
@@ -200,4 +201,31 @@ TEST_CASE("a root key file readable by others is refused in one line", "[pg][cli
   CHECK(result.exit_code == 1);
   REQUIRE(lines_of(result.err).size() == 1);
   CHECK_THAT(result.err, Catch::Contains("readable by others") && !Catch::Contains(std::string(test::test_root_key_hex)));
+}
+
+TEST_CASE("keys rotate --root moves every key from the root key file to Vault Transit", "[pg][cli][keys][vault]") {
+  cli_fixture f;
+  const std::string tenant = f.create_tenant("Acme");
+  f.seal_secrets(tenant, 2);
+  test::vault_sim vault("hvs.cli-test");
+  const std::filesystem::path token_file = f.root_key.path().parent_path() / "vault-token";
+  write_file(token_file, "hvs.cli-test\n");
+  f.env["BANKWORKER_VAULT_ADDR"] = vault.address();
+  f.env["BANKWORKER_VAULT_TOKEN_FILE"] = token_file.string();
+
+  const auto rotated = f.run({"--json", "keys", "rotate", "--root"});
+  INFO(rotated.err);
+  REQUIRE(rotated.exit_code == 0);
+  CHECK_THAT(rotated.out, Catch::Contains("\"root_key_id\":\"vault:transit/bankworker-root\"") &&
+                              Catch::Contains("\"key_versions_rewrapped\":1,\"signing_keys_rewrapped\":1"));
+
+  f.env.erase("BANKWORKER_ROOT_KEY_FILE");  // Vault alone from now on
+  CHECK(f.run({"audit", "verify"}).exit_code == 0);
+  const auto status = f.run({"keys", "status", "--tenant", tenant});
+  CHECK_THAT(status.out, Catch::Contains("root vault:transit/bankworker-root  secrets 2"));
+  CHECK(f.run({"keys", "rotate", "--tenant", tenant}).exit_code == 0);
+  CHECK(f.run({"keys", "rewrap"}).exit_code == 0);
+  const auto again = f.run({"keys", "rotate", "--root"});
+  CHECK(again.exit_code == 2);  // nothing to rotate to
+  CHECK(f.all_output.find("hvs.cli-test") == std::string::npos);
 }
