@@ -120,9 +120,10 @@ class key_store {
   std::vector<std::uint32_t> retire_unused_versions(pool& connections, const core::uuid& tenant,
                                                     std::string_view actor);
 
-  // Rewraps every tenant key version and the audit signing seeds still wrapped by another root
-  // key under the ring's primary root key. Returns how many keys it rewrapped for this tenant.
+  // Rewraps the tenant's key versions still wrapped by another root key under the ring's primary
+  // root key, auditing it in `tx`. Returns how many versions it rewrapped (0 when re-run).
   std::size_t rewrap_tenant_keys_to_primary_root(pqxx::work& tx, const core::uuid& tenant, std::string_view actor);
+  // The same for the audit signing seeds (not tenant data: its own transaction, no audit row).
   std::size_t rewrap_signing_keys_to_primary_root(pool& connections);
 
   // Tenant offboarding: shreds every sealed secret, erases every key version (metadata stays,
