@@ -59,6 +59,28 @@ static_assert(stripe_signatures_max * (sizeof("v1=") - 1 + 64 + 1) + sizeof("t=,
               "a header carrying the largest allowed number of v1 signatures must fit the byte limit");
 static_assert(stripe_webhook_secret_bytes_max <= secret_file_bytes_max,
               "a webhook secret must fit in a secret file");
+// Envelope encryption (crypto/envelope.hpp, DESIGN.md §5). A sealed secret is a token or key, never
+// a document: the plaintext bound keeps every envelope far inside the database's column check.
+inline constexpr std::size_t sealed_plaintext_bytes_max = 8192;
+inline constexpr std::size_t envelope_bytes_max = 65536;  // sealed_secrets.envelope CHECK
+inline constexpr std::size_t aad_field_bytes_max = 256;   // purpose, subject id, environment
+// Unwrapped tenant keys kept in guarded memory, and for how long: a destroyed or retired key stays
+// usable by another running process for at most the TTL (see crypto/README.md).
+inline constexpr std::size_t kek_cache_entries_max = 4096;
+inline constexpr std::chrono::seconds kek_cache_ttl_max{3600};
+// Key versions per tenant (each rotation adds one; retired versions keep their metadata).
+inline constexpr std::uint32_t kek_versions_max = 100'000;
+// `keys rewrap` works in batches, each its own short transaction, so it runs online.
+inline constexpr std::size_t rewrap_batch_rows_max = 10'000;
+// Audit rows: the free-text fields and the details document (ids and keyed hashes only).
+inline constexpr std::size_t audit_details_bytes_max = 4096;
+// `audit verify` reads a tenant's chain in pages of this many rows.
+inline constexpr std::size_t audit_verify_page_rows = 1000;
+// Tenants one operator command walks (rewrap, rotate --root, verify, checkpoint).
+inline constexpr std::size_t tenants_per_command_max = 1'000'000;
+
+static_assert(sealed_plaintext_bytes_max + 1024 <= envelope_bytes_max,
+              "an envelope is the plaintext plus a header well under 1 KiB");
 
 static_assert(secret_file_bytes_max <= env_value_bytes_max,
               "a secret read from a file must fit where an environment value would");

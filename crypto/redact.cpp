@@ -1,6 +1,7 @@
 #include "crypto/redact.hpp"
 
 #include <array>
+#include <vector>
 
 #include "core/assert.hpp"
 #include "core/uuid.hpp"
@@ -133,13 +134,14 @@ void append_masked_card(std::string_view run, std::size_t digits, std::string& o
   }
 }
 
-const secret* match_known(std::string_view s, std::span<const secret* const> known) noexcept {
-  for (const secret* candidate : known) {
-    if (candidate == nullptr || candidate->size() < known_secret_bytes_min) continue;
-    const std::string_view plaintext = candidate->reveal();
-    if (s.front() == plaintext.front() && s.starts_with(plaintext)) return candidate;
+// `known` holds open views of the caller's secrets for the whole scan, so the guarded pages are
+// opened once per call rather than once per character.
+std::size_t match_known(std::string_view s, const std::vector<secret::view>& known) noexcept {
+  for (const secret::view& candidate : known) {
+    const std::string_view plaintext = candidate.text();
+    if (s.front() == plaintext.front() && s.starts_with(plaintext)) return plaintext.size();
   }
-  return nullptr;
+  return 0;
 }
 
 }  // namespace
@@ -175,13 +177,18 @@ std::size_t redact_into(std::string_view text, std::string& out, std::span<const
     i = end;
   };
 
+  std::vector<secret::view> known_views;
+  for (const secret* candidate : known) {
+    if (candidate != nullptr && candidate->size() >= known_secret_bytes_min) known_views.push_back(candidate->reveal());
+  }
+
   while (i < text.size()) {
     const std::string_view rest = text.substr(i);
     const char c = rest.front();
 
-    if (!known.empty()) {
-      if (const secret* hit = match_known(rest, known)) {
-        emit_mask(i, 0, i + hit->size());
+    if (!known_views.empty()) {
+      if (const std::size_t hit = match_known(rest, known_views); hit > 0) {
+        emit_mask(i, 0, i + hit);
         continue;
       }
     }

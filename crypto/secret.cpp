@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <ostream>
 #include <string>
@@ -18,27 +19,78 @@
 
 namespace bankworker::crypto {
 
-secret::secret(std::size_t size) : size_(size) {
+// How many views of one secret are open; the pages are readable exactly while it is non-zero.
+struct secret::access_state {
+  std::mutex mutex;
+  std::size_t readers = 0;
+};
+
+secret::secret() noexcept = default;
+
+secret::secret(std::size_t size) : size_(size), access_(std::make_unique<access_state>()) {
   BW_ASSERT(size > 0);
-  bytes_ = static_cast<char*>(sodium_malloc(size));
+  bytes_ = static_cast<unsigned char*>(sodium_malloc(size));
   if (bytes_ == nullptr) throw std::bad_alloc();
+  // sodium_malloc already tries to lock the region but ignores the outcome; asking again is
+  // harmless and tells us whether these bytes can reach swap.
+  locked_ = sodium_mlock(bytes_, size) == 0;
+  // Left writable: the factory that called this fills the bytes, then closes the pages.
 }
+
+namespace {
+
+void close_pages(unsigned char* bytes) {
+  // mprotect on our own sodium_malloc region fails only if the address is wrong, which is a bug.
+  const int closed = sodium_mprotect_noaccess(bytes);
+  BW_INVARIANT(closed == 0);
+}
+
+}  // namespace
 
 secret secret::copy_of(std::string_view plaintext) {
   if (plaintext.empty()) return secret{};
   secret result(plaintext.size());
   std::memcpy(result.bytes_, plaintext.data(), plaintext.size());
+  close_pages(result.bytes_);
+  return result;
+}
+
+secret secret::random(std::size_t size) {
+  BW_ASSERT(size > 0);
+  secret result(size);
+  randombytes_buf(result.bytes_, size);
+  close_pages(result.bytes_);
+  return result;
+}
+
+secret secret::filled(std::size_t size, const std::function<bool(unsigned char* bytes)>& fill) {
+  BW_ASSERT(size > 0);
+  secret result(size);
+  bool kept = false;
+  try {
+    kept = fill(result.bytes_);
+  } catch (...) {
+    close_pages(result.bytes_);
+    throw;
+  }
+  close_pages(result.bytes_);
+  if (!kept) return secret{};  // `result` zeroes and frees the region
   return result;
 }
 
 secret::secret(secret&& other) noexcept
-    : bytes_(std::exchange(other.bytes_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : bytes_(std::exchange(other.bytes_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      locked_(std::exchange(other.locked_, false)),
+      access_(std::move(other.access_)) {}
 
 secret& secret::operator=(secret&& other) noexcept {
   if (this != &other) {
     release();
     bytes_ = std::exchange(other.bytes_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    locked_ = std::exchange(other.locked_, false);
+    access_ = std::move(other.access_);
   }
   return *this;
 }
@@ -46,23 +98,61 @@ secret& secret::operator=(secret&& other) noexcept {
 secret::~secret() { release(); }
 
 void secret::release() noexcept {
-  // sodium_free zeroes the region before unmapping it.
-  if (bytes_ != nullptr) sodium_free(bytes_);
+  if (bytes_ != nullptr) {
+    BW_ASSERT(access_ == nullptr || access_->readers == 0);
+    // The pages may be closed; sodium_free opens them, zeroes the region and unmaps it (and
+    // unlocks what sodium_malloc locked).
+    sodium_free(bytes_);
+  }
   bytes_ = nullptr;
   size_ = 0;
+  locked_ = false;
+  access_.reset();
 }
 
-std::string_view secret::reveal() const noexcept {
-  return bytes_ == nullptr ? std::string_view{} : std::string_view{bytes_, size_};
+void secret::open_for_read() const {
+  if (bytes_ == nullptr) return;
+  std::lock_guard lock(access_->mutex);
+  if (access_->readers == 0) {
+    const int opened = sodium_mprotect_readonly(bytes_);
+    BW_INVARIANT(opened == 0);
+  }
+  ++access_->readers;
 }
 
-bool secret::equals(const secret& other) const noexcept {
+void secret::close_after_read() const noexcept {
+  if (bytes_ == nullptr) return;
+  std::lock_guard lock(access_->mutex);
+  BW_ASSERT(access_->readers > 0);
+  if (--access_->readers == 0) sodium_mprotect_noaccess(bytes_);
+}
+
+secret::view::view(const secret* owner) noexcept : owner_(owner) {
+  if (owner_->bytes_ != nullptr) text_ = std::string_view(reinterpret_cast<const char*>(owner_->bytes_), owner_->size_);
+}
+
+secret::view::view(view&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)), text_(std::exchange(other.text_, {})) {}
+
+secret::view::~view() {
+  if (owner_ != nullptr) owner_->close_after_read();
+}
+
+secret::view secret::reveal() const {
+  open_for_read();
+  return view(this);
+}
+
+bool secret::equals(const secret& other) const {
   if (size_ != other.size_) return false;
   if (size_ == 0) return true;
-  return sodium_memcmp(bytes_, other.bytes_, size_) == 0;
+  const view mine = reveal();
+  const view theirs = other.reveal();
+  return sodium_memcmp(mine.data(), theirs.data(), size_) == 0;
 }
 
 std::ostream& operator<<(std::ostream& out, const secret&) { return out << secret::redacted_text; }
+std::ostream& operator<<(std::ostream& out, const secret::view&) { return out << secret::redacted_text; }
 
 namespace {
 
@@ -117,7 +207,7 @@ secret read_secret_file(const std::filesystem::path& path, file_permissions perm
   if (filled > 0 && buffer.bytes_[filled - 1] == '\r') --filled;
   if (filled == 0) throw secret_file_error(name + ": empty");
 
-  secret result = secret::copy_of(std::string_view{buffer.bytes_, filled});
+  secret result = secret::copy_of(std::string_view{reinterpret_cast<const char*>(buffer.bytes_), filled});
   return result;
 }
 

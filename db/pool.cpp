@@ -66,7 +66,7 @@ pool::~pool() = default;
 
 std::unique_ptr<pqxx::connection> pool::open_connection() const {
   // libpqxx wants a std::string; zero that copy of the URL as soon as the connection exists.
-  std::string url(url_.reveal());
+  std::string url(url_.reveal().text());
   add_connect_timeout(url, settings_.connect_timeout);
   std::unique_ptr<pqxx::connection> connection;
   try {

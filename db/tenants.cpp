@@ -2,7 +2,9 @@
 
 #include "core/assert.hpp"
 #include "core/limits.hpp"
+#include "core/json_text.hpp"
 #include "crypto/random.hpp"
+#include "db/audit.hpp"
 #include "db/tenant_scope.hpp"
 
 namespace bankworker::db {
@@ -58,11 +60,20 @@ std::optional<std::string> check_tenant_name(std::string_view name) {
   return std::nullopt;
 }
 
-core::uuid create_tenant(pool& connections, std::string_view name) {
+core::uuid create_tenant(pool& connections, key_store& keys, std::string_view name, std::string_view actor) {
   BW_ASSERT(!check_tenant_name(name));
+  keys.prepare(connections);
   const core::uuid tenant = crypto::random_uuid();
   with_tenant(connections, tenant, [&](pqxx::work& tx) {
     tx.exec_params0(insert_tenant_sql, tenant.to_string(), std::string(name));
+    const std::uint32_t version = keys.create_tenant_key(tx, tenant);
+    // The name is the customer's text, not a secret, but the audit log keeps ids only.
+    append_audit(tx, keys,
+                 {.tenant = tenant,
+                  .actor = actor,
+                  .action = "tenant.created",
+                  .subject = tenant.to_string(),
+                  .details = "{\"kek_version\":" + std::to_string(version) + "}"});
   });
   return tenant;
 }

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "core/uuid.hpp"
+#include "db/keys.hpp"
 #include "db/pool.hpp"
 
 namespace bankworker::db {
@@ -14,8 +15,9 @@ namespace bankworker::db {
 // valid UTF-8 without control characters.
 std::optional<std::string> check_tenant_name(std::string_view name);
 
-// Creates a tenant with a fresh random id, inside its own tenant scope, and returns the id.
+// Creates a tenant with a fresh random id, inside its own tenant scope, and returns the id. In the
+// same transaction: version 1 of the tenant's key and the first audit row (tenant.created).
 // The name must have passed check_tenant_name.
-core::uuid create_tenant(pool& connections, std::string_view name);
+core::uuid create_tenant(pool& connections, key_store& keys, std::string_view name, std::string_view actor = "cli");
 
 }  // namespace bankworker::db

@@ -16,6 +16,8 @@ constexpr std::string_view usage_text =
     "  tenant create --name NAME   create a tenant and print its id\n"
     "  export --tenant T [--format json|csv]\n"
     "                              the tenant's accounts, balances, journal and bank transactions\n"
+    "  keys status|rotate|rewrap|destroy   tenant keys: see crypto/README.md\n"
+    "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
     "\n"
     "options:\n"
     "  --json       machine-readable output\n"
@@ -34,6 +36,8 @@ constexpr command commands[] = {
     {"migrate", command_migrate},
     {"tenant", command_tenant},
     {"export", command_export},
+    {"keys", command_keys},
+    {"audit", command_audit},
 };
 
 }  // namespace

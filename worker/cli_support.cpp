@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include "core/limits.hpp"
+#include "connectors/vault/transit_root_key.hpp"
+#include "core/assert.hpp"
 
 namespace bankworker::worker {
 
@@ -104,7 +106,7 @@ settings load_or_throw(const env_lookup& env, settings_needs needs) {
 }
 
 std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config) {
-  std::string url(config.database_url.reveal());
+  std::string url(config.database_url.reveal().text());
   try {
     auto connection = std::make_unique<pqxx::connection>(url);
     sodium_memzero(url.data(), url.size());
@@ -125,6 +127,62 @@ std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connect
   db::pool_settings pool_config;
   pool_config.connections = connections;
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
+}
+
+std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config) {
+  std::vector<std::unique_ptr<crypto::root_key_provider>> providers;
+  try {
+    if (!config.vault_address.empty()) {
+      crypto::secret token;
+      {
+        const crypto::secret::view text = config.vault_token.reveal();
+        token = crypto::secret::copy_of(text.text());
+      }
+      providers.push_back(std::make_unique<connectors::vault::transit_root_key>(
+          connectors::vault::transit_settings{.address = config.vault_address,
+                                              .mount = config.vault_transit_mount,
+                                              .key_name = config.vault_transit_key},
+          std::move(token)));
+    }
+    if (config.root_key_file) providers.push_back(crypto::file_root_key::load(*config.root_key_file));
+    if (config.root_key_previous_file) providers.push_back(crypto::file_root_key::load(*config.root_key_previous_file));
+  } catch (const crypto::root_key_error& error) {
+    throw command_error{one_line(error.what())};
+  } catch (const std::invalid_argument& error) {
+    throw command_error{std::string("vault: ") + error.what()};
+  }
+  if (providers.empty()) throw command_error{"no root key configured (BANKWORKER_ROOT_KEY_FILE or BANKWORKER_VAULT_ADDR)"};
+  return providers;
+}
+
+std::unique_ptr<db::key_store> open_key_store(const settings& config, db::pool& connections,
+                                              std::unique_ptr<crypto::root_key_provider> new_primary) {
+  auto providers = configured_root_keys(config);
+  try {
+    crypto::root_key_ring ring;
+    if (new_primary) ring = crypto::root_key_ring(std::move(new_primary));
+    for (auto& provider : providers) {
+      if (ring.empty()) ring = crypto::root_key_ring(std::move(provider));
+      else ring.add_previous(std::move(provider));
+    }
+    auto keys = std::make_unique<db::key_store>(std::move(ring));
+    keys->prepare(connections);
+    return keys;
+  } catch (const crypto::root_key_error& error) {
+    throw command_error{one_line(error.what())};
+  } catch (const pqxx::broken_connection& error) {
+    throw command_error{"cannot connect to the database: " + one_line(error.what())};
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("loading the audit signing key", error);
+  }
+}
+
+core::uuid tenant_option(const parsed_args& parsed) {
+  const std::optional<std::string_view> text = parsed.option("--tenant");
+  if (!text) throw usage_error{"--tenant TENANT_ID is required"};
+  const std::optional<core::uuid> tenant = core::uuid::parse(*text);
+  if (!tenant) throw usage_error{"--tenant: '" + std::string(*text) + "' is not a uuid"};
+  return *tenant;
 }
 
 void throw_database_failure(std::string_view doing, const pqxx::sql_error& error) {

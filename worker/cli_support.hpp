@@ -15,6 +15,7 @@
 
 #include <pqxx/pqxx>
 
+#include "db/keys.hpp"
 #include "db/pool.hpp"
 #include "worker/config.hpp"
 
@@ -52,7 +53,7 @@ struct parsed_args {
 // that a command must accept explicitly through expect_only.
 inline constexpr std::string_view value_options[] = {
     "--name",    "--tenant", "--connection", "--secret-file", "--id",    "--account", "--key-file",
-    "--public-token", "--format", "--state",   "--kind",        "--limit", "--root-key-file"};
+    "--public-token", "--format", "--state",   "--kind",        "--limit", "--root-key-file", "--batch-rows"};
 
 parsed_args parse_args(std::span<const std::string_view> args);
 
@@ -68,6 +69,18 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config);
 // A small pool as bankworker_worker for tenant-scoped work from the CLI.
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections = 1);
 
+// The configured root keys, primary first: Vault Transit if BANKWORKER_VAULT_ADDR is set, the root
+// key file, then the previous root key file. Throws command_error when one is unusable.
+std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config);
+
+// The key store over `new_primary` (if given) and the configured root keys, with the audit
+// signing key loaded. Throws command_error when a root key is unusable.
+std::unique_ptr<db::key_store> open_key_store(const settings& config, db::pool& connections,
+                                              std::unique_ptr<crypto::root_key_provider> new_primary = nullptr);
+
+// Parses --tenant or throws usage_error.
+core::uuid tenant_option(const parsed_args& parsed);
+
 // Rethrows a database failure as a command_error with a one-line reason that says what to do.
 [[noreturn]] void throw_database_failure(std::string_view doing, const pqxx::sql_error& error);
 
@@ -76,5 +89,7 @@ using command_function = int (*)(const parsed_args& parsed, const env_lookup& en
 int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_export(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_keys(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_audit(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

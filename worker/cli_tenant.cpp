@@ -47,11 +47,12 @@ int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostrea
   if (!name) throw usage_error{"tenant create needs --name NAME"};
   if (auto why = db::check_tenant_name(*name)) throw usage_error{*why};
 
-  settings config = load_or_throw(env, {.database = true});
+  settings config = load_or_throw(env, {.database = true, .root_key = true});
   const auto connections = open_worker_pool(config);
+  const auto keys = open_key_store(config, *connections);
   core::uuid tenant;
   try {
-    tenant = db::create_tenant(*connections, *name);
+    tenant = db::create_tenant(*connections, *keys, *name);
   } catch (const pqxx::broken_connection& error) {
     throw command_error{"cannot connect to the database: " + one_line(error.what())};
   } catch (const pqxx::sql_error& error) {

@@ -174,7 +174,18 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
     std::error_code ignored;
     if (std::filesystem::exists(candidate, ignored)) s.root_key_file = candidate;
   }
-  if (needs.root_key && !root_key_named && !s.root_key_file) {
+  s.root_key_previous_file = load.readable_file("BANKWORKER_ROOT_KEY_PREVIOUS_FILE");
+  if (auto address = load.get("BANKWORKER_VAULT_ADDR")) {
+    if (auto why = check_base_url(*address)) load.problem("BANKWORKER_VAULT_ADDR", *why);
+    else s.vault_address = *address;
+    s.vault_token = load.secret_from("BANKWORKER_VAULT_TOKEN", "vault-token");
+    if (s.vault_token.empty()) {
+      load.problem("BANKWORKER_VAULT_TOKEN", "required with BANKWORKER_VAULT_ADDR (or BANKWORKER_VAULT_TOKEN_FILE)");
+    }
+    if (auto mount = load.get("BANKWORKER_VAULT_TRANSIT_MOUNT")) s.vault_transit_mount = *mount;
+    if (auto key = load.get("BANKWORKER_VAULT_TRANSIT_KEY")) s.vault_transit_key = *key;
+  }
+  if (needs.root_key && !root_key_named && !s.root_key_file && s.vault_address.empty()) {
     load.problem("BANKWORKER_ROOT_KEY_FILE", "required (or a root-key credential in $CREDENTIALS_DIRECTORY)");
   }
 

@@ -27,6 +27,14 @@ struct settings {
   crypto::secret database_url;  // may carry a password
   listen_address http_listen{"127.0.0.1", 8080};
   std::optional<std::filesystem::path> root_key_file;
+  // The root key being replaced, during a root rotation: still opens what it wrapped.
+  std::optional<std::filesystem::path> root_key_previous_file;
+  // A root key in Vault's Transit engine (connectors/vault); when set it is the primary root key
+  // and the root key file, if any, only opens what it wrapped (until `keys rotate --root`).
+  std::string vault_address;
+  crypto::secret vault_token;
+  std::string vault_transit_mount = "transit";
+  std::string vault_transit_key = "bankworker-root";
   std::string plaid_base_url;
   std::string plaid_client_id;
   crypto::secret plaid_secret;

@@ -10,6 +10,7 @@
 #include "db/tenant_scope.hpp"
 #include "db/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
 
 using namespace bankworker;
 using db::inbox_outcome;
@@ -32,7 +33,7 @@ int count_events(db::pool& connections, const core::uuid& tenant) {
 TEST_CASE("an event is stored once; its redelivery is a duplicate that changes nothing", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  const auto tenant = db::create_tenant(*connections, "Inbox Ltd");
+  const auto tenant = db::create_tenant(*connections, *test::test_key_store(), "Inbox Ltd");
   std::atomic<int> hooked{0};
   db::inbox inbox(*connections, {}, [&](pqxx::work&, const core::uuid&, std::span<const db::inbox_event* const> stored) {
     hooked += static_cast<int>(stored.size());
@@ -48,8 +49,8 @@ TEST_CASE("concurrent deliveries share commits and every event lands exactly onc
   db::pool_settings settings;
   settings.connections = 2;
   auto connections = database.worker_pool(settings);
-  const auto tenant_a = db::create_tenant(*connections, "A");
-  const auto tenant_b = db::create_tenant(*connections, "B");
+  const auto tenant_a = db::create_tenant(*connections, *test::test_key_store(), "A");
+  const auto tenant_b = db::create_tenant(*connections, *test::test_key_store(), "B");
   std::atomic<int> hooked{0};
   db::inbox inbox(*connections, {}, [&](pqxx::work& tx, const core::uuid& tenant, std::span<const db::inbox_event* const> stored) {
     // The hook sees its tenant's scope: the rows it was given are visible to it.
@@ -86,7 +87,7 @@ TEST_CASE("concurrent deliveries share commits and every event lands exactly onc
 TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates are stored", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  const auto tenant = db::create_tenant(*connections, "Poison Ltd");
+  const auto tenant = db::create_tenant(*connections, *test::test_key_store(), "Poison Ltd");
   db::inbox inbox(*connections, {}, nullptr);
   // jsonb cannot store the NUL character.
   const std::string poison = R"({"id":"evt_bad","note":"nul \u0000 here"})";

@@ -7,6 +7,7 @@
 #include "db/tenant_scope.hpp"
 #include "db/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
 
 using namespace bankworker;
 using test::scratch_database;
@@ -27,7 +28,7 @@ constexpr const char* line_sql =
 struct ledger_fixture {
   scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool();
-  core::uuid tenant = db::create_tenant(*connections, "Ledger Ltd");
+  core::uuid tenant = db::create_tenant(*connections, *test::test_key_store(), "Ledger Ltd");
   std::string id = tenant.to_string();
 
   ledger_fixture() {

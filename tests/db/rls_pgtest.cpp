@@ -21,6 +21,7 @@ const std::set<std::string> shared_tables = {
     // Verified Connect events for an account no tenant has claimed yet: no tenant is known.
     // Never readable by bankworker_app (checked below).
     "stripe_unrouted_events",
+    "audit_signing_keys", // one Ed25519 key signs every tenant's chain; its seed is wrapped by the root key
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
@@ -30,6 +31,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
     {"connections",
      {"INSERT INTO bankworker.connections (tenant_id, connection_id, environment, item_id, status)"
       " VALUES ($1::text::uuid, md5($1::text || 'c')::uuid, 'sandbox', 'item-' || $1::text, 'active')"}},
+    {"tenant_keys",
+     {"INSERT INTO bankworker.tenant_keys (tenant_id, version, state, root_key_id, wrapped_key)"
+      " VALUES ($1::text::uuid, 1, 'primary', 'file:0000000000000000', '\\x00'::bytea)"}},
     {"sealed_secrets",
      {"INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
       " wrapped_data_key, envelope) VALUES ($1::text::uuid, md5($1::text || 's')::uuid, 'plaid.access_token',"
@@ -61,6 +65,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
     {"stripe_accounts",
      {"INSERT INTO bankworker.stripe_accounts (tenant_id, account)"
       " VALUES ($1::text::uuid, 'acct_' || substr(md5($1::text), 1, 16))"}},
+    {"audit_heads",
+     {"INSERT INTO bankworker.audit_heads (tenant_id, seq, hash)"
+      " VALUES ($1::text::uuid, 1, decode(repeat('00', 32), 'hex'))"}},
     {"external_calls",
      {"INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
       " bytes_received, latency_us) VALUES ($1::text::uuid, 'plaid', '/transactions/sync', 200, 10, 20, 30)"}},
@@ -266,7 +273,8 @@ TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and neve
     CHECK(write.failed);
   }
   for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
-                            "stripe_accounts", "stripe_unrouted_events"}) {
+                            "stripe_accounts", "stripe_unrouted_events", "tenant_keys", "audit_heads",
+                            "audit_signing_keys"}) {
     INFO(table);
     const outcome read = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);
     CHECK(read.failed);

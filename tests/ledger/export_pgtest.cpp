@@ -9,6 +9,7 @@
 #include "ledger/ledger.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
 
 using namespace bankworker;
 
@@ -17,8 +18,8 @@ namespace {
 struct books {
   test::scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool();
-  core::uuid tenant = db::create_tenant(*connections, "Books, \"Quoted\" Ltd");
-  core::uuid other = db::create_tenant(*connections, "Other");
+  core::uuid tenant = db::create_tenant(*connections, *test::test_key_store(), "Books, \"Quoted\" Ltd");
+  core::uuid other = db::create_tenant(*connections, *test::test_key_store(), "Other");
 
   books() {
     db::with_tenant(*connections, tenant, [](pqxx::work& tx) {

@@ -7,6 +7,7 @@
 #include "db/migrate.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
 
 using bankworker::test::lines_of;
 using bankworker::test::run_bankworker;
@@ -30,7 +31,9 @@ TEST_CASE("bankworker migrate applies every migration once, then reports the sch
 
 TEST_CASE("bankworker tenant create stores the tenant and prints its id", "[pg][cli]") {
   const scratch_database database;
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const bankworker::test::root_key_file root_key;
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+                                                  {"BANKWORKER_ROOT_KEY_FILE", root_key.path_text()}};
 
   const auto plain = run_bankworker({"tenant", "create", "--name", "Acme Ltd"}, env);
   REQUIRE(plain.exit_code == 0);
@@ -50,8 +53,10 @@ TEST_CASE("bankworker tenant create stores the tenant and prints its id", "[pg][
 
 TEST_CASE("bankworker tenant create on an unmigrated database says to migrate first", "[pg][cli]") {
   const scratch_database database(false);
+  const bankworker::test::root_key_file root_key;
   const auto result = run_bankworker({"tenant", "create", "--name", "Acme"},
-                                     {{"BANKWORKER_DATABASE_URL", database.url()}});
+                                     {{"BANKWORKER_DATABASE_URL", database.url()},
+                                      {"BANKWORKER_ROOT_KEY_FILE", root_key.path_text()}});
   CHECK(result.exit_code == 1);
   REQUIRE(lines_of(result.err).size() == 1);
   CHECK(result.err.find("run 'bankworker migrate' first") != std::string::npos);

@@ -114,5 +114,29 @@ TEST_CASE("the root key comes from its variable or the credentials directory and
             .value.root_key_file == directory / "root-key");
   CHECK(load_settings(env_of({{"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()}}), {.root_key = true})
             .problems.empty());
+  // During a root rotation the previous key file is named too; it must be readable.
+  CHECK(load_settings(env_of({{"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()},
+                              {"BANKWORKER_ROOT_KEY_PREVIOUS_FILE", (directory / "root-key").string()}}),
+                      {.root_key = true})
+            .value.root_key_previous_file == directory / "root-key");
+  CHECK(mentions(load_settings(env_of({{"BANKWORKER_ROOT_KEY_PREVIOUS_FILE", "/nonexistent/old-key"}}), {}).problems,
+                 "BANKWORKER_ROOT_KEY_PREVIOUS_FILE: cannot read"));
   std::filesystem::remove_all(directory);
+}
+
+TEST_CASE("a Vault Transit root key needs a token and satisfies the root key requirement", "[worker][config]") {
+  const auto missing = load_settings(env_of({{"BANKWORKER_VAULT_ADDR", "https://vault.example:8200"}}), {.root_key = true});
+  CHECK(mentions(missing.problems, "BANKWORKER_VAULT_TOKEN: required"));
+  const auto insecure = load_settings(env_of({{"BANKWORKER_VAULT_ADDR", "http://vault.example:8200"},
+                                              {"BANKWORKER_VAULT_TOKEN", "hvs.x"}}),
+                                      {});
+  CHECK(mentions(insecure.problems, "BANKWORKER_VAULT_ADDR: must be an https:// URL"));
+  const auto good = load_settings(env_of({{"BANKWORKER_VAULT_ADDR", "https://vault.example:8200"},
+                                          {"BANKWORKER_VAULT_TOKEN", "hvs.x"},
+                                          {"BANKWORKER_VAULT_TRANSIT_KEY", "root-2"}}),
+                                  {.root_key = true});
+  CHECK(good.problems.empty());
+  CHECK(good.value.vault_transit_key == "root-2");
+  CHECK(good.value.vault_transit_mount == "transit");
+  CHECK(good.value.vault_token.reveal() == "hvs.x");
 }

@@ -1,0 +1,517 @@
+#include "db/keys.hpp"
+
+#include <sodium.h>
+
+#include <algorithm>
+
+#include "core/assert.hpp"
+#include "core/json_text.hpp"
+#include "core/limits.hpp"
+#include "db/audit.hpp"
+#include "db/tenant_scope.hpp"
+
+namespace bankworker::db {
+
+namespace {
+
+// --- tenant key versions -------------------------------------------------------------------------
+
+constexpr const char* insert_tenant_key_sql =
+    "INSERT INTO bankworker.tenant_keys (tenant_id, version, state, root_key_id, wrapped_key)"
+    " VALUES ($1, $2, $3, $4, $5)";
+// Sealing and rewrapping share the primary row (FOR SHARE) so that a rotation, which locks it FOR
+// UPDATE, waits for them rather than retiring a version they are about to use.
+constexpr const char* primary_key_for_share_sql =
+    "SELECT version, root_key_id, wrapped_key FROM bankworker.tenant_keys"
+    " WHERE tenant_id = $1 AND state = 'primary' FOR SHARE";
+constexpr const char* primary_key_for_update_sql =
+    "SELECT version FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'primary' FOR UPDATE";
+constexpr const char* last_key_version_sql =
+    "SELECT coalesce(max(version), 0) FROM bankworker.tenant_keys WHERE tenant_id = $1";
+constexpr const char* demote_primary_sql =
+    "UPDATE bankworker.tenant_keys SET state = 'active' WHERE tenant_id = $1 AND version = $2 AND state = 'primary'";
+constexpr const char* active_versions_for_update_sql =
+    "SELECT version FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'active' ORDER BY version FOR UPDATE";
+constexpr const char* version_needed_sql =
+    "SELECT EXISTS (SELECT 1 FROM bankworker.sealed_secrets WHERE tenant_id = $1 AND kek_version = $2)";
+constexpr const char* retire_version_sql =
+    "UPDATE bankworker.tenant_keys SET state = 'retired', wrapped_key = NULL, retired_at = now()"
+    " WHERE tenant_id = $1 AND version = $2 AND state = 'active'";
+constexpr const char* keys_under_other_root_sql =
+    "SELECT version, root_key_id, wrapped_key FROM bankworker.tenant_keys"
+    " WHERE tenant_id = $1 AND wrapped_key IS NOT NULL AND root_key_id <> $2 ORDER BY version FOR UPDATE";
+constexpr const char* set_wrapped_key_sql =
+    "UPDATE bankworker.tenant_keys SET root_key_id = $3, wrapped_key = $4 WHERE tenant_id = $1 AND version = $2";
+constexpr const char* destroy_keys_sql =
+    "UPDATE bankworker.tenant_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now()"
+    " WHERE tenant_id = $1 AND state IN ('primary', 'active')";
+constexpr const char* offboard_tenant_sql =
+    "UPDATE bankworker.tenants SET status = 'offboarded' WHERE tenant_id = $1";
+constexpr const char* key_status_sql =
+    "SELECT k.version, k.state, k.root_key_id,"
+    " (SELECT count(*) FROM bankworker.sealed_secrets s WHERE s.tenant_id = k.tenant_id AND s.kek_version = k.version)"
+    " FROM bankworker.tenant_keys k WHERE k.tenant_id = $1 ORDER BY k.version";
+
+// --- sealed secrets ------------------------------------------------------------------------------
+
+constexpr const char* insert_secret_sql =
+    "INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
+    " wrapped_data_key, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+// The row and the key version it needs in one statement, so both come from one snapshot: a
+// rewrap or retirement committing in between cannot leave us with a row and no key.
+constexpr const char* open_secret_sql =
+    "SELECT s.kek_version, s.wrapped_data_key, s.envelope, k.state, k.root_key_id, k.wrapped_key"
+    " FROM bankworker.sealed_secrets s"
+    " JOIN bankworker.tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version"
+    " WHERE s.tenant_id = $1 AND s.secret_id = $2";
+constexpr const char* delete_secret_sql =
+    "DELETE FROM bankworker.sealed_secrets WHERE tenant_id = $1 AND secret_id = $2 RETURNING purpose, kek_version";
+constexpr const char* delete_tenant_secrets_sql = "DELETE FROM bankworker.sealed_secrets WHERE tenant_id = $1";
+constexpr const char* rewrap_candidates_sql =
+    "SELECT s.secret_id, s.purpose, s.envelope, k.version, k.root_key_id, k.wrapped_key"
+    " FROM bankworker.sealed_secrets s"
+    " JOIN bankworker.tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version"
+    " WHERE s.tenant_id = $1 AND s.kek_version <> $2"
+    " ORDER BY s.secret_id LIMIT $3 FOR UPDATE OF s SKIP LOCKED";
+// One statement for the whole batch: the new wrapped keys and envelopes travel as hex arrays.
+constexpr const char* rewrap_update_sql =
+    "UPDATE bankworker.sealed_secrets s SET kek_version = $2, wrapped_data_key = decode(u.wrapped, 'hex'),"
+    " envelope = decode(u.envelope, 'hex'), rewrapped_at = now()"
+    " FROM unnest($3::uuid[], $4::text[], $5::text[]) AS u(secret_id, wrapped, envelope)"
+    " WHERE s.tenant_id = $1 AND s.secret_id = u.secret_id";
+constexpr const char* count_other_versions_sql =
+    "SELECT count(*) FROM bankworker.sealed_secrets WHERE tenant_id = $1 AND kek_version <> $2";
+
+// --- audit signing keys (not tenant data) ---------------------------------------------------------
+
+constexpr const char* active_signing_key_sql =
+    "SELECT key_id, root_key_id, wrapped_seed FROM bankworker.audit_signing_keys WHERE state = 'active'";
+constexpr const char* all_signing_keys_sql =
+    "SELECT key_id, root_key_id, wrapped_seed, public_key FROM bankworker.audit_signing_keys ORDER BY created_at";
+constexpr const char* insert_signing_key_sql =
+    "INSERT INTO bankworker.audit_signing_keys (key_id, public_key, root_key_id, wrapped_seed, state)"
+    " VALUES ($1, $2, $3, $4, 'active') ON CONFLICT DO NOTHING";
+constexpr const char* signing_keys_under_other_root_sql =
+    "SELECT key_id, root_key_id, wrapped_seed FROM bankworker.audit_signing_keys WHERE root_key_id <> $1 FOR UPDATE";
+constexpr const char* set_wrapped_seed_sql =
+    "UPDATE bankworker.audit_signing_keys SET root_key_id = $2, wrapped_seed = $3 WHERE key_id = $1";
+
+constexpr const char* list_tenants_sql = "SELECT * FROM bankworker.tenant_ids() LIMIT $1";
+
+pqxx::binarystring as_binary(const crypto::bytes& data) { return pqxx::binarystring(data.data(), data.size()); }
+
+std::span<const std::uint8_t> span_of(const pqxx::binarystring& data) {
+  return {reinterpret_cast<const std::uint8_t*>(data.data()), data.size()};
+}
+
+std::string details_json(std::initializer_list<std::pair<std::string_view, std::string_view>> strings,
+                         std::initializer_list<std::pair<std::string_view, std::int64_t>> numbers = {}) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [key, value] : strings) {
+    if (!first) out.push_back(',');
+    first = false;
+    core::append_json_string(key, out);
+    out.push_back(':');
+    core::append_json_string(value, out);
+  }
+  for (const auto& [key, value] : numbers) {
+    if (!first) out.push_back(',');
+    first = false;
+    core::append_json_string(key, out);
+    out.push_back(':');
+    out += std::to_string(value);
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::uint32_t as_version(const pqxx::field& field) {
+  const long long value = field.as<long long>();
+  BW_INVARIANT(value > 0);
+  BW_INVARIANT(value <= static_cast<long long>(limits::kek_versions_max));
+  return static_cast<std::uint32_t>(value);
+}
+
+}  // namespace
+
+key_store::key_store(crypto::root_key_ring roots, key_store_settings settings, crypto::key_cache::clock_function clock)
+    : roots_(std::move(roots)), settings_(settings), cache_(settings.cache, std::move(clock)) {
+  BW_INVARIANT(!roots_.empty());
+  if (settings_.rewrap_batch_rows == 0 || settings_.rewrap_batch_rows > limits::rewrap_batch_rows_max) {
+    throw std::invalid_argument("rewrap_batch_rows must be 1..rewrap_batch_rows_max");
+  }
+}
+
+void key_store::prepare(pool& connections) {
+  if (prepared_.load(std::memory_order_acquire)) return;
+  std::lock_guard lock(signing_mutex_);
+  if (prepared_.load(std::memory_order_relaxed)) return;
+  auto lease = connections.checkout();
+  pqxx::work tx(lease.connection(), "bankworker_signing_key");
+  pqxx::result active = tx.exec(active_signing_key_sql);
+  if (active.empty()) {
+    // First start on this database: a random seed, wrapped by the primary root key. Two processes
+    // racing here both insert; the unique index keeps one and the loser reads it back.
+    crypto::signing_key fresh = crypto::signing_key::generate();
+    crypto::root_key_provider& root = roots_.primary();
+    const crypto::bytes wrapped =
+        root.wrap(fresh.seed(), crypto::signing_seed_associated_data(fresh.key_id(), root.key_id()));
+    const auto& public_key = fresh.verification_key();
+    tx.exec_params0(insert_signing_key_sql, fresh.key_id(), pqxx::binarystring(public_key.data(), public_key.size()),
+                    root.key_id(), as_binary(wrapped));
+    active = tx.exec(active_signing_key_sql);
+  }
+  BW_INVARIANT(active.size() == 1);
+  const std::string key_id = active[0][0].as<std::string>();
+  const std::string root_key_id = active[0][1].as<std::string>();
+  const pqxx::binarystring wrapped(active[0][2]);
+  crypto::secret seed =
+      roots_.find(root_key_id).unwrap(span_of(wrapped), crypto::signing_seed_associated_data(key_id, root_key_id));
+  auto key = std::make_unique<crypto::signing_key>(std::move(seed));
+  BW_INVARIANT(key->key_id() == key_id);
+  tx.commit();
+  signing_ = std::move(key);
+  prepared_.store(true, std::memory_order_release);
+}
+
+const crypto::signing_key& key_store::signing() const {
+  BW_INVARIANT(prepared_.load(std::memory_order_acquire));
+  return *signing_;
+}
+
+std::vector<crypto::signing_key> key_store::verification_keys(pqxx::transaction_base& tx) const {
+  std::vector<crypto::signing_key> keys;
+  for (const auto& row : tx.exec(all_signing_keys_sql)) {
+    const std::string key_id = row[0].as<std::string>();
+    const std::string root_key_id = row[1].as<std::string>();
+    const pqxx::binarystring wrapped(row[2]);
+    crypto::secret seed =
+        roots_.find(root_key_id).unwrap(span_of(wrapped), crypto::signing_seed_associated_data(key_id, root_key_id));
+    crypto::signing_key key(std::move(seed));
+    const pqxx::binarystring stored_public(row[3]);
+    const auto& derived = key.verification_key();
+    // The seed is authenticated under the root key; the stored public key is not, so it must
+    // match what the seed derives.
+    if (key.key_id() != key_id || stored_public.size() != derived.size() ||
+        !std::equal(derived.begin(), derived.end(), span_of(stored_public).begin())) {
+      throw crypto::root_key_error(crypto::root_key_failure::authentication_failed,
+                                   "audit signing key " + key_id + " does not match its wrapped seed");
+    }
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+std::shared_ptr<const crypto::secret> key_store::unwrap_tenant_key(const core::uuid& tenant, std::uint32_t version,
+                                                                   const std::string& root_key_id,
+                                                                   const pqxx::binarystring& wrapped) {
+  if (auto cached = cache_.find(tenant, version)) return cached;
+  auto key = std::make_shared<const crypto::secret>(roots_.find(root_key_id).unwrap(
+      span_of(wrapped), crypto::tenant_key_associated_data(tenant, version, root_key_id)));
+  if (key->size() != crypto::key_bytes) {
+    throw key_error(key_failure::row_inconsistent, "tenant key version " + std::to_string(version) + " has the wrong size");
+  }
+  cache_.insert(tenant, version, key);
+  return key;
+}
+
+std::uint32_t key_store::create_tenant_key(pqxx::work& tx, const core::uuid& tenant) {
+  const crypto::secret kek = crypto::secret::random(crypto::key_bytes);
+  crypto::root_key_provider& root = roots_.primary();
+  const crypto::bytes wrapped = root.wrap(kek, crypto::tenant_key_associated_data(tenant, 1, root.key_id()));
+  tx.exec_params0(insert_tenant_key_sql, tenant.to_string(), 1, "primary", root.key_id(), as_binary(wrapped));
+  return 1;
+}
+
+std::uint32_t key_store::rotate_tenant_key(pqxx::work& tx, const core::uuid& tenant, std::string_view actor) {
+  const std::string tenant_text = tenant.to_string();
+  const pqxx::result primary = tx.exec_params(primary_key_for_update_sql, tenant_text);
+  if (primary.empty()) {
+    throw key_error(key_failure::key_unavailable,
+                    "tenant " + tenant_text + " has no primary key (unknown tenant, or its keys were destroyed)");
+  }
+  const std::uint32_t old_version = as_version(primary[0][0]);
+  const std::uint32_t last = static_cast<std::uint32_t>(tx.exec_params1(last_key_version_sql, tenant_text)[0].as<long long>());
+  if (last >= limits::kek_versions_max) {
+    throw key_error(key_failure::key_unavailable, "tenant " + tenant_text + " reached kek_versions_max");
+  }
+  const std::uint32_t new_version = last + 1;
+  tx.exec_params0(demote_primary_sql, tenant_text, old_version);
+  const crypto::secret kek = crypto::secret::random(crypto::key_bytes);
+  crypto::root_key_provider& root = roots_.primary();
+  const crypto::bytes wrapped = root.wrap(kek, crypto::tenant_key_associated_data(tenant, new_version, root.key_id()));
+  tx.exec_params0(insert_tenant_key_sql, tenant_text, new_version, "primary", root.key_id(), as_binary(wrapped));
+  append_audit(tx, *this,
+               {.tenant = tenant,
+                .actor = actor,
+                .action = "key.rotated",
+                .subject = tenant_text,
+                .details = details_json({}, {{"previous_version", old_version}, {"version", new_version}})});
+  return new_version;
+}
+
+void key_store::seal_secret(pqxx::work& tx, const crypto::secret_context& context, const crypto::secret& plaintext,
+                            std::string_view actor) {
+  const std::string tenant_text = context.tenant.to_string();
+  const pqxx::result primary = tx.exec_params(primary_key_for_share_sql, tenant_text);
+  if (primary.empty()) {
+    throw key_error(key_failure::key_unavailable,
+                    "tenant " + tenant_text + " has no primary key (unknown tenant, or its keys were destroyed)");
+  }
+  const std::uint32_t version = as_version(primary[0][0]);
+  const auto kek = unwrap_tenant_key(context.tenant, version, primary[0][1].as<std::string>(),
+                                     pqxx::binarystring(primary[0][2]));
+  crypto::sealed_envelope sealed;
+  {
+    const crypto::secret::view text = plaintext.reveal();
+    sealed = crypto::seal_envelope(*kek, version, context, text.text());
+  }
+  const std::string secret_text = context.secret_id.to_string();
+  const std::string_view purpose = crypto::to_string(context.purpose);
+  tx.exec_params0(insert_secret_sql, tenant_text, secret_text, std::string(purpose), context.subject_id, version,
+                  as_binary(sealed.wrapped_data_key), as_binary(sealed.envelope));
+  append_audit(tx, *this,
+               {.tenant = context.tenant,
+                .actor = actor,
+                .action = "secret.sealed",
+                .subject = secret_text,
+                .details = details_json({{"purpose", purpose}, {"subject_id", context.subject_id}},
+                                        {{"kek_version", version}})});
+}
+
+crypto::secret key_store::open_secret(pqxx::work& tx, const crypto::secret_context& context) {
+  const std::string tenant_text = context.tenant.to_string();
+  const pqxx::result rows = tx.exec_params(open_secret_sql, tenant_text, context.secret_id.to_string());
+  if (rows.empty()) {
+    throw key_error(key_failure::secret_not_found,
+                    "no sealed secret " + context.secret_id.to_string() + " for tenant " + tenant_text);
+  }
+  const pqxx::row row = rows[0];
+  const std::uint32_t version = as_version(row[0]);
+  const pqxx::binarystring wrapped_column(row[1]);
+  const pqxx::binarystring envelope(row[2]);
+  // Size first, tenant second, before any key is touched (parse_envelope does both).
+  const crypto::envelope_view view = crypto::parse_envelope(span_of(envelope), context.tenant);
+  if (view.kek_version != version || view.wrapped_data_key.size() != wrapped_column.size() ||
+      !std::equal(view.wrapped_data_key.begin(), view.wrapped_data_key.end(), span_of(wrapped_column).begin())) {
+    throw key_error(key_failure::row_inconsistent,
+                    "sealed secret " + context.secret_id.to_string() + ": columns disagree with the envelope header");
+  }
+  const std::string state = row[3].as<std::string>();
+  if (state != "primary" && state != "active") {
+    throw key_error(key_failure::key_unavailable,
+                    "sealed secret " + context.secret_id.to_string() + " needs key version " + std::to_string(version) +
+                        ", which is " + state);
+  }
+  const auto kek = unwrap_tenant_key(context.tenant, version, row[4].as<std::string>(), pqxx::binarystring(row[5]));
+  return crypto::open_envelope(*kek, context, view);
+}
+
+bool key_store::shred_secret(pqxx::work& tx, const core::uuid& tenant, const core::uuid& secret_id,
+                             std::string_view actor) {
+  const std::string secret_text = secret_id.to_string();
+  const pqxx::result deleted = tx.exec_params(delete_secret_sql, tenant.to_string(), secret_text);
+  if (deleted.empty()) return false;
+  const std::string purpose = deleted[0][0].as<std::string>();
+  append_audit(tx, *this,
+               {.tenant = tenant,
+                .actor = actor,
+                .action = "secret.shredded",
+                .subject = secret_text,
+                .details = details_json({{"purpose", purpose}}, {{"kek_version", deleted[0][1].as<long long>()}})});
+  return true;
+}
+
+std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                    std::size_t batch_rows) {
+  prepare(connections);
+  if (batch_rows == 0) batch_rows = settings_.rewrap_batch_rows;
+  BW_INVARIANT(batch_rows <= limits::rewrap_batch_rows_max);
+  const std::string tenant_text = tenant.to_string();
+  return with_tenant(connections, tenant, [&](pqxx::work& tx) -> std::size_t {
+    const pqxx::result primary = tx.exec_params(primary_key_for_share_sql, tenant_text);
+    if (primary.empty()) return 0;  // destroyed: nothing to rewrap to
+    const std::uint32_t primary_version = as_version(primary[0][0]);
+    const auto new_kek = unwrap_tenant_key(tenant, primary_version, primary[0][1].as<std::string>(),
+                                           pqxx::binarystring(primary[0][2]));
+    const pqxx::result rows =
+        tx.exec_params(rewrap_candidates_sql, tenant_text, primary_version, batch_rows);
+    if (rows.empty()) return 0;
+    std::string ids = "{";
+    std::string wrapped_keys = "{";
+    std::string envelopes = "{";
+    for (const auto& row : rows) {
+      const auto secret_id = core::uuid::parse(row[0].as<std::string>());
+      const auto purpose = crypto::parse_secret_purpose(row[1].as<std::string>());
+      BW_INVARIANT(secret_id.has_value());
+      BW_INVARIANT(purpose.has_value());
+      const pqxx::binarystring envelope(row[2]);
+      const std::uint32_t old_version = as_version(row[3]);
+      if (row[5].is_null()) {
+        throw key_error(key_failure::key_unavailable,
+                        "sealed secret " + secret_id->to_string() + " needs retired or destroyed key version " +
+                            std::to_string(old_version));
+      }
+      const auto old_kek = unwrap_tenant_key(tenant, old_version, row[4].as<std::string>(), pqxx::binarystring(row[5]));
+      const crypto::sealed_envelope rewrapped =
+          crypto::rewrap_envelope(span_of(envelope), tenant, *secret_id, *purpose, *old_kek, *new_kek, primary_version);
+      if (ids.size() > 1) {
+        ids.push_back(',');
+        wrapped_keys.push_back(',');
+        envelopes.push_back(',');
+      }
+      ids += secret_id->to_string();
+      wrapped_keys += crypto::to_hex(rewrapped.wrapped_data_key);
+      envelopes += crypto::to_hex(rewrapped.envelope);
+    }
+    ids.push_back('}');
+    wrapped_keys.push_back('}');
+    envelopes.push_back('}');
+    const pqxx::result updated = tx.exec_params(rewrap_update_sql, tenant_text, primary_version, ids, wrapped_keys, envelopes);
+    BW_INVARIANT(updated.affected_rows() == rows.size());
+    append_audit(tx, *this,
+                 {.tenant = tenant,
+                  .actor = actor,
+                  .action = "keys.rewrapped",
+                  .subject = tenant_text,
+                  .details = details_json({}, {{"version", primary_version},
+                                               {"rows", static_cast<std::int64_t>(rows.size())}})});
+    return rows.size();
+  });
+}
+
+std::vector<std::uint32_t> key_store::retire_unused_versions(pool& connections, const core::uuid& tenant,
+                                                             std::string_view actor) {
+  prepare(connections);
+  const std::string tenant_text = tenant.to_string();
+  std::vector<std::uint32_t> retired = with_tenant(connections, tenant, [&](pqxx::work& tx) {
+    std::vector<std::uint32_t> done;
+    // Locking the versions first, then asking whether a row needs them in later statements (each
+    // a fresh snapshot under READ COMMITTED), means nothing committed before the lock is missed.
+    const pqxx::result candidates = tx.exec_params(active_versions_for_update_sql, tenant_text);
+    for (const auto& candidate : candidates) {
+      const std::uint32_t version = as_version(candidate[0]);
+      if (tx.exec_params1(version_needed_sql, tenant_text, version)[0].as<bool>()) continue;
+      tx.exec_params0(retire_version_sql, tenant_text, version);
+      append_audit(tx, *this,
+                   {.tenant = tenant,
+                    .actor = actor,
+                    .action = "key.retired",
+                    .subject = tenant_text,
+                    .details = details_json({}, {{"version", version}})});
+      done.push_back(version);
+    }
+    return done;
+  });
+  for (const std::uint32_t version : retired) cache_.forget(tenant, version);
+  return retired;
+}
+
+rewrap_report key_store::rewrap_tenant(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                       std::size_t batch_rows) {
+  prepare(connections);
+  if (batch_rows == 0) batch_rows = settings_.rewrap_batch_rows;
+  rewrap_report report;
+  // Bounded: every batch moves at least one row off an old version, so there are at most
+  // (rows / batch + 1) batches; the bound below only guards against a bug.
+  const std::size_t batches_max = 1 + 100'000'000 / batch_rows;
+  for (std::size_t i = 0; i < batches_max; ++i) {
+    const std::size_t done = rewrap_batch(connections, tenant, actor, batch_rows);
+    if (done == 0) break;
+    report.rewrapped += done;
+    ++report.batches;
+  }
+  report.retired = retire_unused_versions(connections, tenant, actor);
+  with_tenant(connections, tenant, [&](pqxx::work& tx) {
+    const pqxx::result primary = tx.exec_params(primary_key_for_share_sql, tenant.to_string());
+    if (primary.empty()) return;
+    report.primary_version = as_version(primary[0][0]);
+    report.remaining = tx.exec_params1(count_other_versions_sql, tenant.to_string(), report.primary_version)[0]
+                           .as<std::size_t>();
+  });
+  return report;
+}
+
+std::size_t key_store::rewrap_tenant_keys_to_primary_root(pqxx::work& tx, const core::uuid& tenant,
+                                                          std::string_view actor) {
+  crypto::root_key_provider& target = roots_.primary();
+  const std::string tenant_text = tenant.to_string();
+  const pqxx::result rows = tx.exec_params(keys_under_other_root_sql, tenant_text, target.key_id());
+  for (const auto& row : rows) {
+    const std::uint32_t version = as_version(row[0]);
+    const std::string old_root = row[1].as<std::string>();
+    const pqxx::binarystring wrapped(row[2]);
+    const crypto::secret kek =
+        roots_.find(old_root).unwrap(span_of(wrapped), crypto::tenant_key_associated_data(tenant, version, old_root));
+    const crypto::bytes rewrapped =
+        target.wrap(kek, crypto::tenant_key_associated_data(tenant, version, target.key_id()));
+    tx.exec_params0(set_wrapped_key_sql, tenant_text, version, target.key_id(), as_binary(rewrapped));
+  }
+  if (!rows.empty()) {
+    append_audit(tx, *this,
+                 {.tenant = tenant,
+                  .actor = actor,
+                  .action = "keys.root_rewrapped",
+                  .subject = tenant_text,
+                  .details = details_json({{"root_key_id", target.key_id()}},
+                                          {{"versions", static_cast<std::int64_t>(rows.size())}})});
+  }
+  return rows.size();
+}
+
+std::size_t key_store::rewrap_signing_keys_to_primary_root(pool& connections) {
+  crypto::root_key_provider& target = roots_.primary();
+  auto lease = connections.checkout();
+  pqxx::work tx(lease.connection(), "bankworker_signing_key_rewrap");
+  const pqxx::result rows = tx.exec_params(signing_keys_under_other_root_sql, target.key_id());
+  for (const auto& row : rows) {
+    const std::string key_id = row[0].as<std::string>();
+    const std::string old_root = row[1].as<std::string>();
+    const pqxx::binarystring wrapped(row[2]);
+    const crypto::secret seed =
+        roots_.find(old_root).unwrap(span_of(wrapped), crypto::signing_seed_associated_data(key_id, old_root));
+    const crypto::bytes rewrapped = target.wrap(seed, crypto::signing_seed_associated_data(key_id, target.key_id()));
+    tx.exec_params0(set_wrapped_seed_sql, key_id, target.key_id(), as_binary(rewrapped));
+  }
+  tx.commit();
+  return rows.size();
+}
+
+std::size_t key_store::destroy_tenant_keys(pqxx::work& tx, const core::uuid& tenant, std::string_view actor) {
+  const std::string tenant_text = tenant.to_string();
+  const std::size_t shredded = tx.exec_params0(delete_tenant_secrets_sql, tenant_text).affected_rows();
+  const std::size_t versions = tx.exec_params0(destroy_keys_sql, tenant_text).affected_rows();
+  tx.exec_params0(offboard_tenant_sql, tenant_text);
+  append_audit(tx, *this,
+               {.tenant = tenant,
+                .actor = actor,
+                .action = "keys.destroyed",
+                .subject = tenant_text,
+                .details = details_json({}, {{"secrets_shredded", static_cast<std::int64_t>(shredded)},
+                                             {"versions_destroyed", static_cast<std::int64_t>(versions)}})});
+  cache_.forget_tenant(tenant);
+  return shredded;
+}
+
+std::vector<key_version_status> key_status(pqxx::transaction_base& tx, const core::uuid& tenant) {
+  std::vector<key_version_status> out;
+  for (const auto& row : tx.exec_params(key_status_sql, tenant.to_string())) {
+    out.push_back({as_version(row[0]), row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<std::int64_t>()});
+  }
+  return out;
+}
+
+std::vector<core::uuid> list_tenants(pool& connections) {
+  auto lease = connections.checkout();
+  pqxx::read_transaction tx(lease.connection(), "bankworker_list_tenants");
+  std::vector<core::uuid> tenants;
+  for (const auto& row : tx.exec_params(list_tenants_sql, limits::tenants_per_command_max)) {
+    const auto id = core::uuid::parse(row[0].as<std::string>());
+    BW_INVARIANT(id.has_value());
+    tenants.push_back(*id);
+  }
+  return tenants;
+}
+
+}  // namespace bankworker::db

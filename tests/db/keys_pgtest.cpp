@@ -1,0 +1,361 @@
+// The key hierarchy against PostgreSQL: sealing, opening, transplanted rows, shredding, rotation,
+// rewrap under concurrent opens, destruction and root rotation.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include <pqxx/pqxx>
+
+#include "crypto/random.hpp"
+#include "db/audit.hpp"
+#include "db/keys.hpp"
+#include "db/tenant_scope.hpp"
+#include "db/tenants.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
+
+using namespace bankworker;
+using test::scratch_database;
+
+namespace {
+
+constexpr std::string_view plaid_token = "access-sandbox-8ab976e6-64bc-4b38-98f7-731e7a349970";
+
+crypto::secret_context plaid_context(const core::uuid& tenant, const core::uuid& secret_id) {
+  return {.purpose = crypto::secret_purpose::plaid_access_token,
+          .tenant = tenant,
+          .secret_id = secret_id,
+          .subject_id = "conn-" + secret_id.to_string(),
+          .environment = "sandbox"};
+}
+
+struct keys_fixture {
+  scratch_database database;
+  std::unique_ptr<db::pool> connections = database.worker_pool(db::pool_settings{.connections = 4});
+  std::unique_ptr<db::key_store> keys = test::test_key_store();
+  core::uuid tenant = db::create_tenant(*connections, *keys, "Keys Ltd");
+
+  core::uuid seal(const crypto::secret_context& context, std::string_view plaintext) {
+    db::with_tenant(*connections, context.tenant, [&](pqxx::work& tx) {
+      keys->seal_secret(tx, context, crypto::secret::copy_of(plaintext), "test");
+    });
+    return context.secret_id;
+  }
+  core::uuid seal_plaid(const core::uuid& for_tenant, std::string_view plaintext = plaid_token) {
+    return seal(plaid_context(for_tenant, crypto::random_uuid()), plaintext);
+  }
+  std::string open(const crypto::secret_context& context) {
+    return db::with_tenant(*connections, context.tenant, [&](pqxx::work& tx) {
+      return std::string(keys->open_secret(tx, context).reveal().text());
+    });
+  }
+  std::string open_plaid(const core::uuid& for_tenant, const core::uuid& secret_id) {
+    return open(plaid_context(for_tenant, secret_id));
+  }
+  std::int64_t admin_count(const std::string& sql, const std::string& parameter) {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    return tx.exec_params1(sql, parameter)[0].as<std::int64_t>();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a sealed secret opens to its plaintext and the seal is audited without the secret", "[pg][keys]") {
+  keys_fixture f;
+  const core::uuid secret_id = f.seal_plaid(f.tenant);
+  CHECK(f.open_plaid(f.tenant, secret_id) == plaid_token);
+
+  const auto admin = f.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  const auto row = tx.exec_params1(
+      "SELECT kek_version, length(envelope), length(wrapped_data_key) FROM bankworker.sealed_secrets"
+      " WHERE secret_id = $1",
+      secret_id.to_string());
+  CHECK(row[0].as<int>() == 1);
+  CHECK(row[1].as<std::size_t>() == crypto::envelope_overhead_bytes + plaid_token.size());
+  CHECK(row[2].as<std::size_t>() == crypto::wrapped_key_bytes);
+  const auto audit = tx.exec_params1(
+      "SELECT action, subject, details::text FROM bankworker.audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+      f.tenant.to_string());
+  CHECK(audit[0].as<std::string>() == "secret.sealed");
+  CHECK(audit[1].as<std::string>() == secret_id.to_string());
+  CHECK(audit[2].as<std::string>().find(plaid_token) == std::string::npos);
+}
+
+TEST_CASE("a new tenant gets key version 1 and a tenant.created audit row in the same transaction", "[pg][keys]") {
+  keys_fixture f;
+  const auto admin = f.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  CHECK(tx.exec_params1("SELECT count(*) FROM bankworker.tenant_keys WHERE tenant_id = $1 AND version = 1"
+                        " AND state = 'primary'",
+                        f.tenant.to_string())[0]
+            .as<int>() == 1);
+  CHECK(tx.exec_params1("SELECT action FROM bankworker.audit_log WHERE tenant_id = $1 AND seq = 1",
+                        f.tenant.to_string())[0]
+            .as<std::string>() == "tenant.created");
+  // The tenant key is stored only wrapped: its 72 bytes are nonce, ciphertext and tag.
+  CHECK(tx.exec_params1("SELECT length(wrapped_key) FROM bankworker.tenant_keys WHERE tenant_id = $1",
+                        f.tenant.to_string())[0]
+            .as<int>() == 72);
+}
+
+TEST_CASE("a ciphertext moved to another row, purpose or tenant in the database does not open", "[pg][keys]") {
+  keys_fixture f;
+  const core::uuid other_tenant = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const crypto::secret_context token = plaid_context(f.tenant, crypto::random_uuid());
+  f.seal(token, plaid_token);
+  crypto::secret_context api_key{.purpose = crypto::secret_purpose::stripe_api_key,
+                                 .tenant = f.tenant,
+                                 .secret_id = crypto::random_uuid(),
+                                 .subject_id = "acct_1",
+                                 .environment = ""};
+  f.seal(api_key, "sk_test_51Hxyzxyzxyzxyzxyz");
+  const auto admin = f.database.connect_as_admin();
+
+  SECTION("another row of the same tenant and purpose") {
+    const crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
+    f.seal(victim, "access-sandbox-00000000-0000-4000-8000-000000000000");
+    pqxx::work tx(*admin);
+    tx.exec_params0("UPDATE bankworker.sealed_secrets v SET envelope = s.envelope, wrapped_data_key = s.wrapped_data_key"
+                    " FROM bankworker.sealed_secrets s WHERE s.secret_id = $1 AND v.secret_id = $2",
+                    token.secret_id.to_string(), victim.secret_id.to_string());
+    tx.commit();
+    CHECK_THROWS_AS(f.open(victim), crypto::envelope_error);
+  }
+  SECTION("another purpose") {
+    pqxx::work tx(*admin);
+    tx.exec_params0("UPDATE bankworker.sealed_secrets v SET envelope = s.envelope, wrapped_data_key = s.wrapped_data_key"
+                    " FROM bankworker.sealed_secrets s WHERE s.secret_id = $1 AND v.secret_id = $2",
+                    token.secret_id.to_string(), api_key.secret_id.to_string());
+    tx.commit();
+    CHECK_THROWS_AS(f.open(api_key), crypto::envelope_error);
+  }
+  SECTION("another tenant, refused from the header before any decryption") {
+    pqxx::work tx(*admin);
+    tx.exec_params0("INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
+                    " wrapped_data_key, envelope) SELECT $1, secret_id, purpose, subject_id, kek_version,"
+                    " wrapped_data_key, envelope FROM bankworker.sealed_secrets WHERE secret_id = $2",
+                    other_tenant.to_string(), token.secret_id.to_string());
+    tx.commit();
+    try {
+      f.open(plaid_context(other_tenant, token.secret_id));
+      FAIL("opened another tenant's ciphertext");
+    } catch (const crypto::envelope_error& error) {
+      CHECK(error.failure() == crypto::envelope_failure::wrong_tenant);
+    }
+  }
+  SECTION("a header changed to the row's columns but not the wrapped key column") {
+    pqxx::work tx(*admin);
+    tx.exec_params0("UPDATE bankworker.sealed_secrets SET wrapped_data_key = '\\x00'::bytea WHERE secret_id = $1",
+                    token.secret_id.to_string());
+    tx.commit();
+    CHECK_THROWS_AS(f.open(token), db::key_error);
+  }
+}
+
+TEST_CASE("after shredding, the secret does not open and its bytes are gone from the table", "[pg][keys]") {
+  keys_fixture f;
+  const crypto::secret_context context = plaid_context(f.tenant, crypto::random_uuid());
+  f.seal(context, plaid_token);
+  std::string envelope_hex;
+  {
+    const auto admin = f.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    envelope_hex = tx.exec_params1("SELECT encode(substr(envelope, 100), 'hex') FROM bankworker.sealed_secrets"
+                                   " WHERE secret_id = $1",
+                                   context.secret_id.to_string())[0]
+                       .as<std::string>();
+  }
+  const bool shredded = db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+    return f.keys->shred_secret(tx, f.tenant, context.secret_id, "test");
+  });
+  CHECK(shredded);
+  try {
+    f.open(context);
+    FAIL("a shredded secret opened");
+  } catch (const db::key_error& error) {
+    CHECK(error.failure() == db::key_failure::secret_not_found);
+  }
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE position(decode($1, 'hex') in envelope) > 0",
+                      envelope_hex) == 0);
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE secret_id = $1::uuid",
+                      context.secret_id.to_string()) == 0);
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = 'secret.shredded' AND subject = $1",
+                      context.secret_id.to_string()) == 1);
+}
+
+TEST_CASE("destroying a tenant's keys shreds its secrets, keeps metadata and leaves other tenants alone",
+          "[pg][keys]") {
+  keys_fixture f;
+  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const core::uuid mine = f.seal_plaid(f.tenant);
+  const core::uuid theirs = f.seal_plaid(other);
+  db::with_tenant(*f.connections, f.tenant,
+                  [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+  const std::size_t shredded = db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+    return f.keys->destroy_tenant_keys(tx, f.tenant, "test");
+  });
+  CHECK(shredded == 1);
+  CHECK_THROWS_AS(f.open_plaid(f.tenant, mine), db::key_error);
+  CHECK(f.open_plaid(other, theirs) == plaid_token);
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenant_keys WHERE tenant_id = $1::uuid"
+                      " AND state = 'destroyed' AND wrapped_key IS NULL AND destroyed_at IS NOT NULL",
+                      f.tenant.to_string()) == 2);
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenants WHERE tenant_id = $1::uuid AND status = 'offboarded'",
+                      f.tenant.to_string()) == 1);
+  // Nothing can be sealed for it any more, and its audit chain still verifies.
+  CHECK_THROWS_AS(f.seal_plaid(f.tenant), db::key_error);
+  CHECK_FALSE(db::verify_audit_chain(*f.connections, *f.keys, f.tenant).broken.has_value());
+}
+
+TEST_CASE("a sealed token never appears in pg_dump of the database", "[pg][keys]") {
+  keys_fixture f;
+  f.seal_plaid(f.tenant);
+  const auto dump = test::run_process("/usr/bin/pg_dump", {"--data-only", "--dbname", f.database.url()}, {});
+  REQUIRE(dump.exit_code == 0);
+  CHECK(dump.out.find("sealed_secrets") != std::string::npos);
+  CHECK(dump.out.find(plaid_token) == std::string::npos);
+  CHECK(dump.out.find("8ab976e6-64bc-4b38-98f7-731e7a349970") == std::string::npos);
+  CHECK(dump.out.find(crypto::to_hex(std::span<const std::uint8_t>(
+            reinterpret_cast<const std::uint8_t*>(plaid_token.data()), plaid_token.size()))) == std::string::npos);
+}
+
+TEST_CASE("after a rotation old secrets still open and new ones are sealed under the new version", "[pg][keys]") {
+  keys_fixture f;
+  const core::uuid old_secret = f.seal_plaid(f.tenant);
+  const std::uint32_t version = db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+    return f.keys->rotate_tenant_key(tx, f.tenant, "test");
+  });
+  CHECK(version == 2);
+  const core::uuid new_secret = f.seal_plaid(f.tenant, "access-sandbox-11111111-2222-4333-8444-555555555555");
+  CHECK(f.open_plaid(f.tenant, old_secret) == plaid_token);
+  CHECK(f.open_plaid(f.tenant, new_secret) == "access-sandbox-11111111-2222-4333-8444-555555555555");
+  const auto status = db::with_tenant(*f.connections, f.tenant,
+                                      [&](pqxx::work& tx) { return db::key_status(tx, f.tenant); });
+  REQUIRE(status.size() == 2);
+  CHECK(status[0].state == "active");
+  CHECK(status[0].secrets == 1);
+  CHECK(status[1].state == "primary");
+  CHECK(status[1].secrets == 1);
+}
+
+TEST_CASE("rewrap runs a batch at a time, and an interrupted rewrap resumes where it stopped", "[pg][keys]") {
+  keys_fixture f;
+  std::vector<core::uuid> secrets;
+  for (int i = 0; i < 25; ++i) secrets.push_back(f.seal_plaid(f.tenant));
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+
+  CHECK(f.keys->rewrap_batch(*f.connections, f.tenant, "test", 10) == 10);  // then "crash"
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE tenant_id = $1::uuid AND kek_version = 1",
+                      f.tenant.to_string()) == 15);
+  for (const auto& id : secrets) CHECK(f.open_plaid(f.tenant, id) == plaid_token);
+
+  const db::rewrap_report report = f.keys->rewrap_tenant(*f.connections, f.tenant, "test", 10);
+  CHECK(report.rewrapped == 15);
+  CHECK(report.batches == 2);
+  CHECK(report.remaining == 0);
+  CHECK(report.retired == std::vector<std::uint32_t>{1});
+  for (const auto& id : secrets) CHECK(f.open_plaid(f.tenant, id) == plaid_token);
+  CHECK_FALSE(db::verify_audit_chain(*f.connections, *f.keys, f.tenant).broken.has_value());
+}
+
+TEST_CASE("a version is not retired while a secret still needs it", "[pg][keys]") {
+  keys_fixture f;
+  f.seal_plaid(f.tenant);
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+  CHECK(f.keys->retire_unused_versions(*f.connections, f.tenant, "test").empty());
+  f.keys->rewrap_tenant(*f.connections, f.tenant, "test");
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenant_keys WHERE tenant_id = $1::uuid AND version = 1"
+                      " AND state = 'retired' AND wrapped_key IS NULL",
+                      f.tenant.to_string()) == 1);
+}
+
+TEST_CASE("rotate then rewrap 10,000 secrets while another thread opens them: zero failures", "[pg][keys][slow]") {
+  keys_fixture f;
+  constexpr int secret_count = 10'000;
+  std::vector<core::uuid> secrets;
+  secrets.reserve(secret_count);
+  // Sealed in a few large transactions to keep the set-up short.
+  for (int chunk = 0; chunk < 10; ++chunk) {
+    db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+      for (int i = 0; i < secret_count / 10; ++i) {
+        const crypto::secret_context context = plaid_context(f.tenant, crypto::random_uuid());
+        f.keys->seal_secret(tx, context, crypto::secret::copy_of(plaid_token), "test");
+        secrets.push_back(context.secret_id);
+      }
+    });
+  }
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> opened{0};
+  std::atomic<long> failures{0};
+  std::string first_failure;
+  const std::uint32_t seed = std::random_device{}();
+  INFO("opener seed " << seed);
+  std::thread opener([&] {
+    std::mt19937 random(seed);
+    std::uniform_int_distribution<std::size_t> pick(0, secrets.size() - 1);
+    while (!stop.load()) {
+      try {
+        if (f.open_plaid(f.tenant, secrets[pick(random)]) != plaid_token) ++failures;
+        ++opened;
+      } catch (const std::exception& error) {
+        if (failures++ == 0) first_failure = error.what();
+      }
+    }
+  });
+  const db::rewrap_report report = f.keys->rewrap_tenant(*f.connections, f.tenant, "test", 500);
+  stop = true;
+  opener.join();
+
+  INFO("first failure: " << first_failure);
+  CHECK(failures == 0);
+  CHECK(opened > 0);
+  CHECK(report.rewrapped == secret_count);
+  CHECK(report.remaining == 0);
+  CHECK(report.retired == std::vector<std::uint32_t>{1});
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE tenant_id = $1::uuid AND kek_version <> 2",
+                      f.tenant.to_string()) == 0);
+  for (std::size_t i = 0; i < secrets.size(); i += 997) CHECK(f.open_plaid(f.tenant, secrets[i]) == plaid_token);
+}
+
+TEST_CASE("a root rotation rewraps every tenant key and the signing seed so the old root key can go",
+          "[pg][keys]") {
+  keys_fixture f;
+  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const core::uuid mine = f.seal_plaid(f.tenant);
+  const core::uuid theirs = f.seal_plaid(other);
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+
+  const test::root_key_file old_file;
+  const test::root_key_file new_file(test::other_root_key_hex);
+  crypto::root_key_ring ring(crypto::file_root_key::load(new_file.path()));
+  ring.add_previous(crypto::file_root_key::load(old_file.path()));
+  db::key_store rotating(std::move(ring));
+  rotating.prepare(*f.connections);
+  std::size_t rewrapped = 0;
+  for (const core::uuid& tenant : db::list_tenants(*f.connections)) {
+    rewrapped += db::with_tenant(*f.connections, tenant, [&](pqxx::work& tx) {
+      return rotating.rewrap_tenant_keys_to_primary_root(tx, tenant, "test");
+    });
+  }
+  CHECK(rewrapped == 3);  // two versions of one tenant, one of the other
+  CHECK(rotating.rewrap_signing_keys_to_primary_root(*f.connections) == 1);
+
+  // A process that knows only the new root key opens everything and verifies every chain.
+  auto fresh = test::test_key_store({}, test::other_root_key_hex);
+  fresh->prepare(*f.connections);
+  f.keys = std::move(fresh);
+  CHECK(f.open_plaid(f.tenant, mine) == plaid_token);
+  CHECK(f.open_plaid(other, theirs) == plaid_token);
+  CHECK_FALSE(db::verify_audit_chain(*f.connections, *f.keys, f.tenant).broken.has_value());
+  CHECK_FALSE(db::verify_audit_chain(*f.connections, *f.keys, other).broken.has_value());
+  // And one that knows only the old root key can no longer unwrap anything.
+  auto stale = test::test_key_store();
+  CHECK_THROWS_AS(stale->prepare(*f.connections), crypto::root_key_error);
+}
