@@ -55,6 +55,10 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
     {"audit_log",
      {"INSERT INTO bankworker.audit_log (tenant_id, seq, actor, action, subject, prev_hash, hash, signature,"
       " signing_key_id) VALUES ($1::text::uuid, 1, 'test', 'tenant.created', $1::text, '\\x00', '\\x01', '\\x02', 'k1')"}},
+    {"jobs",
+     {"INSERT INTO bankworker.jobs (tenant_id, kind, payload, unique_key, connection_id)"
+      " VALUES ($1::text::uuid, 'plaid.sync', '{}'::jsonb, 'plaid.sync:' || md5($1::text || 'c'),"
+      " md5($1::text || 'c')::uuid)"}},
     {"external_calls",
      {"INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
       " bytes_received, latency_us) VALUES ($1::text::uuid, 'plaid', '/transactions/sync', 200, 10, 20, 30)"}},
