@@ -35,12 +35,12 @@ constexpr const char* rescue_sql = "SELECT bankworker.rescue_expired_jobs($1::in
 constexpr const char* release_statement = "bw_queue_release";
 constexpr const char* release_sql = "SELECT bankworker.release_jobs($1::uuid, $2::uuid[], $3::bigint[])";
 constexpr const char* cancel_statement = "bw_queue_cancel";
-constexpr const char* cancel_sql = "SELECT bankworker.cancel_job($1::bigint)";
+constexpr const char* cancel_sql = "SELECT state, changed FROM bankworker.cancel_job($1::bigint)";
 constexpr const char* cancel_connection_statement = "bw_queue_cancel_connection";
 constexpr const char* cancel_connection_sql =
     "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)";
 constexpr const char* retry_statement = "bw_queue_retry";
-constexpr const char* retry_sql = "SELECT bankworker.retry_job($1::bigint)";
+constexpr const char* retry_sql = "SELECT state, changed FROM bankworker.retry_job($1::bigint)";
 constexpr const char* prune_statement = "bw_queue_prune";
 constexpr const char* prune_sql =
     "SELECT bankworker.prune_jobs(now() - $1::bigint * interval '1 hour', now() - $2::bigint * interval '1 hour',"
@@ -389,13 +389,13 @@ std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref>
   return row[0].as<std::size_t>();
 }
 
-std::optional<job_state> job_queue::cancel(std::int64_t job_id) {
+std::optional<job_change> job_queue::cancel(std::int64_t job_id) {
   db::pool::lease lease = connections_.checkout();
   pqxx::work tx(lease.connection(), "bankworker_cancel");
-  const pqxx::row row = tx.exec_prepared1(cancel_statement, job_id);
+  const pqxx::result rows = tx.exec_prepared(cancel_statement, job_id);
   tx.commit();
-  if (row[0].is_null()) return std::nullopt;
-  return state_of(row[0]);
+  if (rows.empty()) return std::nullopt;
+  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
 }
 
 std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core::uuid& tenant,
@@ -406,13 +406,13 @@ std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core:
   return row[0].as<std::size_t>();
 }
 
-std::optional<job_state> job_queue::retry(std::int64_t job_id) {
+std::optional<job_change> job_queue::retry(std::int64_t job_id) {
   db::pool::lease lease = connections_.checkout();
   pqxx::work tx(lease.connection(), "bankworker_retry");
-  const pqxx::row row = tx.exec_prepared1(retry_statement, job_id);
+  const pqxx::result rows = tx.exec_prepared(retry_statement, job_id);
   tx.commit();
-  if (row[0].is_null()) return std::nullopt;
-  return state_of(row[0]);
+  if (rows.empty()) return std::nullopt;
+  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
 }
 
 std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hours dead_retention, std::size_t batch,

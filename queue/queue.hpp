@@ -71,6 +71,13 @@ struct completed {
   job_state state;
 };
 
+// What cancel or retry did: the job's state afterwards, and whether the call changed it (cancelling
+// a finished job, or retrying one that is waiting or running, changes nothing).
+struct job_change {
+  job_state state = job_state::available;
+  bool changed = false;
+};
+
 struct list_filter {
   std::optional<job_state> state;
   std::optional<std::string> kind;
@@ -128,12 +135,12 @@ class job_queue {
 
   // Cancel one job (nothing when there is no such job), or every pending job of a connection
   // in the caller's transaction (revocation), except the revoking job itself.
-  std::optional<job_state> cancel(std::int64_t job_id);
+  std::optional<job_change> cancel(std::int64_t job_id);
   std::size_t cancel_connection(pqxx::transaction_base& tx, const core::uuid& tenant, const core::uuid& connection,
                                 std::optional<std::int64_t> except_job);
 
   // Revives a dead or cancelled job with a fresh attempt count (nothing when there is no such job).
-  std::optional<job_state> retry(std::int64_t job_id);
+  std::optional<job_change> retry(std::int64_t job_id);
 
   // Deletes finished jobs older than the retention periods, `batch` at a time, at most
   // `batches` statements; returns how many.

@@ -14,6 +14,7 @@ constexpr std::string_view usage_text =
     "commands:\n"
     "  migrate                     apply pending database migrations\n"
     "  tenant create --name NAME   create a tenant and print its id\n"
+    "  jobs list [--state S] [--kind K] [--tenant T] [--limit N] | jobs retry ID | jobs cancel ID\n"
     "\n"
     "options:\n"
     "  --json       machine-readable output\n"
@@ -31,6 +32,7 @@ struct command {
 constexpr command commands[] = {
     {"migrate", command_migrate},
     {"tenant", command_tenant},
+    {"jobs", command_jobs},
 };
 
 }  // namespace

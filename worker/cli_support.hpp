@@ -75,5 +75,6 @@ using command_function = int (*)(const parsed_args& parsed, const env_lookup& en
 
 int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

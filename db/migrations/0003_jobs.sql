@@ -359,20 +359,22 @@ $$;
 
 -- Cancels one job that has not finished. A running job loses its lease: its heartbeat and its
 -- completion see that, so its handler stops at the next checkpoint and commits nothing. Returns
--- the job's state afterwards, or NULL when there is no such job.
+-- the job's state afterwards and whether this call changed it; no row when there is no such job.
 CREATE FUNCTION bankworker.cancel_job(p_job_id bigint)
-RETURNS text
+RETURNS TABLE (state text, changed boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
   scope uuid := bankworker.current_tenant();
-  result text;
+  hit integer;
 BEGIN
   UPDATE bankworker.jobs j
      SET state = 'cancelled', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
    WHERE j.job_id = p_job_id AND j.state IN ('available', 'retryable', 'running')
      AND (scope IS NULL OR j.tenant_id = scope);
-  SELECT j.state INTO result FROM bankworker.jobs j WHERE j.job_id = p_job_id AND (scope IS NULL OR j.tenant_id = scope);
-  RETURN result;
+  GET DIAGNOSTICS hit = ROW_COUNT;
+  RETURN QUERY SELECT j.state, hit > 0 FROM bankworker.jobs j
+                WHERE j.job_id = p_job_id AND (scope IS NULL OR j.tenant_id = scope);
 END
 $$;
 
@@ -398,21 +400,24 @@ $$;
 
 -- Revives a dead or cancelled job (operator: `bankworker jobs retry ID`), or runs a waiting
 -- retry now. It starts over with a fresh attempt count and keeps its last error for reference.
--- Returns the state afterwards, or NULL when there is no such job.
+-- Returns the state afterwards and whether this call changed it; no row when there is no such job.
 CREATE FUNCTION bankworker.retry_job(p_job_id bigint)
-RETURNS text
+RETURNS TABLE (state text, changed boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
-  result text;
+  hit integer;
 BEGIN
-  UPDATE bankworker.jobs j
-     SET state = 'available', attempt = 0, run_at = now(), finished_at = NULL, failure = NULL
-   WHERE j.job_id = p_job_id AND j.state IN ('failed', 'cancelled', 'retryable');
-  SELECT j.state INTO result FROM bankworker.jobs j WHERE j.job_id = p_job_id;
-  RETURN result;
-EXCEPTION WHEN unique_violation THEN
-  RAISE EXCEPTION 'job % cannot be revived: a job with the same unique key is already waiting', p_job_id
-    USING ERRCODE = 'unique_violation';
+  BEGIN
+    UPDATE bankworker.jobs j
+       SET state = 'available', attempt = 0, run_at = now(), finished_at = NULL, failure = NULL
+     WHERE j.job_id = p_job_id AND j.state IN ('failed', 'cancelled', 'retryable');
+    GET DIAGNOSTICS hit = ROW_COUNT;
+  EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'job % cannot be revived: a job with the same unique key is already waiting', p_job_id
+      USING ERRCODE = 'unique_violation';
+  END;
+  RETURN QUERY SELECT j.state, hit > 0 FROM bankworker.jobs j WHERE j.job_id = p_job_id;
 END
 $$;
 

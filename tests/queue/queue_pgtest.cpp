@@ -218,7 +218,10 @@ TEST_CASE("retries follow the seeded backoff on the injected clock, the job dies
     CHECK(error.find("4f0a2b6c") == std::string::npos);  // the token is redacted
   }
   CHECK(jobs.claim(owner, 1).empty());
-  CHECK(jobs.retry(id) == queue::job_state::available);
+  const auto revived_state = jobs.retry(id);
+  REQUIRE(revived_state.has_value());
+  CHECK(revived_state->state == queue::job_state::available);
+  CHECK(revived_state->changed);
   const auto revived = jobs.claim(owner, 1);
   REQUIRE(revived.size() == 1);
   CHECK(revived[0].attempt == 1);
@@ -277,7 +280,11 @@ TEST_CASE("an expired lease is rescued, a lost lease refuses the completion, rel
   const uuid owner = bankworker::crypto::random_uuid();
   const auto running = jobs.claim(owner, 1);
   REQUIRE(running.size() == 1);
-  CHECK(jobs.cancel(running[0].ref.id) == queue::job_state::cancelled);
+  const auto cancelled = jobs.cancel(running[0].ref.id);
+  REQUIRE(cancelled.has_value());
+  CHECK(cancelled->state == queue::job_state::cancelled);
+  CHECK(cancelled->changed);
+  CHECK_FALSE(jobs.cancel(running[0].ref.id)->changed);
   CHECK(jobs.extend_leases(owner, std::vector{running[0].ref}).empty());
   CHECK_FALSE(jobs.cancel(999'999'999).has_value());
 
