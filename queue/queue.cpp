@@ -18,6 +18,13 @@ constexpr const char* enqueue_statement = "bw_queue_enqueue";
 constexpr const char* enqueue_sql =
     "SELECT job_id FROM bankworker.enqueue_jobs($1::uuid[], $2::text[], $3::jsonb[], $4::smallint[],"
     " $5::timestamptz[], $6::text[], $7::uuid[], $8::integer[])";
+// Claims and heartbeats commit without waiting for the WAL flush. Losing one in a database crash
+// is the same as the worker having died at that moment: the lease is gone, the job is available
+// again and runs again (at least once). Nothing a handler commits depends on it: an effect commits
+// with complete_in, whose transaction keeps synchronous_commit on, and completion stays durable.
+// Waiting for the flush here would add a disk sync to every claim, i.e. to the latency of every job.
+constexpr const char* relaxed_commit_statement = "bw_queue_relaxed_commit";
+constexpr const char* relaxed_commit_sql = "SELECT set_config('synchronous_commit', 'off', true)";
 constexpr const char* claim_statement = "bw_queue_claim";
 constexpr const char* claim_sql =
     "SELECT tenant_id, job_id, kind, payload, priority, attempt, attempts_max, in_doubt, connection_id"
@@ -185,7 +192,8 @@ std::optional<std::string> check_new_job(const new_job& job) {
 }
 
 std::vector<db::prepared_statement> prepared_statements() {
-  return {{enqueue_statement, enqueue_sql},   {claim_statement, claim_sql},
+  return {{relaxed_commit_statement, relaxed_commit_sql},
+          {enqueue_statement, enqueue_sql},   {claim_statement, claim_sql},
           {extend_statement, extend_sql},     {complete_statement, complete_sql},
           {rescue_statement, rescue_sql},     {release_statement, release_sql},
           {cancel_statement, cancel_sql},     {cancel_connection_statement, cancel_connection_sql},
@@ -276,6 +284,7 @@ std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit) {
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
   pqxx::work tx(lease.connection(), "bankworker_claim");
+  tx.exec_prepared(relaxed_commit_statement);
   const pqxx::result rows = tx.exec_prepared(claim_statement, owner.to_string(), static_cast<int>(limit),
                                              static_cast<int>(settings_.lease.count()), or_null(now));
   tx.commit();
@@ -307,6 +316,7 @@ std::vector<job_ref> job_queue::extend_leases(const core::uuid& owner, std::span
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
   pqxx::work tx(lease.connection(), "bankworker_heartbeat");
+  tx.exec_prepared(relaxed_commit_statement);
   const pqxx::result rows = tx.exec_prepared(extend_statement, owner.to_string(), tenants.finish(), ids.finish(),
                                              static_cast<int>(settings_.lease.count()), or_null(now));
   tx.commit();

@@ -165,9 +165,21 @@ boost::asio::awaitable<void> dispatcher::run() {
   while (children_ > 0) co_await sleep(drain_timer_, event_wait);
 }
 
+std::size_t dispatcher::claim_slots() const noexcept {
+  BW_ASSERT(handlers_running_ <= running_.size());
+  const std::size_t awaiting_record = running_.size() - handlers_running_;
+  if (awaiting_record >= settings_.concurrency) return 0;
+  const std::size_t free = settings_.concurrency - std::min<std::size_t>(handlers_running_, settings_.concurrency);
+  // Claim in batches: with a few slots free and others busy, wait for more rather than sending a
+  // statement (and a commit) per finished job. A quarter of the slots, or all of them when idle.
+  const std::size_t batch_min = std::max<std::size_t>(1, settings_.concurrency / 4);
+  if (free < batch_min && handlers_running_ > 0) return 0;
+  return free;
+}
+
 boost::asio::awaitable<void> dispatcher::claim_loop() {
   while (!stopping_) {
-    const std::size_t free = settings_.concurrency - std::min<std::size_t>(running_.size(), settings_.concurrency);
+    const std::size_t free = claim_slots();
     if (free == 0) {
       if (!claim_wake_) co_await sleep(claim_timer_, event_wait);
       claim_wake_ = false;
@@ -191,6 +203,7 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       auto entry = std::make_unique<running_job>();
       entry->job = std::move(job);
       running_.emplace(id, std::move(entry));
+      ++handlers_running_;
       ++stats_.claimed;
       boost::asio::co_spawn(strand_, run_job(id), [this, id](std::exception_ptr failure) {
         // run_job classifies every exception itself; anything here is a bug in the dispatcher.
@@ -229,6 +242,9 @@ boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
     }
   }
   entry->handler_done = true;
+  BW_ASSERT(handlers_running_ > 0);
+  --handlers_running_;
+  if (claim_slots() > 0) wake_claims();
   if (entry->released) {
     running_.erase(id);
     co_return;

@@ -130,6 +130,7 @@ class dispatcher {
   boost::asio::awaitable<void> rescue_loop();
   boost::asio::awaitable<void> sleep(boost::asio::steady_timer& timer, std::chrono::milliseconds duration);
   void wake_claims();
+  std::size_t claim_slots() const noexcept;
   void child_finished();
 
   boost::asio::io_context& io_;
@@ -150,6 +151,10 @@ class dispatcher {
   bool finished_ = false;
   bool claim_loop_done_ = false;
   int children_ = 0;
+  // Handlers running right now. running_ also holds jobs whose handler is done but whose outcome
+  // is not recorded yet; those do not take a slot, so the next claim overlaps with the write of
+  // the previous outcomes. They are bounded too: at most `concurrency` of them (claim_slots()).
+  std::size_t handlers_running_ = 0;
   dispatcher_stats stats_;
   boost::asio::steady_timer claim_timer_;
   boost::asio::steady_timer completion_timer_;

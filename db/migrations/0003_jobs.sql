@@ -11,6 +11,11 @@
 -- migrations and these functions; each function touches bankworker.jobs and nothing else (the
 -- request functions also read bankworker.connections, still under the caller's tenant policy).
 -- Every other tenant table keeps binding the owner as before.
+--
+-- Every function runs with jit = off and plan_cache_mode = force_custom_plan: JIT compilation
+-- costs tens of milliseconds on statements that take one or two, and a cached generic plan for
+-- statements over parameter arrays (whose size it cannot know) can pick a nested loop over the
+-- whole table. Planning each call costs well under a millisecond.
 SET LOCAL ROLE bankworker_owner;
 
 CREATE TABLE bankworker.jobs (
@@ -80,7 +85,7 @@ CREATE POLICY queue_machinery ON bankworker.jobs FOR ALL TO bankworker_owner USI
 
 -- The tenant a transaction is scoped to, or NULL when it is not scoped.
 CREATE FUNCTION bankworker.current_tenant() RETURNS uuid
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
   SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid
 $$;
 
@@ -92,7 +97,7 @@ CREATE FUNCTION bankworker.enqueue_jobs(p_tenants uuid[], p_kinds text[], p_payl
                                         p_priorities smallint[], p_run_ats timestamptz[],
                                         p_unique_keys text[], p_connections uuid[], p_attempts_max integer[])
 RETURNS TABLE (job_id bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
   scope uuid := bankworker.current_tenant();
@@ -143,7 +148,7 @@ CREATE FUNCTION bankworker.claim_jobs(p_owner uuid, p_limit integer, p_lease_ms 
 RETURNS TABLE (tenant_id uuid, job_id bigint, kind text, payload jsonb, priority smallint, attempt integer,
                attempts_max integer, in_doubt boolean, connection_id uuid, run_at timestamptz,
                created_at timestamptz, lease_expires_at timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
   t_now timestamptz := coalesce(p_now, now());
@@ -157,11 +162,13 @@ BEGIN
     WITH RECURSIVE ready_tenants AS (
       (SELECT j.tenant_id FROM bankworker.jobs j
         WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now
-        ORDER BY j.tenant_id LIMIT 1)
+        ORDER BY j.tenant_id, j.priority, j.run_at, j.job_id LIMIT 1)
       UNION ALL
+      -- Ordered by jobs_ready's whole key so that the probe walks that partial index (ready rows
+      -- only) and never the primary key, which would step over every finished job of the tenant.
       SELECT (SELECT j.tenant_id FROM bankworker.jobs j
                WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now AND j.tenant_id > r.tenant_id
-               ORDER BY j.tenant_id LIMIT 1)
+               ORDER BY j.tenant_id, j.priority, j.run_at, j.job_id LIMIT 1)
         FROM ready_tenants r
        WHERE r.tenant_id IS NOT NULL
     ),
@@ -210,7 +217,7 @@ $$;
 CREATE FUNCTION bankworker.extend_job_leases(p_owner uuid, p_tenants uuid[], p_ids bigint[], p_lease_ms integer,
                                              p_now timestamptz)
 RETURNS TABLE (tenant_id uuid, job_id bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
   t_now timestamptz := coalesce(p_now, now());
@@ -237,7 +244,7 @@ $$;
 CREATE FUNCTION bankworker.complete_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[], p_outcomes text[],
                                          p_delays_ms bigint[], p_errors text[], p_now timestamptz)
 RETURNS TABLE (tenant_id uuid, job_id bigint, state text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
   t_now timestamptz := coalesce(p_now, now());
@@ -291,7 +298,7 @@ $$;
 -- so a lost job is available again well within 30 s of its lease expiring.
 CREATE FUNCTION bankworker.rescue_expired_jobs(p_limit integer, p_now timestamptz)
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   t_now timestamptz := coalesce(p_now, now());
   rescued integer;
@@ -331,7 +338,7 @@ $$;
 -- interrupted attempt does not count against the job.
 CREATE FUNCTION bankworker.release_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[])
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   released integer;
 BEGIN
@@ -362,7 +369,7 @@ $$;
 -- the job's state afterwards and whether this call changed it; no row when there is no such job.
 CREATE FUNCTION bankworker.cancel_job(p_job_id bigint)
 RETURNS TABLE (state text, changed boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
   scope uuid := bankworker.current_tenant();
@@ -381,7 +388,7 @@ $$;
 -- Cancels every pending job of a connection (revocation), except p_except (the revoking job).
 CREATE FUNCTION bankworker.cancel_connection_jobs(p_tenant uuid, p_connection uuid, p_except bigint)
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   scope uuid := bankworker.current_tenant();
   cancelled integer;
@@ -403,7 +410,7 @@ $$;
 -- Returns the state afterwards and whether this call changed it; no row when there is no such job.
 CREATE FUNCTION bankworker.retry_job(p_job_id bigint)
 RETURNS TABLE (state text, changed boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
   hit integer;
@@ -426,7 +433,7 @@ CREATE FUNCTION bankworker.list_jobs(p_state text, p_kind text, p_tenant uuid, p
 RETURNS TABLE (job_id bigint, tenant_id uuid, kind text, state text, priority smallint, attempt integer,
                attempts_max integer, run_at timestamptz, created_at timestamptz, finished_at timestamptz,
                failure text, last_error text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 BEGIN
   IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
@@ -448,7 +455,7 @@ $$;
 -- caller repeats while the answer is p_limit, so no single statement holds locks for long.
 CREATE FUNCTION bankworker.prune_jobs(p_done_before timestamptz, p_dead_before timestamptz, p_limit integer)
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   pruned integer;
 BEGIN
@@ -476,7 +483,7 @@ $$;
 -- caller's own tenant policy, so a connection of another tenant is simply not there.
 CREATE FUNCTION bankworker.require_request_scope(p_tenant uuid, p_connection uuid)
 RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   scope uuid := bankworker.current_tenant();
   found_status text;
@@ -503,7 +510,7 @@ $$;
 -- the waiting job.
 CREATE FUNCTION bankworker.request_sync(tenant uuid, connection uuid)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   status text := bankworker.require_request_scope(tenant, connection);
   key text := 'plaid.sync:' || connection::text;
@@ -531,7 +538,7 @@ $$;
 -- Asks for revocation of a connection: a top-priority plaid.revoke (one waiting per connection).
 CREATE FUNCTION bankworker.request_revoke(tenant uuid, connection uuid)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   status text := bankworker.require_request_scope(tenant, connection);
   key text := 'plaid.revoke:' || connection::text;
@@ -556,7 +563,7 @@ $$;
 -- The public token is short-lived and single-use; it sits in the job's payload only until then.
 CREATE FUNCTION bankworker.link_plaid(tenant uuid, public_token text)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
   id bigint;
 BEGIN
