@@ -34,6 +34,7 @@ void check_settings(const dispatcher_settings& settings, const crypto::secret* l
     throw std::invalid_argument("dispatcher heartbeat, drain and retry durations out of range");
   }
   if (settings.listen && listen_url == nullptr) throw std::invalid_argument("dispatcher listen needs a URL");
+  if (settings.prune_interval.count() <= 0) throw std::invalid_argument("dispatcher prune_interval must be positive");
 }
 
 }  // namespace
@@ -322,9 +323,23 @@ boost::asio::awaitable<void> dispatcher::heartbeat_loop() {
 }
 
 boost::asio::awaitable<void> dispatcher::rescue_loop() {
+  auto next_prune = std::chrono::steady_clock::now() + settings_.prune_interval;
   while (!finished_) {
     co_await sleep(rescue_timer_, settings_.rescue_interval);
     if (finished_ || stopping_) continue;
+    if (std::chrono::steady_clock::now() >= next_prune) {
+      next_prune = std::chrono::steady_clock::now() + settings_.prune_interval;
+      try {
+        // At most 10 statements of 10,000 rows per round: retention never holds locks for long,
+        // and a backlog is worked off over several rounds.
+        const std::size_t pruned = co_await queue::run_blocking(blocking_, [this] {
+          return jobs_.prune(settings_.succeeded_retention, settings_.dead_retention, 10'000, 10);
+        });
+        if (pruned > 0) log_.info("pruned finished jobs past retention", {{"jobs", pruned}});
+      } catch (const std::exception& error) {
+        log_.warn("pruning finished jobs failed", {{"error", error.what()}});
+      }
+    }
     try {
       const std::size_t rescued = co_await queue::run_blocking(blocking_, [this] { return jobs_.rescue_expired(); });
       if (rescued > 0) {

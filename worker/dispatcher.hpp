@@ -49,6 +49,11 @@ struct dispatcher_settings {
   std::chrono::milliseconds drain_timeout{10'000};
   // How long a failed claim or completion waits before trying again.
   std::chrono::milliseconds retry_delay{1'000};
+  // Retention: finished jobs are deleted in bounded batches once they are this old, so the hot
+  // table stays small. Dead jobs (failed) are kept longer for operators to inspect and retry.
+  std::chrono::milliseconds prune_interval{60'000};
+  std::chrono::hours succeeded_retention{24};
+  std::chrono::hours dead_retention{24 * 30};
 };
 
 // What a handler may use while it runs. Valid until the handler's coroutine returns.

@@ -225,3 +225,19 @@ TEST_CASE("on SIGTERM a worker drains running jobs, releases what it cannot fini
     CHECK(scalar(database, "SELECT count(*) FROM public.effects") == 0);
   }
 }
+
+TEST_CASE("the dispatcher deletes finished jobs once they are past retention", "[pg][dispatcher]") {
+  const scratch_database database;
+  insert_tenant(database);
+  worker::dispatcher_settings settings;
+  settings.rescue_interval = 50ms;
+  settings.prune_interval = 100ms;
+  settings.succeeded_retention = 0h;
+  settings.dead_retention = 0h;
+  running_dispatcher running(database, settings);
+  running.jobs.enqueue(jobs_of("test.count", 50));
+  running.start();
+  CHECK(wait_until([&] { return running.seen.started.load() == 50; }, 30s));
+  CHECK(wait_until([&] { return scalar(database, "SELECT count(*) FROM bankworker.jobs") == 0; }, 30s));
+  running.stop();
+}
