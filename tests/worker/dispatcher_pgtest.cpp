@@ -59,6 +59,7 @@ std::vector<queue::new_job> jobs_of(const std::string& kind, std::size_t count) 
 
 struct observed {
   std::atomic<int> started{0};
+  std::atomic<int> saw_lease_lost{0};
   std::atomic<int> in_flight{0};
   std::atomic<int> most_in_flight{0};
 };
@@ -73,6 +74,21 @@ asio::awaitable<queue::outcome> count_job(observed* seen, queue::job, worker::jo
   asio::steady_timer pause(co_await asio::this_coro::executor, 2ms);
   co_await pause.async_wait(asio::use_awaitable);
   --seen->in_flight;
+  co_return queue::outcome::done();
+}
+
+// Runs until its lease is lost (a checkpoint every 10 ms), for at most 20 s.
+asio::awaitable<queue::outcome> wait_for_cancel(observed* seen, queue::job, worker::job_context context) {
+  ++seen->started;
+  asio::steady_timer pause(co_await asio::this_coro::executor);
+  for (int i = 0; i < 2'000 && !context.lease_lost(); ++i) {
+    pause.expires_after(10ms);
+    co_await pause.async_wait(asio::use_awaitable);
+  }
+  if (context.lease_lost()) {
+    ++seen->saw_lease_lost;
+    co_return queue::outcome::retry("stopped at a checkpoint: lease lost");
+  }
   co_return queue::outcome::done();
 }
 
@@ -91,6 +107,9 @@ struct running_dispatcher {
         dispatcher(io, blocking, jobs, &url, settings, log) {
     dispatcher.add_handler("test.count", [this](queue::job job, worker::job_context context) {
       return count_job(&seen, std::move(job), context);
+    });
+    dispatcher.add_handler("test.wait", [this](queue::job job, worker::job_context context) {
+      return wait_for_cancel(&seen, std::move(job), context);
     });
   }
 
@@ -240,4 +259,23 @@ TEST_CASE("the dispatcher deletes finished jobs once they are past retention", "
   CHECK(wait_until([&] { return running.seen.started.load() == 50; }, 30s));
   CHECK(wait_until([&] { return scalar(database, "SELECT count(*) FROM bankworker.jobs") == 0; }, 30s));
   running.stop();
+}
+
+TEST_CASE("a running job sees its cancellation at the next checkpoint and its outcome is not recorded",
+          "[pg][dispatcher]") {
+  const scratch_database database;
+  insert_tenant(database);
+  worker::dispatcher_settings settings;
+  settings.heartbeat_interval = 200ms;
+  running_dispatcher running(database, settings);
+  const std::int64_t id = running.jobs.enqueue(jobs_of("test.wait", 1)).at(0);
+  running.start();
+  REQUIRE(wait_until([&] { return running.seen.started.load() == 1; }, 30s));
+  const auto change = running.jobs.cancel(id);
+  REQUIRE(change.has_value());
+  CHECK(change->changed);
+  CHECK(wait_until([&] { return running.seen.saw_lease_lost.load() == 1; }, 5s));
+  running.stop();
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE state = 'cancelled' AND attempt = 1") == 1);
+  CHECK(running.dispatcher.stats().lease_lost == 1);
 }
