@@ -158,6 +158,11 @@ BEGIN
     RAISE EXCEPTION 'claim_jobs: owner required, limit 1..10000, lease 1000..3600000 ms'
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  -- The claim commits without waiting for the WAL flush (until the end of the caller's
+  -- transaction, which is this statement alone in the worker). Losing a claim in a database crash
+  -- is the same as its worker dying: the job is available again and runs again. An effect commits
+  -- with complete_jobs in a transaction of its own durability, so it never depends on this one.
+  PERFORM set_config('synchronous_commit', 'off', true);
   RETURN QUERY
     WITH RECURSIVE ready_tenants AS (
       (SELECT j.tenant_id FROM bankworker.jobs j
@@ -225,6 +230,8 @@ BEGIN
   IF p_lease_ms IS NULL OR p_lease_ms < 1000 OR p_lease_ms > 3600000 THEN
     RAISE EXCEPTION 'extend_job_leases: lease 1000..3600000 ms' USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  -- As for claims: a heartbeat lost in a crash costs at most a rescue and a second run.
+  PERFORM set_config('synchronous_commit', 'off', true);
   RETURN QUERY
     WITH extended AS (
       UPDATE bankworker.jobs j SET lease_expires_at = t_now + p_lease_ms * interval '1 millisecond'
