@@ -134,7 +134,7 @@ $$;
 -- Claims up to p_limit ready jobs for p_owner with a lease of p_lease_ms.
 --
 -- Fairness: the tenants with ready work are found by a skip scan over jobs_ready (one index probe
--- per tenant, at most 1024 tenants per claim), each tenant gets an equal share of the batch
+-- per tenant, at most 1024 tenants per claim, starting at a random tenant id), each tenant gets an equal share of the batch
 -- (rounded up), and its share is taken in priority then run_at order with FOR UPDATE SKIP LOCKED,
 -- so concurrent claimers take disjoint rows. The batch is then ordered by priority, then by the
 -- job's turn within its tenant (1st of every tenant, then 2nd of every tenant, …), then by run_at.
@@ -164,21 +164,42 @@ BEGIN
   -- with complete_jobs in a transaction of its own durability, so it never depends on this one.
   PERFORM set_config('synchronous_commit', 'off', true);
   RETURN QUERY
-    WITH RECURSIVE ready_tenants AS (
-      (SELECT j.tenant_id FROM bankworker.jobs j
-        WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now
+    WITH RECURSIVE pivot AS MATERIALIZED (
+      -- Where this claim's walk over tenants starts. Random, so that with more tenants than one
+      -- claim visits (1024) every tenant is reached, instead of always the lowest ids.
+      SELECT gen_random_uuid() AS id
+    ),
+    -- Ordered by jobs_ready's whole key so that each probe walks that partial index (ready rows
+    -- only) and never the primary key, which would step over every finished job of the tenant.
+    upper_tenants AS (
+      (SELECT j.tenant_id FROM bankworker.jobs j, pivot p
+        WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now AND j.tenant_id >= p.id
         ORDER BY j.tenant_id, j.priority, j.run_at, j.job_id LIMIT 1)
       UNION ALL
-      -- Ordered by jobs_ready's whole key so that the probe walks that partial index (ready rows
-      -- only) and never the primary key, which would step over every finished job of the tenant.
       SELECT (SELECT j.tenant_id FROM bankworker.jobs j
                WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now AND j.tenant_id > r.tenant_id
                ORDER BY j.tenant_id, j.priority, j.run_at, j.job_id LIMIT 1)
-        FROM ready_tenants r
+        FROM upper_tenants r
+       WHERE r.tenant_id IS NOT NULL
+    ),
+    lower_tenants AS (
+      (SELECT j.tenant_id FROM bankworker.jobs j, pivot p
+        WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now AND j.tenant_id < p.id
+        ORDER BY j.tenant_id, j.priority, j.run_at, j.job_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT j.tenant_id FROM bankworker.jobs j, pivot p
+               WHERE j.state IN ('available', 'retryable') AND j.run_at <= t_now AND j.tenant_id > r.tenant_id
+                 AND j.tenant_id < p.id
+               ORDER BY j.tenant_id, j.priority, j.run_at, j.job_id LIMIT 1)
+        FROM lower_tenants r
        WHERE r.tenant_id IS NOT NULL
     ),
     tenants AS MATERIALIZED (
-      SELECT r.tenant_id FROM ready_tenants r WHERE r.tenant_id IS NOT NULL LIMIT 1024
+      SELECT w.tenant_id
+        FROM (SELECT u.tenant_id FROM upper_tenants u WHERE u.tenant_id IS NOT NULL
+              UNION ALL
+              SELECT l.tenant_id FROM lower_tenants l WHERE l.tenant_id IS NOT NULL) w
+       LIMIT 1024
     ),
     share AS (
       SELECT greatest(1, ceil(p_limit::numeric / greatest(count(*), 1)))::integer AS per_tenant FROM tenants
