@@ -485,3 +485,43 @@ TEST_CASE("jobs of a worker killed with SIGKILL run again within lease + 30 s an
   CHECK(scalar(database, "SELECT count(DISTINCT job_id) FROM public.effects") == 200);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE attempt = 2") == 25);
 }
+
+TEST_CASE("a running sync that fails or loses its lease while its follow-up waits gives way to the follow-up",
+          "[pg][queue]") {
+  const scratch_database database;
+  insert_tenants(database);
+  const auto connections = queue_pool(database);
+  queue::job_queue jobs(*connections, {.lease = 1'000ms, .backoff = {}, .clock = {}, .seed = 0});
+  const auto sync_job = [] {
+    auto job = noop_jobs(tenant_a, 1);
+    job[0].kind = "plaid.sync";
+    job[0].unique_key = "plaid.sync:" + connection_a.to_string();
+    job[0].connection = connection_a;
+    return job;
+  };
+  const uuid owner = bankworker::crypto::random_uuid();
+
+  // Fails while a follow-up waits: cancelled as superseded, since two waiting syncs cannot exist.
+  REQUIRE(jobs.enqueue(sync_job()).size() == 1);
+  const auto first = jobs.claim(owner, 1);
+  REQUIRE(first.size() == 1);
+  const auto follow_up = jobs.enqueue(sync_job());
+  REQUIRE(follow_up.size() == 1);
+  CHECK(jobs.enqueue(sync_job()).empty());  // a third request while the follow-up waits is a no-op
+  const std::vector<queue::completion> failed{{first[0].ref, 1, queue::outcome::retry("HTTP 503")}};
+  const auto completed = jobs.complete(owner, failed);
+  REQUIRE(completed.size() == 1);
+  CHECK(completed[0].state == queue::job_state::cancelled);
+
+  // Loses its lease while a follow-up waits: the rescue cancels it the same way.
+  const auto second = jobs.claim(owner, 1);
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].ref.id == follow_up[0]);
+  const auto third = jobs.enqueue(sync_job());
+  REQUIRE(third.size() == 1);
+  std::this_thread::sleep_for(1'100ms);
+  CHECK(jobs.rescue_expired() == 1);
+  CHECK(job_state(database, second[0].ref.id) == "cancelled");
+  CHECK(job_state(database, third[0]) == "available");
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE state IN ('available', 'retryable', 'running')") == 1);
+}
