@@ -21,7 +21,7 @@ constexpr const char* enqueue_sql =
 constexpr const char* claim_statement = "bw_queue_claim";
 constexpr const char* claim_sql =
     "SELECT tenant_id, job_id, kind, payload, priority, attempt, attempts_max, in_doubt, connection_id"
-    " FROM bankworker.claim_jobs($1::uuid, $2::integer, $3::integer, $4::timestamptz)";
+    " FROM bankworker.claim_jobs($1::uuid, $2::integer, $3::integer, $4::timestamptz, $5::text[])";
 constexpr const char* extend_statement = "bw_queue_extend";
 constexpr const char* extend_sql =
     "SELECT tenant_id, job_id FROM bankworker.extend_job_leases($1::uuid, $2::uuid[], $3::bigint[], $4::integer,"
@@ -272,14 +272,20 @@ std::vector<std::int64_t> job_queue::enqueue(std::span<const new_job> jobs) {
 
 // The machinery's operations are one statement each, so they run in autocommit (a nontransaction):
 // one round trip instead of three (BEGIN, the call, COMMIT), which is most of a claim's latency at idle.
-std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit) {
+std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit, std::span<const std::string> skip_kinds) {
   BW_ASSERT(limit >= 1);
   BW_ASSERT(limit <= limits::job_batch_max);
   const std::optional<std::string> now = now_text();
+  std::optional<std::string> skip;
+  if (!skip_kinds.empty()) {
+    array_text kinds;
+    for (const std::string& kind : skip_kinds) kinds.add(kind);
+    skip = kinds.finish();
+  }
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_claim");
   const pqxx::result rows = tx.exec_prepared(claim_statement, owner.to_string(), static_cast<int>(limit),
-                                             static_cast<int>(settings_.lease.count()), or_null(now));
+                                             static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
   tx.commit();
   std::vector<job> jobs;
   jobs.reserve(rows.size());

@@ -111,8 +111,9 @@ class job_queue {
   // Enqueue in a transaction of its own.
   std::vector<std::int64_t> enqueue(std::span<const new_job> jobs);
 
-  // Claims up to `limit` (1..job_batch_max) ready jobs for `owner`, fairly across tenants.
-  std::vector<job> claim(const core::uuid& owner, std::size_t limit);
+  // Claims up to `limit` (1..job_batch_max) ready jobs for `owner`, fairly across tenants,
+  // leaving jobs of `skip_kinds` for later.
+  std::vector<job> claim(const core::uuid& owner, std::size_t limit, std::span<const std::string> skip_kinds = {});
 
   // Renews leases; returns the jobs whose lease `owner` still holds (the others were cancelled or
   // rescued: their handlers must stop).

@@ -35,6 +35,11 @@ void check_settings(const dispatcher_settings& settings, const crypto::secret* l
   }
   if (settings.listen && listen_url == nullptr) throw std::invalid_argument("dispatcher listen needs a URL");
   if (settings.prune_interval.count() <= 0) throw std::invalid_argument("dispatcher prune_interval must be positive");
+  for (const auto& [kind, limit] : settings.kind_concurrency_max) {
+    if (limit == 0 || limit > settings.concurrency) {
+      throw std::invalid_argument("dispatcher limit for kind " + kind + " must be 1..concurrency");
+    }
+  }
 }
 
 }  // namespace
@@ -187,10 +192,18 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       continue;
     }
     claim_wake_ = false;
+    // Kinds at their limit are left in the queue, for this process later or for another one now.
+    std::vector<std::string> full_kinds;
+    for (const auto& [kind, limit] : settings_.kind_concurrency_max) {
+      const auto running = kind_running_.find(kind);
+      if (running != kind_running_.end() && running->second >= limit) full_kinds.push_back(kind);
+    }
     std::vector<queue::job> claimed;
     bool claim_failed = false;
     try {
-      claimed = co_await queue::run_blocking(blocking_, [this, free] { return jobs_.claim(owner_, free); });
+      claimed = co_await queue::run_blocking(blocking_, [this, free, &full_kinds] {
+        return jobs_.claim(owner_, free, full_kinds);
+      });
     } catch (const std::exception& error) {
       log_.warn("claim failed; retrying", {{"error", error.what()}});
       claim_failed = true;
@@ -199,7 +212,19 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       co_await sleep(claim_timer_, settings_.retry_delay);
       continue;
     }
+    // One claim may bring more jobs of a limited kind than it has slots left; those go straight
+    // back (their attempt does not count) and the next claim skips the kind.
+    std::vector<queue::job_ref> over_limit;
     for (queue::job& job : claimed) {
+      const auto limit = settings_.kind_concurrency_max.find(job.kind);
+      if (limit != settings_.kind_concurrency_max.end()) {
+        std::uint32_t& running = kind_running_[job.kind];
+        if (running >= limit->second) {
+          over_limit.push_back(job.ref);
+          continue;
+        }
+        ++running;
+      }
       const std::int64_t id = job.ref.id;
       auto entry = std::make_unique<running_job>();
       entry->job = std::move(job);
@@ -211,6 +236,14 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
         BW_INVARIANT(failure == nullptr);
         static_cast<void>(id);
       });
+    }
+    if (!over_limit.empty()) {
+      try {
+        co_await queue::run_blocking(blocking_, [this, &over_limit] { return jobs_.release(owner_, over_limit); });
+      } catch (const std::exception& error) {
+        // Their leases expire and the rescue puts them back: slower, not lost.
+        log_.warn("could not give back jobs over their kind's limit", {{"error", error.what()}});
+      }
     }
     // A claim that found work may have been cut short by fairness shares: claim again at once.
     // One that found nothing waits for a notification, a finished job or the poll interval.
@@ -245,6 +278,10 @@ boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
   entry->handler_done = true;
   BW_ASSERT(handlers_running_ > 0);
   --handlers_running_;
+  if (const auto limited = kind_running_.find(entry->job.kind); limited != kind_running_.end()) {
+    BW_ASSERT(limited->second > 0);
+    --limited->second;
+  }
   if (claim_slots() > 0) wake_claims();
   if (entry->released) {
     running_.erase(id);

@@ -54,6 +54,9 @@ struct dispatcher_settings {
   std::chrono::milliseconds prune_interval{60'000};
   std::chrono::hours succeeded_retention{24};
   std::chrono::hours dead_retention{24 * 30};
+  // Optional per-kind limits in this process (a provider's rate, say): at most this many jobs of
+  // the kind run at once. Kinds not listed are limited by `concurrency` alone.
+  std::map<std::string, std::uint32_t, std::less<>> kind_concurrency_max;
 };
 
 // What a handler may use while it runs. Valid until the handler's coroutine returns.
@@ -160,6 +163,8 @@ class dispatcher {
   // is not recorded yet; those do not take a slot, so the next claim overlaps with the write of
   // the previous outcomes. They are bounded too: at most `concurrency` of them (claim_slots()).
   std::size_t handlers_running_ = 0;
+  // Handlers running per limited kind (kinds in settings_.kind_concurrency_max only).
+  std::map<std::string, std::uint32_t, std::less<>> kind_running_;
   dispatcher_stats stats_;
   boost::asio::steady_timer claim_timer_;
   boost::asio::steady_timer completion_timer_;

@@ -143,8 +143,10 @@ $$;
 -- because most tenants had little work is simply followed by another (the dispatcher claims while
 -- it has free slots and the last claim was not empty).
 --
--- A job whose unique key already has a running job waits until that one finishes.
-CREATE FUNCTION bankworker.claim_jobs(p_owner uuid, p_limit integer, p_lease_ms integer, p_now timestamptz)
+-- A job whose unique key already has a running job waits until that one finishes. Jobs of the
+-- kinds in p_skip_kinds are left for later (a worker at its per-kind concurrency limit).
+CREATE FUNCTION bankworker.claim_jobs(p_owner uuid, p_limit integer, p_lease_ms integer, p_now timestamptz,
+                                      p_skip_kinds text[])
 RETURNS TABLE (tenant_id uuid, job_id bigint, kind text, payload jsonb, priority smallint, attempt integer,
                attempts_max integer, in_doubt boolean, connection_id uuid, run_at timestamptz,
                created_at timestamptz, lease_expires_at timestamptz)
@@ -211,6 +213,7 @@ BEGIN
           SELECT j.tenant_id, j.job_id, j.priority, j.run_at
             FROM bankworker.jobs j
            WHERE j.tenant_id = t.tenant_id AND j.state IN ('available', 'retryable') AND j.run_at <= t_now
+             AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
              AND (j.unique_key IS NULL OR NOT EXISTS (
                    SELECT 1 FROM bankworker.jobs r
                     WHERE r.tenant_id = j.tenant_id AND r.unique_key = j.unique_key AND r.state = 'running'))
@@ -610,7 +613,7 @@ $$;
 -- PostgreSQL lets PUBLIC execute new functions; here nobody may unless granted below.
 REVOKE ALL ON FUNCTION bankworker.current_tenant(),
   bankworker.enqueue_jobs(uuid[], text[], jsonb[], smallint[], timestamptz[], text[], uuid[], integer[]),
-  bankworker.claim_jobs(uuid, integer, integer, timestamptz),
+  bankworker.claim_jobs(uuid, integer, integer, timestamptz, text[]),
   bankworker.extend_job_leases(uuid, uuid[], bigint[], integer, timestamptz),
   bankworker.complete_jobs(uuid, uuid[], bigint[], text[], bigint[], text[], timestamptz),
   bankworker.rescue_expired_jobs(integer, timestamptz),
@@ -629,7 +632,7 @@ REVOKE ALL ON FUNCTION bankworker.current_tenant(),
 -- tenant's jobs directly (under the tenant policy).
 GRANT EXECUTE ON FUNCTION bankworker.current_tenant(),
   bankworker.enqueue_jobs(uuid[], text[], jsonb[], smallint[], timestamptz[], text[], uuid[], integer[]),
-  bankworker.claim_jobs(uuid, integer, integer, timestamptz),
+  bankworker.claim_jobs(uuid, integer, integer, timestamptz, text[]),
   bankworker.extend_job_leases(uuid, uuid[], bigint[], integer, timestamptz),
   bankworker.complete_jobs(uuid, uuid[], bigint[], text[], bigint[], text[], timestamptz),
   bankworker.rescue_expired_jobs(integer, timestamptz),

@@ -395,7 +395,7 @@ TEST_CASE("bankworker_app may request work for its own tenant's connections and 
        {std::string("SELECT count(*) FROM bankworker.jobs"), std::string("DELETE FROM bankworker.jobs"),
         "INSERT INTO bankworker.jobs (tenant_id, kind) VALUES (" + a + ", 'test.noop')",
         std::string("UPDATE bankworker.jobs SET priority = 0"),
-        "SELECT * FROM bankworker.claim_jobs(" + a + ", 10, 60000, NULL)",
+        "SELECT * FROM bankworker.claim_jobs(" + a + ", 10, 60000, NULL, NULL)",
         std::string("SELECT bankworker.cancel_job(1)"), std::string("SELECT bankworker.retry_job(1)"),
         std::string("SELECT * FROM bankworker.list_jobs(NULL, NULL, NULL, 10)"),
         std::string("SELECT bankworker.rescue_expired_jobs(10, NULL)"),

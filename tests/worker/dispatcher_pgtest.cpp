@@ -65,13 +65,14 @@ struct observed {
 };
 
 // `seen` outlives the io_context (it lives in the test).
-asio::awaitable<queue::outcome> count_job(observed* seen, queue::job, worker::job_context) {
+asio::awaitable<queue::outcome> count_job(observed* seen, std::chrono::milliseconds pause_for, queue::job,
+                                          worker::job_context) {
   ++seen->started;
   const int now = ++seen->in_flight;
   int most = seen->most_in_flight.load();
   while (now > most && !seen->most_in_flight.compare_exchange_weak(most, now)) {
   }
-  asio::steady_timer pause(co_await asio::this_coro::executor, 2ms);
+  asio::steady_timer pause(co_await asio::this_coro::executor, pause_for);
   co_await pause.async_wait(asio::use_awaitable);
   --seen->in_flight;
   co_return queue::outcome::done();
@@ -106,7 +107,10 @@ struct running_dispatcher {
         log(worker::log_level::warn),
         dispatcher(io, blocking, jobs, &url, settings, log) {
     dispatcher.add_handler("test.count", [this](queue::job job, worker::job_context context) {
-      return count_job(&seen, std::move(job), context);
+      return count_job(&seen, 2ms, std::move(job), context);
+    });
+    dispatcher.add_handler("test.limited", [this](queue::job job, worker::job_context context) {
+      return count_job(&limited_seen, 20ms, std::move(job), context);
     });
     dispatcher.add_handler("test.wait", [this](queue::job job, worker::job_context context) {
       return wait_for_cancel(&seen, std::move(job), context);
@@ -138,6 +142,7 @@ struct running_dispatcher {
   asio::thread_pool blocking{2};
   worker::dispatcher dispatcher;
   observed seen;
+  observed limited_seen;
   std::thread runner;
   std::atomic<bool> clean_exit{false};
 };
@@ -280,4 +285,24 @@ TEST_CASE("a running job sees its cancellation at the next checkpoint and its ou
   running.stop();
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE state = 'cancelled' AND attempt = 1") == 1);
   CHECK(running.dispatcher.stats().lease_lost == 1);
+}
+
+TEST_CASE("a per-kind limit caps how many jobs of that kind run at once while other kinds fill the slots",
+          "[pg][dispatcher]") {
+  const scratch_database database;
+  insert_tenant(database);
+  worker::dispatcher_settings settings;
+  settings.concurrency = 8;
+  settings.kind_concurrency_max = {{"test.limited", 2}};
+  running_dispatcher running(database, settings);
+  running.jobs.enqueue(jobs_of("test.limited", 20));
+  running.jobs.enqueue(jobs_of("test.count", 100));
+  running.start();
+  REQUIRE(wait_until([&] { return scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE state = 'succeeded'") == 120; }, 60s));
+  running.stop();
+  CHECK(running.limited_seen.started == 20);
+  CHECK(running.limited_seen.most_in_flight <= 2);
+  CHECK(running.seen.started == 100);
+  // Jobs given back for being over the limit did not spend an attempt.
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE attempt = 1") == 120);
 }
