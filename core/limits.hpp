@@ -81,6 +81,30 @@ inline constexpr std::size_t tenants_per_command_max = 1'000'000;
 
 static_assert(sealed_plaintext_bytes_max + 1024 <= envelope_bytes_max,
               "an envelope is the plaintext plus a header well under 1 KiB");
+// Job queue (queue/, db/migrations/0003_jobs.sql repeats the database-side ones in CHECKs).
+inline constexpr std::uint32_t job_attempts_default = 25;
+inline constexpr std::uint32_t job_attempts_max = 100;
+inline constexpr std::size_t job_payload_bytes_max = 64 * 1024;
+inline constexpr std::size_t job_error_bytes_max = 2048;
+inline constexpr std::size_t job_kind_bytes_max = 64;
+inline constexpr std::size_t job_unique_key_bytes_max = 256;
+// One enqueue, claim or completion statement handles at most this many jobs.
+inline constexpr std::size_t job_batch_max = 10'000;
+inline constexpr std::size_t job_prune_batch_max = 100'000;
+inline constexpr std::chrono::milliseconds job_lease_min{1'000};
+inline constexpr std::chrono::milliseconds job_lease_max{3'600'000};
+inline constexpr std::chrono::milliseconds job_backoff_max{3'600'000};
+// Lost notifications cost at most this much latency: the dispatcher polls at least this often.
+inline constexpr std::chrono::milliseconds job_poll_interval_max{1'000};
+// A job whose worker died is available again within this long after its lease expired.
+inline constexpr std::chrono::milliseconds job_rescue_after_expiry_max{30'000};
+inline constexpr std::chrono::milliseconds job_rescue_interval_max{10'000};
+inline constexpr std::chrono::milliseconds job_drain_timeout_max{600'000};
+
+static_assert(job_attempts_default <= job_attempts_max);
+static_assert(concurrency_max <= job_batch_max, "one claim must be able to fill every free slot");
+static_assert(job_rescue_interval_max + job_poll_interval_max <= job_rescue_after_expiry_max,
+              "rescue runs often enough to put a lost job back within job_rescue_after_expiry_max");
 
 static_assert(secret_file_bytes_max <= env_value_bytes_max,
               "a secret read from a file must fit where an environment value would");

@@ -18,6 +18,7 @@ constexpr std::string_view usage_text =
     "                              the tenant's accounts, balances, journal and bank transactions\n"
     "  keys status|rotate|rewrap|destroy   tenant keys: see crypto/README.md\n"
     "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
+    "  jobs list [--state S] [--kind K] [--tenant T] [--limit N] | jobs retry ID | jobs cancel ID\n"
     "\n"
     "options:\n"
     "  --json       machine-readable output\n"
@@ -38,6 +39,7 @@ constexpr command commands[] = {
     {"export", command_export},
     {"keys", command_keys},
     {"audit", command_audit},
+    {"jobs", command_jobs},
 };
 
 }  // namespace

@@ -68,6 +68,10 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
     {"audit_heads",
      {"INSERT INTO bankworker.audit_heads (tenant_id, seq, hash)"
       " VALUES ($1::text::uuid, 1, decode(repeat('00', 32), 'hex'))"}},
+    {"jobs",
+     {"INSERT INTO bankworker.jobs (tenant_id, kind, payload, unique_key, connection_id)"
+      " VALUES ($1::text::uuid, 'plaid.sync', '{}'::jsonb, 'plaid.sync:' || md5($1::text || 'c'),"
+      " md5($1::text || 'c')::uuid)"}},
     {"external_calls",
      {"INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
       " bytes_received, latency_us) VALUES ($1::text::uuid, 'plaid', '/transactions/sync', 200, 10, 20, 30)"}},

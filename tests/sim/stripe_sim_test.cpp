@@ -12,7 +12,7 @@
 
 #include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/signature.hpp"
-#include "tests/support/child_process.hpp"
+#include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
 #include "worker/http_server.hpp"
 
@@ -59,7 +59,7 @@ struct receiver {
 };
 
 struct running_sim {
-  test::child_process process{STRIPE_SIM_BINARY, {"--port", "0", "--seed", "7"}};
+  test::child_process process{STRIPE_SIM_BINARY, {"--port", "0", "--seed", "7"}, {}};
   std::string url = test::base_url_from(process);
 
   simdjson::dom::element trigger(simdjson::dom::parser& parser, const std::string& body) {

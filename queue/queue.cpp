@@ -1,0 +1,478 @@
+#include "queue/queue.hpp"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "core/assert.hpp"
+#include "core/limits.hpp"
+#include "crypto/redact.hpp"
+
+namespace bankworker::queue {
+
+namespace {
+
+// Prepared statement names and their SQL. Each is one call of a function from 0003_jobs.sql.
+constexpr const char* enqueue_statement = "bw_queue_enqueue";
+constexpr const char* enqueue_sql =
+    "SELECT job_id FROM bankworker.enqueue_jobs($1::uuid[], $2::text[], $3::jsonb[], $4::smallint[],"
+    " $5::timestamptz[], $6::text[], $7::uuid[], $8::integer[])";
+constexpr const char* claim_statement = "bw_queue_claim";
+constexpr const char* claim_sql =
+    "SELECT tenant_id, job_id, kind, payload, priority, attempt, attempts_max, in_doubt, connection_id"
+    " FROM bankworker.claim_jobs($1::uuid, $2::integer, $3::integer, $4::timestamptz, $5::text[])";
+constexpr const char* extend_statement = "bw_queue_extend";
+constexpr const char* extend_sql =
+    "SELECT tenant_id, job_id FROM bankworker.extend_job_leases($1::uuid, $2::uuid[], $3::bigint[], $4::integer,"
+    " $5::timestamptz)";
+constexpr const char* complete_statement = "bw_queue_complete";
+constexpr const char* complete_sql =
+    "SELECT tenant_id, job_id, state FROM bankworker.complete_jobs($1::uuid, $2::uuid[], $3::bigint[], $4::text[],"
+    " $5::bigint[], $6::text[], $7::timestamptz)";
+constexpr const char* rescue_statement = "bw_queue_rescue";
+constexpr const char* rescue_sql = "SELECT bankworker.rescue_expired_jobs($1::integer, $2::timestamptz)";
+constexpr const char* release_statement = "bw_queue_release";
+constexpr const char* release_sql = "SELECT bankworker.release_jobs($1::uuid, $2::uuid[], $3::bigint[])";
+constexpr const char* cancel_statement = "bw_queue_cancel";
+constexpr const char* cancel_sql = "SELECT state, changed FROM bankworker.cancel_job($1::bigint)";
+constexpr const char* cancel_connection_statement = "bw_queue_cancel_connection";
+constexpr const char* cancel_connection_sql =
+    "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)";
+constexpr const char* retry_statement = "bw_queue_retry";
+constexpr const char* retry_sql = "SELECT state, changed FROM bankworker.retry_job($1::bigint)";
+constexpr const char* prune_statement = "bw_queue_prune";
+constexpr const char* prune_sql =
+    "SELECT bankworker.prune_jobs(now() - $1::bigint * interval '1 hour', now() - $2::bigint * interval '1 hour',"
+    " $3::integer)";
+constexpr const char* list_statement = "bw_queue_list";
+constexpr const char* list_sql =
+    "SELECT job_id, tenant_id, kind, state, priority, attempt, attempts_max, run_at, created_at, finished_at,"
+    " failure, last_error FROM bankworker.list_jobs($1::text, $2::text, $3::uuid, $4::integer)";
+
+// One element of a PostgreSQL array literal: always quoted, with backslash and quote escaped, so
+// any text (JSON included) survives; NULL when absent.
+void append_array_element(std::string& out, const std::optional<std::string_view>& element) {
+  if (out.size() > 1) out.push_back(',');
+  if (!element) {
+    out += "NULL";
+    return;
+  }
+  out.push_back('"');
+  for (const char c : *element) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+}
+
+struct array_text {
+  std::string text = "{";
+  void add(std::optional<std::string_view> element) { append_array_element(text, element); }
+  void add(const std::string& element) { append_array_element(text, std::string_view(element)); }
+  void add(std::string_view element) { append_array_element(text, element); }
+  const std::string& finish() {
+    text.push_back('}');
+    return text;
+  }
+};
+
+bool valid_kind(std::string_view kind) noexcept {
+  if (kind.empty() || kind.size() > limits::job_kind_bytes_max) return false;
+  bool segment_start = true;
+  for (const char c : kind) {
+    if (segment_start) {
+      if (c < 'a' || c > 'z') return false;
+      segment_start = false;
+    } else if (c == '.') {
+      segment_start = true;
+    } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) {
+      return false;
+    }
+  }
+  return !segment_start;
+}
+
+// Redacted and cut to job_error_bytes_max at a character boundary: the stored error is read by
+// operators and must never carry a token that a provider echoed back.
+std::string stored_error(std::string_view error) {
+  std::string text = crypto::redact(error);
+  if (text.size() > limits::job_error_bytes_max) {
+    std::size_t cut = limits::job_error_bytes_max;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text.resize(cut);
+  }
+  return text;
+}
+
+std::string_view outcome_text(outcome_kind kind) noexcept {
+  switch (kind) {
+    case outcome_kind::done: return "done";
+    case outcome_kind::retry: return "retry";
+    case outcome_kind::needs_user_action: return "needs_user_action";
+    case outcome_kind::failed_permanently: return "permanent";
+    case outcome_kind::in_doubt: return "in_doubt";
+  }
+  return "permanent";
+}
+
+job_state state_of(const pqxx::field& field) {
+  const std::optional<job_state> state = parse_job_state(field.c_str());
+  BW_INVARIANT(state.has_value());
+  return *state;
+}
+
+core::uuid uuid_of(const pqxx::field& field) {
+  const std::optional<core::uuid> id = core::uuid::parse(field.c_str());
+  BW_INVARIANT(id.has_value());
+  return *id;
+}
+
+std::optional<std::string> optional_text(const pqxx::field& field) {
+  if (field.is_null()) return std::nullopt;
+  return std::string(field.c_str());
+}
+
+const char* or_null(const std::optional<std::string>& text) { return text ? text->c_str() : nullptr; }
+
+void refs_to_arrays(std::span<const job_ref> jobs, array_text& tenants, array_text& ids) {
+  for (const job_ref& ref : jobs) {
+    tenants.add(ref.tenant.to_string());
+    ids.add(std::to_string(ref.id));
+  }
+}
+
+}  // namespace
+
+std::string_view to_string(job_state state) noexcept {
+  switch (state) {
+    case job_state::available: return "available";
+    case job_state::running: return "running";
+    case job_state::retryable: return "retryable";
+    case job_state::succeeded: return "succeeded";
+    case job_state::failed: return "failed";
+    case job_state::cancelled: return "cancelled";
+  }
+  return "failed";
+}
+
+std::optional<job_state> parse_job_state(std::string_view text) noexcept {
+  for (const job_state state : {job_state::available, job_state::running, job_state::retryable,
+                                job_state::succeeded, job_state::failed, job_state::cancelled}) {
+    if (to_string(state) == text) return state;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> check_new_job(const new_job& job) {
+  if (!valid_kind(job.kind)) {
+    return "job kind must be dot-separated [a-z][a-z0-9_]* words of at most job_kind_bytes_max (" +
+           std::to_string(limits::job_kind_bytes_max) + ") bytes";
+  }
+  if (job.payload_json.size() > limits::job_payload_bytes_max) {
+    return "job payload is larger than job_payload_bytes_max (" + std::to_string(limits::job_payload_bytes_max) +
+           " bytes)";
+  }
+  if (job.payload_json.empty() || job.payload_json.front() != '{') return "job payload must be a JSON object";
+  if (job.priority < 0 || job.priority > 1000) return "job priority must be 0..1000";
+  if (job.attempts_max < 1 || job.attempts_max > limits::job_attempts_max) {
+    return "job attempts_max must be 1..job_attempts_max (" + std::to_string(limits::job_attempts_max) + ")";
+  }
+  if (job.unique_key && (job.unique_key->empty() || job.unique_key->size() > limits::job_unique_key_bytes_max)) {
+    return "job unique key must be 1..job_unique_key_bytes_max bytes";
+  }
+  return std::nullopt;
+}
+
+std::vector<db::prepared_statement> prepared_statements() {
+  return {{enqueue_statement, enqueue_sql},   {claim_statement, claim_sql},
+          {extend_statement, extend_sql},     {complete_statement, complete_sql},
+          {rescue_statement, rescue_sql},     {release_statement, release_sql},
+          {cancel_statement, cancel_sql},     {cancel_connection_statement, cancel_connection_sql},
+          {retry_statement, retry_sql},       {prune_statement, prune_sql},
+          {list_statement, list_sql}};
+}
+
+void add_prepared_statements(db::pool_settings& settings) {
+  for (db::prepared_statement& statement : prepared_statements()) settings.prepared.push_back(std::move(statement));
+}
+
+std::string timestamp_text(time_point at) {
+  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(at.time_since_epoch()).count();
+  std::int64_t seconds = micros / 1'000'000;
+  std::int64_t fraction = micros % 1'000'000;
+  if (fraction < 0) {
+    fraction += 1'000'000;
+    seconds -= 1;
+  }
+  const std::time_t whole = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  ::gmtime_r(&whole, &utc);
+  char text[64];
+  const std::size_t length = std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &utc);
+  BW_ASSERT(length > 0);
+  char micro_text[16];
+  std::snprintf(micro_text, sizeof micro_text, ".%06lld+00", static_cast<long long>(fraction));
+  return std::string(text, length) + micro_text;
+}
+
+std::vector<std::int64_t> enqueue(pqxx::transaction_base& tx, std::span<const new_job> jobs) {
+  for (const new_job& job : jobs) {
+    if (auto why = check_new_job(job)) throw job_rejected(*why);
+  }
+  std::vector<std::int64_t> ids;
+  ids.reserve(jobs.size());
+  for (std::size_t start = 0; start < jobs.size(); start += limits::job_batch_max) {
+    const std::span<const new_job> chunk = jobs.subspan(start, std::min(limits::job_batch_max, jobs.size() - start));
+    array_text tenants, kinds, payloads, priorities, run_ats, unique_keys, connections, attempts;
+    for (const new_job& job : chunk) {
+      tenants.add(job.tenant.to_string());
+      kinds.add(job.kind);
+      payloads.add(job.payload_json);
+      priorities.add(std::to_string(job.priority));
+      run_ats.add(job.run_at ? std::optional<std::string_view>(timestamp_text(*job.run_at)) : std::nullopt);
+      unique_keys.add(job.unique_key ? std::optional<std::string_view>(*job.unique_key) : std::nullopt);
+      connections.add(job.connection ? std::optional<std::string_view>(job.connection->to_string()) : std::nullopt);
+      attempts.add(std::to_string(job.attempts_max));
+    }
+    const pqxx::result rows =
+        tx.exec_prepared(enqueue_statement, tenants.finish(), kinds.finish(), payloads.finish(), priorities.finish(),
+                         run_ats.finish(), unique_keys.finish(), connections.finish(), attempts.finish());
+    for (const auto& row : rows) ids.push_back(row[0].as<std::int64_t>());
+  }
+  return ids;
+}
+
+job_queue::job_queue(db::pool& connections, queue_settings settings)
+    : connections_(connections), settings_(std::move(settings)) {
+  if (settings_.lease < limits::job_lease_min || settings_.lease > limits::job_lease_max) {
+    throw queue_settings_error("queue lease must be within job_lease_min..job_lease_max");
+  }
+  if (settings_.backoff.base.count() <= 0 || settings_.backoff.cap < settings_.backoff.base ||
+      settings_.backoff.cap > limits::job_backoff_max) {
+    throw queue_settings_error("queue backoff must have 0 < base <= cap <= job_backoff_max");
+  }
+  seed_ = settings_.seed;
+  if (seed_ == 0) randombytes_buf(&seed_, sizeof seed_);
+  random_.seed(seed_);
+}
+
+std::optional<std::string> job_queue::now_text() const {
+  if (!settings_.clock) return std::nullopt;
+  return timestamp_text(settings_.clock());
+}
+
+std::vector<std::int64_t> job_queue::enqueue(std::span<const new_job> jobs) {
+  db::pool::lease lease = connections_.checkout();
+  pqxx::work tx(lease.connection(), "bankworker_enqueue");
+  std::vector<std::int64_t> ids = queue::enqueue(tx, jobs);
+  tx.commit();
+  return ids;
+}
+
+// The machinery's operations are one statement each, so they run in autocommit (a nontransaction):
+// one round trip instead of three (BEGIN, the call, COMMIT), which is most of a claim's latency at idle.
+std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit, std::span<const std::string> skip_kinds) {
+  BW_ASSERT(limit >= 1);
+  BW_ASSERT(limit <= limits::job_batch_max);
+  const std::optional<std::string> now = now_text();
+  std::optional<std::string> skip;
+  if (!skip_kinds.empty()) {
+    array_text kinds;
+    for (const std::string& kind : skip_kinds) kinds.add(kind);
+    skip = kinds.finish();
+  }
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_claim");
+  const pqxx::result rows = tx.exec_prepared(claim_statement, owner.to_string(), static_cast<int>(limit),
+                                             static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
+  tx.commit();
+  std::vector<job> jobs;
+  jobs.reserve(rows.size());
+  for (const auto& row : rows) {
+    job claimed;
+    claimed.ref = {uuid_of(row[0]), row[1].as<std::int64_t>()};
+    claimed.kind = row[2].c_str();
+    claimed.payload_json = row[3].c_str();
+    claimed.priority = row[4].as<std::int16_t>();
+    claimed.attempt = row[5].as<std::uint32_t>();
+    claimed.attempts_max = row[6].as<std::uint32_t>();
+    claimed.in_doubt = row[7].as<bool>();
+    if (!row[8].is_null()) claimed.connection = uuid_of(row[8]);
+    BW_INVARIANT(claimed.attempt >= 1);
+    jobs.push_back(std::move(claimed));
+  }
+  BW_INVARIANT(jobs.size() <= limit);
+  return jobs;
+}
+
+std::vector<job_ref> job_queue::extend_leases(const core::uuid& owner, std::span<const job_ref> jobs) {
+  std::vector<job_ref> held;
+  if (jobs.empty()) return held;
+  BW_ASSERT(jobs.size() <= limits::job_batch_max);
+  array_text tenants, ids;
+  refs_to_arrays(jobs, tenants, ids);
+  const std::optional<std::string> now = now_text();
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_heartbeat");
+  const pqxx::result rows = tx.exec_prepared(extend_statement, owner.to_string(), tenants.finish(), ids.finish(),
+                                             static_cast<int>(settings_.lease.count()), or_null(now));
+  tx.commit();
+  for (const auto& row : rows) held.push_back({uuid_of(row[0]), row[1].as<std::int64_t>()});
+  return held;
+}
+
+std::chrono::milliseconds job_queue::retry_delay(const completion& outcome) {
+  if (outcome.result.retry_after.count() > 0) {
+    return std::min(outcome.result.retry_after, std::chrono::milliseconds(limits::job_backoff_max));
+  }
+  std::lock_guard lock(random_mutex_);
+  return backoff_delay(outcome.attempt, settings_.backoff, random_);
+}
+
+namespace {
+
+pqxx::result run_complete(pqxx::transaction_base& tx, job_queue& queue, const core::uuid& owner,
+                          std::span<const completion> outcomes, const std::optional<std::string>& now) {
+  array_text tenants, ids, kinds, delays, errors;
+  for (const completion& outcome : outcomes) {
+    tenants.add(outcome.ref.tenant.to_string());
+    ids.add(std::to_string(outcome.ref.id));
+    kinds.add(outcome_text(outcome.result.kind));
+    const bool retries = outcome.result.kind == outcome_kind::retry || outcome.result.kind == outcome_kind::in_doubt;
+    delays.add(std::to_string(retries ? queue.retry_delay(outcome).count() : 0));
+    if (outcome.result.kind == outcome_kind::done) {
+      errors.add(std::nullopt);
+    } else {
+      errors.add(stored_error(outcome.result.error));
+    }
+  }
+  return tx.exec_prepared(complete_statement, owner.to_string(), tenants.finish(), ids.finish(), kinds.finish(),
+                          delays.finish(), errors.finish(), or_null(now));
+}
+
+}  // namespace
+
+std::vector<completed> job_queue::complete(const core::uuid& owner, std::span<const completion> outcomes) {
+  std::vector<completed> result;
+  if (outcomes.empty()) return result;
+  BW_ASSERT(outcomes.size() <= limits::job_batch_max);
+  const std::optional<std::string> now = now_text();
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_complete");
+  const pqxx::result rows = run_complete(tx, *this, owner, outcomes, now);
+  tx.commit();
+  for (const auto& row : rows) result.push_back({{uuid_of(row[0]), row[1].as<std::int64_t>()}, state_of(row[2])});
+  return result;
+}
+
+std::optional<job_state> job_queue::complete_in(pqxx::transaction_base& tx, const core::uuid& owner,
+                                                const completion& outcome) {
+  const pqxx::result rows = run_complete(tx, *this, owner, std::span(&outcome, 1), now_text());
+  if (rows.empty()) return std::nullopt;
+  BW_INVARIANT(rows.size() == 1);
+  return state_of(rows[0][2]);
+}
+
+std::size_t job_queue::rescue_expired(std::size_t limit) {
+  BW_ASSERT(limit >= 1);
+  BW_ASSERT(limit <= limits::job_batch_max);
+  const std::optional<std::string> now = now_text();
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_rescue");
+  const pqxx::row row = tx.exec_prepared1(rescue_statement, static_cast<int>(limit), or_null(now));
+  tx.commit();
+  return row[0].as<std::size_t>();
+}
+
+std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref> jobs) {
+  if (jobs.empty()) return 0;
+  BW_ASSERT(jobs.size() <= limits::job_batch_max);
+  array_text tenants, ids;
+  refs_to_arrays(jobs, tenants, ids);
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_release");
+  const pqxx::row row = tx.exec_prepared1(release_statement, owner.to_string(), tenants.finish(), ids.finish());
+  tx.commit();
+  return row[0].as<std::size_t>();
+}
+
+std::optional<job_change> job_queue::cancel(std::int64_t job_id) {
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_cancel");
+  const pqxx::result rows = tx.exec_prepared(cancel_statement, job_id);
+  tx.commit();
+  if (rows.empty()) return std::nullopt;
+  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
+}
+
+std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core::uuid& tenant,
+                                         const core::uuid& connection, std::optional<std::int64_t> except_job) {
+  const std::optional<std::string> except = except_job ? std::optional(std::to_string(*except_job)) : std::nullopt;
+  const pqxx::row row = tx.exec_prepared1(cancel_connection_statement, tenant.to_string(), connection.to_string(),
+                                          or_null(except));
+  return row[0].as<std::size_t>();
+}
+
+std::optional<job_change> job_queue::retry(std::int64_t job_id) {
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_retry");
+  const pqxx::result rows = tx.exec_prepared(retry_statement, job_id);
+  tx.commit();
+  if (rows.empty()) return std::nullopt;
+  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
+}
+
+std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hours dead_retention, std::size_t batch,
+                             std::size_t batches) {
+  BW_ASSERT(batch >= 1);
+  BW_ASSERT(batch <= limits::job_prune_batch_max);
+  std::size_t pruned = 0;
+  for (std::size_t i = 0; i < batches; ++i) {
+    db::pool::lease lease = connections_.checkout();
+    pqxx::nontransaction tx(lease.connection(), "bankworker_prune");
+    const pqxx::row row = tx.exec_prepared1(prune_statement, static_cast<std::int64_t>(done_retention.count()),
+                                            static_cast<std::int64_t>(dead_retention.count()),
+                                            static_cast<int>(batch));
+    tx.commit();
+    const auto deleted = row[0].as<std::size_t>();
+    pruned += deleted;
+    if (deleted < batch) break;
+  }
+  return pruned;
+}
+
+std::vector<job_summary> job_queue::list(const list_filter& filter) {
+  BW_ASSERT(filter.limit >= 1);
+  BW_ASSERT(filter.limit <= limits::job_batch_max);
+  const std::optional<std::string> state =
+      filter.state ? std::optional<std::string>(std::string(to_string(*filter.state))) : std::nullopt;
+  const std::optional<std::string> tenant =
+      filter.tenant ? std::optional<std::string>(filter.tenant->to_string()) : std::nullopt;
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_list");
+  const pqxx::result rows = tx.exec_prepared(list_statement, or_null(state), or_null(filter.kind), or_null(tenant),
+                                             static_cast<int>(filter.limit));
+  tx.commit();
+  std::vector<job_summary> jobs;
+  jobs.reserve(rows.size());
+  for (const auto& row : rows) {
+    job_summary summary;
+    summary.id = row[0].as<std::int64_t>();
+    summary.tenant = uuid_of(row[1]);
+    summary.kind = row[2].c_str();
+    summary.state = state_of(row[3]);
+    summary.priority = row[4].as<std::int16_t>();
+    summary.attempt = row[5].as<std::uint32_t>();
+    summary.attempts_max = row[6].as<std::uint32_t>();
+    summary.run_at = row[7].c_str();
+    summary.created_at = row[8].c_str();
+    summary.finished_at = optional_text(row[9]);
+    summary.failure = optional_text(row[10]);
+    summary.last_error = optional_text(row[11]);
+    jobs.push_back(std::move(summary));
+  }
+  return jobs;
+}
+
+}  // namespace bankworker::queue

@@ -1,0 +1,95 @@
+// `bankworker jobs list|retry|cancel` as an operator runs them, against a real database.
+#include <catch2/catch.hpp>
+
+#include <pqxx/pqxx>
+
+#include "tests/support/process.hpp"
+#include "tests/support/scratch_database.hpp"
+
+using bankworker::test::lines_of;
+using bankworker::test::run_bankworker;
+using bankworker::test::scratch_database;
+
+namespace {
+
+constexpr const char* tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
+constexpr const char* tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
+
+// Three jobs: A's dead sync (its last error carries a token), A's waiting link, B's waiting sync.
+void insert_jobs(const scratch_database& database) {
+  const auto admin = database.connect_as_admin();
+  pqxx::work tx(*admin);
+  tx.exec_params("INSERT INTO bankworker.tenants (tenant_id, name) VALUES ($1, 'a'), ($2, 'b')", tenant_a, tenant_b);
+  tx.exec_params(
+      "INSERT INTO bankworker.jobs (job_id, tenant_id, kind, state, attempt, attempts_max, finished_at, failure, last_error)"
+      " VALUES (1, $1, 'plaid.sync', 'failed', 3, 3, now(), 'attempts_exhausted', 'HTTP 500\nfrom provider')",
+      tenant_a);
+  tx.exec_params("INSERT INTO bankworker.jobs (job_id, tenant_id, kind) VALUES (2, $1, 'plaid.link')", tenant_a);
+  tx.exec_params("INSERT INTO bankworker.jobs (job_id, tenant_id, kind) VALUES (3, $1, 'plaid.sync')", tenant_b);
+  tx.commit();
+}
+
+}  // namespace
+
+TEST_CASE("jobs list filters by state, kind and tenant, newest first, in text and JSON", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+
+  const auto all = run_bankworker({"jobs", "list"}, env);
+  REQUIRE(all.exit_code == 0);
+  const auto rows = lines_of(all.out);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].rfind("3 " + std::string(tenant_b) + " plaid.sync available attempt 0/25", 0) == 0);
+  CHECK(rows[2].find("failure attempts_exhausted error: HTTP 500 from provider") != std::string::npos);
+
+  const auto syncs_of_a = run_bankworker({"jobs", "list", "--kind", "plaid.sync", "--tenant", tenant_a}, env);
+  REQUIRE(syncs_of_a.exit_code == 0);
+  REQUIRE(lines_of(syncs_of_a.out).size() == 1);
+  CHECK(syncs_of_a.out.rfind("1 ", 0) == 0);
+
+  const auto dead = run_bankworker({"--json", "jobs", "list", "--state", "failed"}, env);
+  REQUIRE(dead.exit_code == 0);
+  CHECK(dead.out.rfind("{\"jobs\":[{\"job_id\":1,\"tenant_id\":\"" + std::string(tenant_a) +
+                          "\",\"kind\":\"plaid.sync\",\"state\":\"failed\",\"priority\":100,\"attempt\":3,"
+                          "\"attempts_max\":3,",
+                      0) == 0);
+  CHECK(dead.out.find("\"failure\":\"attempts_exhausted\",\"last_error\":\"HTTP 500\\nfrom provider\"}]}\n") !=
+        std::string::npos);
+
+  const auto bad = run_bankworker({"jobs", "list", "--state", "sleeping"}, env);
+  CHECK(bad.exit_code == 2);
+}
+
+TEST_CASE("jobs retry revives a dead job and jobs cancel cancels a waiting one", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+
+  const auto revived = run_bankworker({"jobs", "retry", "1"}, env);
+  REQUIRE(revived.exit_code == 0);
+  CHECK(revived.out == "job 1 available\n");
+  const auto cancelled = run_bankworker({"--json", "jobs", "cancel", "2"}, env);
+  REQUIRE(cancelled.exit_code == 0);
+  CHECK(cancelled.out == "{\"job_id\":2,\"state\":\"cancelled\"}\n");
+
+  const auto admin = database.connect_as_admin();
+  {
+    pqxx::work tx(*admin);
+    const auto row = tx.exec1("SELECT state, attempt, failure IS NULL FROM bankworker.jobs WHERE job_id = 1");
+    CHECK(row[0].as<std::string>() == "available");
+    CHECK(row[1].as<int>() == 0);
+    CHECK(row[2].as<bool>());
+    CHECK(tx.exec1("SELECT state FROM bankworker.jobs WHERE job_id = 2")[0].as<std::string>() == "cancelled");
+  }
+
+  // Cancelling twice, retrying a waiting job, or naming no job at all fail with one line.
+  const auto again = run_bankworker({"jobs", "cancel", "2"}, env);
+  CHECK(again.exit_code == 1);
+  CHECK(lines_of(again.err).size() == 1);
+  CHECK(run_bankworker({"jobs", "retry", "3"}, env).exit_code == 1);
+  const auto missing = run_bankworker({"jobs", "retry", "99"}, env);
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.err == "bankworker: no job 99\n");
+  CHECK(run_bankworker({"jobs", "retry", "one"}, env).exit_code == 2);
+}

@@ -1,0 +1,156 @@
+// Operator commands for the job queue: `jobs list`, `jobs retry ID`, `jobs cancel ID`.
+#include <charconv>
+#include <string>
+
+#include "core/json_text.hpp"
+#include "core/limits.hpp"
+#include "queue/queue.hpp"
+#include "worker/cli.hpp"
+#include "worker/cli_support.hpp"
+
+namespace bankworker::worker {
+
+namespace {
+
+constexpr std::size_t list_limit_default = 100;
+
+std::int64_t parse_job_id(std::string_view text) {
+  std::int64_t id = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (error != std::errc{} || end != text.data() + text.size() || id <= 0) {
+    throw usage_error{"job id must be a positive integer, not '" + std::string(text) + "'"};
+  }
+  return id;
+}
+
+std::unique_ptr<db::pool> open_queue_pool(settings& config) {
+  db::pool_settings pool_config;
+  pool_config.connections = 1;
+  queue::add_prepared_statements(pool_config);
+  return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
+}
+
+void append_optional(std::string& out, const std::optional<std::string>& value) {
+  if (value) {
+    core::append_json_string(*value, out);
+  } else {
+    out += "null";
+  }
+}
+
+std::string job_json(const queue::job_summary& job) {
+  std::string text = "{\"job_id\":" + std::to_string(job.id) + ",\"tenant_id\":";
+  core::append_json_string(job.tenant.to_string(), text);
+  text += ",\"kind\":";
+  core::append_json_string(job.kind, text);
+  text += ",\"state\":";
+  core::append_json_string(queue::to_string(job.state), text);
+  text += ",\"priority\":" + std::to_string(job.priority) + ",\"attempt\":" + std::to_string(job.attempt) +
+          ",\"attempts_max\":" + std::to_string(job.attempts_max) + ",\"run_at\":";
+  core::append_json_string(job.run_at, text);
+  text += ",\"created_at\":";
+  core::append_json_string(job.created_at, text);
+  text += ",\"finished_at\":";
+  append_optional(text, job.finished_at);
+  text += ",\"failure\":";
+  append_optional(text, job.failure);
+  text += ",\"last_error\":";
+  append_optional(text, job.last_error);
+  text += "}";
+  return text;
+}
+
+int list_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  expect_only(parsed, 2, {"--state", "--kind", "--tenant", "--limit"});
+  queue::list_filter filter;
+  filter.limit = list_limit_default;
+  if (const auto state = parsed.option("--state")) {
+    filter.state = queue::parse_job_state(*state);
+    if (!filter.state) {
+      throw usage_error{"--state must be available, running, retryable, succeeded, failed or cancelled"};
+    }
+  }
+  if (const auto kind = parsed.option("--kind")) filter.kind = std::string(*kind);
+  if (const auto tenant = parsed.option("--tenant")) {
+    filter.tenant = core::uuid::parse(*tenant);
+    if (!filter.tenant) throw usage_error{"--tenant must be a uuid"};
+  }
+  if (const auto limit = parsed.option("--limit")) {
+    std::size_t value = 0;
+    const auto [end, error] = std::from_chars(limit->data(), limit->data() + limit->size(), value);
+    if (error != std::errc{} || end != limit->data() + limit->size() || value == 0 || value > limits::job_batch_max) {
+      throw usage_error{"--limit must be 1.." + std::to_string(limits::job_batch_max) + " (job_batch_max)"};
+    }
+    filter.limit = value;
+  }
+  settings config = load_or_throw(env, {.database = true});
+  const auto connections = open_queue_pool(config);
+  queue::job_queue jobs(*connections, {});
+  std::vector<queue::job_summary> found;
+  try {
+    found = jobs.list(filter);
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("jobs list", error);
+  }
+  if (parsed.json) {
+    std::string text = "{\"jobs\":[";
+    for (std::size_t i = 0; i < found.size(); ++i) {
+      if (i > 0) text.push_back(',');
+      text += job_json(found[i]);
+    }
+    out << text << "]}\n";
+    return exit_ok;
+  }
+  for (const queue::job_summary& job : found) {
+    out << job.id << ' ' << job.tenant.to_string() << ' ' << job.kind << ' ' << queue::to_string(job.state)
+        << " attempt " << job.attempt << '/' << job.attempts_max << " run_at " << job.run_at;
+    if (job.failure) out << " failure " << *job.failure;
+    if (job.last_error) out << " error: " << one_line(*job.last_error);
+    out << '\n';
+  }
+  return exit_ok;
+}
+
+// `jobs retry ID` and `jobs cancel ID`: one job, by id, across tenants (an operator command).
+int change_job(const parsed_args& parsed, const env_lookup& env, std::ostream& out, bool retry) {
+  expect_only(parsed, 3, {});
+  const std::string_view verb = retry ? "retry" : "cancel";
+  if (parsed.words.size() < 3) throw usage_error{"expected 'jobs " + std::string(verb) + " ID'"};
+  const std::int64_t id = parse_job_id(parsed.words[2]);
+  settings config = load_or_throw(env, {.database = true});
+  const auto connections = open_queue_pool(config);
+  queue::job_queue jobs(*connections, {});
+  std::optional<queue::job_change> change;
+  try {
+    change = retry ? jobs.retry(id) : jobs.cancel(id);
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("jobs " + std::string(verb), error);
+  }
+  if (!change) throw command_error{"no job " + std::to_string(id)};
+  const queue::job_state state = change->state;
+  if (!change->changed) {
+    throw command_error{"job " + std::to_string(id) + " is " + std::string(queue::to_string(state)) + "; only " +
+                        (retry ? "failed, cancelled or retryable" : "unfinished") + " jobs can be " +
+                        (retry ? "retried" : "cancelled")};
+  }
+  if (parsed.json) {
+    std::string text = "{\"job_id\":" + std::to_string(id) + ",\"state\":";
+    core::append_json_string(queue::to_string(state), text);
+    out << text << "}\n";
+  } else {
+    out << "job " << id << ' ' << queue::to_string(state) << '\n';
+  }
+  return exit_ok;
+}
+
+}  // namespace
+
+int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  const std::string_view sub = parsed.words.size() >= 2 ? parsed.words[1] : std::string_view{};
+  if (sub == "list") return list_jobs(parsed, env, out);
+  if (sub == "retry") return change_job(parsed, env, out, true);
+  if (sub == "cancel") return change_job(parsed, env, out, false);
+  throw usage_error{"expected 'jobs list|retry ID|cancel ID'"};
+}
+
+}  // namespace bankworker::worker

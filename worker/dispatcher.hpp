@@ -1,0 +1,177 @@
+#pragma once
+// The dispatcher: claims jobs while it has free slots, runs each with the handler registered for
+// its kind (up to `concurrency` at once), renews their leases, records outcomes in batches, rescues
+// jobs whose worker died, and on stop() drains: it stops claiming, waits for running jobs up to
+// drain_timeout, then releases the leases of what is left.
+//
+// Threads: every dispatcher coroutine and every handler runs on one strand of the io_context, so
+// the dispatcher's state needs no lock. Database calls, all blocking, run on `blocking` (the DB
+// thread pool) through queue::run_blocking.
+//
+// Wake-ups: a NOTIFY (queue::listener) or a finished job wakes the claim loop at once; with
+// nothing to do it also polls every poll_interval (≤ job_poll_interval_max), which covers lost
+// notifications. Either can be turned off (tests check each alone).
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "core/uuid.hpp"
+#include "crypto/secret.hpp"
+#include "queue/job.hpp"
+#include "queue/listener.hpp"
+#include "queue/queue.hpp"
+#include "queue/run_blocking.hpp"
+#include "worker/log.hpp"
+
+namespace bankworker::worker {
+
+struct dispatcher_settings {
+  std::uint32_t concurrency = 8;
+  // Polling when idle; zero turns polling off (then only NOTIFY and finished jobs wake a claim).
+  std::chrono::milliseconds poll_interval{1'000};
+  // LISTEN for NOTIFY wake-ups (needs listen_url).
+  bool listen = true;
+  std::chrono::milliseconds heartbeat_interval{20'000};
+  std::chrono::milliseconds rescue_interval{5'000};
+  std::chrono::milliseconds drain_timeout{10'000};
+  // How long a failed claim or completion waits before trying again.
+  std::chrono::milliseconds retry_delay{1'000};
+  // Retention: finished jobs are deleted in bounded batches once they are this old, so the hot
+  // table stays small. Dead jobs (failed) are kept longer for operators to inspect and retry.
+  std::chrono::milliseconds prune_interval{60'000};
+  std::chrono::hours succeeded_retention{24};
+  std::chrono::hours dead_retention{24 * 30};
+  // Optional per-kind limits in this process (a provider's rate, say): at most this many jobs of
+  // the kind run at once. Kinds not listed are limited by `concurrency` alone.
+  std::map<std::string, std::uint32_t, std::less<>> kind_concurrency_max;
+};
+
+// What a handler may use while it runs. Valid until the handler's coroutine returns.
+class job_context {
+ public:
+  job_context(queue::job_queue& jobs, boost::asio::thread_pool& blocking, const core::uuid& owner,
+              const std::atomic<bool>& lease_lost, bool& completed_by_handler)
+      : jobs_(&jobs), blocking_(&blocking), owner_(&owner), lease_lost_(&lease_lost),
+        completed_by_handler_(&completed_by_handler) {}
+
+  queue::job_queue& jobs() const noexcept { return *jobs_; }
+  const core::uuid& owner() const noexcept { return *owner_; }
+  // A checkpoint: the job was cancelled, or its lease expired and it was rescued. Stop, commit nothing.
+  bool lease_lost() const noexcept { return lease_lost_->load(); }
+  // Blocking database work on the DB thread pool.
+  template <class Work>
+  boost::asio::awaitable<std::invoke_result_t<Work&>> run_db(Work work) const {
+    return queue::run_blocking(*blocking_, std::move(work));
+  }
+  // The handler recorded its outcome itself with complete_in(), in the transaction of its effect;
+  // the dispatcher must not record another.
+  void mark_completed() const noexcept { *completed_by_handler_ = true; }
+
+ private:
+  queue::job_queue* jobs_;
+  boost::asio::thread_pool* blocking_;
+  const core::uuid* owner_;
+  const std::atomic<bool>* lease_lost_;
+  bool* completed_by_handler_;
+};
+
+// A handler gets the job and its context by value (coroutine parameters, STYLE.md §7) and returns
+// the outcome. An exception escaping it is classified at the job boundary (dispatcher.cpp).
+using job_handler = std::function<boost::asio::awaitable<queue::outcome>(queue::job, job_context)>;
+
+struct dispatcher_stats {
+  std::uint64_t claimed = 0;
+  std::uint64_t finished = 0;
+  std::uint64_t released = 0;
+  std::uint64_t lease_lost = 0;
+};
+
+class dispatcher {
+ public:
+  // Everything passed by reference must outlive the dispatcher; `listen_url` may be null when
+  // settings.listen is false.
+  dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& blocking, queue::job_queue& jobs,
+             const crypto::secret* listen_url, dispatcher_settings settings, logger& log);
+  dispatcher(const dispatcher&) = delete;
+  dispatcher& operator=(const dispatcher&) = delete;
+  ~dispatcher();
+
+  void add_handler(std::string kind, job_handler handler);
+
+  // Runs until stop() and the drain that follows. Spawn it on executor().
+  boost::asio::awaitable<void> run();
+  // Stops claiming and starts the drain. Safe from any thread.
+  void stop();
+
+  boost::asio::strand<boost::asio::io_context::executor_type>& executor() noexcept { return strand_; }
+  const core::uuid& owner() const noexcept { return owner_; }
+  bool listening() const noexcept { return listener_ && listener_->listening(); }
+  // Read on the strand, or after run() returned.
+  const dispatcher_stats& stats() const noexcept { return stats_; }
+
+ private:
+  struct running_job {
+    queue::job job;
+    std::atomic<bool> lease_lost{false};
+    bool completed_by_handler = false;
+    bool handler_done = false;
+    bool released = false;
+  };
+
+  boost::asio::awaitable<void> claim_loop();
+  boost::asio::awaitable<void> run_job(std::int64_t id);
+  boost::asio::awaitable<void> completion_loop();
+  boost::asio::awaitable<void> heartbeat_loop();
+  boost::asio::awaitable<void> rescue_loop();
+  boost::asio::awaitable<void> sleep(boost::asio::steady_timer& timer, std::chrono::milliseconds duration);
+  void wake_claims();
+  std::size_t claim_slots() const noexcept;
+  void child_finished();
+
+  boost::asio::io_context& io_;
+  boost::asio::thread_pool& blocking_;
+  queue::job_queue& jobs_;
+  const dispatcher_settings settings_;
+  logger& log_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  const core::uuid owner_;
+  std::map<std::string, job_handler, std::less<>> handlers_;
+  std::unique_ptr<queue::listener> listener_;
+
+  // Strand-only state.
+  std::map<std::int64_t, std::unique_ptr<running_job>> running_;
+  std::vector<queue::completion> pending_completions_;
+  bool claim_wake_ = false;
+  bool stopping_ = false;
+  bool finished_ = false;
+  bool claim_loop_done_ = false;
+  int children_ = 0;
+  // Handlers running right now. running_ also holds jobs whose handler is done but whose outcome
+  // is not recorded yet; those do not take a slot, so the next claim overlaps with the write of
+  // the previous outcomes. They are bounded too: at most `concurrency` of them (claim_slots()).
+  std::size_t handlers_running_ = 0;
+  // Handlers running per limited kind (kinds in settings_.kind_concurrency_max only).
+  std::map<std::string, std::uint32_t, std::less<>> kind_running_;
+  dispatcher_stats stats_;
+  boost::asio::steady_timer claim_timer_;
+  boost::asio::steady_timer completion_timer_;
+  boost::asio::steady_timer completion_retry_timer_;
+  boost::asio::steady_timer heartbeat_timer_;
+  boost::asio::steady_timer rescue_timer_;
+  boost::asio::steady_timer drain_timer_;
+};
+
+}  // namespace bankworker::worker
