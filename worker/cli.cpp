@@ -18,6 +18,8 @@ constexpr std::string_view usage_text =
     "                              the tenant's accounts, balances, journal and bank transactions\n"
     "  keys status|rotate|rewrap|destroy   tenant keys: see crypto/README.md\n"
     "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
+    "  run                         the service: job dispatcher, webhooks, /healthz /readyz /metrics\n"
+    "  stripe secret add --tenant T --secret-file F | stripe secret remove --tenant T --id S\n"
     "  jobs list [--state S] [--kind K] [--tenant T] [--limit N] | jobs retry ID | jobs cancel ID\n"
     "\n"
     "options:\n"
@@ -40,6 +42,8 @@ constexpr command commands[] = {
     {"keys", command_keys},
     {"audit", command_audit},
     {"jobs", command_jobs},
+    {"run", command_run},
+    {"stripe", command_stripe},
 };
 
 }  // namespace

@@ -92,5 +92,7 @@ int command_export(const parsed_args& parsed, const env_lookup& env, std::ostrea
 int command_keys(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_audit(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

@@ -215,6 +215,16 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
     }
   }
 
+  if (auto text = load.get("BANKWORKER_DRAIN_TIMEOUT")) {
+    unsigned seconds = 0;
+    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), seconds);
+    if (error != std::errc{} || end != text->data() + text->size() || seconds == 0 || seconds > 600) {
+      load.problem("BANKWORKER_DRAIN_TIMEOUT", "expected whole seconds from 1 to 600, got '" + *text + "'");
+    } else {
+      s.drain_timeout = std::chrono::seconds(seconds);
+    }
+  }
+
   if (auto text = load.get("BANKWORKER_LOG_LEVEL")) {
     if (auto level = parse_log_level(*text)) s.level = *level;
     else load.problem("BANKWORKER_LOG_LEVEL", "expected debug, info, warn or error, got '" + *text + "'");

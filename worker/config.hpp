@@ -3,6 +3,7 @@
 // wiring reads it; components get settings structs. Every problem is reported, one line each,
 // naming the variable and never echoing a secret.
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -42,6 +43,9 @@ struct settings {
   std::optional<std::filesystem::path> stripe_platform_secret_file;
   std::optional<std::filesystem::path> stripe_api_key_file;
   std::uint32_t concurrency = 8;
+  // How long `run` lets in-flight jobs finish after SIGTERM before releasing their leases: below
+  // systemd's TimeoutStopSec (35 s in systemd/bankworker.service).
+  std::chrono::seconds drain_timeout{25};
   log_level level = log_level::info;
 };
 

@@ -1,0 +1,129 @@
+// `bankworker run` as a user runs it: the real binary, the real database, the Stripe simulator
+// delivering signed events over loopback, then SIGTERM.
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include <pqxx/pqxx>
+
+#include "tests/support/child.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
+
+using namespace bankworker;
+
+namespace {
+
+constexpr const char* webhook_secret = "whsec_run_test_endpoint_secret";
+
+// A port that was free a moment ago (bound to 0, read back, closed).
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+long count(pqxx::connection& admin, const std::string& sql) {
+  pqxx::work tx(admin);
+  return tx.exec1(sql)[0].as<long>();
+}
+
+}  // namespace
+
+TEST_CASE("run refuses a database whose schema is older than the binary", "[pg][run]") {
+  const test::scratch_database database(false);
+  const test::root_key_file key;
+  const auto result = test::run_bankworker({"run"}, {{"BANKWORKER_DATABASE_URL", database.url()},
+                                                     {"BANKWORKER_ROOT_KEY_FILE", key.path_text()}});
+  CHECK(result.exit_code == 1);
+  CHECK_THAT(result.err, Catch::Contains("bankworker migrate"));
+}
+
+TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end", "[pg][run][e2e]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const std::uint16_t port = free_port();
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+                                            {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                                            {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_DRAIN_TIMEOUT", "5"},
+                                            {"BANKWORKER_LOG_LEVEL", "warn"}};
+  const auto created = test::run_bankworker({"tenant", "create", "--name", "Run Ltd"}, env);
+  REQUIRE(created.exit_code == 0);
+  const std::string tenant = created.out.substr(0, created.out.size() - 1);
+  const std::string secret_path = key.path().parent_path().string() + "/whsec";
+  {
+    std::ofstream(secret_path) << webhook_secret << "\n";
+  }
+  ::chmod(secret_path.c_str(), 0600);
+  REQUIRE(test::run_bankworker({"stripe", "secret", "add", "--tenant", tenant, "--secret-file", secret_path}, env)
+              .exit_code == 0);
+
+  test::child_process worker(BANKWORKER_BINARY, {"run"}, env);
+  REQUIRE(eventually([&] { return test::http_get(base + "/healthz").status == 200; }));
+  CHECK(test::http_get(base + "/readyz").status == 200);
+
+  test::child_process stripe(STRIPE_SIM_BINARY, {"--port", "0"}, {});
+  const std::string sim = test::base_url_from(stripe);
+  const std::string hook = base + "/webhooks/stripe/" + tenant;
+  const auto trigger = [&](std::string_view kind, std::string_view mode) {
+    return test::http_post(sim + "/sim/trigger", "{\"kind\":\"" + std::string(kind) + "\",\"mode\":\"" +
+                                                     std::string(mode) + "\",\"secret\":\"" + webhook_secret +
+                                                     "\",\"deliver_to\":\"" + hook + "\"}")
+        .body;
+  };
+  CHECK_THAT(trigger("payment", "valid"), Catch::Contains("\"statuses\":[200,200]"));
+  CHECK_THAT(trigger("refund", "duplicate"), Catch::Contains("\"statuses\":[200,200,200,200]"));
+  CHECK_THAT(trigger("payout", "forged"), Catch::Contains("\"statuses\":[400]"));
+  CHECK_THAT(trigger("payout", "stale"), Catch::Contains("\"statuses\":[400]"));
+  CHECK(test::http_post(base + "/webhooks/stripe/00000000-0000-4000-8000-000000000000", "{}").status == 404);
+  CHECK(test::http_post(base + "/webhooks/stripe/'%20OR%201=1%20--", "{}").status == 404);
+  CHECK(test::http_post(hook, std::string((1 << 20) + 1, 'x')).status == 413);
+
+  const auto admin = database.connect_as_admin();
+  // payment: charge.succeeded + payment_intent.succeeded; refund: refund.created + charge.refunded.
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.stripe_events") == 4);
+  REQUIRE(eventually([&] {
+    return count(*admin, "SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == 4;
+  }));
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.journal_entries") == 2);  // one gross, one refund
+  CHECK(count(*admin, "SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
+                      " HAVING sum(amount_minor) <> 0) unbalanced") == 0);
+
+  const std::string metrics = test::http_get(base + "/metrics").body;
+  CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"stored\"} 4"));
+  CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"duplicate\"} 2"));
+  CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"bad_signature\"} 1"));
+  CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"stale\"} 1"));
+
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.jobs WHERE state = 'running'") == 0);
+}

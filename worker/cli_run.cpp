@@ -1,0 +1,71 @@
+// `bankworker run` (worker/runtime.hpp) and `bankworker stripe secret add|remove`.
+#include "crypto/secret.hpp"
+#include "db/stripe_store.hpp"
+#include "db/tenant_scope.hpp"
+#include "connectors/stripe/signature.hpp"
+#include "worker/cli.hpp"
+#include "worker/cli_support.hpp"
+#include "worker/runtime.hpp"
+
+namespace bankworker::worker {
+
+int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream&) {
+  expect_only(parsed, 1, {});
+  settings config = load_or_throw(env, {.database = true, .root_key = true});
+  return run_service(config);
+}
+
+int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  if (parsed.words.size() < 3 || parsed.words[1] != "secret" ||
+      (parsed.words[2] != "add" && parsed.words[2] != "remove")) {
+    throw usage_error{"expected 'stripe secret add --tenant T --secret-file F' or 'stripe secret remove --tenant T --id S'"};
+  }
+  const bool adding = parsed.words[2] == "add";
+  expect_only(parsed, 3, {"--tenant", adding ? "--secret-file" : "--id"});
+  const core::uuid tenant = tenant_option(parsed);
+  std::optional<crypto::secret> secret;
+  std::optional<core::uuid> secret_id;
+  if (adding) {
+    const auto file = parsed.option("--secret-file");
+    if (!file) throw usage_error{"stripe secret add needs --secret-file F"};
+    try {
+      secret = crypto::read_secret_file(std::string(*file), crypto::file_permissions::owner_or_group_only);
+    } catch (const crypto::secret_file_error& error) {
+      throw usage_error{error.what()};
+    }
+    const crypto::secret::view text = secret->reveal();
+    if (!stripe::looks_like_webhook_secret(text.text())) {
+      throw usage_error{"the secret file does not hold a Stripe webhook signing secret (whsec_…)"};
+    }
+  } else {
+    const auto id = parsed.option("--id");
+    secret_id = id ? core::uuid::parse(*id) : std::nullopt;
+    if (!secret_id) throw usage_error{"stripe secret remove needs --id SECRET_ID (a uuid)"};
+  }
+
+  settings config = load_or_throw(env, {.database = true, .root_key = true});
+  const auto connections = open_worker_pool(config);
+  const auto keys = open_key_store(config, *connections);
+  try {
+    if (adding) {
+      const core::uuid id = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+        if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+        return db::add_webhook_secret(tx, *keys, tenant, *secret, "cli");
+      });
+      out << (parsed.json ? "{\"secret_id\":\"" + id.to_string() + "\"}" : id.to_string()) << '\n';
+    } else {
+      const bool removed = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+        return db::remove_webhook_secret(tx, *keys, tenant, *secret_id, "cli");
+      });
+      if (!removed) throw command_error{"no webhook secret " + secret_id->to_string() + " for tenant " + tenant.to_string()};
+      out << "removed " << secret_id->to_string() << '\n';
+    }
+  } catch (const pqxx::broken_connection& error) {
+    throw command_error{"cannot connect to the database: " + one_line(error.what())};
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("stripe secret", error);
+  }
+  return exit_ok;
+}
+
+}  // namespace bankworker::worker

@@ -1,0 +1,199 @@
+#include "worker/runtime.hpp"
+
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <pqxx/pqxx>
+
+#include "db/inbox.hpp"
+#include "db/migrate.hpp"
+#include "db/stripe_store.hpp"
+#include "queue/queue.hpp"
+#include "queue/run_blocking.hpp"
+#include "worker/cli_support.hpp"
+#include "worker/dispatcher.hpp"
+#include "worker/http_server.hpp"
+#include "worker/metrics.hpp"
+#include "worker/stripe_webhooks.hpp"
+
+namespace bankworker::worker {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr unsigned io_threads = 2;
+constexpr std::size_t pool_connections_extra = 4;  // inbox committer, readiness, secrets, listener
+constexpr std::chrono::milliseconds readiness_timeout{2'000};
+
+void check_schema(const settings& config) {
+  const auto connection = connect_as_login_user(config);
+  std::vector<std::string> pending;
+  try {
+    pending = db::pending_migrations(*connection, db::embedded_migrations());
+  } catch (const db::migration_error& error) {
+    throw command_error{one_line(error.what())};
+  }
+  if (!pending.empty()) {
+    throw command_error{"the database schema is older than this binary (" + std::to_string(pending.size()) +
+                        " migration(s) pending, first " + pending.front() + "); run 'bankworker migrate'"};
+  }
+}
+
+http_response text(unsigned status, std::string body) {
+  return http_response{status, "text/plain; charset=utf-8", std::move(body), {}};
+}
+
+}  // namespace
+
+int run_service(settings& config) {
+  logger log(config.level, 2, {&config.plaid_secret});
+  check_schema(config);
+
+  db::pool_settings pool_config;
+  pool_config.connections =
+      std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
+  queue::add_prepared_statements(pool_config);
+  const crypto::secret listen_url = crypto::secret::copy_of(config.database_url.reveal().text());
+  db::pool connections(std::move(config.database_url), pool_config);
+  const auto keys = open_key_store(config, connections);
+
+  core::currency_table currencies;
+  {
+    auto lease = connections.checkout();
+    pqxx::read_transaction tx(lease.connection());
+    currencies = db::load_currencies(tx);
+  }
+
+  queue::job_queue jobs(connections, {});
+  asio::io_context io;
+  asio::thread_pool blocking(pool_config.connections);
+  metrics_registry metrics;
+  metrics.add_gauge("bankworker_process_resident_memory_bytes", "Resident memory of this process.", {},
+                    process_resident_bytes);
+
+  dispatcher_settings dispatch_config;
+  dispatch_config.concurrency = config.concurrency;
+  dispatch_config.drain_timeout = config.drain_timeout;
+  dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
+  jobs_dispatcher.add_handler(std::string(stripe_post_kind), stripe_post_handler(connections, currencies));
+
+  db::inbox inbox(connections, {}, enqueue_stripe_posts());
+  stripe_webhooks webhooks(connections, *keys, inbox, blocking, metrics, log, {});
+
+  std::atomic<bool> draining{false};
+  std::vector<http_route> routes;
+  routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
+                      co_return text(200, "ok\n");
+                    }});
+  routes.push_back({"GET", "/readyz", false, [&](http_request) -> asio::awaitable<http_response> {
+                      if (draining.load()) co_return text(503, "draining\n");
+                      try {
+                        co_await queue::run_blocking(blocking, [&connections] {
+                          auto lease = connections.checkout();
+                          pqxx::nontransaction tx(lease.connection());
+                          tx.exec("SELECT 1");
+                        });
+                        co_return text(200, "ready\n");
+                      } catch (const std::exception&) {
+                        co_return text(503, "database unreachable\n");
+                      }
+                    }});
+  routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
+                      co_return http_response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(), {}};
+                    }});
+  routes.push_back(webhooks.tenant_route());
+
+  http_settings http_config;
+  http_config.listen = config.http_listen;
+  http_config.body_bytes_max = limits::webhook_body_bytes_max;
+  http_server server(io, http_config, std::move(routes));
+  server.start();
+  (void)readiness_timeout;
+
+  // Signals: the first drains, a second exits at once; SIGHUP reloads secrets.
+  asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+  std::function<void(const boost::system::error_code&, int)> on_stop;
+  on_stop = [&](const boost::system::error_code& error, int number) {
+    if (error) return;
+    if (draining.exchange(true)) {
+      log.warn("second signal: exiting at once", {{"signal", number}});
+      std::_Exit(1);
+    }
+    log.info("stopping: draining jobs", {{"signal", number}, {"drain_timeout_s", config.drain_timeout.count()}});
+    sd_notify(0, "STOPPING=1");
+    server.stop();
+    jobs_dispatcher.stop();
+    stop_signals.async_wait(on_stop);
+  };
+  stop_signals.async_wait(on_stop);
+  asio::signal_set reload_signals(io, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_reload;
+  on_reload = [&](const boost::system::error_code& error, int) {
+    if (error) return;
+    webhooks.forget_secrets();
+    log.info("reloaded: webhook secrets will be read again");
+    reload_signals.async_wait(on_reload);
+  };
+  reload_signals.async_wait(on_reload);
+
+  // The watchdog is fed from the event loop, and only while the database answers.
+  std::uint64_t watchdog_usec = 0;
+  asio::steady_timer watchdog(io);
+  std::function<void()> feed;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    feed = [&] {
+      watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+      watchdog.async_wait([&](const boost::system::error_code& error) {
+        if (error) return;
+        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+          try {
+            co_await queue::run_blocking(blocking, [&connections] {
+              auto lease = connections.checkout();
+              pqxx::nontransaction(lease.connection()).exec("SELECT 1");
+            });
+            sd_notify(0, "WATCHDOG=1");
+          } catch (const std::exception&) {
+            // No ping: systemd restarts a worker whose database stays unreachable past WatchdogSec.
+          }
+          feed();
+        }, asio::detached);
+      });
+    };
+    feed();
+  }
+
+  bool clean = false;
+  asio::co_spawn(jobs_dispatcher.executor(), jobs_dispatcher.run(), [&](std::exception_ptr failure) {
+    clean = failure == nullptr;
+    server.stop();
+    stop_signals.cancel();
+    reload_signals.cancel();
+    watchdog.cancel();
+    io.stop();
+  });
+  log.info("bankworker running", {{"listen", config.http_listen.host + ":" + std::to_string(server.port())},
+                                  {"concurrency", config.concurrency}});
+  sd_notify(0, "READY=1");
+
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < io_threads; ++i) threads.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& thread : threads) thread.join();
+  blocking.join();
+  log.info("bankworker stopped", {{"clean", clean}});
+  return clean ? 0 : 1;
+}
+
+}  // namespace bankworker::worker

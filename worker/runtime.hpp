@@ -1,0 +1,19 @@
+#pragma once
+// `bankworker run`: the long-running service (DESIGN.md §3). One io_context on a few threads,
+// the database pool and its blocking thread pool, the dispatcher with its job handlers, the
+// webhook inbox, and the HTTP server (/healthz, /readyz, /metrics, /webhooks/stripe/{tenant}).
+//
+// Start-up refuses to run on an older or foreign schema, without a usable root key, or without
+// the database. SIGTERM/SIGINT: STOPPING=1, stop accepting and claiming, drain in-flight jobs up
+// to the drain timeout, release the rest, exit 0; a second signal exits at once. SIGHUP drops the
+// cached webhook secrets (they reload on next use). Under systemd: READY=1 once serving, and
+// WATCHDOG=1 while the event loop turns and the database answers.
+
+#include "worker/config.hpp"
+
+namespace bankworker::worker {
+
+// Returns the process exit status; throws command_error for start-up failures.
+int run_service(settings& config);
+
+}  // namespace bankworker::worker

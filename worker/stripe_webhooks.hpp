@@ -1,0 +1,80 @@
+#pragma once
+// POST /webhooks/stripe/{tenant_id} and the stripe.post job (DESIGN.md §1.3).
+//
+// The route verifies Stripe-Signature against the tenant endpoint's active secrets before
+// anything else touches the body, reads the few envelope fields the inbox needs, and answers only
+// once the inbox has made the event durable (group commit): 2xx stored or duplicate, 400 bad
+// signature, stale or malformed, 404 unknown tenant or no endpoint, 503 database unavailable.
+// Secrets are opened once and cached in guarded memory for secrets_ttl (forget_secrets() drops
+// them, e.g. on SIGHUP after `stripe secret add`).
+//
+// The stripe.post job turns the stored event into journal entries with connectors/stripe's
+// posting rules and records its own completion in the same transaction as the entries.
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "connectors/stripe/signature.hpp"
+#include "core/currency.hpp"
+#include "db/inbox.hpp"
+#include "db/keys.hpp"
+#include "db/pool.hpp"
+#include "queue/queue.hpp"
+#include "worker/dispatcher.hpp"
+#include "worker/http_server.hpp"
+#include "worker/log.hpp"
+#include "worker/metrics.hpp"
+
+namespace bankworker::worker {
+
+inline constexpr std::string_view stripe_post_kind = "stripe.post";
+
+struct stripe_webhook_settings {
+  std::chrono::seconds secrets_ttl{60};
+  stripe::signature_settings signature;
+};
+
+class stripe_webhooks {
+ public:
+  // Everything passed by reference outlives this object (the runtime owns them all).
+  stripe_webhooks(db::pool& connections, db::key_store& keys, db::inbox& inbox, boost::asio::thread_pool& blocking,
+                  metrics_registry& metrics, logger& log, stripe_webhook_settings settings);
+
+  http_route tenant_route();
+  void forget_secrets();
+
+ private:
+  struct cached_secrets {
+    std::shared_ptr<const std::vector<crypto::secret>> secrets;  // empty vector: no endpoint
+    bool tenant_found = false;
+    std::chrono::steady_clock::time_point loaded_at;
+  };
+  boost::asio::awaitable<http_response> handle(http_request request);
+  boost::asio::awaitable<std::optional<cached_secrets>> secrets_for(core::uuid tenant);
+  metrics_registry::counter& outcome(std::string_view name);
+
+  db::pool& connections_;
+  db::key_store& keys_;
+  db::inbox& inbox_;
+  boost::asio::thread_pool& blocking_;
+  logger& log_;
+  const stripe_webhook_settings settings_;
+  std::map<std::string, metrics_registry::counter*, std::less<>> outcomes_;
+  std::mutex cache_mutex_;
+  std::map<std::string, cached_secrets> cache_;
+};
+
+// The inbox hook: enqueues one stripe.post job per newly stored event, in the inbox's transaction.
+db::inbox_hook enqueue_stripe_posts();
+
+// The stripe.post handler. `connections` and `currencies` outlive the dispatcher.
+job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies);
+
+}  // namespace bankworker::worker
