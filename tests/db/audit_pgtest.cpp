@@ -20,7 +20,7 @@ namespace {
 
 struct audit_fixture {
   scratch_database database;
-  std::unique_ptr<db::pool> connections = database.worker_pool(db::pool_settings{.connections = 4});
+  std::unique_ptr<db::pool> connections = database.worker_pool(std::size_t{4});
   std::unique_ptr<db::key_store> keys = test::test_key_store();
   core::uuid tenant = db::create_tenant(*connections, *keys, "Audit Ltd");
 

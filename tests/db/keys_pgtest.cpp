@@ -34,7 +34,7 @@ crypto::secret_context plaid_context(const core::uuid& tenant, const core::uuid&
 
 struct keys_fixture {
   scratch_database database;
-  std::unique_ptr<db::pool> connections = database.worker_pool(db::pool_settings{.connections = 4});
+  std::unique_ptr<db::pool> connections = database.worker_pool(std::size_t{4});
   std::unique_ptr<db::key_store> keys = test::test_key_store();
   core::uuid tenant = db::create_tenant(*connections, *keys, "Keys Ltd");
 

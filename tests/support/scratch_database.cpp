@@ -68,4 +68,10 @@ std::unique_ptr<db::pool> scratch_database::worker_pool(db::pool_settings settin
   return std::make_unique<db::pool>(crypto::secret::copy_of(url_), std::move(settings));
 }
 
+std::unique_ptr<db::pool> scratch_database::worker_pool(std::size_t connections) const {
+  db::pool_settings settings;
+  settings.connections = connections;
+  return worker_pool(std::move(settings));
+}
+
 }  // namespace bankworker::test

@@ -35,6 +35,8 @@ class scratch_database {
   std::unique_ptr<pqxx::connection> connect_as_admin() const;
   // A pool of connections as bankworker_worker (or another role), like the worker's own.
   std::unique_ptr<db::pool> worker_pool(db::pool_settings settings = {}) const;
+  // The same with `connections` connections and default settings otherwise.
+  std::unique_ptr<db::pool> worker_pool(std::size_t connections) const;
 
  private:
   std::string name_;
