@@ -120,7 +120,9 @@ int main() {
       pqxx::connection owner(bench_url);
       db::apply_migrations(owner, db::embedded_migrations());
     }
-    db::pool connections(crypto::secret::copy_of(bench_url), db::pool_settings{.connections = 2});
+    db::pool_settings pool_config;
+    pool_config.connections = 2;
+    db::pool connections(crypto::secret::copy_of(bench_url), pool_config);
     db::key_store keys(crypto::root_key_ring(std::make_unique<crypto::file_root_key>(crypto::secret::random(32))));
     const core::uuid tenant = db::create_tenant(connections, keys, "Bench Ltd", "bench");
     for (long chunk = 0; chunk < secrets / 1000; ++chunk) {
