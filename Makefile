@@ -26,9 +26,12 @@ FUZZ_DIR := build/fuzz
 deps:
 	@scripts/install-deps
 
+# The compiler's output goes to a log (shown when the build fails), so `make demo` prints one line
+# per step rather than a wall of build progress.
 build: deps
 	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null
-	@cmake --build $(RELEASE_DIR) -j $(JOBS)
+	@echo "building bankworker (release, log in $(RELEASE_DIR)/build.log)"
+	@cmake --build $(RELEASE_DIR) -j $(JOBS) >$(RELEASE_DIR)/build.log 2>&1 || { tail -n 40 $(RELEASE_DIR)/build.log; exit 1; }
 
 $(TEST_DIR)/CMakeCache.txt:
 	@cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=address,undefined >/dev/null
