@@ -3,6 +3,7 @@
 #
 #   make build   release build in build/release
 #   make test    ASan+UBSan build in build/test, private PostgreSQL, every test (ctest)
+#   make test-tsan  the suite under ThreadSanitizer (build/tsan)
 #   make demo    release build, private PostgreSQL, the end-to-end demo
 #   make run     release build, private PostgreSQL, migrate, then `bankworker run`
 #   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
@@ -21,7 +22,7 @@ SYSTEMD_DIR ?= /etc/systemd/system
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 
-.PHONY: deps build test demo run bench fuzz clean install pg-start pg-stop
+.PHONY: deps build test test-tsan demo run bench fuzz clean install pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -42,6 +43,15 @@ test: deps $(TEST_DIR)/CMakeCache.txt
 	  BANKWORKER_TEST_DATABASE_URL="$${BANKWORKER_TEST_DATABASE_URL:-$$url}" \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(TEST_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# The same suite under ThreadSanitizer (issue #8); not part of CI yet.
+TSAN_DIR := build/tsan
+test-tsan: deps
+	@cmake -S . -B $(TSAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=thread >/dev/null
+	@cmake --build $(TSAN_DIR) -j $(JOBS)
+	@url=$$(scripts/pg start) && \
+	  BANKWORKER_TEST_DATABASE_URL="$${BANKWORKER_TEST_DATABASE_URL:-$$url}" TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --test-dir $(TSAN_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 demo: build
 	@scripts/demo $(RELEASE_DIR)/worker/bankworker
