@@ -35,7 +35,6 @@ namespace {
 
 constexpr unsigned io_threads = 2;
 constexpr std::size_t pool_connections_extra = 4;  // inbox committer, readiness, secrets, listener
-constexpr std::chrono::milliseconds readiness_timeout{2'000};
 
 void check_schema(const settings& config) {
   const auto connection = connect_as_login_user(config);
@@ -120,7 +119,6 @@ int run_service(settings& config) {
   http_config.body_bytes_max = limits::webhook_body_bytes_max;
   http_server server(io, http_config, std::move(routes));
   server.start();
-  (void)readiness_timeout;
 
   // Signals: the first drains, a second exits at once; SIGHUP reloads secrets.
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
