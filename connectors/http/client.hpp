@@ -1,0 +1,106 @@
+#pragma once
+// The outbound HTTP client (DESIGN.md §3): libcurl's multi-socket API driven by Asio, so many calls
+// are in flight on one io_context without a thread each (STYLE.md §8: never curl_easy_perform on
+// an io_context thread).
+//
+// What every call gets, whatever the caller asks: a deadline (request_timeout, connect_timeout),
+// a cap on the response body (checked in the write callback: a larger body is cut off and reported
+// as too_large, never buffered), TLS verification of peer and host (always on; plain http is
+// accepted only for loopback literals, http://127.x.x.x and http://[::1], which the simulators
+// use), connection reuse across calls to the same host, no redirects, no proxies from the
+// environment, HTTP/1.1.
+//
+// Secrets: a request body may hold credentials (Plaid puts client_id, secret and access_token in
+// the body), so the body is a crypto::secret handed to libcurl by pointer (CURLOPT_POSTFIELDS,
+// never copied). A response that carries a secret (Plaid's access_token on exchange) is read into
+// guarded memory when the request says so, capped at sensitive_response_bytes_max. Header values
+// are copied by libcurl; put no secret in a header.
+//
+// Thread safety: perform() may be called from any thread or coroutine; the multi handle lives on
+// the client's strand. The client must outlive every call, and is destroyed after the io_context
+// stopped running (or once no call is in flight).
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "crypto/secret.hpp"
+
+namespace bankworker::connectors::http {
+
+inline constexpr std::size_t sensitive_response_bytes_max = 64 * 1024;
+
+struct client_settings {
+  std::chrono::milliseconds request_timeout{10'000};  // whole call, connect included
+  std::chrono::milliseconds connect_timeout{5'000};
+  std::size_t response_bytes_max = 16 << 20;
+  std::size_t request_bytes_max = 1 << 20;
+  std::size_t connections_per_host_max = 16;
+  std::size_t calls_in_flight_max = 256;  // more wait for a slot (bounded by the callers)
+  std::string user_agent = "bankworker";
+};
+
+struct request {
+  std::string method = "POST";
+  std::string url;  // https://…, or plain http to a loopback literal only
+  std::vector<std::pair<std::string, std::string>> headers;  // never a secret (see above)
+  crypto::secret body;                                        // sent as is; may be empty
+  std::chrono::milliseconds timeout{0};                       // 0: settings.request_timeout
+  bool sensitive_response = false;  // read the body into guarded memory (response::secret_body)
+};
+
+// Why a call produced no HTTP response. Every value says what the caller should do.
+enum class failure {
+  none,          // a response arrived (any status): look at status and body
+  refused_url,   // the URL is not allowed (not https, plain http off loopback, unparsable): fix config; permanent
+  timeout,       // the deadline passed (connect or whole call): retry later; a POST may have taken effect
+  connect,       // DNS, refused, unreachable: retry later; nothing was sent
+  tls,           // certificate or handshake failure: permanent until someone fixes certificates
+  too_large,     // the response exceeded response_bytes_max (or the sensitive cap): permanent for this call
+  transfer,      // the connection broke mid-response (truncated body, reset): retry; may have taken effect
+  cancelled,     // the client is shutting down
+};
+
+struct response {
+  failure error = failure::none;
+  std::string error_text;  // for failure != none: curl's reason, never a header or body
+  long status = 0;
+  std::string body;           // when !sensitive_response
+  crypto::secret secret_body; // when sensitive_response
+  std::uint64_t bytes_sent = 0;      // request body bytes
+  std::uint64_t bytes_received = 0;  // response body bytes
+  std::chrono::microseconds latency{0};
+  std::string retry_after;  // the Retry-After header, if any (raw text)
+};
+
+class client {
+ public:
+  client(boost::asio::io_context& io, client_settings settings);
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+  ~client();
+
+  // Performs one call. Never throws for network or HTTP failures (they are in response::error and
+  // status); throws std::bad_alloc and the like only.
+  boost::asio::awaitable<response> perform(request call);
+
+  // Fails every call in flight with failure::cancelled and refuses new ones. Idempotent.
+  void shutdown();
+
+  // Whether `url` may be called at all (https, or http to a loopback literal).
+  static bool url_allowed(std::string_view url) noexcept;
+
+ private:
+  struct state;
+  std::shared_ptr<state> state_;
+};
+
+}  // namespace bankworker::connectors::http
