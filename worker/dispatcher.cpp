@@ -389,4 +389,9 @@ boost::asio::awaitable<void> dispatcher::rescue_loop() {
   }
 }
 
+void complete_in_or_throw(pqxx::transaction_base& tx, const job_context& context, const queue::job& job,
+                          const queue::outcome& result) {
+  if (!context.jobs().complete_in(tx, context.owner(), {job.ref, job.attempt, result})) throw lease_lost_error();
+}
+
 }  // namespace bankworker::worker

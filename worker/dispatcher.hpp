@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,18 @@ class job_context {
   const std::atomic<bool>* lease_lost_;
   bool* completed_by_handler_;
 };
+
+// Thrown inside a handler's transaction when complete_in() finds that the lease was lost (the job
+// was cancelled or rescued): the transaction rolls back, so the effect does not commit.
+class lease_lost_error : public std::runtime_error {
+ public:
+  lease_lost_error() : std::runtime_error("lease lost before the effect committed") {}
+};
+
+// Records `result` for `job` inside `tx`, the transaction that holds the handler's effect, or
+// throws lease_lost_error. The handler then calls context.mark_completed() once `tx` committed.
+void complete_in_or_throw(pqxx::transaction_base& tx, const job_context& context, const queue::job& job,
+                          const queue::outcome& result);
 
 // A handler gets the job and its context by value (coroutine parameters, STYLE.md §7) and returns
 // the outcome. An exception escaping it is classified at the job boundary (dispatcher.cpp).

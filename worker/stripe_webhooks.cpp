@@ -169,11 +169,6 @@ db::inbox_hook enqueue_stripe_posts() {
 
 namespace {
 
-class lease_lost_error : public std::runtime_error {
- public:
-  lease_lost_error() : std::runtime_error("lease lost before the entries committed") {}
-};
-
 // Posts one stored event; returns the outcome. Runs on the DB thread pool.
 queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const queue::job& job,
                           const job_context& context) {
@@ -204,7 +199,7 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
         result = queue::outcome::failed_permanently("event " + id + ": " + plan.reason);
       }
     }
-    if (!context.jobs().complete_in(tx, context.owner(), {job.ref, job.attempt, result})) throw lease_lost_error();
+    complete_in_or_throw(tx, context, job, result);
     return result;
   });
 }

@@ -1,0 +1,20 @@
+-- Plaid link, sync and revocation (issue #5).
+--
+-- A connection can now be 'broken': Plaid no longer accepts its access token
+-- (INVALID_ACCESS_TOKEN) although the item was not reported removed. Its data is kept, it is
+-- never synced, and an operator is alerted; re-linking replaces the token.
+--
+-- linked_by_job names the plaid.link job that created the connection, so `plaid link --wait`
+-- can print the connection it made.
+SET LOCAL ROLE bankworker_owner;
+
+ALTER TABLE bankworker.connections DROP CONSTRAINT connections_status_check;
+ALTER TABLE bankworker.connections ADD CONSTRAINT connections_status_check
+  CHECK (status IN ('linking', 'active', 'needs_reauth', 'broken', 'revoking', 'revoked'));
+ALTER TABLE bankworker.connections ADD COLUMN linked_by_job bigint;
+CREATE INDEX connections_linked_by_job ON bankworker.connections (tenant_id, linked_by_job)
+  WHERE linked_by_job IS NOT NULL;
+
+-- The tenant is implied by (tenant_id, connection_id) → connections, whose own foreign key names
+-- the tenant; the direct one cost a second row lookup for every transaction a sync stores.
+ALTER TABLE bankworker.transactions DROP CONSTRAINT transactions_tenant_id_fkey;

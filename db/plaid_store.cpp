@@ -1,0 +1,276 @@
+#include "db/plaid_store.hpp"
+
+#include <array>
+
+#include "db/sql_array.hpp"
+
+namespace bankworker::db {
+
+namespace {
+
+constexpr const char* load_connection_sql =
+    "SELECT c.status, c.item_id, c.environment, coalesce(c.sync_cursor, ''), c.last_synced_at IS NOT NULL,"
+    " (SELECT s.secret_id FROM bankworker.sealed_secrets s WHERE s.tenant_id = c.tenant_id"
+    "   AND s.purpose = 'plaid.access_token' AND s.subject_id = c.connection_id::text"
+    "   ORDER BY s.created_at DESC LIMIT 1)"
+    " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid AND c.connection_id = $2::uuid";
+constexpr const char* lock_suffix = " FOR UPDATE OF c";
+
+constexpr const char* find_by_item_sql =
+    "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND item_id = $2";
+
+constexpr const char* insert_connection_sql =
+    "INSERT INTO bankworker.connections (tenant_id, connection_id, environment, item_id, institution_id, status,"
+    " linked_by_job, next_sync_at)"
+    " VALUES ($1::uuid, $2::uuid, $3, $4, $5, 'active', $6::bigint, now() + $7::bigint * interval '1 second')";
+
+constexpr const char* linked_by_job_sql =
+    "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND linked_by_job = $2::bigint";
+
+constexpr const char* set_status_sql =
+    "UPDATE bankworker.connections SET status = $3, last_error = left($4, 2048), updated_at = now()"
+    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
+
+constexpr const char* upsert_accounts_sql =
+    "INSERT INTO bankworker.accounts AS a (tenant_id, account_id, connection_id, name, official_name, mask, type,"
+    " subtype, currency, current_balance_minor, available_balance_minor, limit_minor)"
+    " SELECT $1::uuid, u.account_id, $2::uuid, u.name, u.official_name, u.mask, u.type, u.subtype, u.currency,"
+    "  u.current_minor, u.available_minor, u.limit_minor"
+    " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],"
+    "  $10::bigint[], $11::bigint[], $12::bigint[])"
+    "  AS u(account_id, name, official_name, mask, type, subtype, currency, current_minor, available_minor,"
+    "  limit_minor)"
+    " ON CONFLICT (tenant_id, account_id) DO UPDATE SET name = excluded.name, official_name = excluded.official_name,"
+    "  mask = excluded.mask, type = excluded.type, subtype = excluded.subtype, currency = excluded.currency,"
+    "  current_balance_minor = excluded.current_balance_minor,"
+    "  available_balance_minor = excluded.available_balance_minor, limit_minor = excluded.limit_minor,"
+    "  updated_at = now()"
+    " WHERE a.connection_id = excluded.connection_id";
+
+// The staging table lives for one transaction. It has no row-level security (it is private to the
+// session), which is why it exists: COPY FROM refuses tables with row-level security.
+constexpr const char* create_stage_sql =
+    "CREATE TEMPORARY TABLE plaid_stage (transaction_id text NOT NULL, account_id text NOT NULL,"
+    " amount_minor bigint NOT NULL, currency text NOT NULL, date date NOT NULL, authorized_date date,"
+    " name text NOT NULL, merchant_name text, payment_channel text, category_primary text, category_detailed text,"
+    " pending boolean NOT NULL, pending_transaction_id text) ON COMMIT DROP";
+constexpr std::array<const char*, 13> stage_columns{
+    "transaction_id", "account_id",    "amount_minor",     "currency",          "date",
+    "authorized_date", "name",         "merchant_name",    "payment_channel",   "category_primary",
+    "category_detailed", "pending",    "pending_transaction_id"};
+
+// A row tombstoned by an earlier sync stays removed; a row of another connection is not touched.
+constexpr const char* upsert_transactions_sql =
+    "INSERT INTO bankworker.transactions AS t (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
+    " currency, date, authorized_date, name, merchant_name, payment_channel, category_primary, category_detailed,"
+    " pending, pending_transaction_id)"
+    " SELECT $1::uuid, s.transaction_id, s.account_id, $2::uuid, s.amount_minor, s.currency, s.date,"
+    "  s.authorized_date, s.name, s.merchant_name, s.payment_channel, s.category_primary, s.category_detailed,"
+    "  s.pending, s.pending_transaction_id FROM pg_temp.plaid_stage s"
+    " ON CONFLICT (tenant_id, transaction_id) DO UPDATE SET account_id = excluded.account_id,"
+    "  amount_minor = excluded.amount_minor, currency = excluded.currency, date = excluded.date,"
+    "  authorized_date = excluded.authorized_date, name = excluded.name, merchant_name = excluded.merchant_name,"
+    "  payment_channel = excluded.payment_channel, category_primary = excluded.category_primary,"
+    "  category_detailed = excluded.category_detailed, pending = excluded.pending,"
+    "  pending_transaction_id = excluded.pending_transaction_id, updated_at = now()"
+    " WHERE t.removed_at IS NULL AND t.connection_id = excluded.connection_id";
+
+constexpr const char* tombstone_sql =
+    "UPDATE bankworker.transactions SET removed_at = now(), updated_at = now()"
+    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid AND transaction_id = ANY($3::text[])"
+    " AND removed_at IS NULL";
+constexpr const char* tombstone_pending_sql =
+    "UPDATE bankworker.transactions SET removed_at = now(), updated_at = now()"
+    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid AND transaction_id = ANY($3::text[])"
+    " AND removed_at IS NULL AND pending";
+
+constexpr const char* set_cursor_sql =
+    "UPDATE bankworker.connections SET sync_cursor = $3, last_synced_at = now(), last_error = NULL,"
+    " updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
+constexpr const char* clear_cursor_sql =
+    "UPDATE bankworker.connections SET sync_cursor = NULL, updated_at = now()"
+    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
+constexpr const char* mark_revoked_sql =
+    "UPDATE bankworker.connections SET status = 'revoked', sync_cursor = NULL, next_sync_at = NULL,"
+    " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
+
+constexpr const char* append_calls_sql =
+    "INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, error_code, bytes_sent,"
+    " bytes_received, latency_us, redactions)"
+    " SELECT $1::uuid, u.provider, u.endpoint, u.http_status, u.error_code, u.bytes_sent, u.bytes_received,"
+    "  u.latency_us, u.redactions"
+    " FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],"
+    "  $9::integer[]) AS u(provider, endpoint, http_status, error_code, bytes_sent, bytes_received, latency_us,"
+    "  redactions)";
+
+constexpr const char* utc_text = "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"";
+constexpr const char* list_connections_sql =
+    "SELECT c.connection_id, c.status, c.item_id, c.institution_id,"
+    " to_char(c.last_synced_at AT TIME ZONE 'UTC', $2), to_char(c.next_sync_at AT TIME ZONE 'UTC', $2),"
+    " c.last_error,"
+    " (SELECT count(*) FROM bankworker.accounts a WHERE a.tenant_id = c.tenant_id"
+    "   AND a.connection_id = c.connection_id),"
+    " (SELECT count(*) FROM bankworker.transactions t WHERE t.tenant_id = c.tenant_id"
+    "   AND t.connection_id = c.connection_id AND t.removed_at IS NULL)"
+    " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid ORDER BY c.created_at, c.connection_id LIMIT 10000";
+
+std::optional<std::string> optional_text(const pqxx::field& field) {
+  if (field.is_null()) return std::nullopt;
+  return field.as<std::string>();
+}
+
+std::optional<std::string> number_or_null(const std::optional<std::int64_t>& value) {
+  if (!value) return std::nullopt;
+  return std::to_string(*value);
+}
+
+const char* or_null(const std::optional<std::string>& text) { return text ? text->c_str() : nullptr; }
+
+}  // namespace
+
+std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core::uuid& tenant,
+                                                      const core::uuid& connection, bool lock) {
+  const std::string sql = lock ? std::string(load_connection_sql) + lock_suffix : std::string(load_connection_sql);
+  const pqxx::result rows = tx.exec_params(sql, tenant.to_string(), connection.to_string());
+  if (rows.empty()) return std::nullopt;
+  const pqxx::row row = rows[0];
+  plaid_connection found;
+  found.connection = connection;
+  found.status = row[0].as<std::string>();
+  found.item_id = optional_text(row[1]);
+  found.environment = row[2].as<std::string>();
+  found.cursor = row[3].as<std::string>();
+  found.synced_before = row[4].as<bool>();
+  if (!row[5].is_null()) found.token_secret = core::uuid::parse(row[5].as<std::string>());
+  return found;
+}
+
+std::optional<core::uuid> find_connection_by_item(pqxx::work& tx, const core::uuid& tenant, std::string_view item_id) {
+  const pqxx::result rows = tx.exec_params(find_by_item_sql, tenant.to_string(), std::string(item_id));
+  if (rows.empty()) return std::nullopt;
+  return core::uuid::parse(rows[0][0].as<std::string>());
+}
+
+void insert_plaid_connection(pqxx::work& tx, const core::uuid& tenant, const new_plaid_connection& row) {
+  tx.exec_params0(insert_connection_sql, tenant.to_string(), row.connection.to_string(), row.environment,
+                  row.item_id, or_null(row.institution_id), row.linked_by_job,
+                  static_cast<std::int64_t>(row.first_periodic_sync_in.count()));
+}
+
+std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::uuid& tenant, std::int64_t job_id) {
+  const pqxx::result rows = tx.exec_params(linked_by_job_sql, tenant.to_string(), job_id);
+  if (rows.empty()) return std::nullopt;
+  return core::uuid::parse(rows[0][0].as<std::string>());
+}
+
+void set_connection_status(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                           std::string_view status, std::optional<std::string_view> last_error) {
+  const std::optional<std::string> error = last_error ? std::optional<std::string>(*last_error) : std::nullopt;
+  tx.exec_params0(set_status_sql, tenant.to_string(), connection.to_string(), std::string(status), or_null(error));
+}
+
+void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                     std::span<const plaid::account> accounts) {
+  if (accounts.empty()) return;
+  array_text ids, names, official_names, masks, types, subtypes, currencies, current, available, limit;
+  for (const plaid::account& account : accounts) {
+    ids.add(account.account_id);
+    names.add(account.name);
+    official_names.add(account.official_name);
+    masks.add(account.mask);
+    types.add(account.type);
+    subtypes.add(account.subtype);
+    currencies.add(account.currency);
+    current.add(number_or_null(account.current_minor));
+    available.add(number_or_null(account.available_minor));
+    limit.add(number_or_null(account.limit_minor));
+  }
+  tx.exec_params0(upsert_accounts_sql, tenant.to_string(), connection.to_string(), ids.finish(), names.finish(),
+                  official_names.finish(), masks.finish(), types.finish(), subtypes.finish(), currencies.finish(),
+                  current.finish(), available.finish(), limit.finish());
+}
+
+apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                        const plaid::sync_changes& changes, std::string_view next_cursor) {
+  const std::string tenant_text = tenant.to_string();
+  const std::string connection_text = connection.to_string();
+  apply_counts counts;
+  upsert_accounts(tx, tenant, connection, changes.accounts);
+
+  if (!changes.upserts.empty()) {
+    tx.exec0(create_stage_sql);
+    {
+      pqxx::stream_to stage(tx, "plaid_stage", stage_columns);
+      std::array<const char*, stage_columns.size()> fields{};
+      std::string amount;
+      for (const plaid::transaction& row : changes.upserts) {
+        amount = std::to_string(row.amount_minor);
+        fields = {row.transaction_id.c_str(), row.account_id.c_str(), amount.c_str(), row.currency.c_str(),
+                  row.date.c_str(), or_null(row.authorized_date), row.name.c_str(), or_null(row.merchant_name),
+                  or_null(row.payment_channel), or_null(row.category_primary), or_null(row.category_detailed),
+                  row.pending ? "t" : "f", or_null(row.pending_transaction_id)};
+        stage << fields;
+      }
+      stage.complete();
+    }
+    counts.upserted = tx.exec_params0(upsert_transactions_sql, tenant_text, connection_text).affected_rows();
+  }
+  if (!changes.removals.empty()) {
+    array_text ids;
+    for (const std::string& id : changes.removals) ids.add(id);
+    counts.tombstoned += tx.exec_params0(tombstone_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+  }
+  if (!changes.posted_pending.empty()) {
+    array_text ids;
+    for (const std::string& id : changes.posted_pending) ids.add(id);
+    counts.tombstoned +=
+        tx.exec_params0(tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+  }
+  tx.exec_params0(set_cursor_sql, tenant_text, connection_text, std::string(next_cursor));
+  return counts;
+}
+
+void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
+  tx.exec_params0(clear_cursor_sql, tenant.to_string(), connection.to_string());
+}
+
+void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
+  tx.exec_params0(mark_revoked_sql, tenant.to_string(), connection.to_string());
+}
+
+void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<const external_call> calls) {
+  if (calls.empty()) return;
+  array_text providers, endpoints, statuses, codes, sent, received, latencies, redactions;
+  for (const external_call& call : calls) {
+    providers.add(call.provider);
+    endpoints.add(call.endpoint);
+    statuses.add(call.http_status > 0 ? std::optional<std::string>(std::to_string(call.http_status)) : std::nullopt);
+    codes.add(call.error_code.empty() ? std::nullopt : std::optional<std::string>(call.error_code));
+    sent.add(std::to_string(call.bytes_sent));
+    received.add(std::to_string(call.bytes_received));
+    latencies.add(std::to_string(call.latency_us));
+    redactions.add(std::to_string(call.redactions));
+  }
+  tx.exec_params0(append_calls_sql, tenant.to_string(), providers.finish(), endpoints.finish(), statuses.finish(),
+                  codes.finish(), sent.finish(), received.finish(), latencies.finish(), redactions.finish());
+}
+
+std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant) {
+  std::vector<connection_summary> out;
+  for (const pqxx::row& row : tx.exec_params(list_connections_sql, tenant.to_string(), utc_text)) {
+    connection_summary summary;
+    summary.connection = core::uuid::parse(row[0].as<std::string>()).value();
+    summary.status = row[1].as<std::string>();
+    summary.item_id = optional_text(row[2]);
+    summary.institution_id = optional_text(row[3]);
+    summary.last_synced_at = optional_text(row[4]);
+    summary.next_sync_at = optional_text(row[5]);
+    summary.last_error = optional_text(row[6]);
+    summary.accounts = row[7].as<std::int64_t>();
+    summary.transactions = row[8].as<std::int64_t>();
+    out.push_back(std::move(summary));
+  }
+  return out;
+}
+
+}  // namespace bankworker::db

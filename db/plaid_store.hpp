@@ -1,0 +1,107 @@
+#pragma once
+// Plaid connections, their accounts and transactions in the database (DESIGN.md §1.1, §1.2,
+// §1.4). SQL only: the rules about when to call what live in worker/plaid_jobs.cpp.
+//
+// Every function runs inside the caller's tenant-scoped transaction (db::with_tenant), so
+// row-level security applies; the tenant is also named in each statement so the primary keys are
+// used.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "connectors/plaid/sync_buffer.hpp"
+#include "core/uuid.hpp"
+
+namespace bankworker::db {
+
+struct plaid_connection {
+  core::uuid connection;
+  std::string status;  // linking, active, needs_reauth, broken, revoking, revoked
+  std::optional<std::string> item_id;
+  std::string environment;
+  std::string cursor;  // empty: sync from the beginning
+  bool synced_before = false;
+  std::optional<core::uuid> token_secret;  // the sealed access token, until shredded
+};
+
+// The connection (and its sealed token's id). `lock` takes FOR UPDATE: status changes and the
+// apply of a sync serialise on it.
+std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core::uuid& tenant,
+                                                      const core::uuid& connection, bool lock);
+
+// The connection of an item, if this tenant has linked it.
+std::optional<core::uuid> find_connection_by_item(pqxx::work& tx, const core::uuid& tenant, std::string_view item_id);
+
+struct new_plaid_connection {
+  core::uuid connection;
+  std::string environment;
+  std::string item_id;
+  std::optional<std::string> institution_id;
+  std::int64_t linked_by_job = 0;
+  std::chrono::seconds first_periodic_sync_in{6 * 3600};
+};
+void insert_plaid_connection(pqxx::work& tx, const core::uuid& tenant, const new_plaid_connection& row);
+
+// The connection made by a plaid.link job, once it committed.
+std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::uuid& tenant, std::int64_t job_id);
+
+void set_connection_status(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                           std::string_view status, std::optional<std::string_view> last_error);
+
+// Upserts the accounts Plaid reported (one statement).
+void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                     std::span<const plaid::account> accounts);
+
+struct apply_counts {
+  std::size_t upserted = 0;    // rows inserted or updated
+  std::size_t tombstoned = 0;  // rows marked removed (removals and replaced pending ones)
+};
+
+// Applies a walk's collapsed changes: upserts by transaction_id (COPY into a temporary table, then
+// one INSERT … ON CONFLICT; a tombstoned row is never brought back), then tombstones. Then the
+// connection's cursor and last_synced_at. Nothing is committed here: the caller commits it all,
+// with the job's completion, or nothing.
+apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                        const plaid::sync_changes& changes, std::string_view next_cursor);
+
+// Forgets the cursor (Plaid no longer recognises it for this token): the next sync starts over.
+void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
+
+// Revocation's end state: status revoked, cursor and schedule cleared. The data stays (the tenant's
+// books); the token is shredded by the key store in the same transaction.
+void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
+
+// One line of the external-call log (DESIGN.md §4).
+struct external_call {
+  std::string provider;  // plaid, stripe, vault
+  std::string endpoint;
+  long http_status = 0;  // 0: no response
+  std::string error_code;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::int64_t latency_us = 0;
+  std::uint32_t redactions = 0;
+};
+void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<const external_call> calls);
+
+struct connection_summary {
+  core::uuid connection;
+  std::string status;
+  std::optional<std::string> item_id;
+  std::optional<std::string> institution_id;
+  std::optional<std::string> last_synced_at;  // ISO 8601 UTC
+  std::optional<std::string> next_sync_at;
+  std::optional<std::string> last_error;
+  std::int64_t accounts = 0;
+  std::int64_t transactions = 0;  // live (not removed)
+};
+std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant);
+
+}  // namespace bankworker::db

@@ -1,0 +1,94 @@
+#pragma once
+// The Plaid jobs (DESIGN.md §1.1, §1.2, §1.4): plaid.link, plaid.sync and plaid.revoke.
+//
+// Each handler talks to Plaid through plaid::client (coroutines on the io_context) and to the
+// database on the DB thread pool, and records its outcome in the same transaction as its effect
+// (complete_in), so a handler whose lease was lost commits nothing.
+//
+// Plaid's errors become outcomes here, at the job boundary (issue #5 "Errors → outcomes"):
+//   rate limited                     → retry after Retry-After or rate_limited_retry
+//   5xx, network, malformed response → retry with backoff (transient)
+//   INSTITUTION_DOWN / NOT_RESPONDING → retry after institution_down_retry
+//   ITEM_LOGIN_REQUIRED / ITEM_LOCKED → connection needs_reauth (audited), job needs user action
+//   ITEM_NOT_FOUND / USER_PERMISSION_REVOKED → plaid.revoke enqueued, job failed
+//   INVALID_ACCESS_TOKEN             → connection broken (audited, logged as an error), data kept
+//   INVALID_API_KEYS                 → every Plaid job in this process pauses (retry after
+//                                      credentials_pause) until the keys are fixed and reloaded
+// Sync restarts from the walk's first cursor on TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION (at
+// most sync_restarts_max times per attempt) and from the beginning when Plaid says the cursor is
+// not associated with the access token.
+//
+// Effects that cannot be rolled back: the public-token exchange (single use) and /item/remove.
+// Link is made idempotent by linked_by_job (an attempt in doubt looks its connection up first);
+// remove is idempotent at Plaid (a removed item answers ITEM_NOT_FOUND, which counts as removed).
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "connectors/plaid/client.hpp"
+#include "db/keys.hpp"
+#include "db/plaid_store.hpp"
+#include "db/pool.hpp"
+#include "worker/dispatcher.hpp"
+#include "worker/log.hpp"
+#include "worker/metrics.hpp"
+
+namespace bankworker::worker {
+
+inline constexpr std::string_view plaid_link_kind = "plaid.link";
+inline constexpr std::string_view plaid_sync_kind = "plaid.sync";
+inline constexpr std::string_view plaid_revoke_kind = "plaid.revoke";
+
+struct plaid_job_settings {
+  std::string environment = "sandbox";  // sandbox, development, production (bound into the sealed token)
+  // Rows one sync may buffer before it applies them (added + modified + removed as received).
+  std::size_t sync_rows_max = 250'000;
+  std::uint32_t sync_restarts_max = 5;
+  std::chrono::seconds periodic_sync_interval{6 * 3600};
+  std::chrono::milliseconds rate_limited_retry{30'000};
+  std::chrono::milliseconds institution_down_retry{5 * 60'000};
+  std::chrono::milliseconds credentials_pause{5 * 60'000};
+};
+
+class plaid_jobs {
+ public:
+  // Everything passed by reference outlives the dispatcher that runs the handlers.
+  plaid_jobs(db::pool& connections, db::key_store& keys, plaid::client& plaid, metrics_registry& metrics,
+             logger& log, plaid_job_settings settings);
+
+  job_handler link_handler();
+  job_handler sync_handler();
+  job_handler revoke_handler();
+
+  // Plaid refused our API keys; Plaid jobs wait until resume() (SIGHUP after fixing the keys).
+  bool paused() const noexcept { return paused_.load(); }
+  void resume() noexcept { paused_.store(false); }
+
+ private:
+  boost::asio::awaitable<queue::outcome> link(queue::job job, job_context context);
+  boost::asio::awaitable<queue::outcome> sync(queue::job job, job_context context);
+  boost::asio::awaitable<queue::outcome> revoke(queue::job job, job_context context);
+  boost::asio::awaitable<queue::outcome> finish_sync_failure(queue::job job, job_context context,
+                                                             core::uuid connection, plaid::error failure,
+                                                             std::vector<db::external_call> calls);
+
+  void count_call(const plaid::call_record& call, std::string_view outcome);
+
+  db::pool& connections_;
+  db::key_store& keys_;
+  plaid::client& plaid_;
+  metrics_registry& metrics_;
+  logger& log_;
+  const plaid_job_settings settings_;
+  std::atomic<bool> paused_{false};
+  metrics_registry::counter* rows_added_;
+  metrics_registry::counter* rows_modified_;
+  metrics_registry::counter* rows_removed_;
+};
+
+}  // namespace bankworker::worker
