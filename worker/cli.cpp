@@ -20,6 +20,9 @@ constexpr std::string_view usage_text =
     "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
     "  run                         the service: job dispatcher, webhooks, /healthz /readyz /metrics\n"
     "  stripe secret add --tenant T --secret-file F | stripe secret remove --tenant T --id S\n"
+    "  plaid link --tenant T --public-token P [--wait]\n"
+    "                              exchange a Plaid public token for a new bank connection\n"
+    "  connections list --tenant T | connections sync|revoke --tenant T --connection C [--wait]\n"
     "  jobs list [--state S] [--kind K] [--tenant T] [--limit N] | jobs retry ID | jobs cancel ID\n"
     "\n"
     "options:\n"
@@ -44,6 +47,8 @@ constexpr command commands[] = {
     {"jobs", command_jobs},
     {"run", command_run},
     {"stripe", command_stripe},
+    {"plaid", command_plaid},
+    {"connections", command_connections},
 };
 
 }  // namespace

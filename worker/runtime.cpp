@@ -16,6 +16,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <pqxx/pqxx>
 
+#include "connectors/http/client.hpp"
+#include "connectors/plaid/client.hpp"
 #include "db/inbox.hpp"
 #include "db/migrate.hpp"
 #include "db/stripe_store.hpp"
@@ -25,6 +27,7 @@
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
 #include "worker/metrics.hpp"
+#include "worker/plaid_jobs.hpp"
 #include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::worker {
@@ -48,6 +51,19 @@ void check_schema(const settings& config) {
     throw command_error{"the database schema is older than this binary (" + std::to_string(pending.size()) +
                         " migration(s) pending, first " + pending.front() + "); run 'bankworker migrate'"};
   }
+}
+
+// The Plaid environment a base URL points at; it is bound into every sealed access token, so a
+// token sealed for the sandbox never opens for production.
+std::string plaid_environment(std::string_view base_url) {
+  if (base_url.find("sandbox") != std::string_view::npos) return "sandbox";
+  if (base_url.find("development") != std::string_view::npos) return "development";
+  if (connectors::http::client::url_allowed(base_url) && base_url.starts_with("http://")) return "sandbox";
+  return "production";
+}
+
+bool plaid_configured(const settings& config) {
+  return !config.plaid_base_url.empty() && !config.plaid_client_id.empty() && !config.plaid_secret.empty();
 }
 
 http_response text(unsigned status, std::string body) {
@@ -87,6 +103,32 @@ int run_service(settings& config) {
   dispatch_config.drain_timeout = config.drain_timeout;
   dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
   jobs_dispatcher.add_handler(std::string(stripe_post_kind), stripe_post_handler(connections, currencies));
+
+  // Plaid: without credentials the jobs wait (retried later) rather than fail, so a process
+  // started before its configuration was complete loses nothing.
+  connectors::http::client http(io, {});
+  std::unique_ptr<plaid::client> plaid_api;
+  std::unique_ptr<plaid_jobs> plaid_handlers;
+  if (plaid_configured(config)) {
+    plaid::client_settings plaid_config;
+    plaid_config.base_url = config.plaid_base_url;
+    plaid_api = std::make_unique<plaid::client>(http, currencies, plaid_config,
+                                                crypto::secret::copy_of(config.plaid_client_id),
+                                                crypto::secret::copy_of(config.plaid_secret.reveal().text()));
+    plaid_job_settings plaid_jobs_config;
+    plaid_jobs_config.environment = plaid_environment(config.plaid_base_url);
+    plaid_handlers = std::make_unique<plaid_jobs>(connections, *keys, *plaid_api, metrics, log, plaid_jobs_config);
+    jobs_dispatcher.add_handler(std::string(plaid_link_kind), plaid_handlers->link_handler());
+    jobs_dispatcher.add_handler(std::string(plaid_sync_kind), plaid_handlers->sync_handler());
+    jobs_dispatcher.add_handler(std::string(plaid_revoke_kind), plaid_handlers->revoke_handler());
+  } else {
+    log.warn("Plaid is not configured (BANKWORKER_PLAID_BASE_URL, _CLIENT_ID, _SECRET): Plaid jobs wait");
+    for (const std::string_view kind : {plaid_link_kind, plaid_sync_kind, plaid_revoke_kind}) {
+      jobs_dispatcher.add_handler(std::string(kind), [](queue::job, job_context) -> asio::awaitable<queue::outcome> {
+        co_return queue::outcome::retry("Plaid is not configured in this worker", std::chrono::minutes(5));
+      });
+    }
+  }
 
   db::inbox inbox(connections, {}, enqueue_stripe_posts());
   stripe_webhooks webhooks(connections, *keys, inbox, blocking, metrics, log, {});
@@ -141,6 +183,7 @@ int run_service(settings& config) {
   on_reload = [&](const boost::system::error_code& error, int) {
     if (error) return;
     webhooks.forget_secrets();
+    if (plaid_handlers) plaid_handlers->resume();
     log.info("reloaded: webhook secrets will be read again");
     reload_signals.async_wait(on_reload);
   };
@@ -175,6 +218,7 @@ int run_service(settings& config) {
   bool clean = false;
   asio::co_spawn(jobs_dispatcher.executor(), jobs_dispatcher.run(), [&](std::exception_ptr failure) {
     clean = failure == nullptr;
+    http.shutdown();
     server.stop();
     stop_signals.cancel();
     reload_signals.cancel();

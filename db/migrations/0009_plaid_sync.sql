@@ -18,3 +18,15 @@ CREATE INDEX connections_linked_by_job ON bankworker.connections (tenant_id, lin
 -- The tenant is implied by (tenant_id, connection_id) → connections, whose own foreign key names
 -- the tenant; the direct one cost a second row lookup for every transaction a sync stores.
 ALTER TABLE bankworker.transactions DROP CONSTRAINT transactions_tenant_id_fkey;
+
+-- A job's state and last error, for `--wait` on the plaid and connections commands. The worker
+-- sees the jobs table only through functions; this one answers for one job of one tenant. No row:
+-- the job does not exist (or a finished job was pruned).
+CREATE FUNCTION bankworker.job_outcome(p_tenant uuid, p_job_id bigint)
+RETURNS TABLE (state text, failure text, last_error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT j.state, j.failure, j.last_error FROM bankworker.jobs j
+   WHERE j.tenant_id = p_tenant AND j.job_id = p_job_id
+$$;
+REVOKE ALL ON FUNCTION bankworker.job_outcome(uuid, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bankworker.job_outcome(uuid, bigint) TO bankworker_worker;
