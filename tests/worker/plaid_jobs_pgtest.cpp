@@ -1,0 +1,537 @@
+// The Plaid jobs end to end in one process: the real dispatcher, plaid::client over the real HTTP
+// client, the real plaid_sim binary and the private PostgreSQL. Every check compares what the
+// database holds with the simulator's own truth (/sim/transactions/truth), computed here
+// independently of the normaliser.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <map>
+#include <thread>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <pqxx/pqxx>
+#include <simdjson.h>
+
+#include "connectors/http/client.hpp"
+#include "connectors/plaid/client.hpp"
+#include "db/audit.hpp"
+#include "db/stripe_store.hpp"
+#include "db/tenant_scope.hpp"
+#include "db/tenants.hpp"
+#include "queue/queue.hpp"
+#include "tests/support/child.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
+#include "worker/dispatcher.hpp"
+#include "worker/plaid_jobs.hpp"
+
+using namespace std::chrono_literals;
+using bankworker::core::uuid;
+using bankworker::test::child_process;
+using bankworker::test::scratch_database;
+namespace asio = boost::asio;
+namespace db = bankworker::db;
+namespace queue = bankworker::queue;
+namespace worker = bankworker::worker;
+namespace plaid = bankworker::plaid;
+namespace http = bankworker::connectors::http;
+namespace crypto = bankworker::crypto;
+
+namespace {
+
+constexpr const char* sim_client_id = "bankworker-sim-client";
+constexpr const char* sim_secret = "bankworker-sim-secret";
+
+// A row as the test expects it: Plaid's amount text turned into minor units here, by hand, with
+// the currency's exponent, and the sign flipped (Plaid's positive is money out).
+struct expected_row {
+  std::string transaction_id;
+  std::int64_t amount_minor = 0;
+  std::string currency;
+  bool pending = false;
+  std::optional<std::string> pending_transaction_id;
+  friend bool operator==(const expected_row&, const expected_row&) = default;
+  friend bool operator<(const expected_row& a, const expected_row& b) { return a.transaction_id < b.transaction_id; }
+};
+
+int exponent_of(const std::string& currency) {
+  static const std::map<std::string, int> exponents{{"USD", 2}, {"EUR", 2}, {"JPY", 0}, {"BHD", 3}, {"BTC", 8}};
+  const auto found = exponents.find(currency);
+  REQUIRE(found != exponents.end());
+  return found->second;
+}
+
+std::int64_t inflow_minor_units(std::string_view text, int exponent) {
+  bool negative = false;
+  if (!text.empty() && text.front() == '-') {
+    negative = true;
+    text.remove_prefix(1);
+  }
+  const auto dot = text.find('.');
+  std::string digits(text.substr(0, dot));
+  std::string fraction = dot == std::string_view::npos ? "" : std::string(text.substr(dot + 1));
+  REQUIRE(fraction.size() <= static_cast<std::size_t>(exponent));
+  fraction.append(static_cast<std::size_t>(exponent) - fraction.size(), '0');
+  const std::int64_t magnitude = std::stoll(digits + fraction);
+  return negative ? magnitude : -magnitude;
+}
+
+std::string sim_post(const std::string& url, const std::string& body) {
+  const auto result = bankworker::test::http_post(url, body, {"Content-Type: application/json"});
+  INFO(url << " answered " << result.status << ": " << result.body);
+  REQUIRE(result.status == 200);
+  return result.body;
+}
+
+struct plaid_simulator {
+  explicit plaid_simulator(const std::vector<std::string>& extra)
+      : process(PLAID_SIM_BINARY, arguments(extra), {}), url(bankworker::test::base_url_from(process)) {}
+
+  static std::vector<std::string> arguments(const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"--port", "0", "--transactions", "40"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  std::string post(const std::string& path, const std::string& body) const { return sim_post(url + path, body); }
+
+  std::string public_token() const {
+    simdjson::dom::parser parser;
+    const std::string body = post("/sandbox/public_token/create",
+                                  std::string("{\"client_id\":\"") + sim_client_id + "\",\"secret\":\"" + sim_secret +
+                                      "\",\"institution_id\":\"ins_109508\",\"initial_products\":[\"transactions\"]}");
+    return std::string(parser.parse(body)["public_token"].get_string().value());
+  }
+
+  std::string access_token_of(const std::string& item_id) const {
+    simdjson::dom::parser parser;
+    const std::string body = post("/sim/items", "{}");
+    for (simdjson::dom::element item : parser.parse(body)["items"].get_array()) {
+      if (item["item_id"].get_string().value() == item_id) return std::string(item["access_token"].get_string().value());
+    }
+    FAIL("no item " << item_id << " in the simulator");
+    return {};
+  }
+
+  std::vector<expected_row> truth(const std::string& access_token) const {
+    simdjson::ondemand::parser parser;
+    const simdjson::padded_string body(post("/sim/transactions/truth", "{\"access_token\":\"" + access_token + "\"}"));
+    std::vector<expected_row> rows;
+    auto document = parser.iterate(body);
+    for (auto value : document["transactions"].get_array()) {
+      simdjson::ondemand::object t = value.get_object();
+      expected_row row;
+      row.transaction_id = std::string(std::string_view(t["transaction_id"].get_string()));
+      const std::string amount(t["amount"].raw_json_token().value());
+      auto iso = t["iso_currency_code"];
+      if (iso.is_null()) {
+        row.currency = std::string(std::string_view(t["unofficial_currency_code"].get_string()));
+      } else {
+        row.currency = std::string(std::string_view(iso.get_string()));
+      }
+      row.pending = t["pending"].get_bool();
+      auto pending_id = t["pending_transaction_id"];
+      if (!pending_id.is_null()) row.pending_transaction_id = std::string(std::string_view(pending_id.get_string()));
+      std::string trimmed = amount;
+      trimmed.erase(std::remove_if(trimmed.begin(), trimmed.end(), [](char c) { return c == ' '; }), trimmed.end());
+      row.amount_minor = inflow_minor_units(trimmed, exponent_of(row.currency));
+      rows.push_back(std::move(row));
+    }
+    std::sort(rows.begin(), rows.end());
+    return rows;
+  }
+
+  std::size_t calls(const std::string& endpoint, const std::string& item_id) const {
+    simdjson::dom::parser parser;
+    const std::string body = post("/sim/calls", "{\"endpoint\":\"" + endpoint + "\",\"item_id\":\"" + item_id + "\"}");
+    return parser.parse(body)["calls"].get_array().size();
+  }
+
+  child_process process;
+  std::string url;
+};
+
+struct job_outcome {
+  std::string state;
+  std::optional<std::string> failure;
+  std::string last_error;
+};
+
+// A tenant, a dispatcher with the three Plaid handlers, and a simulator, all in this process.
+struct plaid_world {
+  explicit plaid_world(std::size_t sync_count, const std::vector<std::string>& sim_args = {},
+                       worker::plaid_job_settings settings = {})
+      : sim(sim_args),
+        connections([&] {
+          db::pool_settings pool_config;
+          pool_config.connections = 8;
+          queue::add_prepared_statements(pool_config);
+          return database.worker_pool(std::move(pool_config));
+        }()),
+        keys(bankworker::test::test_key_store()),
+        tenant(db::create_tenant(*connections, *keys, "plaid tenant", "test")),
+        currencies([&] {
+          auto lease = connections->checkout();
+          pqxx::read_transaction tx(lease.connection());
+          return db::load_currencies(tx);
+        }()),
+        jobs(*connections, queue::queue_settings{}),
+        log(worker::log_level::warn),
+        http_client(io, http::client_settings{}),
+        api(http_client, currencies, client_settings(sim.url, sync_count), crypto::secret::copy_of(sim_client_id),
+            crypto::secret::copy_of(sim_secret)),
+        handlers(*connections, *keys, api, metrics, log, settings),
+        listen_url(crypto::secret::copy_of(database.url())),
+        dispatcher(io, blocking, jobs, &listen_url, dispatcher_settings(), log) {
+    dispatcher.add_handler(std::string(worker::plaid_link_kind), handlers.link_handler());
+    dispatcher.add_handler(std::string(worker::plaid_sync_kind), handlers.sync_handler());
+    dispatcher.add_handler(std::string(worker::plaid_revoke_kind), handlers.revoke_handler());
+    asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
+    runner = std::thread([this] { io.run(); });
+  }
+
+  ~plaid_world() {
+    dispatcher.stop();
+    runner.join();
+    http_client.shutdown();
+    blocking.join();
+  }
+
+  static plaid::client_settings client_settings(const std::string& url, std::size_t sync_count) {
+    plaid::client_settings settings;
+    settings.base_url = url;
+    settings.sync_count = sync_count;
+    settings.request_timeout = 5s;
+    return settings;
+  }
+
+  static worker::dispatcher_settings dispatcher_settings() {
+    worker::dispatcher_settings settings;
+    settings.poll_interval = 100ms;
+    return settings;
+  }
+
+  std::int64_t request(const std::string& sql, const std::string& argument) {
+    return db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+      return tx.exec_params1(sql, tenant.to_string(), argument)[0].as<std::int64_t>();
+    });
+  }
+  std::int64_t link(const std::string& public_token) {
+    return request("SELECT bankworker.link_plaid($1::uuid, $2)", public_token);
+  }
+  std::int64_t request_sync(const uuid& connection) {
+    return request("SELECT bankworker.request_sync($1::uuid, $2::uuid)", connection.to_string());
+  }
+  std::int64_t request_revoke(const uuid& connection) {
+    return request("SELECT bankworker.request_revoke($1::uuid, $2::uuid)", connection.to_string());
+  }
+
+  std::optional<job_outcome> job_state(std::int64_t job_id) {
+    return db::with_tenant(*connections, tenant, [&](pqxx::work& tx) -> std::optional<job_outcome> {
+      const auto rows = tx.exec_params("SELECT state, failure, coalesce(last_error, '') FROM bankworker.job_outcome($1, $2)",
+                                       tenant.to_string(), job_id);
+      if (rows.empty()) return std::nullopt;
+      job_outcome outcome{rows[0][0].as<std::string>(), std::nullopt, rows[0][2].as<std::string>()};
+      if (!rows[0][1].is_null()) outcome.failure = rows[0][1].as<std::string>();
+      return outcome;
+    });
+  }
+
+  // Waits until the job is in one of `states`; fails the test after `timeout`.
+  job_outcome wait_job(std::int64_t job_id, std::initializer_list<std::string_view> states, std::chrono::seconds timeout = 30s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::optional<job_outcome> last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      last = job_state(job_id);
+      if (last && std::find(states.begin(), states.end(), last->state) != states.end()) return *last;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL("job " << job_id << " is " << (last ? last->state + " (" + last->last_error + ")" : "gone") << " after "
+                << timeout.count() << " s");
+    return {};
+  }
+
+  uuid linked_connection(std::int64_t link_job) {
+    const auto outcome = wait_job(link_job, {"succeeded", "failed", "cancelled"});
+    INFO("link job: " << outcome.last_error);
+    REQUIRE(outcome.state == "succeeded");
+    const auto found = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+      return db::connection_linked_by_job(tx, tenant, link_job);
+    });
+    REQUIRE(found);
+    return *found;
+  }
+
+  std::string admin_text(const std::string& sql, const std::string& argument) {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    const auto rows = tx.exec_params(sql, argument);
+    return rows.empty() || rows[0][0].is_null() ? std::string() : rows[0][0].as<std::string>();
+  }
+  long admin_count(const std::string& sql, const std::string& argument) {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    return tx.exec_params1(sql, argument)[0].as<long>();
+  }
+
+  std::string status_of(const uuid& connection) {
+    return admin_text("SELECT status FROM bankworker.connections WHERE connection_id = $1::uuid", connection.to_string());
+  }
+  std::string item_of(const uuid& connection) {
+    return admin_text("SELECT item_id FROM bankworker.connections WHERE connection_id = $1::uuid", connection.to_string());
+  }
+  // Waits until no sync of the connection waits or runs, and it has synced at least once.
+  void wait_synced(const uuid& connection, std::chrono::seconds timeout = 30s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const long busy = admin_count(
+          "SELECT count(*) FROM bankworker.jobs WHERE connection_id = $1::uuid AND kind = 'plaid.sync'"
+          " AND state IN ('available', 'running')",
+          connection.to_string());
+      const std::string synced = admin_text(
+          "SELECT last_synced_at FROM bankworker.connections WHERE connection_id = $1::uuid", connection.to_string());
+      if (busy == 0 && !synced.empty()) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL("connection " << connection.to_string() << " did not finish syncing");
+  }
+
+  std::vector<expected_row> stored(const uuid& connection) {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    std::vector<expected_row> rows;
+    for (const auto& r : tx.exec_params("SELECT transaction_id, amount_minor, currency, pending, pending_transaction_id"
+                                        " FROM bankworker.transactions WHERE connection_id = $1::uuid AND removed_at IS NULL"
+                                        " ORDER BY transaction_id",
+                                        connection.to_string())) {
+      expected_row row{r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::string>(), r[3].as<bool>(),
+                       std::nullopt};
+      if (!r[4].is_null()) row.pending_transaction_id = r[4].as<std::string>();
+      rows.push_back(std::move(row));
+    }
+    std::sort(rows.begin(), rows.end());
+    return rows;
+  }
+
+  // The stored rows equal the simulator's truth exactly: same ids, amounts, currencies, flags.
+  void check_matches_truth(const uuid& connection) {
+    const auto expected = sim.truth(sim.access_token_of(item_of(connection)));
+    const auto actual = stored(connection);
+    REQUIRE(!expected.empty());
+    CHECK(actual.size() == expected.size());
+    CHECK(actual == expected);
+  }
+
+  scratch_database database;
+  plaid_simulator sim;
+  std::unique_ptr<db::pool> connections;
+  std::unique_ptr<db::key_store> keys;
+  uuid tenant;
+  bankworker::core::currency_table currencies;
+  queue::job_queue jobs;
+  worker::logger log;
+  worker::metrics_registry metrics;
+  asio::io_context io;
+  asio::thread_pool blocking{4};
+  http::client http_client;
+  plaid::client api;
+  worker::plaid_jobs handlers;
+  crypto::secret listen_url;
+  worker::dispatcher dispatcher;
+  std::thread runner;
+};
+
+}  // namespace
+
+TEST_CASE("a linked item's first sync stores exactly the simulator's transactions, USD to BTC amounts exact",
+          "[pg][plaid]") {
+  plaid_world world(500);
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  world.wait_synced(connection);
+  world.check_matches_truth(connection);
+  CHECK(world.status_of(connection) == "active");
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.accounts WHERE connection_id = $1::uuid",
+                          connection.to_string()) == 6);
+  CHECK(world.admin_count("SELECT count(DISTINCT currency) FROM bankworker.transactions WHERE connection_id = $1::uuid",
+                          connection.to_string()) == 5);
+  // One sealed token, bound to this connection; the call log names every call, no token.
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE purpose = 'plaid.access_token'"
+                          " AND subject_id = $1",
+                          connection.to_string()) == 1);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.external_calls WHERE endpoint = $1",
+                          "/item/public_token/exchange") == 1);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.external_calls WHERE endpoint = $1", "/transactions/sync") >= 1);
+  const auto verified = db::verify_audit_chain(*world.connections, *world.keys, world.tenant);
+  CHECK_FALSE(verified.broken);
+
+  SECTION("a second sync with nothing new changes nothing and calls Plaid once") {
+    const auto before = world.stored(connection);
+    const std::size_t calls_before = world.sim.calls("/transactions/sync", world.item_of(connection));
+    const auto job = world.request_sync(connection);
+    CHECK(world.wait_job(job, {"succeeded", "failed"}).state == "succeeded");
+    CHECK(world.stored(connection) == before);
+    CHECK(world.sim.calls("/transactions/sync", world.item_of(connection)) == calls_before + 1);
+  }
+}
+
+TEST_CASE("a mutation on page 2 of 3 restarts the walk from its first cursor: nothing lost, nothing doubled",
+          "[pg][plaid]") {
+  plaid_world world(15);  // 40 transactions: pages of 15, 15, 10
+  world.sim.post("/sim/faults", R"({"endpoint":"/transactions/sync","page":2,"error_code":"TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION"})");
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  world.wait_synced(connection);
+  world.check_matches_truth(connection);
+  // Page 1, page 2 refused, then pages 1, 2, 3 again.
+  CHECK(world.sim.calls("/transactions/sync", world.item_of(connection)) == 5);
+}
+
+TEST_CASE("pending to posted across pages leaves the posted row linked and the pending one tombstoned", "[pg][plaid]") {
+  for (const bool added_first : {false, true}) {
+    plaid_world world(1);
+    const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+    world.wait_synced(connection);
+    const std::string token = world.sim.access_token_of(world.item_of(connection));
+    simdjson::dom::parser parser;
+    const std::string added = world.sim.post("/sim/transactions/add",
+                                             "{\"access_token\":\"" + token + "\",\"pending\":true,\"amount_minor\":1234}");
+    const std::string pending_id(parser.parse(added)["transaction_id"].get_string().value());
+    CHECK(world.wait_job(world.request_sync(connection), {"succeeded", "failed"}).state == "succeeded");
+    CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1 AND pending"
+                            " AND removed_at IS NULL AND amount_minor = -1234",
+                            pending_id) == 1);
+
+    world.sim.post("/sim/transactions/post", "{\"access_token\":\"" + token + "\",\"transaction_id\":\"" + pending_id +
+                                                 "\",\"added_first\":" + (added_first ? "true" : "false") + "}");
+    CHECK(world.wait_job(world.request_sync(connection), {"succeeded", "failed"}).state == "succeeded");
+    world.check_matches_truth(connection);
+    CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1"
+                            " AND removed_at IS NOT NULL",
+                            pending_id) == 1);
+    CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE pending_transaction_id = $1"
+                            " AND NOT pending AND removed_at IS NULL",
+                            pending_id) == 1);
+  }
+}
+
+TEST_CASE("every Plaid error a sync can meet gets its outcome and its connection state", "[pg][plaid]") {
+  worker::plaid_job_settings settings;
+  settings.rate_limited_retry = 60s;  // long enough that the job is still waiting when checked
+  plaid_world world(500, {}, settings);
+  struct expectation {
+    std::string fault;
+    std::string job_state;
+    std::optional<std::string> failure;
+    std::string connection_status;
+    std::string error_mentions;
+  };
+  const std::vector<expectation> cases{
+      {R"("error_code":"RATE_LIMIT_EXCEEDED")", "retryable", std::nullopt, "active", "rate_limited"},
+      {R"("error_code":"INTERNAL_SERVER_ERROR")", "retryable", std::nullopt, "active", "transient"},
+      {R"("error_code":"PLANNED_MAINTENANCE")", "retryable", std::nullopt, "active", "transient"},
+      {R"("error_code":"INSTITUTION_DOWN")", "retryable", std::nullopt, "active", "institution_down"},
+      {R"("error_code":"INSTITUTION_NOT_RESPONDING")", "retryable", std::nullopt, "active", "institution_down"},
+      {R"("error_code":"ITEM_LOGIN_REQUIRED")", "failed", "needs_user_action", "needs_reauth", "ITEM_LOGIN_REQUIRED"},
+      {R"("error_code":"ITEM_LOCKED")", "failed", "needs_user_action", "needs_reauth", "ITEM_LOCKED"},
+      {R"("error_code":"INVALID_ACCESS_TOKEN")", "failed", "permanent", "broken", "INVALID_ACCESS_TOKEN"},
+      {R"("error_code":"ITEM_NOT_FOUND")", "failed", "permanent", "revoked", "ITEM_NOT_FOUND"},
+      {R"("error_code":"USER_PERMISSION_REVOKED")", "failed", "permanent", "revoked", "USER_PERMISSION_REVOKED"},
+      {R"("body":"malformed")", "failed", "permanent", "active", "response_invalid"},
+      {R"("body":"truncated")", "retryable", std::nullopt, "active", "transient"},
+      {R"("delay_ms":7000)", "retryable", std::nullopt, "active", "transient"},
+      {R"("error_code":"INVALID_API_KEYS")", "retryable", std::nullopt, "active", "invalid_api_keys"},
+  };
+  for (const expectation& expected : cases) {
+    INFO("fault " << expected.fault);
+    const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+    world.wait_synced(connection);
+    world.sim.post("/sim/faults", "{\"endpoint\":\"/transactions/sync\",\"times\":1000," + expected.fault + "}");
+    const auto job = world.request_sync(connection);
+    const auto outcome = world.wait_job(job, {expected.job_state});
+    CHECK(outcome.failure == expected.failure);
+    CHECK(outcome.last_error.find(expected.error_mentions) != std::string::npos);
+    if (expected.connection_status == "revoked") {
+      // The revocation it asked for runs next, at top priority.
+      const auto deadline = std::chrono::steady_clock::now() + 20s;
+      while (world.status_of(connection) != "revoked" && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    CHECK(world.status_of(connection) == expected.connection_status);
+    world.sim.post("/sim/faults/clear", "{}");
+  }
+  CHECK(world.handlers.paused());
+}
+
+TEST_CASE("revocation calls /item/remove once, shreds the token, cancels waiting syncs and is idempotent",
+          "[pg][plaid]") {
+  plaid_world world(500);
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  world.wait_synced(connection);
+  const std::string item = world.item_of(connection);
+  const std::size_t rows = world.stored(connection).size();
+
+  const auto requested_at = std::chrono::steady_clock::now();
+  const auto revoke = world.request_revoke(connection);
+  CHECK(world.wait_job(revoke, {"succeeded", "failed"}).state == "succeeded");
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - requested_at);
+  WARN("request_revoke to shredded: " << took.count() << " ms");
+  CHECK(world.status_of(connection) == "revoked");
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE subject_id = $1",
+                          connection.to_string()) == 0);
+  CHECK(world.sim.calls("/item/remove", item) == 1);
+  CHECK(world.stored(connection).size() == rows);  // the tenant's books stay
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE subject = $1 AND action = 'connection.revoked'",
+                          connection.to_string()) == 1);
+
+  // Asking again does nothing more, and a revoked connection cannot be synced.
+  const auto again = world.request_revoke(connection);
+  CHECK(world.wait_job(again, {"succeeded", "failed"}).state == "succeeded");
+  CHECK(world.sim.calls("/item/remove", item) == 1);
+  CHECK_THROWS(world.request_sync(connection));
+}
+
+TEST_CASE("revocation when Plaid already forgot the item still shreds the token", "[pg][plaid]") {
+  plaid_world world(500);
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  world.wait_synced(connection);
+  const std::string token = world.sim.access_token_of(world.item_of(connection));
+  world.sim.post("/item/remove", "{\"client_id\":\"" + std::string(sim_client_id) + "\",\"secret\":\"" + sim_secret +
+                                     "\",\"access_token\":\"" + token + "\"}");
+  const auto revoke = world.request_revoke(connection);
+  CHECK(world.wait_job(revoke, {"succeeded", "failed"}).state == "succeeded");
+  CHECK(world.status_of(connection) == "revoked");
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE subject_id = $1",
+                          connection.to_string()) == 0);
+}
+
+TEST_CASE("a revocation during a running sync stops it before its commit", "[pg][plaid]") {
+  plaid_world world(10);
+  // Every page takes 400 ms: the first sync is still walking when the revocation arrives.
+  world.sim.post("/sim/faults", R"({"endpoint":"/transactions/sync","delay_ms":400,"times":100})");
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (world.admin_count("SELECT count(*) FROM bankworker.jobs WHERE connection_id = $1::uuid AND kind = 'plaid.sync'"
+                           " AND state = 'running'",
+                           connection.to_string()) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto revoke = world.request_revoke(connection);
+  CHECK(world.wait_job(revoke, {"succeeded", "failed"}).state == "succeeded");
+  CHECK(world.status_of(connection) == "revoked");
+  // Let the sync reach its commit and find the connection revoked.
+  const auto settled = std::chrono::steady_clock::now() + 20s;
+  while (world.admin_count("SELECT count(*) FROM bankworker.jobs WHERE connection_id = $1::uuid AND kind = 'plaid.sync'"
+                           " AND state IN ('running', 'available')",
+                           connection.to_string()) > 0 &&
+         std::chrono::steady_clock::now() < settled) {
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(world.stored(connection).empty());
+  CHECK(world.admin_text("SELECT coalesce(sync_cursor, '') FROM bankworker.connections WHERE connection_id = $1::uuid",
+                         connection.to_string())
+            .empty());
+}
