@@ -27,25 +27,16 @@
 #include "db/migrate.hpp"
 #include "db/tenant_scope.hpp"
 #include "db/tenants.hpp"
+#include "bench/bench_support.hpp"
 
 using namespace bankworker;
+
+using bench::seconds_since;
+using bench::with_database;
 
 namespace {
 
 constexpr std::string_view token = "access-production-8ab976e6-64bc-4b38-98f7-731e7a349970";
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// postgresql://user:pw@host:port/db?x → same URL with another database.
-std::string with_database(const std::string& url, const std::string& database) {
-  const std::size_t scheme = url.find("://");
-  const std::size_t slash = scheme == std::string::npos ? std::string::npos : url.find('/', scheme + 3);
-  if (slash == std::string::npos) return url + " dbname=" + database;
-  const std::size_t query = url.find('?', slash);
-  return url.substr(0, slash + 1) + database + (query == std::string::npos ? "" : url.substr(query));
-}
 
 crypto::secret_context context_for(const core::uuid& tenant, const core::uuid& secret_id) {
   return {.purpose = crypto::secret_purpose::plaid_access_token,

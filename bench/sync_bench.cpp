@@ -1,0 +1,252 @@
+// Plaid transactions sync through the real worker path, simulator included.
+//
+//   sync_bench [--items N] [--transactions M] [--tenants T] [--concurrency C]
+//
+// Starts plaid_sim with N items of M transactions each, links every item to a connection (sealed
+// access token, as plaid.link leaves it; not timed), then enqueues one plaid.sync per connection
+// and runs the real dispatcher with the real handlers — HTTP client, page parsing and
+// normalisation, the walk buffer, the COPY-staged apply, the audit row and the completion — until
+// every connection has synced. It prints transactions stored per second and peak RSS; the last
+// line is one JSON object. BANKWORKER_DATABASE_URL selects the cluster (`make bench` points it at
+// the private one); the bench works in a database of its own and drops it afterwards.
+#include <signal.h>
+#include <sodium.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <curl/curl.h>
+#include <pqxx/pqxx>
+#include <simdjson.h>
+
+#include "bench/bench_support.hpp"
+#include "connectors/http/client.hpp"
+#include "connectors/plaid/client.hpp"
+#include "crypto/random.hpp"
+#include "db/migrate.hpp"
+#include "db/plaid_store.hpp"
+#include "db/stripe_store.hpp"
+#include "db/tenant_scope.hpp"
+#include "db/tenants.hpp"
+#include "queue/queue.hpp"
+#include "tests/support/child.hpp"
+#include "worker/dispatcher.hpp"
+#include "worker/plaid_jobs.hpp"
+
+namespace {
+
+using namespace bankworker;
+namespace asio = boost::asio;
+using bench::seconds_since;
+
+struct options {
+  std::size_t items = 100;
+  std::size_t transactions = 1'000;
+  std::size_t tenants = 10;
+  std::uint32_t concurrency = 8;
+};
+
+options parse_options(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string name = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "sync_bench: %s needs a value\n", argv[i]);
+      std::exit(2);
+    }
+    const std::size_t value = std::strtoull(argv[++i], nullptr, 10);
+    if (value == 0 || value > 1'000'000) {
+      std::fprintf(stderr, "sync_bench: %s must be 1..1000000\n", name.c_str());
+      std::exit(2);
+    }
+    if (name == "--items") o.items = value;
+    else if (name == "--transactions") o.transactions = value;
+    else if (name == "--tenants") o.tenants = value;
+    else if (name == "--concurrency") o.concurrency = static_cast<std::uint32_t>(value);
+    else {
+      std::fprintf(stderr, "sync_bench: unknown option %s\n", name.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+std::size_t append_body(char* data, std::size_t size, std::size_t count, void* out) {
+  static_cast<std::string*>(out)->append(data, size * count);
+  return size * count;
+}
+
+// A control call to the simulator from the main thread (setup only; not on the io_context).
+std::string sim_post(const std::string& url, const std::string& body) {
+  CURL* curl = curl_easy_init();
+  std::string answer;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 120'000L);
+  const CURLcode code = curl_easy_perform(curl);
+  curl_easy_cleanup(curl);
+  if (code != CURLE_OK) throw std::runtime_error(std::string("simulator call failed: ") + curl_easy_strerror(code));
+  return answer;
+}
+
+struct sim_item {
+  std::string item_id;
+  std::string access_token;
+};
+
+long count(pqxx::connection& admin, const std::string& sql) {
+  pqxx::nontransaction tx(admin);
+  return tx.exec1(sql)[0].as<long>();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (sodium_init() < 0) return 1;
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  const options o = parse_options(argc, argv);
+  const char* url = std::getenv("BANKWORKER_DATABASE_URL");
+  if (url == nullptr || *url == '\0') {
+    std::fprintf(stderr, "sync_bench: set BANKWORKER_DATABASE_URL (make bench sets it to the private cluster)\n");
+    return 2;
+  }
+  const std::string database = "bw_sync_bench_" + std::to_string(::getpid());
+  {
+    pqxx::connection admin(url);
+    pqxx::nontransaction(admin).exec("CREATE DATABASE " + admin.quote_name(database));
+  }
+  const std::string bench_url = bench::with_database(url, database);
+  double per_s = 0;
+  double seconds = 0;
+  long stored = 0;
+  try {
+    {
+      pqxx::connection owner(bench_url);
+      db::apply_migrations(owner, db::embedded_migrations());
+    }
+    test::child_process sim(PLAID_SIM_BINARY,
+                            {"--port", "0", "--items", std::to_string(o.items), "--transactions",
+                             std::to_string(o.transactions)},
+                            {});
+    const std::string sim_url = test::base_url_from(sim);
+    std::vector<sim_item> items;
+    {
+      simdjson::dom::parser parser;
+      const std::string body = sim_post(sim_url + "/sim/items", "{}");
+      for (simdjson::dom::element item : parser.parse(body)["items"].get_array()) {
+        items.push_back({std::string(item["item_id"].get_string().value()),
+                         std::string(item["access_token"].get_string().value())});
+      }
+    }
+
+    db::pool_settings pool_config;
+    pool_config.connections = o.concurrency + 4;
+    queue::add_prepared_statements(pool_config);
+    db::pool connections(crypto::secret::copy_of(bench_url), pool_config);
+    db::key_store keys(crypto::root_key_ring(std::make_unique<crypto::file_root_key>(crypto::secret::random(32))));
+    std::vector<core::uuid> tenants;
+    for (std::size_t t = 0; t < o.tenants; ++t) {
+      tenants.push_back(db::create_tenant(connections, keys, "Bench tenant " + std::to_string(t), "bench"));
+    }
+    // Link every item as plaid.link would: a connection and its sealed token.
+    std::vector<std::pair<core::uuid, core::uuid>> linked;  // tenant, connection
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const core::uuid tenant = tenants[i % tenants.size()];
+      const core::uuid connection = crypto::random_uuid();
+      db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
+        db::insert_plaid_connection(tx, tenant,
+                                    {.connection = connection,
+                                     .environment = "sandbox",
+                                     .item_id = items[i].item_id,
+                                     .institution_id = std::nullopt,
+                                     .linked_by_job = 0,
+                                     .first_periodic_sync_in = std::chrono::seconds(6 * 3600)});
+        keys.seal_secret(tx,
+                         {.purpose = crypto::secret_purpose::plaid_access_token,
+                          .tenant = tenant,
+                          .secret_id = crypto::random_uuid(),
+                          .subject_id = connection.to_string(),
+                          .environment = "sandbox"},
+                         crypto::secret::copy_of(items[i].access_token), "bench");
+      });
+      linked.emplace_back(tenant, connection);
+    }
+    core::currency_table currencies;
+    {
+      auto lease = connections.checkout();
+      pqxx::read_transaction tx(lease.connection());
+      currencies = db::load_currencies(tx);
+    }
+
+    queue::job_queue jobs(connections, {});
+    asio::io_context io;
+    asio::thread_pool blocking(pool_config.connections);
+    worker::logger log(worker::log_level::warn);
+    worker::metrics_registry metrics;
+    connectors::http::client http(io, {});
+    plaid::client_settings plaid_config;
+    plaid_config.base_url = sim_url;
+    plaid::client api(http, currencies, plaid_config, crypto::secret::copy_of("bankworker-sim-client"),
+                      crypto::secret::copy_of("bankworker-sim-secret"));
+    worker::plaid_jobs handlers(connections, keys, api, metrics, log, {});
+    const crypto::secret listen_url = crypto::secret::copy_of(bench_url);
+    worker::dispatcher_settings dispatch_config;
+    dispatch_config.concurrency = o.concurrency;
+    dispatch_config.poll_interval = std::chrono::milliseconds(100);
+    worker::dispatcher dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
+    dispatcher.add_handler(std::string(worker::plaid_sync_kind), handlers.sync_handler());
+    asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
+    std::thread io_thread([&io] { io.run(); });
+
+    pqxx::connection admin(bench_url);
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& [tenant, connection] : linked) {
+      db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
+        tx.exec_params("SELECT bankworker.request_sync($1::uuid, $2::uuid)", tenant.to_string(), connection.to_string());
+      });
+    }
+    const long expected = static_cast<long>(linked.size());
+    const auto deadline = start + std::chrono::minutes(10);
+    while (count(admin, "SELECT count(*) FROM bankworker.connections WHERE last_synced_at IS NOT NULL") < expected &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    seconds = seconds_since(start);
+    dispatcher.stop();
+    io_thread.join();
+    http.shutdown();
+    blocking.join();
+    stored = count(admin, "SELECT count(*) FROM bankworker.transactions WHERE removed_at IS NULL");
+    const long failed = count(admin, "SELECT count(*) FROM bankworker.jobs WHERE state IN ('failed', 'retryable')");
+    per_s = static_cast<double>(stored) / seconds;
+    std::printf("sync: %zu items x %zu transactions over %zu tenants, concurrency %u\n", o.items, o.transactions,
+                o.tenants, o.concurrency);
+    std::printf("stored %ld transactions in %.2f s = %.0f transactions/s (%ld jobs failed or retrying)\n", stored,
+                seconds, per_s, failed);
+    sim.signal(SIGTERM);
+    sim.wait(std::chrono::seconds(10));
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "sync_bench: %s\n", error.what());
+  }
+  {
+    pqxx::connection admin(url);
+    pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + admin.quote_name(database) + " WITH (FORCE)");
+  }
+  rusage self{};
+  ::getrusage(RUSAGE_SELF, &self);
+  const double rss_mb = static_cast<double>(self.ru_maxrss) / 1024.0;
+  std::printf("peak RSS of the worker side: %.1f MB\n", rss_mb);
+  std::printf("{\"bench\":\"sync\",\"transactions_per_s\":%.0f,\"transactions\":%ld,\"seconds\":%.3f,\"rss_mb\":%.1f}\n",
+              per_s, stored, seconds, rss_mb);
+  return stored > 0 ? 0 : 1;
+}
