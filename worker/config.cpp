@@ -225,6 +225,18 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
     }
   }
 
+  if (auto text = load.get("BANKWORKER_JOB_LEASE")) {
+    unsigned seconds = 0;
+    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), seconds);
+    const auto lease = std::chrono::seconds(seconds);
+    if (error != std::errc{} || end != text->data() + text->size() || lease < limits::job_lease_min ||
+        lease > limits::job_lease_max) {
+      load.problem("BANKWORKER_JOB_LEASE", "expected whole seconds from 1 to 3600, got '" + *text + "'");
+    } else {
+      s.job_lease = lease;
+    }
+  }
+
   if (auto text = load.get("BANKWORKER_LOG_LEVEL")) {
     if (auto level = parse_log_level(*text)) s.level = *level;
     else load.problem("BANKWORKER_LOG_LEVEL", "expected debug, info, warn or error, got '" + *text + "'");

@@ -46,6 +46,9 @@ struct settings {
   // How long `run` lets in-flight jobs finish after SIGTERM before releasing their leases: below
   // systemd's TimeoutStopSec (35 s in systemd/bankworker.service).
   std::chrono::seconds drain_timeout{25};
+  // How long a claimed job's lease lasts without a heartbeat: a job whose worker died runs again
+  // within this plus the rescue interval (BANKWORKER_JOB_LEASE, seconds).
+  std::chrono::seconds job_lease{60};
   log_level level = log_level::info;
 };
 

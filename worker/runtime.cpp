@@ -91,7 +91,9 @@ int run_service(settings& config) {
     currencies = db::load_currencies(tx);
   }
 
-  queue::job_queue jobs(connections, {});
+  queue::queue_settings queue_config;
+  queue_config.lease = config.job_lease;
+  queue::job_queue jobs(connections, queue_config);
   asio::io_context io;
   asio::thread_pool blocking(pool_config.connections);
   metrics_registry metrics;
@@ -101,6 +103,9 @@ int run_service(settings& config) {
   dispatcher_settings dispatch_config;
   dispatch_config.concurrency = config.concurrency;
   dispatch_config.drain_timeout = config.drain_timeout;
+  // Heartbeats well inside the lease, so a live job never loses it to a slow round trip.
+  dispatch_config.heartbeat_interval =
+      std::min(dispatch_config.heartbeat_interval, std::chrono::duration_cast<std::chrono::milliseconds>(config.job_lease) / 3);
   dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
   jobs_dispatcher.add_handler(std::string(stripe_post_kind), stripe_post_handler(connections, currencies));
 

@@ -23,6 +23,7 @@
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/plaid_sim.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 #include "worker/dispatcher.hpp"
@@ -42,117 +43,10 @@ namespace crypto = bankworker::crypto;
 
 namespace {
 
-constexpr const char* sim_client_id = "bankworker-sim-client";
-constexpr const char* sim_secret = "bankworker-sim-secret";
-
-// A row as the test expects it: Plaid's amount text turned into minor units here, by hand, with
-// the currency's exponent, and the sign flipped (Plaid's positive is money out).
-struct expected_row {
-  std::string transaction_id;
-  std::int64_t amount_minor = 0;
-  std::string currency;
-  bool pending = false;
-  std::optional<std::string> pending_transaction_id;
-  friend bool operator==(const expected_row&, const expected_row&) = default;
-  friend bool operator<(const expected_row& a, const expected_row& b) { return a.transaction_id < b.transaction_id; }
-};
-
-int exponent_of(const std::string& currency) {
-  static const std::map<std::string, int> exponents{{"USD", 2}, {"EUR", 2}, {"JPY", 0}, {"BHD", 3}, {"BTC", 8}};
-  const auto found = exponents.find(currency);
-  REQUIRE(found != exponents.end());
-  return found->second;
-}
-
-std::int64_t inflow_minor_units(std::string_view text, int exponent) {
-  bool negative = false;
-  if (!text.empty() && text.front() == '-') {
-    negative = true;
-    text.remove_prefix(1);
-  }
-  const auto dot = text.find('.');
-  std::string digits(text.substr(0, dot));
-  std::string fraction = dot == std::string_view::npos ? "" : std::string(text.substr(dot + 1));
-  REQUIRE(fraction.size() <= static_cast<std::size_t>(exponent));
-  fraction.append(static_cast<std::size_t>(exponent) - fraction.size(), '0');
-  const std::int64_t magnitude = std::stoll(digits + fraction);
-  return negative ? magnitude : -magnitude;
-}
-
-std::string sim_post(const std::string& url, const std::string& body) {
-  const auto result = bankworker::test::http_post(url, body, {"Content-Type: application/json"});
-  INFO(url << " answered " << result.status << ": " << result.body);
-  REQUIRE(result.status == 200);
-  return result.body;
-}
-
-struct plaid_simulator {
-  explicit plaid_simulator(const std::vector<std::string>& extra)
-      : process(PLAID_SIM_BINARY, arguments(extra), {}), url(bankworker::test::base_url_from(process)) {}
-
-  static std::vector<std::string> arguments(const std::vector<std::string>& extra) {
-    std::vector<std::string> args{"--port", "0", "--transactions", "40"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    return args;
-  }
-
-  std::string post(const std::string& path, const std::string& body) const { return sim_post(url + path, body); }
-
-  std::string public_token() const {
-    simdjson::dom::parser parser;
-    const std::string body = post("/sandbox/public_token/create",
-                                  std::string("{\"client_id\":\"") + sim_client_id + "\",\"secret\":\"" + sim_secret +
-                                      "\",\"institution_id\":\"ins_109508\",\"initial_products\":[\"transactions\"]}");
-    return std::string(parser.parse(body)["public_token"].get_string().value());
-  }
-
-  std::string access_token_of(const std::string& item_id) const {
-    simdjson::dom::parser parser;
-    const std::string body = post("/sim/items", "{}");
-    for (simdjson::dom::element item : parser.parse(body)["items"].get_array()) {
-      if (item["item_id"].get_string().value() == item_id) return std::string(item["access_token"].get_string().value());
-    }
-    FAIL("no item " << item_id << " in the simulator");
-    return {};
-  }
-
-  std::vector<expected_row> truth(const std::string& access_token) const {
-    simdjson::ondemand::parser parser;
-    const simdjson::padded_string body(post("/sim/transactions/truth", "{\"access_token\":\"" + access_token + "\"}"));
-    std::vector<expected_row> rows;
-    auto document = parser.iterate(body);
-    for (auto value : document["transactions"].get_array()) {
-      simdjson::ondemand::object t = value.get_object();
-      expected_row row;
-      row.transaction_id = std::string(std::string_view(t["transaction_id"].get_string()));
-      const std::string amount(t["amount"].raw_json_token().value());
-      auto iso = t["iso_currency_code"];
-      if (iso.is_null()) {
-        row.currency = std::string(std::string_view(t["unofficial_currency_code"].get_string()));
-      } else {
-        row.currency = std::string(std::string_view(iso.get_string()));
-      }
-      row.pending = t["pending"].get_bool();
-      auto pending_id = t["pending_transaction_id"];
-      if (!pending_id.is_null()) row.pending_transaction_id = std::string(std::string_view(pending_id.get_string()));
-      std::string trimmed = amount;
-      trimmed.erase(std::remove_if(trimmed.begin(), trimmed.end(), [](char c) { return c == ' '; }), trimmed.end());
-      row.amount_minor = inflow_minor_units(trimmed, exponent_of(row.currency));
-      rows.push_back(std::move(row));
-    }
-    std::sort(rows.begin(), rows.end());
-    return rows;
-  }
-
-  std::size_t calls(const std::string& endpoint, const std::string& item_id) const {
-    simdjson::dom::parser parser;
-    const std::string body = post("/sim/calls", "{\"endpoint\":\"" + endpoint + "\",\"item_id\":\"" + item_id + "\"}");
-    return parser.parse(body)["calls"].get_array().size();
-  }
-
-  child_process process;
-  std::string url;
-};
+using bankworker::test::expected_row;
+using bankworker::test::plaid_simulator;
+using bankworker::test::sim_client_id;
+using bankworker::test::sim_secret;
 
 struct job_outcome {
   std::string state;
@@ -301,19 +195,7 @@ struct plaid_world {
 
   std::vector<expected_row> stored(const uuid& connection) {
     const auto admin = database.connect_as_admin();
-    pqxx::work tx(*admin);
-    std::vector<expected_row> rows;
-    for (const auto& r : tx.exec_params("SELECT transaction_id, amount_minor, currency, pending, pending_transaction_id"
-                                        " FROM bankworker.transactions WHERE connection_id = $1::uuid AND removed_at IS NULL"
-                                        " ORDER BY transaction_id",
-                                        connection.to_string())) {
-      expected_row row{r[0].as<std::string>(), r[1].as<std::int64_t>(), r[2].as<std::string>(), r[3].as<bool>(),
-                       std::nullopt};
-      if (!r[4].is_null()) row.pending_transaction_id = r[4].as<std::string>();
-      rows.push_back(std::move(row));
-    }
-    std::sort(rows.begin(), rows.end());
-    return rows;
+    return bankworker::test::stored_rows(*admin, connection.to_string());
   }
 
   // The stored rows equal the simulator's truth exactly: same ids, amounts, currencies, flags.
