@@ -16,6 +16,7 @@
 
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/plaid_sim.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
@@ -126,4 +127,71 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   worker.signal(SIGTERM);
   CHECK(worker.wait(std::chrono::seconds(20)) == 0);
   CHECK(count(*admin, "SELECT count(*) FROM bankworker.jobs WHERE state = 'running'") == 0);
+}
+
+TEST_CASE("kill -9 of the worker mid-pagination loses and doubles nothing: the restarted worker resumes the sync",
+          "[pg][run][e2e][plaid]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  // 1,600 transactions are four pages of 500; each page takes 700 ms, so the walk is caught mid-way.
+  test::plaid_simulator plaid({"--transactions", "1600"});
+  plaid.post("/sim/faults", R"({"endpoint":"/transactions/sync","delay_ms":700,"times":4})");
+  const std::uint16_t port = free_port();
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+                                            {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                                            {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_PLAID_BASE_URL", plaid.url},
+                                            {"BANKWORKER_PLAID_CLIENT_ID", test::sim_client_id},
+                                            {"BANKWORKER_PLAID_SECRET", test::sim_secret},
+                                            {"BANKWORKER_JOB_LEASE", "3"},
+                                            {"BANKWORKER_DRAIN_TIMEOUT", "5"},
+                                            {"BANKWORKER_LOG_LEVEL", "warn"}};
+  const auto created = test::run_bankworker({"tenant", "create", "--name", "Sync Ltd"}, env);
+  REQUIRE(created.exit_code == 0);
+  const std::string tenant = created.out.substr(0, created.out.size() - 1);
+
+  auto worker = std::make_unique<test::child_process>(BANKWORKER_BINARY, std::vector<std::string>{"run"}, env);
+  const auto linked =
+      test::run_bankworker({"--json", "plaid", "link", "--tenant", tenant, "--public-token", plaid.public_token(), "--wait"}, env);
+  INFO(linked.out << linked.err);
+  REQUIRE(linked.exit_code == 0);
+  const auto at = linked.out.find("\"connection_id\":\"");
+  REQUIRE(at != std::string::npos);
+  const std::string connection = linked.out.substr(at + 17, 36);
+
+  const auto admin = database.connect_as_admin();
+  const std::string item = [&] {
+    pqxx::work tx(*admin);
+    return tx.exec_params1("SELECT item_id FROM bankworker.connections WHERE connection_id = $1::uuid", connection)[0]
+        .as<std::string>();
+  }();
+  // Two pages fetched, two to go: kill it.
+  REQUIRE(eventually([&] { return plaid.calls("/transactions/sync", item) >= 2; }));
+  worker->signal(SIGKILL);
+  CHECK(worker->wait(std::chrono::seconds(10)) == -1);
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.transactions") == 0);
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.connections WHERE sync_cursor IS NOT NULL") == 0);
+
+  // A new worker rescues the job once its lease (3 s) has expired and syncs from the stored cursor.
+  worker = std::make_unique<test::child_process>(BANKWORKER_BINARY, std::vector<std::string>{"run"}, env);
+  REQUIRE(eventually([&] { return count(*admin, "SELECT count(*) FROM bankworker.connections WHERE last_synced_at IS NOT NULL") == 1; },
+                     std::chrono::seconds(60)));
+  const auto expected = plaid.truth(plaid.access_token_of(item));
+  CHECK(expected.size() >= 1'000);
+  CHECK(test::stored_rows(*admin, connection) == expected);
+
+  const auto listed = test::run_bankworker({"--json", "connections", "list", "--tenant", tenant}, env);
+  CHECK_THAT(listed.out, Catch::Contains("\"status\":\"active\"") &&
+                             Catch::Contains("\"transactions\":" + std::to_string(expected.size())));
+
+  // Revocation from the command line: Plaid is told once, the token is shredded.
+  const auto revoked =
+      test::run_bankworker({"connections", "revoke", "--tenant", tenant, "--connection", connection, "--wait"}, env);
+  INFO(revoked.out << revoked.err);
+  CHECK(revoked.exit_code == 0);
+  CHECK(plaid.calls("/item/remove", item) == 1);
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.sealed_secrets WHERE purpose = 'plaid.access_token'") == 0);
+
+  worker->signal(SIGTERM);
+  CHECK(worker->wait(std::chrono::seconds(20)) == 0);
 }
