@@ -582,13 +582,19 @@ boost::asio::awaitable<response> client::perform(request call) {
   one->easy = curl_easy_init();
   if (one->easy == nullptr) throw std::bad_alloc();
   configure(*one, state_->settings);
-  std::shared_ptr<state> self = state_;
-  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>, void(response)>(
-      [self](auto handler, std::unique_ptr<transfer> pending) {
-        pending->done = std::make_unique<completion_of<decltype(handler)>>(std::move(handler), self->io.get_executor());
-        asio::post(self->strand, [self, pending = std::move(pending)]() mutable { self->start(std::move(pending)); });
-      },
-      asio::use_awaitable, std::move(one));
+  // GCC 12 destroys some temporaries of a co_await full-expression twice, so nothing with a
+  // destructor is built inside it: the initiation holds a plain pointer, the operation is named.
+  state* raw = state_.get();
+  auto initiation = [raw](auto handler, std::unique_ptr<transfer> pending) {
+    pending->done = std::make_unique<completion_of<decltype(handler)>>(std::move(handler), raw->io.get_executor());
+    asio::post(raw->strand, [self = raw->shared_from_this(), pending = std::move(pending)]() mutable {
+      self->start(std::move(pending));
+    });
+  };
+  auto operation = asio::async_initiate<const asio::use_awaitable_t<>, void(response)>(initiation, asio::use_awaitable,
+                                                                                       std::move(one));
+  response result = co_await std::move(operation);
+  co_return result;
 }
 
 bool client::url_allowed(std::string_view url) noexcept {
