@@ -34,7 +34,8 @@ struct client_settings {
 enum class error_class {
   rate_limited,          // 429 RATE_LIMIT_EXCEEDED (any code): retry after a delay, honour the limiter
   transient,             // 5xx, INTERNAL_SERVER_ERROR, PLANNED_MAINTENANCE, timeout, connection or
-                         // transfer failure, malformed body on a 2xx: retry with backoff
+                         // transfer failure (a truncated body included), the client shutting down:
+                         // retry with backoff
   institution_down,      // INSTITUTION_DOWN, INSTITUTION_NOT_RESPONDING: retry in longer steps
   needs_reauth,          // ITEM_LOGIN_REQUIRED, ITEM_LOCKED (and other user-fixable item errors):
                          // connection needs_reauth, no retries until re-linked
@@ -86,11 +87,9 @@ struct exchange_result {
   std::string item_id;
 };
 
-struct accounts_result {
-  std::vector<account> accounts;
-  std::string item_id;
-  std::optional<std::string> institution_id;
-};
+// accounts, item_id, institution_id: filled by parse_accounts_page (sync_page.hpp), which reads
+// accounts exactly as a sync page does.
+using accounts_result = accounts_page;
 
 struct remove_result {
   bool removed = true;  // false never happens today; kept for symmetry with Plaid's answer

@@ -260,9 +260,13 @@ bool is_calendar_date(std::string_view text) noexcept {
   return day <= days;
 }
 
-page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
-                            const core::currency_table& currencies) {
-  page_result result;
+namespace {
+
+// The one boundary where a bad body becomes an error value: `read` fills `result.page` from the
+// document and throws bad_page (or simdjson's error) on anything wrong.
+template <class Result, class Read>
+Result parse_body(simdjson::ondemand::parser& parser, std::string_view body, Read read) {
+  Result result;
   if (body.size() > page_body_bytes_max) {
     result.error = "body larger than page_body_bytes_max (" + std::to_string(page_body_bytes_max) + " bytes)";
     return result;
@@ -270,7 +274,30 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
   try {
     const simdjson::padded_string padded(body);
     simdjson::ondemand::document document = parser.iterate(padded);
-    sync_page& page = result.page;
+    read(document, result.page);
+    result.ok = true;
+  } catch (const bad_page& error) {
+    result.error = error.reason;
+    result.page = {};
+  } catch (const simdjson::simdjson_error& error) {
+    result.error = std::string("malformed JSON: ") + simdjson::error_message(error.error());
+    result.page = {};
+  }
+  return result;
+}
+
+void parse_accounts(value v, const core::currency_table& currencies, std::vector<account>& out) {
+  parse_array(v, "accounts", page_accounts_max, out, [&](value element, const std::string& path) {
+    if (element.type() != json_type::object) fail(path, "expected an object");
+    return parse_account(element.get_object(), currencies, path);
+  });
+}
+
+}  // namespace
+
+page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
+                            const core::currency_table& currencies) {
+  return parse_body<page_result>(parser, body, [&](simdjson::ondemand::document& document, sync_page& page) {
     bool seen_cursor = false, seen_has_more = false;
     for (auto field : document.get_object()) {
       const std::string_view key = field.unescaped_key();
@@ -286,10 +313,7 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
         parse_array(v, "removed", page_items_max, page.removed,
                     [&](value element, const std::string& path) { return parse_removed(element, path); });
       } else if (key == "accounts") {
-        parse_array(v, "accounts", page_accounts_max, page.accounts, [&](value element, const std::string& path) {
-          if (element.type() != json_type::object) fail(path, "expected an object");
-          return parse_account(element.get_object(), currencies, path);
-        });
+        parse_accounts(v, currencies, page.accounts);
       } else if (key == "next_cursor") {
         if (v.type() != json_type::string) fail("next_cursor", "expected a string");
         const std::string_view cursor = v.get_string();
@@ -307,15 +331,36 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
     if (page.added.size() + page.modified.size() + page.removed.size() > page_items_max) {
       fail("body", "more than page_items_max updates in one page");
     }
-    result.ok = true;
-  } catch (const bad_page& error) {
-    result.error = error.reason;
-    result.page = {};
-  } catch (const simdjson::simdjson_error& error) {
-    result.error = std::string("malformed JSON: ") + simdjson::error_message(error.error());
-    result.page = {};
-  }
-  return result;
+  });
+}
+
+accounts_page_result parse_accounts_page(simdjson::ondemand::parser& parser, std::string_view body,
+                                         const core::currency_table& currencies) {
+  return parse_body<accounts_page_result>(parser, body,
+                                          [&](simdjson::ondemand::document& document, accounts_page& page) {
+    bool seen_accounts = false, seen_item = false;
+    for (auto field : document.get_object()) {
+      const std::string_view key = field.unescaped_key();
+      value v = field.value();
+      if (key == "accounts") {
+        parse_accounts(v, currencies, page.accounts);
+        seen_accounts = true;
+      } else if (key == "item") {
+        if (v.type() != json_type::object) fail("item", "expected an object");
+        for (auto item_field : v.get_object()) {
+          const std::string_view item_key = item_field.unescaped_key();
+          if (item_key == "item_id") {
+            page.item_id = required_string(item_field.value(), "item.item_id", plaid_id_bytes_max);
+            seen_item = true;
+          } else if (item_key == "institution_id") {
+            page.institution_id = optional_id(item_field.value(), "item.institution_id");
+          }
+        }
+      }
+    }
+    if (!seen_accounts) fail("accounts", "missing");
+    if (!seen_item) fail("item.item_id", "missing");
+  });
 }
 
 }  // namespace bankworker::plaid

@@ -84,6 +84,23 @@ struct page_result {
 page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
                             const core::currency_table& currencies);
 
+// /accounts/get: the accounts, read exactly as a sync page's, and the item they belong to.
+struct accounts_page {
+  std::vector<account> accounts;
+  std::string item_id;
+  std::optional<std::string> institution_id;
+};
+
+struct accounts_page_result {
+  bool ok = false;
+  accounts_page page;
+  std::string error;  // when !ok: what is wrong and where
+};
+
+// Parses a 200 response body of /accounts/get. `parser` is reused by the caller.
+accounts_page_result parse_accounts_page(simdjson::ondemand::parser& parser, std::string_view body,
+                                         const core::currency_table& currencies);
+
 // Whether `text` is a real calendar date written YYYY-MM-DD.
 bool is_calendar_date(std::string_view text) noexcept;
 

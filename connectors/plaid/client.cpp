@@ -1,0 +1,560 @@
+#include "connectors/plaid/client.hpp"
+
+#include <simdjson.h>
+
+#include <array>
+#include <cstring>
+#include <initializer_list>
+
+#include "core/assert.hpp"
+#include "core/json_text.hpp"
+#include "crypto/redact.hpp"
+
+namespace bankworker::plaid {
+
+namespace {
+
+namespace http = connectors::http;
+
+using simdjson::ondemand::json_type;
+
+// classify_error, adding how many values it redacted to `redactions` (for the call record).
+error classify_counted(long http_status, std::string_view body, std::uint32_t& redactions);
+
+// Plaid's error_message is a sentence; anything longer is cut before it is kept.
+constexpr std::size_t error_message_bytes_max = 512;
+constexpr std::size_t error_field_bytes_max = 128;
+// A Retry-After beyond a day is treated as a day: the queue's own backoff caps it anyway.
+constexpr std::int64_t retry_after_s_max = 86'400;
+
+// One member of a request body. `quoted` values are JSON-escaped strings; others are written as
+// they are (numbers we produced ourselves).
+struct json_member {
+  json_member(std::string_view member_name, std::string_view member_value, bool is_string = true)
+      : name(member_name), value(member_value), quoted(is_string) {}
+  std::string_view name;
+  std::string_view value;
+  bool quoted;
+};
+
+// Builds `{"name":value,…}` straight into guarded memory: the body carries client_id, secret
+// and usually the access token, so it never exists in an ordinary std::string.
+crypto::secret json_body(std::initializer_list<json_member> members) {
+  std::size_t bytes = 2 + (members.size() > 0 ? members.size() - 1 : 0);
+  for (const json_member& member : members) {
+    bytes += core::json_string_bytes(member.name) + 1;
+    bytes += member.quoted ? core::json_string_bytes(member.value) : member.value.size();
+  }
+  return crypto::secret::filled(bytes, [&](unsigned char* out) {
+    char* const begin = reinterpret_cast<char*>(out);
+    char* at = begin;
+    *at++ = '{';
+    bool first = true;
+    for (const json_member& member : members) {
+      if (!first) *at++ = ',';
+      first = false;
+      at = core::write_json_string(member.name, at);
+      *at++ = ':';
+      if (member.quoted) {
+        at = core::write_json_string(member.value, at);
+      } else {
+        std::memcpy(at, member.value.data(), member.value.size());
+        at += member.value.size();
+      }
+    }
+    *at++ = '}';
+    BW_ASSERT(static_cast<std::size_t>(at - begin) == bytes);
+    return true;
+  });
+}
+
+// The message kept in an error: cut to size, then redacted (it may quote a token back to us).
+std::string kept_message(std::string_view text, std::uint32_t& redactions) {
+  if (text.size() > error_message_bytes_max) text = text.substr(0, error_message_bytes_max);
+  std::string out;
+  redactions += static_cast<std::uint32_t>(crypto::redact_into(text, out));
+  return out;
+}
+
+std::string short_field(std::string_view text) { return std::string(text.substr(0, error_field_bytes_max)); }
+
+bool contains_no_case(std::string_view text, std::string_view needle) {
+  if (needle.size() > text.size()) return false;
+  for (std::size_t i = 0; i + needle.size() <= text.size(); ++i) {
+    bool same = true;
+    for (std::size_t j = 0; j < needle.size() && same; ++j) {
+      char c = text[i + j];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      same = c == needle[j];
+    }
+    if (same) return true;
+  }
+  return false;
+}
+
+template <std::size_t N>
+bool is_one_of(std::string_view code, const std::array<std::string_view, N>& codes) {
+  for (const std::string_view candidate : codes) {
+    if (code == candidate) return true;
+  }
+  return false;
+}
+
+// ITEM_ERRORs the user resolves by re-linking through Link's update mode (Plaid's docs list them
+// under "Item errors" with that remedy).
+constexpr std::array<std::string_view, 12> user_fixable_item_errors = {
+    "ITEM_LOGIN_REQUIRED", "ITEM_LOCKED",       "INVALID_CREDENTIALS",      "INVALID_MFA",
+    "INVALID_SEND_METHOD", "INSUFFICIENT_CREDENTIALS", "INVALID_UPDATED_USERNAME", "MFA_NOT_SUPPORTED",
+    "NO_ACCOUNTS",         "USER_SETUP_REQUIRED", "PASSWORD_RESET_REQUIRED",  "ACCESS_NOT_GRANTED"};
+
+// Credential and environment errors: nothing works until an operator fixes configuration.
+constexpr std::array<std::string_view, 3> credential_errors = {"INVALID_API_KEYS", "UNAUTHORIZED_ENVIRONMENT",
+                                                               "UNAUTHORIZED_ROUTE_ACCESS"};
+
+error_class class_of(long status, std::string_view type, std::string_view code, std::string_view message) {
+  if (status == 429 || type == "RATE_LIMIT_EXCEEDED") return error_class::rate_limited;
+  if (code == "INSTITUTION_DOWN" || code == "INSTITUTION_NOT_RESPONDING") return error_class::institution_down;
+  if (code == "INTERNAL_SERVER_ERROR" || code == "PLANNED_MAINTENANCE" || type == "API_ERROR") {
+    return error_class::transient;
+  }
+  if (code == "ITEM_NOT_FOUND" || code == "USER_PERMISSION_REVOKED") return error_class::item_gone;
+  if (code == "INVALID_ACCESS_TOKEN") return error_class::invalid_access_token;
+  if (is_one_of(code, credential_errors)) return error_class::invalid_api_keys;
+  if (code == "TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION") return error_class::mutation_during_pagination;
+  if (code == "INVALID_FIELD" && contains_no_case(message, "cursor") && contains_no_case(message, "not associated")) {
+    return error_class::cursor_not_associated;
+  }
+  if (code == "INVALID_PUBLIC_TOKEN") return error_class::invalid_public_token;
+  if (is_one_of(code, user_fixable_item_errors)) return error_class::needs_reauth;
+  // PRODUCT_NOT_READY: Plaid is still preparing the data; asking again later works.
+  if (code == "PRODUCT_NOT_READY") return error_class::transient;
+  if (type == "INSTITUTION_ERROR") return error_class::institution_down;
+  if (status >= 500) return error_class::transient;
+  if (status >= 200 && status < 300) return error_class::response_invalid;
+  return error_class::invalid_request;
+}
+
+// What the client keeps of one exchange with Plaid before the endpoint reads the body.
+struct exchange {
+  http::response response;
+  call_record record;
+  std::optional<error> failure;
+};
+
+std::chrono::milliseconds retry_after_of(std::string_view text) {
+  if (text.empty() || text.size() > 9) return std::chrono::milliseconds(0);
+  std::int64_t seconds = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') return std::chrono::milliseconds(0);  // an HTTP-date: not honoured
+    seconds = seconds * 10 + (c - '0');
+  }
+  return std::chrono::seconds(std::min(seconds, retry_after_s_max));
+}
+
+error failure_of_transport(const http::response& response, std::uint32_t& redactions) {
+  error out;
+  switch (response.error) {
+    case http::failure::refused_url:
+    case http::failure::tls:
+    case http::failure::too_large:
+      out.kind = error_class::refused;
+      break;
+    case http::failure::none:
+    case http::failure::timeout:
+    case http::failure::connect:
+    case http::failure::transfer:
+    case http::failure::cancelled:
+      out.kind = error_class::transient;
+      break;
+  }
+  out.message = kept_message(response.error_text, redactions);
+  return out;
+}
+
+// One POST to Plaid. `http` outlives the client, which outlives the call (client.hpp).
+boost::asio::awaitable<exchange> call_plaid(http::client& http, const client_settings& settings, std::string endpoint,
+                                            crypto::secret body, bool sensitive) {
+  http::request request;
+  request.method = "POST";
+  request.url = settings.base_url + endpoint;
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.headers.emplace_back("Plaid-Version", settings.plaid_version);
+  request.body = std::move(body);
+  request.timeout = settings.request_timeout;
+  request.sensitive_response = sensitive;
+  exchange out;
+  // Named, not a temporary inside the co_await (GCC 12 may destroy those twice).
+  auto performing = http.perform(std::move(request));
+  out.response = co_await std::move(performing);
+  const http::response& response = out.response;
+  out.record.endpoint = endpoint;
+  out.record.http_status = response.status;
+  out.record.bytes_sent = response.bytes_sent;
+  out.record.bytes_received = response.bytes_received;
+  out.record.latency = response.latency;
+  if (response.error != http::failure::none) {
+    out.failure = failure_of_transport(response, out.record.redactions);
+  } else if (response.status < 200 || response.status >= 300) {
+    if (sensitive) {
+      const crypto::secret::view text = response.secret_body.reveal();
+      out.failure = classify_counted(response.status, text.text(), out.record.redactions);
+    } else {
+      out.failure = classify_counted(response.status, response.body, out.record.redactions);
+    }
+    out.failure->retry_after = retry_after_of(response.retry_after);
+  }
+  if (out.failure) {
+    out.failure->http_status = response.status;
+    out.record.error_code = out.failure->error_code;
+  }
+  co_return out;
+}
+
+template <class T>
+result<T> failed(exchange& done) {
+  result<T> out;
+  out.failure = std::move(*done.failure);
+  out.call = std::move(done.record);
+  return out;
+}
+
+// A 2xx whose body does not hold what the endpoint promises.
+template <class T>
+result<T> invalid(exchange& done, std::string_view reason) {
+  result<T> out;
+  out.failure.kind = error_class::response_invalid;
+  out.failure.http_status = done.response.status;
+  out.failure.message = kept_message(reason, done.record.redactions);
+  out.call = std::move(done.record);
+  return out;
+}
+
+template <class T>
+result<T> succeeded(exchange& done, T value) {
+  result<T> out;
+  out.value = std::move(value);
+  out.call = std::move(done.record);
+  return out;
+}
+
+std::string_view trim_right(std::string_view text) {
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\n' || text.back() == '\r' || text.back() == '\t')) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+// Reads /item/public_token/exchange's answer from guarded memory: the access token is taken from
+// the raw input bytes (never unescaped into the parser's heap buffers) straight into a new secret.
+struct exchange_read {
+  std::optional<exchange_result> value;
+  std::string error;
+};
+
+exchange_read read_exchange(const crypto::secret& body) {
+  exchange_read out;
+  // simdjson reads up to SIMDJSON_PADDING bytes past the end: a padded copy, still guarded.
+  const crypto::secret padded = crypto::secret::filled(body.size() + simdjson::SIMDJSON_PADDING, [&](unsigned char* to) {
+    const crypto::secret::view from = body.reveal();
+    std::memcpy(to, from.data(), from.size());
+    std::memset(to + from.size(), 0, simdjson::SIMDJSON_PADDING);
+    return true;
+  });
+  const crypto::secret::view text = padded.reveal();
+  simdjson::ondemand::parser parser;
+  try {
+    simdjson::ondemand::document document =
+        parser.iterate(text.text().data(), body.size(), body.size() + simdjson::SIMDJSON_PADDING);
+    exchange_result result;
+    bool seen_token = false;
+    for (auto field : document.get_object()) {
+      const std::string_view key = field.unescaped_key();
+      simdjson::ondemand::value value = field.value();
+      if (key == "access_token") {
+        if (value.type() != json_type::string) {
+          out.error = "access_token: expected a string";
+          return out;
+        }
+        const std::string_view raw = trim_right(value.raw_json_token());
+        if (raw.size() < 3 || raw.front() != '"' || raw.back() != '"') {
+          out.error = "access_token: empty";
+          return out;
+        }
+        const std::string_view token = raw.substr(1, raw.size() - 2);
+        // Plaid's tokens are plain ASCII; an escape would have to be decoded outside guarded memory.
+        if (token.find('\\') != std::string_view::npos) {
+          out.error = "access_token: escaped characters";
+          return out;
+        }
+        result.access_token = crypto::secret::copy_of(token);
+        seen_token = true;
+      } else if (key == "item_id") {
+        if (value.type() != json_type::string) {
+          out.error = "item_id: expected a string";
+          return out;
+        }
+        const std::string_view item_id = value.get_string();
+        if (item_id.empty() || item_id.size() > plaid_id_bytes_max) {
+          out.error = "item_id: empty or longer than plaid_id_bytes_max";
+          return out;
+        }
+        result.item_id = std::string(item_id);
+      }
+    }
+    if (!seen_token) {
+      out.error = "access_token: missing";
+      return out;
+    }
+    if (result.item_id.empty()) {
+      out.error = "item_id: missing";
+      return out;
+    }
+    out.value = std::move(result);
+  } catch (const simdjson::simdjson_error& error) {
+    out.error = std::string("malformed JSON: ") + simdjson::error_message(error.error());
+  }
+  return out;
+}
+
+struct key_read {
+  std::optional<verification_key> value;
+  std::string error;
+};
+
+key_read read_verification_key(std::string_view body) {
+  key_read out;
+  simdjson::ondemand::parser parser;
+  try {
+    const simdjson::padded_string padded(body);
+    simdjson::ondemand::document document = parser.iterate(padded);
+    verification_key key;
+    bool seen_key = false, seen_created = false;
+    std::string kty, crv, alg;
+    for (auto field : document.get_object()) {
+      const std::string_view field_name = field.unescaped_key();
+      if (field_name != "key") continue;
+      seen_key = true;
+      for (auto member : field.value().get_object()) {
+        const std::string_view name = member.unescaped_key();
+        simdjson::ondemand::value value = member.value();
+        if (name == "kid") {
+          key.kid = short_field(value.get_string());
+        } else if (name == "x") {
+          key.x = short_field(value.get_string());
+        } else if (name == "y") {
+          key.y = short_field(value.get_string());
+        } else if (name == "kty") {
+          kty = short_field(value.get_string());
+        } else if (name == "crv") {
+          crv = short_field(value.get_string());
+        } else if (name == "alg") {
+          alg = short_field(value.get_string());
+        } else if (name == "created_at") {
+          key.created_at = value.get_int64();
+          seen_created = true;
+        } else if (name == "expired_at") {
+          if (!value.is_null()) key.expired_at = value.get_int64();
+        }
+      }
+    }
+    if (!seen_key) {
+      out.error = "key: missing";
+    } else if (key.kid.empty() || key.x.empty() || key.y.empty() || !seen_created) {
+      out.error = "key: kid, x, y or created_at missing";
+    } else if (kty != "EC" || crv != "P-256" || alg != "ES256") {
+      out.error = "key: not an ES256 P-256 EC key";
+    } else {
+      out.value = std::move(key);
+    }
+  } catch (const simdjson::simdjson_error& error) {
+    out.error = std::string("malformed JSON: ") + simdjson::error_message(error.error());
+  }
+  return out;
+}
+
+// Whether `body` is a JSON object at all (for answers we only acknowledge).
+std::string json_object_problem(std::string_view body) {
+  simdjson::dom::parser parser;
+  const simdjson::padded_string padded(body);
+  simdjson::dom::element root;
+  if (const auto code = parser.parse(padded).get(root); code != simdjson::SUCCESS) {
+    return std::string("malformed JSON: ") + simdjson::error_message(code);
+  }
+  if (!root.is_object()) return "expected a JSON object";
+  return {};
+}
+
+}  // namespace
+
+std::string_view to_string(error_class value) noexcept {
+  switch (value) {
+    case error_class::rate_limited: return "rate_limited";
+    case error_class::transient: return "transient";
+    case error_class::institution_down: return "institution_down";
+    case error_class::needs_reauth: return "needs_reauth";
+    case error_class::item_gone: return "item_gone";
+    case error_class::invalid_access_token: return "invalid_access_token";
+    case error_class::invalid_api_keys: return "invalid_api_keys";
+    case error_class::mutation_during_pagination: return "mutation_during_pagination";
+    case error_class::cursor_not_associated: return "cursor_not_associated";
+    case error_class::invalid_public_token: return "invalid_public_token";
+    case error_class::invalid_request: return "invalid_request";
+    case error_class::response_invalid: return "response_invalid";
+    case error_class::refused: return "refused";
+  }
+  return "unknown";
+}
+
+error classify_error(long http_status, std::string_view body) {
+  std::uint32_t redactions = 0;
+  return classify_counted(http_status, body, redactions);
+}
+
+namespace {
+
+error classify_counted(long http_status, std::string_view body, std::uint32_t& redactions) {
+  error out;
+  out.http_status = http_status;
+  std::string message;
+  bool plaid_error = false;
+  if (body.size() <= page_body_bytes_max) {
+    simdjson::ondemand::parser parser;
+    try {
+      const simdjson::padded_string padded(body);
+      simdjson::ondemand::document document = parser.iterate(padded);
+      for (auto field : document.get_object()) {
+        const std::string_view key = field.unescaped_key();
+        simdjson::ondemand::value value = field.value();
+        if (value.type() != json_type::string) continue;  // null display_message and the like
+        const std::string_view text = value.get_string();
+        if (key == "error_type") {
+          out.error_type = short_field(text);
+          plaid_error = true;
+        } else if (key == "error_code") {
+          out.error_code = short_field(text);
+          plaid_error = true;
+        } else if (key == "error_message") {
+          message = std::string(text.substr(0, error_message_bytes_max));
+        } else if (key == "request_id") {
+          out.request_id = short_field(text);
+        }
+      }
+    } catch (const simdjson::simdjson_error&) {
+      plaid_error = false;
+    }
+  }
+  if (!plaid_error) {
+    out.error_type.clear();
+    out.error_code.clear();
+    message = "HTTP " + std::to_string(http_status) + " without Plaid's error object";
+  }
+  out.kind = class_of(http_status, out.error_type, out.error_code, message);
+  out.message = kept_message(message, redactions);
+  // The identifiers are Plaid's enumerations; redacting them too costs nothing and keeps a
+  // hostile or broken server from smuggling a token into a log through them.
+  std::string type, code;
+  redactions += static_cast<std::uint32_t>(crypto::redact_into(out.error_type, type));
+  redactions += static_cast<std::uint32_t>(crypto::redact_into(out.error_code, code));
+  out.error_type = std::move(type);
+  out.error_code = std::move(code);
+  return out;
+}
+
+}  // namespace
+
+client::client(connectors::http::client& http, const core::currency_table& currencies, client_settings settings,
+               crypto::secret client_id, crypto::secret api_secret)
+    : http_(http),
+      currencies_(currencies),
+      settings_(std::move(settings)),
+      client_id_(std::move(client_id)),
+      api_secret_(std::move(api_secret)) {}
+
+boost::asio::awaitable<result<exchange_result>> client::exchange_public_token(std::string public_token) const {
+  crypto::secret body = [&] {
+    const crypto::secret::view id = client_id_.reveal();
+    const crypto::secret::view secret = api_secret_.reveal();
+    return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"public_token", public_token}});
+  }();
+  auto calling = call_plaid(http_, settings_, "/item/public_token/exchange", std::move(body), true);
+  exchange done = co_await std::move(calling);
+  if (done.failure) co_return failed<exchange_result>(done);
+  exchange_read read = read_exchange(done.response.secret_body);
+  if (!read.value) co_return invalid<exchange_result>(done, read.error);
+  co_return succeeded(done, std::move(*read.value));
+}
+
+boost::asio::awaitable<result<accounts_result>> client::get_accounts(const crypto::secret& access_token) const {
+  crypto::secret body = [&] {
+    const crypto::secret::view id = client_id_.reveal();
+    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view token = access_token.reveal();
+    return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"access_token", token.text()}});
+  }();
+  auto calling = call_plaid(http_, settings_, "/accounts/get", std::move(body), false);
+  exchange done = co_await std::move(calling);
+  if (done.failure) co_return failed<accounts_result>(done);
+  simdjson::ondemand::parser parser;
+  accounts_page_result read = parse_accounts_page(parser, done.response.body, currencies_);
+  if (!read.ok) co_return invalid<accounts_result>(done, read.error);
+  co_return succeeded(done, std::move(read.page));
+}
+
+boost::asio::awaitable<result<sync_page>> client::sync_transactions(const crypto::secret& access_token,
+                                                                    std::string cursor,
+                                                                    simdjson::ondemand::parser& parser) const {
+  const std::string count = std::to_string(settings_.sync_count);
+  crypto::secret body = [&] {
+    const crypto::secret::view id = client_id_.reveal();
+    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view token = access_token.reveal();
+    if (cursor.empty()) {
+      return json_body({{"client_id", id.text()},
+                        {"secret", secret.text()},
+                        {"access_token", token.text()},
+                        {"count", count, false}});
+    }
+    return json_body({{"client_id", id.text()},
+                      {"secret", secret.text()},
+                      {"access_token", token.text()},
+                      {"cursor", cursor},
+                      {"count", count, false}});
+  }();
+  auto calling = call_plaid(http_, settings_, "/transactions/sync", std::move(body), false);
+  exchange done = co_await std::move(calling);
+  if (done.failure) co_return failed<sync_page>(done);
+  page_result read = parse_sync_page(parser, done.response.body, currencies_);
+  if (!read.ok) co_return invalid<sync_page>(done, read.error);
+  co_return succeeded(done, std::move(read.page));
+}
+
+boost::asio::awaitable<result<remove_result>> client::remove_item(const crypto::secret& access_token) const {
+  crypto::secret body = [&] {
+    const crypto::secret::view id = client_id_.reveal();
+    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view token = access_token.reveal();
+    return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"access_token", token.text()}});
+  }();
+  auto calling = call_plaid(http_, settings_, "/item/remove", std::move(body), false);
+  exchange done = co_await std::move(calling);
+  if (done.failure) co_return failed<remove_result>(done);
+  const std::string problem = json_object_problem(done.response.body);
+  if (!problem.empty()) co_return invalid<remove_result>(done, problem);
+  co_return succeeded(done, remove_result{});
+}
+
+boost::asio::awaitable<result<verification_key>> client::get_webhook_verification_key(std::string key_id) const {
+  crypto::secret body = [&] {
+    const crypto::secret::view id = client_id_.reveal();
+    const crypto::secret::view secret = api_secret_.reveal();
+    return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"key_id", key_id}});
+  }();
+  auto calling = call_plaid(http_, settings_, "/webhook_verification_key/get", std::move(body), false);
+  exchange done = co_await std::move(calling);
+  if (done.failure) co_return failed<verification_key>(done);
+  key_read read = read_verification_key(done.response.body);
+  if (!read.value) co_return invalid<verification_key>(done, read.error);
+  co_return succeeded(done, std::move(*read.value));
+}
+
+}  // namespace bankworker::plaid
