@@ -30,3 +30,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 REVOKE ALL ON FUNCTION bankworker.job_outcome(uuid, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bankworker.job_outcome(uuid, bigint) TO bankworker_worker;
+
+-- Unofficial currencies Plaid reports in unofficial_currency_code, each with a declared exponent
+-- (issue #5: amounts with more precision than declared are refused, never rounded). Bitcoin is
+-- counted in satoshi (8 decimals). Currencies whose smallest unit would overflow a bigint within
+-- realistic balances (ether's 18 decimals) are deliberately absent: their transactions are
+-- refused with a clear error until someone declares an exponent the books can hold.
+INSERT INTO bankworker.currencies (code, exponent, iso) VALUES ('BTC', 8, false);

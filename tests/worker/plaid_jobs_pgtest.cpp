@@ -279,7 +279,7 @@ TEST_CASE("pending to posted across pages leaves the posted row linked and the p
     simdjson::dom::parser parser;
     const std::string added = world.sim.post("/sim/transactions/add",
                                              "{\"access_token\":\"" + token + "\",\"pending\":true,\"amount_minor\":1234}");
-    const std::string pending_id(parser.parse(added)["transaction_id"].get_string().value());
+    const std::string pending_id(parser.parse(added)["transaction"]["transaction_id"].get_string().value());
     CHECK(world.wait_job(world.request_sync(connection), {"succeeded", "failed"}).state == "succeeded");
     CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1 AND pending"
                             " AND removed_at IS NULL AND amount_minor = -1234",
