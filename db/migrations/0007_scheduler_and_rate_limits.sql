@@ -71,7 +71,7 @@ CREATE POLICY cross_tenant_machinery ON bankworker.external_calls FOR ALL TO ban
 -- order (one order for every caller, so two takers never deadlock), and checked and updated
 -- under those locks. The locks last until the caller's transaction ends, so call it in a short
 -- transaction of its own. A clock that steps back is treated as still at the newest second seen,
--- which can only make the limiter stricter.
+-- which can only make the limiter stricter; the wait returned is at most 61 s all the same.
 CREATE FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off SET plan_cache_mode = force_custom_plan AS $$
@@ -148,7 +148,8 @@ BEGIN
   END LOOP;
 
   IF wait_ms > 0 THEN
-    RETURN wait_ms;
+    -- Bounded by the window even after the clock stepped back: the caller asks again after it.
+    RETURN least(wait_ms, 61000);
   END IF;
   -- Pass 2: every bucket had room; take one token from each, in the current second's slot.
   UPDATE bankworker.rate_buckets r
