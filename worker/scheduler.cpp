@@ -39,7 +39,7 @@ void check_range(const char* name, Duration value, Duration low, Duration high) 
 void check_scheduler_settings(const scheduler_settings& s) {
   check_range("tick", s.tick, scheduler_tick_min, scheduler_tick_max);
   check_range("sync_interval", s.sync_interval, sync_interval_min, sync_interval_max);
-  check_range("sync_jitter_percent", s.sync_jitter_percent, 0U, sync_jitter_percent_max);
+  if (s.sync_jitter_percent > sync_jitter_percent_max) throw std::invalid_argument("scheduler sync_jitter_percent out of range");
   check_range("sync_batch", s.sync_batch, 1U, sync_batch_max);
   check_range("sync_batches_per_tick", s.sync_batches_per_tick, 1U, sync_batches_per_tick_max);
   check_range("prune_jobs_interval", s.prune_jobs_interval, maintenance_interval_min, maintenance_interval_max);
