@@ -224,11 +224,12 @@ TEST_CASE("maintenance prunes finished jobs past retention", "[pg][scheduler]") 
   const scratch_database database;
   insert_connections(database, 1, 1, "active", "'infinity'", "jobs");
   run_admin(database, "INSERT INTO bankworker.jobs (tenant_id, kind, state, finished_at)"
-                      " SELECT tenant_id, 'test.done', 'succeeded', now() - d * interval '1 hour'"
+                      " SELECT tenant_id, 'test.done', 'succeeded', now() - (d - 0.5) * interval '1 hour'"
                       " FROM bankworker.tenants, generate_series(1, 48) d");
   worker::scheduler_settings settings = at_time(std::chrono::system_clock::now());
   settings.succeeded_retention = 24h;
   test_scheduler first(database, settings);
+  // Finished 0.5 h to 47.5 h ago: the 24 older than a day go.
   const worker::scheduler_report report = first.scheduler.tick();
   CHECK(report.jobs_pruned == 24);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs") == 24);
