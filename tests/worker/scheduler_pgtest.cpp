@@ -2,7 +2,9 @@
 // jitter on the next one, two schedulers racing over the same due connections, and maintenance
 // that runs once per interval however many schedulers look.
 #include <catch2/catch.hpp>
+#include <signal.h>
 
+#include <map>
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
@@ -11,7 +13,10 @@
 #include <pqxx/pqxx>
 
 #include "queue/queue.hpp"
+#include "tests/support/child.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
 #include "worker/metrics.hpp"
 #include "worker/scheduler.hpp"
 
@@ -274,6 +279,37 @@ TEST_CASE("the scheduler coroutine ticks on its own until stopped", "[pg][schedu
   io_thread.join();
   CHECK(clean);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'plaid.sync'") == 6);
+}
+
+TEST_CASE("two bankworker run processes enqueue each due connection's periodic sync once", "[pg][scheduler][e2e]") {
+  const scratch_database database;
+  insert_connections(database, 10, 20, "active", "now() - interval '1 minute'", "processes");
+  const bankworker::test::root_key_file key;
+  const auto env_on = [&](std::uint16_t port) {
+    return std::map<std::string, std::string>{{"BANKWORKER_DATABASE_URL", database.url()},
+                                              {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                                              {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                              {"BANKWORKER_DRAIN_TIMEOUT", "5"},
+                                              {"BANKWORKER_LOG_LEVEL", "error"}};
+  };
+  bankworker::test::child_process first(BANKWORKER_BINARY, {"run"}, env_on(bankworker::test::free_loopback_port()));
+  bankworker::test::child_process second(BANKWORKER_BINARY, {"run"}, env_on(bankworker::test::free_loopback_port()));
+  // Both schedule at start-up. Nothing handles plaid.sync yet, so the dispatchers record those
+  // jobs as failed; they stay in the table and are counted all the same.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (scalar(database, "SELECT count(*) FROM bankworker.connections WHERE next_sync_at <= now()") > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  std::this_thread::sleep_for(500ms);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.connections WHERE next_sync_at <= now()") == 0);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'plaid.sync'") == 200);
+  CHECK(scalar(database, "SELECT count(DISTINCT (tenant_id, connection_id)) FROM bankworker.jobs") == 200);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.schedules WHERE last_run_at IS NOT NULL") == 3);
+  first.signal(SIGTERM);
+  second.signal(SIGTERM);
+  CHECK(first.wait(20s) == 0);
+  CHECK(second.wait(20s) == 0);
 }
 
 TEST_CASE("scheduler settings out of bounds are refused", "[pg][scheduler]") {
