@@ -6,7 +6,8 @@
 --
 -- Cross-tenant work. Scheduling periodic syncs reads every tenant's connections, and pruning the
 -- external-call log deletes every tenant's old rows. Like the queue machinery (0003), that runs in
--- SECURITY DEFINER functions owned by bankworker_owner. Those two tables still bind the owner by
+-- SECURITY DEFINER functions owned by bankworker_owner (which already reads every tenant row
+-- through 0004's tenant_directory policy). Those two tables still bind the owner by
 -- the tenant policy; the extra owner policies below admit every row only while the setting
 -- bankworker.cross_tenant is 'on'. The two functions here turn it on for their own statements and
 -- off again before they return (a function-level SET clause would be neater, but PostgreSQL 15
@@ -232,7 +233,7 @@ $$;
 -- schedulers take disjoint connections, and each one's next_sync_at moves in the same
 -- transaction as its job is enqueued. The job follows the unique-key rule of request_sync: a
 -- sync already waiting for the connection absorbs this one. Connections linking, needing
--- re-authentication, being revoked or revoked are never picked. Returns how many connections
+-- re-authentication, being revoked or revoked are never picked, nor those of an offboarded tenant. Returns how many connections
 -- were scheduled and how many jobs that inserted; the caller repeats while connections = p_limit.
 CREATE FUNCTION bankworker.schedule_due_syncs(p_now timestamptz, p_interval_ms bigint, p_jitter_ms bigint,
                                               p_seed bigint, p_limit integer)
@@ -255,6 +256,7 @@ BEGIN
   WITH due AS MATERIALIZED (
     SELECT c.tenant_id, c.connection_id FROM bankworker.connections c
      WHERE c.status = 'active' AND (c.next_sync_at IS NULL OR c.next_sync_at <= t_now)
+       AND EXISTS (SELECT 1 FROM bankworker.tenants t WHERE t.tenant_id = c.tenant_id AND t.status = 'active')
      ORDER BY c.next_sync_at NULLS FIRST
      LIMIT p_limit
        FOR UPDATE OF c SKIP LOCKED

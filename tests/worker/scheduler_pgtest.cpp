@@ -102,6 +102,9 @@ TEST_CASE("due active connections get exactly one sync job each and others none"
   for (const char* status : {"needs_reauth", "revoked", "revoking", "linking"}) {
     insert_connections(database, 1, 2, status, at_text(t0 - 1h), status);
   }
+  // An offboarded tenant's active connections are left alone too.
+  insert_connections(database, 1, 2, "active", at_text(t0 - 1h), "offboarded");
+  run_admin(database, "UPDATE bankworker.tenants SET status = 'offboarded' WHERE name LIKE 'tenant offboarded%'");
   test_scheduler first(database, at_time(t0));
   const worker::scheduler_report report = first.scheduler.tick();
   CHECK(report.failures == 0);
@@ -115,7 +118,8 @@ TEST_CASE("due active connections get exactly one sync job each and others none"
                          " WHERE c.status = 'active' AND j.unique_key = 'plaid.sync:' || c.connection_id"
                          " AND j.payload->>'connection_id' = c.connection_id::text") == 16);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs j JOIN bankworker.connections c"
-                         " USING (tenant_id, connection_id) WHERE c.status <> 'active' OR c.item_id LIKE 'item-later%'") == 0);
+                         " USING (tenant_id, connection_id) WHERE c.status <> 'active' OR c.item_id LIKE 'item-later%'"
+                         " OR c.item_id LIKE 'item-offboarded%'") == 0);
   // A second tick at the same time finds nothing due.
   const worker::scheduler_report again = first.scheduler.tick();
   CHECK(again.connections_scheduled == 0);
