@@ -34,7 +34,7 @@ void check_settings(const dispatcher_settings& settings, const crypto::secret* l
     throw std::invalid_argument("dispatcher heartbeat, drain and retry durations out of range");
   }
   if (settings.listen && listen_url == nullptr) throw std::invalid_argument("dispatcher listen needs a URL");
-  if (settings.prune_interval.count() <= 0) throw std::invalid_argument("dispatcher prune_interval must be positive");
+  if (settings.prune_interval.count() < 0) throw std::invalid_argument("dispatcher prune_interval must not be negative");
   for (const auto& [kind, limit] : settings.kind_concurrency_max) {
     if (limit == 0 || limit > settings.concurrency) {
       throw std::invalid_argument("dispatcher limit for kind " + kind + " must be 1..concurrency");
@@ -364,7 +364,7 @@ boost::asio::awaitable<void> dispatcher::rescue_loop() {
   while (!finished_) {
     co_await sleep(rescue_timer_, settings_.rescue_interval);
     if (finished_ || stopping_) continue;
-    if (std::chrono::steady_clock::now() >= next_prune) {
+    if (settings_.prune_interval.count() > 0 && std::chrono::steady_clock::now() >= next_prune) {
       next_prune = std::chrono::steady_clock::now() + settings_.prune_interval;
       try {
         // At most 10 statements of 10,000 rows per round: retention never holds locks for long,

@@ -52,6 +52,8 @@ struct dispatcher_settings {
   std::chrono::milliseconds retry_delay{1'000};
   // Retention: finished jobs are deleted in bounded batches once they are this old, so the hot
   // table stays small. Dead jobs (failed) are kept longer for operators to inspect and retry.
+  // Zero turns pruning off here: `bankworker run` leaves it to the scheduler, which runs it once
+  // per interval across all processes (worker/scheduler.hpp).
   std::chrono::milliseconds prune_interval{60'000};
   std::chrono::hours succeeded_retention{24};
   std::chrono::hours dead_retention{24 * 30};

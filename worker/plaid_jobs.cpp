@@ -4,6 +4,9 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <simdjson.h>
 
 #include "connectors/plaid/sync_buffer.hpp"
@@ -11,6 +14,7 @@
 #include "crypto/random.hpp"
 #include "db/audit.hpp"
 #include "db/plaid_store.hpp"
+#include "db/rate_limits.hpp"
 #include "db/tenant_scope.hpp"
 #include "worker/cli_support.hpp"
 
@@ -111,6 +115,31 @@ job_handler plaid_jobs::sync_handler() {
 }
 job_handler plaid_jobs::revoke_handler() {
   return [this](queue::job job, job_context context) { return revoke(std::move(job), context); };
+}
+
+asio::awaitable<std::optional<std::chrono::milliseconds>> plaid_jobs::wait_for_sync_token(
+    const core::uuid& connection, const job_context& context) {
+  std::vector<db::rate_bucket> buckets;
+  if (settings_.sync_client_per_minute > 0) {
+    buckets.push_back({"plaid:client:/transactions/sync", settings_.sync_client_per_minute});
+  }
+  if (settings_.sync_item_per_minute > 0) {
+    buckets.push_back({"plaid:item:" + connection.to_string(), settings_.sync_item_per_minute});
+  }
+  if (buckets.empty()) co_return std::nullopt;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  // Bounded: each round either takes the tokens or sleeps; past rate_wait_in_job_max in total the
+  // job hands its slot back and runs again later.
+  std::chrono::milliseconds waited{0};
+  for (;;) {
+    const std::chrono::milliseconds wait =
+        co_await context.run_db([&] { return db::take_rate_tokens(connections_, buckets); });
+    if (wait.count() == 0) co_return std::nullopt;
+    if (waited + wait > settings_.rate_wait_in_job_max) co_return wait;
+    timer.expires_after(wait);
+    co_await timer.async_wait(asio::use_awaitable);
+    waited += wait;
+  }
 }
 
 void plaid_jobs::count_call(const plaid::call_record& call, std::string_view outcome) {
@@ -287,6 +316,9 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
   std::optional<plaid::error> failure;
   for (;;) {
     if (context.lease_lost()) co_return queue::outcome::retry("lease lost");
+    if (const auto later = co_await wait_for_sync_token(*connection, context)) {
+      co_return queue::outcome::retry("Plaid's /transactions/sync rate limit reached (shared limiter)", *later);
+    }
     plaid::result<plaid::sync_page> page = co_await plaid_.sync_transactions(start.token, cursor, parser);
     count_call(page.call, page.ok() ? "ok" : plaid::to_string(page.failure.kind));
     calls.push_back(to_external_call(page.call));

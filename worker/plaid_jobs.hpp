@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,12 @@ struct plaid_job_settings {
   std::chrono::milliseconds rate_limited_retry{30'000};
   std::chrono::milliseconds institution_down_retry{5 * 60'000};
   std::chrono::milliseconds credentials_pause{5 * 60'000};
+  // Plaid's /transactions/sync limits (production: 2,500 per minute per client, 50 per item),
+  // shared by every worker on the database (db/rate_limits.hpp); 0 turns a limit off.
+  std::uint32_t sync_client_per_minute = 2'500;
+  std::uint32_t sync_item_per_minute = 50;
+  // A wait for the limiter up to this long is slept in the job; a longer one retries the job then.
+  std::chrono::milliseconds rate_wait_in_job_max{2'000};
 };
 
 class plaid_jobs {
@@ -77,6 +84,10 @@ class plaid_jobs {
                                                              core::uuid connection, plaid::error failure,
                                                              std::vector<db::external_call> calls);
 
+  // Takes a /transactions/sync token for the connection from the shared limiter: nothing when the
+  // call may go now, or the delay after which the job should run again.
+  boost::asio::awaitable<std::optional<std::chrono::milliseconds>> wait_for_sync_token(const core::uuid& connection,
+                                                                                       const job_context& context);
   void count_call(const plaid::call_record& call, std::string_view outcome);
 
   db::pool& connections_;

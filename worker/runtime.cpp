@@ -28,6 +28,7 @@
 #include "worker/http_server.hpp"
 #include "worker/metrics.hpp"
 #include "worker/plaid_jobs.hpp"
+#include "worker/scheduler.hpp"
 #include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::worker {
@@ -37,7 +38,7 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr unsigned io_threads = 2;
-constexpr std::size_t pool_connections_extra = 4;  // inbox committer, readiness, secrets, listener
+constexpr std::size_t pool_connections_extra = 5;  // inbox committer, readiness, secrets, listener, scheduler
 
 void check_schema(const settings& config) {
   const auto connection = connect_as_login_user(config);
@@ -106,6 +107,8 @@ int run_service(settings& config) {
   // Heartbeats well inside the lease, so a live job never loses it to a slow round trip.
   dispatch_config.heartbeat_interval =
       std::min(dispatch_config.heartbeat_interval, std::chrono::duration_cast<std::chrono::milliseconds>(config.job_lease) / 3);
+  // Retention runs once per interval across all processes, in the scheduler.
+  dispatch_config.prune_interval = std::chrono::milliseconds(0);
   dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
   jobs_dispatcher.add_handler(std::string(stripe_post_kind), stripe_post_handler(connections, currencies));
 
@@ -134,6 +137,8 @@ int run_service(settings& config) {
       });
     }
   }
+
+  scheduler periodic(io, blocking, connections, jobs, scheduler_settings{}, log, &metrics);
 
   db::inbox inbox(connections, {}, enqueue_stripe_posts());
   stripe_webhooks webhooks(connections, *keys, inbox, blocking, metrics, log, {});
@@ -179,6 +184,7 @@ int run_service(settings& config) {
     log.info("stopping: draining jobs", {{"signal", number}, {"drain_timeout_s", config.drain_timeout.count()}});
     sd_notify(0, "STOPPING=1");
     server.stop();
+    periodic.stop();
     jobs_dispatcher.stop();
     stop_signals.async_wait(on_stop);
   };
@@ -220,10 +226,15 @@ int run_service(settings& config) {
     feed();
   }
 
+  asio::co_spawn(periodic.executor(), periodic.run(), [&log](std::exception_ptr failure) {
+    // run() handles each tick's failure itself; anything escaping is a bug, so it is not hidden.
+    if (failure) log.error("the scheduler stopped unexpectedly; periodic syncs and maintenance wait");
+  });
   bool clean = false;
   asio::co_spawn(jobs_dispatcher.executor(), jobs_dispatcher.run(), [&](std::exception_ptr failure) {
     clean = failure == nullptr;
     http.shutdown();
+    periodic.stop();
     server.stop();
     stop_signals.cancel();
     reload_signals.cancel();

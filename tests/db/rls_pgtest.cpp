@@ -22,6 +22,8 @@ const std::set<std::string> shared_tables = {
     // Never readable by bankworker_app (checked below).
     "stripe_unrouted_events",
     "audit_signing_keys", // one Ed25519 key signs every tenant's chain; its seed is wrapped by the root key
+    "schedules",          // periodic maintenance tasks, claimed by one process per interval
+    "rate_buckets",       // provider rate limits shared by all processes; keys name limits, never secrets
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).

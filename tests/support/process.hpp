@@ -1,6 +1,7 @@
 #pragma once
 // Runs the real bankworker binary (or any program) as a child process and collects its output.
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -20,6 +21,10 @@ process_result run_process(const std::string& program, const std::vector<std::st
 
 // The bankworker binary built beside the tests.
 process_result run_bankworker(const std::vector<std::string>& args, const std::map<std::string, std::string>& env);
+
+// A loopback TCP port that was free a moment ago (bound to 0, read back, closed), for a child's
+// listener. Another process may take it in between; tests that start one listener accept that.
+std::uint16_t free_loopback_port();
 
 // Lines of `text` (without their newlines), ignoring a final empty line.
 std::vector<std::string> lines_of(const std::string& text);

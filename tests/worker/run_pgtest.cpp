@@ -2,9 +2,7 @@
 // delivering signed events over loopback, then SIGTERM.
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,19 +24,6 @@ using namespace bankworker;
 namespace {
 
 constexpr const char* webhook_secret = "whsec_run_test_endpoint_secret";
-
-// A port that was free a moment ago (bound to 0, read back, closed).
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 template <class Condition>
 bool eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
@@ -69,7 +54,7 @@ TEST_CASE("run refuses a database whose schema is older than the binary", "[pg][
 TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end", "[pg][run][e2e]") {
   const test::scratch_database database;
   const test::root_key_file key;
-  const std::uint16_t port = free_port();
+  const std::uint16_t port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
