@@ -121,7 +121,7 @@ TEST_CASE("kill -9 of the worker mid-pagination loses and doubles nothing: the r
   // 1,600 transactions are four pages of 500; each page takes 700 ms, so the walk is caught mid-way.
   test::plaid_simulator plaid({"--transactions", "1600"});
   plaid.post("/sim/faults", R"({"endpoint":"/transactions/sync","delay_ms":700,"times":4})");
-  const std::uint16_t port = free_port();
+  const std::uint16_t port = test::free_loopback_port();
   std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
