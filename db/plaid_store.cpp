@@ -59,6 +59,18 @@ constexpr std::array<const char*, 13> stage_columns{
     "authorized_date", "name",         "merchant_name",    "payment_channel",   "category_primary",
     "category_detailed", "pending",    "pending_transaction_id"};
 
+// The first sync of a connection: every row is new (nothing was ever applied for it), so a plain
+// INSERT skips the speculative insertion ON CONFLICT costs per row. If a row does exist after all
+// (the same transaction id under another connection of the tenant), the unique violation aborts
+// the transaction and the caller applies again with the upsert.
+constexpr const char* insert_transactions_sql =
+    "INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
+    " currency, date, authorized_date, name, merchant_name, payment_channel, category_primary, category_detailed,"
+    " pending, pending_transaction_id)"
+    " SELECT $1::uuid, s.transaction_id, s.account_id, $2::uuid, s.amount_minor, s.currency, s.date,"
+    "  s.authorized_date, s.name, s.merchant_name, s.payment_channel, s.category_primary, s.category_detailed,"
+    "  s.pending, s.pending_transaction_id FROM pg_temp.plaid_stage s";
+
 // A row tombstoned by an earlier sync stays removed; a row of another connection is not touched.
 constexpr const char* upsert_transactions_sql =
     "INSERT INTO bankworker.transactions AS t (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
@@ -191,7 +203,7 @@ void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid&
 }
 
 apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
-                        const plaid::sync_changes& changes, std::string_view next_cursor) {
+                        const plaid::sync_changes& changes, std::string_view next_cursor, bool first_sync) {
   const std::string tenant_text = tenant.to_string();
   const std::string connection_text = connection.to_string();
   apply_counts counts;
@@ -213,7 +225,9 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
       }
       stage.complete();
     }
-    counts.upserted = tx.exec_params0(upsert_transactions_sql, tenant_text, connection_text).affected_rows();
+    counts.upserted = tx.exec_params0(first_sync ? insert_transactions_sql : upsert_transactions_sql, tenant_text,
+                                      connection_text)
+                          .affected_rows();
   }
   if (!changes.removals.empty()) {
     array_text ids;

@@ -67,9 +67,11 @@ struct apply_counts {
 // Applies a walk's collapsed changes: upserts by transaction_id (COPY into a temporary table, then
 // one INSERT … ON CONFLICT; a tombstoned row is never brought back), then tombstones. Then the
 // connection's cursor and last_synced_at. Nothing is committed here: the caller commits it all,
-// with the job's completion, or nothing.
+// with the job's completion, or nothing. `first_sync` (the connection never synced) inserts
+// without ON CONFLICT, which is faster; it throws pqxx::unique_violation if a row exists after
+// all, and the caller then applies again, in a new transaction, without it.
 apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
-                        const plaid::sync_changes& changes, std::string_view next_cursor);
+                        const plaid::sync_changes& changes, std::string_view next_cursor, bool first_sync = false);
 
 // Forgets the cursor (Plaid no longer recognises it for this token): the next sync starts over.
 void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);

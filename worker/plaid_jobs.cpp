@@ -359,8 +359,11 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
   if (failure) co_return co_await finish_sync_failure(job, context, *connection, *failure, std::move(calls));
 
   plaid::sync_changes changes = buffer.take();
+  // A connection that never synced gets plain inserts (db::apply_sync); should a row exist after
+  // all, the apply runs again with the upsert.
+  bool first_sync = !start.row->synced_before;
   try {
-    const queue::outcome result = co_await context.run_db([&] {
+    const auto apply = [&] {
       return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> queue::outcome {
         const auto now = db::load_plaid_connection(tx, tenant, *connection, true);
         db::append_external_calls(tx, tenant, calls);
@@ -375,7 +378,7 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
           complete_in_or_throw(tx, context, job, moved);
           return moved;
         }
-        const db::apply_counts counts = db::apply_sync(tx, tenant, *connection, changes, cursor);
+        const db::apply_counts counts = db::apply_sync(tx, tenant, *connection, changes, cursor, first_sync);
         std::string details = "{\"added\":" + std::to_string(changes.added) +
                               ",\"modified\":" + std::to_string(changes.modified) +
                               ",\"removed\":" + std::to_string(changes.removed) +
@@ -387,7 +390,14 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
         complete_in_or_throw(tx, context, job, queue::outcome::done());
         return queue::outcome::done();
       });
-    });
+    };
+    queue::outcome result;
+    try {
+      result = co_await context.run_db(apply);
+    } catch (const pqxx::unique_violation&) {
+      first_sync = false;
+    }
+    if (!first_sync && !start.row->synced_before) result = co_await context.run_db(apply);
     context.mark_completed();
     rows_added_->fetch_add(changes.added, std::memory_order_relaxed);
     rows_modified_->fetch_add(changes.modified, std::memory_order_relaxed);
