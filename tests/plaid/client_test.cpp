@@ -19,6 +19,7 @@
 #include "connectors/plaid/client.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
+#include "worker/http_server.hpp"
 
 namespace {
 
@@ -346,4 +347,49 @@ TEST_CASE("every fault the simulator can inject is classified", "[plaid_client]"
     REQUIRE_FALSE(page.ok());
     CHECK(page.failure.kind == plaid::error_class::refused);
   }
+}
+
+TEST_CASE("a 429 honours Retry-After, and a server quoting our secret back has it masked and counted",
+          "[plaid_client]") {
+  namespace worker = bankworker::worker;
+  asio::io_context io;
+  std::vector<worker::http_route> routes;
+  routes.push_back({"POST", "/transactions/sync", false, [](worker::http_request) -> asio::awaitable<worker::http_response> {
+                      co_return worker::http_response{
+                          429, "application/json",
+                          R"({"error_type":"RATE_LIMIT_EXCEEDED","error_code":"TRANSACTIONS_SYNC_LIMIT",)"
+                          R"("error_message":"rate limit exceeded","request_id":"r1"})",
+                          {{"Retry-After", "7"}}};
+                    }});
+  routes.push_back({"POST", "/accounts/get", false, [](worker::http_request) -> asio::awaitable<worker::http_response> {
+                      co_return worker::http_response{
+                          400, "application/json",
+                          R"({"error_type":"INVALID_INPUT","error_code":"INVALID_API_KEYS",)"
+                          R"("error_message":"secret bankworker-sim-secret is not valid for client","request_id":"r2"})",
+                          {}};
+                    }});
+  worker::http_settings server_settings;
+  server_settings.listen = {"127.0.0.1", 0};
+  worker::http_server server(io, server_settings, std::move(routes));
+  server.start();
+  http::client transport(io, http::client_settings{});
+  plaid::client client(transport, currencies, settings_for("http://127.0.0.1:" + std::to_string(server.port())),
+                       secret::copy_of(client_id), secret::copy_of(api_secret));
+  const secret token = secret::copy_of("access-sandbox-8ab976e6-64bc-4b38-98f7-731e7a349970");
+  simdjson::ondemand::parser parser;
+
+  const auto limited = run(io, client.sync_transactions(token, "", parser));
+  REQUIRE_FALSE(limited.ok());
+  CHECK(limited.failure.kind == plaid::error_class::rate_limited);
+  CHECK(limited.failure.retry_after == 7s);
+  CHECK(limited.call.http_status == 429);
+  CHECK(limited.call.error_code == "TRANSACTIONS_SYNC_LIMIT");
+  CHECK(limited.call.redactions == 0);
+
+  const auto echoed = run(io, client.get_accounts(token));
+  REQUIRE_FALSE(echoed.ok());
+  CHECK(echoed.failure.kind == plaid::error_class::invalid_api_keys);
+  CHECK(echoed.failure.message.find(api_secret) == std::string::npos);
+  CHECK(echoed.call.redactions == 1);
+  server.stop();
 }
