@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <sodium.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -436,7 +437,8 @@ void client::state::on_socket(curl_socket_t socket, int what) {
   }
   auto found = sockets.find(socket);
   if (found == sockets.end()) {
-    const int copy = ::dup(socket);
+    // Close-on-exec, like libcurl's own socket: a child process must not keep the connection open.
+    const int copy = ::fcntl(socket, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return;  // the transfer times out; nothing better to do without a descriptor
     auto watch = std::make_unique<watcher>(watcher{asio::posix::stream_descriptor(io, copy), CURL_POLL_NONE, false,
                                                     false, next_generation++});
