@@ -195,7 +195,7 @@ TEST_CASE("a removed item answers ITEM_NOT_FOUND, classified item_gone", "[plaid
   CHECK(after.failure.message.find(text_of(token)) == std::string::npos);
 }
 
-TEST_CASE("the webhook verification key of a signed webhook is fetched; an unknown key id is invalid_request",
+TEST_CASE("the webhook verification key of a signed webhook is fetched, and an unknown key id is invalid_request",
           "[plaid_client]") {
   sim_fixture f;
   const secret token = f.link();
