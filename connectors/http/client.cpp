@@ -320,7 +320,6 @@ void configure(transfer& call, const client_settings& settings) {
   set_option(easy, CURLOPT_WRITEDATA, static_cast<void*>(&call));
   set_option(easy, CURLOPT_HEADERFUNCTION, &on_header);
   set_option(easy, CURLOPT_HEADERDATA, static_cast<void*>(&call));
-  set_option(easy, CURLOPT_ACCEPT_ENCODING, nullptr);
 
   for (const auto& [name, value] : call.call.headers) {
     const std::string line = name + ": " + value;
