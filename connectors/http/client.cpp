@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <sodium.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -319,7 +320,6 @@ void configure(transfer& call, const client_settings& settings) {
   set_option(easy, CURLOPT_WRITEDATA, static_cast<void*>(&call));
   set_option(easy, CURLOPT_HEADERFUNCTION, &on_header);
   set_option(easy, CURLOPT_HEADERDATA, static_cast<void*>(&call));
-  set_option(easy, CURLOPT_ACCEPT_ENCODING, nullptr);
 
   for (const auto& [name, value] : call.call.headers) {
     const std::string line = name + ": " + value;
@@ -436,7 +436,8 @@ void client::state::on_socket(curl_socket_t socket, int what) {
   }
   auto found = sockets.find(socket);
   if (found == sockets.end()) {
-    const int copy = ::dup(socket);
+    // Close-on-exec, like libcurl's own socket: a child process must not keep the connection open.
+    const int copy = ::fcntl(socket, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return;  // the transfer times out; nothing better to do without a descriptor
     auto watch = std::make_unique<watcher>(watcher{asio::posix::stream_descriptor(io, copy), CURL_POLL_NONE, false,
                                                     false, next_generation++});

@@ -64,7 +64,8 @@ enum class failure {
   timeout,       // the deadline passed (connect or whole call): retry later; a POST may have taken effect
   connect,       // DNS, refused, unreachable: retry later; nothing was sent
   tls,           // certificate or handshake failure: permanent until someone fixes certificates
-  too_large,     // the response exceeded response_bytes_max (or the sensitive cap): permanent for this call
+  too_large,     // the response exceeded response_bytes_max (or the sensitive cap), or the request body
+                 // exceeded request_bytes_max (then nothing was sent): permanent for this call
   transfer,      // the connection broke mid-response (truncated body, reset): retry; may have taken effect
   cancelled,     // the client is shutting down
 };

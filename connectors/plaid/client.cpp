@@ -5,6 +5,8 @@
 #include <array>
 #include <cstring>
 #include <initializer_list>
+#include <span>
+#include <vector>
 
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
@@ -19,7 +21,9 @@ namespace http = connectors::http;
 using simdjson::ondemand::json_type;
 
 // classify_error, adding how many values it redacted to `redactions` (for the call record).
-error classify_counted(long http_status, std::string_view body, std::uint32_t& redactions);
+// `known`: configuration secrets and the call's token, masked wherever they appear.
+error classify_counted(long http_status, std::string_view body, std::uint32_t& redactions,
+                       std::span<const crypto::secret* const> known);
 
 // Plaid's error_message is a sentence; anything longer is cut before it is kept.
 constexpr std::size_t error_message_bytes_max = 512;
@@ -69,10 +73,11 @@ crypto::secret json_body(std::initializer_list<json_member> members) {
 }
 
 // The message kept in an error: cut to size, then redacted (it may quote a token back to us).
-std::string kept_message(std::string_view text, std::uint32_t& redactions) {
+std::string kept_message(std::string_view text, std::uint32_t& redactions,
+                         std::span<const crypto::secret* const> known = {}) {
   if (text.size() > error_message_bytes_max) text = text.substr(0, error_message_bytes_max);
   std::string out;
-  redactions += static_cast<std::uint32_t>(crypto::redact_into(text, out));
+  redactions += static_cast<std::uint32_t>(crypto::redact_into(text, out, known));
   return out;
 }
 
@@ -172,8 +177,10 @@ error failure_of_transport(const http::response& response, std::uint32_t& redact
 }
 
 // One POST to Plaid. `http` outlives the client, which outlives the call (client.hpp).
+// `known` points at the API secret and the call's access token, which outlive the call.
 boost::asio::awaitable<exchange> call_plaid(http::client& http, const client_settings& settings, std::string endpoint,
-                                            crypto::secret body, bool sensitive) {
+                                            crypto::secret body, bool sensitive,
+                                            std::vector<const crypto::secret*> known) {
   http::request request;
   request.method = "POST";
   request.url = settings.base_url + endpoint;
@@ -197,9 +204,9 @@ boost::asio::awaitable<exchange> call_plaid(http::client& http, const client_set
   } else if (response.status < 200 || response.status >= 300) {
     if (sensitive) {
       const crypto::secret::view text = response.secret_body.reveal();
-      out.failure = classify_counted(response.status, text.text(), out.record.redactions);
+      out.failure = classify_counted(response.status, text.text(), out.record.redactions, known);
     } else {
-      out.failure = classify_counted(response.status, response.body, out.record.redactions);
+      out.failure = classify_counted(response.status, response.body, out.record.redactions, known);
     }
     out.failure->retry_after = retry_after_of(response.retry_after);
   }
@@ -407,12 +414,13 @@ std::string_view to_string(error_class value) noexcept {
 
 error classify_error(long http_status, std::string_view body) {
   std::uint32_t redactions = 0;
-  return classify_counted(http_status, body, redactions);
+  return classify_counted(http_status, body, redactions, {});
 }
 
 namespace {
 
-error classify_counted(long http_status, std::string_view body, std::uint32_t& redactions) {
+error classify_counted(long http_status, std::string_view body, std::uint32_t& redactions,
+                       std::span<const crypto::secret* const> known) {
   error out;
   out.http_status = http_status;
   std::string message;
@@ -449,12 +457,12 @@ error classify_counted(long http_status, std::string_view body, std::uint32_t& r
     message = "HTTP " + std::to_string(http_status) + " without Plaid's error object";
   }
   out.kind = class_of(http_status, out.error_type, out.error_code, message);
-  out.message = kept_message(message, redactions);
+  out.message = kept_message(message, redactions, known);
   // The identifiers are Plaid's enumerations; redacting them too costs nothing and keeps a
   // hostile or broken server from smuggling a token into a log through them.
   std::string type, code;
-  redactions += static_cast<std::uint32_t>(crypto::redact_into(out.error_type, type));
-  redactions += static_cast<std::uint32_t>(crypto::redact_into(out.error_code, code));
+  redactions += static_cast<std::uint32_t>(crypto::redact_into(out.error_type, type, known));
+  redactions += static_cast<std::uint32_t>(crypto::redact_into(out.error_code, code, known));
   out.error_type = std::move(type);
   out.error_code = std::move(code);
   return out;
@@ -476,7 +484,7 @@ boost::asio::awaitable<result<exchange_result>> client::exchange_public_token(st
     const crypto::secret::view secret = api_secret_.reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"public_token", public_token}});
   }();
-  auto calling = call_plaid(http_, settings_, "/item/public_token/exchange", std::move(body), true);
+  auto calling = call_plaid(http_, settings_, "/item/public_token/exchange", std::move(body), true, {&api_secret_});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<exchange_result>(done);
   exchange_read read = read_exchange(done.response.secret_body);
@@ -491,7 +499,7 @@ boost::asio::awaitable<result<accounts_result>> client::get_accounts(const crypt
     const crypto::secret::view token = access_token.reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"access_token", token.text()}});
   }();
-  auto calling = call_plaid(http_, settings_, "/accounts/get", std::move(body), false);
+  auto calling = call_plaid(http_, settings_, "/accounts/get", std::move(body), false, {&api_secret_, &access_token});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<accounts_result>(done);
   simdjson::ondemand::parser parser;
@@ -520,7 +528,8 @@ boost::asio::awaitable<result<sync_page>> client::sync_transactions(const crypto
                       {"cursor", cursor},
                       {"count", count, false}});
   }();
-  auto calling = call_plaid(http_, settings_, "/transactions/sync", std::move(body), false);
+  auto calling = call_plaid(http_, settings_, "/transactions/sync", std::move(body), false,
+                             {&api_secret_, &access_token});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<sync_page>(done);
   page_result read = parse_sync_page(parser, done.response.body, currencies_);
@@ -535,7 +544,7 @@ boost::asio::awaitable<result<remove_result>> client::remove_item(const crypto::
     const crypto::secret::view token = access_token.reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"access_token", token.text()}});
   }();
-  auto calling = call_plaid(http_, settings_, "/item/remove", std::move(body), false);
+  auto calling = call_plaid(http_, settings_, "/item/remove", std::move(body), false, {&api_secret_, &access_token});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<remove_result>(done);
   const std::string problem = json_object_problem(done.response.body);
@@ -549,7 +558,8 @@ boost::asio::awaitable<result<verification_key>> client::get_webhook_verificatio
     const crypto::secret::view secret = api_secret_.reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"key_id", key_id}});
   }();
-  auto calling = call_plaid(http_, settings_, "/webhook_verification_key/get", std::move(body), false);
+  auto calling = call_plaid(http_, settings_, "/webhook_verification_key/get", std::move(body), false,
+                             {&api_secret_});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<verification_key>(done);
   key_read read = read_verification_key(done.response.body);

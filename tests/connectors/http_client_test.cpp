@@ -6,7 +6,10 @@
 #include <chrono>
 #include <cstddef>
 #include <exception>
+#include <atomic>
 #include <list>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -98,21 +101,29 @@ class test_server {
   asio::io_context& io_;
   tcp::acceptor acceptor_;
   std::list<tcp::socket> sockets_;
-  int connections_ = 0;
-  int requests_ = 0;
+  std::atomic<int> connections_{0};
+  std::atomic<int> requests_{0};
 };
 
-// Runs the tasks on `io` (one thread, this one) until all finished; rethrows the first failure.
-void run_all(asio::io_context& io, std::vector<asio::awaitable<void>> tasks) {
-  std::size_t left = tasks.size();
+// Runs the tasks on `io` (this thread, plus `extra_threads`) until all finished; rethrows the
+// first failure.
+void run_all(asio::io_context& io, std::vector<asio::awaitable<void>> tasks, int extra_threads = 0) {
+  std::atomic<std::size_t> left{tasks.size()};
+  std::mutex mutex;
   std::exception_ptr first;
   for (auto& task : tasks) {
     asio::co_spawn(io, std::move(task), [&](std::exception_ptr error) {
-      if (error && !first) first = error;
+      if (error) {
+        std::lock_guard lock(mutex);
+        if (!first) first = error;
+      }
       if (--left == 0) io.stop();
     });
   }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < extra_threads; ++i) threads.emplace_back([&io] { io.run(); });
   io.run();
+  for (auto& thread : threads) thread.join();
   if (first) std::rethrow_exception(first);
 }
 
@@ -293,6 +304,20 @@ TEST_CASE("200 concurrent calls on one thread all complete over a bounded number
   CHECK(answered == calls);
   CHECK(f.server.requests() == calls);
   CHECK(f.server.connections() <= 8);
+}
+
+TEST_CASE("calls from an io_context run by four threads all complete", "[http]") {
+  fixture f;
+  std::atomic<int> answered{0};
+  std::vector<asio::awaitable<void>> tasks;
+  for (int i = 0; i < 100; ++i) {
+    tasks.push_back([](http::client& client, std::string url, int i, std::atomic<int>& answered) -> asio::awaitable<void> {
+      const http::response response = co_await client.perform(post(std::move(url), std::to_string(i)));
+      if (response.error == http::failure::none && response.body == "POST " + std::to_string(i)) ++answered;
+    }(f.client, f.server.url("/echo"), i, answered));
+  }
+  run_all(f.io, std::move(tasks), 3);
+  CHECK(answered == 100);
 }
 
 TEST_CASE("sequential calls to one host reuse the connection", "[http]") {
