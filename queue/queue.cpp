@@ -264,6 +264,15 @@ std::optional<std::string> job_queue::now_text() const {
 
 std::vector<std::int64_t> job_queue::enqueue(std::span<const new_job> jobs) {
   db::pool::lease lease = connections_.checkout();
+  // Up to job_batch_max jobs are one statement, which is atomic on its own: autocommit saves the
+  // BEGIN and COMMIT round trips, a tenth of a millisecond each on the enqueue-to-start path.
+  // More jobs take several statements, which must commit together.
+  if (jobs.size() <= limits::job_batch_max) {
+    pqxx::nontransaction tx(lease.connection(), "bankworker_enqueue");
+    std::vector<std::int64_t> ids = queue::enqueue(tx, jobs);
+    tx.commit();
+    return ids;
+  }
   pqxx::work tx(lease.connection(), "bankworker_enqueue");
   std::vector<std::int64_t> ids = queue::enqueue(tx, jobs);
   tx.commit();

@@ -173,7 +173,11 @@ boost::asio::awaitable<void> dispatcher::run() {
 
 std::size_t dispatcher::claim_slots() const noexcept {
   BW_ASSERT(handlers_running_ <= running_.size());
-  const std::size_t awaiting_record = running_.size() - handlers_running_;
+  BW_ASSERT(recording_ <= running_.size() - handlers_running_);
+  // Outcomes not yet in a completion statement; the batch being written does not count, so a
+  // claim overlaps with its commit (measured: claims and completions of 1,000 jobs used to take
+  // turns in each process).
+  const std::size_t awaiting_record = running_.size() - handlers_running_ - recording_;
   if (awaiting_record >= settings_.concurrency) return 0;
   const std::size_t free = settings_.concurrency - std::min<std::size_t>(handlers_running_, settings_.concurrency);
   // Claim in batches: with a few slots free and others busy, wait for more rather than sending a
@@ -312,6 +316,8 @@ boost::asio::awaitable<void> dispatcher::completion_loop() {
     batch.assign(std::make_move_iterator(pending_completions_.begin()),
                  std::make_move_iterator(pending_completions_.begin() + static_cast<std::ptrdiff_t>(take)));
     pending_completions_.erase(pending_completions_.begin(), pending_completions_.begin() + static_cast<std::ptrdiff_t>(take));
+    recording_ = batch.size();
+    if (claim_slots() > 0) wake_claims();
     bool written = false;
     for (int attempt = 0; attempt < 3 && !written; ++attempt) {
       try {
@@ -332,6 +338,7 @@ boost::asio::awaitable<void> dispatcher::completion_loop() {
       log_.error("giving up recording job outcomes; the jobs will run again", {{"jobs", batch.size()}});
     }
     for (const queue::completion& done : batch) running_.erase(done.ref.id);
+    recording_ = 0;
     wake_claims();
     drain_timer_.cancel();
   }

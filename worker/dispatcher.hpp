@@ -176,8 +176,13 @@ class dispatcher {
   int children_ = 0;
   // Handlers running right now. running_ also holds jobs whose handler is done but whose outcome
   // is not recorded yet; those do not take a slot, so the next claim overlaps with the write of
-  // the previous outcomes. They are bounded too: at most `concurrency` of them (claim_slots()).
+  // the previous outcomes. They are bounded too (claim_slots()): fewer than `concurrency` of them
+  // waiting for the completion loop when a claim starts, plus the batch it is writing.
   std::size_t handlers_running_ = 0;
+  // Jobs in the completion statement being written now (the completion loop's current batch).
+  // They do not hold back the next claim: with every slot's job done and waiting, the claim of the
+  // next batch runs while this one is written, instead of after it.
+  std::size_t recording_ = 0;
   // Handlers running per limited kind (kinds in settings_.kind_concurrency_max only).
   std::map<std::string, std::uint32_t, std::less<>> kind_running_;
   dispatcher_stats stats_;
