@@ -17,6 +17,8 @@
 #include "tests/support/plaid_sim.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/tcp_proxy.hpp"
+#include "tests/sim/stripe/simulator.hpp"
 #include "tests/support/test_keys.hpp"
 
 using namespace bankworker;
@@ -179,4 +181,70 @@ TEST_CASE("kill -9 of the worker mid-pagination loses and doubles nothing: the r
 
   worker->signal(SIGTERM);
   CHECK(worker->wait(std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("while PostgreSQL is unreachable webhooks and /readyz answer 503 at once; once it is back every event is "
+          "stored exactly once",
+          "[pg][run][e2e]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const auto [db_host, db_port] = test::host_and_port(database.url());
+  test::tcp_proxy proxy(db_host, db_port);
+  const std::uint16_t port = test::free_loopback_port();
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", test::url_through(database.url(), proxy.port())},
+                                            {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                                            {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_DRAIN_TIMEOUT", "5"},
+                                            {"BANKWORKER_LOG_LEVEL", "error"}};
+  const auto created = test::run_bankworker({"tenant", "create", "--name", "Outage Ltd"}, env);
+  REQUIRE(created.exit_code == 0);
+  const std::string tenant = created.out.substr(0, created.out.size() - 1);
+  const std::string secret_path = key.path().parent_path().string() + "/whsec";
+  {
+    std::ofstream(secret_path) << webhook_secret << "\n";
+  }
+  ::chmod(secret_path.c_str(), 0600);
+  REQUIRE(test::run_bankworker({"stripe", "secret", "add", "--tenant", tenant, "--secret-file", secret_path}, env)
+              .exit_code == 0);
+  test::child_process worker(BANKWORKER_BINARY, {"run"}, env);
+  REQUIRE(eventually([&] { return test::http_get(base + "/readyz").status == 200; }));
+
+  sim::stripe::simulator stripe(11);
+  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto deliveries = stripe.trigger({}, sim::stripe::delivery_mode::valid, webhook_secret, now_s);
+  REQUIRE(deliveries.size() == 2);
+  const std::string hook = base + "/webhooks/stripe/" + tenant;
+  const auto deliver = [&](const sim::stripe::delivery& d) {
+    return test::http_post(hook, d.body, {"Content-Type: application/json", "Stripe-Signature: " + d.signature_header})
+        .status;
+  };
+
+  proxy.set_down(true);
+  for (const auto& d : deliveries) {
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(deliver(d) == 503);
+    // Well inside Stripe's own delivery timeout, so Stripe records a failure and retries later.
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
+  }
+  CHECK(test::http_get(base + "/readyz").status == 503);
+  CHECK(test::http_get(base + "/healthz").status == 200);
+
+  proxy.set_down(false);
+  REQUIRE(eventually([&] { return test::http_get(base + "/readyz").status == 200; }, std::chrono::seconds(30)));
+  // Stripe retries each event; the first retry after the outage may still meet a broken pooled
+  // connection, so deliver until it is acknowledged, then once more as a duplicate.
+  for (const auto& d : deliveries) {
+    CHECK(eventually([&] { return deliver(d) == 200; }, std::chrono::seconds(30)));
+    CHECK(deliver(d) == 200);
+  }
+  const auto admin = database.connect_as_admin();
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.stripe_events") == 2);
+  REQUIRE(eventually([&] {
+    return count(*admin, "SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == 2;
+  }));
+  CHECK(count(*admin, "SELECT count(*) FROM bankworker.journal_entries") == 1);
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
 }
