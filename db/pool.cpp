@@ -125,6 +125,13 @@ pool::lease pool::checkout() {
   return lease(*this, chosen, *ours.connection);
 }
 
+std::size_t pool::in_use() const {
+  std::lock_guard lock(mutex_);
+  std::size_t count = 0;
+  for (const slot& s : slots_) count += s.in_use ? 1 : 0;
+  return count;
+}
+
 void pool::give_back(std::size_t index, bool discard) noexcept {
   std::unique_ptr<pqxx::connection> closing;
   {

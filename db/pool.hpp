@@ -94,6 +94,8 @@ class pool {
   lease checkout();
 
   const pool_settings& settings() const noexcept { return settings_; }
+  // Connections checked out right now (for the pool gauge in /metrics).
+  std::size_t in_use() const;
 
  private:
   struct slot {
@@ -106,7 +108,7 @@ class pool {
 
   const crypto::secret url_;
   const pool_settings settings_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable released_;
   std::vector<slot> slots_;  // fixed size; guarded by mutex_
 };

@@ -235,6 +235,7 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       running_.emplace(id, std::move(entry));
       ++handlers_running_;
       ++stats_.claimed;
+      if (kind_metrics* series = metrics_for(running_.at(id)->job.kind)) series->claimed->fetch_add(1, std::memory_order_relaxed);
       boost::asio::co_spawn(strand_, run_job(id), [this, id](std::exception_ptr failure) {
         // run_job classifies every exception itself; anything here is a bug in the dispatcher.
         BW_INVARIANT(failure == nullptr);
@@ -260,6 +261,50 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
   drain_timer_.cancel();
 }
 
+dispatcher::kind_metrics* dispatcher::metrics_for(const std::string& kind) {
+  if (metrics_ == nullptr) return nullptr;
+  const auto found = kind_metrics_.find(kind);
+  if (found != kind_metrics_.end()) return &found->second;
+  // Kinds come from registered handlers or the jobs table; cap the series so a flood of unknown
+  // kinds cannot grow /metrics without bound.
+  constexpr std::size_t kinds_max = 64;
+  if (kind_metrics_.size() >= kinds_max) return nullptr;
+  const auto counter = [&](std::string_view name, std::string_view help, std::string_view outcome) {
+    metric_labels labels{{"kind", kind}};
+    if (!outcome.empty()) labels.emplace_back("outcome", std::string(outcome));
+    return &metrics_->add_counter(name, help, std::move(labels));
+  };
+  constexpr std::string_view finished_name = "bankworker_jobs_finished_total";
+  constexpr std::string_view finished_help = "Jobs finished by this process, by kind and outcome (dead: no retry left).";
+  kind_metrics series;
+  series.claimed = counter("bankworker_jobs_claimed_total", "Jobs claimed by this process, by kind.", "");
+  series.succeeded = counter(finished_name, finished_help, "succeeded");
+  series.retried = counter(finished_name, finished_help, "retried");
+  series.dead = counter(finished_name, finished_help, "dead");
+  series.in_doubt = counter(finished_name, finished_help, "in_doubt");
+  series.duration = &metrics_->add_histogram("bankworker_job_duration_seconds",
+                                             "Time from claim to the handler's outcome, by kind.", {{"kind", kind}});
+  return &kind_metrics_.emplace(kind, series).first->second;
+}
+
+void dispatcher::count_outcome(const running_job& entry, const queue::outcome& result) {
+  kind_metrics* series = metrics_for(entry.job.kind);
+  if (series == nullptr) return;
+  series->duration->record_us(static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - entry.started).count()));
+  metrics_registry::counter* counter = series->dead;
+  switch (result.kind) {
+    case queue::outcome_kind::done: counter = series->succeeded; break;
+    case queue::outcome_kind::retry:
+      counter = entry.job.attempt < entry.job.attempts_max ? series->retried : series->dead;
+      break;
+    case queue::outcome_kind::in_doubt: counter = series->in_doubt; break;
+    case queue::outcome_kind::needs_user_action:
+    case queue::outcome_kind::failed_permanently: break;
+  }
+  counter->fetch_add(1, std::memory_order_relaxed);
+}
+
 boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
   running_job* entry = running_.at(id).get();
   queue::outcome result;
@@ -280,6 +325,7 @@ boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
     }
   }
   entry->handler_done = true;
+  count_outcome(*entry, result);
   BW_ASSERT(handlers_running_ > 0);
   --handlers_running_;
   if (const auto limited = kind_running_.find(entry->job.kind); limited != kind_running_.end()) {

@@ -36,6 +36,7 @@
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
 #include "worker/log.hpp"
+#include "worker/metrics.hpp"
 
 namespace bankworker::worker {
 
@@ -125,6 +126,9 @@ class dispatcher {
   ~dispatcher();
 
   void add_handler(std::string kind, job_handler handler);
+  // Publishes job metrics by kind (claimed, outcomes, durations) in `registry`, which outlives the
+  // dispatcher. Call before run().
+  void set_metrics(metrics_registry& registry) noexcept { metrics_ = &registry; }
 
   // Runs until stop() and the drain that follows. Spawn it on executor().
   boost::asio::awaitable<void> run();
@@ -140,11 +144,24 @@ class dispatcher {
  private:
   struct running_job {
     queue::job job;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     std::atomic<bool> lease_lost{false};
     bool completed_by_handler = false;
     bool handler_done = false;
     bool released = false;
   };
+
+  // One kind's series, registered on first use (strand only).
+  struct kind_metrics {
+    metrics_registry::counter* claimed = nullptr;
+    metrics_registry::counter* succeeded = nullptr;
+    metrics_registry::counter* retried = nullptr;
+    metrics_registry::counter* dead = nullptr;
+    metrics_registry::counter* in_doubt = nullptr;
+    duration_histogram* duration = nullptr;
+  };
+  kind_metrics* metrics_for(const std::string& kind);
+  void count_outcome(const running_job& entry, const queue::outcome& result);
 
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> run_job(std::int64_t id);
@@ -186,6 +203,8 @@ class dispatcher {
   // Handlers running per limited kind (kinds in settings_.kind_concurrency_max only).
   std::map<std::string, std::uint32_t, std::less<>> kind_running_;
   dispatcher_stats stats_;
+  metrics_registry* metrics_ = nullptr;
+  std::map<std::string, kind_metrics, std::less<>> kind_metrics_;
   boost::asio::steady_timer claim_timer_;
   boost::asio::steady_timer completion_timer_;
   boost::asio::steady_timer completion_retry_timer_;

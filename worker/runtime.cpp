@@ -101,6 +101,11 @@ int run_service(settings& config) {
   metrics.add_gauge("bankworker_process_resident_memory_bytes", "Resident memory of this process.", {},
                     process_resident_bytes);
 
+  metrics.add_gauge("bankworker_db_pool_connections_in_use", "Database connections checked out of the pool.", {},
+                    [&connections] { return static_cast<std::int64_t>(connections.in_use()); });
+  metrics.add_gauge("bankworker_db_pool_connections", "Size of the database connection pool.", {},
+                    [&pool_config] { return static_cast<std::int64_t>(pool_config.connections); });
+
   dispatcher_settings dispatch_config;
   dispatch_config.concurrency = config.concurrency;
   dispatch_config.drain_timeout = config.drain_timeout;
@@ -110,6 +115,7 @@ int run_service(settings& config) {
   // Retention runs once per interval across all processes, in the scheduler.
   dispatch_config.prune_interval = std::chrono::milliseconds(0);
   dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
+  jobs_dispatcher.set_metrics(metrics);
   jobs_dispatcher.add_handler(std::string(stripe_post_kind), stripe_post_handler(connections, currencies));
 
   // Plaid: without credentials the jobs wait (retried later) rather than fail, so a process

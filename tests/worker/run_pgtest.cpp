@@ -110,6 +110,13 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"duplicate\"} 2"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"bad_signature\"} 1"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"stale\"} 1"));
+  // The outcome is counted just after the posting's commit that the wait above saw.
+  CHECK(eventually([&] {
+    const std::string now = test::http_get(base + "/metrics").body;
+    return now.find("bankworker_jobs_finished_total{kind=\"stripe.post\",outcome=\"succeeded\"} 4") != std::string::npos &&
+           now.find("bankworker_job_duration_seconds_count{kind=\"stripe.post\"} 4") != std::string::npos;
+  }));
+  CHECK_THAT(metrics, Catch::Contains("bankworker_db_pool_connections_in_use "));
 
   worker.signal(SIGTERM);
   CHECK(worker.wait(std::chrono::seconds(20)) == 0);
