@@ -47,7 +47,7 @@ int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostre
   const std::string account(*account_option);
 
   settings config = load_or_throw(env, {.database = true, .root_key = true});
-  const auto connections = open_worker_pool(config);
+  const auto connections = open_queue_pool(config);
   const auto keys = open_key_store(config, *connections);
   connect_result result;
   try {
