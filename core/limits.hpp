@@ -52,6 +52,12 @@ inline constexpr std::size_t stripe_webhook_secret_bytes_max = 256;
 // ahead of our clock it may be. Stripe's libraries default to 300 s into the past.
 inline constexpr std::chrono::seconds stripe_signature_tolerance_max{3600};
 inline constexpr std::chrono::seconds stripe_signature_future_skew_max{300};
+// `bankworker stripe connect` moves an account's unrouted events into the tenant's inbox in
+// statements of stripe_connect_move_batch_events, at most stripe_connect_move_events_max in one
+// run (one transaction); more than that and it says so, and running it again moves the rest.
+inline constexpr std::size_t stripe_connect_move_batch_events = 1'000;
+inline constexpr std::size_t stripe_connect_move_events_max = 100'000;
+static_assert(stripe_connect_move_batch_events <= stripe_connect_move_events_max);
 
 static_assert(stripe_signatures_max * (sizeof("v1=") - 1 + 64 + 1) + sizeof("t=,") - 1 +
                       stripe_signature_timestamp_digits_max <=

@@ -31,6 +31,7 @@ constexpr const char* insert_unrouted_sql =
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
+constexpr const char* route_accounts_sql = "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])";
 
 // One element of a PostgreSQL array literal: quoted, with backslash and quote escaped; NULL bare.
 void append_element(std::string& literal, const std::optional<std::string_view>& value) {
@@ -198,10 +199,32 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
 }
 
 void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch) {
+  // Platform events are routed by account first, in this transaction (the function's locks hold
+  // until it commits). Routing is not remembered across attempts: a retry routes again.
+  std::map<std::string, std::string, std::less<>> tenant_of_account;
+  {
+    std::string accounts = "{";
+    for (const auto& item : batch) {
+      if (!item->event.tenant && item->event.account) append_element(accounts, *item->event.account);
+    }
+    if (accounts.size() > 1) {
+      accounts.push_back('}');
+      for (const auto& row : tx.exec_params(route_accounts_sql, accounts)) {
+        if (!row[1].is_null()) tenant_of_account.emplace(row[0].as<std::string>(), row[1].as<std::string>());
+      }
+    }
+  }
   // Group by tenant (unrouted events under the empty key), keeping arrival order within each.
   std::map<std::string, std::vector<pending*>> groups;
   for (const auto& item : batch) {
-    groups[item->event.tenant ? item->event.tenant->to_string() : std::string()].push_back(item.get());
+    std::string key;
+    if (item->event.tenant) {
+      key = item->event.tenant->to_string();
+    } else if (item->event.account) {
+      const auto found = tenant_of_account.find(*item->event.account);
+      if (found != tenant_of_account.end()) key = found->second;
+    }
+    groups[key].push_back(item.get());
   }
   for (auto& [tenant_text, items] : groups) {
     std::string ids = "{", types = "{", accounts = "{", livemodes = "{", created = "{", bodies = "{";
@@ -226,7 +249,7 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     for (pending* p : items) {
       // The first copy of a new id was stored; any other copy in this batch is a duplicate.
       if (new_ids.erase(p->event.event_id) > 0) {
-        p->outcome = inbox_outcome::stored;
+        p->outcome = routed ? inbox_outcome::stored : inbox_outcome::unrouted;
         stored.push_back(&p->event);
       } else {
         p->outcome = inbox_outcome::duplicate;

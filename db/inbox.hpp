@@ -10,7 +10,12 @@
 // completes each request. A request is answered 2xx only once its row is durable. While a commit
 // is in flight the next batch fills up, so the batch size follows the load by itself.
 //
-// Events for an unmapped Connect account go to bankworker.stripe_unrouted_events in the same way.
+// Events of the Connect platform endpoint come without a tenant: the committer routes them by
+// their `account` in the same transaction (bankworker.route_stripe_accounts, which also locks the
+// account against a concurrent `stripe connect`), into the mapped tenant's inbox with its hook,
+// or, when no tenant claims the account (or there is none), into
+// bankworker.stripe_unrouted_events, verified and kept until `bankworker stripe connect` moves
+// them. Duplicates by event id behave the same in both places.
 
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
@@ -35,7 +40,7 @@
 namespace bankworker::db {
 
 struct inbox_event {
-  std::optional<core::uuid> tenant;  // empty: an unrouted Connect event (account must be set)
+  std::optional<core::uuid> tenant;  // empty: a Connect platform event, routed by `account`
   std::string event_id;
   std::string type;
   std::optional<std::string> account;
@@ -45,7 +50,8 @@ struct inbox_event {
 };
 
 enum class inbox_outcome {
-  stored,       // durable now: answer 2xx
+  stored,       // durable now (in a tenant's inbox): answer 2xx
+  unrouted,     // durable now, in stripe_unrouted_events (no tenant claims the account): answer 2xx
   duplicate,    // already stored earlier (or earlier in this batch): answer 2xx, nothing changed
   rejected,     // the database refused this event's content (a jsonb it cannot hold): answer 400
   unavailable,  // the database is unreachable or the inbox is full: answer 503, Stripe retries

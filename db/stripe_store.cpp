@@ -17,6 +17,26 @@ constexpr const char* load_event_sql = "SELECT body::text, state FROM bankworker
 constexpr const char* mark_event_sql =
     "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
     " WHERE event_id = $1";
+constexpr const char* lock_account_sql =
+    "SELECT pg_advisory_xact_lock(bankworker.stripe_account_lock_key($1))";
+constexpr const char* account_tenant_sql =
+    "SELECT bankworker.stripe_account_tenant($1) = nullif(current_setting('bankworker.tenant_id', true), '')::uuid";
+constexpr const char* insert_account_sql =
+    "INSERT INTO bankworker.stripe_accounts (tenant_id, account)"
+    " VALUES (nullif(current_setting('bankworker.tenant_id', true), '')::uuid, $1)";
+constexpr const char* move_unrouted_sql =
+    "WITH moved AS ("
+    "  DELETE FROM bankworker.stripe_unrouted_events u"
+    "   USING (SELECT event_id FROM bankworker.stripe_unrouted_events WHERE account = $1"
+    "           ORDER BY created_at, event_id LIMIT $2) picked"
+    "   WHERE u.event_id = picked.event_id"
+    "  RETURNING u.event_id, u.type, u.account, u.livemode, u.created_at, u.received_at, u.body),"
+    " stored AS ("
+    "  INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, received_at, body)"
+    "  SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, m.event_id, m.type, m.account,"
+    "         m.livemode, m.created_at, m.received_at, m.body FROM moved m"
+    "  ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id)"
+    " SELECT s.event_id FROM stored s JOIN moved m USING (event_id) ORDER BY m.created_at, m.event_id";
 constexpr const char* currencies_sql = "SELECT code, exponent, iso FROM bankworker.currencies";
 
 }  // namespace
@@ -65,6 +85,23 @@ std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_v
 
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state) {
   tx.exec_params0(mark_event_sql, std::string(event_id), std::string(state));
+}
+
+account_claim claim_stripe_account(pqxx::work& tx, std::string_view account) {
+  const std::string id(account);
+  tx.exec_params(lock_account_sql, id);
+  const pqxx::row mapped = tx.exec_params1(account_tenant_sql, id);
+  if (!mapped[0].is_null()) return mapped[0].as<bool>() ? account_claim::already_connected : account_claim::other_tenant;
+  tx.exec_params0(insert_account_sql, id);
+  return account_claim::connected;
+}
+
+std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view account, std::size_t events_max) {
+  std::vector<std::string> moved;
+  for (const auto& row : tx.exec_params(move_unrouted_sql, std::string(account), static_cast<long>(events_max))) {
+    moved.push_back(row[0].as<std::string>());
+  }
+  return moved;
 }
 
 core::currency_table load_currencies(pqxx::transaction_base& tx) {

@@ -39,6 +39,23 @@ struct stored_event {
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id);
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state);
 
+// Connect accounts (`bankworker stripe connect`). Each call runs in `tx`, scoped to the tenant.
+//
+// Maps `account` to the transaction's tenant. Takes the account's exclusive advisory lock first
+// (held until `tx` ends), so no inbox transaction routes the account while it changes hands; see
+// migration 0010. An account maps to one tenant only.
+enum class account_claim {
+  connected,          // newly mapped to this tenant
+  already_connected,  // mapped to this tenant before: nothing changed
+  other_tenant,       // mapped to another tenant: refused, nothing changed
+};
+account_claim claim_stripe_account(pqxx::work& tx, std::string_view account);
+
+// Moves up to `events_max` unrouted events of `account` into the transaction's tenant inbox, oldest
+// first, and returns the ids that were new there (an id the inbox already holds is dropped from
+// the unrouted table as the duplicate it is). Call after claim_stripe_account in the same `tx`.
+std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view account, std::size_t events_max);
+
 // bankworker.currencies as a table for pure code.
 core::currency_table load_currencies(pqxx::transaction_base& tx);
 

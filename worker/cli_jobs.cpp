@@ -23,13 +23,6 @@ std::int64_t parse_job_id(std::string_view text) {
   return id;
 }
 
-std::unique_ptr<db::pool> open_queue_pool(settings& config) {
-  db::pool_settings pool_config;
-  pool_config.connections = 1;
-  queue::add_prepared_statements(pool_config);
-  return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
-}
-
 void append_optional(std::string& out, const std::optional<std::string>& value) {
   if (value) {
     core::append_json_string(*value, out);

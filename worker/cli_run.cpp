@@ -1,13 +1,108 @@
-// `bankworker run` (worker/runtime.hpp) and `bankworker stripe secret add|remove`.
+// `bankworker run` (worker/runtime.hpp), `bankworker stripe secret add|remove` and
+// `bankworker stripe connect`.
+#include <algorithm>
+
+#include "connectors/stripe/signature.hpp"
+#include "core/json_text.hpp"
+#include "core/limits.hpp"
 #include "crypto/secret.hpp"
+#include "db/audit.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "connectors/stripe/signature.hpp"
 #include "worker/cli.hpp"
 #include "worker/cli_support.hpp"
 #include "worker/runtime.hpp"
+#include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::worker {
+
+namespace {
+
+// Stripe account ids as bankworker.stripe_accounts accepts them: acct_ and 1–64 letters or digits.
+bool looks_like_account_id(std::string_view text) {
+  constexpr std::string_view prefix = "acct_";
+  if (!text.starts_with(prefix) || text.size() == prefix.size() || text.size() > prefix.size() + 64) return false;
+  return std::all_of(text.begin() + prefix.size(), text.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  });
+}
+
+struct connect_result {
+  db::account_claim claim = db::account_claim::connected;
+  std::size_t moved = 0;
+  bool more_left = false;  // stripe_connect_move_events_max moved and some may remain: run again
+};
+
+// `stripe connect --tenant T --account acct_…`: in one transaction, maps the account to the tenant
+// (refusing an account another tenant holds), moves the account's unrouted events into the
+// tenant's inbox with their stripe.post jobs (the running worker posts them), and audits what
+// changed. Re-running for the same tenant changes nothing unless unrouted events are waiting.
+int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  expect_only(parsed, 2, {"--tenant", "--account"});
+  const core::uuid tenant = tenant_option(parsed);
+  const auto account_option = parsed.option("--account");
+  if (!account_option || !looks_like_account_id(*account_option)) {
+    throw usage_error{"stripe connect needs --account acct_… (acct_ and 1-64 letters or digits)"};
+  }
+  const std::string account(*account_option);
+
+  settings config = load_or_throw(env, {.database = true, .root_key = true});
+  const auto connections = open_queue_pool(config);
+  const auto keys = open_key_store(config, *connections);
+  connect_result result;
+  try {
+    result = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+      if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+      connect_result r;
+      r.claim = db::claim_stripe_account(tx, account);
+      if (r.claim == db::account_claim::other_tenant) {
+        throw command_error{"Stripe account " + account + " is already connected to another tenant; an account"
+                            " maps to one tenant only"};
+      }
+      for (;;) {
+        const std::vector<std::string> ids =
+            db::move_unrouted_events(tx, account, limits::stripe_connect_move_batch_events);
+        const std::vector<std::string_view> views(ids.begin(), ids.end());
+        enqueue_stripe_posts(tx, tenant, views);
+        r.moved += ids.size();
+        if (ids.size() < limits::stripe_connect_move_batch_events) break;
+        if (r.moved >= limits::stripe_connect_move_events_max) {
+          r.more_left = true;
+          break;
+        }
+      }
+      if (r.claim == db::account_claim::connected || r.moved > 0) {
+        std::string details = "{\"events_moved\":" + std::to_string(r.moved) + "}";
+        db::append_audit(tx, *keys, {.tenant = tenant, .actor = "cli", .action = "stripe.account_connected",
+                                     .subject = account, .details = std::move(details)});
+      }
+      return r;
+    });
+  } catch (const pqxx::broken_connection& error) {
+    throw command_error{"cannot connect to the database: " + one_line(error.what())};
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("stripe connect", error);
+  }
+  const bool already = result.claim == db::account_claim::already_connected;
+  if (parsed.json) {
+    std::string text = "{\"account\":";
+    core::append_json_string(account, text);
+    text += ",\"tenant\":";
+    core::append_json_string(tenant.to_string(), text);
+    text += std::string(",\"already_connected\":") + (already ? "true" : "false") +
+            ",\"events_moved\":" + std::to_string(result.moved) +
+            ",\"more_left\":" + (result.more_left ? "true" : "false") + "}";
+    out << text << '\n';
+  } else {
+    out << (already ? "already connected " : "connected ") << account << " to tenant " << tenant.to_string() << "; "
+        << result.moved << " unrouted event(s) moved into its inbox";
+    if (result.more_left) out << " (more may remain: run the command again)";
+    out << '\n';
+  }
+  return exit_ok;
+}
+
+}  // namespace
 
 int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream&) {
   expect_only(parsed, 1, {});
@@ -16,9 +111,11 @@ int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream&)
 }
 
 int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  if (parsed.words.size() >= 2 && parsed.words[1] == "connect") return connect_account(parsed, env, out);
   if (parsed.words.size() < 3 || parsed.words[1] != "secret" ||
       (parsed.words[2] != "add" && parsed.words[2] != "remove")) {
-    throw usage_error{"expected 'stripe secret add --tenant T --secret-file F' or 'stripe secret remove --tenant T --id S'"};
+    throw usage_error{"expected 'stripe secret add --tenant T --secret-file F', 'stripe secret remove --tenant T --id S'"
+                      " or 'stripe connect --tenant T --account acct_…'"};
   }
   const bool adding = parsed.words[2] == "add";
   expect_only(parsed, 3, {"--tenant", adding ? "--secret-file" : "--id"});

@@ -7,6 +7,7 @@
 #include "core/limits.hpp"
 #include "connectors/vault/transit_root_key.hpp"
 #include "core/assert.hpp"
+#include "queue/queue.hpp"
 
 namespace bankworker::worker {
 
@@ -126,6 +127,13 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config) 
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections) {
   db::pool_settings pool_config;
   pool_config.connections = connections;
+  return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
+}
+
+std::unique_ptr<db::pool> open_queue_pool(settings& config) {
+  db::pool_settings pool_config;
+  pool_config.connections = 1;
+  queue::add_prepared_statements(pool_config);
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
 }
 

@@ -69,6 +69,10 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config);
 // A small pool as bankworker_worker for tenant-scoped work from the CLI.
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections = 1);
 
+// The same, one connection, with the queue's prepared statements (commands that enqueue or
+// manage jobs).
+std::unique_ptr<db::pool> open_queue_pool(settings& config);
+
 // The configured root keys, primary first: Vault Transit if BANKWORKER_VAULT_ADDR is set, the root
 // key file, then the previous root key file. Throws command_error when one is unusable.
 std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config);

@@ -20,6 +20,8 @@
 #include "connectors/plaid/client.hpp"
 #include "db/inbox.hpp"
 #include "db/migrate.hpp"
+#include "connectors/stripe/signature.hpp"
+#include "crypto/secret.hpp"
 #include "db/stripe_store.hpp"
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
@@ -67,6 +69,24 @@ bool plaid_configured(const settings& config) {
   return !config.plaid_base_url.empty() && !config.plaid_client_id.empty() && !config.plaid_secret.empty();
 }
 
+// The Connect platform endpoint's signing secret, read into guarded memory; nothing when
+// BANKWORKER_STRIPE_PLATFORM_SECRET_FILE is not set. A file that is unreadable, too open or holds
+// no whsec_ secret stops start-up: a platform endpoint that verifies nothing would answer 400 to
+// every Connect delivery until Stripe gives up.
+std::optional<crypto::secret> read_platform_secret(const settings& config) {
+  if (!config.stripe_platform_secret_file) return std::nullopt;
+  try {
+    crypto::secret secret =
+        crypto::read_secret_file(*config.stripe_platform_secret_file, crypto::file_permissions::owner_or_group_only);
+    if (!stripe::looks_like_webhook_secret(secret.reveal().text())) {
+      throw command_error{"BANKWORKER_STRIPE_PLATFORM_SECRET_FILE does not hold a Stripe webhook signing secret (whsec_…)"};
+    }
+    return secret;
+  } catch (const crypto::secret_file_error& error) {
+    throw command_error{std::string("BANKWORKER_STRIPE_PLATFORM_SECRET_FILE: ") + error.what()};
+  }
+}
+
 http_response text(unsigned status, std::string body) {
   return http_response{status, "text/plain; charset=utf-8", std::move(body), {}};
 }
@@ -75,6 +95,7 @@ http_response text(unsigned status, std::string body) {
 
 int run_service(settings& config) {
   logger log(config.level, 2, {&config.plaid_secret});
+  std::optional<crypto::secret> platform_secret = read_platform_secret(config);
   check_schema(config);
 
   db::pool_settings pool_config;
@@ -171,6 +192,13 @@ int run_service(settings& config) {
                       co_return http_response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(), {}};
                     }});
   routes.push_back(webhooks.tenant_route());
+  if (platform_secret) {
+    routes.push_back(webhooks.platform_route(std::move(*platform_secret)));
+    log.info("Stripe Connect platform endpoint on: POST /webhooks/stripe");
+  } else {
+    log.info("Stripe Connect platform endpoint off (BANKWORKER_STRIPE_PLATFORM_SECRET_FILE not set): "
+             "POST /webhooks/stripe answers 404");
+  }
 
   http_settings http_config;
   http_config.listen = config.http_listen;

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
+#include "core/assert.hpp"
 #include "core/json_text.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
@@ -16,9 +17,10 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr std::string_view tenant_prefix = "/webhooks/stripe/";
-constexpr std::array<std::string_view, 9> outcome_names = {"stored",   "duplicate",    "bad_signature",
-                                                           "stale",    "malformed",    "unknown_tenant",
-                                                           "rejected", "unavailable",  "too_large"};
+constexpr std::string_view platform_path = "/webhooks/stripe";
+constexpr std::array<std::string_view, 10> outcome_names = {"stored",      "unrouted",       "duplicate", "bad_signature",
+                                                            "stale",       "malformed",      "unknown_tenant",
+                                                            "rejected",    "unavailable",    "too_large"};
 
 http_response reply(unsigned status, std::string_view text) {
   return http_response{status, "application/json", "{\"message\":\"" + std::string(text) + "\"}\n", {}};
@@ -65,6 +67,13 @@ metrics_registry::counter& stripe_webhooks::outcome(std::string_view name) { ret
 http_route stripe_webhooks::tenant_route() {
   return {"POST", std::string(tenant_prefix), true,
           [this](http_request request) { return handle(std::move(request)); }};
+}
+
+http_route stripe_webhooks::platform_route(crypto::secret platform_secret) {
+  BW_ASSERT(platform_secrets_.empty());
+  platform_secrets_.push_back(std::move(platform_secret));
+  return {"POST", std::string(platform_path), false,
+          [this](http_request request) { return handle_platform(std::move(request)); }};
 }
 
 void stripe_webhooks::forget_secrets() {
@@ -117,10 +126,21 @@ asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
     outcome("unknown_tenant").fetch_add(1, std::memory_order_relaxed);
     co_return reply(404, "unknown tenant or no webhook endpoint");
   }
+  co_return co_await verify_and_store(std::move(request), *secrets->secrets, *tenant);
+}
+
+asio::awaitable<http_response> stripe_webhooks::handle_platform(http_request request) {
+  // The platform secret never changes while serving: no database is needed before storing.
+  co_return co_await verify_and_store(std::move(request), platform_secrets_, std::nullopt);
+}
+
+asio::awaitable<http_response> stripe_webhooks::verify_and_store(http_request request,
+                                                                 std::span<const crypto::secret> secrets,
+                                                                 std::optional<core::uuid> tenant) {
   // Nothing is read from the body before its signature is checked.
-  const stripe::signature_check check =
-      stripe::verify_signature(request.header("stripe-signature"), request.body, *secrets->secrets,
-                               std::chrono::system_clock::now(), settings_.signature);
+  const stripe::signature_check check = stripe::verify_signature(request.header("stripe-signature"), request.body,
+                                                                 secrets, std::chrono::system_clock::now(),
+                                                                 settings_.signature);
   if (check.status != stripe::signature_status::verified) {
     const bool stale = check.status == stripe::signature_status::timestamp_outside_tolerance;
     outcome(stale ? "stale" : "bad_signature").fetch_add(1, std::memory_order_relaxed);
@@ -131,11 +151,14 @@ asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
     outcome("malformed").fetch_add(1, std::memory_order_relaxed);
     co_return reply(400, "not a Stripe event");
   }
-  event->tenant = *tenant;
+  event->tenant = tenant;
   switch (co_await inbox_.store(std::move(*event))) {
     case db::inbox_outcome::stored:
       outcome("stored").fetch_add(1, std::memory_order_relaxed);
       co_return reply(200, "stored");
+    case db::inbox_outcome::unrouted:
+      outcome("unrouted").fetch_add(1, std::memory_order_relaxed);
+      co_return reply(200, "stored; no tenant has connected this account yet");
     case db::inbox_outcome::duplicate:
       outcome("duplicate").fetch_add(1, std::memory_order_relaxed);
       co_return reply(200, "duplicate");
@@ -149,21 +172,28 @@ asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
   co_return reply(503, "temporarily unavailable");
 }
 
+void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<const std::string_view> event_ids) {
+  std::vector<queue::new_job> jobs;
+  jobs.reserve(event_ids.size());
+  for (const std::string_view event_id : event_ids) {
+    queue::new_job job;
+    job.tenant = tenant;
+    job.kind = std::string(stripe_post_kind);
+    std::string payload = "{\"event_id\":";
+    core::append_json_string(event_id, payload);
+    job.payload_json = payload + "}";
+    job.priority = queue::priority::webhook;
+    jobs.push_back(std::move(job));
+  }
+  queue::enqueue(tx, jobs);
+}
+
 db::inbox_hook enqueue_stripe_posts() {
   return [](pqxx::work& tx, const core::uuid& tenant, std::span<const db::inbox_event* const> stored) {
-    std::vector<queue::new_job> jobs;
-    jobs.reserve(stored.size());
-    for (const db::inbox_event* event : stored) {
-      queue::new_job job;
-      job.tenant = tenant;
-      job.kind = std::string(stripe_post_kind);
-      std::string payload = "{\"event_id\":";
-      core::append_json_string(event->event_id, payload);
-      job.payload_json = payload + "}";
-      job.priority = queue::priority::webhook;
-      jobs.push_back(std::move(job));
-    }
-    queue::enqueue(tx, jobs);
+    std::vector<std::string_view> ids;
+    ids.reserve(stored.size());
+    for (const db::inbox_event* event : stored) ids.push_back(event->event_id);
+    enqueue_stripe_posts(tx, tenant, ids);
   };
 }
 

@@ -1,12 +1,19 @@
 #pragma once
-// POST /webhooks/stripe/{tenant_id} and the stripe.post job (DESIGN.md §1.3).
+// POST /webhooks/stripe/{tenant_id}, the Connect platform endpoint POST /webhooks/stripe, and the
+// stripe.post job (DESIGN.md §1.3).
 //
-// The route verifies Stripe-Signature against the tenant endpoint's active secrets before
+// The tenant route verifies Stripe-Signature against the tenant endpoint's active secrets before
 // anything else touches the body, reads the few envelope fields the inbox needs, and answers only
 // once the inbox has made the event durable (group commit): 2xx stored or duplicate, 400 bad
 // signature, stale or malformed, 404 unknown tenant or no endpoint, 503 database unavailable.
 // Secrets are opened once and cached in guarded memory for secrets_ttl (forget_secrets() drops
 // them, e.g. on SIGHUP after `stripe secret add`).
+//
+// The platform route verifies against the platform endpoint's secret (held in guarded memory for
+// the life of the process) and hands the event to the inbox without a tenant: the inbox routes it
+// by its `account` in the storing transaction, to the mapped tenant's inbox (and a stripe.post
+// job) or, unmapped, to the unrouted events until `bankworker stripe connect` moves them. Both are
+// 2xx (outcomes "stored" and "unrouted"); the other answers are the tenant route's, without 404.
 //
 // The stripe.post job turns the stored event into journal entries with connectors/stripe's
 // posting rules and records its own completion in the same transaction as the entries.
@@ -15,6 +22,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,6 +57,8 @@ class stripe_webhooks {
                   metrics_registry& metrics, logger& log, stripe_webhook_settings settings);
 
   http_route tenant_route();
+  // The Connect platform route, verifying with `platform_secret`; call at most once.
+  http_route platform_route(crypto::secret platform_secret);
   void forget_secrets();
 
  private:
@@ -57,6 +68,10 @@ class stripe_webhooks {
     std::chrono::steady_clock::time_point loaded_at;
   };
   boost::asio::awaitable<http_response> handle(http_request request);
+  boost::asio::awaitable<http_response> handle_platform(http_request request);
+  // Verifies, reads the envelope and stores: the part both routes share.
+  boost::asio::awaitable<http_response> verify_and_store(http_request request, std::span<const crypto::secret> secrets,
+                                                         std::optional<core::uuid> tenant);
   boost::asio::awaitable<std::optional<cached_secrets>> secrets_for(core::uuid tenant);
   metrics_registry::counter& outcome(std::string_view name);
 
@@ -69,10 +84,14 @@ class stripe_webhooks {
   std::map<std::string, metrics_registry::counter*, std::less<>> outcomes_;
   std::mutex cache_mutex_;
   std::map<std::string, cached_secrets> cache_;
+  std::vector<crypto::secret> platform_secrets_;  // set once by platform_route, before serving
 };
 
 // The inbox hook: enqueues one stripe.post job per newly stored event, in the inbox's transaction.
 db::inbox_hook enqueue_stripe_posts();
+
+// Enqueues one stripe.post job per event id in `tx` (scoped to `tenant`), in the order given.
+void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<const std::string_view> event_ids);
 
 // The stripe.post handler. `connections` and `currencies` outlive the dispatcher.
 job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies);

@@ -125,7 +125,7 @@ TEST_CASE("a Connect event for an unmapped account is kept as unrouted", "[pg][i
   db::inbox_event e = event_for(core::uuid{}, "evt_unrouted");
   e.tenant.reset();
   e.account = "acct_unknown1";
-  CHECK(inbox.store_blocking(e) == inbox_outcome::stored);
+  CHECK(inbox.store_blocking(e) == inbox_outcome::unrouted);
   CHECK(inbox.store_blocking(e) == inbox_outcome::duplicate);
   const auto admin = database.connect_as_admin();
   pqxx::work tx(*admin);

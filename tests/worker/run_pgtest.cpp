@@ -15,6 +15,7 @@
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/plaid_sim.hpp"
+#include "tests/support/polling.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/tcp_proxy.hpp"
@@ -27,20 +28,8 @@ namespace {
 
 constexpr const char* webhook_secret = "whsec_run_test_endpoint_secret";
 
-template <class Condition>
-bool eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return condition();
-}
-
-long count(pqxx::connection& admin, const std::string& sql) {
-  pqxx::work tx(admin);
-  return tx.exec1(sql)[0].as<long>();
-}
+using test::count;
+using test::eventually;
 
 }  // namespace
 
@@ -92,6 +81,8 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   CHECK_THAT(trigger("payout", "forged"), Catch::Contains("\"statuses\":[400]"));
   CHECK_THAT(trigger("payout", "stale"), Catch::Contains("\"statuses\":[400]"));
   CHECK(test::http_post(base + "/webhooks/stripe/00000000-0000-4000-8000-000000000000", "{}").status == 404);
+  // No BANKWORKER_STRIPE_PLATFORM_SECRET_FILE: the Connect platform endpoint is off.
+  CHECK(test::http_post(base + "/webhooks/stripe", "{}").status == 404);
   CHECK(test::http_post(base + "/webhooks/stripe/'%20OR%201=1%20--", "{}").status == 404);
   CHECK(test::http_post(hook, std::string((1 << 20) + 1, 'x')).status == 413);
 

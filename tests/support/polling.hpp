@@ -1,0 +1,30 @@
+#pragma once
+// Waiting for a running worker to have done something, and counting what it did, in tests that
+// drive whole processes (run_pgtest, stripe_connect_pgtest).
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include <pqxx/pqxx>
+
+namespace bankworker::test {
+
+// True once `condition` holds, polled every 50 ms; false if it still does not after `timeout`.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+// The one number a `SELECT count(*) …` (or any one-value query) answers, in its own transaction.
+inline long count(pqxx::connection& connection, const std::string& sql) {
+  pqxx::work tx(connection);
+  return tx.exec1(sql)[0].as<long>();
+}
+
+}  // namespace bankworker::test
