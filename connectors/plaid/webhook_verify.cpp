@@ -150,25 +150,16 @@ header_fields read_header(std::string_view encoded_header) {
   return out;
 }
 
-struct evp_pkey_deleter {
-  void operator()(EVP_PKEY* key) const noexcept { EVP_PKEY_free(key); }
+// OpenSSL objects owned by unique_ptr, each freed by its own function.
+template <auto free_function>
+struct openssl_free {
+  template <class T>
+  void operator()(T* object) const noexcept {
+    free_function(object);
+  }
 };
-struct evp_pkey_ctx_deleter {
-  void operator()(EVP_PKEY_CTX* context) const noexcept { EVP_PKEY_CTX_free(context); }
-};
-struct evp_md_ctx_deleter {
-  void operator()(EVP_MD_CTX* context) const noexcept { EVP_MD_CTX_free(context); }
-};
-struct ossl_param_bld_deleter {
-  void operator()(OSSL_PARAM_BLD* builder) const noexcept { OSSL_PARAM_BLD_free(builder); }
-};
-struct ossl_param_deleter {
-  void operator()(OSSL_PARAM* params) const noexcept { OSSL_PARAM_free(params); }
-};
-struct ecdsa_sig_deleter {
-  void operator()(ECDSA_SIG* signature) const noexcept { ECDSA_SIG_free(signature); }
-};
-using pkey_ptr = std::unique_ptr<EVP_PKEY, evp_pkey_deleter>;
+using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_free<EVP_PKEY_free>>;
+using pkey_ctx_ptr = std::unique_ptr<EVP_PKEY_CTX, openssl_free<EVP_PKEY_CTX_free>>;
 
 // The public key of a JWK, validated: both coordinates exactly 32 bytes and the point on P-256.
 pkey_ptr public_key_of(const verification_key& key) {
@@ -182,15 +173,15 @@ pkey_ptr public_key_of(const verification_key& key) {
   std::copy(x->begin(), x->end(), point.begin() + 1);
   std::copy(y->begin(), y->end(), point.begin() + 1 + coordinate_bytes);
 
-  std::unique_ptr<OSSL_PARAM_BLD, ossl_param_bld_deleter> builder(OSSL_PARAM_BLD_new());
+  std::unique_ptr<OSSL_PARAM_BLD, openssl_free<OSSL_PARAM_BLD_free>> builder(OSSL_PARAM_BLD_new());
   if (!builder) return nullptr;
   if (OSSL_PARAM_BLD_push_utf8_string(builder.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1) return nullptr;
   if (OSSL_PARAM_BLD_push_octet_string(builder.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size()) != 1) {
     return nullptr;
   }
-  std::unique_ptr<OSSL_PARAM, ossl_param_deleter> params(OSSL_PARAM_BLD_to_param(builder.get()));
+  std::unique_ptr<OSSL_PARAM, openssl_free<OSSL_PARAM_free>> params(OSSL_PARAM_BLD_to_param(builder.get()));
   if (!params) return nullptr;
-  std::unique_ptr<EVP_PKEY_CTX, evp_pkey_ctx_deleter> context(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
+  pkey_ctx_ptr context(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   if (!context) return nullptr;
   if (EVP_PKEY_fromdata_init(context.get()) != 1) return nullptr;
   EVP_PKEY* raw = nullptr;
@@ -198,7 +189,7 @@ pkey_ptr public_key_of(const verification_key& key) {
   pkey_ptr result(raw);
   // fromdata decodes the point; the explicit check makes "on the curve, not the identity, in the
   // right subgroup" a property of this function rather than of one OpenSSL version.
-  std::unique_ptr<EVP_PKEY_CTX, evp_pkey_ctx_deleter> check(EVP_PKEY_CTX_new_from_pkey(nullptr, result.get(), nullptr));
+  pkey_ctx_ptr check(EVP_PKEY_CTX_new_from_pkey(nullptr, result.get(), nullptr));
   if (!check) return nullptr;
   if (EVP_PKEY_public_check(check.get()) != 1) return nullptr;
   return result;
@@ -209,7 +200,7 @@ pkey_ptr public_key_of(const verification_key& key) {
 bool verify_es256(EVP_PKEY* key, std::string_view signing_input, std::string_view raw_signature) {
   if (raw_signature.size() != signature_bytes) return false;
   const auto* bytes = reinterpret_cast<const unsigned char*>(raw_signature.data());
-  std::unique_ptr<ECDSA_SIG, ecdsa_sig_deleter> signature(ECDSA_SIG_new());
+  std::unique_ptr<ECDSA_SIG, openssl_free<ECDSA_SIG_free>> signature(ECDSA_SIG_new());
   if (!signature) return false;
   BIGNUM* r = BN_bin2bn(bytes, coordinate_bytes, nullptr);
   BIGNUM* s = BN_bin2bn(bytes + coordinate_bytes, coordinate_bytes, nullptr);
@@ -221,7 +212,7 @@ bool verify_es256(EVP_PKEY* key, std::string_view signing_input, std::string_vie
   unsigned char* der = nullptr;
   const int der_size = i2d_ECDSA_SIG(signature.get(), &der);
   if (der_size <= 0) return false;
-  std::unique_ptr<EVP_MD_CTX, evp_md_ctx_deleter> context(EVP_MD_CTX_new());
+  std::unique_ptr<EVP_MD_CTX, openssl_free<EVP_MD_CTX_free>> context(EVP_MD_CTX_new());
   const bool ok = context && EVP_DigestVerifyInit(context.get(), nullptr, EVP_sha256(), nullptr, key) == 1 &&
                   EVP_DigestVerify(context.get(), der, static_cast<std::size_t>(der_size),
                                    reinterpret_cast<const unsigned char*>(signing_input.data()),
