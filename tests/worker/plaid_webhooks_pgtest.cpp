@@ -38,11 +38,16 @@ std::string json_string(const std::string& json, std::string_view field) {
 asio::awaitable<std::optional<plaid::verification_key>> fetch_from_sim(asio::thread_pool& pool, std::string base_url,
                                                                         std::atomic<int>* calls, std::string kid) {
   ++*calls;
-  co_return co_await queue::run_blocking(pool, [base_url, kid]() -> std::optional<plaid::verification_key> {
+  // The lambda captures pointers into this coroutine's frame (alive until the co_await ends), not
+  // strings: GCC 12 destroys a lambda temporary's non-trivial captures twice in a co_await
+  // expression (valgrind: invalid free).
+  const std::string* url = &base_url;
+  const std::string* key_id = &kid;
+  co_return co_await queue::run_blocking(pool, [url, key_id]() -> std::optional<plaid::verification_key> {
     std::string request = R"({"client_id":"bankworker-sim-client","secret":"bankworker-sim-secret","key_id":)";
-    core::append_json_string(kid, request);
+    core::append_json_string(*key_id, request);
     request += "}";
-    const test::http_result answer = test::http_post(base_url + "/webhook_verification_key/get", request);
+    const test::http_result answer = test::http_post(*url + "/webhook_verification_key/get", request);
     if (answer.status == 400 && json_string(answer.body, "error_code") == "INVALID_FIELD") return std::nullopt;
     if (answer.status != 200) throw std::runtime_error("key fetch answered " + std::to_string(answer.status));
     simdjson::dom::parser parser;
