@@ -1,0 +1,325 @@
+#include "worker/plaid_webhooks.hpp"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <array>
+
+#include "db/plaid_webhook_store.hpp"
+#include "db/tenant_scope.hpp"
+#include "queue/run_blocking.hpp"
+
+namespace bankworker::worker {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr std::array<std::string_view, 18> outcome_names = {
+    "sync_requested", "reauth_marked",   "revoke_requested", "no_change",     "unknown_item",  "ignored",
+    "malformed",      "alg_not_allowed", "unknown_kid",      "key_expired",   "key_invalid",   "bad_signature",
+    "stale",          "body_mismatch",   "malformed_body",   "too_large",     "key_unavailable", "unavailable"};
+// Plaid's item ids are 37 characters; the column allows 256.
+constexpr std::size_t item_id_bytes_max = 256;
+
+http_response reply(unsigned status, std::string_view text) {
+  return http_response{status, "application/json", "{\"message\":\"" + std::string(text) + "\"}\n", {}};
+}
+
+enum class webhook_effect { ignore, sync, needs_reauth, revoke };
+
+struct webhook_fields {
+  webhook_effect effect = webhook_effect::ignore;
+  std::string item_id;
+  std::string error_code;  // set for needs_reauth (ITEM_LOGIN_REQUIRED or ITEM_LOCKED)
+};
+
+// What a verified body asks for; nothing when it is not a Plaid webhook (or names no item where
+// its effect needs one).
+std::optional<webhook_fields> read_webhook(std::string_view body) {
+  thread_local simdjson::dom::parser parser(limits::plaid_webhook_body_bytes_max);
+  simdjson::dom::element root;
+  if (parser.parse(body.data(), body.size()).get(root) != simdjson::SUCCESS) return std::nullopt;
+  simdjson::dom::object webhook;
+  if (root.get_object().get(webhook) != simdjson::SUCCESS) return std::nullopt;
+  std::string_view type;
+  std::string_view code;
+  if (webhook["webhook_type"].get(type) != simdjson::SUCCESS) return std::nullopt;
+  if (webhook["webhook_code"].get(code) != simdjson::SUCCESS) return std::nullopt;
+  std::string_view error_code;
+  const auto error = webhook["error"];
+  if (error.error() == simdjson::SUCCESS && !error.is_null() && error["error_code"].get(error_code) != simdjson::SUCCESS) {
+    return std::nullopt;
+  }
+
+  webhook_fields fields;
+  if (type == "TRANSACTIONS" && code == "SYNC_UPDATES_AVAILABLE") {
+    fields.effect = webhook_effect::sync;
+  } else if (type == "ITEM" && code == "USER_PERMISSION_REVOKED") {
+    fields.effect = webhook_effect::revoke;
+  } else if (type == "ITEM" && code == "ERROR") {
+    if (error_code == "ITEM_LOGIN_REQUIRED" || error_code == "ITEM_LOCKED") {
+      fields.effect = webhook_effect::needs_reauth;
+      fields.error_code = std::string(error_code);
+    } else if (error_code == "USER_PERMISSION_REVOKED" || error_code == "ITEM_NOT_FOUND") {
+      fields.effect = webhook_effect::revoke;
+    }
+  }
+  if (fields.effect == webhook_effect::ignore) return fields;
+  std::string_view item_id;
+  if (webhook["item_id"].get(item_id) != simdjson::SUCCESS) return std::nullopt;
+  if (item_id.empty() || item_id.size() > item_id_bytes_max) return std::nullopt;
+  fields.item_id = std::string(item_id);
+  return fields;
+}
+
+std::string_view effect_outcome(webhook_effect effect) {
+  switch (effect) {
+    case webhook_effect::sync: return "sync_requested";
+    case webhook_effect::needs_reauth: return "reauth_marked";
+    case webhook_effect::revoke: return "revoke_requested";
+    case webhook_effect::ignore: break;
+  }
+  return "ignored";
+}
+
+}  // namespace
+
+plaid_webhooks::plaid_webhooks(db::pool& connections, const db::key_store& keys, asio::thread_pool& blocking,
+                               metrics_registry& metrics, logger& log, verification_key_fetcher fetch_key,
+                               plaid_webhook_settings settings)
+    : connections_(connections),
+      keys_(keys),
+      blocking_(blocking),
+      log_(log),
+      fetch_key_(std::move(fetch_key)),
+      settings_(std::move(settings)) {
+  for (const std::string_view name : outcome_names) {
+    outcomes_.emplace(name, &metrics.add_counter("bankworker_webhook_requests_total",
+                                                 "Webhook requests by provider and outcome.",
+                                                 {{"provider", "plaid"}, {"outcome", std::string(name)}}));
+  }
+}
+
+metrics_registry::counter& plaid_webhooks::outcome(std::string_view name) { return *outcomes_.find(name)->second; }
+
+http_route plaid_webhooks::route() {
+  return {"POST", std::string(plaid_webhook_path), false,
+          [this](http_request request) { return handle(std::move(request)); }};
+}
+
+plaid_webhooks::fetch_permission plaid_webhooks::may_fetch(const std::string& kid, std::chrono::steady_clock::time_point now,
+                                                           std::optional<plaid::verification_key>& cached) {
+  std::lock_guard lock(cache_mutex_);
+  auto it = cache_.find(kid);
+  if (it != cache_.end()) {
+    cached_key& entry = it->second;
+    if (entry.key) {
+      cached = entry.key;
+      if (entry.fetching || now - entry.fetched_at < settings_.key_ttl) return fetch_permission::use_cached;
+      // A known key past its TTL: one refetch at a time; the number of known keys bounds these.
+      entry.fetching = true;
+      return fetch_permission::fetch;
+    }
+    if (entry.fetching) return fetch_permission::busy;
+    if (now - entry.fetched_at < settings_.unknown_kid_retry) return fetch_permission::unknown;
+  }
+  // A kid we hold no key for: the global limit applies.
+  if (now - fetch_window_started_ >= settings_.key_fetch_window) {
+    fetch_window_started_ = now;
+    fetches_in_window_ = 0;
+  }
+  if (fetches_in_window_ >= settings_.key_fetches_max) return fetch_permission::busy;
+  if (it == cache_.end()) {
+    const std::size_t keys_max = std::clamp<std::size_t>(settings_.keys_max, 1, limits::plaid_webhook_keys_max);
+    if (cache_.size() >= keys_max) {
+      // Evict an idle entry: an unknown kid before any key, the oldest first.
+      auto victim = cache_.end();
+      for (auto candidate = cache_.begin(); candidate != cache_.end(); ++candidate) {
+        if (candidate->second.fetching) continue;
+        if (victim == cache_.end()) {
+          victim = candidate;
+          continue;
+        }
+        const bool candidate_unknown = !candidate->second.key;
+        const bool victim_unknown = !victim->second.key;
+        if (candidate_unknown != victim_unknown) {
+          if (candidate_unknown) victim = candidate;
+        } else if (candidate->second.fetched_at < victim->second.fetched_at) {
+          victim = candidate;
+        }
+      }
+      if (victim == cache_.end()) return fetch_permission::busy;
+      cache_.erase(victim);
+    }
+    it = cache_.emplace(kid, cached_key{}).first;
+  }
+  ++fetches_in_window_;
+  it->second.fetching = true;
+  it->second.fetched_at = now;
+  return fetch_permission::fetch;
+}
+
+void plaid_webhooks::remember(const std::string& kid, std::optional<plaid::verification_key> key,
+                              std::chrono::steady_clock::time_point now) {
+  std::lock_guard lock(cache_mutex_);
+  const auto it = cache_.find(kid);
+  if (it == cache_.end()) return;
+  it->second.key = std::move(key);
+  it->second.fetched_at = now;
+  it->second.fetching = false;
+}
+
+void plaid_webhooks::forget(const std::string& kid) {
+  std::lock_guard lock(cache_mutex_);
+  const auto it = cache_.find(kid);
+  if (it != cache_.end() && !it->second.fetching) cache_.erase(it);
+}
+
+asio::awaitable<plaid_webhooks::key_lookup> plaid_webhooks::key_for(std::string kid) {
+  const auto now = std::chrono::steady_clock::now();
+  key_lookup result;
+  std::optional<plaid::verification_key> cached;
+  switch (may_fetch(kid, now, cached)) {
+    case fetch_permission::use_cached:
+      result.status = key_lookup_status::found;
+      result.key = std::move(cached);
+      co_return result;
+    case fetch_permission::unknown:
+      result.status = key_lookup_status::unknown;
+      co_return result;
+    case fetch_permission::busy:
+      log_.debug("plaid webhook key fetch refused", {{"kid", kid}, {"reason", "key_fetches_max or a fetch in flight"}});
+      co_return result;
+    case fetch_permission::fetch:
+      break;
+  }
+  std::optional<plaid::verification_key> fetched;
+  bool fetch_failed = false;
+  try {
+    fetched = co_await fetch_key_(kid);
+  } catch (const std::exception& error) {
+    log_.warn("plaid webhook key fetch failed", {{"kid", kid}, {"reason", error.what()}});
+    fetch_failed = true;
+  }
+  if (fetch_failed) {
+    std::lock_guard lock(cache_mutex_);
+    const auto it = cache_.find(kid);
+    if (it != cache_.end()) {
+      it->second.fetching = false;
+      if (!it->second.key) {
+        cache_.erase(it);
+      } else {
+        // Keep verifying with the key we have; ask Plaid again after unknown_kid_retry, not on
+        // every request while it is away.
+        it->second.fetched_at = now - settings_.key_ttl + std::min(settings_.key_ttl, settings_.unknown_kid_retry);
+      }
+    }
+    if (cached) {
+      result.status = key_lookup_status::found;
+      result.key = std::move(cached);
+    }
+    co_return result;
+  }
+  // A key answered for another kid is no key for this one.
+  if (fetched && fetched->kid != kid) fetched.reset();
+  remember(kid, fetched, std::chrono::steady_clock::now());
+  result.status = fetched ? key_lookup_status::found : key_lookup_status::unknown;
+  result.key = std::move(fetched);
+  co_return result;
+}
+
+asio::awaitable<http_response> plaid_webhooks::handle(http_request request) {
+  if (request.body.size() > limits::plaid_webhook_body_bytes_max) {
+    outcome("too_large").fetch_add(1, std::memory_order_relaxed);
+    co_return reply(413, "body over plaid_webhook_body_bytes_max");
+  }
+  // Nothing is read from the body before its signature is checked; the token's header is read
+  // first only to name the key, and any alg but ES256 ends here.
+  const std::string token(request.header("plaid-verification"));
+  const plaid::webhook_kid kid = plaid::read_webhook_kid(token);
+  if (kid.status != plaid::webhook_verdict::verified) {
+    outcome(plaid::to_string(kid.status)).fetch_add(1, std::memory_order_relaxed);
+    co_return reply(400, plaid::to_string(kid.status));
+  }
+  const key_lookup key = co_await key_for(kid.kid);
+  if (key.status == key_lookup_status::unavailable) {
+    outcome("key_unavailable").fetch_add(1, std::memory_order_relaxed);
+    co_return reply(503, "verification key temporarily unavailable");
+  }
+  const plaid::webhook_verdict verdict =
+      plaid::verify_webhook(token, request.body, key.key, settings_.now(), settings_.verify);
+  if (verdict != plaid::webhook_verdict::verified) {
+    if (verdict == plaid::webhook_verdict::key_invalid) forget(kid.kid);
+    outcome(plaid::to_string(verdict)).fetch_add(1, std::memory_order_relaxed);
+    log_.info("plaid webhook refused", {{"kid", kid.kid}, {"reason", plaid::to_string(verdict)}});
+    co_return reply(400, plaid::to_string(verdict));
+  }
+
+  const std::optional<webhook_fields> webhook = read_webhook(request.body);
+  if (!webhook) {
+    outcome("malformed_body").fetch_add(1, std::memory_order_relaxed);
+    co_return reply(400, "not a Plaid webhook");
+  }
+  if (webhook->effect == webhook_effect::ignore) {
+    outcome("ignored").fetch_add(1, std::memory_order_relaxed);
+    co_return reply(200, "ignored");
+  }
+
+  struct applied {
+    std::size_t connections = 0;
+    std::size_t changed = 0;
+  };
+  applied done;
+  try {
+    done = co_await queue::run_blocking(blocking_, [this, &webhook] {
+      applied result;
+      std::vector<db::item_connection> found;
+      {
+        db::pool::lease lease = connections_.checkout();
+        try {
+          pqxx::read_transaction tx(lease.connection(), "bankworker_plaid_item");
+          found = db::find_item_connections(tx, webhook->item_id);
+          tx.commit();
+        } catch (const pqxx::broken_connection&) {
+          lease.discard();
+          throw;
+        }
+      }
+      result.connections = found.size();
+      for (const db::item_connection& target : found) {
+        const bool changed = db::with_tenant(connections_, target.tenant, [&](pqxx::work& tx) {
+          switch (webhook->effect) {
+            case webhook_effect::sync: return db::request_connection_sync(tx, target.tenant, target.connection);
+            case webhook_effect::needs_reauth:
+              return db::mark_connection_needs_reauth(tx, keys_, target.tenant, target.connection,
+                                                      webhook->error_code);
+            case webhook_effect::revoke: return db::request_connection_revoke(tx, target.tenant, target.connection);
+            case webhook_effect::ignore: break;
+          }
+          return false;
+        });
+        if (changed) ++result.changed;
+      }
+      return result;
+    });
+  } catch (const std::exception& error) {
+    // The database is away (or the commit is in doubt): the effects are idempotent, so the
+    // sender's retry is safe.
+    log_.warn("plaid webhook effect not applied", {{"item_id", webhook->item_id}, {"reason", error.what()}});
+    outcome("unavailable").fetch_add(1, std::memory_order_relaxed);
+    co_return reply(503, "temporarily unavailable");
+  }
+  if (done.connections == 0) {
+    outcome("unknown_item").fetch_add(1, std::memory_order_relaxed);
+    log_.info("plaid webhook for an unknown item", {{"item_id", webhook->item_id}});
+    co_return reply(200, "unknown item");
+  }
+  const std::string_view result = done.changed > 0 ? effect_outcome(webhook->effect) : "no_change";
+  outcome(result).fetch_add(1, std::memory_order_relaxed);
+  log_.info("plaid webhook applied",
+            {{"item_id", webhook->item_id}, {"outcome", result}, {"connections", done.connections}});
+  co_return reply(200, result);
+}
+
+}  // namespace bankworker::worker
