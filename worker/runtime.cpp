@@ -30,6 +30,7 @@
 #include "worker/http_server.hpp"
 #include "worker/metrics.hpp"
 #include "worker/plaid_jobs.hpp"
+#include "worker/plaid_webhooks.hpp"
 #include "worker/scheduler.hpp"
 #include "worker/stripe_webhooks.hpp"
 
@@ -63,6 +64,16 @@ std::string plaid_environment(std::string_view base_url) {
   if (base_url.find("development") != std::string_view::npos) return "development";
   if (connectors::http::client::url_allowed(base_url) && base_url.starts_with("http://")) return "sandbox";
   return "production";
+}
+
+// The webhook route's key fetcher: Plaid's /webhook_verification_key/get. An unknown kid is an
+// answer (nothing); anything else that went wrong throws, and the route answers 503.
+asio::awaitable<std::optional<plaid::verification_key>> fetch_plaid_key(const plaid::client* api, std::string kid) {
+  plaid::result<plaid::verification_key> fetched = co_await api->get_webhook_verification_key(std::move(kid));
+  if (fetched.ok()) co_return std::move(fetched.value);
+  if (fetched.failure.kind == plaid::error_class::invalid_request) co_return std::nullopt;
+  throw std::runtime_error("Plaid's verification key could not be fetched: " +
+                           std::string(plaid::to_string(fetched.failure.kind)));
 }
 
 bool plaid_configured(const settings& config) {
@@ -192,6 +203,14 @@ int run_service(settings& config) {
                       co_return http_response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(), {}};
                     }});
   routes.push_back(webhooks.tenant_route());
+  std::unique_ptr<plaid_webhooks> plaid_hooks;
+  if (plaid_api) {
+    const plaid::client* api = plaid_api.get();
+    plaid_hooks = std::make_unique<plaid_webhooks>(
+        connections, *keys, blocking, metrics, log,
+        [api](std::string kid) { return fetch_plaid_key(api, std::move(kid)); }, plaid_webhook_settings{});
+    routes.push_back(plaid_hooks->route());
+  }
   if (platform_secret) {
     routes.push_back(webhooks.platform_route(std::move(*platform_secret)));
     log.info("Stripe Connect platform endpoint on: POST /webhooks/stripe");

@@ -169,6 +169,20 @@ TEST_CASE("kill -9 of the worker mid-pagination loses and doubles nothing: the r
   CHECK_THAT(listed.out, Catch::Contains("\"status\":\"active\"") &&
                              Catch::Contains("\"transactions\":" + std::to_string(expected.size())));
 
+  // New data at the bank, announced by a signed SYNC_UPDATES_AVAILABLE webhook: the worker
+  // verifies it and syncs again.
+  const std::string token = plaid.access_token_of(item);
+  plaid.post("/sim/transactions/add", "{\"access_token\":\"" + token + "\",\"amount_minor\":-4200}");
+  const std::string hook = "http://127.0.0.1:" + std::to_string(port) + "/webhooks/plaid";
+  CHECK_THAT(plaid.post("/sim/webhooks/send", "{\"access_token\":\"" + token + "\",\"url\":\"" + hook + "\"}"),
+             Catch::Contains("\"status\":200"));
+  CHECK_THAT(plaid.post("/sim/webhooks/send", "{\"access_token\":\"" + token + "\",\"url\":\"" + hook +
+                                                  "\",\"signing\":\"alg_none\"}"),
+             Catch::Contains("\"status\":400"));
+  const auto updated = plaid.truth(token);
+  REQUIRE(updated.size() == expected.size() + 1);
+  CHECK(eventually([&] { return test::stored_rows(*admin, connection) == updated; }, std::chrono::seconds(30)));
+
   // Revocation from the command line: Plaid is told once, the token is shredded.
   const auto revoked =
       test::run_bankworker({"connections", "revoke", "--tenant", tenant, "--connection", connection, "--wait"}, env);
