@@ -83,24 +83,34 @@ struct http_server::state : std::enable_shared_from_this<state> {
   // Finds the handler for a request, or the 404/405 answer.
   asio::awaitable<http_response> route(http_request request) {
     std::string allowed;
+    const auto started = std::chrono::steady_clock::now();
+    const auto observed = [&](const http_route* r, http_response response) {
+      if (settings.observe) {
+        settings.observe(r, response.status, std::chrono::duration_cast<std::chrono::microseconds>(
+                                                 std::chrono::steady_clock::now() - started));
+      }
+      return response;
+    };
     for (const http_route& r : routes) {
       const bool path_matches = r.prefix ? request.path.starts_with(r.path) : request.path == r.path;
       if (!path_matches) continue;
       if (r.method == request.method) {
+        http_response answer;
         try {
-          co_return co_await r.handler(std::move(request));
+          answer = co_await r.handler(std::move(request));
         } catch (const std::exception&) {
           // The handler's own failure: the client learns nothing of it, the connection lives on.
-          co_return plain(500, "internal error");
+          answer = plain(500, "internal error");
         }
+        co_return observed(&r, std::move(answer));
       }
       if (!allowed.empty()) allowed += ", ";
       allowed += r.method;
     }
-    if (allowed.empty()) co_return plain(404, "not found");
+    if (allowed.empty()) co_return observed(nullptr, plain(404, "not found"));
     http_response response = plain(405, "method not allowed");
     response.headers.emplace_back("Allow", allowed);
-    co_return response;
+    co_return observed(nullptr, std::move(response));
   }
 
   // Answers one canned response and closes: used for refusals before the request is read.

@@ -27,6 +27,8 @@
 
 namespace bankworker::worker {
 
+struct http_route;
+
 struct http_settings {
   listen_address listen{"127.0.0.1", 8080};  // port 0 picks a free port (tests)
   std::size_t header_bytes_max = 16 * 1024;
@@ -40,6 +42,9 @@ struct http_settings {
   std::size_t connections_max = 2'048;
   std::size_t connections_per_address_max = 128;
   std::size_t requests_per_connection_max = 10'000;
+  // Called after each routed request with the route that answered (nothing for 404/405), the
+  // status and the handler's time; for latency metrics. Must not block.
+  std::function<void(const http_route* route, unsigned status, std::chrono::microseconds elapsed)> observe;
 };
 
 struct http_request {

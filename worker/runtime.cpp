@@ -4,6 +4,7 @@
 #include <systemd/sd-daemon.h>
 
 #include <atomic>
+#include <map>
 #include <cstdlib>
 #include <thread>
 
@@ -219,8 +220,24 @@ int run_service(settings& config) {
              "POST /webhooks/stripe answers 404");
   }
 
+  // Handler latency per route, registered before the server starts so a request only reads the map.
+  std::map<const http_route*, duration_histogram*> route_latency;
+  duration_histogram& unrouted_latency = metrics.add_histogram(
+      "bankworker_http_request_duration_seconds", "Time to answer an HTTP request, by route.", {{"route", "other"}});
+  for (const http_route& route : routes) {
+    route_latency[&route] = &metrics.add_histogram("bankworker_http_request_duration_seconds",
+                                                   "Time to answer an HTTP request, by route.",
+                                                   {{"route", route.method + " " + route.path}});
+  }
   http_settings http_config;
   http_config.listen = config.http_listen;
+  // The routes vector is moved into the server, which keeps its elements where they are, so the
+  // pointers above stay valid for the server's life.
+  http_config.observe = [&route_latency, &unrouted_latency](const http_route* route, unsigned,
+                                                             std::chrono::microseconds elapsed) {
+    const auto found = route != nullptr ? route_latency.find(route) : route_latency.end();
+    (found != route_latency.end() ? *found->second : unrouted_latency).record_us(static_cast<std::uint64_t>(elapsed.count()));
+  };
   http_config.body_bytes_max = limits::webhook_body_bytes_max;
   http_server server(io, http_config, std::move(routes));
   server.start();

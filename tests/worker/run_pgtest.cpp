@@ -108,6 +108,7 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
            now.find("bankworker_job_duration_seconds_count{kind=\"stripe.post\"} 4") != std::string::npos;
   }));
   CHECK_THAT(metrics, Catch::Contains("bankworker_db_pool_connections_in_use "));
+  CHECK_THAT(metrics, Catch::Contains("bankworker_http_request_duration_seconds_count{route=\"POST /webhooks/stripe/\"} 10"));
 
   worker.signal(SIGTERM);
   CHECK(worker.wait(std::chrono::seconds(20)) == 0);
