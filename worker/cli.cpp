@@ -20,6 +20,7 @@ constexpr std::string_view usage_text =
     "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
     "  run                         the service: job dispatcher, webhooks, /healthz /readyz /metrics\n"
     "  stripe secret add --tenant T --secret-file F | stripe secret remove --tenant T --id S\n"
+    "  stripe key set --tenant T --key-file F\n"
     "  plaid link --tenant T --public-token P [--wait]\n"
     "                              exchange a Plaid public token for a new bank connection\n"
     "  connections list --tenant T | connections sync|revoke --tenant T --connection C [--wait]\n"

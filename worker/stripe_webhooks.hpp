@@ -30,6 +30,7 @@
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
 #include "worker/log.hpp"
+#include "worker/stripe_api_jobs.hpp"
 #include "worker/metrics.hpp"
 
 namespace bankworker::worker {
@@ -74,7 +75,10 @@ class stripe_webhooks {
 // The inbox hook: enqueues one stripe.post job per newly stored event, in the inbox's transaction.
 db::inbox_hook enqueue_stripe_posts();
 
-// The stripe.post handler. `connections` and `currencies` outlive the dispatcher.
-job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies);
+// The stripe.post handler. `connections`, `currencies` and `api` outlive the dispatcher. `api`
+// null: no Stripe API configured, events post gross only; else fees come with the gross entry
+// (worker/stripe_api_jobs.hpp).
+job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
+                                const stripe_api_jobs* api = nullptr);
 
 }  // namespace bankworker::worker

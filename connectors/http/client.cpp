@@ -152,6 +152,8 @@ struct transfer {
   curl_slist* headers = nullptr;
   // Keeps the body's pages readable for as long as libcurl may read them (CURLOPT_POSTFIELDS).
   std::optional<crypto::secret::view> body_view;
+  // The bearer token, NUL-terminated in guarded memory while libcurl copies it (configure()).
+  crypto::secret bearer_text;
   std::optional<guarded_scratch> sensitive;
   response result;
   std::size_t body_bytes_max = 0;
@@ -332,6 +334,20 @@ void configure(transfer& call, const client_settings& settings) {
   if (appended == nullptr) throw std::bad_alloc();
   call.headers = appended;
   set_option(easy, CURLOPT_HTTPHEADER, call.headers);
+
+  if (!call.call.bearer_token.empty()) {
+    // libcurl wants a C string and copies it at once (client.hpp: the residual copy); the
+    // terminated text we hand it lives in guarded memory and is zeroed with the transfer.
+    call.bearer_text = crypto::secret::filled(call.call.bearer_token.size() + 1, [&](unsigned char* out) {
+      const crypto::secret::view token = call.call.bearer_token.reveal();
+      std::memcpy(out, token.data(), token.size());
+      out[token.size()] = 0;
+      return true;
+    });
+    const crypto::secret::view text = call.bearer_text.reveal();
+    set_option(easy, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BEARER));
+    set_option(easy, CURLOPT_XOAUTH2_BEARER, reinterpret_cast<const char*>(text.data()));
+  }
 
   const std::string& method = call.call.method;
   if (method == "GET") {

@@ -14,7 +14,12 @@
 // the body), so the body is a crypto::secret handed to libcurl by pointer (CURLOPT_POSTFIELDS,
 // never copied). A response that carries a secret (Plaid's access_token on exchange) is read into
 // guarded memory when the request says so, capped at sensitive_response_bytes_max. Header values
-// are copied by libcurl; put no secret in a header.
+// are copied by libcurl; put no secret in a header. An API key that must travel as
+// "Authorization: Bearer …" (Stripe) goes in request::bearer_token instead: it stays in guarded
+// memory on our side and is zeroed with the request. Residual risk, which no libcurl option avoids:
+// libcurl strdup()s the token (CURLOPT_XOAUTH2_BEARER) and formats the Authorization line into its
+// own header buffer; both are ordinary heap, freed without zeroing when the call ends (we clear the
+// option at once, so libcurl's copy lives only for the duration of the call).
 //
 // Thread safety: perform() may be called from any thread or coroutine; the multi handle lives on
 // the client's strand. The client must outlive every call, and is destroyed after the io_context
@@ -53,6 +58,7 @@ struct request {
   std::string url;  // https://…, or plain http to a loopback literal only
   std::vector<std::pair<std::string, std::string>> headers;  // never a secret (see above)
   crypto::secret body;                                        // sent as is; may be empty
+  crypto::secret bearer_token;  // empty: none; else sent as "Authorization: Bearer <token>" (see above)
   std::chrono::milliseconds timeout{0};                       // 0: settings.request_timeout
   bool sensitive_response = false;  // read the body into guarded memory (response::secret_body)
 };
