@@ -28,6 +28,7 @@ constexpr const char* save_event_cursor_sql =
     " VALUES (current_setting('bankworker.tenant_id')::uuid, $1, $2, $3)"
     " ON CONFLICT (tenant_id, scope) DO UPDATE SET last_event_id = excluded.last_event_id,"
     " recovered_total = bankworker.stripe_event_cursors.recovered_total + excluded.recovered_total, updated_at = now()";
+constexpr const char* delete_event_cursor_sql = "DELETE FROM bankworker.stripe_event_cursors WHERE scope = $1";
 constexpr const char* connected_accounts_sql =
     "SELECT account FROM bankworker.stripe_accounts ORDER BY account LIMIT $1";
 constexpr const char* schedule_stripe_recovery_sql = "SELECT bankworker.schedule_stripe_recovery($1, $2)";
@@ -113,6 +114,10 @@ std::optional<std::string> load_event_cursor(pqxx::transaction_base& tx, std::st
 
 void save_event_cursor(pqxx::work& tx, std::string_view scope, std::string_view last_event_id, std::int64_t recovered) {
   tx.exec_params0(save_event_cursor_sql, std::string(scope), std::string(last_event_id), recovered);
+}
+
+void delete_event_cursor(pqxx::work& tx, std::string_view scope) {
+  tx.exec_params0(delete_event_cursor_sql, std::string(scope));
 }
 
 std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::size_t accounts_max) {

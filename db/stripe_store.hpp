@@ -57,6 +57,7 @@ inline constexpr std::string_view tenant_event_scope = "tenant";
 std::optional<std::string> load_event_cursor(pqxx::transaction_base& tx, std::string_view scope);
 void save_event_cursor(pqxx::work& tx, std::string_view scope, std::string_view last_event_id,
                        std::int64_t recovered);
+void delete_event_cursor(pqxx::work& tx, std::string_view scope);
 // The tenant's mapped connected accounts, at most `accounts_max`, in a stable order.
 std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::size_t accounts_max);
 // Enqueues one stripe.recover job per tenant with a key (0011_stripe_api.sql); returns how many.

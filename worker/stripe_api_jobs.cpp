@@ -6,6 +6,7 @@
 #include "db/plaid_store.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
+#include "worker/external_calls.hpp"
 
 namespace bankworker::worker {
 
@@ -87,18 +88,7 @@ void stripe_api_jobs::log_calls(const job_context&, const core::uuid& tenant,
   if (calls.empty()) return;
   std::vector<db::external_call> rows;
   rows.reserve(calls.size());
-  for (const stripe::api_call_record& call : calls) {
-    db::external_call row;
-    row.provider = "stripe";
-    row.endpoint = call.endpoint;
-    row.http_status = call.http_status;
-    row.error_code = call.error_code;
-    row.bytes_sent = call.bytes_sent;
-    row.bytes_received = call.bytes_received;
-    row.latency_us = call.latency.count();
-    row.redactions = call.redactions;
-    rows.push_back(std::move(row));
-  }
+  for (const stripe::api_call_record& call : calls) rows.push_back(to_external_call("stripe", call));
   db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::append_external_calls(tx, tenant, rows); });
 }
 
@@ -202,9 +192,9 @@ asio::awaitable<queue::outcome> stripe_api_jobs::recover(queue::job job, job_con
 
 asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(const queue::job& job,
                                                                               const job_context& context,
-                                                                              const std::string& scope,
+                                                                              std::string scope,
                                                                               stripe::api_credentials credentials) const {
-  // `job`, `context` and `scope` live in recover()'s frame, which awaits this one.
+  // `job` and `context` live in recover()'s frame, which awaits this one.
   const core::uuid tenant = job.ref.tenant;
   const std::optional<std::string> start = co_await context.run_db([&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { return db::load_event_cursor(tx, scope); });
@@ -229,6 +219,16 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
     stripe::api_result<stripe::events_page> page = co_await std::move(listing);
     calls.push_back(page.call);
     if (!page.ok()) {
+      if (start && page.failure.kind == stripe::api_error_class::not_found) {
+        // Stripe lists events for 30 days; a cursor older than that is unknown to it. Forget it:
+        // the next run walks back from the newest event (the inbox drops what it has already).
+        co_await context.run_db([&] {
+          db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::delete_event_cursor(tx, scope); });
+        });
+        stop = queue::outcome::retry("stripe recovery: Stripe no longer lists the cursor event of " + scope +
+                                     "; the next run reads back from the newest event");
+        break;
+      }
       stop = outcome_of(page.failure, "listing events of " + scope);
       break;
     }

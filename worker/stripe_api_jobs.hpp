@@ -76,7 +76,7 @@ class stripe_api_jobs {
  private:
   boost::asio::awaitable<queue::outcome> recover(queue::job job, job_context context) const;
   boost::asio::awaitable<std::optional<queue::outcome>> recover_scope(const queue::job& job, const job_context& context,
-                                                                      const std::string& scope,
+                                                                      std::string scope,
                                                                       stripe::api_credentials credentials) const;
   void log_calls(const job_context& context, const core::uuid& tenant,
                  const std::vector<stripe::api_call_record>& calls) const;

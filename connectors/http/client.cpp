@@ -366,6 +366,32 @@ void configure(transfer& call, const client_settings& settings) {
 
 }  // namespace
 
+bool failure_is_permanent(failure value) noexcept {
+  switch (value) {
+    case failure::refused_url:
+    case failure::tls:
+    case failure::too_large:
+      return true;
+    case failure::none:
+    case failure::timeout:
+    case failure::connect:
+    case failure::transfer:
+    case failure::cancelled:
+      return false;
+  }
+  return false;
+}
+
+std::chrono::milliseconds retry_after_delay(std::string_view header, std::chrono::seconds cap) noexcept {
+  if (header.empty() || header.size() > 9) return std::chrono::milliseconds(0);
+  std::int64_t seconds = 0;
+  for (const char c : header) {
+    if (!is_ascii_digit(c)) return std::chrono::milliseconds(0);
+    seconds = seconds * 10 + (c - '0');
+  }
+  return std::chrono::seconds(std::min<std::int64_t>(seconds, cap.count()));
+}
+
 void client::state::start(std::unique_ptr<transfer> call) {
   // Runs on the strand.
   std::lock_guard lock(mutex);

@@ -75,6 +75,27 @@ enum class failure {
   cancelled,     // the client is shutting down
 };
 
+// Whether a call that got no response should not be repeated as it is (the URL is refused, TLS
+// failed, the answer was too large) rather than retried later (timeouts, connection failures,
+// broken transfers, shutdown).
+bool failure_is_permanent(failure value) noexcept;
+
+// A Retry-After header in seconds, capped at `cap`; 0 when absent or an HTTP-date (not honoured:
+// the queue's own backoff applies then).
+std::chrono::milliseconds retry_after_delay(std::string_view header, std::chrono::seconds cap) noexcept;
+
+// One line of the external-call log (DESIGN.md §4) as a connector reports it; the caller adds the
+// provider and the tenant. Never holds a body, a header or a secret.
+struct call_record {
+  std::string endpoint;  // "/transactions/sync", "/v1/balance_transactions" (no ids)
+  long http_status = 0;  // 0: no response
+  std::string error_code;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::chrono::microseconds latency{0};
+  std::uint32_t redactions = 0;  // values the redactor replaced in what was kept (the message)
+};
+
 struct response {
   failure error = failure::none;
   std::string error_text;  // for failure != none: curl's reason, never a header or body

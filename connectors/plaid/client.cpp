@@ -141,32 +141,9 @@ struct exchange {
   std::optional<error> failure;
 };
 
-std::chrono::milliseconds retry_after_of(std::string_view text) {
-  if (text.empty() || text.size() > 9) return std::chrono::milliseconds(0);
-  std::int64_t seconds = 0;
-  for (const char c : text) {
-    if (c < '0' || c > '9') return std::chrono::milliseconds(0);  // an HTTP-date: not honoured
-    seconds = seconds * 10 + (c - '0');
-  }
-  return std::chrono::seconds(std::min(seconds, retry_after_s_max));
-}
-
 error failure_of_transport(const http::response& response, std::uint32_t& redactions) {
   error out;
-  switch (response.error) {
-    case http::failure::refused_url:
-    case http::failure::tls:
-    case http::failure::too_large:
-      out.kind = error_class::refused;
-      break;
-    case http::failure::none:
-    case http::failure::timeout:
-    case http::failure::connect:
-    case http::failure::transfer:
-    case http::failure::cancelled:
-      out.kind = error_class::transient;
-      break;
-  }
+  out.kind = http::failure_is_permanent(response.error) ? error_class::refused : error_class::transient;
   out.message = kept_message(response.error_text, redactions);
   return out;
 }
@@ -201,7 +178,7 @@ boost::asio::awaitable<exchange> call_plaid(http::client& http, const client_set
     } else {
       out.failure = classify_counted(response.status, response.body, out.record.redactions);
     }
-    out.failure->retry_after = retry_after_of(response.retry_after);
+    out.failure->retry_after = http::retry_after_delay(response.retry_after, std::chrono::seconds(retry_after_s_max));
   }
   if (out.failure) {
     out.failure->http_status = response.status;

@@ -31,16 +31,6 @@ std::string kept_message(std::string_view text, std::uint32_t& redactions) {
   return out;
 }
 
-std::chrono::milliseconds retry_after_of(std::string_view text) {
-  if (text.empty() || text.size() > 9) return std::chrono::milliseconds(0);
-  std::int64_t seconds = 0;
-  for (const char c : text) {
-    if (c < '0' || c > '9') return std::chrono::milliseconds(0);  // an HTTP-date: not honoured
-    seconds = seconds * 10 + (c - '0');
-  }
-  return std::chrono::seconds(std::min(seconds, retry_after_s_max));
-}
-
 api_error_class class_of_status(long status) noexcept {
   if (status == 429) return api_error_class::rate_limited;
   if (status >= 500) return api_error_class::transient;
@@ -54,7 +44,7 @@ api_error classify_counted(long status, std::string_view body, std::string_view 
   api_error out;
   out.kind = class_of_status(status);
   out.http_status = status;
-  out.retry_after = retry_after_of(retry_after);
+  out.retry_after = http::retry_after_delay(retry_after, std::chrono::seconds(retry_after_s_max));
   // Stripe's error object: {"error":{"type":…,"code":…,"message":…}}. A body that is not one
   // (a proxy's HTML page) keeps the class from the status alone.
   thread_local simdjson::dom::parser parser;
@@ -73,20 +63,7 @@ api_error classify_counted(long status, std::string_view body, std::string_view 
 
 api_error failure_of_transport(const http::response& response, std::uint32_t& redactions) {
   api_error out;
-  switch (response.error) {
-    case http::failure::refused_url:
-    case http::failure::tls:
-    case http::failure::too_large:
-      out.kind = api_error_class::refused;
-      break;
-    case http::failure::none:
-    case http::failure::timeout:
-    case http::failure::connect:
-    case http::failure::transfer:
-    case http::failure::cancelled:
-      out.kind = api_error_class::transient;
-      break;
-  }
+  out.kind = http::failure_is_permanent(response.error) ? api_error_class::refused : api_error_class::transient;
   out.message = kept_message(response.error_text, redactions);
   return out;
 }

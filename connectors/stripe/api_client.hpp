@@ -57,16 +57,8 @@ struct api_error {
   std::chrono::milliseconds retry_after{0};
 };
 
-// One line of the external-call log (db::external_call without provider and tenant).
-struct api_call_record {
-  std::string endpoint;  // "/v1/balance_transactions", "/v1/events" (ids left out)
-  long http_status = 0;
-  std::string error_code;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t bytes_received = 0;
-  std::chrono::microseconds latency{0};
-  std::uint32_t redactions = 0;
-};
+// One line of the external-call log (the caller adds provider and tenant).
+using api_call_record = connectors::http::call_record;
 
 template <class T>
 struct api_result {
