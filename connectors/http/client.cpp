@@ -382,6 +382,16 @@ bool failure_is_permanent(failure value) noexcept {
   return false;
 }
 
+call_record call_record_of(std::string endpoint, const response& answer) {
+  call_record record;
+  record.endpoint = std::move(endpoint);
+  record.http_status = answer.status;
+  record.bytes_sent = answer.bytes_sent;
+  record.bytes_received = answer.bytes_received;
+  record.latency = answer.latency;
+  return record;
+}
+
 std::chrono::milliseconds retry_after_delay(std::string_view header, std::chrono::seconds cap) noexcept {
   if (header.empty() || header.size() > 9) return std::chrono::milliseconds(0);
   std::int64_t seconds = 0;

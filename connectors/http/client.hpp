@@ -96,6 +96,11 @@ struct call_record {
   std::uint32_t redactions = 0;  // values the redactor replaced in what was kept (the message)
 };
 
+struct response;
+// The record of one call to `endpoint` from its response (status, bytes, latency); the connector
+// adds the error code and redactions.
+call_record call_record_of(std::string endpoint, const response& answer);
+
 struct response {
   failure error = failure::none;
   std::string error_text;  // for failure != none: curl's reason, never a header or body

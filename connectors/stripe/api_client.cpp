@@ -102,10 +102,7 @@ boost::asio::awaitable<exchange> call_stripe(http::client& http, const api_setti
   auto performing = http.perform(std::move(request));
   out.response = co_await std::move(performing);
   const http::response& response = out.response;
-  out.record.http_status = response.status;
-  out.record.bytes_sent = response.bytes_sent;
-  out.record.bytes_received = response.bytes_received;
-  out.record.latency = response.latency;
+  out.record = http::call_record_of(std::move(out.record.endpoint), response);
   if (response.error != http::failure::none) {
     out.failure = failure_of_transport(response, out.record.redactions);
   } else if (response.status < 200 || response.status >= 300) {

@@ -36,6 +36,7 @@
 #include "tests/support/test_keys.hpp"
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
+#include "worker/scheduler.hpp"
 #include "worker/stripe_api_jobs.hpp"
 #include "worker/stripe_webhooks.hpp"
 
@@ -431,4 +432,21 @@ TEST_CASE("bankworker stripe key set seals the tenant's key and prints only its 
   const auto wrong = bankworker::test::run_bankworker({"stripe", "key", "set", "--tenant", tenant, "--key-file", key_path}, env);
   CHECK(wrong.exit_code == 2);
   CHECK(wrong.err.find(webhook_secret) == std::string::npos);
+}
+
+TEST_CASE("the scheduler's stripe.recover_events task enqueues one recovery per keyed tenant per interval",
+          "[pg][stripe][stripe_api][scheduler]") {
+  stripe_world world;
+  world.set_key(api_key);
+  worker::scheduler_settings settings;
+  settings.stripe_recovery = true;
+  settings.stripe_recovery_interval = 3'600'000ms;
+  worker::scheduler periodic(world.io, world.blocking, *world.connections, world.jobs, settings, world.log);
+  const worker::scheduler_report first = periodic.tick();
+  CHECK(std::count(first.tasks_run.begin(), first.tasks_run.end(), std::string(worker::stripe_recovery_schedule)) == 1);
+  CHECK(first.stripe_recovery_jobs == 1);
+  // Claimed once per interval: the next tick does not run it again.
+  CHECK(periodic.tick().stripe_recovery_jobs == 0);
+  world.settle();
+  CHECK(world.count("SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.recover' AND state = 'succeeded'") == 1);
 }
