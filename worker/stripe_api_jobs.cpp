@@ -233,7 +233,16 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
       break;
     }
     std::vector<stripe::listed_event>& events = page.value->events;
-    if (events.empty()) break;
+    if (events.empty()) {
+      // Nothing new: touch the cursor anyway, so the scheduler sees this scope was read
+      // (schedule_stripe_recovery serves the least recently recovered tenants first).
+      if (start) {
+        co_await context.run_db([&] {
+          db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::save_event_cursor(tx, scope, *cursor, 0); });
+        });
+      }
+      break;
+    }
     const std::string page_newest = events.front().id;
     const std::string page_oldest = events.back().id;
     if (!newest) newest = page_newest;

@@ -22,7 +22,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON bankworker.stripe_event_cursors TO bankw
 
 -- One stripe.recover job per active tenant that has an API key of its own, or (p_platform_key:
 -- the worker holds the platform key) a mapped connected account; at most one waiting per tenant
--- (unique_key). Returns how many jobs were enqueued.
+-- (unique_key), at most p_limit per call. Returns how many jobs were enqueued.
 CREATE FUNCTION bankworker.schedule_stripe_recovery(p_platform_key boolean, p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -41,7 +41,10 @@ BEGIN
                      WHERE s.tenant_id = t.tenant_id AND s.purpose = 'stripe.api_key')
             OR (p_platform_key AND EXISTS (SELECT 1 FROM bankworker.stripe_accounts a
                                              WHERE a.tenant_id = t.tenant_id)))
-     ORDER BY t.tenant_id
+     -- Least recently recovered first (a run touches its cursors even when nothing is new), so
+     -- with more keyed tenants than p_limit every tenant still gets its turn.
+     ORDER BY (SELECT min(c.updated_at) FROM bankworker.stripe_event_cursors c WHERE c.tenant_id = t.tenant_id)
+              NULLS FIRST, t.tenant_id
      LIMIT p_limit
   ),
   queued AS (
