@@ -20,6 +20,17 @@ CREATE TABLE bankworker.stripe_event_cursors (
 CALL bankworker.enable_tenant_rls('bankworker.stripe_event_cursors');
 GRANT SELECT, INSERT, UPDATE, DELETE ON bankworker.stripe_event_cursors TO bankworker_worker;
 
+-- schedule_stripe_recovery reads across tenants which ones have a key or a connected account, as
+-- 0007's functions do: owner policies admitting rows only while bankworker.cross_tenant is 'on'
+-- (the function turns it on for its one statement). SELECT only: it reads whether a row exists,
+-- never a ciphertext.
+CREATE POLICY cross_tenant_machinery ON bankworker.sealed_secrets FOR SELECT TO bankworker_owner
+  USING (current_setting('bankworker.cross_tenant', true) = 'on');
+CREATE POLICY cross_tenant_machinery ON bankworker.stripe_accounts FOR SELECT TO bankworker_owner
+  USING (current_setting('bankworker.cross_tenant', true) = 'on');
+CREATE POLICY cross_tenant_machinery ON bankworker.stripe_event_cursors FOR SELECT TO bankworker_owner
+  USING (current_setting('bankworker.cross_tenant', true) = 'on');
+
 -- One stripe.recover job per active tenant that has an API key of its own, or (p_platform_key:
 -- the worker holds the platform key) a mapped connected account; at most one waiting per tenant
 -- (unique_key), at most p_limit per call. Returns how many jobs were enqueued.

@@ -74,7 +74,8 @@ struct log_file {
 
 // A tenant with a webhook endpoint, the Stripe simulator, and everything that posts and recovers.
 struct stripe_world {
-  explicit stripe_world(bool with_api = true)
+  // `platform_key`: the worker's platform key (empty: none).
+  explicit stripe_world(bool with_api = true, std::string_view platform_key = {})
       : sim(STRIPE_SIM_BINARY, {"--port", "0", "--seed", "11", "--api-key", api_key}, {}),
         sim_url(bankworker::test::base_url_from(sim)),
         connections([&] {
@@ -95,7 +96,8 @@ struct stripe_world {
         http_client(io, http::client_settings{}),
         api(http_client, api_settings(sim_url)),
         inbox(*connections, {}, worker::enqueue_stripe_posts()),
-        handlers(*connections, *keys, inbox, api, currencies, crypto::secret{}, log, recovery_settings()),
+        handlers(*connections, *keys, inbox, api, currencies,
+                 platform_key.empty() ? crypto::secret{} : crypto::secret::copy_of(platform_key), log, recovery_settings()),
         webhooks(*connections, *keys, inbox, blocking, metrics, log, {}),
         listen_url(crypto::secret::copy_of(database.url())),
         dispatcher(io, blocking, jobs, &listen_url, dispatcher_settings(), log) {
@@ -209,7 +211,7 @@ struct stripe_world {
   // Enqueues the recovery the way the scheduler does, and waits for it.
   std::size_t recover() {
     const std::size_t enqueued = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      return db::schedule_stripe_recovery(tx, false, 100);
+      return db::schedule_stripe_recovery(tx, handlers.has_platform_key(), 100);
     });
     settle();
     return enqueued;
@@ -449,4 +451,27 @@ TEST_CASE("the scheduler's stripe.recover_events task enqueues one recovery per 
   CHECK(periodic.tick().stripe_recovery_jobs == 0);
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.recover' AND state = 'succeeded'") == 1);
+}
+
+TEST_CASE("a connected account's charge gets its fee and its missed events with the platform key and Stripe-Account",
+          "[pg][stripe][stripe_api]") {
+  stripe_world world(true, api_key);  // no tenant key: the platform's
+  const std::string account = "acct_1ConnectedPgtest";
+  db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+    tx.exec_params0("INSERT INTO bankworker.stripe_accounts (tenant_id, account) VALUES ($1::uuid, $2)",
+                    world.tenant.to_string(), account);
+  });
+  const auto events = world.trigger(R"("kind":"payment","amount":4000,"currency":"usd","account":")" + account + "\"");
+  world.settle();
+  const std::string charge = world.charge_of(events[0]);
+  CHECK(world.entries(charge + ":fee") == 1);
+  CHECK(world.balance("stripe.clearing") == 4000 - (4000 * 29 / 1000 + 30));
+
+  // The platform's own events (no account) are not this tenant's: recovery reads only the account's.
+  world.trigger(R"("kind":"payout","amount":900,"currency":"usd")", false);
+  const auto missed = world.trigger(R"("kind":"payout","amount":800,"currency":"usd","account":")" + account + "\"", false);
+  CHECK(world.recover() == 1);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", missed[0]) == "posted");
+  CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events") == 3);
+  CHECK(world.text("SELECT last_event_id FROM bankworker.stripe_event_cursors WHERE scope = $1", account) == missed[0]);
 }
