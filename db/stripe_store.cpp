@@ -37,6 +37,24 @@ constexpr const char* move_unrouted_sql =
     "         m.livemode, m.created_at, m.received_at, m.body FROM moved m"
     "  ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id)"
     " SELECT s.event_id FROM stored s JOIN moved m USING (event_id) ORDER BY m.created_at, m.event_id";
+constexpr const char* api_key_ids_sql =
+    "SELECT secret_id::text FROM bankworker.sealed_secrets WHERE purpose = 'stripe.api_key' AND subject_id = $1"
+    " ORDER BY created_at DESC, secret_id LIMIT $2";
+constexpr const char* journal_entry_exists_sql = "SELECT 1 FROM bankworker.journal_entries WHERE idempotency_key = $1";
+constexpr const char* load_event_cursor_sql =
+    "SELECT last_event_id FROM bankworker.stripe_event_cursors WHERE scope = $1";
+constexpr const char* save_event_cursor_sql =
+    "INSERT INTO bankworker.stripe_event_cursors (tenant_id, scope, last_event_id, recovered_total)"
+    " VALUES (current_setting('bankworker.tenant_id')::uuid, $1, $2, $3)"
+    " ON CONFLICT (tenant_id, scope) DO UPDATE SET last_event_id = excluded.last_event_id,"
+    " recovered_total = bankworker.stripe_event_cursors.recovered_total + excluded.recovered_total, updated_at = now()";
+constexpr const char* delete_event_cursor_sql = "DELETE FROM bankworker.stripe_event_cursors WHERE scope = $1";
+constexpr const char* connected_accounts_sql =
+    "SELECT account FROM bankworker.stripe_accounts ORDER BY account LIMIT $1";
+constexpr const char* schedule_stripe_recovery_sql = "SELECT bankworker.schedule_stripe_recovery($1, $2)";
+// A tenant has one key; more rows than this can only come from a race of two `key set`s, and the
+// next `key set` shreds them all.
+constexpr long api_key_rows_max = 16;
 constexpr const char* currencies_sql = "SELECT code, exponent, iso FROM bankworker.currencies";
 
 }  // namespace
@@ -75,6 +93,63 @@ std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, key_store& keys
                                             .environment = {}}));
   }
   return secrets;
+}
+
+core::uuid set_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const crypto::secret& key,
+                       std::string_view actor) {
+  const auto previous = tx.exec_params(api_key_ids_sql, std::string(stripe_api_key_subject), api_key_rows_max);
+  for (const auto& row : previous) {
+    keys.shred_secret(tx, tenant, *core::uuid::parse(row[0].as<std::string>()), actor);
+  }
+  const core::uuid id = crypto::random_uuid();
+  crypto::secret_context context;
+  context.purpose = crypto::secret_purpose::stripe_api_key;
+  context.tenant = tenant;
+  context.secret_id = id;
+  context.subject_id = std::string(stripe_api_key_subject);
+  keys.seal_secret(tx, context, key, actor);
+  return id;
+}
+
+std::optional<crypto::secret> load_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant) {
+  const auto rows = tx.exec_params(api_key_ids_sql, std::string(stripe_api_key_subject), 1L);
+  if (rows.empty()) return std::nullopt;
+  crypto::secret_context context;
+  context.purpose = crypto::secret_purpose::stripe_api_key;
+  context.tenant = tenant;
+  context.secret_id = *core::uuid::parse(rows[0][0].as<std::string>());
+  context.subject_id = std::string(stripe_api_key_subject);
+  return keys.open_secret(tx, context);
+}
+
+bool journal_entry_exists(pqxx::transaction_base& tx, std::string_view idempotency_key) {
+  return !tx.exec_params(journal_entry_exists_sql, std::string(idempotency_key)).empty();
+}
+
+std::optional<std::string> load_event_cursor(pqxx::transaction_base& tx, std::string_view scope) {
+  const auto rows = tx.exec_params(load_event_cursor_sql, std::string(scope));
+  if (rows.empty()) return std::nullopt;
+  return rows[0][0].as<std::string>();
+}
+
+void save_event_cursor(pqxx::work& tx, std::string_view scope, std::string_view last_event_id, std::int64_t recovered) {
+  tx.exec_params0(save_event_cursor_sql, std::string(scope), std::string(last_event_id), recovered);
+}
+
+void delete_event_cursor(pqxx::work& tx, std::string_view scope) {
+  tx.exec_params0(delete_event_cursor_sql, std::string(scope));
+}
+
+std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::size_t accounts_max) {
+  std::vector<std::string> accounts;
+  for (const auto& row : tx.exec_params(connected_accounts_sql, static_cast<long>(accounts_max))) {
+    accounts.push_back(row[0].as<std::string>());
+  }
+  return accounts;
+}
+
+std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uint32_t tenants_max) {
+  return tx.exec_params1(schedule_stripe_recovery_sql, platform_key, static_cast<int>(tenants_max))[0].as<std::size_t>();
 }
 
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id) {

@@ -3,6 +3,7 @@
 // each, several during a roll), stored events as the posting job reads them, and currencies.
 // SQL only; connectors/stripe decides what the events mean.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +56,28 @@ account_claim claim_stripe_account(pqxx::work& tx, std::string_view account);
 // first, and returns the ids that were new there (an id the inbox already holds is dropped from
 // the unrouted table as the duplicate it is). Call after claim_stripe_account in the same `tx`.
 std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view account, std::size_t events_max);
+// The tenant's own Stripe API key (a restricted key, DESIGN.md §1.3): one per tenant, sealed with
+// this subject. Setting one shreds the one it replaces, in the same transaction.
+inline constexpr std::string_view stripe_api_key_subject = "stripe.api";
+core::uuid set_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const crypto::secret& key,
+                       std::string_view actor);
+// The tenant's key, opened; nothing when it has none.
+std::optional<crypto::secret> load_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant);
+
+// Whether the tenant's ledger holds an entry under `idempotency_key` (ch_…:fee, say).
+bool journal_entry_exists(pqxx::transaction_base& tx, std::string_view idempotency_key);
+
+// Missed-event recovery cursors (bankworker.stripe_event_cursors): `scope` is "tenant" for the
+// tenant's own key or a connected account's acct_… id read with the platform key.
+inline constexpr std::string_view tenant_event_scope = "tenant";
+std::optional<std::string> load_event_cursor(pqxx::transaction_base& tx, std::string_view scope);
+void save_event_cursor(pqxx::work& tx, std::string_view scope, std::string_view last_event_id,
+                       std::int64_t recovered);
+void delete_event_cursor(pqxx::work& tx, std::string_view scope);
+// The tenant's mapped connected accounts, at most `accounts_max`, in a stable order.
+std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::size_t accounts_max);
+// Enqueues one stripe.recover job per tenant with a key (0011_stripe_api.sql); returns how many.
+std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uint32_t tenants_max);
 
 // bankworker.currencies as a table for pure code.
 core::currency_table load_currencies(pqxx::transaction_base& tx);

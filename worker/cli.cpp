@@ -22,6 +22,7 @@ constexpr std::string_view usage_text =
     "  stripe secret add --tenant T --secret-file F | stripe secret remove --tenant T --id S\n"
     "  stripe connect --tenant T --account acct_…\n"
     "                              map a Connect account to the tenant; its unrouted events move in\n"
+    "  stripe key set --tenant T --key-file F\n"
     "  plaid link --tenant T --public-token P [--wait]\n"
     "                              exchange a Plaid public token for a new bank connection\n"
     "  connections list --tenant T | connections sync|revoke --tenant T --connection C [--wait]\n"

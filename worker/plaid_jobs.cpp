@@ -1,5 +1,7 @@
 #include "worker/plaid_jobs.hpp"
 
+#include "worker/external_calls.hpp"
+
 #include <optional>
 #include <utility>
 #include <vector>
@@ -43,19 +45,6 @@ std::optional<core::uuid> payload_connection(const queue::job& job) {
   const auto text = payload_text(job.payload_json, "connection_id");
   if (!text) return std::nullopt;
   return core::uuid::parse(*text);
-}
-
-db::external_call to_external_call(const plaid::call_record& call) {
-  db::external_call row;
-  row.provider = "plaid";
-  row.endpoint = call.endpoint;
-  row.http_status = call.http_status;
-  row.error_code = call.error_code;
-  row.bytes_sent = call.bytes_sent;
-  row.bytes_received = call.bytes_received;
-  row.latency_us = call.latency.count();
-  row.redactions = call.redactions;
-  return row;
 }
 
 // What Plaid said, for a job's last error and the logs: class, code, message (redacted by the
@@ -179,7 +168,7 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
 
   plaid::result<plaid::exchange_result> exchanged = co_await plaid_.exchange_public_token(*public_token);
   count_call(exchanged.call, exchanged.ok() ? "ok" : plaid::to_string(exchanged.failure.kind));
-  std::vector<db::external_call> calls{to_external_call(exchanged.call)};
+  std::vector<db::external_call> calls{to_external_call("plaid", exchanged.call)};
   if (!exchanged.ok()) {
     const plaid::error& failure = exchanged.failure;
     const std::string reason = describe(failure);
@@ -321,7 +310,7 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
     }
     plaid::result<plaid::sync_page> page = co_await plaid_.sync_transactions(start.token, cursor, parser);
     count_call(page.call, page.ok() ? "ok" : plaid::to_string(page.failure.kind));
-    calls.push_back(to_external_call(page.call));
+    calls.push_back(to_external_call("plaid", page.call));
     if (page.ok()) {
       const bool has_more = page.value->has_more;
       std::string next = page.value->next_cursor;
@@ -527,7 +516,7 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
     if (paused()) co_return queue::outcome::retry("Plaid work paused: API keys rejected", settings_.credentials_pause);
     const plaid::result<plaid::remove_result> removed = co_await plaid_.remove_item(start.token);
     count_call(removed.call, removed.ok() ? "ok" : plaid::to_string(removed.failure.kind));
-    calls.push_back(to_external_call(removed.call));
+    calls.push_back(to_external_call("plaid", removed.call));
     start.token = crypto::secret{};
     if (removed.ok()) {
       plaid_answer = "removed";

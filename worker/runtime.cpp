@@ -33,6 +33,7 @@
 #include "worker/plaid_jobs.hpp"
 #include "worker/plaid_webhooks.hpp"
 #include "worker/scheduler.hpp"
+#include "worker/stripe_api_jobs.hpp"
 #include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::worker {
@@ -149,11 +150,30 @@ int run_service(settings& config) {
   dispatch_config.prune_interval = std::chrono::milliseconds(0);
   dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
   jobs_dispatcher.set_metrics(metrics);
-  jobs_dispatcher.add_handler(std::string(stripe_post_kind), stripe_post_handler(connections, currencies));
+  db::inbox inbox(connections, {}, enqueue_stripe_posts());
+  connectors::http::client http(io, {});
+
+  // Stripe API (fees, missed-event recovery): only with BANKWORKER_STRIPE_API_BASE_URL; without
+  // it events post gross only and no recovery runs.
+  std::unique_ptr<stripe::api_client> stripe_api;
+  std::unique_ptr<stripe_api_jobs> stripe_api_handlers;
+  if (!config.stripe_api_base_url.empty()) {
+    stripe::api_settings stripe_config;
+    stripe_config.base_url = config.stripe_api_base_url;
+    stripe_api = std::make_unique<stripe::api_client>(http, stripe_config);
+    crypto::secret platform_key;
+    if (config.stripe_api_key_file) {
+      platform_key = crypto::read_secret_file(*config.stripe_api_key_file, crypto::file_permissions::owner_or_group_only);
+    }
+    stripe_api_handlers = std::make_unique<stripe_api_jobs>(connections, *keys, inbox, *stripe_api, currencies,
+                                                            std::move(platform_key), log, stripe_api_job_settings{});
+    jobs_dispatcher.add_handler(std::string(stripe_recover_kind), stripe_api_handlers->recover_handler());
+  }
+  jobs_dispatcher.add_handler(std::string(stripe_post_kind),
+                              stripe_post_handler(connections, currencies, stripe_api_handlers.get()));
 
   // Plaid: without credentials the jobs wait (retried later) rather than fail, so a process
   // started before its configuration was complete loses nothing.
-  connectors::http::client http(io, {});
   std::unique_ptr<plaid::client> plaid_api;
   std::unique_ptr<plaid_jobs> plaid_handlers;
   if (plaid_configured(config)) {
@@ -177,9 +197,11 @@ int run_service(settings& config) {
     }
   }
 
-  scheduler periodic(io, blocking, connections, jobs, scheduler_settings{}, log, &metrics);
+  scheduler_settings periodic_config;
+  periodic_config.stripe_recovery = stripe_api_handlers != nullptr;
+  periodic_config.stripe_platform_key = stripe_api_handlers != nullptr && stripe_api_handlers->has_platform_key();
+  scheduler periodic(io, blocking, connections, jobs, periodic_config, log, &metrics);
 
-  db::inbox inbox(connections, {}, enqueue_stripe_posts());
   stripe_webhooks webhooks(connections, *keys, inbox, blocking, metrics, log, {});
 
   std::atomic<bool> draining{false};

@@ -9,6 +9,7 @@
 
 #include "core/assert.hpp"
 #include "db/rate_limits.hpp"
+#include "db/stripe_store.hpp"
 #include "queue/run_blocking.hpp"
 
 namespace bankworker::worker {
@@ -47,6 +48,11 @@ void check_scheduler_settings(const scheduler_settings& s) {
               maintenance_interval_max);
   check_range("prune_rate_buckets_interval", s.prune_rate_buckets_interval, maintenance_interval_min,
               maintenance_interval_max);
+  check_range("stripe_recovery_interval", s.stripe_recovery_interval, maintenance_interval_min,
+              maintenance_interval_max);
+  if (s.stripe_recovery_tenants == 0 || s.stripe_recovery_tenants > stripe_recovery_tenants_max) {
+    throw std::invalid_argument("stripe_recovery_tenants must be 1…stripe_recovery_tenants_max");
+  }
   check_range("retry_delay", s.retry_delay, maintenance_interval_min, maintenance_interval_max);
   check_range("succeeded_retention", s.succeeded_retention, std::chrono::hours(0), std::chrono::hours(24 * 365));
   check_range("dead_retention", s.dead_retention, std::chrono::hours(0), std::chrono::hours(24 * 365));
@@ -125,6 +131,15 @@ scheduler_report scheduler::tick() {
       if (pruned < settings_.prune_batch) break;
     }
   });
+  if (settings_.stripe_recovery) {
+    run_task(stripe_recovery_schedule, settings_.stripe_recovery_interval, now, report, [&] {
+      db::pool::lease lease = connections_.checkout();
+      pqxx::work tx(lease.connection());
+      report.stripe_recovery_jobs +=
+          db::schedule_stripe_recovery(tx, settings_.stripe_platform_key, settings_.stripe_recovery_tenants);
+      tx.commit();
+    });
+  }
   if (metrics_ != nullptr) {
     try {
       refresh_queue_depth(now);

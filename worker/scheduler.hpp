@@ -10,8 +10,9 @@
 //     (bankworker.claim_schedule): finished jobs past retention, external-call log rows past 30
 //     days (DESIGN.md §4), idle rate-limit buckets. A task that fails asks to run again after
 //     retry_delay rather than a whole interval later.
-//   - Not yet: the Stripe missed-event recovery (stripe_recovery_schedule below) needs a Stripe API
-//     client, which does not exist yet; the slot is named so it is added as one more task.
+//   - Stripe missed-event recovery (stripe_recovery_schedule, when stripe_recovery is on): one
+//     stripe.recover job per tenant with a Stripe API key (bankworker.schedule_stripe_recovery);
+//     the job itself lists /v1/events (worker/stripe_api_jobs.hpp), so no tick waits on Stripe.
 //   - Queue depth and oldest-job age by kind and priority for /metrics, read once per tick from one
 //     bounded statement (bankworker.queue_depth), when a metrics registry is given.
 //
@@ -48,7 +49,7 @@ namespace bankworker::worker {
 inline constexpr std::string_view prune_jobs_schedule = "prune.jobs";
 inline constexpr std::string_view prune_external_calls_schedule = "prune.external_calls";
 inline constexpr std::string_view prune_rate_buckets_schedule = "prune.rate_buckets";
-// Reserved, not run yet: listing Stripe events missed by webhooks needs the Stripe API client.
+// Enqueues the stripe.recover jobs (worker/stripe_api_jobs.hpp).
 inline constexpr std::string_view stripe_recovery_schedule = "stripe.recover_events";
 
 // Bounds of the settings (STYLE.md §5); check_scheduler_settings enforces them.
@@ -63,6 +64,7 @@ inline constexpr std::chrono::milliseconds maintenance_interval_min{1'000};
 inline constexpr std::chrono::milliseconds maintenance_interval_max{7 * 24 * 3'600'000LL};
 inline constexpr std::uint32_t prune_batch_max = 100'000;         // the prune functions refuse more
 inline constexpr std::uint32_t prune_batches_per_run_max = 1'000;
+inline constexpr std::uint32_t stripe_recovery_tenants_max = 10'000;  // schedule_stripe_recovery refuses more
 inline constexpr std::size_t queue_depth_series_max = 200;        // (kind, priority) pairs shown
 static_assert(prune_batch_max <= limits::job_prune_batch_max, "job_queue::prune takes batches up to its own limit");
 
@@ -83,6 +85,12 @@ struct scheduler_settings {
   std::chrono::milliseconds prune_external_calls_interval{3'600'000};
   std::chrono::hours external_calls_retention{24 * 30};
   std::chrono::milliseconds prune_rate_buckets_interval{600'000};
+  // Stripe missed-event recovery: off unless the Stripe API is configured; stripe_platform_key
+  // says whether this worker holds the platform key (connected accounts are then read too).
+  bool stripe_recovery = false;
+  bool stripe_platform_key = false;
+  std::chrono::milliseconds stripe_recovery_interval{15 * 60'000};
+  std::uint32_t stripe_recovery_tenants = 1'000;
   std::uint32_t prune_batch = 10'000;
   std::uint32_t prune_batches_per_run = 10;
   // A maintenance task that failed runs again after this instead of a whole interval later.
@@ -104,6 +112,7 @@ struct scheduler_report {
   std::size_t jobs_pruned = 0;
   std::size_t external_calls_pruned = 0;
   std::size_t rate_buckets_pruned = 0;
+  std::size_t stripe_recovery_jobs = 0;
   std::size_t failures = 0;            // each one logged; the work is tried again later
   bool sync_backlog = false;           // the last sync statement was full: tick again soon
 };

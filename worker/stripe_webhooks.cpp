@@ -200,8 +200,9 @@ db::inbox_hook enqueue_stripe_posts() {
 namespace {
 
 // Posts one stored event; returns the outcome. Runs on the DB thread pool.
+// `fees` are the charge's fee entries (stripe_api_jobs::look_up_fees), posted with the gross.
 queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const queue::job& job,
-                          const job_context& context) {
+                          const job_context& context, const std::vector<ledger::entry>& fees) {
   thread_local simdjson::dom::parser payload_parser;
   simdjson::dom::element payload;
   std::string_view event_id;
@@ -221,6 +222,7 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
       if (plan.status == stripe::plan_status::post) {
         ledger::ensure_chart(tx);
         for (const ledger::entry& entry : plan.entries) ledger::post_entry(tx, entry);
+        for (const ledger::entry& entry : fees) ledger::post_entry(tx, entry);
         db::mark_event(tx, id, "posted");
       } else if (plan.status == stripe::plan_status::ignore) {
         db::mark_event(tx, id, "ignored");
@@ -236,11 +238,15 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
 
 }  // namespace
 
-job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies) {
-  return [&connections, &currencies](queue::job job, job_context context) -> asio::awaitable<queue::outcome> {
+job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
+                                const stripe_api_jobs* api) {
+  return [&connections, &currencies, api](queue::job job, job_context context) -> asio::awaitable<queue::outcome> {
     try {
+      fee_lookup fees;
+      if (api != nullptr) fees = co_await api->look_up_fees(job, context);
+      if (fees.stop) co_return *fees.stop;
       const queue::outcome result =
-          co_await context.run_db([&] { return post_event(connections, currencies, job, context); });
+          co_await context.run_db([&] { return post_event(connections, currencies, job, context, fees.entries); });
       context.mark_completed();
       co_return result;
     } catch (const lease_lost_error&) {

@@ -39,6 +39,7 @@
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
 #include "worker/log.hpp"
+#include "worker/stripe_api_jobs.hpp"
 #include "worker/metrics.hpp"
 
 namespace bankworker::worker {
@@ -95,5 +96,10 @@ void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<co
 
 // The stripe.post handler. `connections` and `currencies` outlive the dispatcher.
 job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies);
+// The stripe.post handler. `connections`, `currencies` and `api` outlive the dispatcher. `api`
+// null: no Stripe API configured, events post gross only; else fees come with the gross entry
+// (worker/stripe_api_jobs.hpp).
+job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
+                                const stripe_api_jobs* api = nullptr);
 
 }  // namespace bankworker::worker

@@ -153,6 +153,8 @@ struct transfer {
   curl_slist* headers = nullptr;
   // Keeps the body's pages readable for as long as libcurl may read them (CURLOPT_POSTFIELDS).
   std::optional<crypto::secret::view> body_view;
+  // The bearer token, NUL-terminated in guarded memory while libcurl copies it (configure()).
+  crypto::secret bearer_text;
   std::optional<guarded_scratch> sensitive;
   response result;
   std::size_t body_bytes_max = 0;
@@ -333,6 +335,20 @@ void configure(transfer& call, const client_settings& settings) {
   call.headers = appended;
   set_option(easy, CURLOPT_HTTPHEADER, call.headers);
 
+  if (!call.call.bearer_token.empty()) {
+    // libcurl wants a C string and copies it at once (client.hpp: the residual copy); the
+    // terminated text we hand it lives in guarded memory and is zeroed with the transfer.
+    call.bearer_text = crypto::secret::filled(call.call.bearer_token.size() + 1, [&](unsigned char* out) {
+      const crypto::secret::view token = call.call.bearer_token.reveal();
+      std::memcpy(out, token.data(), token.size());
+      out[token.size()] = 0;
+      return true;
+    });
+    const crypto::secret::view text = call.bearer_text.reveal();
+    set_option(easy, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BEARER));
+    set_option(easy, CURLOPT_XOAUTH2_BEARER, reinterpret_cast<const char*>(text.data()));
+  }
+
   const std::string& method = call.call.method;
   if (method == "GET") {
     set_option(easy, CURLOPT_HTTPGET, 1L);
@@ -349,6 +365,42 @@ void configure(transfer& call, const client_settings& settings) {
 }
 
 }  // namespace
+
+bool failure_is_permanent(failure value) noexcept {
+  switch (value) {
+    case failure::refused_url:
+    case failure::tls:
+    case failure::too_large:
+      return true;
+    case failure::none:
+    case failure::timeout:
+    case failure::connect:
+    case failure::transfer:
+    case failure::cancelled:
+      return false;
+  }
+  return false;
+}
+
+call_record call_record_of(std::string endpoint, const response& answer) {
+  call_record record;
+  record.endpoint = std::move(endpoint);
+  record.http_status = answer.status;
+  record.bytes_sent = answer.bytes_sent;
+  record.bytes_received = answer.bytes_received;
+  record.latency = answer.latency;
+  return record;
+}
+
+std::chrono::milliseconds retry_after_delay(std::string_view header, std::chrono::seconds cap) noexcept {
+  if (header.empty() || header.size() > 9) return std::chrono::milliseconds(0);
+  std::int64_t seconds = 0;
+  for (const char c : header) {
+    if (!is_ascii_digit(c)) return std::chrono::milliseconds(0);
+    seconds = seconds * 10 + (c - '0');
+  }
+  return std::chrono::seconds(std::min<std::int64_t>(seconds, cap.count()));
+}
 
 void client::state::start(std::unique_ptr<transfer> call) {
   // Runs on the strand.

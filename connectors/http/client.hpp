@@ -14,7 +14,12 @@
 // the body), so the body is a crypto::secret handed to libcurl by pointer (CURLOPT_POSTFIELDS,
 // never copied). A response that carries a secret (Plaid's access_token on exchange) is read into
 // guarded memory when the request says so, capped at sensitive_response_bytes_max. Header values
-// are copied by libcurl; put no secret in a header.
+// are copied by libcurl; put no secret in a header. An API key that must travel as
+// "Authorization: Bearer …" (Stripe) goes in request::bearer_token instead: it stays in guarded
+// memory on our side and is zeroed with the request. Residual risk, which no libcurl option avoids:
+// libcurl strdup()s the token (CURLOPT_XOAUTH2_BEARER) and formats the Authorization line into its
+// own header buffer; both are ordinary heap, freed without zeroing when the call ends (we clear the
+// option at once, so libcurl's copy lives only for the duration of the call).
 //
 // Thread safety: perform() may be called from any thread or coroutine; the multi handle lives on
 // the client's strand. The client must outlive every call, and is destroyed after the io_context
@@ -53,6 +58,7 @@ struct request {
   std::string url;  // https://…, or plain http to a loopback literal only
   std::vector<std::pair<std::string, std::string>> headers;  // never a secret (see above)
   crypto::secret body;                                        // sent as is; may be empty
+  crypto::secret bearer_token;  // empty: none; else sent as "Authorization: Bearer <token>" (see above)
   std::chrono::milliseconds timeout{0};                       // 0: settings.request_timeout
   bool sensitive_response = false;  // read the body into guarded memory (response::secret_body)
 };
@@ -69,6 +75,32 @@ enum class failure {
   transfer,      // the connection broke mid-response (truncated body, reset): retry; may have taken effect
   cancelled,     // the client is shutting down
 };
+
+// Whether a call that got no response should not be repeated as it is (the URL is refused, TLS
+// failed, the answer was too large) rather than retried later (timeouts, connection failures,
+// broken transfers, shutdown).
+bool failure_is_permanent(failure value) noexcept;
+
+// A Retry-After header in seconds, capped at `cap`; 0 when absent or an HTTP-date (not honoured:
+// the queue's own backoff applies then).
+std::chrono::milliseconds retry_after_delay(std::string_view header, std::chrono::seconds cap) noexcept;
+
+// One line of the external-call log (DESIGN.md §4) as a connector reports it; the caller adds the
+// provider and the tenant. Never holds a body, a header or a secret.
+struct call_record {
+  std::string endpoint;  // "/transactions/sync", "/v1/balance_transactions" (no ids)
+  long http_status = 0;  // 0: no response
+  std::string error_code;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::chrono::microseconds latency{0};
+  std::uint32_t redactions = 0;  // values the redactor replaced in what was kept (the message)
+};
+
+struct response;
+// The record of one call to `endpoint` from its response (status, bytes, latency); the connector
+// adds the error code and redactions.
+call_record call_record_of(std::string endpoint, const response& answer);
 
 struct response {
   failure error = failure::none;

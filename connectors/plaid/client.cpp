@@ -146,32 +146,9 @@ struct exchange {
   std::optional<error> failure;
 };
 
-std::chrono::milliseconds retry_after_of(std::string_view text) {
-  if (text.empty() || text.size() > 9) return std::chrono::milliseconds(0);
-  std::int64_t seconds = 0;
-  for (const char c : text) {
-    if (c < '0' || c > '9') return std::chrono::milliseconds(0);  // an HTTP-date: not honoured
-    seconds = seconds * 10 + (c - '0');
-  }
-  return std::chrono::seconds(std::min(seconds, retry_after_s_max));
-}
-
 error failure_of_transport(const http::response& response, std::uint32_t& redactions) {
   error out;
-  switch (response.error) {
-    case http::failure::refused_url:
-    case http::failure::tls:
-    case http::failure::too_large:
-      out.kind = error_class::refused;
-      break;
-    case http::failure::none:
-    case http::failure::timeout:
-    case http::failure::connect:
-    case http::failure::transfer:
-    case http::failure::cancelled:
-      out.kind = error_class::transient;
-      break;
-  }
+  out.kind = http::failure_is_permanent(response.error) ? error_class::refused : error_class::transient;
   out.message = kept_message(response.error_text, redactions);
   return out;
 }
@@ -194,11 +171,7 @@ boost::asio::awaitable<exchange> call_plaid(http::client& http, const client_set
   auto performing = http.perform(std::move(request));
   out.response = co_await std::move(performing);
   const http::response& response = out.response;
-  out.record.endpoint = endpoint;
-  out.record.http_status = response.status;
-  out.record.bytes_sent = response.bytes_sent;
-  out.record.bytes_received = response.bytes_received;
-  out.record.latency = response.latency;
+  out.record = http::call_record_of(endpoint, response);
   if (response.error != http::failure::none) {
     out.failure = failure_of_transport(response, out.record.redactions);
   } else if (response.status < 200 || response.status >= 300) {
@@ -208,7 +181,7 @@ boost::asio::awaitable<exchange> call_plaid(http::client& http, const client_set
     } else {
       out.failure = classify_counted(response.status, response.body, out.record.redactions, known);
     }
-    out.failure->retry_after = retry_after_of(response.retry_after);
+    out.failure->retry_after = http::retry_after_delay(response.retry_after, std::chrono::seconds(retry_after_s_max));
   }
   if (out.failure) {
     out.failure->http_status = response.status;

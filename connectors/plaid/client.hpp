@@ -64,15 +64,7 @@ struct error {
 };
 
 // One line of the external-call log (bankworker.external_calls), without the tenant.
-struct call_record {
-  std::string endpoint;  // "/transactions/sync"
-  long http_status = 0;  // 0: no response
-  std::string error_code;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t bytes_received = 0;
-  std::chrono::microseconds latency{0};
-  std::uint32_t redactions = 0;  // values the redactor replaced in what was kept (the message)
-};
+using call_record = connectors::http::call_record;
 
 template <class T>
 struct result {

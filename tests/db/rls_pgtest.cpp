@@ -67,6 +67,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
     {"stripe_accounts",
      {"INSERT INTO bankworker.stripe_accounts (tenant_id, account)"
       " VALUES ($1::text::uuid, 'acct_' || substr(md5($1::text), 1, 16))"}},
+    {"stripe_event_cursors",
+     {"INSERT INTO bankworker.stripe_event_cursors (tenant_id, scope, last_event_id)"
+      " VALUES ($1::text::uuid, 'tenant', 'evt_' || substr(md5($1::text), 1, 16))"}},
     {"audit_heads",
      {"INSERT INTO bankworker.audit_heads (tenant_id, seq, hash)"
       " VALUES ($1::text::uuid, 1, decode(repeat('00', 32), 'hex'))"}},
@@ -279,7 +282,7 @@ TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and neve
     CHECK(write.failed);
   }
   for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
-                            "stripe_accounts", "stripe_unrouted_events", "tenant_keys", "audit_heads",
+                            "stripe_accounts", "stripe_event_cursors", "stripe_unrouted_events", "tenant_keys", "audit_heads",
                             "audit_signing_keys"}) {
     INFO(table);
     const outcome read = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);

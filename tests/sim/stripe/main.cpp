@@ -3,15 +3,21 @@
 //   stripe_sim [--port N] [--seed N] [--api-key sk_test_…]
 //
 // Prints "listening on http://127.0.0.1:PORT" once ready. Serves what bankworker calls
-// (GET /v1/balance_transactions/{id}, GET /v1/events?ending_before=…&limit=…, Bearer auth with
-// the API key and an optional Stripe-Account header) and a control API for tests:
+// (GET /v1/balance_transactions/{id}, GET /v1/events?starting_after=…|ending_before=…&limit=…
+// (limit 1–100, default 10), Bearer auth with the API key (401 otherwise) and an optional
+// Stripe-Account header naming the connected account whose objects are read) and a control API
+// for tests:
 //   POST /sim/trigger {"kind":"payment|refund|payout|payout_failed|dispute","amount":2000,
 //                      "currency":"usd","settlement_currency":"gbp","account":"acct_…",
 //                      "mode":"valid|duplicate|reorder|stale|forged","secret":"whsec_…",
 //                      "deliver_to":"http://127.0.0.1:8080/webhooks/stripe/<tenant>"}
 //     → {"events":[…],"statuses":[…]} once every delivery was answered (deliver_to may be empty:
 //        the events are only recorded, for the missed-event recovery to find);
-//   GET /sim/events → {"ids":[…]} every event id, oldest first.
+//   GET /sim/events → {"ids":[…]} every event id, oldest first;
+//   POST /sim/fail {"path":"/v1/balance_transactions","status":429,"count":1,"retry_after":"1"}
+//     → the next `count` API calls whose path starts with `path` answer `status` (with
+//        Retry-After when given) and a Stripe error object;
+//   GET /sim/api_calls → {"balance_transactions":N,"events":M} API calls answered 200 so far.
 
 #include <curl/curl.h>
 #include <signal.h>
@@ -21,6 +27,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -141,6 +149,49 @@ std::string query_value(std::string_view target, std::string_view name) {
   return {};
 }
 
+// Injected API failures (POST /sim/fail) and counts of answered calls; handlers run on two threads.
+class api_faults {
+ public:
+  struct fault {
+    std::string path;
+    unsigned status = 500;
+    std::int64_t count = 0;
+    std::string retry_after;
+  };
+  void add(fault f) {
+    std::lock_guard lock(mutex_);
+    faults_.push_back(std::move(f));
+  }
+  // The failure to answer `path` with, if one is armed (and uses it up).
+  std::optional<worker::http_response> take(std::string_view path) {
+    std::lock_guard lock(mutex_);
+    for (fault& f : faults_) {
+      if (f.count <= 0 || !path.starts_with(f.path)) continue;
+      --f.count;
+      const std::string type = f.status == 429 ? "rate_limit_error" : f.status >= 500 ? "api_error" : "invalid_request_error";
+      worker::http_response out{f.status, "application/json",
+                                "{\"error\":{\"type\":\"" + type + "\",\"message\":\"injected by /sim/fail\"}}", {}};
+      if (!f.retry_after.empty()) out.headers.emplace_back("Retry-After", f.retry_after);
+      return out;
+    }
+    return std::nullopt;
+  }
+  void count(std::string_view what) {
+    std::lock_guard lock(mutex_);
+    ++answered_[std::string(what)];
+  }
+  std::string counts() {
+    std::lock_guard lock(mutex_);
+    return "{\"balance_transactions\":" + std::to_string(answered_["balance_transactions"]) +
+           ",\"events\":" + std::to_string(answered_["events"]) + "}";
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<fault> faults_;
+  std::map<std::string, std::int64_t> answered_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -166,22 +217,57 @@ int main(int argc, char** argv) {
   };
 
   std::vector<worker::http_route> routes;
+  api_faults faults;
   routes.push_back({"GET", "/v1/balance_transactions/", true,
-                    [&stripe, authorised](worker::http_request request) -> asio::awaitable<worker::http_response> {
+                    [&stripe, &faults, authorised](worker::http_request request) -> asio::awaitable<worker::http_response> {
                       if (!authorised(request)) co_return stripe_error(401, "invalid_request_error", "Invalid API Key provided");
+                      if (auto injected = faults.take(request.path)) co_return *injected;
                       const std::string id = request.path.substr(std::string_view("/v1/balance_transactions/").size());
-                      if (auto json = stripe.balance_transaction(id)) co_return json_response(200, *json);
+                      if (auto json = stripe.balance_transaction(id, request.header("stripe-account"))) {
+                        faults.count("balance_transactions");
+                        co_return json_response(200, *json);
+                      }
                       co_return stripe_error(404, "invalid_request_error", "No such balance transaction");
                     }});
   routes.push_back({"GET", "/v1/events", false,
-                    [&stripe, authorised](worker::http_request request) -> asio::awaitable<worker::http_response> {
+                    [&stripe, &faults, authorised](worker::http_request request) -> asio::awaitable<worker::http_response> {
                       if (!authorised(request)) co_return stripe_error(401, "invalid_request_error", "Invalid API Key provided");
+                      if (auto injected = faults.take(request.path)) co_return *injected;
                       std::size_t limit = 10;
                       if (const std::string text = query_value(request.target, "limit"); !text.empty()) {
-                        limit = std::clamp<std::size_t>(std::strtoul(text.c_str(), nullptr, 10), 1, events_page_max);
+                        limit = std::strtoul(text.c_str(), nullptr, 10);
+                        if (limit < 1 || limit > events_page_max) {
+                          co_return stripe_error(400, "invalid_request_error", "limit must be between 1 and 100");
+                        }
                       }
-                      bool has_more = false;
-                      co_return json_response(200, stripe.list_events(query_value(request.target, "ending_before"), limit, has_more));
+                      const std::string after = query_value(request.target, "starting_after");
+                      const std::string before = query_value(request.target, "ending_before");
+                      if (!after.empty() && !before.empty()) {
+                        co_return stripe_error(400, "invalid_request_error", "starting_after and ending_before are exclusive");
+                      }
+                      auto json = stripe.list_events(request.header("stripe-account"), after, before, limit);
+                      if (!json) co_return stripe_error(404, "invalid_request_error", "No such event");
+                      faults.count("events");
+                      co_return json_response(200, std::move(*json));
+                    }});
+  routes.push_back({"POST", "/sim/fail", false, [&faults](worker::http_request request) -> asio::awaitable<worker::http_response> {
+                      simdjson::dom::parser parser;
+                      simdjson::dom::element doc;
+                      if (parser.parse(request.body).get(doc) != simdjson::SUCCESS) {
+                        co_return stripe_error(400, "invalid_request_error", "body is not JSON");
+                      }
+                      api_faults::fault f;
+                      std::string_view text;
+                      std::int64_t number = 0;
+                      if (doc["path"].get(text) == simdjson::SUCCESS) f.path = std::string(text);
+                      if (doc["status"].get(number) == simdjson::SUCCESS) f.status = static_cast<unsigned>(number);
+                      if (doc["count"].get(number) == simdjson::SUCCESS) f.count = number;
+                      if (doc["retry_after"].get(text) == simdjson::SUCCESS) f.retry_after = std::string(text);
+                      faults.add(std::move(f));
+                      co_return json_response(200, "{}");
+                    }});
+  routes.push_back({"GET", "/sim/api_calls", false, [&faults](worker::http_request) -> asio::awaitable<worker::http_response> {
+                      co_return json_response(200, faults.counts());
                     }});
   routes.push_back({"GET", "/sim/events", false, [&stripe](worker::http_request) -> asio::awaitable<worker::http_response> {
                       std::string json = "{\"ids\":[";

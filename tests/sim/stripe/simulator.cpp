@@ -74,6 +74,7 @@ std::string simulator::add_event(std::string_view type, std::string object_json,
                      (account.empty() ? "" : ",\"account\":" + quoted(account)) + ",\"data\":{\"object\":" +
                      std::move(object_json) + "}}";
   events_.emplace_back(id, std::move(json));
+  event_accounts_.push_back(account);
   return id;
 }
 
@@ -92,10 +93,16 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
     const std::string settlement = s.settlement_currency.empty() ? s.currency : s.settlement_currency;
     // A settlement in another currency converts at a fixed, made-up rate of 0.8.
     const std::int64_t settled = settlement == s.currency ? s.amount : s.amount * 8 / 10;
+    // fee_details as Stripe itemises them: here one Stripe processing fee.
     balance_transactions_.emplace_back(
         txn, "{\"id\":" + quoted(txn) + ",\"object\":\"balance_transaction\",\"amount\":" + std::to_string(settled) +
                  ",\"fee\":" + std::to_string(fee) + ",\"net\":" + std::to_string(settled - fee) +
-                 ",\"currency\":" + quoted(settlement) + ",\"type\":\"charge\",\"source\":" + quoted(charge) + "}");
+                 ",\"currency\":" + quoted(settlement) + ",\"created\":" + std::to_string(now_s) +
+                 ",\"status\":\"available\",\"reporting_category\":\"charge\",\"type\":\"charge\",\"source\":" +
+                 quoted(charge) + ",\"fee_details\":[{\"amount\":" + std::to_string(fee) +
+                 ",\"application\":null,\"currency\":" + quoted(settlement) +
+                 ",\"description\":\"Stripe processing fees\",\"type\":\"stripe_fee\"}]}");
+    balance_transaction_accounts_.push_back(s.account);
     const std::string charge_json = "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + amount +
                                     ",\"amount_captured\":" + amount + ",\"currency\":" + currency +
                                     ",\"captured\":true,\"paid\":true,\"status\":\"succeeded\",\"created\":" +
@@ -163,29 +170,49 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
   return deliveries;
 }
 
-std::optional<std::string> simulator::balance_transaction(std::string_view id) const {
+std::optional<std::string> simulator::balance_transaction(std::string_view id, std::string_view account) const {
   std::lock_guard lock(mutex_);
-  for (const auto& [key, json] : balance_transactions_) {
-    if (key == id) return json;
+  for (std::size_t i = 0; i < balance_transactions_.size(); ++i) {
+    if (balance_transactions_[i].first == id && balance_transaction_accounts_[i] == account) {
+      return balance_transactions_[i].second;
+    }
   }
   return std::nullopt;
 }
 
-std::string simulator::list_events(std::string_view ending_before, std::size_t limit, bool& has_more) const {
+std::optional<std::string> simulator::list_events(std::string_view account, std::string_view starting_after,
+                                                  std::string_view ending_before, std::size_t limit) const {
   std::lock_guard lock(mutex_);
-  std::size_t start = 0;  // events after `ending_before` in creation order
-  if (!ending_before.empty()) {
-    for (std::size_t i = 0; i < events_.size(); ++i) {
-      if (events_[i].first == ending_before) start = i + 1;
-    }
+  std::vector<std::size_t> listed;  // the account's events, newest first
+  for (std::size_t i = events_.size(); i > 0; --i) {
+    if (event_accounts_[i - 1] == account) listed.push_back(i - 1);
   }
-  // Stripe returns the page nearest the cursor, newest first.
-  const std::size_t end = std::min(events_.size(), start + limit);
-  has_more = end < events_.size();
+  const auto position = [&](std::string_view id) -> std::optional<std::size_t> {
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      if (events_[listed[i]].first == id) return i;
+    }
+    return std::nullopt;
+  };
+  std::size_t begin = 0;
+  std::size_t end = std::min(listed.size(), limit);
+  bool has_more = listed.size() > end;
+  if (!starting_after.empty()) {
+    const auto at = position(starting_after);
+    if (!at) return std::nullopt;
+    begin = *at + 1;
+    end = std::min(listed.size(), begin + limit);
+    has_more = end < listed.size();
+  } else if (!ending_before.empty()) {
+    const auto at = position(ending_before);
+    if (!at) return std::nullopt;
+    end = *at;
+    begin = end > limit ? end - limit : 0;
+    has_more = begin > 0;
+  }
   std::string json = "{\"object\":\"list\",\"url\":\"/v1/events\",\"data\":[";
-  for (std::size_t i = end; i > start; --i) {
-    if (i != end) json.push_back(',');
-    json += events_[i - 1].second;
+  for (std::size_t i = begin; i < end; ++i) {
+    if (i != begin) json.push_back(',');
+    json += events_[listed[i]].second;
   }
   json += "],\"has_more\":";
   json += has_more ? "true" : "false";

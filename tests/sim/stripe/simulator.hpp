@@ -50,10 +50,15 @@ class simulator {
   // Creates the scenario's objects and events; returns the deliveries to send, in send order.
   std::vector<delivery> trigger(const scenario& s, delivery_mode mode, std::string_view secret, std::int64_t now_s);
 
-  // GET /v1/balance_transactions/{id}: the JSON, or nothing when unknown.
-  std::optional<std::string> balance_transaction(std::string_view id) const;
-  // GET /v1/events?ending_before=ID&limit=N: events newer than ID, newest first.
-  std::string list_events(std::string_view ending_before, std::size_t limit, bool& has_more) const;
+  // GET /v1/balance_transactions/{id} as `account` (Stripe-Account; empty: the platform's own):
+  // the JSON, or nothing when unknown to that account.
+  std::optional<std::string> balance_transaction(std::string_view id, std::string_view account) const;
+  // GET /v1/events as Stripe lists them: `account`'s events (empty: the platform's own), newest
+  // first; no cursor: the newest page; starting_after: the page older than that event;
+  // ending_before: the page right newer than it (still newest first). Nothing when the cursor
+  // is not an event of the account (Stripe answers 404 resource_missing).
+  std::optional<std::string> list_events(std::string_view account, std::string_view starting_after,
+                                         std::string_view ending_before, std::size_t limit) const;
   // Every event created so far, oldest first (ground truth for tests).
   std::vector<std::string> event_ids() const;
 
@@ -68,7 +73,9 @@ class simulator {
   std::uint64_t state_;
   std::uint64_t counter_ = 0;
   std::vector<std::pair<std::string, std::string>> events_;                // id, JSON, oldest first
+  std::vector<std::string> event_accounts_;                                // per event: its account
   std::vector<std::pair<std::string, std::string>> balance_transactions_;  // id, JSON
+  std::vector<std::string> balance_transaction_accounts_;                  // per balance transaction
   std::string last_charge_;
   std::int64_t last_charge_amount_ = 0;
   std::string last_charge_currency_;

@@ -1,0 +1,97 @@
+#pragma once
+// The Stripe API side of the worker (DESIGN.md §1.3, issue #6 items 6 and 8).
+//
+// Fees: a charge's fee and net live on its balance transaction, which webhooks never expand. When
+// stripe.post handles an event whose plan names a balance transaction (charge.succeeded) and a key
+// is available, look_up_fees() fetches it and returns the fee (and fx) entries, which the handler
+// posts in the SAME transaction as the event's gross entry: the ledger never holds a charge
+// without its fee once a key is configured. The sequence is: a short read transaction (event,
+// plan, key), then the HTTP call with no transaction open, then the posting transaction. An API
+// failure ends the job with its outcome (429: retry after Retry-After; 5xx/network: retry;
+// 401/403: needs user action; 404 and other 4xx: failed) and posts nothing, so the gross entry
+// waits with its fee; a retry repeats the fetch (fee entries are keyed ch_…:fee, so a second post
+// is a no-op). Which key: the tenant's own sealed restricted key (`bankworker stripe key set`);
+// else, for a Connect event (`account` set), the platform key with Stripe-Account; else none, and
+// the event posts gross only, as before.
+//
+// Recovery: the scheduler's stripe.recover_events task enqueues one stripe.recover job per tenant
+// with a key (bankworker.schedule_stripe_recovery). The job lists /v1/events per scope (the
+// tenant's key; each mapped connected account with the platform key) from the scope's cursor in
+// bankworker.stripe_event_cursors, and stores every listed event through the webhook inbox (so a
+// duplicate of a delivered event changes nothing, and a new one gets its stripe.post job in the
+// same transaction); the cursor moves only after a page's events are durable. First run (no
+// cursor): walks back from the newest event with starting_after, at most recovery_pages_max pages;
+// later runs read forward with ending_before, a page at a time, oldest page first.
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "connectors/stripe/api_client.hpp"
+#include "core/currency.hpp"
+#include "crypto/secret.hpp"
+#include "db/inbox.hpp"
+#include "db/keys.hpp"
+#include "db/pool.hpp"
+#include "ledger/ledger.hpp"
+#include "queue/queue.hpp"
+#include "worker/dispatcher.hpp"
+#include "worker/log.hpp"
+
+namespace bankworker::worker {
+
+inline constexpr std::string_view stripe_recover_kind = "stripe.recover";
+// Bounds (STYLE.md §5).
+inline constexpr std::size_t recovery_pages_max_max = 1'000;
+inline constexpr std::size_t recovery_accounts_max = 1'000;
+
+struct stripe_api_job_settings {
+  // Pages of /v1/events one scope reads per job; a backlog is read over several runs.
+  std::size_t recovery_pages_max = 20;
+  std::size_t recovery_page_limit = stripe::events_page_limit_max;
+};
+
+// What the fee look-up decided for one stripe.post job.
+struct fee_lookup {
+  std::optional<queue::outcome> stop;  // set: end the job with this outcome, post nothing
+  std::vector<ledger::entry> entries;  // fee (and fx) entries to post with the event's entries
+};
+
+class stripe_api_jobs {
+ public:
+  // Everything passed by reference outlives this object (the runtime owns them all).
+  // `platform_key` may be empty: no platform key configured.
+  stripe_api_jobs(db::pool& connections, db::key_store& keys, db::inbox& inbox, const stripe::api_client& api,
+                  const core::currency_table& currencies, crypto::secret platform_key, logger& log,
+                  stripe_api_job_settings settings);
+
+  boost::asio::awaitable<fee_lookup> look_up_fees(queue::job job, job_context context) const;
+  job_handler recover_handler();
+  bool has_platform_key() const noexcept { return !platform_key_.empty(); }
+
+ private:
+  boost::asio::awaitable<queue::outcome> recover(queue::job job, job_context context) const;
+  boost::asio::awaitable<std::optional<queue::outcome>> recover_scope(const queue::job& job, const job_context& context,
+                                                                      std::string scope,
+                                                                      stripe::api_credentials credentials) const;
+  void log_calls(const job_context& context, const core::uuid& tenant,
+                 const std::vector<stripe::api_call_record>& calls) const;
+
+  db::pool& connections_;
+  db::key_store& keys_;
+  db::inbox& inbox_;
+  const stripe::api_client& api_;
+  const core::currency_table& currencies_;
+  const crypto::secret platform_key_;
+  logger& log_;
+  const stripe_api_job_settings settings_;
+};
+
+// The queue outcome for a Stripe API failure (see the header comment).
+queue::outcome outcome_of(const stripe::api_error& failure, std::string_view what);
+
+}  // namespace bankworker::worker
