@@ -1,6 +1,6 @@
 // Plaid transactions sync through the real worker path, simulator included.
 //
-//   sync_bench [--items N] [--transactions M] [--tenants T] [--concurrency C]
+//   sync_bench [--items N] [--transactions M] [--tenants T] [--concurrency C] [--rate-limiter 0|1]
 //
 // Starts plaid_sim with N items of M transactions each, links every item to a connection (sealed
 // access token, as plaid.link leaves it; not timed), then enqueues one plaid.sync per connection
@@ -52,6 +52,7 @@ struct options {
   std::size_t transactions = 1'000;
   std::size_t tenants = 10;
   std::uint32_t concurrency = 8;
+  bool rate_limiter = true;  // the shared /transactions/sync limiter, as in production
 };
 
 options parse_options(int argc, char** argv) {
@@ -63,6 +64,10 @@ options parse_options(int argc, char** argv) {
       std::exit(2);
     }
     const std::size_t value = std::strtoull(argv[++i], nullptr, 10);
+    if (name == "--rate-limiter") {
+      o.rate_limiter = value != 0;
+      continue;
+    }
     if (value == 0 || value > 1'000'000) {
       std::fprintf(stderr, "sync_bench: %s must be 1..1000000\n", name.c_str());
       std::exit(2);
@@ -198,7 +203,12 @@ int main(int argc, char** argv) {
     plaid_config.base_url = sim_url;
     plaid::client api(http, currencies, plaid_config, crypto::secret::copy_of("bankworker-sim-client"),
                       crypto::secret::copy_of("bankworker-sim-secret"));
-    worker::plaid_jobs handlers(connections, keys, api, metrics, log, {});
+    worker::plaid_job_settings job_config;
+    if (!o.rate_limiter) {
+      job_config.sync_client_per_minute = 0;
+      job_config.sync_item_per_minute = 0;
+    }
+    worker::plaid_jobs handlers(connections, keys, api, metrics, log, job_config);
     const crypto::secret listen_url = crypto::secret::copy_of(bench_url);
     worker::dispatcher_settings dispatch_config;
     dispatch_config.concurrency = o.concurrency;
@@ -229,8 +239,8 @@ int main(int argc, char** argv) {
     stored = count(admin, "SELECT count(*) FROM bankworker.transactions WHERE removed_at IS NULL");
     const long failed = count(admin, "SELECT count(*) FROM bankworker.jobs WHERE state IN ('failed', 'retryable')");
     per_s = static_cast<double>(stored) / seconds;
-    std::printf("sync: %zu items x %zu transactions over %zu tenants, concurrency %u\n", o.items, o.transactions,
-                o.tenants, o.concurrency);
+    std::printf("sync: %zu items x %zu transactions over %zu tenants, concurrency %u, shared rate limiter %s\n",
+                o.items, o.transactions, o.tenants, o.concurrency, o.rate_limiter ? "on" : "off");
     std::printf("stored %ld transactions in %.2f s = %.0f transactions/s (%ld jobs failed or retrying)\n", stored,
                 seconds, per_s, failed);
     sim.signal(SIGTERM);
