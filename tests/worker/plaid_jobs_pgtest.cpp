@@ -417,3 +417,40 @@ TEST_CASE("a revocation during a running sync stops it before its commit", "[pg]
                          connection.to_string())
             .empty());
 }
+
+TEST_CASE("the database itself refuses a bank transaction in an undeclared currency, and keeps declared ones",
+          "[pg][plaid]") {
+  const scratch_database database;
+  const auto admin = database.connect_as_admin();
+  const std::string tenant = "aaaaaaaa-0000-4000-8000-00000000000c";
+  const std::string connection = "cccccccc-0000-4000-8000-00000000000c";
+  const std::string insert_sql =
+      "INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
+      " currency, date, name, pending) VALUES ($1, $2, 'acc', $3, -100, $4, '2026-10-01', 'x', false)";
+  {
+    pqxx::work tx(*admin);
+    tx.exec_params("INSERT INTO bankworker.tenants (tenant_id, name) VALUES ($1, 't')", tenant);
+    tx.exec_params("INSERT INTO bankworker.connections (tenant_id, connection_id, environment, status)"
+                   " VALUES ($1, $2, 'sandbox', 'active')",
+                   tenant, connection);
+    tx.exec_params(insert_sql, tenant, "t-usd", connection, "USD");
+    tx.exec_params(insert_sql, tenant, "t-btc", connection, "BTC");
+    tx.commit();
+  }
+  {
+    pqxx::work tx(*admin);
+    CHECK_THROWS_AS(tx.exec_params(insert_sql, tenant, "t-xyz", connection, "XYZ"), pqxx::foreign_key_violation);
+  }
+  {
+    pqxx::work tx(*admin);
+    CHECK_THROWS_AS(tx.exec("UPDATE bankworker.transactions SET currency = 'ZZZ' WHERE transaction_id = 't-usd'"),
+                    pqxx::foreign_key_violation);
+  }
+  {
+    pqxx::work tx(*admin);
+    CHECK_THROWS(tx.exec("DELETE FROM bankworker.currencies WHERE code = 'BTC'"));
+  }
+  pqxx::work tx(*admin);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.transactions")[0].as<int>() == 2);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.currencies WHERE code = 'BTC'")[0].as<int>() == 1);
+}
