@@ -24,15 +24,15 @@ class array_text {
     }
     text_.push_back('"');
   }
-  void add(const std::optional<std::string>& element) {
-    add(element ? std::optional<std::string_view>(*element) : std::nullopt);
-  }
   void add(const std::string& element) { add(std::optional<std::string_view>(element)); }
+  void add(std::string_view element) { add(std::optional<std::string_view>(element)); }
   void add(const char* element) { add(std::optional<std::string_view>(element)); }
   bool empty() const noexcept { return text_.size() == 1; }
-  // The literal; the builder can be reused after clear().
-  std::string finish() const { return text_ + '}'; }
-  void clear() { text_ = "{"; }
+  // Closes the literal and returns it (no copy); call once, after the last add().
+  const std::string& finish() {
+    text_.push_back('}');
+    return text_;
+  }
 
  private:
   std::string text_ = "{";

@@ -8,6 +8,7 @@
 #include "core/assert.hpp"
 #include "core/limits.hpp"
 #include "crypto/redact.hpp"
+#include "db/sql_array.hpp"
 
 namespace bankworker::queue {
 
@@ -50,32 +51,7 @@ constexpr const char* list_sql =
     "SELECT job_id, tenant_id, kind, state, priority, attempt, attempts_max, run_at, created_at, finished_at,"
     " failure, last_error FROM bankworker.list_jobs($1::text, $2::text, $3::uuid, $4::integer)";
 
-// One element of a PostgreSQL array literal: always quoted, with backslash and quote escaped, so
-// any text (JSON included) survives; NULL when absent.
-void append_array_element(std::string& out, const std::optional<std::string_view>& element) {
-  if (out.size() > 1) out.push_back(',');
-  if (!element) {
-    out += "NULL";
-    return;
-  }
-  out.push_back('"');
-  for (const char c : *element) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
-}
-
-struct array_text {
-  std::string text = "{";
-  void add(std::optional<std::string_view> element) { append_array_element(text, element); }
-  void add(const std::string& element) { append_array_element(text, std::string_view(element)); }
-  void add(std::string_view element) { append_array_element(text, element); }
-  const std::string& finish() {
-    text.push_back('}');
-    return text;
-  }
-};
+using db::array_text;
 
 bool valid_kind(std::string_view kind) noexcept {
   if (kind.empty() || kind.size() > limits::job_kind_bytes_max) return false;
