@@ -454,3 +454,63 @@ TEST_CASE("the database itself refuses a bank transaction in an undeclared curre
   CHECK(tx.exec1("SELECT count(*) FROM bankworker.transactions")[0].as<int>() == 2);
   CHECK(tx.exec1("SELECT count(*) FROM bankworker.currencies WHERE code = 'BTC'")[0].as<int>() == 1);
 }
+
+TEST_CASE("the database itself refuses a bank transaction whose connection it cannot see, and keeps connections",
+          "[pg][plaid]") {
+  const scratch_database database;
+  const auto admin = database.connect_as_admin();
+  const std::string tenant_a = "aaaaaaaa-0000-4000-8000-00000000000d";
+  const std::string tenant_b = "bbbbbbbb-0000-4000-8000-00000000000d";
+  const std::string connection_a = "cccccccc-0000-4000-8000-00000000000d";
+  const std::string connection_b = "dddddddd-0000-4000-8000-00000000000d";
+  {
+    pqxx::work tx(*admin);
+    for (const auto& [tenant, connection] : {std::pair{tenant_a, connection_a}, std::pair{tenant_b, connection_b}}) {
+      tx.exec_params("INSERT INTO bankworker.tenants (tenant_id, name) VALUES ($1, 't')", tenant);
+      tx.exec_params("INSERT INTO bankworker.connections (tenant_id, connection_id, environment, status)"
+                     " VALUES ($1, $2, 'sandbox', 'active')",
+                     tenant, connection);
+    }
+    tx.commit();
+  }
+  // As the runtime role under tenant A, the way the worker writes: its own connection is accepted;
+  // tenant B's connection, or one that does not exist, is refused by the database.
+  pqxx::connection worker(database.url());
+  const auto as_a = [&](const std::string& sql, const auto&... params) {
+    pqxx::work tx(worker);
+    tx.exec("SET LOCAL ROLE bankworker_worker");
+    tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", tenant_a);
+    const pqxx::result result = tx.exec_params(sql, params...);
+    tx.commit();
+    return result.affected_rows();
+  };
+  const std::string insert_sql =
+      "INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
+      " currency, date, name, pending) SELECT $1, 't-' || g, 'acc', $2, -100, 'USD', '2026-10-01', 'x', false"
+      " FROM generate_series(1, $3) g";
+  CHECK(as_a(insert_sql, tenant_a, connection_a, 3) == 3);
+  CHECK_THROWS_AS(as_a(insert_sql + " ON CONFLICT DO NOTHING", tenant_a, connection_b, 5), pqxx::foreign_key_violation);
+  CHECK_THROWS_AS(as_a(insert_sql + " ON CONFLICT DO NOTHING", tenant_a, "eeeeeeee-0000-4000-8000-00000000000d", 5),
+                  pqxx::foreign_key_violation);
+  CHECK_THROWS_AS(as_a("UPDATE bankworker.transactions SET connection_id = $1 WHERE tenant_id = $2", connection_b,
+                       tenant_a),
+                  pqxx::foreign_key_violation);
+
+  // A connection is never deleted and its id never changes; its other columns do.
+  CHECK_THROWS_AS(as_a("DELETE FROM bankworker.connections WHERE connection_id = $1", connection_a),
+                  pqxx::insufficient_privilege);
+  CHECK_THROWS_AS(as_a("UPDATE bankworker.connections SET connection_id = $1 WHERE connection_id = $2",
+                       "eeeeeeee-0000-4000-8000-00000000000d", connection_a),
+                  pqxx::insufficient_privilege);
+  CHECK(as_a("UPDATE bankworker.connections SET status = 'revoked' WHERE connection_id = $1", connection_a) == 1);
+  {
+    pqxx::work tx(*admin);
+    CHECK_THROWS(tx.exec("DELETE FROM bankworker.connections"));
+  }
+
+  pqxx::work tx(*admin);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.transactions")[0].as<int>() == 3);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.transactions WHERE connection_id = '" + connection_a + "'")[0]
+            .as<int>() == 3);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.connections")[0].as<int>() == 2);
+}
