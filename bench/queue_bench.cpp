@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -88,9 +90,23 @@ std::string tenant_id(std::size_t index) {
 
 asio::awaitable<queue::outcome> noop(queue::job, worker::job_context) { co_return queue::outcome::done(); }
 
-// `started` outlives the io_context.
-asio::awaitable<queue::outcome> note_start(std::atomic<std::int64_t>* started, queue::job, worker::job_context) {
-  started->store(steady::now().time_since_epoch().count());
+// `signal` outlives the io_context.
+// When the latency probe's job started. The bench thread sleeps on the condition variable rather
+// than spinning: on two cores a spinning waiter takes the CPU the database and the dispatcher need,
+// and the latency it measures would be its own.
+struct start_signal {
+  std::mutex mutex;
+  std::condition_variable started;
+  std::int64_t at = 0;  // steady-clock ticks; 0 until the handler ran
+};
+
+asio::awaitable<queue::outcome> note_start(start_signal* signal, queue::job, worker::job_context) {
+  const std::int64_t now = steady::now().time_since_epoch().count();
+  {
+    const std::lock_guard lock(signal->mutex);
+    signal->at = now;
+  }
+  signal->started.notify_one();
   co_return queue::outcome::done();
 }
 
@@ -249,15 +265,15 @@ int main(int argc, char** argv) {
   std::vector<double> latencies_ms;
   std::vector<double> after_commit_ms;
   {
-    std::atomic<std::int64_t> started{0};
+    start_signal signal;
     const crypto::secret listen_url = crypto::secret::copy_of(url);
     worker::logger log(worker::log_level::warn);
     asio::io_context io;
     asio::thread_pool blocking(2);
     worker::dispatcher_settings settings = dispatcher_config(8);
     worker::dispatcher dispatcher(io, blocking, jobs, &listen_url, settings, log);
-    dispatcher.add_handler(bench_kind, [&started](queue::job job, worker::job_context context) {
-      return note_start(&started, std::move(job), context);
+    dispatcher.add_handler(bench_kind, [&signal](queue::job job, worker::job_context context) {
+      return note_start(&signal, std::move(job), context);
     });
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     std::thread runner([&io] { io.run(); });
@@ -267,15 +283,21 @@ int main(int argc, char** argv) {
     one[0].tenant = *core::uuid::parse(tenant_id(0));
     one[0].kind = bench_kind;
     for (std::size_t i = 0; i < opts.latency_samples; ++i) {
-      started = 0;
+      {
+        const std::lock_guard lock(signal.mutex);
+        signal.at = 0;
+      }
       const auto before = steady::now();
       jobs.enqueue(one);
       const auto committed = steady::now();
-      const auto wait_deadline = committed + std::chrono::seconds(5);
-      while (started.load() == 0 && steady::now() < wait_deadline) {
+      std::int64_t started_at = 0;
+      {
+        std::unique_lock lock(signal.mutex);
+        signal.started.wait_until(lock, committed + std::chrono::seconds(5), [&signal] { return signal.at != 0; });
+        started_at = signal.at;
       }
-      const steady::time_point at{steady::duration(started.load())};
-      if (started.load() != 0) {
+      if (started_at != 0) {
+        const steady::time_point at{steady::duration(started_at)};
         latencies_ms.push_back(std::chrono::duration<double, std::milli>(at - before).count());
         after_commit_ms.push_back(std::chrono::duration<double, std::milli>(at - committed).count());
       }
