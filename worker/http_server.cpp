@@ -80,6 +80,24 @@ struct http_server::state : std::enable_shared_from_this<state> {
     ++(counters.*field);
   }
 
+  // The route a method and path would go to, if any.
+  const http_route* find_route(std::string_view method, std::string_view path) const {
+    for (const http_route& r : routes) {
+      const bool path_matches = r.prefix ? path.starts_with(r.path) : path == r.path;
+      if (path_matches && r.method == method) return &r;
+    }
+    return nullptr;
+  }
+
+  // A request refused for its size before any handler saw it is reported with the route it was
+  // sent to, so that route's own metrics (webhook outcomes) see the refusal.
+  void observe_too_large(const http::request_parser<http::string_body>& parser) const {
+    if (!settings.observe_too_large) return;
+    const auto& head = parser.get();
+    const std::string_view target = head.target();
+    settings.observe_too_large(find_route(head.method_string(), target.substr(0, target.find('?'))));
+  }
+
   // Finds the handler for a request, or the 404/405 answer.
   asio::awaitable<http_response> route(http_request request) {
     std::string allowed;
@@ -175,6 +193,7 @@ struct http_server::state : std::enable_shared_from_this<state> {
       // Refuse an oversized body from its declared length, before reading (or hashing) any of it.
       if (parser.content_length() && *parser.content_length() > s.body_bytes_max) {
         self->count(&http_counters::too_large);
+        self->observe_too_large(parser);
         beast::error_code ec;
         co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
         break;
@@ -186,6 +205,7 @@ struct http_server::state : std::enable_shared_from_this<state> {
           beast::error_code ec;
           if (body_error == http::error::body_limit) {
             self->count(&http_counters::too_large);
+            self->observe_too_large(parser);
             co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
           } else if (body_error != beast::error::timeout && body_error != asio::error::eof &&
                      body_error != http::error::partial_message) {
