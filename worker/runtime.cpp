@@ -123,7 +123,18 @@ void reload_log_level(const settings& config, logger& log) {
   if (!config.log_level_file) return;
   std::string why;
   if (const auto level = read_log_level_file(*config.log_level_file, why)) {
-    log.set_level(*level);
+    const log_level before = log.level();
+    if (*level == before) return;
+    // Said at info under whichever of the two levels is more verbose, so the change is on record
+    // whether the logs grow quieter or louder.
+    const auto say = [&] { log.info("log level changed", {{"from", to_string(before)}, {"to", to_string(*level)}}); };
+    if (*level > before) {
+      say();
+      log.set_level(*level);
+    } else {
+      log.set_level(*level);
+      say();
+    }
   } else {
     log.warn("BANKWORKER_LOG_LEVEL_FILE: " + why + "; keeping the current log level",
              {{"log_level", to_string(log.level())}});
