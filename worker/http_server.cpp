@@ -9,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -248,6 +249,12 @@ struct http_server::state : std::enable_shared_from_this<state> {
       auto [error, socket] = co_await self->acceptor.async_accept(asio::make_strand(self->io), as_result);
       if (error) {
         if (error == asio::error::operation_aborted || !self->acceptor.is_open()) co_return;
+        if (error == asio::error::no_descriptors) {
+          // Out of file descriptors: the pending connection stays queued and accept would fail
+          // again at once, so pause instead of spinning a thread until a connection ends.
+          asio::steady_timer pause(self->io, std::chrono::milliseconds(100));
+          co_await pause.async_wait(as_result);
+        }
         continue;  // a connection that died before accept, or a transient descriptor shortage
       }
       beast::error_code ec;

@@ -1,6 +1,7 @@
 #include "worker/runtime.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include <atomic>
@@ -145,10 +146,33 @@ http_response text(unsigned status, std::string body) {
   return http_response{status, "text/plain; charset=utf-8", std::move(body), {}};
 }
 
+// The HTTP server may hold connections_max sockets besides the pool's connections and the
+// process's own files; the usual soft limit (1,024) is below that, so raise it towards the hard
+// limit. Returns the soft limit in effect.
+rlim_t raise_open_files_limit(rlim_t wanted) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur >= wanted) return limit.rlim_cur;
+  const rlim_t target = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+  rlimit raised = limit;
+  raised.rlim_cur = target;
+  return ::setrlimit(RLIMIT_NOFILE, &raised) == 0 ? target : limit.rlim_cur;
+}
+
 }  // namespace
 
 int run_service(settings& config) {
   logger log(config.level, 2, {&config.plaid_secret});
+  {
+    const http_settings defaults;
+    constexpr rlim_t own_files_margin = 256;  // pool, listener, logs, libcurl, /proc reads
+    const rlim_t wanted = defaults.connections_max + limits::db_connections_max + own_files_margin;
+    const rlim_t open_files = raise_open_files_limit(wanted);
+    if (open_files < wanted) {
+      log.warn("the open file limit is below what the HTTP server's connection cap needs; raise LimitNOFILE",
+               {{"open_files_max", static_cast<std::uint64_t>(open_files)}, {"wanted", static_cast<std::uint64_t>(wanted)}});
+    }
+  }
   std::optional<crypto::secret> platform_secret = read_platform_secret(config);
   check_schema(config);
 

@@ -34,12 +34,8 @@ constexpr const char* webhook_secret = "whsec_run_test_endpoint_secret";
 
 using test::count;
 using test::eventually;
+using test::metric_value;
 
-// The value of one series in a /metrics text (`name{labels}` exactly as printed), 0 when absent.
-std::uint64_t metric_value(const std::string& text, const std::string& series) {
-  const std::size_t at = text.find("\n" + series + " ");
-  return at == std::string::npos ? 0 : std::stoull(text.substr(at + series.size() + 2));
-}
 
 std::string file_text(const std::filesystem::path& path) {
   std::ifstream file(path);
