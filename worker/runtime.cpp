@@ -246,6 +246,7 @@ int run_service(settings& config) {
     }
     stripe_api_handlers = std::make_unique<stripe_api_jobs>(connections, *keys, inbox, *stripe_api, currencies,
                                                             std::move(platform_key), log, stripe_api_job_settings{});
+    stripe_api_handlers->set_metrics(metrics);
     jobs_dispatcher.add_handler(std::string(stripe_recover_kind), stripe_api_handlers->recover_handler());
   }
   jobs_dispatcher.add_handler(std::string(stripe_post_kind),
