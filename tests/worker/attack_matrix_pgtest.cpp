@@ -3,6 +3,7 @@
 // stored while (or right after) the attack happens.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -173,7 +174,7 @@ TEST_CASE("attack matrix: forged, cross-tenant, replayed, oversized and malforme
   SECTION("SQL-looking tenant ids in the path are 404 and every table is still there") {
     const auto event = target.event_for_a();
     const std::string signature = sim::stripe::simulator::sign(event.body, secret_a, now_s());
-    for (const std::string tenant :
+    for (const std::string& tenant :
          {std::string("'%20OR%201=1%20--"), target.tenant_a + "';DROP%20TABLE%20bankworker.stripe_events;--",
           std::string("00000000-0000-0000-0000-000000000000%27%20OR%20%271%27=%271"),
           std::string("%00")}) {
@@ -318,7 +319,7 @@ TEST_CASE("attack matrix: as bankworker_app, one tenant cannot read or request w
   CHECK(as_app(target.tenant_a, b_entries) == 0);
   CHECK(as_app(target.tenant_b, b_entries) > 0);  // the same query in B's own scope sees them
   // Sealed secrets, the inbox and the queue are not the app's to read or write, whatever the scope.
-  for (const std::string sql : {std::string("SELECT count(*) FROM bankworker.sealed_secrets"),
+  for (const std::string& sql : {std::string("SELECT count(*) FROM bankworker.sealed_secrets"),
                                 std::string("SELECT count(*) FROM bankworker.stripe_events"),
                                 "SELECT count(*) FROM (SELECT bankworker.request_sync('" + target.tenant_b +
                                     "', '00000000-0000-4000-8000-000000000000')) requested"}) {
