@@ -94,6 +94,8 @@ struct http_server::state : std::enable_shared_from_this<state> {
   // sent to, so that route's own metrics (webhook outcomes) see the refusal.
   void observe_too_large(const http::request_parser<http::string_body>& parser) const {
     if (!settings.observe_too_large) return;
+    // The start line is parsed before the limit can fire; without one, method and target are
+    // empty and no route matches.
     const auto& head = parser.get();
     const std::string_view target = head.target();
     settings.observe_too_large(find_route(head.method_string(), target.substr(0, target.find('?'))));
@@ -176,8 +178,10 @@ struct http_server::state : std::enable_shared_from_this<state> {
         if (header_error == beast::error::timeout) {
           self->count(&http_counters::header_timeouts);
         } else if (header_error == http::error::body_limit) {
-          // A chunked body that arrived with its head and already ran past the limit.
+          // A declared Content-Length over the limit (the parser checks it as the head ends), or a
+          // chunked body that arrived with its head and already ran past the limit.
           self->count(&http_counters::too_large);
+          self->observe_too_large(parser);
           co_await write(*stream, plain(413, "body larger than body_bytes_max"), 11, false, s.write_timeout, ec);
         } else if (header_error == http::error::header_limit) {
           self->count(&http_counters::bad_requests);

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
@@ -101,7 +103,15 @@ TEST_CASE("unknown paths are 404 and known paths with another method 405 with Al
 }
 
 TEST_CASE("a body over the limit is refused with 413 before it is read or handled", "[http]") {
-  running_server s(small_limits());
+  // The route each refused body was sent to, as the server reports it for the route's metrics.
+  auto refused_routes = std::make_shared<std::vector<std::string>>();
+  auto refused_mutex = std::make_shared<std::mutex>();
+  http_settings settings = small_limits();
+  settings.observe_too_large = [refused_routes, refused_mutex](const http_route* route) {
+    std::lock_guard lock(*refused_mutex);
+    refused_routes->push_back(route != nullptr ? route->method + " " + route->path : "none");
+  };
+  running_server s(settings);
   SECTION("declared by Content-Length: answered without sending the body") {
     client c(s.server->port());
     c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n");
@@ -110,6 +120,11 @@ TEST_CASE("a body over the limit is refused with 413 before it is read or handle
     CHECK(c.closed_within(1'000));
     CHECK(s.echo_calls == 0);
     CHECK(s.server->counters().too_large == 1);
+    client prefixed(s.server->port());
+    prefixed.send("POST /webhooks/stripe/t1?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n");
+    CHECK(status_line(prefixed.read_response()) == "HTTP/1.1 413 Payload Too Large");
+    std::lock_guard lock(*refused_mutex);
+    CHECK(*refused_routes == std::vector<std::string>{"POST /echo", "POST /webhooks/"});
   }
   SECTION("chunked, growing past the limit, sent at once") {
     client c(s.server->port());
