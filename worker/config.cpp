@@ -152,10 +152,13 @@ std::optional<log_level> read_log_level_file(const std::filesystem::path& path, 
   while (!word.empty() && is_space(word.front())) word.remove_prefix(1);
   while (!word.empty() && is_space(word.back())) word.remove_suffix(1);
   if (auto level = parse_log_level(word)) return level;
-  // The content is an operator's typo, not a secret: show it, made printable and short.
-  std::string shown;
-  for (const char c : word) shown.push_back(c >= 0x20 && c < 0x7f ? c : '?');
-  why = path.string() + " holds '" + shown + "'; expected one of debug, info, warn, error";
+  // A short lowercase word is a typo worth showing ("dbug"); anything else is not echoed, in case
+  // the variable names the wrong file and that file holds a secret.
+  constexpr std::size_t shown_bytes_max = 8;
+  const bool word_like = word.size() <= shown_bytes_max &&
+                         std::all_of(word.begin(), word.end(), [](char c) { return c >= 'a' && c <= 'z'; });
+  why = path.string() + (word_like ? " holds '" + std::string(word) + "'" : std::string(" does not hold a level word")) +
+        "; expected one of debug, info, warn, error";
   return std::nullopt;
 }
 

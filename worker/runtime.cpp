@@ -377,7 +377,8 @@ int run_service(settings& config) {
                              [&server] { return server.counters().bad_requests; });
   server.start();
 
-  // Signals: the first drains, a second exits at once; SIGHUP reloads secrets.
+  // Signals: the first drains, a second exits at once; SIGHUP reloads secrets and the log level
+  // file, leaving every connection open.
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
   std::function<void(const boost::system::error_code&, int)> on_stop;
   on_stop = [&](const boost::system::error_code& error, int number) {

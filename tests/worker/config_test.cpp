@@ -169,5 +169,10 @@ TEST_CASE("the log level file holds one level word, wins over BANKWORKER_LOG_LEV
   std::ofstream(file) << "";
   CHECK_FALSE(read_log_level_file(file, why));
   CHECK_THAT(why, Catch::Contains("holds ''"));
+  // The wrong file named by mistake: its content is not repeated in the error.
+  std::ofstream(file) << "whsec_0123456789abcdef\n";
+  CHECK_FALSE(read_log_level_file(file, why));
+  CHECK_THAT(why, Catch::Contains("does not hold a level word"));
+  CHECK(why.find("whsec_") == std::string::npos);
   std::filesystem::remove_all(directory);
 }
