@@ -22,12 +22,17 @@ std::shared_ptr<const secret> key_cache::find(const core::uuid& tenant, std::uin
   std::shared_ptr<const secret> expired;  // released outside the lock
   std::lock_guard lock(mutex_);
   const auto it = entries_.find({tenant.bytes, version});
-  if (it == entries_.end()) return nullptr;
+  if (it == entries_.end()) {
+    misses_.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
   if (it->second.expires_at <= now) {
     expired = std::move(it->second.key);
     entries_.erase(it);
+    misses_.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
+  hits_.fetch_add(1, std::memory_order_relaxed);
   return it->second.key;
 }
 

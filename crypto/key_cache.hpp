@@ -12,6 +12,7 @@
 // secret with it: the last user frees (and zeroes) it, and the cache never hands out a dangling
 // reference.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -45,6 +46,11 @@ class key_cache {
   void clear();
   std::size_t size();
 
+  // Lookups answered from the cache, and lookups that found nothing usable (absent or expired), since
+  // construction: for the key cache metrics. Monotonic; clear() and forget() do not reset them.
+  std::uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
+  std::uint64_t misses() const noexcept { return misses_.load(std::memory_order_relaxed); }
+
  private:
   using key_type = std::pair<std::array<std::uint8_t, 16>, std::uint32_t>;
   struct entry {
@@ -56,6 +62,8 @@ class key_cache {
   const clock_function clock_;
   std::mutex mutex_;
   std::map<key_type, entry> entries_;  // guarded by mutex_
+  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> misses_{0};
 };
 
 }  // namespace bankworker::crypto

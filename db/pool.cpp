@@ -104,7 +104,13 @@ pool::lease pool::checkout() {
       }
       return false;
     };
-    if (!released_.wait_for(lock, settings_.checkout_timeout, find_free)) {
+    const auto wait_started = std::chrono::steady_clock::now();
+    const bool found = released_.wait_for(lock, settings_.checkout_timeout, find_free);
+    if (settings_.observe_wait) {
+      settings_.observe_wait(std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - wait_started));
+    }
+    if (!found) {
       throw pool_timeout("no database connection free within db_checkout_timeout_ms=" +
                          std::to_string(settings_.checkout_timeout.count()));
     }

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -40,6 +41,10 @@ struct pool_settings {
   std::string role = "bankworker_worker";
   std::string application_name = "bankworker";
   std::vector<prepared_statement> prepared;
+  // Called after each checkout's wait for a free connection (also when the wait timed out), with
+  // how long it waited; for the pool wait histogram. Runs on the caller's thread under the pool's
+  // lock: it must only record (an atomic add), never block or call back into the pool.
+  std::function<void(std::chrono::microseconds waited)> observe_wait;
 };
 
 // No connection became free within checkout_timeout: the database is overloaded or the pool is

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cstring>
 #include <cstdlib>
+#include <fstream>
 
 #include "core/limits.hpp"
 
@@ -130,6 +131,37 @@ std::optional<listen_address> parse_listen_address(std::string_view text) {
   return result;
 }
 
+std::optional<log_level> read_log_level_file(const std::filesystem::path& path, std::string& why) {
+  // A level word is a few bytes; anything longer is not a level file, and the read is bounded.
+  constexpr std::size_t log_level_file_bytes_max = 64;
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    why = "cannot read " + path.string() + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string text(log_level_file_bytes_max + 1, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(file.gcount()));
+  if (text.size() > log_level_file_bytes_max) {
+    why = path.string() + " is longer than log_level_file_bytes_max (" + std::to_string(log_level_file_bytes_max) +
+          " bytes); expected one of debug, info, warn, error";
+    return std::nullopt;
+  }
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  std::string_view word = text;
+  while (!word.empty() && is_space(word.front())) word.remove_prefix(1);
+  while (!word.empty() && is_space(word.back())) word.remove_suffix(1);
+  if (auto level = parse_log_level(word)) return level;
+  // A short lowercase word is a typo worth showing ("dbug"); anything else is not echoed, in case
+  // the variable names the wrong file and that file holds a secret.
+  constexpr std::size_t shown_bytes_max = 8;
+  const bool word_like = word.size() <= shown_bytes_max &&
+                         std::all_of(word.begin(), word.end(), [](char c) { return c >= 'a' && c <= 'z'; });
+  why = path.string() + (word_like ? " holds '" + std::string(word) + "'" : std::string(" does not hold a level word")) +
+        "; expected one of debug, info, warn, error";
+  return std::nullopt;
+}
+
 env_lookup process_environment() {
   return [](std::string_view name) -> std::optional<std::string> {
     const char* value = std::getenv(std::string(name).c_str());
@@ -240,6 +272,15 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
   if (auto text = load.get("BANKWORKER_LOG_LEVEL")) {
     if (auto level = parse_log_level(*text)) s.level = *level;
     else load.problem("BANKWORKER_LOG_LEVEL", "expected debug, info, warn or error, got '" + *text + "'");
+  }
+  if (auto path = load.get("BANKWORKER_LOG_LEVEL_FILE")) {
+    std::string why;
+    if (auto level = read_log_level_file(*path, why)) {
+      s.level = *level;
+      s.log_level_file = std::filesystem::path(*path);
+    } else {
+      load.problem("BANKWORKER_LOG_LEVEL_FILE", why);
+    }
   }
   return result;
 }

@@ -50,6 +50,10 @@ struct settings {
   // within this plus the rescue interval (BANKWORKER_JOB_LEASE, seconds).
   std::chrono::seconds job_lease{60};
   log_level level = log_level::info;
+  // BANKWORKER_LOG_LEVEL_FILE: a file holding one level word. A process's environment cannot
+  // change, so this is how an operator changes the level of a running worker: edit the file, send
+  // SIGHUP. When set, its level wins over BANKWORKER_LOG_LEVEL at start-up too.
+  std::optional<std::filesystem::path> log_level_file;
 };
 
 // What the command about to run needs; absent optional settings are only checked when present.
@@ -68,5 +72,10 @@ struct settings_result {
 };
 
 settings_result load_settings(const env_lookup& env, settings_needs needs);
+
+// The level in a log level file: one word (debug, info, warn or error), surrounding white space
+// ignored. On failure, nothing, and `why` says what is wrong (unreadable, too long, not a level)
+// without naming the variable, so each caller can.
+std::optional<log_level> read_log_level_file(const std::filesystem::path& path, std::string& why);
 
 }  // namespace bankworker::worker

@@ -1,11 +1,12 @@
 #pragma once
-// A connector's call record as a row of the external-call log (DESIGN.md §4), shared by the Plaid
-// and Stripe jobs.
+// A connector's call record as a row of the external-call log (DESIGN.md §4) and as provider
+// metrics, shared by the Plaid and Stripe jobs.
 
 #include <string_view>
 
 #include "connectors/http/client.hpp"
 #include "db/plaid_store.hpp"
+#include "worker/metrics.hpp"
 
 namespace bankworker::worker {
 
@@ -20,6 +21,20 @@ inline db::external_call to_external_call(std::string_view provider, const conne
   row.latency_us = call.latency.count();
   row.redactions = call.redactions;
   return row;
+}
+
+// Counts one provider call by endpoint and outcome, and its latency. Endpoints carry no ids and
+// outcomes come from a fixed set per provider, so the series stay bounded.
+inline void count_provider_call(metrics_registry& metrics, std::string_view provider,
+                                const connectors::http::call_record& call, std::string_view outcome) {
+  metrics
+      .add_counter("bankworker_provider_calls_total", "Calls to providers, by endpoint and outcome.",
+                   {{"provider", std::string(provider)}, {"endpoint", call.endpoint}, {"outcome", std::string(outcome)}})
+      .fetch_add(1, std::memory_order_relaxed);
+  metrics
+      .add_histogram("bankworker_provider_call_duration_seconds", "Latency of provider calls, by endpoint.",
+                     {{"provider", std::string(provider)}, {"endpoint", call.endpoint}})
+      .record_us(static_cast<std::uint64_t>(call.latency.count()));
 }
 
 }  // namespace bankworker::worker

@@ -9,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -78,6 +79,26 @@ struct http_server::state : std::enable_shared_from_this<state> {
   void count(std::uint64_t http_counters::*field) {
     std::lock_guard lock(mutex);
     ++(counters.*field);
+  }
+
+  // The route a method and path would go to, if any.
+  const http_route* find_route(std::string_view method, std::string_view path) const {
+    for (const http_route& r : routes) {
+      const bool path_matches = r.prefix ? path.starts_with(r.path) : path == r.path;
+      if (path_matches && r.method == method) return &r;
+    }
+    return nullptr;
+  }
+
+  // A request refused for its size before any handler saw it is reported with the route it was
+  // sent to, so that route's own metrics (webhook outcomes) see the refusal.
+  void observe_too_large(const http::request_parser<http::string_body>& parser) const {
+    if (!settings.observe_too_large) return;
+    // The start line is parsed before the limit can fire; without one, method and target are
+    // empty and no route matches.
+    const auto& head = parser.get();
+    const std::string_view target = head.target();
+    settings.observe_too_large(find_route(head.method_string(), target.substr(0, target.find('?'))));
   }
 
   // Finds the handler for a request, or the 404/405 answer.
@@ -157,8 +178,10 @@ struct http_server::state : std::enable_shared_from_this<state> {
         if (header_error == beast::error::timeout) {
           self->count(&http_counters::header_timeouts);
         } else if (header_error == http::error::body_limit) {
-          // A chunked body that arrived with its head and already ran past the limit.
+          // A declared Content-Length over the limit (the parser checks it as the head ends), or a
+          // chunked body that arrived with its head and already ran past the limit.
           self->count(&http_counters::too_large);
+          self->observe_too_large(parser);
           co_await write(*stream, plain(413, "body larger than body_bytes_max"), 11, false, s.write_timeout, ec);
         } else if (header_error == http::error::header_limit) {
           self->count(&http_counters::bad_requests);
@@ -175,6 +198,7 @@ struct http_server::state : std::enable_shared_from_this<state> {
       // Refuse an oversized body from its declared length, before reading (or hashing) any of it.
       if (parser.content_length() && *parser.content_length() > s.body_bytes_max) {
         self->count(&http_counters::too_large);
+        self->observe_too_large(parser);
         beast::error_code ec;
         co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
         break;
@@ -186,6 +210,7 @@ struct http_server::state : std::enable_shared_from_this<state> {
           beast::error_code ec;
           if (body_error == http::error::body_limit) {
             self->count(&http_counters::too_large);
+            self->observe_too_large(parser);
             co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
           } else if (body_error != beast::error::timeout && body_error != asio::error::eof &&
                      body_error != http::error::partial_message) {
@@ -228,6 +253,12 @@ struct http_server::state : std::enable_shared_from_this<state> {
       auto [error, socket] = co_await self->acceptor.async_accept(asio::make_strand(self->io), as_result);
       if (error) {
         if (error == asio::error::operation_aborted || !self->acceptor.is_open()) co_return;
+        if (error == asio::error::no_descriptors) {
+          // Out of file descriptors: the pending connection stays queued and accept would fail
+          // again at once, so pause instead of spinning a thread until a connection ends.
+          asio::steady_timer pause(self->io, std::chrono::milliseconds(100));
+          co_await pause.async_wait(as_result);
+        }
         continue;  // a connection that died before accept, or a transient descriptor shortage
       }
       beast::error_code ec;

@@ -45,6 +45,9 @@ struct http_settings {
   // Called after each routed request with the route that answered (nothing for 404/405), the
   // status and the handler's time; for latency metrics. Must not block.
   std::function<void(const http_route* route, unsigned status, std::chrono::microseconds elapsed)> observe;
+  // Called when a body is refused with 413 before any handler saw it, with the route it was sent
+  // to (nothing when none matches); for the routes' own metrics. Must not block.
+  std::function<void(const http_route* route)> observe_too_large;
 };
 
 struct http_request {

@@ -50,6 +50,7 @@ class logger {
   explicit logger(log_level level, int fd = 2, std::vector<const crypto::secret*> known_secrets = {});
 
   void set_level(log_level level) noexcept { level_.store(static_cast<int>(level), std::memory_order_relaxed); }
+  log_level level() const noexcept { return static_cast<log_level>(level_.load(std::memory_order_relaxed)); }
   bool enabled(log_level level) const noexcept {
     return static_cast<int>(level) >= level_.load(std::memory_order_relaxed);
   }

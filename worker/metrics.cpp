@@ -126,10 +126,13 @@ metrics_registry::counter& metrics_registry::add_counter(std::string_view name, 
   for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label));
   family& f = family_for(name, help, kind::counter);
   for (series& s : f.members) {
-    if (s.labels == labels) return *s.counter_value;
+    if (s.labels == labels) {
+      BW_ASSERT(s.counter_value != nullptr);  // not a series registered with add_counter_reader
+      return *s.counter_value;
+    }
   }
   counter& value = counters_.emplace_back(0);
-  f.members.push_back({std::move(labels), &value, nullptr, {}});
+  f.members.push_back({std::move(labels), &value, nullptr, {}, {}});
   return value;
 }
 
@@ -142,7 +145,7 @@ duration_histogram& metrics_registry::add_histogram(std::string_view name, std::
     if (s.labels == labels) return *s.histogram_value;
   }
   duration_histogram& value = histograms_.emplace_back(std::move(bounds_us));
-  f.members.push_back({std::move(labels), nullptr, &value, {}});
+  f.members.push_back({std::move(labels), nullptr, &value, {}, {}});
   return value;
 }
 
@@ -151,7 +154,15 @@ void metrics_registry::add_gauge(std::string_view name, std::string_view help, m
   std::lock_guard lock(mutex_);
   for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label));
   family& f = family_for(name, help, kind::gauge);
-  f.members.push_back({std::move(labels), nullptr, nullptr, std::move(read)});
+  f.members.push_back({std::move(labels), nullptr, nullptr, std::move(read), {}});
+}
+
+void metrics_registry::add_counter_reader(std::string_view name, std::string_view help, metric_labels labels,
+                                          std::function<std::uint64_t()> read) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label));
+  family& f = family_for(name, help, kind::counter);
+  f.members.push_back({std::move(labels), nullptr, nullptr, {}, std::move(read)});
 }
 
 std::string metrics_registry::render() const {
@@ -166,7 +177,9 @@ std::string metrics_registry::render() const {
       if (f.type == kind::counter) {
         out += f.name;
         append_labels(s.labels, out);
-        out += " " + std::to_string(s.counter_value->load(std::memory_order_relaxed)) + "\n";
+        const std::uint64_t value =
+            s.counter_value != nullptr ? s.counter_value->load(std::memory_order_relaxed) : s.counter_reader();
+        out += " " + std::to_string(value) + "\n";
       } else if (f.type == kind::gauge) {
         out += f.name;
         append_labels(s.labels, out);

@@ -55,6 +55,10 @@ class metrics_registry {
   duration_histogram& add_histogram(std::string_view name, std::string_view help, metric_labels labels = {},
                                     std::vector<std::uint64_t> bounds_us = default_latency_bounds_us());
   void add_gauge(std::string_view name, std::string_view help, metric_labels labels, gauge_reader read);
+  // A counter whose value another component keeps (the key cache's hits, the HTTP server's
+  // refusals), read at scrape time. `read` must be monotonic and outlive the registry's scrapes.
+  void add_counter_reader(std::string_view name, std::string_view help, metric_labels labels,
+                          std::function<std::uint64_t()> read);
 
   // The whole exposition, families in registration order.
   std::string render() const;
@@ -66,6 +70,7 @@ class metrics_registry {
     counter* counter_value = nullptr;
     duration_histogram* histogram_value = nullptr;
     gauge_reader gauge;
+    std::function<std::uint64_t()> counter_reader;
   };
   struct family {
     std::string name;

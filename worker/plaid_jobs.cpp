@@ -132,14 +132,7 @@ asio::awaitable<std::optional<std::chrono::milliseconds>> plaid_jobs::wait_for_s
 }
 
 void plaid_jobs::count_call(const plaid::call_record& call, std::string_view outcome) {
-  metrics_
-      .add_counter("bankworker_provider_calls_total", "Calls to providers, by endpoint and outcome.",
-                   {{"provider", "plaid"}, {"endpoint", call.endpoint}, {"outcome", std::string(outcome)}})
-      .fetch_add(1, std::memory_order_relaxed);
-  metrics_
-      .add_histogram("bankworker_provider_call_duration_seconds", "Latency of provider calls, by endpoint.",
-                     {{"provider", "plaid"}, {"endpoint", call.endpoint}})
-      .record_us(static_cast<std::uint64_t>(call.latency.count()));
+  count_provider_call(metrics_, "plaid", call, outcome);
 }
 
 // plaid.link: exchange the public token, seal the access token, create (or re-link) the

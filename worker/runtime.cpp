@@ -1,6 +1,7 @@
 #include "worker/runtime.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include <atomic>
@@ -59,6 +60,22 @@ void check_schema(const settings& config) {
   }
 }
 
+// Why the schema is not the one this binary was built for (empty when it is): checked by every
+// /readyz, so a worker whose database was restored to, or rolled back to, an older schema stops
+// taking traffic instead of failing requests one by one. Throws when the database cannot be asked.
+std::string schema_unready_reason(db::pool& connections) {
+  auto lease = connections.checkout();
+  std::vector<std::string> pending;
+  try {
+    pending = db::pending_migrations(lease.connection(), db::embedded_migrations());
+  } catch (const db::migration_error& error) {
+    return "schema does not match this binary: " + one_line(error.what());
+  }
+  if (pending.empty()) return {};
+  return "schema older than this binary: migration " + pending.front() + " not applied (" +
+         std::to_string(pending.size()) + " pending)";
+}
+
 // The Plaid environment a base URL points at; it is bound into every sealed access token, so a
 // token sealed for the sandbox never opens for production.
 std::string plaid_environment(std::string_view base_url) {
@@ -100,18 +117,75 @@ std::optional<crypto::secret> read_platform_secret(const settings& config) {
   }
 }
 
+// SIGHUP: the level from BANKWORKER_LOG_LEVEL_FILE when it is set (the environment of a running
+// process cannot change). A file that cannot be read or holds no level keeps the current level:
+// a typo must not silence the logs or stop the worker.
+void reload_log_level(const settings& config, logger& log) {
+  if (!config.log_level_file) return;
+  std::string why;
+  if (const auto level = read_log_level_file(*config.log_level_file, why)) {
+    const log_level before = log.level();
+    if (*level == before) return;
+    // Said at info under whichever of the two levels is more verbose, so the change is on record
+    // whether the logs grow quieter or louder.
+    const auto say = [&] { log.info("log level changed", {{"from", to_string(before)}, {"to", to_string(*level)}}); };
+    if (*level > before) {
+      say();
+      log.set_level(*level);
+    } else {
+      log.set_level(*level);
+      say();
+    }
+  } else {
+    log.warn("BANKWORKER_LOG_LEVEL_FILE: " + why + "; keeping the current log level",
+             {{"log_level", to_string(log.level())}});
+  }
+}
+
 http_response text(unsigned status, std::string body) {
   return http_response{status, "text/plain; charset=utf-8", std::move(body), {}};
+}
+
+// The HTTP server may hold connections_max sockets besides the pool's connections and the
+// process's own files; the usual soft limit (1,024) is below that, so raise it towards the hard
+// limit. Returns the soft limit in effect.
+rlim_t raise_open_files_limit(rlim_t wanted) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur >= wanted) return limit.rlim_cur;
+  const rlim_t target = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+  rlimit raised = limit;
+  raised.rlim_cur = target;
+  return ::setrlimit(RLIMIT_NOFILE, &raised) == 0 ? target : limit.rlim_cur;
 }
 
 }  // namespace
 
 int run_service(settings& config) {
   logger log(config.level, 2, {&config.plaid_secret});
+  {
+    const http_settings defaults;
+    constexpr rlim_t own_files_margin = 256;  // pool, listener, logs, libcurl, /proc reads
+    const rlim_t wanted = defaults.connections_max + limits::db_connections_max + own_files_margin;
+    const rlim_t open_files = raise_open_files_limit(wanted);
+    if (open_files < wanted) {
+      log.warn("the open file limit is below what the HTTP server's connection cap needs; raise LimitNOFILE",
+               {{"open_files_max", static_cast<std::uint64_t>(open_files)}, {"wanted", static_cast<std::uint64_t>(wanted)}});
+    }
+  }
   std::optional<crypto::secret> platform_secret = read_platform_secret(config);
   check_schema(config);
 
+  metrics_registry metrics;
+  // Time a caller waited for a free pooled connection: near zero while the pool is big enough.
+  duration_histogram& pool_wait = metrics.add_histogram(
+      "bankworker_db_pool_wait_seconds", "Time spent waiting for a free database connection from the pool.", {},
+      {100, 500, 1'000, 5'000, 10'000, 50'000, 100'000, 500'000, 1'000'000, 5'000'000});
+
   db::pool_settings pool_config;
+  pool_config.observe_wait = [&pool_wait](std::chrono::microseconds waited) {
+    pool_wait.record_us(static_cast<std::uint64_t>(waited.count()));
+  };
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
   queue::add_prepared_statements(pool_config);
@@ -131,7 +205,12 @@ int run_service(settings& config) {
   queue::job_queue jobs(connections, queue_config);
   asio::io_context io;
   asio::thread_pool blocking(pool_config.connections);
-  metrics_registry metrics;
+  metrics.add_counter_reader("bankworker_key_cache_hits_total",
+                             "Tenant key lookups answered from the unwrapped key cache.", {},
+                             [&keys] { return keys->cache().hits(); });
+  metrics.add_counter_reader("bankworker_key_cache_misses_total",
+                             "Tenant key lookups that had to unwrap the key with the root key.", {},
+                             [&keys] { return keys->cache().misses(); });
   metrics.add_gauge("bankworker_process_resident_memory_bytes", "Resident memory of this process.", {},
                     process_resident_bytes);
 
@@ -167,6 +246,7 @@ int run_service(settings& config) {
     }
     stripe_api_handlers = std::make_unique<stripe_api_jobs>(connections, *keys, inbox, *stripe_api, currencies,
                                                             std::move(platform_key), log, stripe_api_job_settings{});
+    stripe_api_handlers->set_metrics(metrics);
     jobs_dispatcher.add_handler(std::string(stripe_recover_kind), stripe_api_handlers->recover_handler());
   }
   jobs_dispatcher.add_handler(std::string(stripe_post_kind),
@@ -211,16 +291,20 @@ int run_service(settings& config) {
                     }});
   routes.push_back({"GET", "/readyz", false, [&](http_request) -> asio::awaitable<http_response> {
                       if (draining.load()) co_return text(503, "draining\n");
+                      std::string unready;
                       try {
-                        co_await queue::run_blocking(blocking, [&connections] {
-                          auto lease = connections.checkout();
-                          pqxx::nontransaction tx(lease.connection());
-                          tx.exec("SELECT 1");
-                        });
-                        co_return text(200, "ready\n");
+                        auto check = queue::run_blocking(blocking, [&connections] { return schema_unready_reason(connections); });
+                        unready = co_await std::move(check);
+                      } catch (const pqxx::broken_connection&) {
+                        unready = "database unreachable";
+                      } catch (const db::pool_timeout&) {
+                        unready = "database unreachable: no pooled connection free (db_checkout_timeout_ms)";
                       } catch (const std::exception&) {
-                        co_return text(503, "database unreachable\n");
+                        // The server answered but the check failed; its text stays in the database log.
+                        unready = "database check failed";
                       }
+                      if (!unready.empty()) co_return text(503, unready + "\n");
+                      co_return text(200, "ready\n");
                     }});
   routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
                       co_return http_response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(), {}};
@@ -251,20 +335,50 @@ int run_service(settings& config) {
                                                    "Time to answer an HTTP request, by route.",
                                                    {{"route", route.method + " " + route.path}});
   }
+  // A webhook body the server refuses for its size is a webhook outcome of that provider too.
+  std::map<const http_route*, metrics_registry::counter*> too_large_by_route;
+  for (const http_route& route : routes) {
+    for (const std::string_view provider : {"stripe", "plaid"}) {
+      if (!route.path.starts_with("/webhooks/" + std::string(provider))) continue;
+      too_large_by_route[&route] = &metrics.add_counter("bankworker_webhook_requests_total", "",
+                                                        {{"provider", std::string(provider)}, {"outcome", "too_large"}});
+    }
+  }
   http_settings http_config;
   http_config.listen = config.http_listen;
   // The routes vector is moved into the server, which keeps its elements where they are, so the
   // pointers above stay valid for the server's life.
-  http_config.observe = [&route_latency, &unrouted_latency](const http_route* route, unsigned,
-                                                             std::chrono::microseconds elapsed) {
+  http_config.observe_too_large = [&too_large_by_route](const http_route* route) {
+    const auto refused = too_large_by_route.find(route);
+    if (refused != too_large_by_route.end()) refused->second->fetch_add(1, std::memory_order_relaxed);
+  };
+  http_config.observe = [&route_latency, &unrouted_latency, &log](const http_route* route, unsigned status,
+                                                                   std::chrono::microseconds elapsed) {
     const auto found = route != nullptr ? route_latency.find(route) : route_latency.end();
     (found != route_latency.end() ? *found->second : unrouted_latency).record_us(static_cast<std::uint64_t>(elapsed.count()));
+    // The access log, at debug only: the route's pattern (never the tenant in the path), status, time.
+    if (log.enabled(log_level::debug)) {
+      log.debug("http request", {{"route", route != nullptr ? route->method + " " + route->path : std::string("other")},
+                                 {"status", status},
+                                 {"elapsed_us", static_cast<std::int64_t>(elapsed.count())}});
+    }
   };
   http_config.body_bytes_max = limits::webhook_body_bytes_max;
   http_server server(io, http_config, std::move(routes));
+  constexpr std::string_view refused_name = "bankworker_http_refused_total";
+  constexpr std::string_view refused_help = "Connections and requests the HTTP server refused before any route, by reason.";
+  metrics.add_counter_reader(refused_name, refused_help, {{"reason", "too_large"}},
+                             [&server] { return server.counters().too_large; });
+  metrics.add_counter_reader(refused_name, refused_help, {{"reason", "header_timeout"}},
+                             [&server] { return server.counters().header_timeouts; });
+  metrics.add_counter_reader(refused_name, refused_help, {{"reason", "connection_limit"}},
+                             [&server] { return server.counters().refused_connections; });
+  metrics.add_counter_reader(refused_name, refused_help, {{"reason", "bad_request"}},
+                             [&server] { return server.counters().bad_requests; });
   server.start();
 
-  // Signals: the first drains, a second exits at once; SIGHUP reloads secrets.
+  // Signals: the first drains, a second exits at once; SIGHUP reloads secrets and the log level
+  // file, leaving every connection open.
   asio::signal_set stop_signals(io, SIGTERM, SIGINT);
   std::function<void(const boost::system::error_code&, int)> on_stop;
   on_stop = [&](const boost::system::error_code& error, int number) {
@@ -287,7 +401,8 @@ int run_service(settings& config) {
     if (error) return;
     webhooks.forget_secrets();
     if (plaid_handlers) plaid_handlers->resume();
-    log.info("reloaded: webhook secrets will be read again");
+    reload_log_level(config, log);
+    log.info("reloaded: webhook secrets will be read again", {{"log_level", to_string(log.level())}});
     reload_signals.async_wait(on_reload);
   };
   reload_signals.async_wait(on_reload);

@@ -7,8 +7,9 @@
 // Start-up refuses to run on an older or foreign schema, without a usable root key, or without
 // the database. SIGTERM/SIGINT: STOPPING=1, stop accepting and claiming, drain in-flight jobs up
 // to the drain timeout, release the rest, exit 0; a second signal exits at once. SIGHUP drops the
-// cached webhook secrets (they reload on next use). Under systemd: READY=1 once serving, and
-// WATCHDOG=1 while the event loop turns and the database answers.
+// cached webhook secrets (they reload on next use), resumes Plaid work paused for bad API keys, and
+// re-reads the log level from BANKWORKER_LOG_LEVEL_FILE when set; connections stay open. Under
+// systemd: READY=1 once serving, and WATCHDOG=1 while the event loop turns and the database answers.
 
 #include "worker/config.hpp"
 

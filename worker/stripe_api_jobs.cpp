@@ -83,9 +83,25 @@ stripe_api_jobs::stripe_api_jobs(db::pool& connections, db::key_store& keys, db:
   }
 }
 
+namespace {
+
+// A Stripe call's outcome label, from its HTTP status: a fixed set, so the series stay bounded.
+std::string_view call_outcome(const stripe::api_call_record& call) {
+  if (call.http_status == 0) return "no_response";
+  if (call.http_status >= 200 && call.http_status < 300) return "ok";
+  if (call.http_status == 429) return "rate_limited";
+  if (call.http_status >= 500) return "server_error";
+  return "client_error";
+}
+
+}  // namespace
+
 void stripe_api_jobs::log_calls(const job_context&, const core::uuid& tenant,
                                 const std::vector<stripe::api_call_record>& calls) const {
   if (calls.empty()) return;
+  if (metrics_ != nullptr) {
+    for (const stripe::api_call_record& call : calls) count_provider_call(*metrics_, "stripe", call, call_outcome(call));
+  }
   std::vector<db::external_call> rows;
   rows.reserve(calls.size());
   for (const stripe::api_call_record& call : calls) rows.push_back(to_external_call("stripe", call));

@@ -41,6 +41,7 @@
 #include "queue/queue.hpp"
 #include "worker/dispatcher.hpp"
 #include "worker/log.hpp"
+#include "worker/metrics.hpp"
 
 namespace bankworker::worker {
 
@@ -72,6 +73,9 @@ class stripe_api_jobs {
   boost::asio::awaitable<fee_lookup> look_up_fees(queue::job job, job_context context) const;
   job_handler recover_handler();
   bool has_platform_key() const noexcept { return !platform_key_.empty(); }
+  // Counts every Stripe API call in bankworker_provider_calls_total and its latency histogram;
+  // `metrics` outlives this object. Without it calls are only logged.
+  void set_metrics(metrics_registry& metrics) noexcept { metrics_ = &metrics; }
 
  private:
   boost::asio::awaitable<queue::outcome> recover(queue::job job, job_context context) const;
@@ -89,6 +93,7 @@ class stripe_api_jobs {
   const crypto::secret platform_key_;
   logger& log_;
   const stripe_api_job_settings settings_;
+  metrics_registry* metrics_ = nullptr;
 };
 
 // The queue outcome for a Stripe API failure (see the header comment).

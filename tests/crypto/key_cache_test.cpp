@@ -39,6 +39,24 @@ TEST_CASE("a cached key expires after its TTL", "[crypto][key_cache]") {
   CHECK(cache.size() == 0);
 }
 
+TEST_CASE("lookups are counted as hits or misses, an expired entry as a miss", "[crypto][key_cache]") {
+  fake_clock clock;
+  crypto::key_cache cache({.entries_max = 4, .ttl = 60s}, clock.function());
+  CHECK(cache.find(tenant(1), 1) == nullptr);
+  cache.insert(tenant(1), 1, some_key());
+  CHECK(cache.find(tenant(1), 1) != nullptr);
+  CHECK(cache.find(tenant(1), 1) != nullptr);
+  CHECK(cache.find(tenant(1), 2) == nullptr);
+  clock.now += 60s;
+  CHECK(cache.find(tenant(1), 1) == nullptr);
+  CHECK(cache.hits() == 2);
+  CHECK(cache.misses() == 3);
+  // Forgetting keys empties the cache but never winds the counters back (they are Prometheus counters).
+  cache.clear();
+  CHECK(cache.hits() == 2);
+  CHECK(cache.misses() == 3);
+}
+
 TEST_CASE("a full cache drops the entry closest to expiry", "[crypto][key_cache]") {
   fake_clock clock;
   crypto::key_cache cache({.entries_max = 2, .ttl = 60s}, clock.function());

@@ -3,6 +3,7 @@
 // drive whole processes (run_pgtest, stripe_connect_pgtest).
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <thread>
 
@@ -25,6 +26,12 @@ bool eventually(Condition condition, std::chrono::milliseconds timeout = std::ch
 inline long count(pqxx::connection& connection, const std::string& sql) {
   pqxx::work tx(connection);
   return tx.exec1(sql)[0].as<long>();
+}
+
+// The value of one series in a /metrics text (`name{labels}` exactly as printed), 0 when absent.
+inline std::uint64_t metric_value(const std::string& text, const std::string& series) {
+  const std::size_t at = text.find("\n" + series + " ");
+  return at == std::string::npos ? 0 : std::stoull(text.substr(at + series.size() + 2));
 }
 
 }  // namespace bankworker::test

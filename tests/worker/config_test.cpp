@@ -140,3 +140,39 @@ TEST_CASE("a Vault Transit root key needs a token and satisfies the root key req
   CHECK(good.value.vault_transit_mount == "transit");
   CHECK(good.value.vault_token.reveal() == "hvs.x");
 }
+
+TEST_CASE("the log level file holds one level word, wins over BANKWORKER_LOG_LEVEL, and a bad one is named",
+          "[worker][config]") {
+  char pattern[] = "/tmp/bankworker-config-test-XXXXXX";
+  const std::filesystem::path directory = ::mkdtemp(pattern);
+  const std::filesystem::path file = directory / "log-level";
+  std::ofstream(file) << "  debug\n";
+  const auto good = load_settings(env_of({{"BANKWORKER_LOG_LEVEL", "error"},
+                                          {"BANKWORKER_LOG_LEVEL_FILE", file.string()}}),
+                                  {});
+  REQUIRE(good.problems.empty());
+  CHECK(good.value.level == log_level::debug);
+  CHECK(good.value.log_level_file == file);
+
+  std::ofstream(file) << "loud\n";
+  const auto bad = load_settings(env_of({{"BANKWORKER_LOG_LEVEL_FILE", file.string()}}), {});
+  CHECK(mentions(bad.problems, "BANKWORKER_LOG_LEVEL_FILE: " + file.string() + " holds 'loud'"));
+  CHECK(mentions(load_settings(env_of({{"BANKWORKER_LOG_LEVEL_FILE", "/nonexistent/log-level"}}), {}).problems,
+                 "BANKWORKER_LOG_LEVEL_FILE: cannot read /nonexistent/log-level"));
+
+  std::string why;
+  std::ofstream(file) << std::string(100, 'x');
+  CHECK_FALSE(read_log_level_file(file, why));
+  CHECK_THAT(why, Catch::Contains("log_level_file_bytes_max"));
+  std::ofstream(file) << "warn";
+  CHECK(read_log_level_file(file, why) == log_level::warn);
+  std::ofstream(file) << "";
+  CHECK_FALSE(read_log_level_file(file, why));
+  CHECK_THAT(why, Catch::Contains("holds ''"));
+  // The wrong file named by mistake: its content is not repeated in the error.
+  std::ofstream(file) << "whsec_0123456789abcdef\n";
+  CHECK_FALSE(read_log_level_file(file, why));
+  CHECK_THAT(why, Catch::Contains("does not hold a level word"));
+  CHECK(why.find("whsec_") == std::string::npos);
+  std::filesystem::remove_all(directory);
+}

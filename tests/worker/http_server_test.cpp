@@ -2,18 +2,15 @@
 // client could lean on.
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
 
+#include "tests/support/raw_http.hpp"
 #include "worker/http_server.hpp"
 
 using namespace bankworker::worker;
@@ -59,56 +56,10 @@ struct running_server {
   }
 };
 
-// A raw client socket: send bytes, read what comes back, see when the server closes.
-struct client {
-  int fd = -1;
-  explicit client(std::uint16_t port) {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  }
-  ~client() { ::close(fd); }
-  void send(std::string_view bytes) const {
-    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-  }
-  // Reads until one complete response (by Content-Length) or until the server closes.
-  std::string read_response(int timeout_ms = 5'000) const {
-    std::string data;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const std::size_t head_end = data.find("\r\n\r\n");
-      if (head_end != std::string::npos) {
-        const std::size_t length_at = data.find("Content-Length: ");
-        if (length_at != std::string::npos && length_at < head_end) {
-          const std::size_t length = std::stoul(data.substr(length_at + 16));
-          if (data.size() >= head_end + 4 + length) return data;
-        }
-      }
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      char buffer[4096];
-      const ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);
-      if (got <= 0) return data;
-      data.append(buffer, static_cast<std::size_t>(got));
-    }
-    return data;
-  }
-  // Whether the server closed the connection within `timeout_ms`.
-  bool closed_within(int timeout_ms) const {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 20) > 0) {
-        char buffer[4096];
-        const ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);
-        if (got <= 0) return true;
-      }
-    }
-    return false;
-  }
+// A raw client socket (tests/support/raw_http.hpp): send bytes, read what comes back, see when
+// the server closes.
+struct client : bankworker::test::raw_connection {
+  explicit client(std::uint16_t port) : raw_connection(port) { REQUIRE(connected()); }
 };
 
 std::string status_line(const std::string& response) { return response.substr(0, response.find("\r\n")); }
@@ -152,7 +103,15 @@ TEST_CASE("unknown paths are 404 and known paths with another method 405 with Al
 }
 
 TEST_CASE("a body over the limit is refused with 413 before it is read or handled", "[http]") {
-  running_server s(small_limits());
+  // The route each refused body was sent to, as the server reports it for the route's metrics.
+  auto refused_routes = std::make_shared<std::vector<std::string>>();
+  auto refused_mutex = std::make_shared<std::mutex>();
+  http_settings settings = small_limits();
+  settings.observe_too_large = [refused_routes, refused_mutex](const http_route* route) {
+    std::lock_guard lock(*refused_mutex);
+    refused_routes->push_back(route != nullptr ? route->method + " " + route->path : "none");
+  };
+  running_server s(settings);
   SECTION("declared by Content-Length: answered without sending the body") {
     client c(s.server->port());
     c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n");
@@ -161,6 +120,11 @@ TEST_CASE("a body over the limit is refused with 413 before it is read or handle
     CHECK(c.closed_within(1'000));
     CHECK(s.echo_calls == 0);
     CHECK(s.server->counters().too_large == 1);
+    client prefixed(s.server->port());
+    prefixed.send("POST /webhooks/stripe/t1?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1025\r\n\r\n");
+    CHECK(status_line(prefixed.read_response()) == "HTTP/1.1 413 Payload Too Large");
+    std::lock_guard lock(*refused_mutex);
+    CHECK(*refused_routes == std::vector<std::string>{"POST /echo", "POST /webhooks/"});
   }
   SECTION("chunked, growing past the limit, sent at once") {
     client c(s.server->port());

@@ -85,6 +85,22 @@ TEST_CASE("gauges are read at scrape time and label values are escaped", "[metri
   check_prometheus_text(text);
 }
 
+TEST_CASE("a counter kept by another component is read at scrape time and typed as a counter", "[metrics]") {
+  metrics_registry registry;
+  std::uint64_t hits = 0;
+  registry.add_counter_reader("bankworker_key_cache_hits_total", "Key lookups answered from the cache.", {},
+                              [&hits] { return hits; });
+  CHECK(registry.render().find("bankworker_key_cache_hits_total 0\n") != std::string::npos);
+  hits = 41;
+  ++hits;
+  const std::string text = registry.render();
+  CHECK(text ==
+        "# HELP bankworker_key_cache_hits_total Key lookups answered from the cache.\n"
+        "# TYPE bankworker_key_cache_hits_total counter\n"
+        "bankworker_key_cache_hits_total 42\n");
+  check_prometheus_text(text);
+}
+
 TEST_CASE("counters lose no increments under concurrent updates", "[metrics]") {
   metrics_registry registry;
   auto& jobs = registry.add_counter("bankworker_jobs_succeeded_total", "Jobs done.", {{"kind", "noop"}});

@@ -7,16 +7,20 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <pqxx/pqxx>
 
+#include "db/migrate.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/plaid_sim.hpp"
 #include "tests/support/polling.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_http.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/tcp_proxy.hpp"
 #include "tests/sim/stripe/simulator.hpp"
@@ -30,6 +34,25 @@ constexpr const char* webhook_secret = "whsec_run_test_endpoint_secret";
 
 using test::count;
 using test::eventually;
+using test::metric_value;
+
+
+std::string file_text(const std::filesystem::path& path) {
+  std::ifstream file(path);
+  return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+std::size_t occurrences(const std::string& text, std::string_view needle) {
+  std::size_t found = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++found;
+  return found;
+}
+
+// A kept-alive GET /healthz on an open connection: its status, 0 when the connection is gone.
+int healthz_on(const test::raw_connection& connection) {
+  if (!connection.send("GET /healthz HTTP/1.1\r\nHost: worker\r\n\r\n")) return 0;
+  return test::status_of(connection.read_response());
+}
 
 }  // namespace
 
@@ -40,6 +63,120 @@ TEST_CASE("run refuses a database whose schema is older than the binary", "[pg][
                                                      {"BANKWORKER_ROOT_KEY_FILE", key.path_text()}});
   CHECK(result.exit_code == 1);
   CHECK_THAT(result.err, Catch::Contains("bankworker migrate"));
+}
+
+TEST_CASE("run refuses a schema migrated only partway, naming the first missing migration", "[pg][run]") {
+  const test::scratch_database database(false);
+  const auto all = db::embedded_migrations();
+  REQUIRE(all.size() >= 2);
+  {
+    const auto admin = database.connect_as_admin();
+    db::apply_migrations(*admin, all.first(all.size() - 1));
+  }
+  const test::root_key_file key;
+  const auto result = test::run_bankworker({"run"}, {{"BANKWORKER_DATABASE_URL", database.url()},
+                                                     {"BANKWORKER_ROOT_KEY_FILE", key.path_text()}});
+  CHECK(result.exit_code == 1);
+  CHECK_THAT(result.err, Catch::Contains("first " + std::string(all.back().name)) &&
+                             Catch::Contains("1 migration(s) pending") && Catch::Contains("bankworker migrate"));
+}
+
+TEST_CASE("SIGHUP re-reads the log level file and a kept-alive connection opened before it still works",
+          "[pg][run]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const std::uint16_t port = test::free_loopback_port();
+  const std::filesystem::path level_file = key.path().parent_path() / "log-level";
+  const std::filesystem::path log_file = key.path().parent_path() / "worker.log";
+  const auto set_level = [&](std::string_view word) { std::ofstream(level_file) << word << "\n"; };
+  set_level("info");
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+                                                  {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                                                  {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                                  {"BANKWORKER_LOG_LEVEL", "error"},
+                                                  {"BANKWORKER_LOG_LEVEL_FILE", level_file.string()}};
+  // The worker's stderr (its log) goes to a file the test reads; exec keeps the worker's pid.
+  test::child_process worker("/bin/sh", {"-c", "exec \"$0\" run 2>\"$1\"", BANKWORKER_BINARY, log_file.string()},
+                             env);
+  REQUIRE(eventually([&] { return test::http_get("http://127.0.0.1:" + std::to_string(port) + "/healthz").status == 200; }));
+  const auto log = [&] { return file_text(log_file); };
+  // The file wins over BANKWORKER_LOG_LEVEL=error: info lines are written, debug ones are not.
+  CHECK_THAT(log(), Catch::Contains("\"msg\":\"bankworker running\""));
+
+  const test::raw_connection kept(port);
+  REQUIRE(kept.connected());
+  CHECK(healthz_on(kept) == 200);
+  CHECK(occurrences(log(), "\"level\":\"debug\"") == 0);
+
+  SECTION("louder: debug lines appear, and the connection from before the signal still serves") {
+    set_level("debug");
+    worker.signal(SIGHUP);
+    REQUIRE(eventually([&] { return log().find("\"from\":\"info\",\"to\":\"debug\"") != std::string::npos; }));
+    CHECK(healthz_on(kept) == 200);
+    CHECK(eventually([&] { return occurrences(log(), "\"msg\":\"http request\"") >= 1; }));
+
+    // A file that holds no level keeps the level, says so naming the variable, and the worker lives on.
+    set_level("loud");
+    worker.signal(SIGHUP);
+    REQUIRE(eventually([&] { return log().find("BANKWORKER_LOG_LEVEL_FILE:") != std::string::npos; }));
+    CHECK_THAT(log(), Catch::Contains("holds 'loud'") && Catch::Contains("keeping the current log level"));
+    const std::size_t debug_before = occurrences(log(), "\"msg\":\"http request\"");
+    CHECK(healthz_on(kept) == 200);
+    CHECK(eventually([&] { return occurrences(log(), "\"msg\":\"http request\"") > debug_before; }));
+
+    // Quieter again: the change is logged before it takes effect, then requests log nothing.
+    set_level("warn");
+    worker.signal(SIGHUP);
+    REQUIRE(eventually([&] { return log().find("\"from\":\"debug\",\"to\":\"warn\"") != std::string::npos; }));
+    const std::size_t lines_before = occurrences(log(), "\n");
+    CHECK(healthz_on(kept) == 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(occurrences(log(), "\n") == lines_before);
+  }
+  SECTION("an unreadable file at a reload keeps the level") {
+    std::filesystem::remove(level_file);
+    worker.signal(SIGHUP);
+    REQUIRE(eventually([&] { return log().find("BANKWORKER_LOG_LEVEL_FILE: cannot read") != std::string::npos; }));
+    CHECK(healthz_on(kept) == 200);
+    CHECK(occurrences(log(), "\"level\":\"debug\"") == 0);
+  }
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("/readyz is unready, naming the migration, when the schema loses one under a running worker", "[pg][run]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const std::uint16_t port = test::free_loopback_port();
+  const std::string readyz = "http://127.0.0.1:" + std::to_string(port) + "/readyz";
+  test::child_process worker(BANKWORKER_BINARY, {"run"},
+                             {{"BANKWORKER_DATABASE_URL", database.url()},
+                              {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                              {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                              {"BANKWORKER_LOG_LEVEL", "error"}});
+  REQUIRE(eventually([&] { return test::http_get(readyz).status == 200; }));
+  const std::string newest(db::embedded_migrations().back().name);
+  const auto admin = database.connect_as_admin();
+  std::string checksum;
+  {
+    // As if the database were restored from a backup taken before the newest migration.
+    pqxx::work tx(*admin);
+    checksum = tx.exec_params1("DELETE FROM bankworker.schema_migrations WHERE name = $1 RETURNING checksum", newest)[0]
+                   .as<std::string>();
+    tx.commit();
+  }
+  const auto unready = test::http_get(readyz);
+  CHECK(unready.status == 503);
+  CHECK_THAT(unready.body, Catch::Contains("schema older than this binary: migration " + newest + " not applied"));
+  CHECK(test::http_get("http://127.0.0.1:" + std::to_string(port) + "/healthz").status == 200);
+  {
+    pqxx::work tx(*admin);
+    tx.exec_params("INSERT INTO bankworker.schema_migrations (name, checksum) VALUES ($1, $2)", newest, checksum);
+    tx.commit();
+  }
+  CHECK(test::http_get(readyz).status == 200);
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
 }
 
 TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end", "[pg][run][e2e]") {
@@ -108,6 +245,17 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
            now.find("bankworker_job_duration_seconds_count{kind=\"stripe.post\"} 4") != std::string::npos;
   }));
   CHECK_THAT(metrics, Catch::Contains("bankworker_db_pool_connections_in_use "));
+  // The oversized body above: refused by the server before the route, counted as both.
+  CHECK(metric_value(metrics, "bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"too_large\"}") == 1);
+  CHECK(metric_value(metrics, "bankworker_http_refused_total{reason=\"too_large\"}") == 1);
+  // Every checkout waited for a connection (mostly not at all), and the tenant key that opened the
+  // webhook secret was unwrapped once, then served from the cache or not needed again.
+  CHECK(metric_value(metrics, "bankworker_db_pool_wait_seconds_count") > 0);
+  CHECK(metric_value(metrics, "bankworker_db_pool_wait_seconds_bucket{le=\"+Inf\"}") ==
+        metric_value(metrics, "bankworker_db_pool_wait_seconds_count"));
+  CHECK(metric_value(metrics, "bankworker_key_cache_misses_total") >= 1);
+  CHECK_THAT(metrics, Catch::Contains("\nbankworker_key_cache_hits_total "));
+  CHECK_THAT(metrics, Catch::Contains("\nbankworker_process_resident_memory_bytes "));
   CHECK_THAT(metrics, Catch::Contains("bankworker_http_request_duration_seconds_count{route=\"POST /webhooks/stripe/\"} 10"));
 
   worker.signal(SIGTERM);

@@ -104,6 +104,7 @@ struct stripe_world {
     db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
       db::add_webhook_secret(tx, *keys, tenant, crypto::secret::copy_of(webhook_secret), "test");
     });
+    handlers.set_metrics(metrics);
     dispatcher.add_handler(std::string(worker::stripe_post_kind),
                            worker::stripe_post_handler(*connections, currencies, with_api ? &handlers : nullptr));
     dispatcher.add_handler(std::string(worker::stripe_recover_kind), handlers.recover_handler());
@@ -296,6 +297,14 @@ TEST_CASE("a 429 from the balance transaction call retries after Retry-After and
   CHECK(world.entries(charge + ":fee") == 1);
   CHECK(world.balance("stripe.fees") == 5000 * 29 / 1000 + 30);
   CHECK(world.count("SELECT count(*) FROM bankworker.external_calls WHERE provider = 'stripe' AND http_status = 429") == 1);
+  // Both calls are in the provider metrics too, by endpoint and outcome, with their latency.
+  const std::string metrics = world.metrics.render();
+  CHECK_THAT(metrics, Catch::Contains("bankworker_provider_calls_total{provider=\"stripe\",endpoint=\"/v1/balance_transactions\","
+                                      "outcome=\"rate_limited\"} 1\n") &&
+                          Catch::Contains("bankworker_provider_calls_total{provider=\"stripe\",endpoint=\"/v1/balance_transactions\","
+                                          "outcome=\"ok\"} 1\n") &&
+                          Catch::Contains("bankworker_provider_call_duration_seconds_count{provider=\"stripe\","
+                                          "endpoint=\"/v1/balance_transactions\"} 2\n"));
   CHECK(world.count("SELECT max(attempt) FROM bankworker.jobs WHERE kind = 'stripe.post' AND payload->>'event_id' = $1",
                     events[0]) == 2);
 }
