@@ -29,6 +29,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <map>
 #include <string>
 #include <string_view>
@@ -381,6 +383,38 @@ double verifications_per_s(const event_set& events, std::string_view secret) {
   return verified == 3 * iterations ? best : 0;
 }
 
+// CPU seconds (user + system) a process has used so far; 0 when it is gone.
+double process_cpu_s(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t after_name = text.rfind(')');
+  if (after_name == std::string::npos) return 0;
+  std::istringstream fields(text.substr(after_name + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::strtod(field.c_str(), nullptr);  // utime, stime
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds used so far by the PostgreSQL backends serving `database` (their process titles
+// name it). On a machine shared with other work, CPU per event says more than events per second.
+double database_backends_cpu_s(const std::string& database) {
+  double total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string title;
+    std::getline(in, title, '\0');
+    if (title.starts_with("postgres: ") && title.find(" " + database + " ") != std::string::npos) {
+      total += process_cpu_s(pid);
+    }
+  }
+  return total;
+}
+
 long count(pqxx::connection& admin, const std::string& sql) {
   pqxx::nontransaction tx(admin);
   return tx.exec1(sql)[0].as<long>();
@@ -450,13 +484,22 @@ int main(int argc, char** argv) {
 
     pqxx::connection admin(bench_url);
     const std::string load_before = load_average();
+    const std::string worker_pid = std::to_string(worker.pid());
+    const double worker_cpu_before = process_cpu_s(worker_pid);
+    const double database_cpu_before = database_backends_cpu_s(database);
+    const double loader_cpu_before = process_cpu_s("self");
     load_result result = run_load(events, tenant, port, o);
+    const double worker_cpu_s = process_cpu_s(worker_pid) - worker_cpu_before;
+    const double database_cpu_s = database_backends_cpu_s(database) - database_cpu_before;
+    const double loader_cpu_s = process_cpu_s("self") - loader_cpu_before;
     const std::string load_after = load_average();
     const long posted_during = count(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'");
     const long stored = count(admin, "SELECT count(*) FROM bankworker.stripe_events");
     const long forged_stored =
         count(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE event_id LIKE 'evt_wlf%'");
     const long jobs_enqueued = count(admin, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.post'");
+    // received_at defaults to now(), the storing transaction's start: one value per group commit.
+    const long commits = count(admin, "SELECT count(DISTINCT received_at) FROM bankworker.stripe_events");
     worker.signal(SIGTERM);
     worker.wait(std::chrono::seconds(30));
 
@@ -478,6 +521,8 @@ int main(int argc, char** argv) {
                 result.ran_out ? "; RAN OUT of pre-signed events (raise --events-max)" : "");
     std::printf("stored: %ld rows in stripe_events for %zu 2xx answers = %.0f stored events/s (%s)\n", stored,
                 result.accepted, per_s, consistent ? "rows match answers" : "MISMATCH");
+    std::printf("group commit: %ld transactions, %.1f events per transaction on average\n", commits,
+                commits == 0 ? 0.0 : static_cast<double>(stored) / static_cast<double>(commits));
     std::printf("latency of stored events: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", p50, p99, max_ms);
     std::printf("forged signatures: %zu of %zu answered 400 (reject rate %.4f), %ld stored\n", result.forged_rejected,
                 forged_sent, forged_reject_rate, forged_stored);
@@ -486,6 +531,12 @@ int main(int argc, char** argv) {
     std::printf("answers:");
     for (const auto& [status, n] : result.statuses) std::printf(" %u×%zu", status, n);
     std::printf("; connection errors %zu\n", result.connection_errors);
+    const double requests = static_cast<double>(std::max<std::size_t>(result.sent, 1));
+    const double worker_us = 1e6 * worker_cpu_s / requests;
+    const double database_us = 1e6 * database_cpu_s / requests;
+    std::printf("CPU per request while loading (stored events and their posting jobs included): bankworker %.0f us,"
+                " PostgreSQL backends of the bench database %.0f us, this loader %.0f us\n",
+                worker_us, database_us, 1e6 * loader_cpu_s / requests);
     std::printf("HMAC: stripe::verify_signature, 2 KB body, one secret: %.0f verifications/s\n", verify_per_s);
     std::printf("load average: %s before, %s after\n", load_before.c_str(), load_after.c_str());
     char line[1024];
@@ -493,10 +544,11 @@ int main(int argc, char** argv) {
                   "{\"bench\":\"webhook_load\",\"stored_events_per_s\":%.0f,\"latency_p50_ms\":%.3f,"
                   "\"latency_p99_ms\":%.3f,\"latency_max_ms\":%.3f,\"stored_rows\":%ld,\"accepted\":%zu,"
                   "\"forged_sent\":%zu,\"forged_reject_rate\":%.4f,\"forged_stored\":%ld,\"posted_per_s\":%.0f,"
-                  "\"hmac_verifications_per_s\":%.0f,\"connections\":%zu,\"seconds\":%.3f,\"consistent\":%s,"
+                  "\"hmac_verifications_per_s\":%.0f,\"worker_cpu_us_per_request\":%.0f,"
+                  "\"database_cpu_us_per_request\":%.0f,\"commits\":%ld,\"connections\":%zu,\"seconds\":%.3f,\"consistent\":%s,"
                   "\"loadavg\":\"%s\"}",
                   per_s, p50, p99, max_ms, stored, result.accepted, forged_sent, forged_reject_rate, forged_stored,
-                  posted_per_s, verify_per_s, o.connections, result.seconds, consistent ? "true" : "false",
+                  posted_per_s, verify_per_s, worker_us, database_us, commits, o.connections, result.seconds, consistent ? "true" : "false",
                   load_after.c_str());
     json = line;
   } catch (const std::exception& error) {
