@@ -32,6 +32,7 @@
 #include <iterator>
 #include <sstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -415,11 +416,6 @@ double database_backends_cpu_s(const std::string& database) {
   return total;
 }
 
-long count(pqxx::connection& admin, const std::string& sql) {
-  pqxx::nontransaction tx(admin);
-  return tx.exec1(sql)[0].as<long>();
-}
-
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
   std::string one, five, fifteen;
@@ -432,17 +428,10 @@ std::string load_average() {
 int main(int argc, char** argv) {
   if (sodium_init() < 0) return 1;
   const options o = parse_options(argc, argv);
-  const char* url = std::getenv("BANKWORKER_DATABASE_URL");
-  if (url == nullptr || *url == '\0') {
-    std::fprintf(stderr, "webhook_load: set BANKWORKER_DATABASE_URL (make bench sets it to the private cluster)\n");
-    return 2;
-  }
-  const std::string database = "bw_webhook_load_" + std::to_string(::getpid());
-  {
-    pqxx::connection admin(url);
-    pqxx::nontransaction(admin).exec("CREATE DATABASE " + admin.quote_name(database));
-  }
-  const std::string bench_url = bench::with_database(url, database);
+  std::optional<bench::scratch_database> scratch;
+  scratch.emplace(bench::cluster_url("webhook_load"), "bw_webhook_load");
+  const std::string& database = scratch->name();
+  const std::string& bench_url = scratch->url();
   char directory_template[] = "/tmp/bw_webhook_load_XXXXXX";
   const std::filesystem::path directory = ::mkdtemp(directory_template);
   bool consistent = false;
@@ -493,13 +482,13 @@ int main(int argc, char** argv) {
     const double database_cpu_s = database_backends_cpu_s(database) - database_cpu_before;
     const double loader_cpu_s = process_cpu_s("self") - loader_cpu_before;
     const std::string load_after = load_average();
-    const long posted_during = count(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'");
-    const long stored = count(admin, "SELECT count(*) FROM bankworker.stripe_events");
+    const long posted_during = bench::count_of(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'");
+    const long stored = bench::count_of(admin, "SELECT count(*) FROM bankworker.stripe_events");
     const long forged_stored =
-        count(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE event_id LIKE 'evt_wlf%'");
-    const long jobs_enqueued = count(admin, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.post'");
+        bench::count_of(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE event_id LIKE 'evt_wlf%'");
+    const long jobs_enqueued = bench::count_of(admin, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.post'");
     // received_at defaults to now(), the storing transaction's start: one value per group commit.
-    const long commits = count(admin, "SELECT count(DISTINCT received_at) FROM bankworker.stripe_events");
+    const long commits = bench::count_of(admin, "SELECT count(DISTINCT received_at) FROM bankworker.stripe_events");
     worker.signal(SIGTERM);
     worker.wait(std::chrono::seconds(30));
 
@@ -556,10 +545,7 @@ int main(int argc, char** argv) {
   }
   std::error_code ignored;
   std::filesystem::remove_all(directory, ignored);
-  {
-    pqxx::connection admin(url);
-    pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + admin.quote_name(database) + " WITH (FORCE)");
-  }
+  scratch.reset();
   std::printf("%s\n", json.c_str());
   return consistent ? 0 : 1;
 }

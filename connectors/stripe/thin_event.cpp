@@ -138,16 +138,18 @@ std::optional<thin_event> parse_thin_event(simdjson::dom::parser& parser, std::s
     return std::nullopt;
   }
   thin_event out;
-  if (event["id"].get(text) != simdjson::SUCCESS || !id_like(text)) {
-    error = "thin event id is missing or not a Stripe id";
-    return std::nullopt;
-  }
-  out.id = std::string(text);
-  if (event["type"].get(text) != simdjson::SUCCESS || !id_like(text)) {
-    error = "thin event " + out.id + ": type is missing or malformed";
-    return std::nullopt;
-  }
-  out.type = std::string(text);
+  // Reads a member that must look like a Stripe id (or type); sets `error` naming it when not.
+  const auto id_member = [&](simdjson::dom::element object, const char* name, std::string_view what,
+                             std::string& into) {
+    if (object[name].get(text) == simdjson::SUCCESS && id_like(text)) {
+      into = std::string(text);
+      return true;
+    }
+    error = "thin event " + (out.id.empty() ? std::string() : out.id + ": ") + std::string(what) +
+            " is missing or not a Stripe id";
+    return false;
+  };
+  if (!id_member(event, "id", "id", out.id) || !id_member(event, "type", "type", out.type)) return std::nullopt;
   std::optional<std::int64_t> created;
   if (event["created"].get(text) == simdjson::SUCCESS) created = parse_rfc3339_s(text);
   if (!created) {
@@ -158,25 +160,16 @@ std::optional<thin_event> parse_thin_event(simdjson::dom::parser& parser, std::s
   bool livemode = false;
   if (event["livemode"].get(livemode) == simdjson::SUCCESS) out.livemode = livemode;
   if (event["context"].get(text) == simdjson::SUCCESS && !text.empty()) {
-    if (!id_like(text)) {
-      error = "thin event " + out.id + ": context is not a Stripe account id";
-      return std::nullopt;
-    }
-    out.account = std::string(text);
+    std::string account;
+    if (!id_member(event, "context", "context", account)) return std::nullopt;
+    out.account = std::move(account);
   }
   simdjson::dom::element related;
   if (event["related_object"].get(related) == simdjson::SUCCESS && !related.is_null()) {
     related_object r;
-    if (related["id"].get(text) != simdjson::SUCCESS || !id_like(text)) {
-      error = "thin event " + out.id + ": related_object.id is missing or not a Stripe id";
+    if (!id_member(related, "id", "related_object.id", r.id) || !id_member(related, "type", "related_object.type", r.type)) {
       return std::nullopt;
     }
-    r.id = std::string(text);
-    if (related["type"].get(text) != simdjson::SUCCESS || !id_like(text)) {
-      error = "thin event " + out.id + ": related_object.type is missing or malformed";
-      return std::nullopt;
-    }
-    r.type = std::string(text);
     // The url is checked when it is used (is_relative_api_path): a thin event about an object we
     // never fetch is stored and ignored whatever its url says.
     if (related["url"].get(text) != simdjson::SUCCESS || text.size() > related_url_bytes_max) {

@@ -525,14 +525,21 @@ TEST_CASE("a thin event is stored and acknowledged, and its related payment inte
 
 TEST_CASE("a failing fetch of a thin event's related object retries the job and leaves the ledger untouched",
           "[pg][stripe][stripe_api][thin]") {
-  SECTION("while the API keeps answering 500, nothing is posted") {
-    stripe_world world;
+  // The simulator answers the next `failures` fetches of payment intents with 500; returns the
+  // delivered thin event's id.
+  const auto thin_payment_with_failing_fetches = [](stripe_world& world, int failures) {
     world.set_key(api_key);
     REQUIRE(bankworker::test::http_post(world.sim_url + "/sim/fail",
-                                        R"({"path":"/v1/payment_intents","status":500,"count":1000})")
+                                        R"({"path":"/v1/payment_intents","status":500,"count":)" +
+                                            std::to_string(failures) + "}")
                 .status == 200);
     const auto events = world.trigger(R"("kind":"thin_payment","amount":2500,"currency":"usd")");
     REQUIRE(events.size() == 1);
+    return events;
+  };
+  SECTION("while the API keeps answering 500, nothing is posted") {
+    stripe_world world;
+    const auto events = thin_payment_with_failing_fetches(world, 1000);
     CHECK(eventually([&] {
       return world.count("SELECT count(*) FROM bankworker.external_calls WHERE provider = 'stripe'"
                          " AND endpoint = '/v1/payment_intents' AND http_status = 500") >= 2;
@@ -544,11 +551,7 @@ TEST_CASE("a failing fetch of a thin event's related object retries the job and 
   }
   SECTION("once the API answers again, the retry posts the payment once") {
     stripe_world world;
-    world.set_key(api_key);
-    REQUIRE(bankworker::test::http_post(world.sim_url + "/sim/fail",
-                                        R"({"path":"/v1/payment_intents","status":500,"count":1})")
-                .status == 200);
-    const auto events = world.trigger(R"("kind":"thin_payment","amount":2500,"currency":"usd")");
+    const auto events = thin_payment_with_failing_fetches(world, 1);
     world.settle();
     CHECK(world.count("SELECT max(attempt) FROM bankworker.jobs WHERE kind = 'stripe.post'") == 2);
     CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "posted");
