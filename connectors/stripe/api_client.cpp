@@ -266,9 +266,12 @@ boost::asio::awaitable<api_result<events_page>> api_client::list_events(api_cred
 boost::asio::awaitable<api_result<std::string>> api_client::get_object(api_credentials credentials, std::string path,
                                                                         std::string expected_id,
                                                                         std::string expected_type) const {
-  // The call log names the collection, not the object (as for balance transactions).
+  // The call log names the collection, not the object (as for balance transactions), in at most
+  // endpoint_bytes_max bytes (the external-call log's column holds 256).
+  constexpr std::size_t endpoint_bytes_max = 128;
   const std::size_t last_slash = path.rfind('/');
-  const std::string endpoint = last_slash == std::string::npos || last_slash == 0 ? path : path.substr(0, last_slash);
+  const std::string endpoint =
+      (last_slash == std::string::npos || last_slash == 0 ? path : path.substr(0, last_slash)).substr(0, endpoint_bytes_max);
   if (!is_relative_api_path(path)) {
     co_return refused_input<std::string>("(refused related_object.url)",
                                          "related_object.url is not a relative /v1/ or /v2/ object path");
