@@ -79,7 +79,7 @@ struct options {
   std::size_t connections = 64;
   std::size_t forged_percent = 1;
   std::size_t concurrency = 8;
-  std::size_t events_max = 0;  // 0: seconds × 40,000
+  std::size_t events_max = 0;  // 0: seconds × 25,000 (above the 20,000/s goal)
   std::string bankworker = BANKWORKER_BINARY;
 };
 
@@ -113,7 +113,7 @@ options parse_options(int argc, char** argv) {
   if (o.connections < 1 || o.connections > connections_max) usage("--connections must be 1..1000");
   if (o.forged_percent > 50) usage("--forged-percent must be 0..50");
   if (o.concurrency < 1 || o.concurrency > 1'024) usage("--concurrency must be 1..1024");
-  if (o.events_max == 0) o.events_max = o.seconds * 40'000;
+  if (o.events_max == 0) o.events_max = o.seconds * 25'000;
   if (o.events_max > events_max_max) usage("--events-max must be at most 20000000");
   return o;
 }
