@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -109,28 +110,16 @@ struct sim_item {
   std::string access_token;
 };
 
-long count(pqxx::connection& admin, const std::string& sql) {
-  pqxx::nontransaction tx(admin);
-  return tx.exec1(sql)[0].as<long>();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   if (sodium_init() < 0) return 1;
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const options o = parse_options(argc, argv);
-  const char* url = std::getenv("BANKWORKER_DATABASE_URL");
-  if (url == nullptr || *url == '\0') {
-    std::fprintf(stderr, "sync_bench: set BANKWORKER_DATABASE_URL (make bench sets it to the private cluster)\n");
-    return 2;
-  }
-  const std::string database = "bw_sync_bench_" + std::to_string(::getpid());
-  {
-    pqxx::connection admin(url);
-    pqxx::nontransaction(admin).exec("CREATE DATABASE " + admin.quote_name(database));
-  }
-  const std::string bench_url = bench::with_database(url, database);
+  const std::string url = bench::cluster_url("sync_bench");
+  std::optional<bench::scratch_database> scratch;
+  scratch.emplace(url, "bw_sync_bench");
+  const std::string bench_url = scratch->url();
   double per_s = 0;
   double seconds = 0;
   long stored = 0;
@@ -227,7 +216,7 @@ int main(int argc, char** argv) {
     }
     const long expected = static_cast<long>(linked.size());
     const auto deadline = start + std::chrono::minutes(10);
-    while (count(admin, "SELECT count(*) FROM bankworker.connections WHERE last_synced_at IS NOT NULL") < expected &&
+    while (bench::count_of(admin, "SELECT count(*) FROM bankworker.connections WHERE last_synced_at IS NOT NULL") < expected &&
            std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -236,8 +225,8 @@ int main(int argc, char** argv) {
     io_thread.join();
     http.shutdown();
     blocking.join();
-    stored = count(admin, "SELECT count(*) FROM bankworker.transactions WHERE removed_at IS NULL");
-    const long failed = count(admin, "SELECT count(*) FROM bankworker.jobs WHERE state IN ('failed', 'retryable')");
+    stored = bench::count_of(admin, "SELECT count(*) FROM bankworker.transactions WHERE removed_at IS NULL");
+    const long failed = bench::count_of(admin, "SELECT count(*) FROM bankworker.jobs WHERE state IN ('failed', 'retryable')");
     per_s = static_cast<double>(stored) / seconds;
     std::printf("sync: %zu items x %zu transactions over %zu tenants, concurrency %u, shared rate limiter %s\n",
                 o.items, o.transactions, o.tenants, o.concurrency, o.rate_limiter ? "on" : "off");
@@ -248,10 +237,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& error) {
     std::fprintf(stderr, "sync_bench: %s\n", error.what());
   }
-  {
-    pqxx::connection admin(url);
-    pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + admin.quote_name(database) + " WITH (FORCE)");
-  }
+  scratch.reset();
   rusage self{};
   ::getrusage(RUSAGE_SELF, &self);
   const double rss_mb = static_cast<double>(self.ru_maxrss) / 1024.0;

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/thin_event.hpp"
 #include "db/plaid_store.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
@@ -108,7 +109,62 @@ void stripe_api_jobs::log_calls(const job_context&, const core::uuid& tenant,
   db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::append_external_calls(tx, tenant, rows); });
 }
 
-asio::awaitable<fee_lookup> stripe_api_jobs::look_up_fees(queue::job job, job_context context) const {
+asio::awaitable<related_fetch> stripe_api_jobs::fetch_related_object(queue::job job, job_context context) const {
+  related_fetch out;
+  const std::optional<std::string> event_id = payload_event_id(job.payload_json);
+  if (!event_id) co_return out;
+  const core::uuid tenant = job.ref.tenant;
+  struct fetch_request {
+    stripe::thin_event event;
+    std::string snapshot_type;
+    std::optional<crypto::secret> tenant_key;  // empty: use the platform key
+  };
+  // 1. A short transaction: the event, whether it is a thin event about money, the key.
+  std::optional<fetch_request> request = co_await context.run_db([&] {
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<fetch_request> {
+      const auto stored = db::load_event(tx, *event_id);
+      if (!stored || (stored->state != "received" && stored->state != "failed")) return std::nullopt;
+      thread_local simdjson::dom::parser parser;
+      if (!stripe::is_thin_event(parser, stored->body)) return std::nullopt;
+      std::string error;
+      std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, stored->body, error);
+      if (!thin) return std::nullopt;  // the posting fails it, with the reason
+      std::optional<std::string> type = stripe::snapshot_type_of(*thin);
+      if (!type) return std::nullopt;  // no money we post: the posting ignores it
+      fetch_request found{std::move(*thin), std::move(*type), db::load_api_key(tx, keys_, tenant)};
+      return std::optional<fetch_request>(std::move(found));
+    });
+  });
+  if (!request) co_return out;
+  const std::string what = "thin event " + request->event.id + ": related " + request->event.related->type + " " +
+                           request->event.related->id;
+  // The platform key reads only connected accounts' objects (Stripe-Account).
+  if (!request->tenant_key && (platform_key_.empty() || !request->event.account)) {
+    out.stop = queue::outcome::needs_user_action(
+        what + " cannot be fetched without a Stripe API key for the tenant (bankworker stripe key set)");
+    co_return out;
+  }
+
+  // 2. The call, with no transaction open.
+  stripe::api_credentials credentials;
+  credentials.key = request->tenant_key ? &*request->tenant_key : &platform_key_;
+  credentials.account = request->event.account;
+  auto fetching = api_.get_object(std::move(credentials), request->event.related->url, request->event.related->id,
+                                  request->event.related->type);
+  stripe::api_result<std::string> fetched = co_await std::move(fetching);
+  request->tenant_key.reset();  // zeroed now: the key is not needed past the call
+  const std::vector<stripe::api_call_record> calls{fetched.call};
+  co_await context.run_db([&] { log_calls(context, tenant, calls); });
+  if (!fetched.ok()) {
+    out.stop = outcome_of(fetched.failure, what);
+    co_return out;
+  }
+  out.snapshot = stripe::snapshot_event_json(request->event, request->snapshot_type, *fetched.value);
+  co_return out;
+}
+
+asio::awaitable<fee_lookup> stripe_api_jobs::look_up_fees(queue::job job, job_context context,
+                                                          std::optional<std::string> snapshot) const {
   fee_lookup out;
   const std::optional<std::string> event_id = payload_event_id(job.payload_json);
   if (!event_id) co_return out;
@@ -119,7 +175,7 @@ asio::awaitable<fee_lookup> stripe_api_jobs::look_up_fees(queue::job job, job_co
       const auto stored = db::load_event(tx, *event_id);
       if (!stored || (stored->state != "received" && stored->state != "failed")) return std::nullopt;
       thread_local simdjson::dom::parser parser;
-      stripe::posting_plan plan = stripe::plan_postings(parser, stored->body, currencies_);
+      stripe::posting_plan plan = stripe::plan_postings(parser, snapshot ? *snapshot : stored->body, currencies_);
       if (plan.status != stripe::plan_status::post || !plan.balance_transaction_id || !plan.charge_id) {
         return std::nullopt;
       }

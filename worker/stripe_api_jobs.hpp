@@ -14,6 +14,13 @@
 // else, for a Connect event (`account` set), the platform key with Stripe-Account; else none, and
 // the event posts gross only, as before.
 //
+// Thin events (connectors/stripe/thin_event.hpp): fetch_related_object() runs before the fee
+// look-up. For a stored thin event about a money object we post, it reads the key in a short
+// transaction, GETs the related object (no transaction open) and returns the snapshot event the
+// posting rules read in its place; the fee look-up and the posting then use that snapshot. A
+// failed fetch ends the job as any API failure does (5xx: retry; the ledger is untouched). No key:
+// needs user action. A thin event about anything else is left to the posting, which ignores it.
+//
 // Recovery: the scheduler's stripe.recover_events task enqueues one stripe.recover job per tenant
 // with a key (bankworker.schedule_stripe_recovery). The job lists /v1/events per scope (the
 // tenant's key; each mapped connected account with the platform key) from the scope's cursor in
@@ -62,6 +69,12 @@ struct fee_lookup {
   std::vector<ledger::entry> entries;  // fee (and fx) entries to post with the event's entries
 };
 
+// What the related-object fetch decided for one stripe.post job.
+struct related_fetch {
+  std::optional<queue::outcome> stop;   // set: end the job with this outcome, post nothing
+  std::optional<std::string> snapshot;  // set: post this snapshot event instead of the stored body
+};
+
 class stripe_api_jobs {
  public:
   // Everything passed by reference outlives this object (the runtime owns them all).
@@ -70,7 +83,10 @@ class stripe_api_jobs {
                   const core::currency_table& currencies, crypto::secret platform_key, logger& log,
                   stripe_api_job_settings settings);
 
-  boost::asio::awaitable<fee_lookup> look_up_fees(queue::job job, job_context context) const;
+  boost::asio::awaitable<related_fetch> fetch_related_object(queue::job job, job_context context) const;
+  // `snapshot`: what fetch_related_object returned, planned in place of the stored body.
+  boost::asio::awaitable<fee_lookup> look_up_fees(queue::job job, job_context context,
+                                                  std::optional<std::string> snapshot = std::nullopt) const;
   job_handler recover_handler();
   bool has_platform_key() const noexcept { return !platform_key_.empty(); }
   // Counts every Stripe API call in bankworker_provider_calls_total and its latency histogram;

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/thin_event.hpp"
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
 #include "db/stripe_store.hpp"
@@ -26,8 +27,9 @@ http_response reply(unsigned status, std::string_view text) {
   return http_response{status, "application/json", "{\"message\":\"" + std::string(text) + "\"}\n", {}};
 }
 
-// The envelope fields the inbox stores; nothing when the body is not a Stripe event.
-std::optional<db::inbox_event> read_envelope(std::string_view body) {
+// The envelope fields the inbox stores, with `body` moved in (a 2 KB event is not copied on the
+// way to the inbox); nothing when the body is not a Stripe event.
+std::optional<db::inbox_event> read_envelope(std::string body) {
   thread_local simdjson::dom::parser parser;
   simdjson::dom::element event;
   if (parser.parse(body.data(), body.size()).get(event) != simdjson::SUCCESS) return std::nullopt;
@@ -41,11 +43,17 @@ std::optional<db::inbox_event> read_envelope(std::string_view body) {
     return std::nullopt;
   }
   e.type = std::string(text);
-  if (event["created"].get(e.created_s) != simdjson::SUCCESS) return std::nullopt;
+  // A snapshot event's `created` is seconds since the epoch; a thin event's is an RFC 3339 time.
+  if (event["created"].get(e.created_s) != simdjson::SUCCESS) {
+    if (event["created"].get(text) != simdjson::SUCCESS) return std::nullopt;
+    const std::optional<std::int64_t> created = stripe::parse_rfc3339_s(text);
+    if (!created) return std::nullopt;
+    e.created_s = *created;
+  }
   bool livemode = false;
   if (event["livemode"].get(livemode) == simdjson::SUCCESS) e.livemode = livemode;
   if (event["account"].get(text) == simdjson::SUCCESS && !text.empty()) e.account = std::string(text);
-  e.body = std::string(body);
+  e.body = std::move(body);
   return e;
 }
 
@@ -146,7 +154,7 @@ asio::awaitable<http_response> stripe_webhooks::verify_and_store(http_request re
     outcome(stale ? "stale" : "bad_signature").fetch_add(1, std::memory_order_relaxed);
     co_return reply(400, stale ? "timestamp outside the tolerance" : "no valid signature");
   }
-  std::optional<db::inbox_event> event = read_envelope(request.body);
+  std::optional<db::inbox_event> event = read_envelope(std::move(request.body));
   if (!event) {
     outcome("malformed").fetch_add(1, std::memory_order_relaxed);
     co_return reply(400, "not a Stripe event");
@@ -199,10 +207,26 @@ db::inbox_hook enqueue_stripe_posts() {
 
 namespace {
 
+// A thin event about money whose related object was not fetched (no Stripe API configured): the
+// reason to wait for an operator, or nothing when it is not one (the posting rules ignore it).
+std::optional<std::string> unfetched_thin_money(std::string_view body) {
+  thread_local simdjson::dom::parser parser;
+  if (!stripe::is_thin_event(parser, body)) return std::nullopt;
+  std::string error;
+  const std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, body, error);
+  if (!thin) return "thin event: " + error;
+  if (!stripe::snapshot_type_of(*thin)) return std::nullopt;
+  return "thin event " + thin->id + " needs its related object fetched, and no Stripe API is configured"
+         " (BANKWORKER_STRIPE_API_BASE_URL)";
+}
+
 // Posts one stored event; returns the outcome. Runs on the DB thread pool.
 // `fees` are the charge's fee entries (stripe_api_jobs::look_up_fees), posted with the gross.
+// `snapshot`: a thin event's snapshot with its fetched object (stripe_api_jobs::fetch_related_object),
+// planned in place of the stored body.
 queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const queue::job& job,
-                          const job_context& context, const std::vector<ledger::entry>& fees) {
+                          const job_context& context, const std::vector<ledger::entry>& fees,
+                          const std::optional<std::string>& snapshot) {
   thread_local simdjson::dom::parser payload_parser;
   simdjson::dom::element payload;
   std::string_view event_id;
@@ -216,9 +240,13 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
     queue::outcome result = queue::outcome::done();
     if (!stored) {
       result = queue::outcome::failed_permanently("event " + id + " is not in the inbox");
-    } else if (stored->state == "received" || stored->state == "failed") {
+    } else if (stored->state != "received" && stored->state != "failed") {
+      // Posted or ignored before: done.
+    } else if (const auto waiting = snapshot ? std::nullopt : unfetched_thin_money(stored->body)) {
+      result = queue::outcome::needs_user_action(*waiting);
+    } else {
       thread_local simdjson::dom::parser event_parser;
-      const stripe::posting_plan plan = stripe::plan_postings(event_parser, stored->body, currencies);
+      const stripe::posting_plan plan = stripe::plan_postings(event_parser, snapshot ? *snapshot : stored->body, currencies);
       if (plan.status == stripe::plan_status::post) {
         ledger::ensure_chart(tx);
         for (const ledger::entry& entry : plan.entries) ledger::post_entry(tx, entry);
@@ -243,10 +271,18 @@ job_handler stripe_post_handler(db::pool& connections, const core::currency_tabl
   return [&connections, &currencies, api](queue::job job, job_context context) -> asio::awaitable<queue::outcome> {
     try {
       fee_lookup fees;
-      if (api != nullptr) fees = co_await api->look_up_fees(job, context);
+      related_fetch related;
+      if (api != nullptr) {
+        // Named, not temporaries inside the co_await (GCC 12 may destroy those twice).
+        auto fetching = api->fetch_related_object(job, context);
+        related = co_await std::move(fetching);
+        if (related.stop) co_return *related.stop;
+        auto looking_up = api->look_up_fees(job, context, related.snapshot);
+        fees = co_await std::move(looking_up);
+      }
       if (fees.stop) co_return *fees.stop;
-      const queue::outcome result =
-          co_await context.run_db([&] { return post_event(connections, currencies, job, context, fees.entries); });
+      const queue::outcome result = co_await context.run_db(
+          [&] { return post_event(connections, currencies, job, context, fees.entries, related.snapshot); });
       context.mark_completed();
       co_return result;
     } catch (const lease_lost_error&) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "connectors/stripe/thin_event.hpp"
 #include "crypto/redact.hpp"
 
 namespace bankworker::stripe {
@@ -258,6 +259,42 @@ boost::asio::awaitable<api_result<events_page>> api_client::list_events(api_cred
   if (!page) co_return invalid<events_page>(done, error);
   api_result<events_page> out;
   out.value = std::move(*page);
+  out.call = std::move(done.record);
+  co_return out;
+}
+
+boost::asio::awaitable<api_result<std::string>> api_client::get_object(api_credentials credentials, std::string path,
+                                                                        std::string expected_id,
+                                                                        std::string expected_type) const {
+  // The call log names the collection, not the object (as for balance transactions), in at most
+  // endpoint_bytes_max bytes (the external-call log's column holds 256).
+  constexpr std::size_t endpoint_bytes_max = 128;
+  const std::size_t last_slash = path.rfind('/');
+  const std::string endpoint =
+      (last_slash == std::string::npos || last_slash == 0 ? path : path.substr(0, last_slash)).substr(0, endpoint_bytes_max);
+  if (!is_relative_api_path(path)) {
+    co_return refused_input<std::string>("(refused related_object.url)",
+                                         "related_object.url is not a relative /v1/ or /v2/ object path");
+  }
+  exchange done = co_await call_stripe(http_, settings_, endpoint, path, std::move(credentials));
+  if (done.failure) co_return failed<std::string>(done);
+  if (done.response.body.size() > event_bytes_max) co_return invalid<std::string>(done, "object larger than event_bytes_max");
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element object;
+  std::string_view id;
+  std::string_view type;
+  if (parser.parse(done.response.body.data(), done.response.body.size()).get(object) != simdjson::SUCCESS ||
+      object.type() != simdjson::dom::element_type::OBJECT) {
+    co_return invalid<std::string>(done, "object is not a JSON object");
+  }
+  if (object["id"].get(id) != simdjson::SUCCESS || id != expected_id) {
+    co_return invalid<std::string>(done, "object answered with another id");
+  }
+  if (object["object"].get(type) != simdjson::SUCCESS || type != expected_type) {
+    co_return invalid<std::string>(done, "object is not of the related object's type");
+  }
+  api_result<std::string> out;
+  out.value = std::move(done.response.body);
   out.call = std::move(done.record);
   co_return out;
 }

@@ -1,7 +1,8 @@
 #pragma once
-// The two Stripe API calls bankworker makes (DESIGN.md §1.3, issue #6 items 6 and 8), over
+// The Stripe API calls bankworker makes (DESIGN.md §1.3, issue #6 items 6 and 8), over
 // connectors/http: GET /v1/balance_transactions/{id} (fees and net of a charge, which webhooks
-// never expand) and GET /v1/events (missed-event recovery). Typed results, Stripe's error object
+// never expand), GET /v1/events (missed-event recovery) and GET of a thin event's related object
+// (connectors/stripe/thin_event.hpp). Typed results, Stripe's error object
 // classified, one call_record per call for the external-call log. Pure of policy: it never
 // retries or sleeps (STYLE.md §3); the job boundary maps error_class to a queue outcome.
 //
@@ -105,6 +106,11 @@ class api_client {
   boost::asio::awaitable<api_result<balance_transaction>> get_balance_transaction(api_credentials credentials,
                                                                                    std::string id) const;
   boost::asio::awaitable<api_result<events_page>> list_events(api_credentials credentials, events_query query) const;
+  // GET `path` (a thin event's related_object.url, relative to the base URL; anything but
+  // is_relative_api_path is refused before a request is made): the object's JSON, once its `id`
+  // and `object` are `expected_id` and `expected_type` and it is at most event_bytes_max.
+  boost::asio::awaitable<api_result<std::string>> get_object(api_credentials credentials, std::string path,
+                                                             std::string expected_id, std::string expected_type) const;
 
   const api_settings& settings() const noexcept { return settings_; }
 

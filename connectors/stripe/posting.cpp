@@ -358,7 +358,9 @@ posting_plan plan_postings(simdjson::dom::parser& parser, std::string_view event
     plan.account = optional_string(event, "account");
     if (optional_string(event, "object").value_or("event") == "v2.core.event") {
       plan.status = plan_status::ignore;
-      plan.reason = "thin event: its related object is fetched when posting";
+      // Its related object is fetched by the stripe.post job (thin_event.hpp), which plans the
+      // snapshot built from it instead; left as it is, a thin event moves no money.
+      plan.reason = "thin event: planned from its fetched related object, not from itself";
       return plan;
     }
     context c{currencies, plan.event_id, created_field(event), plan};

@@ -484,3 +484,111 @@ TEST_CASE("a connected account's charge gets its fee and its missed events with 
   CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events") == 3);
   CHECK(world.text("SELECT last_event_id FROM bankworker.stripe_event_cursors WHERE scope = $1", account) == missed[0]);
 }
+
+// Thin events (object v2.core.event): stored and acknowledged as delivered, their related object
+// fetched from the simulator's API by the stripe.post job and posted through the snapshot rules.
+namespace {
+
+// Polls `condition` every 20 ms for up to `timeout`; true once it held.
+template <class Condition>
+bool eventually(Condition condition, std::chrono::seconds timeout = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return condition();
+}
+
+}  // namespace
+
+TEST_CASE("a thin event is stored and acknowledged, and its related payment intent is fetched and posted once",
+          "[pg][stripe][stripe_api][thin]") {
+  stripe_world world;
+  world.set_key(api_key);
+  const auto events = world.trigger(R"("kind":"thin_payment","amount":2500,"currency":"usd")");  // 200 checked
+  REQUIRE(events.size() == 1);
+  CHECK(world.text("SELECT body->>'object' FROM bankworker.stripe_events WHERE event_id = $1", events[0]) ==
+        "v2.core.event");
+  world.settle();
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "posted");
+  CHECK(world.api_calls("objects") == 1);
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key LIKE 'ch_%:gross'") == 1);
+  CHECK(world.balance("stripe.clearing") == 2500);
+  CHECK(world.count("SELECT count(*) FROM bankworker.external_calls WHERE provider = 'stripe'"
+                    " AND endpoint = '/v1/payment_intents' AND http_status = 200") == 1);
+
+  // The job again: the event is posted, so nothing is fetched or posted a second time.
+  db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+    queue::new_job job;
+    job.tenant = world.tenant;
+    job.kind = std::string(worker::stripe_post_kind);
+    job.payload_json = "{\"event_id\":\"" + events[0] + "\"}";
+    queue::enqueue(tx, std::vector<queue::new_job>{job});
+  });
+  world.settle();
+  CHECK(world.api_calls("objects") == 1);
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 1);
+  CHECK(world.balance("stripe.clearing") == 2500);
+}
+
+TEST_CASE("a failing fetch of a thin event's related object retries the job and leaves the ledger untouched",
+          "[pg][stripe][stripe_api][thin]") {
+  // The simulator answers the next `failures` fetches of payment intents with 500; returns the
+  // delivered thin event's id.
+  const auto thin_payment_with_failing_fetches = [](stripe_world& world, int failures) {
+    world.set_key(api_key);
+    REQUIRE(bankworker::test::http_post(world.sim_url + "/sim/fail",
+                                        R"({"path":"/v1/payment_intents","status":500,"count":)" +
+                                            std::to_string(failures) + "}")
+                .status == 200);
+    const auto events = world.trigger(R"("kind":"thin_payment","amount":2500,"currency":"usd")");
+    REQUIRE(events.size() == 1);
+    return events;
+  };
+  SECTION("while the API keeps answering 500, nothing is posted") {
+    stripe_world world;
+    const auto events = thin_payment_with_failing_fetches(world, 1000);
+    CHECK(eventually([&] {
+      return world.count("SELECT count(*) FROM bankworker.external_calls WHERE provider = 'stripe'"
+                         " AND endpoint = '/v1/payment_intents' AND http_status = 500") >= 2;
+    }));
+    CHECK(world.count("SELECT max(attempt) FROM bankworker.jobs WHERE kind = 'stripe.post'") >= 2);
+    CHECK(world.text("SELECT state FROM bankworker.jobs WHERE kind = 'stripe.post'") != "failed");
+    CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 0);
+    CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "received");
+  }
+  SECTION("once the API answers again, the retry posts the payment once") {
+    stripe_world world;
+    const auto events = thin_payment_with_failing_fetches(world, 1);
+    world.settle();
+    CHECK(world.count("SELECT max(attempt) FROM bankworker.jobs WHERE kind = 'stripe.post'") == 2);
+    CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "posted");
+    CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 1);
+    CHECK(world.balance("stripe.clearing") == 2500);
+  }
+}
+
+TEST_CASE("a thin event about an object that moves no money is stored, acknowledged and ignored without a fetch",
+          "[pg][stripe][stripe_api][thin]") {
+  stripe_world world;
+  world.set_key(api_key);
+  const auto events = world.trigger(R"("kind":"thin_unknown")");
+  REQUIRE(events.size() == 1);
+  world.settle();
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "ignored");
+  CHECK(world.api_calls("objects") == 0);
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 0);
+  CHECK(world.text("SELECT state FROM bankworker.jobs WHERE kind = 'stripe.post'") == "succeeded");
+}
+
+TEST_CASE("a thin event about money without a key for the tenant waits for a person, posting nothing",
+          "[pg][stripe][stripe_api][thin]") {
+  stripe_world world;  // no key set
+  const auto events = world.trigger(R"("kind":"thin_payment","amount":2500,"currency":"usd")");
+  world.settle();
+  CHECK(world.text("SELECT failure FROM bankworker.jobs WHERE kind = 'stripe.post'") == "needs_user_action");
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "received");
+  CHECK(world.api_calls("objects") == 0);
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 0);
+}

@@ -7,7 +7,7 @@
 // (limit 1–100, default 10), Bearer auth with the API key (401 otherwise) and an optional
 // Stripe-Account header naming the connected account whose objects are read) and a control API
 // for tests:
-//   POST /sim/trigger {"kind":"payment|refund|payout|payout_failed|dispute","amount":2000,
+//   POST /sim/trigger {"kind":"payment|refund|payout|payout_failed|dispute|thin_payment|thin_unknown","amount":2000,
 //                      "currency":"usd","settlement_currency":"gbp","account":"acct_…",
 //                      "mode":"valid|duplicate|reorder|stale|forged","secret":"whsec_…",
 //                      "deliver_to":"http://127.0.0.1:8080/webhooks/stripe/<tenant>"}
@@ -17,7 +17,10 @@
 //   POST /sim/fail {"path":"/v1/balance_transactions","status":429,"count":1,"retry_after":"1"}
 //     → the next `count` API calls whose path starts with `path` answer `status` (with
 //        Retry-After when given) and a Stripe error object;
-//   GET /sim/api_calls → {"balance_transactions":N,"events":M} API calls answered 200 so far.
+//   GET /sim/api_calls → {"balance_transactions":N,"events":M,"objects":K} API calls answered 200
+//     so far (objects: GETs of what thin events' related_object.url names);
+// and, for thin events (kinds thin_payment, thin_unknown), GET of any /v1/… or /v2/… object path a
+// thin event named (/v1/payment_intents/pi_…, /v1/charges/ch_…, /v1/billing/meters/mtr_…).
 
 #include <curl/curl.h>
 #include <signal.h>
@@ -183,7 +186,8 @@ class api_faults {
   std::string counts() {
     std::lock_guard lock(mutex_);
     return "{\"balance_transactions\":" + std::to_string(answered_["balance_transactions"]) +
-           ",\"events\":" + std::to_string(answered_["events"]) + "}";
+           ",\"events\":" + std::to_string(answered_["events"]) +
+           ",\"objects\":" + std::to_string(answered_["objects"]) + "}";
   }
 
  private:
@@ -250,6 +254,19 @@ int main(int argc, char** argv) {
                       faults.count("events");
                       co_return json_response(200, std::move(*json));
                     }});
+  // Objects thin events name; after the specific /v1 routes, which the server tries first.
+  for (const char* prefix : {"/v1/", "/v2/"}) {
+    routes.push_back({"GET", prefix, true,
+                      [&stripe, &faults, authorised](worker::http_request request) -> asio::awaitable<worker::http_response> {
+                        if (!authorised(request)) co_return stripe_error(401, "invalid_request_error", "Invalid API Key provided");
+                        if (auto injected = faults.take(request.path)) co_return *injected;
+                        if (auto json = stripe.object_at(request.path, request.header("stripe-account"))) {
+                          faults.count("objects");
+                          co_return json_response(200, *json);
+                        }
+                        co_return stripe_error(404, "invalid_request_error", "No such object");
+                      }});
+  }
   routes.push_back({"POST", "/sim/fail", false, [&faults](worker::http_request request) -> asio::awaitable<worker::http_response> {
                       simdjson::dom::parser parser;
                       simdjson::dom::element doc;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 
 namespace bankworker::sim::stripe {
 
@@ -23,6 +24,16 @@ std::string hex(const unsigned char* bytes, std::size_t size) {
 }
 
 std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+
+// Thin events' `created`: RFC 3339 in UTC with milliseconds, as Stripe writes it.
+std::string rfc3339(std::int64_t seconds) {
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  gmtime_r(&t, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S.000Z", &utc);
+  return text;
+}
 
 }  // namespace
 
@@ -78,6 +89,55 @@ std::string simulator::add_event(std::string_view type, std::string object_json,
   return id;
 }
 
+std::string simulator::add_thin_event(std::string_view type, std::string_view related_id, std::string_view related_type,
+                                      const std::string& url, const std::string& account, std::int64_t now_s) {
+  const std::string id = next_id("evt");
+  std::string json = "{\"id\":" + quoted(id) + ",\"object\":\"v2.core.event\",\"type\":" + quoted(type) +
+                     ",\"created\":" + quoted(rfc3339(now_s)) + ",\"livemode\":false,\"context\":" +
+                     (account.empty() ? std::string("null") : quoted(account)) + ",\"related_object\":{\"id\":" +
+                     quoted(related_id) + ",\"type\":" + quoted(related_type) + ",\"url\":" + quoted(url) +
+                     "},\"reason\":null}";
+  thin_events_.emplace_back(id, std::move(json));
+  return id;
+}
+
+std::size_t simulator::create_payment(const scenario& s, std::int64_t now_s) {
+  const std::string amount = std::to_string(s.amount);
+  const std::string currency = quoted(s.currency);
+  const std::string charge = next_id("ch");
+  const std::string intent = next_id("pi");
+  const std::string txn = next_id("txn");
+  const std::int64_t fee = s.fee >= 0 ? s.fee : s.amount * 29 / 1000 + 30;
+  const std::string settlement = s.settlement_currency.empty() ? s.currency : s.settlement_currency;
+  // A settlement in another currency converts at a fixed, made-up rate of 0.8.
+  const std::int64_t settled = settlement == s.currency ? s.amount : s.amount * 8 / 10;
+  // fee_details as Stripe itemises them: here one Stripe processing fee.
+  balance_transactions_.emplace_back(
+      txn, "{\"id\":" + quoted(txn) + ",\"object\":\"balance_transaction\",\"amount\":" + std::to_string(settled) +
+               ",\"fee\":" + std::to_string(fee) + ",\"net\":" + std::to_string(settled - fee) +
+               ",\"currency\":" + quoted(settlement) + ",\"created\":" + std::to_string(now_s) +
+               ",\"status\":\"available\",\"reporting_category\":\"charge\",\"type\":\"charge\",\"source\":" +
+               quoted(charge) + ",\"fee_details\":[{\"amount\":" + std::to_string(fee) +
+               ",\"application\":null,\"currency\":" + quoted(settlement) +
+               ",\"description\":\"Stripe processing fees\",\"type\":\"stripe_fee\"}]}");
+  balance_transaction_accounts_.push_back(s.account);
+  const std::string charge_json = "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + amount +
+                                  ",\"amount_captured\":" + amount + ",\"currency\":" + currency +
+                                  ",\"captured\":true,\"paid\":true,\"status\":\"succeeded\",\"created\":" +
+                                  std::to_string(now_s) + ",\"payment_intent\":" + quoted(intent) +
+                                  ",\"balance_transaction\":" + quoted(txn) + "}";
+  const std::string intent_json = "{\"id\":" + quoted(intent) + ",\"object\":\"payment_intent\",\"amount\":" + amount +
+                                  ",\"amount_received\":" + amount + ",\"currency\":" + currency +
+                                  ",\"status\":\"succeeded\",\"created\":" + std::to_string(now_s) +
+                                  ",\"latest_charge\":" + quoted(charge) + "}";
+  objects_.push_back({"/v1/charges/" + charge, s.account, charge_json});
+  objects_.push_back({"/v1/payment_intents/" + intent, s.account, intent_json});
+  last_charge_ = charge;
+  last_charge_amount_ = s.amount;
+  last_charge_currency_ = s.currency;
+  return objects_.size() - 2;
+}
+
 std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, std::string_view secret,
                                          std::int64_t now_s) {
   std::lock_guard lock(mutex_);
@@ -85,38 +145,22 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
   const std::string amount = std::to_string(s.amount);
   const std::string currency = quoted(s.currency);
 
+  const std::size_t first_thin = thin_events_.size();
   if (s.kind == "payment") {
-    const std::string charge = next_id("ch");
-    const std::string intent = next_id("pi");
-    const std::string txn = next_id("txn");
-    const std::int64_t fee = s.fee >= 0 ? s.fee : s.amount * 29 / 1000 + 30;
-    const std::string settlement = s.settlement_currency.empty() ? s.currency : s.settlement_currency;
-    // A settlement in another currency converts at a fixed, made-up rate of 0.8.
-    const std::int64_t settled = settlement == s.currency ? s.amount : s.amount * 8 / 10;
-    // fee_details as Stripe itemises them: here one Stripe processing fee.
-    balance_transactions_.emplace_back(
-        txn, "{\"id\":" + quoted(txn) + ",\"object\":\"balance_transaction\",\"amount\":" + std::to_string(settled) +
-                 ",\"fee\":" + std::to_string(fee) + ",\"net\":" + std::to_string(settled - fee) +
-                 ",\"currency\":" + quoted(settlement) + ",\"created\":" + std::to_string(now_s) +
-                 ",\"status\":\"available\",\"reporting_category\":\"charge\",\"type\":\"charge\",\"source\":" +
-                 quoted(charge) + ",\"fee_details\":[{\"amount\":" + std::to_string(fee) +
-                 ",\"application\":null,\"currency\":" + quoted(settlement) +
-                 ",\"description\":\"Stripe processing fees\",\"type\":\"stripe_fee\"}]}");
-    balance_transaction_accounts_.push_back(s.account);
-    const std::string charge_json = "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + amount +
-                                    ",\"amount_captured\":" + amount + ",\"currency\":" + currency +
-                                    ",\"captured\":true,\"paid\":true,\"status\":\"succeeded\",\"created\":" +
-                                    std::to_string(now_s) + ",\"payment_intent\":" + quoted(intent) +
-                                    ",\"balance_transaction\":" + quoted(txn) + "}";
-    add_event("charge.succeeded", charge_json, s.account, now_s);
-    add_event("payment_intent.succeeded",
-              "{\"id\":" + quoted(intent) + ",\"object\":\"payment_intent\",\"amount\":" + amount +
-                  ",\"amount_received\":" + amount + ",\"currency\":" + currency + ",\"status\":\"succeeded\",\"created\":" +
-                  std::to_string(now_s) + ",\"latest_charge\":" + quoted(charge) + "}",
-              s.account, now_s);
-    last_charge_ = charge;
-    last_charge_amount_ = s.amount;
-    last_charge_currency_ = s.currency;
+    const std::size_t first_object = create_payment(s, now_s);
+    add_event("charge.succeeded", objects_[first_object].json, s.account, now_s);
+    add_event("payment_intent.succeeded", objects_[first_object + 1].json, s.account, now_s);
+  } else if (s.kind == "thin_payment") {
+    const std::size_t first_object = create_payment(s, now_s);
+    const served_object& intent = objects_[first_object + 1];
+    add_thin_event("v1.payment_intent.succeeded", intent.path.substr(intent.path.rfind('/') + 1), "payment_intent",
+                   intent.path, s.account, now_s);
+  } else if (s.kind == "thin_unknown") {
+    const std::string meter = next_id("mtr");
+    objects_.push_back({"/v1/billing/meters/" + meter, s.account,
+                        "{\"id\":" + quoted(meter) + ",\"object\":\"billing.meter\",\"status\":\"active\"}"});
+    add_thin_event("v1.billing.meter.error_report_triggered", meter, "billing.meter", "/v1/billing/meters/" + meter,
+                   s.account, now_s);
   } else if (s.kind == "refund") {
     const std::string charge = s.charge_id.empty() ? last_charge_ : s.charge_id;
     const std::string refund = next_id("re");
@@ -154,9 +198,11 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
     return {};
   }
 
+  std::vector<std::pair<std::string, std::string>> created(events_.begin() + static_cast<std::ptrdiff_t>(first_event),
+                                                          events_.end());
+  created.insert(created.end(), thin_events_.begin() + static_cast<std::ptrdiff_t>(first_thin), thin_events_.end());
   std::vector<delivery> deliveries;
-  for (std::size_t i = first_event; i < events_.size(); ++i) {
-    const auto& [id, body] = events_[i];
+  for (const auto& [id, body] : created) {
     std::string header;
     switch (mode) {
       case delivery_mode::stale: header = sign(body, secret, now_s - stale_by_s); break;
@@ -218,6 +264,14 @@ std::optional<std::string> simulator::list_events(std::string_view account, std:
   json += has_more ? "true" : "false";
   json += "}";
   return json;
+}
+
+std::optional<std::string> simulator::object_at(std::string_view path, std::string_view account) const {
+  std::lock_guard lock(mutex_);
+  for (const served_object& o : objects_) {
+    if (o.path == path && o.account == account) return o.json;
+  }
+  return std::nullopt;
 }
 
 std::vector<std::string> simulator::event_ids() const {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace bankworker::sim::stripe {
@@ -28,7 +29,10 @@ enum class delivery_mode {
 std::optional<delivery_mode> parse_delivery_mode(std::string_view text);
 
 struct scenario {
-  std::string kind = "payment";  // payment, refund, payout, payout_failed, dispute
+  // payment, refund, payout, payout_failed, dispute; thin_payment (a thin v1.payment_intent.succeeded
+  // whose payment intent, charge and balance transaction are served by the API), thin_unknown (a
+  // thin event about a billing meter, which moves no money)
+  std::string kind = "payment";
   std::int64_t amount = 2000;    // Stripe units
   std::string currency = "usd";
   std::string settlement_currency;  // empty: same as currency
@@ -59,6 +63,9 @@ class simulator {
   // is not an event of the account (Stripe answers 404 resource_missing).
   std::optional<std::string> list_events(std::string_view account, std::string_view starting_after,
                                          std::string_view ending_before, std::size_t limit) const;
+  // GET of an object a thin event's related_object.url names, as `account` (empty: the
+  // platform's own): the JSON, or nothing when unknown to that account.
+  std::optional<std::string> object_at(std::string_view path, std::string_view account) const;
   // Every event created so far, oldest first (ground truth for tests).
   std::vector<std::string> event_ids() const;
 
@@ -68,6 +75,13 @@ class simulator {
  private:
   std::string next_id(std::string_view prefix);
   std::string add_event(std::string_view type, std::string object_json, const std::string& account, std::int64_t now_s);
+  // A thin event (object v2.core.event) about the object at `url`; not listed by /v1/events,
+  // which lists snapshot events only.
+  std::string add_thin_event(std::string_view type, std::string_view related_id, std::string_view related_type,
+                             const std::string& url, const std::string& account, std::int64_t now_s);
+  // Creates a charge, its payment intent and balance transaction; returns the index in objects_
+  // of the charge, which the payment intent follows.
+  std::size_t create_payment(const scenario& s, std::int64_t now_s);
 
   mutable std::mutex mutex_;  // the HTTP server runs handlers on several threads
   std::uint64_t state_;
@@ -76,6 +90,13 @@ class simulator {
   std::vector<std::string> event_accounts_;                                // per event: its account
   std::vector<std::pair<std::string, std::string>> balance_transactions_;  // id, JSON
   std::vector<std::string> balance_transaction_accounts_;                  // per balance transaction
+  struct served_object {
+    std::string path;  // /v1/payment_intents/pi_…
+    std::string account;
+    std::string json;
+  };
+  std::vector<served_object> objects_;  // what thin events' related_object.url names
+  std::vector<std::pair<std::string, std::string>> thin_events_;  // id, JSON, oldest first
   std::string last_charge_;
   std::int64_t last_charge_amount_ = 0;
   std::string last_charge_currency_;
