@@ -100,7 +100,9 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   const std::size_t nul = input.find('\0');
   const std::string_view event = input.substr(0, nul);
-  const std::string_view fetched = nul == std::string_view::npos ? std::string_view{} : input.substr(nul + 1);
+  // Never a null view: the job always hands over a std::string's bytes.
+  static const char nothing[] = "";
+  const std::string_view fetched = nul == std::string_view::npos ? std::string_view(nothing, 0) : input.substr(nul + 1);
 
   const stripe::posting_plan plan = stripe::plan_postings(parser, event, table());
   require_consistent(plan);
