@@ -70,8 +70,10 @@ bench: deps
 # to build/fuzz/corpus/<target>. A crash leaves its input in build/fuzz and fails the target.
 fuzz: deps
 	@CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DBW_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target stripe_signature_fuzz plaid_sync_page_fuzz plaid_amount_fuzz plaid_webhook_jwt_fuzz redact_fuzz
-	@for target in stripe_signature_fuzz plaid_sync_page_fuzz plaid_amount_fuzz plaid_webhook_jwt_fuzz redact_fuzz; do \
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target stripe_signature_fuzz plaid_sync_page_fuzz plaid_amount_fuzz plaid_webhook_jwt_fuzz redact_fuzz \
+	  stripe_event_fuzz envelope_open_fuzz http_request_fuzz
+	@for target in stripe_signature_fuzz plaid_sync_page_fuzz plaid_amount_fuzz plaid_webhook_jwt_fuzz redact_fuzz \
+	    stripe_event_fuzz envelope_open_fuzz http_request_fuzz; do \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$target fuzz/corpus/$$target; \
 	  echo "== $$target ($(FUZZ_SECONDS) s)"; \
 	  (cd $(FUZZ_DIR) && ./fuzz/$$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \

@@ -15,6 +15,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "worker/http_request_path.hpp"
+
 namespace bankworker::worker {
 
 namespace asio = boost::asio;
@@ -47,6 +49,69 @@ std::string_view http_request::header(std::string_view name) const noexcept {
     if (equal_ignoring_case(key, name)) return value;
   }
   return {};
+}
+
+void limit_request_parser(http_request_parser& parser, const http_settings& settings) {
+  parser.header_limit(static_cast<std::uint32_t>(settings.header_bytes_max));
+  parser.body_limit(settings.body_bytes_max);
+}
+
+read_verdict judge_head_error(const beast::error_code& error) {
+  if (error == beast::error::timeout) return {0, {}, &http_counters::header_timeouts};
+  // A chunked body that arrived with its head and already ran past the limit.
+  if (error == http::error::body_limit) return {413, "body larger than body_bytes_max", &http_counters::too_large};
+  if (error == http::error::header_limit) {
+    return {431, "request header fields too large (header_bytes_max)", &http_counters::bad_requests};
+  }
+  if (error != http::error::end_of_stream && error != asio::error::eof && error != asio::error::operation_aborted) {
+    return {400, "malformed request", &http_counters::bad_requests};
+  }
+  return {};
+}
+
+read_verdict judge_head(const http_request_parser& parser, const http_settings& settings) {
+  // Refuse an oversized body from its declared length, before reading (or hashing) any of it.
+  if (parser.content_length() && *parser.content_length() > settings.body_bytes_max) {
+    return {413, "body larger than body_bytes_max", &http_counters::too_large};
+  }
+  return {};
+}
+
+read_verdict judge_body_error(const beast::error_code& error) {
+  if (error == http::error::body_limit) return {413, "body larger than body_bytes_max", &http_counters::too_large};
+  if (error != beast::error::timeout && error != asio::error::eof && error != http::error::partial_message) {
+    return {400, "malformed request body", &http_counters::bad_requests};
+  }
+  return {};
+}
+
+http_request to_http_request(http_request_parser& parser, std::string remote_address) {
+  auto& message = parser.get();
+  http_request request;
+  request.method = std::string(message.method_string());
+  request.target = std::string(message.target());
+  request.path = request.target.substr(0, request.target.find('?'));
+  request.body = std::move(message.body());
+  request.remote_address = std::move(remote_address);
+  for (const auto& field : message) {
+    request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  return request;
+}
+
+route_choice choose_route(const std::vector<http_route>& routes, std::string_view method, std::string_view path) {
+  route_choice choice;
+  for (const http_route& r : routes) {
+    const bool path_matches = r.prefix ? path.starts_with(r.path) : path == r.path;
+    if (!path_matches) continue;
+    if (r.method == method) {
+      choice.route = &r;
+      return choice;
+    }
+    if (!choice.allowed.empty()) choice.allowed += ", ";
+    choice.allowed += r.method;
+  }
+  return choice;
 }
 
 struct http_server::state : std::enable_shared_from_this<state> {
@@ -83,11 +148,7 @@ struct http_server::state : std::enable_shared_from_this<state> {
 
   // The route a method and path would go to, if any.
   const http_route* find_route(std::string_view method, std::string_view path) const {
-    for (const http_route& r : routes) {
-      const bool path_matches = r.prefix ? path.starts_with(r.path) : path == r.path;
-      if (path_matches && r.method == method) return &r;
-    }
-    return nullptr;
+    return choose_route(routes, method, path).route;
   }
 
   // A request refused for its size before any handler saw it is reported with the route it was
@@ -103,7 +164,6 @@ struct http_server::state : std::enable_shared_from_this<state> {
 
   // Finds the handler for a request, or the 404/405 answer.
   asio::awaitable<http_response> route(http_request request) {
-    std::string allowed;
     const auto started = std::chrono::steady_clock::now();
     const auto observed = [&](const http_route* r, http_response response) {
       if (settings.observe) {
@@ -112,25 +172,20 @@ struct http_server::state : std::enable_shared_from_this<state> {
       }
       return response;
     };
-    for (const http_route& r : routes) {
-      const bool path_matches = r.prefix ? request.path.starts_with(r.path) : request.path == r.path;
-      if (!path_matches) continue;
-      if (r.method == request.method) {
-        http_response answer;
-        try {
-          answer = co_await r.handler(std::move(request));
-        } catch (const std::exception&) {
-          // The handler's own failure: the client learns nothing of it, the connection lives on.
-          answer = plain(500, "internal error");
-        }
-        co_return observed(&r, std::move(answer));
+    route_choice choice = choose_route(routes, request.method, request.path);
+    if (choice.route != nullptr) {
+      http_response answer;
+      try {
+        answer = co_await choice.route->handler(std::move(request));
+      } catch (const std::exception&) {
+        // The handler's own failure: the client learns nothing of it, the connection lives on.
+        answer = plain(500, "internal error");
       }
-      if (!allowed.empty()) allowed += ", ";
-      allowed += r.method;
+      co_return observed(choice.route, std::move(answer));
     }
-    if (allowed.empty()) co_return observed(nullptr, plain(404, "not found"));
+    if (choice.allowed.empty()) co_return observed(nullptr, plain(404, "not found"));
     http_response response = plain(405, "method not allowed");
-    response.headers.emplace_back("Allow", allowed);
+    response.headers.emplace_back("Allow", std::move(choice.allowed));
     co_return observed(nullptr, std::move(response));
   }
 
@@ -167,71 +222,47 @@ struct http_server::state : std::enable_shared_from_this<state> {
     const http_settings& s = self->settings;
     beast::flat_buffer buffer;
     for (std::size_t served = 0; served < s.requests_per_connection_max; ++served) {
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(static_cast<std::uint32_t>(s.header_bytes_max));
-      parser.body_limit(s.body_bytes_max);
+      http_request_parser parser;
+      limit_request_parser(parser, s);
 
       stream->expires_after(s.header_timeout);
       auto [header_error, header_bytes] = co_await http::async_read_header(*stream, buffer, parser, as_result);
       if (header_error) {
-        beast::error_code ec;
-        if (header_error == beast::error::timeout) {
-          self->count(&http_counters::header_timeouts);
-        } else if (header_error == http::error::body_limit) {
-          // A declared Content-Length over the limit (the parser checks it as the head ends), or a
-          // chunked body that arrived with its head and already ran past the limit.
-          self->count(&http_counters::too_large);
-          self->observe_too_large(parser);
-          co_await write(*stream, plain(413, "body larger than body_bytes_max"), 11, false, s.write_timeout, ec);
-        } else if (header_error == http::error::header_limit) {
-          self->count(&http_counters::bad_requests);
-          co_await write(*stream, plain(431, "request header fields too large (header_bytes_max)"), 11, false,
-                         s.write_timeout, ec);
-        } else if (header_error != http::error::end_of_stream && header_error != asio::error::eof &&
-                   header_error != asio::error::operation_aborted) {
-          self->count(&http_counters::bad_requests);
-          co_await write(*stream, plain(400, "malformed request"), 11, false, s.write_timeout, ec);
+        const read_verdict verdict = judge_head_error(header_error);
+        if (verdict.counted != nullptr) self->count(verdict.counted);
+        if (verdict.counted == &http_counters::too_large) self->observe_too_large(parser);
+        if (verdict.status != 0) {
+          beast::error_code ec;
+          co_await write(*stream, plain(verdict.status, std::string(verdict.reason)), 11, false, s.write_timeout, ec);
         }
         break;
       }
       const unsigned version = parser.get().version();
-      // Refuse an oversized body from its declared length, before reading (or hashing) any of it.
-      if (parser.content_length() && *parser.content_length() > s.body_bytes_max) {
-        self->count(&http_counters::too_large);
-        self->observe_too_large(parser);
+      if (const read_verdict verdict = judge_head(parser, s); verdict.status != 0) {
+        self->count(verdict.counted);
+        if (verdict.counted == &http_counters::too_large) self->observe_too_large(parser);
         beast::error_code ec;
-        co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
+        co_await write(*stream, plain(verdict.status, std::string(verdict.reason)), version, false, s.write_timeout, ec);
         break;
       }
       if (!parser.is_done()) {
         stream->expires_after(s.body_timeout);
         auto [body_error, body_bytes] = co_await http::async_read(*stream, buffer, parser, as_result);
         if (body_error) {
-          beast::error_code ec;
-          if (body_error == http::error::body_limit) {
-            self->count(&http_counters::too_large);
-            self->observe_too_large(parser);
-            co_await write(*stream, plain(413, "body larger than body_bytes_max"), version, false, s.write_timeout, ec);
-          } else if (body_error != beast::error::timeout && body_error != asio::error::eof &&
-                     body_error != http::error::partial_message) {
-            self->count(&http_counters::bad_requests);
-            co_await write(*stream, plain(400, "malformed request body"), version, false, s.write_timeout, ec);
+          const read_verdict verdict = judge_body_error(body_error);
+          if (verdict.counted != nullptr) self->count(verdict.counted);
+          if (verdict.counted == &http_counters::too_large) self->observe_too_large(parser);
+          if (verdict.status != 0) {
+            beast::error_code ec;
+            co_await write(*stream, plain(verdict.status, std::string(verdict.reason)), version, false,
+                           s.write_timeout, ec);
           }
           break;
         }
       }
 
-      auto& message = parser.get();
-      http_request request;
-      request.method = std::string(message.method_string());
-      request.target = std::string(message.target());
-      request.path = request.target.substr(0, request.target.find('?'));
-      request.body = std::move(message.body());
-      request.remote_address = address;
-      for (const auto& field : message) {
-        request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-      }
-      const bool client_keep_alive = message.keep_alive();
+      const bool client_keep_alive = parser.get().keep_alive();
+      http_request request = to_http_request(parser, address);
       self->count(&http_counters::requests);
 
       const http_response answer = co_await self->route(std::move(request));

@@ -423,7 +423,13 @@ std::optional<balance_transaction> parse_balance_transaction(simdjson::dom::pars
     const auto net = field(object, "net");
     if (!net || net->get_int64().get(bt.net) != simdjson::SUCCESS) fail("balance_transaction.net is missing");
     bt.currency = string_field(object, "currency", "balance_transaction");
-    if (bt.amount - bt.fee != bt.net) fail("balance_transaction " + bt.id + ": amount - fee != net");
+    // The amount is signed (refunds are negative) and comes from outside: the subtraction is
+    // checked, as a wrapped difference would be undefined behaviour.
+    std::int64_t amount_less_fee = 0;
+    if (__builtin_sub_overflow(bt.amount, bt.fee, &amount_less_fee)) {
+      fail("balance_transaction " + bt.id + ": amount - fee does not fit in 64 bits");
+    }
+    if (amount_less_fee != bt.net) fail("balance_transaction " + bt.id + ": amount - fee != net");
     return bt;
   } catch (const bad_event& failure) {
     error = failure.reason;
@@ -446,6 +452,13 @@ posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_i
   if (gross.lines.empty()) {
     plan.status = plan_status::fail;
     plan.reason = "no gross entry for charge " + charge_id;
+    return plan;
+  }
+  // A charge's money came in: its settlement is positive. Anything else contradicts the charge,
+  // and negating it for the credit line could overflow (INT64_MIN).
+  if (settled.minor <= 0) {
+    plan.status = plan_status::fail;
+    plan.reason = "balance transaction " + bt.id + " settles charge " + charge_id + " for a non-positive amount";
     return plan;
   }
   const ledger::line& charged = gross.lines.front();  // stripe.clearing, debit, charge currency

@@ -202,3 +202,25 @@ TEST_CASE("fees and currency conversion come from the balance transaction", "[st
     CHECK_THAT(error, Catch::Contains("amount - fee != net"));
   }
 }
+
+// Found by fuzz/stripe_event_fuzz: both were undefined behaviour (UBSan) on a hostile or broken
+// GET /v1/balance_transactions answer.
+TEST_CASE("a balance transaction whose amount - fee does not fit in 64 bits is refused", "[stripe][posting]") {
+  simdjson::dom::parser parser;
+  std::string error;
+  CHECK_FALSE(stripe::parse_balance_transaction(
+      parser, R"({"id":"txn_1","amount":-9223372036854775808,"fee":1,"net":9223372036854775807,"currency":"usd"})",
+      error));
+  CHECK_THAT(error, Catch::Contains("does not fit in 64 bits"));
+}
+
+TEST_CASE("a charge settled for a non-positive amount fails instead of posting", "[stripe][posting]") {
+  const auto gross = plan(event("charge.succeeded", charge)).entries.at(0);
+  for (const std::int64_t amount : {INT64_MIN, std::int64_t{-1580}, std::int64_t{0}}) {
+    stripe::balance_transaction bt{"txn_1", amount, 0, amount, "gbp"};
+    const auto fees = stripe::fee_entries(gross, "ch_1", bt, currencies);
+    CHECK(fees.status == plan_status::fail);
+    CHECK(fees.entries.empty());
+    CHECK_THAT(fees.reason, Catch::Contains("non-positive"));
+  }
+}

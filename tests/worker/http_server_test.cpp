@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "tests/support/raw_http.hpp"
+#include "worker/http_request_path.hpp"
 #include "worker/http_server.hpp"
 
 using namespace bankworker::worker;
@@ -206,4 +207,34 @@ TEST_CASE("oversized headers, garbage and failing handlers get their status and 
   client c(s.server->port());
   c.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
   CHECK(status_line(c.read_response()) == "HTTP/1.1 200 OK");
+}
+
+TEST_CASE("routing picks the first route with the method; 405 lists the other methods of the path", "[http]") {
+  const std::vector<http_route> routes = {{"GET", "/healthz", false, {}},
+                                          {"POST", "/webhooks/stripe/", true, {}},
+                                          {"PUT", "/healthz", false, {}},
+                                          {"POST", "/webhooks/stripe", false, {}}};
+  CHECK(choose_route(routes, "GET", "/healthz").route == &routes[0]);
+  CHECK(choose_route(routes, "POST", "/webhooks/stripe/t1").route == &routes[1]);
+  CHECK(choose_route(routes, "POST", "/webhooks/stripe").route == &routes[3]);
+  const route_choice not_allowed = choose_route(routes, "DELETE", "/healthz");
+  CHECK(not_allowed.route == nullptr);
+  CHECK(not_allowed.allowed == "GET, PUT");
+  const route_choice not_found = choose_route(routes, "GET", "/healthz/");
+  CHECK(not_found.route == nullptr);
+  CHECK(not_found.allowed.empty());
+}
+
+TEST_CASE("a failed read is answered by its cause, and a client that just left is not", "[http]") {
+  namespace http = boost::beast::http;
+  CHECK(judge_head_error(http::error::header_limit).status == 431);
+  CHECK(judge_head_error(http::error::body_limit).status == 413);
+  CHECK(judge_head_error(http::error::bad_method).status == 400);
+  CHECK(judge_head_error(http::error::bad_method).counted == &http_counters::bad_requests);
+  CHECK(judge_head_error(http::error::end_of_stream).status == 0);
+  CHECK(judge_head_error(http::error::end_of_stream).counted == nullptr);
+  CHECK(judge_head_error(boost::beast::error::timeout).counted == &http_counters::header_timeouts);
+  CHECK(judge_body_error(http::error::body_limit).status == 413);
+  CHECK(judge_body_error(http::error::partial_message).status == 0);
+  CHECK(judge_body_error(boost::beast::error::timeout).counted == nullptr);
 }
