@@ -69,6 +69,14 @@ inline constexpr std::size_t links_per_revocation_min = 4;
 // Items each tenant links before the chaos starts, and transactions each new item comes with.
 inline constexpr std::size_t initial_links_per_tenant = 2;
 inline constexpr int transactions_per_item = 150;
+// Link's own calls to Plaid, retried while an injected failure lasts.
+inline constexpr int link_attempts_max = 20;
+// A refusal's reason in the summary, cut to this.
+inline constexpr std::size_t reason_chars_max = 200;
+// A worker that exited by itself is started again after this (systemd's RestartSec), and one
+// that exits 1 this soon after PostgreSQL came back still counts as refused at start-up.
+inline constexpr milliseconds supervisor_restart_pause{1'000};
+inline constexpr seconds postgres_settle{5};
 }  // namespace limits
 
 constexpr const char* plaid_client_id = "bankworker-sim-client";
@@ -179,19 +187,33 @@ class fleet {
     return restarted;
   }
 
-  // A worker that exited on its own (it should not) is noted and started again.
-  std::size_t reap_unexpected_exits(std::vector<std::string>& notes) {
-    std::size_t exited = 0;
+  struct exit_seen {
+    std::size_t slot = 0;
+    int code = 0;
+    std::string last_log_line;
+  };
+  // Workers that exited on their own since the last call; each is started again after
+  // `restart_pause`, as systemd's Restart=on-failure would.
+  std::vector<exit_seen> reap_exits(milliseconds restart_pause) {
+    std::vector<exit_seen> seen;
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       if (!slots_[i].process) continue;
       if (const auto code = slots_[i].process->wait(milliseconds(0))) {
-        notes.push_back("worker " + std::to_string(i) + " exited by itself with " + std::to_string(*code));
+        seen.push_back({i, *code, last_log_line(i)});
         slots_[i].process.reset();
-        start(i);
-        ++exited;
+        slots_[i].restart_at = clock::now() + restart_pause;
       }
     }
-    return exited;
+    return seen;
+  }
+
+  std::string last_log_line(std::size_t i) const {
+    std::ifstream log(log_dir_ / ("worker-" + std::to_string(i) + ".log"));
+    std::string line, last;
+    while (std::getline(log, line)) {
+      if (!line.empty()) last = line;
+    }
+    return last.substr(0, limits::reason_chars_max);
   }
 
   bool all_ready() const {
@@ -272,6 +294,7 @@ class chaos_run {
   void plaid_slow(const action& a);
   void stripe_event(const action& a);
   void restart_postgres(milliseconds down);
+  void note_exits();
 
   // The end.
   bool settle(std::vector<std::string>& notes);
@@ -297,6 +320,7 @@ class chaos_run {
   std::thread postgres_thread_;
   std::atomic<bool> postgres_down_{false};
   std::atomic<long> postgres_down_ms_{0};
+  std::atomic<clock::time_point> postgres_back_at_{clock::time_point{}};
   std::string postgres_error_;
 
   // Counters for the summary.
@@ -305,7 +329,7 @@ class chaos_run {
   std::map<std::string, std::uint64_t> refused_;   // commands or control calls refused, by kind name
   std::vector<std::string> refusal_examples_;
   std::uint64_t kills_ = 0, restarts_ = 0, postgres_restarts_ = 0, deferred_total_ = 0;
-  std::uint64_t plaid_changes_ = 0, stripe_events_ = 0, unexpected_exits_ = 0;
+  std::uint64_t plaid_changes_ = 0, stripe_events_ = 0, unexpected_exits_ = 0, startup_refusals_ = 0;
   storm_counts storm_counts_;
   std::vector<std::string> notes_;
 };
@@ -406,11 +430,24 @@ void chaos_run::set_up() {
   }
 }
 
+// A user completes Link (retrying while Plaid answers with an injected failure) and the app
+// hands the public token to bankworker.
 void chaos_run::link(std::size_t tenant) {
-  const std::string created = plaid_post(
-      "/sandbox/public_token/create",
-      std::string("{\"client_id\":\"") + plaid_client_id + "\",\"secret\":\"" + plaid_secret +
-          "\",\"institution_id\":\"ins_109508\",\"initial_products\":[\"transactions\"]}");
+  const std::string request = std::string("{\"client_id\":\"") + plaid_client_id + "\",\"secret\":\"" + plaid_secret +
+                              "\",\"institution_id\":\"ins_109508\",\"initial_products\":[\"transactions\"]}";
+  std::string created;
+  for (int attempt = 1;; ++attempt) {
+    const auto answer = test::http_post(record_.plaid_url + "/sandbox/public_token/create", request);
+    if (answer.status == 200) {
+      created = answer.body;
+      break;
+    }
+    if (attempt == limits::link_attempts_max) {
+      throw std::runtime_error("/sandbox/public_token/create answered " + std::to_string(answer.status) + " " +
+                               std::to_string(attempt) + " times");
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
   const std::string token(parser_.parse(created)["public_token"].get_string().value());
   run_command({{"plaid", "link", "--tenant", record_.tenants[tenant], "--public-token", token}, clock::now(), 0,
                action_kind::link, {}});
@@ -440,7 +477,7 @@ void chaos_run::run_command(deferred_command command) {
     return;
   }
   ++refused_[kind];
-  if (refusal_examples_.size() < 8) refusal_examples_.push_back(kind + ": " + trimmed(result.err));
+  if (refusal_examples_.size() < 8) refusal_examples_.push_back(kind + ": " + trimmed(result.err).substr(0, limits::reason_chars_max));
 }
 
 void chaos_run::run_deferred() {
@@ -490,9 +527,20 @@ void chaos_run::mutate(const action& a) {
     ++skipped_["bank change"];
     return;
   }
-  const sim_item& item = all[a.pick % all.size()];
-  const std::string token = json_string(item.access_token);
   const std::uint64_t variant = a.detail % 100;
+  std::size_t chosen = a.pick % all.size();
+  if (variant >= 25 && variant < 45) {
+    // Posting needs a pending transaction: the next item (in order) that has one.
+    for (std::size_t step = 0; step < all.size(); ++step) {
+      const std::size_t at = (chosen + step) % all.size();
+      if (!pending_ids_[all[at].access_token].empty()) {
+        chosen = at;
+        break;
+      }
+    }
+  }
+  const sim_item& item = all[chosen];
+  const std::string token = json_string(item.access_token);
   const std::int64_t amount = static_cast<std::int64_t>((a.detail >> 8) % 500'000) - 100'000;
   const std::string amount_text = std::to_string(amount == 0 ? 1 : amount);
   const std::string account =
@@ -611,6 +659,21 @@ void chaos_run::stripe_event(const action& a) {
   ++done_["stripe event"];
 }
 
+// A worker that exits by itself: at start-up while PostgreSQL is away it must (exit 1, the
+// database is unreachable; its supervisor starts it again), at any other time it must not.
+void chaos_run::note_exits() {
+  for (const auto& exit : fleet_->reap_exits(limits::supervisor_restart_pause)) {
+    const bool postgres_away = postgres_down_ || clock::now() - postgres_back_at_.load() < limits::postgres_settle;
+    if (exit.code == 1 && postgres_away) {
+      ++startup_refusals_;
+    } else {
+      ++unexpected_exits_;
+      record_.unexpected_exits.push_back("worker " + std::to_string(exit.slot) + " exited " + std::to_string(exit.code) +
+                                         ": " + exit.last_log_line);
+    }
+  }
+}
+
 void chaos_run::restart_postgres(milliseconds down) {
   postgres_down_ = true;
   const auto stopped_at = clock::now();
@@ -622,6 +685,7 @@ void chaos_run::restart_postgres(milliseconds down) {
     postgres_error_ = error.what();
   }
   postgres_down_ms_ = std::chrono::duration_cast<milliseconds>(clock::now() - stopped_at).count();
+  postgres_back_at_ = clock::now();
   postgres_down_ = false;
 }
 
@@ -729,6 +793,8 @@ bool chaos_run::settle(std::vector<std::string>& notes) {
   }
   auto deadline = clock::now() + limits::workers_ready_timeout;
   while (!fleet_->all_ready()) {
+    note_exits();
+    restarts_ += fleet_->restart_due();
     if (clock::now() > deadline) {
       notes.push_back("the workers were not all ready after the chaos phase");
       return false;
@@ -782,6 +848,7 @@ void chaos_run::print_summary(const std::vector<invariant_result>& results, doub
   out << "chaos phase " << static_cast<long>(chaos_s) << " s, settle " << static_cast<long>(settle_s) << " s; "
       << options_.workers << " workers, " << options_.tenants << " tenants\n";
   out << "kills (kill -9): " << kills_ << ", worker restarts: " << restarts_ << ", unexpected worker exits: " << unexpected_exits_
+      << ", start-ups refused while PostgreSQL was away: " << startup_refusals_
       << ", PostgreSQL restarts: " << postgres_restarts_ << " (down " << postgres_down_ms_ << " ms)"
       << ", commands retried after the outage: " << deferred_total_ << "\n";
   out << "actions:";
@@ -855,7 +922,7 @@ int chaos_run::run() {
   while (next < schedule.size() || clock::now() - chaos_start < seconds(options_.seconds)) {
     if (clock::now() - chaos_start >= seconds(options_.seconds)) break;
     restarts_ += fleet_->restart_due();
-    unexpected_exits_ += fleet_->reap_unexpected_exits(notes_);
+    note_exits();
     run_deferred();
     const auto elapsed = std::chrono::duration_cast<milliseconds>(clock::now() - chaos_start);
     while (next < schedule.size() && schedule[next].at <= elapsed) {
@@ -864,7 +931,7 @@ int chaos_run::run() {
       } catch (const std::exception& error) {
         const std::string kind(name_of(schedule[next].kind));
         ++refused_[kind];
-        if (refusal_examples_.size() < 8) refusal_examples_.push_back(kind + ": " + error.what());
+        if (refusal_examples_.size() < 8) refusal_examples_.push_back(kind + ": " + std::string(error.what()).substr(0, limits::reason_chars_max));
       }
       ++next;
     }

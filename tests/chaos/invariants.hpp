@@ -28,6 +28,8 @@ struct run_record {
   std::size_t links_requested = 0;
   // Connections whose revocation the run asked for.
   std::vector<std::string> revocations_requested;
+  // Workers that exited by themselves, other than at start-up while PostgreSQL was away.
+  std::vector<std::string> unexpected_exits;
   // Exit codes of the workers' final SIGTERM drain (-1: killed, 999: did not exit in time).
   std::vector<int> drain_exit_codes;
 };
