@@ -465,10 +465,12 @@ void chaos_run::run_command(deferred_command command) {
     ++done_[kind];
     return;
   }
-  const bool database_trouble = postgres_down_ || result.err.find("connect") != std::string::npos ||
-                                result.err.find("terminat") != std::string::npos ||
-                                result.err.find("closed") != std::string::npos ||
-                                result.err.find("database") != std::string::npos;
+  bool database_trouble = postgres_down_;
+  for (const char* phrase : {"could not connect", "connection to server", "server closed the connection",
+                             "terminating connection", "Connection refused", "the database system is",
+                             "no connection to the server"}) {
+    database_trouble = database_trouble || result.err.find(phrase) != std::string::npos;
+  }
   if (database_trouble && command.attempts < limits::deferred_attempts_max) {
     ++command.attempts;
     ++deferred_total_;
