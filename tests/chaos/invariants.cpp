@@ -160,6 +160,25 @@ invariant_result check_links(const run_record& record, pqxx::connection& db) {
                           " asks the user to link again; the item stays orphaned at Plaid)");
 }
 
+// What must be zero for a revoked connection ($1 tenant, $2 connection): its sealed token, syncs
+// committed after revoking began (audit chain order), rows changed after it began.
+struct revocation_check {
+  const char* sql;
+  const char* complaint;
+};
+constexpr revocation_check after_revocation_checks[] = {
+    {"SELECT count(*) FROM bankworker.sealed_secrets WHERE tenant_id = $1::uuid AND subject_id = $2",
+     "sealed secret(s) left"},
+    {"SELECT count(*) FROM bankworker.audit_log s WHERE s.tenant_id = $1::uuid AND s.subject = $2"
+     " AND s.action = 'connection.synced' AND s.seq > (SELECT min(r.seq) FROM bankworker.audit_log r"
+     " WHERE r.tenant_id = $1::uuid AND r.subject = $2 AND r.action = 'connection.revoking')",
+     "sync(s) committed after revoking began"},
+    {"SELECT count(*) FROM bankworker.transactions t WHERE t.tenant_id = $1::uuid AND t.connection_id::text = $2"
+     " AND t.updated_at > (SELECT min(r.occurred_at) FROM bankworker.audit_log r WHERE r.tenant_id = $1::uuid"
+     " AND r.subject = $2 AND r.action = 'connection.revoking')",
+     "row(s) changed after revoking began"},
+};
+
 // Revoked: token shredded, marked revoked, and nothing synced after revoking began — neither a
 // committed sync (audit chain order) nor a rows change, nor a sync Plaid answered after removal.
 invariant_result check_revocations(const run_record& record, pqxx::connection& db) {
@@ -176,21 +195,10 @@ invariant_result check_revocations(const run_record& record, pqxx::connection& d
     }
     ++revoked;
     pqxx::work tx(db);
-    const long sealed = tx.exec_params1("SELECT count(*) FROM bankworker.sealed_secrets WHERE tenant_id = $1::uuid"
-                                        " AND subject_id = $2", c.tenant, c.connection)[0].as<long>();
-    if (sealed != 0) found.add("connection " + c.connection + " still has " + std::to_string(sealed) + " sealed secret(s)");
-    const long synced_after = tx.exec_params1(
-        "SELECT count(*) FROM bankworker.audit_log s WHERE s.tenant_id = $1::uuid AND s.subject = $2"
-        " AND s.action = 'connection.synced' AND s.seq > (SELECT min(r.seq) FROM bankworker.audit_log r"
-        " WHERE r.tenant_id = $1::uuid AND r.subject = $2 AND r.action = 'connection.revoking')",
-        c.tenant, c.connection)[0].as<long>();
-    if (synced_after != 0) found.add("connection " + c.connection + ": " + std::to_string(synced_after) + " sync(s) committed after revoking");
-    const long rows_after = tx.exec_params1(
-        "SELECT count(*) FROM bankworker.transactions t WHERE t.tenant_id = $1::uuid AND t.connection_id::text = $2"
-        " AND t.updated_at > (SELECT min(r.occurred_at) FROM bankworker.audit_log r WHERE r.tenant_id = $1::uuid"
-        " AND r.subject = $2 AND r.action = 'connection.revoking')",
-        c.tenant, c.connection)[0].as<long>();
-    if (rows_after != 0) found.add("connection " + c.connection + ": " + std::to_string(rows_after) + " row(s) changed after revoking");
+    for (const auto& check : after_revocation_checks) {
+      const long count = tx.exec_params1(check.sql, c.tenant, c.connection)[0].as<long>();
+      if (count != 0) found.add("connection " + c.connection + ": " + std::to_string(count) + " " + check.complaint);
+    }
     tx.commit();
     // Plaid's side: /item/remove succeeded, and no /transactions/sync answered 200 after it.
     const std::string calls = plaid_post(record, "/sim/calls", "{\"item_id\":\"" + c.item + "\"}");
