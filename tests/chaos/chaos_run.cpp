@@ -69,8 +69,9 @@ inline constexpr std::size_t links_per_revocation_min = 4;
 // Items each tenant links before the chaos starts, and transactions each new item comes with.
 inline constexpr std::size_t initial_links_per_tenant = 2;
 inline constexpr int transactions_per_item = 150;
-// Link's own calls to Plaid, retried while an injected failure lasts.
-inline constexpr int link_attempts_max = 20;
+// Link's own call to Plaid, tried again this often when an injected failure hits it; few, so
+// that the schedule (and the restarts it owes) is not held up through a slow period.
+inline constexpr int link_attempts_max = 3;
 // A refusal's reason in the summary, cut to this.
 inline constexpr std::size_t reason_chars_max = 200;
 // A worker that exited by itself is started again after this (systemd's RestartSec), and one
