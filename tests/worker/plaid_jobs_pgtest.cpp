@@ -418,10 +418,23 @@ TEST_CASE("a link whose store finds the database unreachable waits for it and ke
   world.proxy->set_down(true);
   std::this_thread::sleep_for(2500ms);
   world.proxy->set_down(false);
-  const uuid connection = world.linked_connection(job);
-  CHECK(world.status_of(connection) == "active");
-  CHECK(world.sim.calls("/item/remove", world.item_of(connection)) == 0);
-  CHECK(world.sim.calls("/item/public_token/exchange", world.item_of(connection)) == 1);
+  // Read back as the admin, directly: the test's own pooled connections were cut too.
+  const auto finished = std::chrono::steady_clock::now() + 30s;
+  std::string state;
+  while (std::chrono::steady_clock::now() < finished) {
+    state = world.admin_text("SELECT state FROM bankworker.jobs WHERE job_id = $1", std::to_string(job));
+    if (state == "succeeded" || state == "failed") break;
+    std::this_thread::sleep_for(20ms);
+  }
+  INFO("last error: " << world.admin_text("SELECT last_error FROM bankworker.jobs WHERE job_id = $1", std::to_string(job)));
+  REQUIRE(state == "succeeded");
+  const std::string connection =
+      world.admin_text("SELECT connection_id FROM bankworker.connections WHERE linked_by_job = $1", std::to_string(job));
+  REQUIRE(!connection.empty());
+  const std::string item = world.admin_text("SELECT item_id FROM bankworker.connections WHERE connection_id = $1::uuid", connection);
+  CHECK(world.admin_text("SELECT status FROM bankworker.connections WHERE connection_id = $1::uuid", connection) == "active");
+  CHECK(world.sim.calls("/item/remove", item) == 0);
+  CHECK(world.sim.calls("/item/public_token/exchange", item) == 1);
 }
 
 TEST_CASE("a revocation during a running sync stops it before its commit", "[pg][plaid]") {
