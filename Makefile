@@ -9,6 +9,7 @@
 #   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
 #   make install binary, systemd units and an example settings file (PREFIX, DESTDIR)
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
+#   make chaos   the long chaos run (tests/chaos), CHAOS_SECONDS (default 600), in CHAOS_DIR
 #   make clean   remove the build folders (the private cluster stays; scripts/pg destroy removes it)
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -22,7 +23,7 @@ SYSTEMD_DIR ?= /etc/systemd/system
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 
-.PHONY: deps build test test-tsan demo run bench fuzz clean install pg-start pg-stop
+.PHONY: deps build test test-tsan demo run bench fuzz chaos clean install pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -79,6 +80,19 @@ fuzz: deps
 	  (cd $(FUZZ_DIR) && ./fuzz/$$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	     corpus/$$target ../../fuzz/corpus/$$target 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|.*ERROR|SUMMARY)|cov:" | tail -4) || exit 1; \
 	done
+
+# The chaos run (tests/chaos/README.md): CHAOS_SECONDS of worker kills, a PostgreSQL restart and
+# provider faults under a mixed load, then every invariant checked against the simulators. It
+# makes a PostgreSQL cluster of its own. CHAOS_DIR is the build to use (the ASan+UBSan one by
+# default); CHAOS_ARGS adds flags (--seed N, --workers W, --tenants T, --keep).
+CHAOS_SECONDS ?= 600
+CHAOS_DIR ?= $(TEST_DIR)
+CHAOS_ARGS ?=
+chaos: deps
+	@test -f $(CHAOS_DIR)/CMakeCache.txt || \
+	  cmake -S . -B $(CHAOS_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=address,undefined >/dev/null
+	@cmake --build $(CHAOS_DIR) -j $(JOBS) --target chaos_run
+	@$(CHAOS_DIR)/tests/chaos/chaos_run --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
 
 clean:
 	rm -rf build

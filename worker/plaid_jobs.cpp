@@ -200,40 +200,56 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   const core::uuid secret_id = crypto::random_uuid();
   std::optional<core::uuid> connection;
   std::optional<std::string> store_failure;
-  try {
-    connection = co_await context.run_db([&] {
-      return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> core::uuid {
-        std::optional<core::uuid> existing = db::find_connection_by_item(tx, tenant, linked.item_id);
-        core::uuid id = existing.value_or(crypto::random_uuid());
-        if (existing) {
-          // Linking an item again (Link's update mode): the new token replaces the old one.
-          const auto current = db::load_plaid_connection(tx, tenant, id, true);
-          if (current && current->token_secret) keys_.shred_secret(tx, tenant, *current->token_secret, actor);
-          db::set_connection_status(tx, tenant, id, "active", std::nullopt);
-        } else {
-          db::insert_plaid_connection(tx, tenant,
-                                      {.connection = id,
-                                       .environment = settings_.environment,
-                                       .item_id = linked.item_id,
-                                       .institution_id = std::nullopt,
-                                       .linked_by_job = job.ref.id,
-                                       .first_periodic_sync_in = settings_.periodic_sync_interval});
-        }
-        keys_.seal_secret(tx, token_context(tenant, secret_id, id, settings_.environment), linked.access_token, actor);
-        append_connection_audit(tx, keys_, tenant, existing ? "connection.relinked" : "connection.linked", id,
-                                json_object("item_id", linked.item_id));
-        tx.exec_params(request_sync_sql, tenant.to_string(), id.to_string());
-        db::append_external_calls(tx, tenant, calls);
-        complete_in_or_throw(tx, context, job, queue::outcome::done());
-        return id;
-      });
+  const auto store = [&] {
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> core::uuid {
+      std::optional<core::uuid> existing = db::find_connection_by_item(tx, tenant, linked.item_id);
+      core::uuid id = existing.value_or(crypto::random_uuid());
+      if (existing) {
+        // Linking an item again (Link's update mode): the new token replaces the old one.
+        const auto current = db::load_plaid_connection(tx, tenant, id, true);
+        if (current && current->token_secret) keys_.shred_secret(tx, tenant, *current->token_secret, actor);
+        db::set_connection_status(tx, tenant, id, "active", std::nullopt);
+      } else {
+        db::insert_plaid_connection(tx, tenant,
+                                    {.connection = id,
+                                     .environment = settings_.environment,
+                                     .item_id = linked.item_id,
+                                     .institution_id = std::nullopt,
+                                     .linked_by_job = job.ref.id,
+                                     .first_periodic_sync_in = settings_.periodic_sync_interval});
+      }
+      keys_.seal_secret(tx, token_context(tenant, secret_id, id, settings_.environment), linked.access_token, actor);
+      append_connection_audit(tx, keys_, tenant, existing ? "connection.relinked" : "connection.linked", id,
+                              json_object("item_id", linked.item_id));
+      tx.exec_params(request_sync_sql, tenant.to_string(), id.to_string());
+      db::append_external_calls(tx, tenant, calls);
+      complete_in_or_throw(tx, context, job, queue::outcome::done());
+      return id;
     });
-  } catch (const pqxx::in_doubt_error&) {
-    co_return queue::outcome::in_doubt("the link may have committed; the next attempt looks it up");
-  } catch (const lease_lost_error&) {
-    co_return queue::outcome::retry("lease lost");
-  } catch (const std::exception& error) {
-    store_failure = one_line(error.what());
+  };
+  // Retrying the whole job cannot help once the token is spent (Plaid refuses a second exchange),
+  // so a database that is away for a moment is waited for here, bounded.
+  for (std::uint32_t attempt = 1; !connection && !store_failure; ++attempt) {
+    bool unreachable = false;
+    try {
+      connection = co_await context.run_db(store);
+    } catch (const pqxx::in_doubt_error&) {
+      co_return queue::outcome::in_doubt("the link may have committed; the next attempt looks it up");
+    } catch (const lease_lost_error&) {
+      co_return queue::outcome::retry("lease lost");
+    } catch (const pqxx::broken_connection& error) {
+      if (attempt >= settings_.link_store_attempts_max || context.lease_lost()) store_failure = one_line(error.what());
+      else unreachable = true;
+    } catch (const std::exception& error) {
+      store_failure = one_line(error.what());
+    }
+    if (unreachable) {
+      log_.warn("plaid link: the database is unreachable; storing the new connection again shortly",
+                {{"tenant", tenant.to_string()}, {"job", job.ref.id}, {"attempt", static_cast<std::int64_t>(attempt)}});
+      asio::steady_timer timer(co_await asio::this_coro::executor);
+      timer.expires_after(settings_.link_store_retry_delay);
+      co_await timer.async_wait(asio::use_awaitable);
+    }
   }
   if (store_failure) {
     // The token could not be stored, and the public token is spent: remove the item at Plaid so

@@ -60,6 +60,11 @@ struct plaid_job_settings {
   std::uint32_t sync_item_per_minute = 50;
   // A wait for the limiter up to this long is slept in the job; a longer one retries the job then.
   std::chrono::milliseconds rate_wait_in_job_max{2'000};
+  // After a successful exchange the public token is spent and the access token lives only in the
+  // job: a store that fails because the database is unreachable is tried again this many times,
+  // this far apart (a restart or failover takes seconds), before the item is given up.
+  std::uint32_t link_store_attempts_max = 10;
+  std::chrono::milliseconds link_store_retry_delay{1'000};
 };
 
 class plaid_jobs {

@@ -1,8 +1,6 @@
 #pragma once
 // The Plaid simulator (tests/sim/plaid) as tests use it: started on a free port, spoken to over
-// its control API, and its truth turned into the rows bankworker must hold. Amounts are turned
-// into minor units here, by hand, with each currency's exponent and the sign flipped (Plaid's
-// positive is money out), independently of the normaliser under test.
+// its control API, and its truth turned into the rows bankworker must hold (plaid_truth.hpp).
 
 #include <cstdint>
 #include <optional>
@@ -12,21 +10,12 @@
 #include <pqxx/pqxx>
 
 #include "tests/support/child.hpp"
+#include "tests/support/plaid_truth.hpp"
 
 namespace bankworker::test {
 
 inline constexpr const char* sim_client_id = "bankworker-sim-client";
 inline constexpr const char* sim_secret = "bankworker-sim-secret";
-
-struct expected_row {
-  std::string transaction_id;
-  std::int64_t amount_minor = 0;
-  std::string currency;
-  bool pending = false;
-  std::optional<std::string> pending_transaction_id;
-  friend bool operator==(const expected_row&, const expected_row&) = default;
-  friend bool operator<(const expected_row& a, const expected_row& b) { return a.transaction_id < b.transaction_id; }
-};
 
 class plaid_simulator {
  public:
@@ -46,8 +35,5 @@ class plaid_simulator {
   child_process process;
   std::string url;
 };
-
-// The connection's live (not removed) transactions in the database, sorted by id.
-std::vector<expected_row> stored_rows(pqxx::connection& admin, const std::string& connection_id);
 
 }  // namespace bankworker::test

@@ -25,6 +25,7 @@
 #include "tests/support/http_client.hpp"
 #include "tests/support/plaid_sim.hpp"
 #include "tests/support/scratch_database.hpp"
+#include "tests/support/tcp_proxy.hpp"
 #include "tests/support/test_keys.hpp"
 #include "worker/dispatcher.hpp"
 #include "worker/plaid_jobs.hpp"
@@ -55,15 +56,23 @@ struct job_outcome {
 };
 
 // A tenant, a dispatcher with the three Plaid handlers, and a simulator, all in this process.
+// With `database_through_proxy`, the handlers' and the queue's connections go through a
+// tcp_proxy the test can cut, as if PostgreSQL went away.
 struct plaid_world {
   explicit plaid_world(std::size_t sync_count, const std::vector<std::string>& sim_args = {},
-                       worker::plaid_job_settings settings = {})
+                       worker::plaid_job_settings settings = {}, bool database_through_proxy = false)
       : sim(sim_args),
+        proxy(database_through_proxy ? std::make_unique<bankworker::test::tcp_proxy>(
+                                           bankworker::test::host_and_port(database.url()).first,
+                                           bankworker::test::host_and_port(database.url()).second)
+                                     : nullptr),
         connections([&] {
           db::pool_settings pool_config;
           pool_config.connections = 8;
           queue::add_prepared_statements(pool_config);
-          return database.worker_pool(std::move(pool_config));
+          if (!proxy) return database.worker_pool(std::move(pool_config));
+          return std::make_unique<db::pool>(
+              crypto::secret::copy_of(bankworker::test::url_through(database.url(), proxy->port())), std::move(pool_config));
         }()),
         keys(bankworker::test::test_key_store()),
         tenant(db::create_tenant(*connections, *keys, "plaid tenant", "test")),
@@ -209,6 +218,7 @@ struct plaid_world {
 
   scratch_database database;
   plaid_simulator sim;
+  std::unique_ptr<bankworker::test::tcp_proxy> proxy;
   std::unique_ptr<db::pool> connections;
   std::unique_ptr<db::key_store> keys;
   uuid tenant;
@@ -387,6 +397,44 @@ TEST_CASE("revocation when Plaid already forgot the item still shreds the token"
   CHECK(world.status_of(connection) == "revoked");
   CHECK(world.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE subject_id = $1",
                           connection.to_string()) == 0);
+}
+
+TEST_CASE("a link whose store finds the database unreachable waits for it and keeps the item, the token being spent",
+          "[pg][plaid]") {
+  worker::plaid_job_settings settings;
+  settings.link_store_retry_delay = 300ms;
+  plaid_world world(500, {}, settings, true);
+  // The exchange takes 1.5 s; the database goes away while it is in flight and comes back 1.5 s
+  // after, so the first store meets a broken connection.
+  world.sim.post("/sim/faults", R"({"endpoint":"/item/public_token/exchange","delay_ms":1500})");
+  const auto job = world.link(world.sim.public_token());
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (world.admin_count("SELECT count(*) FROM bankworker.jobs WHERE job_id = $1 AND state = 'running'",
+                           std::to_string(job)) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(300ms);
+  world.proxy->set_down(true);
+  std::this_thread::sleep_for(2500ms);
+  world.proxy->set_down(false);
+  // Read back as the admin, directly: the test's own pooled connections were cut too.
+  const auto finished = std::chrono::steady_clock::now() + 30s;
+  std::string state;
+  while (std::chrono::steady_clock::now() < finished) {
+    state = world.admin_text("SELECT state FROM bankworker.jobs WHERE job_id = $1", std::to_string(job));
+    if (state == "succeeded" || state == "failed") break;
+    std::this_thread::sleep_for(20ms);
+  }
+  INFO("last error: " << world.admin_text("SELECT last_error FROM bankworker.jobs WHERE job_id = $1", std::to_string(job)));
+  REQUIRE(state == "succeeded");
+  const std::string connection =
+      world.admin_text("SELECT connection_id FROM bankworker.connections WHERE linked_by_job = $1", std::to_string(job));
+  REQUIRE(!connection.empty());
+  const std::string item = world.admin_text("SELECT item_id FROM bankworker.connections WHERE connection_id = $1::uuid", connection);
+  CHECK(world.admin_text("SELECT status FROM bankworker.connections WHERE connection_id = $1::uuid", connection) == "active");
+  CHECK(world.sim.calls("/item/remove", item) == 0);
+  CHECK(world.sim.calls("/item/public_token/exchange", item) == 1);
 }
 
 TEST_CASE("a revocation during a running sync stops it before its commit", "[pg][plaid]") {
