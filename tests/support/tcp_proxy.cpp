@@ -97,6 +97,18 @@ tcp_proxy::tcp_proxy(std::string target_host, std::uint16_t target_port)
 tcp_proxy::~tcp_proxy() {
   state_->io.stop();
   state_->runner.join();
+  // The pending handlers hold the state (the accept) and the links (their pumps) alive, and the
+  // io_context holding those handlers belongs to the state: a cycle nothing would ever free.
+  // Close everything and let the cancelled handlers run once here (the io thread is gone), so that
+  // they end without re-arming and release what they hold.
+  boost::system::error_code ignored;
+  state_->acceptor.close(ignored);
+  for (auto& weak : state_->links) {
+    if (auto live = weak.lock()) live->close();
+  }
+  state_->links.clear();
+  state_->io.restart();
+  state_->io.poll();
 }
 
 std::uint16_t tcp_proxy::port() const noexcept { return state_->acceptor.local_endpoint().port(); }
