@@ -42,7 +42,8 @@ test: deps $(TEST_DIR)/CMakeCache.txt
 	@cmake --build $(TEST_DIR) -j $(JOBS)
 	@url=$$(scripts/pg start) && \
 	  BANKWORKER_TEST_DATABASE_URL="$${BANKWORKER_TEST_DATABASE_URL:-$$url}" \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(TEST_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 # The same suite under ThreadSanitizer (issue #8); not part of CI yet.
