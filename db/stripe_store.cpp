@@ -1,6 +1,8 @@
 #include "db/stripe_store.hpp"
 
+#include "core/assert.hpp"
 #include "core/limits.hpp"
+#include "db/sql_array.hpp"
 #include "crypto/random.hpp"
 
 namespace bankworker::db {
@@ -17,6 +19,11 @@ constexpr const char* load_event_sql = "SELECT body::text, state FROM bankworker
 constexpr const char* mark_event_sql =
     "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
     " WHERE event_id = $1";
+constexpr const char* load_events_sql =
+    "SELECT event_id, body::text, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])";
+constexpr const char* mark_events_sql =
+    "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
+    " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id";
 constexpr const char* lock_account_sql =
     "SELECT pg_advisory_xact_lock(bankworker.stripe_account_lock_key($1))";
 constexpr const char* account_tenant_sql =
@@ -160,6 +167,27 @@ std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_v
 
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state) {
   tx.exec_params0(mark_event_sql, std::string(event_id), std::string(state));
+}
+
+std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_base& tx,
+                                                             std::span<const std::string> event_ids) {
+  std::map<std::string, stored_event, std::less<>> events;
+  if (event_ids.empty()) return events;
+  array_text ids;
+  for (const std::string& id : event_ids) ids.add(id);
+  for (const auto& row : tx.exec_params(load_events_sql, ids.finish())) {
+    events.emplace(row[0].as<std::string>(), stored_event{row[1].as<std::string>(), row[2].as<std::string>()});
+  }
+  return events;
+}
+
+void mark_events(pqxx::work& tx, std::span<const std::string> event_ids, std::span<const std::string> states) {
+  BW_ASSERT(event_ids.size() == states.size());
+  if (event_ids.empty()) return;
+  array_text ids, texts;
+  for (const std::string& id : event_ids) ids.add(id);
+  for (const std::string& state : states) texts.add(state);
+  tx.exec_params0(mark_events_sql, ids.finish(), texts.finish());
 }
 
 account_claim claim_stripe_account(pqxx::work& tx, std::string_view account) {

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
+
+#include "core/assert.hpp"
+#include "db/sql_array.hpp"
 
 namespace bankworker::ledger {
 
@@ -25,6 +29,20 @@ constexpr const char* existing_lines_sql =
     "SELECT l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
     " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
     " WHERE e.idempotency_key = $1 ORDER BY l.line_no";
+constexpr const char* insert_entries_sql =
+    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source)"
+    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), e.k, e.d,"
+    " to_timestamp(e.o), nullif(e.s, '')"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS e(k, d, o, s)"
+    " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING idempotency_key, entry_id::text";
+constexpr const char* insert_many_lines_sql =
+    "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
+    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c"
+    " FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::text[]) AS l(e, n, a, m, c)";
+constexpr const char* existing_many_lines_sql =
+    "SELECT e.idempotency_key, l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
+    " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
+    " WHERE e.idempotency_key = ANY($1::text[]) ORDER BY e.idempotency_key, l.line_no";
 constexpr const char* balances_sql =
     "SELECT account_code, currency, sum(amount_minor)::bigint FROM bankworker.journal_lines"
     " GROUP BY account_code, currency ORDER BY account_code, currency";
@@ -143,6 +161,75 @@ post_outcome post_entry(pqxx::work& tx, const entry& e) {
   tx.exec_params(insert_lines_sql, inserted[0][0].as<std::string>(), array_literal(accounts), array_literal(amounts),
                  array_literal(currencies));
   return post_outcome::posted;
+}
+
+std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries) {
+  BW_ASSERT(entries.size() <= entries_batch_max);
+  // One entry per key: a key given twice must carry the same lines both times.
+  std::vector<const entry*> unique;
+  unique.reserve(entries.size());
+  std::unordered_map<std::string_view, const entry*> by_key;
+  for (const entry* e : entries) {
+    if (auto why = check_entry(*e)) throw entry_invalid("entry " + e->idempotency_key.substr(0, 64) + ": " + *why);
+    const auto [at, added] = by_key.emplace(e->idempotency_key, e);
+    if (added) {
+      unique.push_back(e);
+    } else if (at->second->lines != e->lines) {
+      throw entry_conflict("entry " + e->idempotency_key + " was given twice with different lines");
+    }
+  }
+  if (unique.empty()) return 0;
+
+  db::array_text keys, descriptions, occurred, sources;
+  for (const entry* e : unique) {
+    keys.add(e->idempotency_key);
+    descriptions.add(e->description);
+    occurred.add(std::to_string(e->occurred_at_s));
+    sources.add(e->source);
+  }
+  const pqxx::result inserted =
+      tx.exec_params(insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(), sources.finish());
+
+  db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
+  std::unordered_map<std::string_view, bool> is_new;
+  for (const auto& row : inserted) {
+    const entry* e = by_key.at(std::string_view(row[0].c_str(), row[0].size()));
+    is_new.emplace(e->idempotency_key, true);
+    const std::string id = row[1].as<std::string>();
+    for (std::size_t n = 0; n < e->lines.size(); ++n) {
+      const line& l = e->lines[n];
+      entry_ids.add(id);
+      line_numbers.add(std::to_string(n));
+      accounts.add(l.account);
+      amounts.add(std::to_string(l.amount_minor));
+      currencies.add(l.currency);
+    }
+  }
+  if (!inserted.empty()) {
+    tx.exec_params(insert_many_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
+                   amounts.finish(), currencies.finish());
+  }
+  if (inserted.size() == unique.size()) return inserted.size();
+
+  // Posted before (by an earlier attempt, or from another event about the same money): the lines
+  // stored must be the lines given.
+  db::array_text earlier_keys;
+  for (const entry* e : unique) {
+    if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
+  }
+  std::map<std::string, std::vector<line>, std::less<>> existing;
+  for (const auto& row : tx.exec_params(existing_many_lines_sql, earlier_keys.finish())) {
+    existing[row[0].as<std::string>()].push_back(
+        {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
+  }
+  for (const entry* e : unique) {
+    if (is_new.contains(e->idempotency_key)) continue;
+    const auto found = existing.find(e->idempotency_key);
+    if (found == existing.end() || found->second != e->lines) {
+      throw entry_conflict("entry " + e->idempotency_key + " was already posted with different lines");
+    }
+  }
+  return inserted.size();
 }
 
 std::vector<balance> balances(pqxx::work& tx) {

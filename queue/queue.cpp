@@ -339,15 +339,11 @@ pqxx::result run_complete(pqxx::transaction_base& tx, job_queue& queue, const co
 }  // namespace
 
 std::vector<completed> job_queue::complete(const core::uuid& owner, std::span<const completion> outcomes) {
-  std::vector<completed> result;
-  if (outcomes.empty()) return result;
-  BW_ASSERT(outcomes.size() <= limits::job_batch_max);
-  const std::optional<std::string> now = now_text();
+  if (outcomes.empty()) return {};
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_complete");
-  const pqxx::result rows = run_complete(tx, *this, owner, outcomes, now);
+  std::vector<completed> result = complete_in(tx, owner, outcomes);
   tx.commit();
-  for (const auto& row : rows) result.push_back({{uuid_of(row[0]), row[1].as<std::int64_t>()}, state_of(row[2])});
   return result;
 }
 
@@ -357,6 +353,17 @@ std::optional<job_state> job_queue::complete_in(pqxx::transaction_base& tx, cons
   if (rows.empty()) return std::nullopt;
   BW_INVARIANT(rows.size() == 1);
   return state_of(rows[0][2]);
+}
+
+std::vector<completed> job_queue::complete_in(pqxx::transaction_base& tx, const core::uuid& owner,
+                                             std::span<const completion> outcomes) {
+  std::vector<completed> result;
+  if (outcomes.empty()) return result;
+  BW_ASSERT(outcomes.size() <= limits::job_batch_max);
+  for (const auto& row : run_complete(tx, *this, owner, outcomes, now_text())) {
+    result.push_back({{uuid_of(row[0]), row[1].as<std::int64_t>()}, state_of(row[2])});
+  }
+  return result;
 }
 
 std::size_t job_queue::rescue_expired(std::size_t limit) {

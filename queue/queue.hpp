@@ -127,6 +127,11 @@ class job_queue {
   // transaction so the effect does not commit.
   std::optional<job_state> complete_in(pqxx::transaction_base& tx, const core::uuid& owner,
                                        const completion& outcome);
+  // Many outcomes inside the caller's transaction, in one statement (a handler that does the work
+  // of many jobs in one transaction). Jobs whose lease was lost are missing from the answer; the
+  // caller must then abort the transaction if any of their effects is in it.
+  std::vector<completed> complete_in(pqxx::transaction_base& tx, const core::uuid& owner,
+                                     std::span<const completion> outcomes);
 
   // Puts back up to `limit` jobs whose lease expired; returns how many.
   std::size_t rescue_expired(std::size_t limit = limits::job_batch_max);

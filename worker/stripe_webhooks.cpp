@@ -2,13 +2,11 @@
 
 #include <simdjson.h>
 
-#include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "ledger/ledger.hpp"
 #include "queue/run_blocking.hpp"
 
 namespace bankworker::worker {
@@ -202,96 +200,6 @@ db::inbox_hook enqueue_stripe_posts() {
     ids.reserve(stored.size());
     for (const db::inbox_event* event : stored) ids.push_back(event->event_id);
     enqueue_stripe_posts(tx, tenant, ids);
-  };
-}
-
-namespace {
-
-// A thin event about money whose related object was not fetched (no Stripe API configured): the
-// reason to wait for an operator, or nothing when it is not one (the posting rules ignore it).
-std::optional<std::string> unfetched_thin_money(std::string_view body) {
-  thread_local simdjson::dom::parser parser;
-  if (!stripe::is_thin_event(parser, body)) return std::nullopt;
-  std::string error;
-  const std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, body, error);
-  if (!thin) return "thin event: " + error;
-  if (!stripe::snapshot_type_of(*thin)) return std::nullopt;
-  return "thin event " + thin->id + " needs its related object fetched, and no Stripe API is configured"
-         " (BANKWORKER_STRIPE_API_BASE_URL)";
-}
-
-// Posts one stored event; returns the outcome. Runs on the DB thread pool.
-// `fees` are the charge's fee entries (stripe_api_jobs::look_up_fees), posted with the gross.
-// `snapshot`: a thin event's snapshot with its fetched object (stripe_api_jobs::fetch_related_object),
-// planned in place of the stored body.
-queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const queue::job& job,
-                          const job_context& context, const std::vector<ledger::entry>& fees,
-                          const std::optional<std::string>& snapshot) {
-  thread_local simdjson::dom::parser payload_parser;
-  simdjson::dom::element payload;
-  std::string_view event_id;
-  if (payload_parser.parse(job.payload_json).get(payload) != simdjson::SUCCESS ||
-      payload["event_id"].get(event_id) != simdjson::SUCCESS) {
-    return queue::outcome::failed_permanently("stripe.post payload has no event_id");
-  }
-  const std::string id(event_id);
-  return db::with_tenant(connections, job.ref.tenant, [&](pqxx::work& tx) -> queue::outcome {
-    const auto stored = db::load_event(tx, id);
-    queue::outcome result = queue::outcome::done();
-    if (!stored) {
-      result = queue::outcome::failed_permanently("event " + id + " is not in the inbox");
-    } else if (stored->state != "received" && stored->state != "failed") {
-      // Posted or ignored before: done.
-    } else if (const auto waiting = snapshot ? std::nullopt : unfetched_thin_money(stored->body)) {
-      result = queue::outcome::needs_user_action(*waiting);
-    } else {
-      thread_local simdjson::dom::parser event_parser;
-      const stripe::posting_plan plan = stripe::plan_postings(event_parser, snapshot ? *snapshot : stored->body, currencies);
-      if (plan.status == stripe::plan_status::post) {
-        ledger::ensure_chart(tx);
-        for (const ledger::entry& entry : plan.entries) ledger::post_entry(tx, entry);
-        for (const ledger::entry& entry : fees) ledger::post_entry(tx, entry);
-        db::mark_event(tx, id, "posted");
-      } else if (plan.status == stripe::plan_status::ignore) {
-        db::mark_event(tx, id, "ignored");
-      } else {
-        // Fail the job, post nothing; the event keeps its state for a person to look at.
-        result = queue::outcome::failed_permanently("event " + id + ": " + plan.reason);
-      }
-    }
-    complete_in_or_throw(tx, context, job, result);
-    return result;
-  });
-}
-
-}  // namespace
-
-job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
-                                const stripe_api_jobs* api) {
-  return [&connections, &currencies, api](queue::job job, job_context context) -> asio::awaitable<queue::outcome> {
-    try {
-      fee_lookup fees;
-      related_fetch related;
-      if (api != nullptr) {
-        // Named, not temporaries inside the co_await (GCC 12 may destroy those twice).
-        auto fetching = api->fetch_related_object(job, context);
-        related = co_await std::move(fetching);
-        if (related.stop) co_return *related.stop;
-        auto looking_up = api->look_up_fees(job, context, related.snapshot);
-        fees = co_await std::move(looking_up);
-      }
-      if (fees.stop) co_return *fees.stop;
-      const queue::outcome result = co_await context.run_db(
-          [&] { return post_event(connections, currencies, job, context, fees.entries, related.snapshot); });
-      context.mark_completed();
-      co_return result;
-    } catch (const lease_lost_error&) {
-      co_return queue::outcome::retry("lease lost");
-    } catch (const ledger::entry_conflict& error) {
-      co_return queue::outcome::failed_permanently(error.what());
-    } catch (const ledger::entry_invalid& error) {
-      co_return queue::outcome::failed_permanently(error.what());
-    }
   };
 }
 

@@ -16,7 +16,8 @@
 // 2xx (outcomes "stored" and "unrouted"); the other answers are the tenant route's, without 404.
 //
 // The stripe.post job turns the stored event into journal entries with connectors/stripe's
-// posting rules and records its own completion in the same transaction as the entries.
+// posting rules and records its own completion in the same transaction as the entries; jobs
+// running at the same time for one tenant share that transaction (worker/stripe_post.cpp).
 
 #include <chrono>
 #include <map>
@@ -94,9 +95,7 @@ db::inbox_hook enqueue_stripe_posts();
 // Enqueues one stripe.post job per event id in `tx` (scoped to `tenant`), in the order given.
 void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<const std::string_view> event_ids);
 
-// The stripe.post handler. `connections` and `currencies` outlive the dispatcher.
-job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies);
-// The stripe.post handler. `connections`, `currencies` and `api` outlive the dispatcher. `api`
+// The stripe.post handler (worker/stripe_post.cpp). `connections`, `currencies` and `api` outlive the dispatcher. `api`
 // null: no Stripe API configured, events post gross only; else fees come with the gross entry
 // (worker/stripe_api_jobs.hpp).
 job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,

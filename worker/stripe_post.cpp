@@ -1,0 +1,354 @@
+// The stripe.post handler: posts a stored Stripe event into the tenant's ledger and records the
+// job's completion in the same transaction.
+//
+// Group posting. One transaction per event spent most of its time on what every transaction
+// pays (planning the completion, the commit's WAL flush), so the handlers running at the same
+// time share transactions, the way the inbox shares commits: a handler queues its request in the
+// batcher; up to batch_max waiting requests of one tenant and dispatcher are posted in one
+// tenant-scoped transaction — one read of the events, one insert of entries and one of lines, one
+// update of the events, one completion of every job — by the handler of one of them, which then
+// wakes the others with their outcomes. At most batches_in_flight_max batches run at once.
+//
+// Every outcome is the one the request would have had alone: the batch decides each from the same
+// posting rules. Anything that would make one request's effect differ from posting it alone —
+// an entry conflict, a lease lost, a database error — rolls the whole batch back, and each of its
+// requests then posts alone (post_event), where the failure lands on the job it belongs to. The
+// batch is an optimisation only: it is never the only path to an outcome.
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <mutex>
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <simdjson.h>
+
+#include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/thin_event.hpp"
+#include "core/assert.hpp"
+#include "db/stripe_store.hpp"
+#include "db/tenant_scope.hpp"
+#include "ledger/ledger.hpp"
+#include "worker/stripe_webhooks.hpp"
+
+namespace bankworker::worker {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// Requests of one tenant posted in one transaction. Bounded by the queue's completion batch.
+constexpr std::size_t batch_max = 256;
+static_assert(batch_max <= limits::job_batch_max);
+// Batches written at once: two let one batch's commit (its WAL flush) overlap the next one's work.
+constexpr std::size_t batches_in_flight_max = 2;
+
+// A thin event about money whose related object was not fetched (no Stripe API configured): the
+// reason to wait for an operator, or nothing when it is not one (the posting rules ignore it).
+std::optional<std::string> unfetched_thin_money(std::string_view body) {
+  thread_local simdjson::dom::parser parser;
+  if (!stripe::is_thin_event(parser, body)) return std::nullopt;
+  std::string error;
+  const std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, body, error);
+  if (!thin) return "thin event: " + error;
+  if (!stripe::snapshot_type_of(*thin)) return std::nullopt;
+  return "thin event " + thin->id + " needs its related object fetched, and no Stripe API is configured"
+         " (BANKWORKER_STRIPE_API_BASE_URL)";
+}
+
+// One stripe.post job on its way into the ledger. Lives in its handler's coroutine frame, which
+// waits in the batcher until the request has its outcome.
+struct post_request {
+  const queue::job* job = nullptr;
+  const job_context* context = nullptr;
+  std::string event_id;
+  // The charge's fee entries (stripe_api_jobs::look_up_fees), posted with the gross.
+  const std::vector<ledger::entry>* fees = nullptr;
+  // A thin event's snapshot with its fetched object, planned in place of the stored body.
+  const std::optional<std::string>* snapshot = nullptr;
+  // Set by a batch that committed; empty when the request must post alone.
+  std::optional<queue::outcome> result;
+  // Guarded by the batcher's mutex: a wake-up that came before its waiter, the waiter, and the
+  // batch this request's handler is to run.
+  std::optional<bool> signal;
+  std::function<void(bool)> resume;
+  std::vector<post_request*> batch;
+};
+
+// What one event becomes: its outcome, the entries to post and the state to give it.
+struct event_decision {
+  queue::outcome result = queue::outcome::done();
+  std::vector<ledger::entry> entries;
+  std::optional<std::string> new_state;  // posted, ignored; nothing: leave the event as it is
+};
+
+// The posting rules applied to one stored event (or none: not in the inbox).
+event_decision decide(const std::string& event_id, const db::stored_event* stored,
+                      const std::optional<std::string>& snapshot, const std::vector<ledger::entry>& fees,
+                      const core::currency_table& currencies) {
+  event_decision decision;
+  if (stored == nullptr) {
+    decision.result = queue::outcome::failed_permanently("event " + event_id + " is not in the inbox");
+    return decision;
+  }
+  if (stored->state != "received" && stored->state != "failed") return decision;  // posted or ignored before: done
+  if (!snapshot) {
+    if (auto waiting = unfetched_thin_money(stored->body)) {
+      decision.result = queue::outcome::needs_user_action(*waiting);
+      return decision;
+    }
+  }
+  thread_local simdjson::dom::parser event_parser;
+  stripe::posting_plan plan = stripe::plan_postings(event_parser, snapshot ? *snapshot : stored->body, currencies);
+  if (plan.status == stripe::plan_status::post) {
+    decision.entries = std::move(plan.entries);
+    decision.entries.insert(decision.entries.end(), fees.begin(), fees.end());
+    decision.new_state = "posted";
+  } else if (plan.status == stripe::plan_status::ignore) {
+    decision.new_state = "ignored";
+  } else {
+    // Fail the job, post nothing; the event keeps its state for a person to look at.
+    decision.result = queue::outcome::failed_permanently("event " + event_id + ": " + plan.reason);
+  }
+  return decision;
+}
+
+// Posts one request alone, in a transaction of its own. Runs on the DB thread pool.
+queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const post_request& request) {
+  return db::with_tenant(connections, request.job->ref.tenant, [&](pqxx::work& tx) -> queue::outcome {
+    const auto stored = db::load_event(tx, request.event_id);
+    event_decision decision = decide(request.event_id, stored ? &*stored : nullptr, *request.snapshot,
+                                     *request.fees, currencies);
+    if (!decision.entries.empty()) {
+      ledger::ensure_chart(tx);
+      for (const ledger::entry& entry : decision.entries) ledger::post_entry(tx, entry);
+    }
+    if (decision.new_state) db::mark_event(tx, request.event_id, *decision.new_state);
+    complete_in_or_throw(tx, *request.context, *request.job, decision.result);
+    return decision.result;
+  });
+}
+
+// A batch could not give every request the outcome it would have had alone: roll it back.
+class batch_abandoned : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Posts every request of `batch` (one tenant, one dispatcher) in one transaction and sets their
+// results; throws, leaving every result empty, when the batch must be rolled back. Runs on the
+// DB thread pool.
+void post_batch(db::pool& connections, const core::currency_table& currencies, std::span<post_request* const> batch) {
+  BW_ASSERT(!batch.empty());
+  const queue::job_ref& first = batch.front()->job->ref;
+  const job_context& context = *batch.front()->context;
+  std::vector<queue::outcome> results;
+  db::with_tenant(connections, first.tenant, [&](pqxx::work& tx) {
+    std::vector<std::string> event_ids;
+    event_ids.reserve(batch.size());
+    for (const post_request* request : batch) event_ids.push_back(request->event_id);
+    std::sort(event_ids.begin(), event_ids.end());
+    event_ids.erase(std::unique(event_ids.begin(), event_ids.end()), event_ids.end());
+    std::map<std::string, db::stored_event, std::less<>> stored = db::load_events(tx, event_ids);
+
+    std::vector<event_decision> decisions;
+    decisions.reserve(batch.size());
+    std::vector<const ledger::entry*> entries;
+    std::vector<std::string> marked_ids, marked_states;
+    std::vector<queue::completion> completions;
+    completions.reserve(batch.size());
+    for (const post_request* request : batch) {
+      BW_INVARIANT(request->job->ref.tenant == first.tenant);
+      const auto found = stored.find(request->event_id);
+      decisions.push_back(decide(request->event_id, found == stored.end() ? nullptr : &found->second,
+                                 *request->snapshot, *request->fees, currencies));
+      const event_decision& decision = decisions.back();
+      for (const ledger::entry& entry : decision.entries) entries.push_back(&entry);
+      if (decision.new_state) {
+        // A second job for the same event later in this batch finds it done, as it would alone.
+        found->second.state = *decision.new_state;
+        marked_ids.push_back(request->event_id);
+        marked_states.push_back(*decision.new_state);
+      }
+      completions.push_back({request->job->ref, request->job->attempt, decision.result});
+      results.push_back(decision.result);
+    }
+    if (!entries.empty()) {
+      ledger::ensure_chart(tx);
+      ledger::post_entries(tx, entries);
+    }
+    db::mark_events(tx, marked_ids, marked_states);
+    const std::vector<queue::completed> completed = context.jobs().complete_in(tx, context.owner(), completions);
+    if (completed.size() != completions.size()) throw batch_abandoned("a lease was lost");
+  });
+  for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->result = std::move(results[i]);
+}
+
+// Gathers the requests of handlers running at the same time into batches (see the top).
+//
+// A batch is formed under the mutex and handed to one of its own requests, whose handler runs it
+// and then wakes the others with their results. A request arriving while fewer than
+// batches_in_flight_max batches run starts one at once (then nothing else waits: a batch that
+// ends with requests waiting forms the next one before it gives up its place). So every request
+// is woken exactly once: to run its batch, or with its batch's result.
+class post_batcher {
+ public:
+  post_batcher(db::pool& connections, const core::currency_table& currencies)
+      : connections_(connections), currencies_(currencies) {}
+
+  // Returns once `request` has its result, or none (post it alone). `request` lives in the
+  // caller's coroutine frame until then.
+  asio::awaitable<void> post(post_request& request) {
+    std::vector<post_request*> batch;
+    {
+      std::lock_guard lock(mutex_);
+      waiting_.push_back(&request);
+      if (batches_running_ < batches_in_flight_max) {
+        ++batches_running_;
+        batch = take_batch();
+      }
+    }
+    if (batch.empty()) {
+      if (!co_await wait(request)) co_return;  // another request's handler ran the batch
+      batch = std::move(request.batch);
+    }
+    BW_INVARIANT(std::find(batch.begin(), batch.end(), &request) != batch.end());
+    try {
+      co_await request.context->run_db([&] { post_batch(connections_, currencies_, batch); });
+    } catch (const std::exception&) {
+      // Rolled back: every request of the batch posts alone, where its failure is classified.
+      for (post_request* taken : batch) taken->result.reset();
+    }
+    std::vector<post_request*> next;
+    {
+      std::lock_guard lock(mutex_);
+      if (waiting_.empty()) {
+        --batches_running_;
+      } else {
+        next = take_batch();
+      }
+    }
+    for (post_request* taken : batch) {
+      if (taken != &request) signal(*taken, false, {});
+    }
+    if (!next.empty()) {
+      post_request& runner = *next.front();
+      signal(runner, true, std::move(next));
+    }
+  }
+
+ private:
+  // Up to batch_max waiting requests of the first one's tenant and dispatcher, in arrival order.
+  // Call with mutex_ held.
+  std::vector<post_request*> take_batch() {
+    std::vector<post_request*> batch;
+    BW_INVARIANT(!waiting_.empty());
+    const post_request* first = waiting_.front();
+    for (auto it = waiting_.begin(); it != waiting_.end() && batch.size() < batch_max;) {
+      if ((*it)->job->ref.tenant == first->job->ref.tenant && (*it)->context->owner() == first->context->owner()) {
+        batch.push_back(*it);
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return batch;
+  }
+
+  // Resumes `request`'s handler: to run `batch` (run true), or with its result decided.
+  void signal(post_request& request, bool run, std::vector<post_request*> batch) {
+    std::function<void(bool)> resume;
+    {
+      std::lock_guard lock(mutex_);
+      request.batch = std::move(batch);
+      if (request.resume) {
+        resume = std::move(request.resume);
+        request.resume = nullptr;
+      } else {
+        request.signal = run;
+      }
+    }
+    if (resume) resume(run);
+  }
+
+  // Waits for signal(); true: run the batch in request.batch.
+  asio::awaitable<bool> wait(post_request& request) {
+    auto initiate = [this, &request](auto handler) {
+      auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
+      std::function<void(bool)> resume = [shared_handler](bool run) {
+        asio::post(asio::get_associated_executor(*shared_handler),
+                   [shared_handler, run]() mutable { std::move(*shared_handler)(run); });
+      };
+      std::optional<bool> early;
+      {
+        std::lock_guard lock(mutex_);
+        early = std::exchange(request.signal, std::nullopt);
+        if (!early) request.resume = std::move(resume);
+      }
+      if (early) resume(*early);
+    };
+    co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(std::move(initiate),
+                                                                                        asio::use_awaitable);
+  }
+
+  db::pool& connections_;                   // outlives the dispatcher (stripe_post_handler's contract)
+  const core::currency_table& currencies_;  // the same
+  std::mutex mutex_;
+  std::deque<post_request*> waiting_;
+  std::size_t batches_running_ = 0;
+};
+
+}  // namespace
+
+job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
+                                const stripe_api_jobs* api) {
+  auto batcher = std::make_shared<post_batcher>(connections, currencies);
+  return [&connections, &currencies, api, batcher](queue::job job,
+                                                   job_context context) -> asio::awaitable<queue::outcome> {
+    try {
+      thread_local simdjson::dom::parser payload_parser;
+      simdjson::dom::element payload;
+      std::string_view event_id;
+      if (payload_parser.parse(job.payload_json).get(payload) != simdjson::SUCCESS ||
+          payload["event_id"].get(event_id) != simdjson::SUCCESS) {
+        co_return queue::outcome::failed_permanently("stripe.post payload has no event_id");
+      }
+      post_request request;
+      request.event_id = std::string(event_id);
+      fee_lookup fees;
+      related_fetch related;
+      if (api != nullptr) {
+        // Named, not temporaries inside the co_await (GCC 12 may destroy those twice).
+        auto fetching = api->fetch_related_object(job, context);
+        related = co_await std::move(fetching);
+        if (related.stop) co_return *related.stop;
+        auto looking_up = api->look_up_fees(job, context, related.snapshot);
+        fees = co_await std::move(looking_up);
+      }
+      if (fees.stop) co_return *fees.stop;
+      request.job = &job;
+      request.context = &context;
+      request.fees = &fees.entries;
+      request.snapshot = &related.snapshot;
+      auto posting = batcher->post(request);
+      co_await std::move(posting);
+      queue::outcome result = request.result ? *request.result : queue::outcome::done();
+      if (!request.result) {
+        result = co_await context.run_db([&] { return post_event(connections, currencies, request); });
+      }
+      context.mark_completed();
+      co_return result;
+    } catch (const lease_lost_error&) {
+      co_return queue::outcome::retry("lease lost");
+    } catch (const ledger::entry_conflict& error) {
+      co_return queue::outcome::failed_permanently(error.what());
+    } catch (const ledger::entry_invalid& error) {
+      co_return queue::outcome::failed_permanently(error.what());
+    }
+  };
+}
+
+}  // namespace bankworker::worker
