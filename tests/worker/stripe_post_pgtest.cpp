@@ -3,7 +3,7 @@
 // inbox, dispatcher and handler on the private PostgreSQL.
 #include <catch2/catch.hpp>
 
-#include <set>
+#include <functional>
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
@@ -76,8 +76,9 @@ struct posting_world {
     REQUIRE(inbox.store_blocking(inbox_event_of(tenant, event_id, std::move(body))) == db::inbox_outcome::stored);
   }
 
-  // Runs a dispatcher until no stripe.post job is left waiting or running.
-  void work_all(std::uint32_t concurrency) {
+  // Runs a dispatcher until no stripe.post job is left waiting or running. `before_post` runs on
+  // the DB thread pool as each job starts, before the real handler sees it.
+  void work_all(std::uint32_t concurrency, std::function<void(const queue::job&)> before_post = {}) {
     asio::io_context io;
     asio::thread_pool blocking(4);
     worker::logger log(worker::log_level::error);
@@ -86,7 +87,17 @@ struct posting_world {
     settings.listen = false;
     settings.poll_interval = 20ms;
     worker::dispatcher dispatcher(io, blocking, jobs, nullptr, settings, log);
-    dispatcher.add_handler(std::string(worker::stripe_post_kind), worker::stripe_post_handler(*connections, currencies));
+    worker::job_handler handler = worker::stripe_post_handler(*connections, currencies);
+    if (before_post) {
+      // The dispatcher keeps this function, and so its captures, until it is destroyed.
+      handler = [real = handler, before_post](queue::job job,
+                                              worker::job_context context) -> asio::awaitable<queue::outcome> {
+        co_await context.run_db([&] { before_post(job); });
+        auto posting = real(std::move(job), context);
+        co_return co_await std::move(posting);
+      };
+    }
+    dispatcher.add_handler(std::string(worker::stripe_post_kind), std::move(handler));
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     std::thread runner([&] { io.run(); });
     const bool finished = bankworker::test::eventually([&] { return count("state IN ('available', 'running', 'retryable')") == 0; }, 60s);
@@ -185,4 +196,34 @@ TEST_CASE("two jobs for one event posted together post it once", "[pg][stripe]")
   CHECK(world.count("state = 'succeeded'") == 40);
   CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == 20);
   CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_lines") == 40);
+}
+
+TEST_CASE("a job whose lease is lost while its posting is batched commits nothing, and the others post",
+          "[pg][stripe]") {
+  posting_world world;
+  constexpr int events = 40;
+  for (int i = 0; i < events; ++i) {
+    world.store("evt_held_" + std::to_string(i),
+                payment_event("evt_held_" + std::to_string(i), "ch_held_" + std::to_string(i), 200 + i));
+  }
+  world.store("evt_lost", payment_event("evt_lost", "ch_lost", 999));
+  for (int i = events; i < 2 * events; ++i) {
+    world.store("evt_held_" + std::to_string(i),
+                payment_event("evt_held_" + std::to_string(i), "ch_held_" + std::to_string(i), 200 + i));
+  }
+  // An operator cancels evt_lost's job after it was claimed: the handler runs without a lease.
+  world.work_all(64, [&](const queue::job& job) {
+    if (job.payload_json.find("evt_lost") != std::string::npos) {
+      const auto change = world.jobs.cancel(job.ref.id);
+      REQUIRE(change);
+      CHECK(change->changed);
+    }
+  });
+
+  CHECK(world.count("state = 'succeeded'") == 2 * events);
+  CHECK(world.count("state = 'cancelled'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'received'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE event_id = 'evt_lost' AND state = 'received'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_lost:gross'") == 0);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == 2 * events);
 }
