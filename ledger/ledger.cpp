@@ -179,6 +179,10 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     }
   }
   if (unique.empty()) return 0;
+  // In key order, so two transactions posting overlapping keys (two events about one charge, in
+  // two batches) wait for each other's keys in the same order instead of deadlocking.
+  std::sort(unique.begin(), unique.end(),
+            [](const entry* a, const entry* b) { return a->idempotency_key < b->idempotency_key; });
 
   db::array_text keys, descriptions, occurred, sources;
   for (const entry* e : unique) {

@@ -71,8 +71,9 @@ enum class post_outcome {
 // their number (at most entries_batch_max): the same meaning as post_entry for each, so an entry
 // posted before with the same lines is left alone and one with different lines throws
 // entry_conflict, as does a key given twice here with different lines. On a throw the caller must
-// roll back: entries before the offending one may already be in the transaction. Returns how many
-// entries were newly inserted.
+// roll back: entries before the offending one may already be in the transaction. Entries are
+// inserted in key order (a lock order shared by every caller). Returns how many entries were
+// newly inserted.
 inline constexpr std::size_t entries_batch_max = 4'096;
 std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries);
 

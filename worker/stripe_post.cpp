@@ -123,8 +123,10 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
     event_decision decision = decide(request.event_id, stored ? &*stored : nullptr, *request.snapshot,
                                      *request.fees, currencies);
     if (!decision.entries.empty()) {
+      std::vector<const ledger::entry*> entries;
+      for (const ledger::entry& entry : decision.entries) entries.push_back(&entry);
       ledger::ensure_chart(tx);
-      for (const ledger::entry& entry : decision.entries) ledger::post_entry(tx, entry);
+      ledger::post_entries(tx, entries);
     }
     if (decision.new_state) db::mark_event(tx, request.event_id, *decision.new_state);
     complete_in_or_throw(tx, *request.context, *request.job, decision.result);

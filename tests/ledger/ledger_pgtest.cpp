@@ -47,6 +47,53 @@ TEST_CASE("posting the same entry twice is a no-op; different lines under its ke
   CHECK(count == 2);
 }
 
+TEST_CASE("posting many entries at once: each once, repeats are no-ops, a disagreeing key is refused",
+          "[pg][ledger]") {
+  ledger_database ledger_db;
+  std::vector<ledger::entry> first;
+  for (int i = 0; i < 50; ++i) first.push_back(gross("ch_many_" + std::to_string(i) + ":gross", 100 + i));
+  first.push_back(gross("ch_yen:gross", 5000, "JPY"));
+  std::vector<const ledger::entry*> pointers;
+  for (const auto& e : first) pointers.push_back(&e);
+  // The same key twice with the same lines, as two events about one charge in one batch: one entry.
+  const ledger::entry again = gross("ch_many_7:gross", 107);
+  pointers.push_back(&again);
+  CHECK(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entries(tx, pointers); }) == 51);
+  // Everything again, plus one new entry: only the new one is inserted.
+  const ledger::entry fresh = gross("ch_fresh:gross", 42);
+  pointers.push_back(&fresh);
+  CHECK(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entries(tx, pointers); }) == 1);
+
+  const auto totals = ledger_db.in_tenant([](pqxx::work& tx) {
+    return tx.exec1("SELECT count(DISTINCT entry_id), count(*), sum(amount_minor) FILTER (WHERE amount_minor > 0 AND"
+                    " currency = 'USD') FROM bankworker.journal_lines");
+  });
+  CHECK(totals[0].as<int>() == 52);
+  CHECK(totals[1].as<int>() == 104);
+  CHECK(totals[2].as<std::int64_t>() == 50 * 100 + 49 * 50 / 2 + 42);
+
+  // A key posted before, now with other lines: refused, and nothing of the call stays.
+  const ledger::entry disagreeing = gross("ch_many_3:gross", 999);
+  const ledger::entry innocent = gross("ch_innocent:gross", 10);
+  CHECK_THROWS_AS(ledger_db.in_tenant([&](pqxx::work& tx) {
+    return ledger::post_entries(tx, {&innocent, &disagreeing});
+  }), ledger::entry_conflict);
+  // The same key twice in one call with different lines: refused before the database is asked.
+  const ledger::entry twin_a = gross("ch_twin:gross", 1);
+  const ledger::entry twin_b = gross("ch_twin:gross", 2);
+  CHECK_THROWS_WITH(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entries(tx, {&twin_a, &twin_b}); }),
+                    Catch::Contains("given twice with different lines"));
+  // A malformed entry among good ones: refused whole.
+  ledger::entry unbalanced = gross("ch_bad:gross", 100);
+  unbalanced.lines[1].amount_minor = -99;
+  CHECK_THROWS_AS(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entries(tx, {&innocent, &unbalanced}); }),
+                  ledger::entry_invalid);
+  const auto after = ledger_db.in_tenant([](pqxx::work& tx) {
+    return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
+  });
+  CHECK(after == 52);
+}
+
 TEST_CASE("malformed entries never reach the database", "[pg][ledger]") {
   ledger_database ledger_db;
   ledger::entry unbalanced = gross("ch_2:gross", 100);
