@@ -90,8 +90,7 @@ CHAOS_SECONDS ?= 600
 CHAOS_DIR ?= $(TEST_DIR)
 CHAOS_ARGS ?=
 chaos: deps
-	@test -f $(CHAOS_DIR)/CMakeCache.txt || \
-	  cmake -S . -B $(CHAOS_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=address,undefined >/dev/null
+	@cmake -S . -B $(CHAOS_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=address,undefined >/dev/null
 	@cmake --build $(CHAOS_DIR) -j $(JOBS) --target chaos_run
 	@$(CHAOS_DIR)/tests/chaos/chaos_run --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
 

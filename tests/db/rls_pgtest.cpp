@@ -290,3 +290,46 @@ TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and neve
     CHECK_THAT(read.message, Catch::Contains("permission denied"));
   }
 }
+
+TEST_CASE("the Plaid item lookup reads across tenants only inside its function, and closes the gate after it",
+          "[pg][rls]") {
+  const scratch_database database;
+  const auto admin = database.connect_as_admin();
+  const std::string tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
+  const std::string tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
+  insert_fixtures(*admin, tenant_a);
+  insert_fixtures(*admin, tenant_b);
+  pqxx::connection worker(database.url());
+  const std::string role = "bankworker_worker";
+  const std::string item_a = "item-" + tenant_a;
+
+  // From B's scope and from no scope at all (as the webhook route asks), A's item is found...
+  for (const std::string& scope : {tenant_b, std::string()}) {
+    INFO("tenant scope '" << scope << "'");
+    const outcome found = run_as(worker, role, scope,
+                                 "SELECT count(*) FROM bankworker.plaid_item_connection($1)"
+                                 " WHERE tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001' AND status = 'active'",
+                                 item_a);
+    REQUIRE_FALSE(found.failed);
+    CHECK(found.first_value == 1);
+  }
+  // ...the gate is closed again once the function returned...
+  {
+    pqxx::work tx(worker);
+    tx.exec_params("SELECT set_config('role', $1, true)", role);
+    tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", tenant_b);
+    CHECK(tx.exec_params("SELECT count(*) FROM bankworker.plaid_item_connection($1)", item_a)[0][0].as<long>() == 1);
+    CHECK(tx.exec1("SELECT current_setting('bankworker.cross_tenant', true)")[0].as<std::string>() == "off");
+    CHECK(tx.exec_params1("SELECT count(*) FROM bankworker.connections WHERE tenant_id <> $1::uuid", tenant_b)[0]
+              .as<long>() == 0);
+  }
+  // ...and the runtime role opening it itself sees no other tenant's connection.
+  const outcome opened = run_as(worker, role, tenant_b,
+                                "SELECT count(*) FROM bankworker.connections, set_config('bankworker.cross_tenant', 'on', true)"
+                                " WHERE tenant_id <> 'bbbbbbbb-0000-4000-8000-000000000002'");
+  REQUIRE_FALSE(opened.failed);
+  CHECK(opened.first_value == 0);
+  const outcome unknown = run_as(worker, role, tenant_b, "SELECT count(*) FROM bankworker.plaid_item_connection($1)",
+                                 std::string("item-nobody"));
+  CHECK(unknown.first_value == 0);
+}
