@@ -174,15 +174,21 @@ bool has_privilege(pqxx::connection& admin, const std::string& role, const std::
       .as<bool>();
 }
 
-}  // namespace
-
-TEST_CASE("every tenant table isolates tenants under forced row-level security", "[pg][rls]") {
+// Two tenants with one fixture row in every tenant table each, in a scratch database.
+struct two_tenants {
   const scratch_database database;
-  const auto admin = database.connect_as_admin();
+  const std::unique_ptr<pqxx::connection> admin = database.connect_as_admin();
   const std::string tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
   const std::string tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
-  insert_fixtures(*admin, tenant_a);
-  insert_fixtures(*admin, tenant_b);
+  two_tenants() {
+    insert_fixtures(*admin, tenant_a);
+    insert_fixtures(*admin, tenant_b);
+  }
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(two_tenants, "every tenant table isolates tenants under forced row-level security", "[pg][rls]") {
 
   std::vector<std::string> untenanted;
   const auto tables = tenant_tables(*admin, untenanted);
@@ -254,13 +260,7 @@ TEST_CASE("every tenant table isolates tenants under forced row-level security",
   }
 }
 
-TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and never sealed secrets", "[pg][rls]") {
-  const scratch_database database;
-  const auto admin = database.connect_as_admin();
-  const std::string tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
-  const std::string tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
-  insert_fixtures(*admin, tenant_a);
-  insert_fixtures(*admin, tenant_b);
+TEST_CASE_METHOD(two_tenants, "bankworker_app reads only its tenant's bank data and ledger, and never sealed secrets", "[pg][rls]") {
   pqxx::connection app(database.url());
   const std::string role = "bankworker_app";
 
@@ -291,14 +291,8 @@ TEST_CASE("bankworker_app reads only its tenant's bank data and ledger, and neve
   }
 }
 
-TEST_CASE("the Plaid item lookup reads across tenants only inside its function, and closes the gate after it",
+TEST_CASE_METHOD(two_tenants, "the Plaid item lookup reads across tenants only inside its function, and closes the gate after it",
           "[pg][rls]") {
-  const scratch_database database;
-  const auto admin = database.connect_as_admin();
-  const std::string tenant_a = "aaaaaaaa-0000-4000-8000-000000000001";
-  const std::string tenant_b = "bbbbbbbb-0000-4000-8000-000000000002";
-  insert_fixtures(*admin, tenant_a);
-  insert_fixtures(*admin, tenant_b);
   pqxx::connection worker(database.url());
   const std::string role = "bankworker_worker";
   const std::string item_a = "item-" + tenant_a;
