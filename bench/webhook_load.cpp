@@ -18,11 +18,14 @@
 // (`make bench` points it at the private one); the bench works in a database of its own and
 // drops it afterwards. The exit status is non-zero when the counts disagree.
 //
-// Figures (2026-11-22, 2 cores shared with other engineers' builds, load average 10–15; default
-// durability; 30 s, 64 connections, 1 % forged, concurrency 8): 600–900 stored events/s, p99
-// 140–210 ms, rows = 2xx answers, every forged one 400 and none stored, 32 events per commit on
-// average; far from the 20,000/s goal on this machine, where other processes took 60–70 % of the
-// CPU (perf). The CPU-per-request lines are the steadier measure when the machine is shared.
+// Figures (2026-11-22, default durability, 30 s, 64 connections, 1 % forged; a host that took 3–13 %
+// of the CPU as steal): with stripe.post jobs sharing transactions (worker/stripe_post.cpp),
+// 3,536 stored events/s, p50 17 ms, p99 37 ms, 416 posted/s alongside at concurrency 8; 2,928
+// stored and 999 posted/s at concurrency 64. Rows = 2xx answers, every forged one 400 and none
+// stored. Before group posting (one transaction per stripe.post job): 905 stored/s, p99 168 ms,
+// 165 posted/s (10 s, concurrency 8). The run is CPU-bound (about 480 us of CPU per request,
+// three quarters of it in PostgreSQL), far from the 20,000/s goal on two cores; the CPU-per-request
+// lines are the steadier measure when the machine is shared.
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
