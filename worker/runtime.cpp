@@ -250,7 +250,7 @@ int run_service(settings& config) {
     jobs_dispatcher.add_handler(std::string(stripe_recover_kind), stripe_api_handlers->recover_handler());
   }
   jobs_dispatcher.add_handler(std::string(stripe_post_kind),
-                              stripe_post_handler(connections, currencies, stripe_api_handlers.get()));
+                              stripe_post_handler(connections, currencies, stripe_api_handlers.get(), &log));
 
   // Plaid: without credentials the jobs wait (retried later) rather than fail, so a process
   // started before its configuration was complete loses nothing.

@@ -198,8 +198,8 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, s
 // is woken exactly once: to run its batch, or with its batch's result.
 class post_batcher {
  public:
-  post_batcher(db::pool& connections, const core::currency_table& currencies)
-      : connections_(connections), currencies_(currencies) {}
+  post_batcher(db::pool& connections, const core::currency_table& currencies, logger* log)
+      : connections_(connections), currencies_(currencies), log_(log) {}
 
   // Returns once `request` has its result, or none (post it alone). `request` lives in the
   // caller's coroutine frame until then.
@@ -220,9 +220,15 @@ class post_batcher {
     BW_INVARIANT(std::find(batch.begin(), batch.end(), &request) != batch.end());
     try {
       co_await request.context->run_db([&] { post_batch(connections_, currencies_, batch); });
-    } catch (const std::exception&) {
+    } catch (const std::exception& error) {
       // Rolled back: every request of the batch posts alone, where its failure is classified.
       for (post_request* taken : batch) taken->result.reset();
+      if (log_ != nullptr) {
+        log_->warn("stripe.post batch rolled back; its jobs post alone",
+                   {{"tenant", request.job->ref.tenant.to_string()},
+                    {"jobs", static_cast<std::uint64_t>(batch.size())},
+                    {"reason", error.what()}});
+      }
     }
     std::vector<post_request*> next;
     {
@@ -298,6 +304,7 @@ class post_batcher {
 
   db::pool& connections_;                   // outlives the dispatcher (stripe_post_handler's contract)
   const core::currency_table& currencies_;  // the same
+  logger* log_;                             // the same, or null: rollbacks are not logged
   std::mutex mutex_;
   std::deque<post_request*> waiting_;
   std::size_t batches_running_ = 0;
@@ -306,8 +313,8 @@ class post_batcher {
 }  // namespace
 
 job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
-                                const stripe_api_jobs* api) {
-  auto batcher = std::make_shared<post_batcher>(connections, currencies);
+                                const stripe_api_jobs* api, logger* log) {
+  auto batcher = std::make_shared<post_batcher>(connections, currencies, log);
   return [&connections, &currencies, api, batcher](queue::job job,
                                                    job_context context) -> asio::awaitable<queue::outcome> {
     try {

@@ -97,8 +97,9 @@ void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<co
 
 // The stripe.post handler (worker/stripe_post.cpp). `connections`, `currencies` and `api` outlive the dispatcher. `api`
 // null: no Stripe API configured, events post gross only; else fees come with the gross entry
-// (worker/stripe_api_jobs.hpp).
+// (worker/stripe_api_jobs.hpp). `log` (outlives the dispatcher too, or null) gets a warning for
+// each batch of postings rolled back (its jobs then post alone).
 job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
-                                const stripe_api_jobs* api = nullptr);
+                                const stripe_api_jobs* api = nullptr, logger* log = nullptr);
 
 }  // namespace bankworker::worker

@@ -3,6 +3,7 @@
 // inbox, dispatcher and handler on the private PostgreSQL.
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <functional>
 #include <thread>
 
@@ -71,6 +72,18 @@ struct posting_world {
   }();
   queue::job_queue jobs{*connections, queue::queue_settings{}};
   db::inbox inbox{*connections, {}, worker::enqueue_stripe_posts()};
+  // The handler's warnings, readable by the test.
+  std::FILE* log_file = std::tmpfile();
+
+  ~posting_world() { std::fclose(log_file); }
+
+  std::string log_text() {
+    std::fflush(log_file);
+    std::rewind(log_file);
+    std::string text;
+    for (int c = std::fgetc(log_file); c != EOF; c = std::fgetc(log_file)) text.push_back(static_cast<char>(c));
+    return text;
+  }
 
   void store(const std::string& event_id, std::string body) {
     REQUIRE(inbox.store_blocking(inbox_event_of(tenant, event_id, std::move(body))) == db::inbox_outcome::stored);
@@ -81,13 +94,13 @@ struct posting_world {
   void work_all(std::uint32_t concurrency, std::function<void(const queue::job&)> before_post = {}) {
     asio::io_context io;
     asio::thread_pool blocking(4);
-    worker::logger log(worker::log_level::error);
+    worker::logger log(worker::log_level::warn, ::fileno(log_file));
     worker::dispatcher_settings settings;
     settings.concurrency = concurrency;
     settings.listen = false;
     settings.poll_interval = 20ms;
     worker::dispatcher dispatcher(io, blocking, jobs, nullptr, settings, log);
-    worker::job_handler handler = worker::stripe_post_handler(*connections, currencies);
+    worker::job_handler handler = worker::stripe_post_handler(*connections, currencies, nullptr, &log);
     if (before_post) {
       // The dispatcher keeps this function, and so its captures, until it is destroyed.
       handler = [real = handler, before_post](queue::job job,
@@ -142,10 +155,12 @@ TEST_CASE("stripe.post jobs running together share transactions, and each event 
   CHECK(world.scalar("SELECT sum(amount_minor) FROM bankworker.journal_lines WHERE account_code = 'stripe.clearing'") ==
         total);
   CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
-  // Shared transactions: the 300 entries were written by far fewer commits than one per event.
+  // Shared transactions: the 300 entries were written by far fewer commits than one per event,
+  // and no batch had to be rolled back.
   const long commits = world.scalar("SELECT count(DISTINCT xmin::text) FROM bankworker.journal_entries");
   INFO("commits for " << events << " entries: " << commits);
   CHECK(commits <= events / 4);
+  CHECK_THAT(world.log_text(), !Catch::Contains("rolled back"));
 }
 
 TEST_CASE("an entry conflict among jobs posted together fails only its own job, and the others post",
@@ -226,4 +241,8 @@ TEST_CASE("a job whose lease is lost while its posting is batched commits nothin
   CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE event_id = 'evt_lost' AND state = 'received'") == 1);
   CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_lost:gross'") == 0);
   CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == 2 * events);
+  // The batch that held it was rolled back, and the operator is told why.
+  const std::string log = world.log_text();
+  CHECK_THAT(log, Catch::Contains("stripe.post batch rolled back; its jobs post alone"));
+  CHECK_THAT(log, Catch::Contains("a lease was lost"));
 }
