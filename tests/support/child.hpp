@@ -14,7 +14,8 @@ namespace bankworker::test {
 
 class child_process {
  public:
-  // Starts `program` with `args` and exactly `env`; stdout is piped to this object, stderr goes
+  // Starts `program` with `args` and exactly `env` (and the leak suppressions, see
+  // spawn_arguments in process.hpp); stdout is piped to this object, stderr goes
   // to the test's stderr so failures are visible.
   child_process(const std::string& program, const std::vector<std::string>& args,
                 const std::map<std::string, std::string>& env);

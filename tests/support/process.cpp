@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
@@ -30,6 +31,21 @@ std::uint16_t free_loopback_port() {
   return ntohs(address.sin_port);
 }
 
+spawn_arguments::spawn_arguments(const std::string& program, const std::vector<std::string>& args,
+                                 const std::map<std::string, std::string>& env) {
+  argv_storage_.push_back(program);
+  argv_storage_.insert(argv_storage_.end(), args.begin(), args.end());
+  for (const auto& [key, value] : env) env_storage_.push_back(key + "=" + value);
+  const char* leak_options = std::getenv("LSAN_OPTIONS");
+  if (leak_options != nullptr && !env.contains("LSAN_OPTIONS")) {
+    env_storage_.push_back(std::string("LSAN_OPTIONS=") + leak_options);
+  }
+  for (std::string& arg : argv_storage_) argv_.push_back(arg.data());
+  argv_.push_back(nullptr);
+  for (std::string& entry : env_storage_) envp_.push_back(entry.data());
+  envp_.push_back(nullptr);
+}
+
 process_result run_process(const std::string& program, const std::vector<std::string>& args,
                            const std::map<std::string, std::string>& env, int timeout_ms) {
   int out_pipe[2];
@@ -43,19 +59,9 @@ process_result run_process(const std::string& program, const std::vector<std::st
   posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
 
-  std::vector<std::string> argv_storage{program};
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& arg : argv_storage) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_storage;
-  for (const auto& [key, value] : env) env_storage.push_back(key + "=" + value);
-  std::vector<char*> envp;
-  for (auto& entry : env_storage) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-
+  const spawn_arguments spawn(program, args, env);
   pid_t pid = 0;
-  const int spawned = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), envp.data());
+  const int spawned = ::posix_spawn(&pid, program.c_str(), &actions, nullptr, spawn.argv(), spawn.envp());
   posix_spawn_file_actions_destroy(&actions);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "tests/support/process.hpp"
 
@@ -83,4 +84,21 @@ TEST_CASE("an unreachable database fails with one line and never prints the pass
   REQUIRE(lines_of(result.err).size() == 1);
   CHECK(result.err.find("cannot connect to the database") != std::string::npos);
   CHECK(result.err.find("hunter2") == std::string::npos);
+}
+
+TEST_CASE("children get exactly their environment, plus the suite's leak suppressions", "[cli]") {
+  const char* suite_value = std::getenv("LSAN_OPTIONS");
+  const std::optional<std::string> suite_options =
+      suite_value != nullptr ? std::optional<std::string>(suite_value) : std::nullopt;
+  ::setenv("LSAN_OPTIONS", "suppressions=/nonexistent/lsan.supp", 1);
+  const auto inherited = bankworker::test::run_process("/usr/bin/env", {}, {{"ONLY_THIS", "1"}});
+  const auto overridden =
+      bankworker::test::run_process("/usr/bin/env", {}, {{"LSAN_OPTIONS", "detect_leaks=0"}});
+  ::unsetenv("LSAN_OPTIONS");
+  const auto none = bankworker::test::run_process("/usr/bin/env", {}, {});
+  if (suite_options) ::setenv("LSAN_OPTIONS", suite_options->c_str(), 1);
+  CHECK(lines_of(inherited.out) ==
+        std::vector<std::string>{"ONLY_THIS=1", "LSAN_OPTIONS=suppressions=/nonexistent/lsan.supp"});
+  CHECK(lines_of(overridden.out) == std::vector<std::string>{"LSAN_OPTIONS=detect_leaks=0"});
+  CHECK(lines_of(none.out).empty());
 }
