@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/assert.hpp"
+#include "db/sql_array.hpp"
 
 namespace bankworker::db {
 
@@ -32,29 +33,6 @@ constexpr const char* insert_unrouted_sql =
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
 constexpr const char* route_accounts_sql = "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])";
-
-// One element of a PostgreSQL array literal: quoted, with backslash and quote escaped; NULL bare.
-// The runs between characters to escape are copied whole (a 2 KB body is a few dozen appends,
-// not 2,000 single-byte pushes), into a literal the caller has reserved.
-void append_element(std::string& literal, const std::optional<std::string_view>& value) {
-  if (literal.size() > 1) literal.push_back(',');
-  if (!value) {
-    literal += "NULL";
-    return;
-  }
-  literal.push_back('"');
-  const char* run = value->data();
-  const char* const end = run + value->size();
-  for (const char* at = run; at != end; ++at) {
-    if (*at != '"' && *at != '\\') continue;
-    literal.append(run, at);
-    literal.push_back('\\');
-    literal.push_back(*at);
-    run = at + 1;
-  }
-  literal.append(run, end);
-  literal.push_back('"');
-}
 
 }  // namespace
 
@@ -211,13 +189,12 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
   // until it commits). Routing is not remembered across attempts: a retry routes again.
   std::map<std::string, std::string, std::less<>> tenant_of_account;
   {
-    std::string accounts = "{";
+    array_text accounts;
     for (const auto& item : batch) {
-      if (!item->event.tenant && item->event.account) append_element(accounts, *item->event.account);
+      if (!item->event.tenant && item->event.account) accounts.add(*item->event.account);
     }
-    if (accounts.size() > 1) {
-      accounts.push_back('}');
-      for (const auto& row : tx.exec_params(route_accounts_sql, accounts)) {
+    if (!accounts.empty()) {
+      for (const auto& row : tx.exec_params(route_accounts_sql, accounts.finish())) {
         if (!row[1].is_null()) tenant_of_account.emplace(row[0].as<std::string>(), row[1].as<std::string>());
       }
     }
@@ -235,24 +212,24 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     groups[key].push_back(item.get());
   }
   for (auto& [tenant_text, items] : groups) {
-    std::string ids = "{", types = "{", accounts = "{", livemodes = "{", created = "{", bodies = "{";
+    array_text ids, types, accounts, livemodes, created, bodies;
     std::size_t body_bytes = 0;
     for (const pending* p : items) body_bytes += p->event.body.size() + p->event.body.size() / 8 + 4;
-    bodies.reserve(body_bytes + 2);
+    bodies.reserve(body_bytes);
     for (pending* p : items) {
-      append_element(ids, p->event.event_id);
-      append_element(types, p->event.type);
-      append_element(accounts, p->event.account ? std::optional<std::string_view>(*p->event.account) : std::nullopt);
-      append_element(livemodes, std::string_view(p->event.livemode ? "true" : "false"));
-      append_element(created, std::string_view(std::to_string(p->event.created_s)));
-      append_element(bodies, p->event.body);
+      ids.add(p->event.event_id);
+      types.add(p->event.type);
+      accounts.add(p->event.account ? std::optional<std::string_view>(*p->event.account) : std::nullopt);
+      livemodes.add(p->event.livemode ? "true" : "false");
+      created.add(std::to_string(p->event.created_s));
+      bodies.add(p->event.body);
     }
-    for (std::string* literal : {&ids, &types, &accounts, &livemodes, &created, &bodies}) literal->push_back('}');
 
     const bool routed = !tenant_text.empty();
     if (routed) tx.exec_params(set_tenant_sql, tenant_text);
     const pqxx::result inserted =
-        tx.exec_params(routed ? insert_events_sql : insert_unrouted_sql, ids, types, accounts, livemodes, created, bodies);
+        tx.exec_params(routed ? insert_events_sql : insert_unrouted_sql, ids.finish(), types.finish(),
+                       accounts.finish(), livemodes.finish(), created.finish(), bodies.finish());
     std::unordered_set<std::string> new_ids;
     for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/assert.hpp"
 #include "db/sql_array.hpp"
@@ -16,30 +17,17 @@ constexpr const char* insert_chart_sql =
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, code, name, kind"
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS chart(code, name, kind)"
     " ON CONFLICT (tenant_id, code) DO NOTHING";
-constexpr const char* insert_entry_sql =
-    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source)"
-    " VALUES (nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), $1, $2,"
-    " to_timestamp($3), nullif($4, ''))"
-    " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING entry_id";
-constexpr const char* insert_lines_sql =
-    "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
-    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, $1::uuid, (n - 1)::smallint, a, m, c"
-    " FROM unnest($2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS l(a, m, c, n)";
-constexpr const char* existing_lines_sql =
-    "SELECT l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
-    " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
-    " WHERE e.idempotency_key = $1 ORDER BY l.line_no";
 constexpr const char* insert_entries_sql =
     "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), e.k, e.d,"
     " to_timestamp(e.o), nullif(e.s, '')"
     " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS e(k, d, o, s)"
     " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING idempotency_key, entry_id::text";
-constexpr const char* insert_many_lines_sql =
+constexpr const char* insert_lines_sql =
     "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c"
     " FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::text[]) AS l(e, n, a, m, c)";
-constexpr const char* existing_many_lines_sql =
+constexpr const char* existing_lines_sql =
     "SELECT e.idempotency_key, l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
     " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
     " WHERE e.idempotency_key = ANY($1::text[]) ORDER BY e.idempotency_key, l.line_no";
@@ -48,34 +36,6 @@ constexpr const char* balances_sql =
     " GROUP BY account_code, currency ORDER BY account_code, currency";
 constexpr const char* trial_balance_sql =
     "SELECT currency, sum(amount_minor)::bigint FROM bankworker.journal_lines GROUP BY currency ORDER BY currency";
-
-// Text of a PostgreSQL array literal. Every element here matches a restricted grammar (account
-// codes, currency codes, integers — checked by check_entry), so none needs quoting.
-std::string array_literal(const std::vector<std::string>& elements) {
-  std::string text = "{";
-  for (std::size_t i = 0; i < elements.size(); ++i) {
-    if (i > 0) text.push_back(',');
-    text += elements[i];
-  }
-  text.push_back('}');
-  return text;
-}
-
-// Chart names contain spaces: quote each element for the array literal.
-std::string quoted_array_literal(const std::vector<std::string>& elements) {
-  std::string text = "{";
-  for (std::size_t i = 0; i < elements.size(); ++i) {
-    if (i > 0) text.push_back(',');
-    text.push_back('"');
-    for (const char c : elements[i]) {
-      if (c == '"' || c == '\\') text.push_back('\\');
-      text.push_back(c);
-    }
-    text.push_back('"');
-  }
-  text.push_back('}');
-  return text;
-}
 
 bool is_account_known(std::string_view code) {
   const auto& chart = standard_chart();
@@ -127,40 +87,17 @@ std::optional<std::string> check_entry(const entry& e) {
 }
 
 void ensure_chart(pqxx::work& tx) {
-  std::vector<std::string> codes, names, kinds;
+  db::array_text codes, names, kinds;
   for (const account& a : standard_chart()) {
-    codes.push_back(a.code);
-    names.push_back(a.name);
-    kinds.push_back(a.kind);
+    codes.add(a.code);
+    names.add(a.name);
+    kinds.add(a.kind);
   }
-  tx.exec_params(insert_chart_sql, array_literal(codes), quoted_array_literal(names), array_literal(kinds));
+  tx.exec_params(insert_chart_sql, codes.finish(), names.finish(), kinds.finish());
 }
 
 post_outcome post_entry(pqxx::work& tx, const entry& e) {
-  if (auto why = check_entry(e)) throw entry_invalid("entry " + e.idempotency_key.substr(0, 64) + ": " + *why);
-
-  const pqxx::result inserted =
-      tx.exec_params(insert_entry_sql, e.idempotency_key, e.description, e.occurred_at_s, e.source);
-  if (inserted.empty()) {
-    // Posted before (by this job's earlier attempt, or from another event about the same money).
-    std::vector<line> existing;
-    for (const auto& row : tx.exec_params(existing_lines_sql, e.idempotency_key)) {
-      existing.push_back({row[0].as<std::string>(), row[1].as<std::int64_t>(), row[2].as<std::string>()});
-    }
-    if (existing != e.lines) {
-      throw entry_conflict("entry " + e.idempotency_key + " was already posted with different lines");
-    }
-    return post_outcome::already_posted;
-  }
-  std::vector<std::string> accounts, amounts, currencies;
-  for (const line& l : e.lines) {
-    accounts.push_back(l.account);
-    amounts.push_back(std::to_string(l.amount_minor));
-    currencies.push_back(l.currency);
-  }
-  tx.exec_params(insert_lines_sql, inserted[0][0].as<std::string>(), array_literal(accounts), array_literal(amounts),
-                 array_literal(currencies));
-  return post_outcome::posted;
+  return post_entries(tx, {&e}) == 1 ? post_outcome::posted : post_outcome::already_posted;
 }
 
 std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries) {
@@ -195,10 +132,10 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
       tx.exec_params(insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(), sources.finish());
 
   db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
-  std::unordered_map<std::string_view, bool> is_new;
+  std::unordered_set<std::string_view> is_new;
   for (const auto& row : inserted) {
     const entry* e = by_key.at(std::string_view(row[0].c_str(), row[0].size()));
-    is_new.emplace(e->idempotency_key, true);
+    is_new.insert(e->idempotency_key);
     const std::string id = row[1].as<std::string>();
     for (std::size_t n = 0; n < e->lines.size(); ++n) {
       const line& l = e->lines[n];
@@ -210,7 +147,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     }
   }
   if (!inserted.empty()) {
-    tx.exec_params(insert_many_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
+    tx.exec_params(insert_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
                    amounts.finish(), currencies.finish());
   }
   if (inserted.size() == unique.size()) return inserted.size();
@@ -222,7 +159,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
   }
   std::map<std::string, std::vector<line>, std::less<>> existing;
-  for (const auto& row : tx.exec_params(existing_many_lines_sql, earlier_keys.finish())) {
+  for (const auto& row : tx.exec_params(existing_lines_sql, earlier_keys.finish())) {
     existing[row[0].as<std::string>()].push_back(
         {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
   }

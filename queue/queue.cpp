@@ -349,10 +349,10 @@ std::vector<completed> job_queue::complete(const core::uuid& owner, std::span<co
 
 std::optional<job_state> job_queue::complete_in(pqxx::transaction_base& tx, const core::uuid& owner,
                                                 const completion& outcome) {
-  const pqxx::result rows = run_complete(tx, *this, owner, std::span(&outcome, 1), now_text());
+  const std::vector<completed> rows = complete_in(tx, owner, std::span(&outcome, 1));
   if (rows.empty()) return std::nullopt;
   BW_INVARIANT(rows.size() == 1);
-  return state_of(rows[0][2]);
+  return rows[0].state;
 }
 
 std::vector<completed> job_queue::complete_in(pqxx::transaction_base& tx, const core::uuid& owner,

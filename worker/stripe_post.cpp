@@ -221,8 +221,8 @@ class post_batcher {
     try {
       co_await request.context->run_db([&] { post_batch(connections_, currencies_, batch); });
     } catch (const std::exception& error) {
-      // Rolled back: every request of the batch posts alone, where its failure is classified.
-      for (post_request* taken : batch) taken->result.reset();
+      // Rolled back, and no result was set: every request of the batch posts alone, where its
+      // failure is classified.
       if (log_ != nullptr) {
         log_->warn("stripe.post batch rolled back; its jobs post alone",
                    {{"tenant", request.job->ref.tenant.to_string()},
