@@ -78,6 +78,7 @@ inline constexpr std::size_t reason_chars_max = 200;
 // that exits 1 this soon after PostgreSQL came back still counts as refused at start-up.
 inline constexpr milliseconds supervisor_restart_pause{1'000};
 inline constexpr seconds postgres_settle{5};
+inline constexpr seconds postgres_refusal_reaped_within{60};
 }  // namespace limits
 
 constexpr const char* plaid_client_id = "bankworker-sim-client";
@@ -667,7 +668,13 @@ void chaos_run::stripe_event(const action& a) {
 void chaos_run::note_exits() {
   for (const auto& exit : fleet_->reap_exits(limits::supervisor_restart_pause)) {
     const bool postgres_away = postgres_down_ || clock::now() - postgres_back_at_.load() < limits::postgres_settle;
-    if (exit.code == 1 && postgres_away) {
+    // An exit is reaped when this loop next looks, which can be long after it happened (a command
+    // retried after the outage holds the loop): a start-up the database refused, reaped soon
+    // after the restart, is still the outage's.
+    const bool refused_in_outage = exit.last_log_line.find("cannot connect to the database") != std::string::npos &&
+                                   postgres_restarts_ > 0 &&
+                                   clock::now() - postgres_back_at_.load() < limits::postgres_refusal_reaped_within;
+    if (exit.code == 1 && (postgres_away || refused_in_outage)) {
       ++startup_refusals_;
     } else {
       ++unexpected_exits_;
