@@ -6,6 +6,7 @@
 #include "crypto/random.hpp"
 #include "db/audit.hpp"
 #include "db/tenant_scope.hpp"
+#include "ledger/ledger.hpp"
 
 namespace bankworker::db {
 
@@ -66,6 +67,7 @@ core::uuid create_tenant(pool& connections, key_store& keys, std::string_view na
   const core::uuid tenant = crypto::random_uuid();
   with_tenant(connections, tenant, [&](pqxx::work& tx) {
     tx.exec_params0(insert_tenant_sql, tenant.to_string(), std::string(name));
+    ledger::ensure_chart(tx);  // the tenant's chart of accounts is created with it
     const std::uint32_t version = keys.create_tenant_key(tx, tenant);
     // The name is the customer's text, not a secret, but the audit log keeps ids only.
     append_audit(tx, keys,

@@ -301,6 +301,54 @@ TEST_CASE("an expired lease is rescued, a lost lease refuses the completion, rel
   CHECK(jobs.prune(0h, 0h, 1) == 2);
 }
 
+TEST_CASE("a batch completion records only the jobs whose lease it still holds; unequal arrays are refused",
+          "[pg][queue]") {
+  const scratch_database database;
+  insert_tenants(database);
+  const auto connections = queue_pool(database);
+  queue::job_queue jobs(*connections, {});
+  jobs.enqueue(noop_jobs(tenant_a, 4));
+  const uuid owner = bankworker::crypto::random_uuid();
+  const auto claimed = jobs.claim(owner, 4);
+  REQUIRE(claimed.size() == 4);
+  const uuid other = bankworker::crypto::random_uuid();
+
+  // The first job is cancelled while it runs; the second is taken over by another owner (as after
+  // a rescue and a new claim): both leases are lost. The other two are still this owner's.
+  REQUIRE(jobs.cancel(claimed[0].ref.id)->changed);
+  {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec_params0("UPDATE bankworker.jobs SET lease_owner = $1 WHERE job_id = $2", other.to_string(),
+                    claimed[1].ref.id);
+    tx.commit();
+  }
+  std::vector<queue::completion> outcomes;
+  for (const auto& job : claimed) outcomes.push_back({job.ref, job.attempt, queue::outcome::done()});
+  outcomes[3].result = queue::outcome::retry("try again", 60'000ms);
+  const auto recorded = jobs.complete(owner, outcomes);
+  REQUIRE(recorded.size() == 2);
+  CHECK(job_state(database, claimed[0].ref.id) == "cancelled");
+  CHECK(job_state(database, claimed[1].ref.id) == "running");
+  CHECK(job_state(database, claimed[2].ref.id) == "succeeded");
+  CHECK(job_state(database, claimed[3].ref.id) == "retryable");
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE job_id = " + std::to_string(claimed[1].ref.id) +
+                             " AND lease_owner = '" + other.to_string() + "'") == 1);
+
+  // A caller that sends arrays of different lengths gets an error, not a partial completion.
+  const auto admin = database.connect_as_admin();
+  pqxx::work tx(*admin);
+  try {
+    tx.exec_params("SELECT * FROM bankworker.complete_jobs($1::uuid, ARRAY[$2::uuid, $2::uuid], ARRAY[$3::bigint],"
+                   " ARRAY['done', 'done'], ARRAY[0, 0]::bigint[], ARRAY[NULL, NULL]::text[], NULL)",
+                   owner.to_string(), tenant_a.to_string(), claimed[1].ref.id);
+    FAIL("unequal arrays were accepted");
+  } catch (const pqxx::sql_error& error) {
+    CHECK(error.sqlstate() == "22023");
+    CHECK(std::string(error.what()).find("differ in length") != std::string::npos);
+  }
+}
+
 TEST_CASE("request_sync from 8 connections at once leaves one waiting sync, and one follow-up while it runs",
           "[pg][queue]") {
   const scratch_database database;

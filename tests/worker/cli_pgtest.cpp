@@ -5,6 +5,7 @@
 
 #include "core/uuid.hpp"
 #include "db/migrate.hpp"
+#include "ledger/ledger.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
@@ -49,6 +50,13 @@ TEST_CASE("bankworker tenant create stores the tenant and prints its id", "[pg][
   CHECK(tx.exec_params1("SELECT name FROM bankworker.tenants WHERE tenant_id = $1", id)[0].as<std::string>() ==
         "Acme Ltd");
   CHECK(tx.exec1("SELECT count(*) FROM bankworker.tenants")[0].as<int>() == 2);
+  // The tenant's chart of accounts is created with it: every standard account, ready for postings.
+  const auto& chart = bankworker::ledger::standard_chart();
+  CHECK(tx.exec_params1("SELECT count(*) FROM bankworker.ledger_accounts WHERE tenant_id = $1", id)[0].as<std::size_t>() ==
+        chart.size());
+  CHECK(tx.exec_params1("SELECT kind FROM bankworker.ledger_accounts WHERE tenant_id = $1 AND code = 'stripe.clearing'",
+                        id)[0]
+            .as<std::string>() == "asset");
 }
 
 TEST_CASE("bankworker tenant create on an unmigrated database says to migrate first", "[pg][cli]") {
