@@ -93,7 +93,9 @@ CHAOS_ARGS ?=
 chaos: deps
 	@cmake -S . -B $(CHAOS_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=address,undefined >/dev/null
 	@cmake --build $(CHAOS_DIR) -j $(JOBS) --target chaos_run
-	@$(CHAOS_DIR)/tests/chaos/chaos_run --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(CHAOS_DIR)/tests/chaos/chaos_run --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
 
 clean:
 	rm -rf build
