@@ -22,13 +22,13 @@ constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id'
 constexpr const char* insert_events_sql =
     "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.id, e.type, e.account, e.livemode,"
-    "        to_timestamp(e.created), e.body::jsonb"
+    "        to_timestamp(e.created), e.body"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id";
 constexpr const char* insert_unrouted_sql =
     "INSERT INTO bankworker.stripe_unrouted_events (event_id, account, type, livemode, created_at, body)"
-    " SELECT e.id, e.account, e.type, e.livemode, to_timestamp(e.created), e.body::jsonb"
+    " SELECT e.id, e.account, e.type, e.livemode, to_timestamp(e.created), e.body"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";

@@ -15,12 +15,12 @@ constexpr const char* webhook_secret_ids_sql =
     " AND subject_id = $1 ORDER BY created_at DESC LIMIT $2";
 constexpr const char* is_webhook_secret_sql =
     "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'";
-constexpr const char* load_event_sql = "SELECT body::text, state FROM bankworker.stripe_events WHERE event_id = $1";
+constexpr const char* load_event_sql = "SELECT body, state FROM bankworker.stripe_events WHERE event_id = $1";
 constexpr const char* mark_event_sql =
     "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
     " WHERE event_id = $1";
 constexpr const char* load_events_sql =
-    "SELECT event_id, body::text, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])";
+    "SELECT event_id, body, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])";
 constexpr const char* mark_events_sql =
     "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
     " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id";

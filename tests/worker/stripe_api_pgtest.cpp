@@ -185,7 +185,7 @@ struct stripe_world {
     return count("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = $1", key);
   }
   std::string charge_of(const std::string& event_id) {
-    return text("SELECT body->'data'->'object'->>'id' FROM bankworker.stripe_events WHERE event_id = $1", event_id);
+    return text("SELECT body::jsonb->'data'->'object'->>'id' FROM bankworker.stripe_events WHERE event_id = $1", event_id);
   }
   long api_calls(const std::string& what) {
     const auto answer = bankworker::test::http_get(sim_url + "/sim/api_calls");
@@ -508,7 +508,7 @@ TEST_CASE("a thin event is stored and acknowledged, and its related payment inte
   world.set_key(api_key);
   const auto events = world.trigger(R"("kind":"thin_payment","amount":2500,"currency":"usd")");  // 200 checked
   REQUIRE(events.size() == 1);
-  CHECK(world.text("SELECT body->>'object' FROM bankworker.stripe_events WHERE event_id = $1", events[0]) ==
+  CHECK(world.text("SELECT body::jsonb->>'object' FROM bankworker.stripe_events WHERE event_id = $1", events[0]) ==
         "v2.core.event");
   world.settle();
   CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "posted");
