@@ -63,10 +63,37 @@ TEST_CASE("the database rejects an unbalanced entry at commit", "[pg][ledger]") 
                     Catch::Contains("does not balance"));
   CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000004", "ch_4:gross", {{"revenue", 5, "JPY"}}),
                     Catch::Contains("at least two"));
+  CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000008", "ch_8:gross", {}),
+                    Catch::Contains("has 0 line(s)"));
+  // Several currencies, one of them off: the first unbalanced one in order is named.
+  CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000009", "ch_9:gross",
+                                {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"},
+                                 {"stripe.clearing", 700, "JPY"}, {"revenue", -600, "JPY"},
+                                 {"stripe.clearing", 500, "EUR"}, {"revenue", -400, "EUR"}}),
+                    Catch::Contains("does not balance in EUR"));
   const auto entries = db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
     return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
   });
   CHECK(entries == 0);
+}
+
+TEST_CASE("a line added later to a posted entry must keep it balanced", "[pg][ledger]") {
+  ledger_fixture ledger;
+  const std::string entry = "00000000-0000-4000-8000-00000000000a";
+  ledger.post(entry, "ch_10:gross", {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  CHECK_THROWS_WITH(db::with_tenant(*ledger.connections, ledger.tenant,
+                                    [&](pqxx::work& tx) {
+                                      tx.exec_params(line_sql, ledger.id, entry, 2, "revenue", 1, "USD");
+                                    }),
+                    Catch::Contains("does not balance in USD"));
+  // Two lines that cancel out keep it balanced, so they are accepted.
+  db::with_tenant(*ledger.connections, ledger.tenant, [&](pqxx::work& tx) {
+    tx.exec_params(line_sql, ledger.id, entry, 2, "revenue", 1, "USD");
+    tx.exec_params(line_sql, ledger.id, entry, 3, "stripe.clearing", -1, "USD");
+  });
+  CHECK(db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
+          return tx.exec1("SELECT count(*) FROM bankworker.journal_lines")[0].as<int>();
+        }) == 4);
 }
 
 TEST_CASE("posted journal rows cannot be updated, deleted or truncated, even by the cluster admin", "[pg][ledger]") {
