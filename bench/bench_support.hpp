@@ -2,8 +2,10 @@
 // What several benchmarks share: timing, and a throwaway database next to the one they were given.
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include <unistd.h>
@@ -14,6 +16,37 @@ namespace bankworker::bench {
 
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The machine's CPU time so far (/proc/stat, all CPUs, in clock ticks): how much of a measurement
+// the host took away (steal) and left unused (idle). On a shared virtual machine a figure means
+// little without them.
+struct cpu_sample {
+  std::uint64_t total = 0;
+  std::uint64_t idle = 0;   // idle + iowait
+  std::uint64_t steal = 0;
+};
+
+inline cpu_sample sample_cpu() {
+  std::ifstream in("/proc/stat");
+  std::string label;
+  std::uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  in >> label >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  if (!in || label != "cpu") return {};
+  return {user + nice + system + idle + iowait + irq + softirq + steal, idle + iowait, steal};
+}
+
+// Steal and idle as percentages of the CPU time between two samples (0 when nothing was read).
+struct cpu_share {
+  double steal_pct = 0;
+  double idle_pct = 0;
+};
+
+inline cpu_share cpu_between(const cpu_sample& before, const cpu_sample& after) {
+  if (after.total <= before.total) return {};
+  const double span = static_cast<double>(after.total - before.total);
+  return {100.0 * static_cast<double>(after.steal - before.steal) / span,
+          100.0 * static_cast<double>(after.idle - before.idle) / span};
 }
 
 // postgresql://user:pw@host:port/db?x → same URL with another database.

@@ -33,6 +33,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <pqxx/pqxx>
 
+#include "bench/bench_support.hpp"
 #include "db/migrate.hpp"
 #include "queue/queue.hpp"
 #include "worker/dispatcher.hpp"
@@ -226,6 +227,7 @@ int main(int argc, char** argv) {
   const std::string concurrency_text = std::to_string(opts.concurrency);
   std::vector<pid_t> children;
   const auto run_start = steady::now();
+  const bench::cpu_sample cpu_before = bench::sample_cpu();
   for (std::size_t p = 0; p < opts.processes; ++p) {
     std::vector<std::string> args = {argv[0], "--child", "--concurrency", concurrency_text};
     std::vector<char*> child_argv;
@@ -243,6 +245,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const double run_s = std::chrono::duration<double>(steady::now() - run_start).count();
+  const bench::cpu_share host = bench::cpu_between(cpu_before, bench::sample_cpu());
   const long done = count_done(admin);
   for (const pid_t pid : children) ::kill(pid, SIGTERM);
   for (const pid_t pid : children) {
@@ -253,6 +256,8 @@ int main(int argc, char** argv) {
   std::printf("claim+complete: %ld jobs in %.3f s with %zu processes x concurrency %u = %.0f jobs/s\n", done, run_s,
               opts.processes, opts.concurrency, run_rate);
   if (done < static_cast<long>(opts.jobs)) std::printf("WARNING: only %ld of %zu jobs finished\n", done, opts.jobs);
+  std::printf("host CPU during claim+complete: %.1f %% stolen by the hypervisor, %.1f %% idle\n", host.steal_pct,
+              host.idle_pct);
 
   // 3. Enqueue-to-start latency at idle, one job at a time, woken by NOTIFY. "Idle" includes a
   // table that autovacuum has caught up with: the finished bench jobs are removed and vacuumed
@@ -322,7 +327,7 @@ int main(int argc, char** argv) {
   const double rss_mb = static_cast<double>(std::max(self.ru_maxrss, kids.ru_maxrss)) / 1024.0;
   std::printf("peak RSS: %.1f MB (largest process)\n", rss_mb);
   std::printf("{\"bench\":\"queue\",\"jobs_per_s\":%.0f,\"enqueue_jobs_per_s\":%.0f,\"latency_p50_ms\":%.3f,"
-              "\"latency_p99_ms\":%.3f,\"rss_mb\":%.1f}\n",
-              run_rate, enqueue_rate, p50, p99, rss_mb);
+              "\"latency_p99_ms\":%.3f,\"rss_mb\":%.1f,\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f}\n",
+              run_rate, enqueue_rate, p50, p99, rss_mb, host.steal_pct, host.idle_pct);
   return done < static_cast<long>(opts.jobs) ? 1 : 0;
 }

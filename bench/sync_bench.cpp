@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
   double per_s = 0;
   double seconds = 0;
   long stored = 0;
+  bench::cpu_share host;
   try {
     {
       pqxx::connection owner(bench_url);
@@ -209,6 +210,7 @@ int main(int argc, char** argv) {
 
     pqxx::connection admin(bench_url);
     const auto start = std::chrono::steady_clock::now();
+    const bench::cpu_sample cpu_before = bench::sample_cpu();
     for (const auto& [tenant, connection] : linked) {
       db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
         tx.exec_params("SELECT bankworker.request_sync($1::uuid, $2::uuid)", tenant.to_string(), connection.to_string());
@@ -221,6 +223,7 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     seconds = seconds_since(start);
+    host = bench::cpu_between(cpu_before, bench::sample_cpu());
     dispatcher.stop();
     io_thread.join();
     http.shutdown();
@@ -232,6 +235,8 @@ int main(int argc, char** argv) {
                 o.items, o.transactions, o.tenants, o.concurrency, o.rate_limiter ? "on" : "off");
     std::printf("stored %ld transactions in %.2f s = %.0f transactions/s (%ld jobs failed or retrying)\n", stored,
                 seconds, per_s, failed);
+    std::printf("host CPU while syncing: %.1f %% stolen by the hypervisor, %.1f %% idle\n", host.steal_pct,
+                host.idle_pct);
     sim.signal(SIGTERM);
     sim.wait(std::chrono::seconds(10));
   } catch (const std::exception& error) {
@@ -242,7 +247,8 @@ int main(int argc, char** argv) {
   ::getrusage(RUSAGE_SELF, &self);
   const double rss_mb = static_cast<double>(self.ru_maxrss) / 1024.0;
   std::printf("peak RSS of the worker side: %.1f MB\n", rss_mb);
-  std::printf("{\"bench\":\"sync\",\"transactions_per_s\":%.0f,\"transactions\":%ld,\"seconds\":%.3f,\"rss_mb\":%.1f}\n",
-              per_s, stored, seconds, rss_mb);
+  std::printf("{\"bench\":\"sync\",\"transactions_per_s\":%.0f,\"transactions\":%ld,\"seconds\":%.3f,\"rss_mb\":%.1f,"
+              "\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f}\n",
+              per_s, stored, seconds, rss_mb, host.steal_pct, host.idle_pct);
   return stored > 0 ? 0 : 1;
 }

@@ -484,7 +484,9 @@ int main(int argc, char** argv) {
     const double worker_cpu_before = process_cpu_s(worker_pid);
     const double database_cpu_before = database_backends_cpu_s(database);
     const double loader_cpu_before = process_cpu_s("self");
+    const bench::cpu_sample host_before = bench::sample_cpu();
     load_result result = run_load(events, tenant, port, o);
+    const bench::cpu_share host = bench::cpu_between(host_before, bench::sample_cpu());
     const double worker_cpu_s = process_cpu_s(worker_pid) - worker_cpu_before;
     const double database_cpu_s = database_backends_cpu_s(database) - database_cpu_before;
     const double loader_cpu_s = process_cpu_s("self") - loader_cpu_before;
@@ -535,6 +537,8 @@ int main(int argc, char** argv) {
                 worker_us, database_us, 1e6 * loader_cpu_s / requests);
     std::printf("HMAC: stripe::verify_signature, 2 KB body, one secret: %.0f verifications/s\n", verify_per_s);
     std::printf("load average: %s before, %s after\n", load_before.c_str(), load_after.c_str());
+    std::printf("host CPU while loading: %.1f %% stolen by the hypervisor, %.1f %% idle\n", host.steal_pct,
+                host.idle_pct);
     char line[1024];
     std::snprintf(line, sizeof line,
                   "{\"bench\":\"webhook_load\",\"stored_events_per_s\":%.0f,\"latency_p50_ms\":%.3f,"
@@ -542,10 +546,10 @@ int main(int argc, char** argv) {
                   "\"forged_sent\":%zu,\"forged_reject_rate\":%.4f,\"forged_stored\":%ld,\"posted_per_s\":%.0f,"
                   "\"hmac_verifications_per_s\":%.0f,\"worker_cpu_us_per_request\":%.0f,"
                   "\"database_cpu_us_per_request\":%.0f,\"commits\":%ld,\"connections\":%zu,\"seconds\":%.3f,\"consistent\":%s,"
-                  "\"loadavg\":\"%s\"}",
+                  "\"loadavg\":\"%s\",\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f}",
                   per_s, p50, p99, max_ms, stored, result.accepted, forged_sent, forged_reject_rate, forged_stored,
                   posted_per_s, verify_per_s, worker_us, database_us, commits, o.connections, result.seconds, consistent ? "true" : "false",
-                  load_after.c_str());
+                  load_after.c_str(), host.steal_pct, host.idle_pct);
     json = line;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "webhook_load: %s\n", error.what());
