@@ -34,6 +34,7 @@
 #include <pqxx/pqxx>
 
 #include "bench/bench_support.hpp"
+#include "core/limits.hpp"
 #include "db/migrate.hpp"
 #include "queue/queue.hpp"
 #include "worker/dispatcher.hpp"
@@ -57,26 +58,43 @@ struct options {
   bool child = false;
 };
 
-std::size_t number(int argc, char** argv, int& i) {
+// The value after option argv[i], a whole number within [low, high]; anything else exits 2 with
+// the reason (a worker process refusing its settings must not leave the bench waiting).
+std::size_t number(int argc, char** argv, int& i, std::size_t low, std::size_t high) {
+  const char* option = argv[i];
   if (i + 1 >= argc) {
-    std::fprintf(stderr, "queue_bench: %s needs a value\n", argv[i]);
+    std::fprintf(stderr, "queue_bench: %s needs a value\n", option);
     std::exit(2);
   }
-  return static_cast<std::size_t>(std::strtoull(argv[++i], nullptr, 10));
+  const std::string text = argv[++i];
+  std::size_t value = 0;
+  bool valid = !text.empty() && text.size() <= 12;
+  for (const char c : text) {
+    if (c < '0' || c > '9') valid = false;
+  }
+  if (valid) value = static_cast<std::size_t>(std::stoull(text));
+  if (!valid || value < low || value > high) {
+    std::fprintf(stderr, "queue_bench: %s must be a whole number from %zu to %zu, not \"%s\"\n", option, low, high,
+                 text.c_str());
+    std::exit(2);
+  }
+  return value;
 }
 
 options parse(int argc, char** argv) {
   options parsed;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--jobs") parsed.jobs = number(argc, argv, i);
-    else if (arg == "--tenants") parsed.tenants = std::max<std::size_t>(1, number(argc, argv, i));
-    else if (arg == "--concurrency") parsed.concurrency = static_cast<std::uint32_t>(number(argc, argv, i));
-    else if (arg == "--processes") parsed.processes = std::max<std::size_t>(1, number(argc, argv, i));
-    else if (arg == "--latency-samples") parsed.latency_samples = number(argc, argv, i);
+    if (arg == "--jobs") parsed.jobs = number(argc, argv, i, 1, 10'000'000);
+    else if (arg == "--tenants") parsed.tenants = number(argc, argv, i, 1, 100'000);
+    else if (arg == "--concurrency")
+      parsed.concurrency = static_cast<std::uint32_t>(number(argc, argv, i, 1, limits::concurrency_max));
+    else if (arg == "--processes") parsed.processes = number(argc, argv, i, 1, 64);
+    else if (arg == "--latency-samples") parsed.latency_samples = number(argc, argv, i, 0, 100'000);
     else if (arg == "--child") parsed.child = true;
     else {
-      std::fprintf(stderr, "usage: queue_bench [--jobs N] [--tenants T] [--concurrency C] [--processes P]\n");
+      std::fprintf(stderr, "usage: queue_bench [--jobs N] [--tenants T] [--concurrency C] [--processes P]"
+                           " [--latency-samples S]\n");
       std::exit(2);
     }
   }
@@ -241,16 +259,32 @@ int main(int argc, char** argv) {
     children.push_back(pid);
   }
   const auto run_deadline = run_start + std::chrono::minutes(10);
-  while (!queue_drained(admin) && steady::now() < run_deadline) {
+  bool child_died = false;
+  while (!queue_drained(admin) && steady::now() < run_deadline && !child_died) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (pid_t& pid : children) {
+      int status = 0;
+      if (pid > 0 && ::waitpid(pid, &status, WNOHANG) == pid) {
+        std::fprintf(stderr, "queue_bench: a worker process ended before the queue was drained (%s %d)\n",
+                     WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+        pid = 0;
+        child_died = true;
+      }
+    }
   }
   const double run_s = std::chrono::duration<double>(steady::now() - run_start).count();
   const bench::cpu_share host = bench::cpu_between(cpu_before, bench::sample_cpu());
   const long done = count_done(admin);
-  for (const pid_t pid : children) ::kill(pid, SIGTERM);
+  for (const pid_t pid : children) {
+    if (pid > 0) ::kill(pid, SIGTERM);
+  }
   for (const pid_t pid : children) {
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    if (pid > 0) ::waitpid(pid, &status, 0);
+  }
+  if (child_died) {
+    remove_bench_jobs(admin);
+    return 1;
   }
   const double run_rate = static_cast<double>(done) / run_s;
   std::printf("claim+complete: %ld jobs in %.3f s with %zu processes x concurrency %u = %.0f jobs/s\n", done, run_s,
