@@ -19,6 +19,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -144,16 +145,16 @@ class known_charts {
  public:
   bool contains(const core::uuid& tenant) const {
     std::lock_guard lock(mutex_);
-    return std::find(tenants_.begin(), tenants_.end(), tenant) != tenants_.end();
+    return tenants_.contains(tenant.bytes);
   }
   void add(const core::uuid& tenant) {
     std::lock_guard lock(mutex_);
-    if (std::find(tenants_.begin(), tenants_.end(), tenant) == tenants_.end()) tenants_.push_back(tenant);
+    tenants_.insert(tenant.bytes);
   }
 
  private:
   mutable std::mutex mutex_;
-  std::vector<core::uuid> tenants_;
+  std::set<std::array<std::uint8_t, 16>> tenants_;  // one entry per tenant this process posted for
 };
 
 // A batch could not give every request the outcome it would have had alone: roll it back.
