@@ -188,6 +188,27 @@ TEST_CASE("attack matrix: forged, cross-tenant, replayed, oversized and malforme
   target.legitimate_delivery_is_stored();
 }
 
+TEST_CASE("a signed event holding any valid JSON, \\u0000 included, is acknowledged, stored byte for byte and posted",
+          "[pg][attack]") {
+  attack_target target;
+  const auto event = target.event_for_a();
+  REQUIRE(event.body.starts_with("{"));
+  // A field the sender may put anywhere (a customer's metadata, say), with the escape that jsonb
+  // refuses; the rest of the event is Stripe's own.
+  const std::string body = R"({"note": "nul \u0000 byte",)" + event.body.substr(1);
+  const std::string hook_a = target.hook(target.tenant_a);
+  CHECK(target.status_of_delivery(hook_a, body, sim::stripe::simulator::sign(body, secret_a, now_s())) == 200);
+  {
+    pqxx::work tx(*target.admin);
+    CHECK(tx.exec_params1("SELECT body FROM bankworker.stripe_events WHERE event_id = $1", event.event_id)[0]
+              .as<std::string>() == body);
+  }
+  CHECK(eventually([&] {
+    return count(*target.admin, "SELECT count(*) FROM bankworker.stripe_events WHERE event_id = '" + event.event_id +
+                                    "' AND state IN ('posted', 'ignored')") == 1;
+  }));
+}
+
 TEST_CASE("attack matrix: header bombs and slowloris connections are cut off while others are served", "[pg][attack]") {
   attack_target target;
   const long before = target.stored_rows();
