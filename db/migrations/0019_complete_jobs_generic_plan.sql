@@ -16,8 +16,9 @@
 -- complete_jobs_many: its planning is paid once for many jobs, and the explicit row locks of the
 -- small path cost more than that per job (queue_bench with batches of about 900, interleaved:
 -- 21,200-22,900 jobs/s with the set-based statement, 18,800-21,100 with the small path for all).
--- The single-job path of 0016 is unchanged. Tenants, ids and outcomes must now have equal lengths
--- (the worker always sends them so); unequal ones used to be padded with nulls.
+-- A single job takes the small path too: 0016 gave it statements of its own only to avoid the
+-- planning that the small path no longer does. Tenants, ids and outcomes must now have equal
+-- lengths (the worker always sends them so); unequal ones used to be padded with nulls.
 SET LOCAL ROLE bankworker_owner;
 
 -- The set-based completion of 0016 for batches of more than 256 jobs, planned on every call with
@@ -80,11 +81,6 @@ SET plan_cache_mode = force_generic_plan SET enable_hashjoin = off SET enable_me
 #variable_conflict use_column
 DECLARE
   t_now timestamptz := coalesce(p_now, now());
-  one_attempt integer;
-  one_attempts_max integer;
-  one_unique_key text;
-  one_outcome text;
-  one_state text;
 BEGIN
   IF EXISTS (SELECT 1 FROM unnest(p_outcomes) AS o(v)
               WHERE o.v IS NULL OR o.v NOT IN ('done', 'retry', 'in_doubt', 'needs_user_action', 'permanent')) THEN
@@ -94,54 +90,15 @@ BEGIN
      OR coalesce(cardinality(p_outcomes), 0) <> coalesce(cardinality(p_ids), 0) THEN
     RAISE EXCEPTION 'complete_jobs: tenants, ids and outcomes differ in length' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  IF cardinality(p_ids) = 1 THEN
-    -- One job: the same decision as the set-based statement below, in statements by primary key.
-    SELECT j.attempt, j.attempts_max, j.unique_key INTO one_attempt, one_attempts_max, one_unique_key
-      FROM bankworker.jobs j
-     WHERE j.tenant_id = p_tenants[1] AND j.job_id = p_ids[1] AND j.state = 'running' AND j.lease_owner = p_owner
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-      RETURN;  -- the lease was lost: nothing recorded
-    END IF;
-    one_outcome := p_outcomes[1];
-    one_state := CASE
-                   WHEN one_outcome = 'done' THEN 'succeeded'
-                   WHEN one_outcome IN ('needs_user_action', 'permanent') THEN 'failed'
-                   WHEN one_attempt >= one_attempts_max THEN 'failed'
-                   WHEN one_unique_key IS NOT NULL AND EXISTS (
-                          SELECT 1 FROM bankworker.jobs w
-                           WHERE w.tenant_id = p_tenants[1] AND w.unique_key = one_unique_key
-                             AND w.state IN ('available', 'retryable')) THEN 'cancelled'
-                   ELSE 'retryable'
-                 END;
-    RETURN QUERY
-      UPDATE bankworker.jobs j
-         SET state = one_state,
-             run_at = CASE WHEN one_state = 'retryable'
-                           THEN t_now + greatest(coalesce(p_delays_ms[1], 0), 0) * interval '1 millisecond'
-                           ELSE j.run_at END,
-             finished_at = CASE WHEN one_state = 'retryable' THEN NULL ELSE t_now END,
-             failure = CASE
-                         WHEN one_state <> 'failed' THEN NULL
-                         WHEN one_outcome IN ('needs_user_action', 'permanent') THEN one_outcome
-                         ELSE 'attempts_exhausted'
-                       END,
-             last_error = CASE WHEN one_outcome = 'done' THEN j.last_error ELSE left(p_errors[1], 2048) END,
-             in_doubt = (one_outcome = 'in_doubt'),
-             lease_owner = NULL, lease_expires_at = NULL
-       WHERE j.tenant_id = p_tenants[1] AND j.job_id = p_ids[1]
-      RETURNING j.tenant_id, j.job_id, j.state;
-    RETURN;
-  END IF;
   IF cardinality(p_ids) > 256 THEN
     RETURN QUERY SELECT m.tenant_id, m.job_id, m.state
                    FROM bankworker.complete_jobs_many(p_owner, p_tenants, p_ids, p_outcomes, p_delays_ms, p_errors,
                                                       t_now) m;
     RETURN;
   END IF;
-  -- Up to 256 jobs. Each row is first found by primary key and locked, in key order (two completions
-  -- that share jobs, which only a rescue can cause, then wait for each other instead of
-  -- deadlocking). Its lease is checked on the locked, current version: a job another owner holds
+  -- Up to 256 jobs, one included. Each row is first found by primary key and locked, in key order
+  -- (two completions that share jobs, which only a rescue can cause, then wait for each other
+  -- instead of deadlocking). Its lease is checked on the locked, current version: a job another owner holds
   -- now, or that is no longer running, is left alone. Nothing can change a locked row before this
   -- transaction ends, so the update goes by primary key alone.
   --
