@@ -5,7 +5,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 
 #include <unistd.h>
@@ -48,6 +51,42 @@ inline cpu_share cpu_between(const cpu_sample& before, const cpu_sample& after) 
   return {100.0 * static_cast<double>(after.steal - before.steal) / span,
           100.0 * static_cast<double>(after.idle - before.idle) / span};
 }
+
+// CPU seconds (user + system) a process has used so far; 0 when it is gone.
+inline double process_cpu_s(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t after_name = text.rfind(')');
+  if (after_name == std::string::npos) return 0;
+  std::istringstream fields(text.substr(after_name + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::strtod(field.c_str(), nullptr);  // utime, stime
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds used so far by the PostgreSQL backends serving `database` (their process titles
+// name it). On a machine shared with other work, CPU per event says more than events per second.
+inline double database_backends_cpu_s(const std::string& database) {
+  double total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string title;
+    std::getline(in, title, '\0');
+    if (title.starts_with("postgres: ") && title.find(" " + database + " ") != std::string::npos) {
+      total += process_cpu_s(pid);
+    }
+  }
+  return total;
+}
+
+// Microseconds of `cpu_s` per unit of work; 0 when no unit was done. Unlike units per second, CPU
+// per unit hardly moves when the host takes time away, so it is the figure to compare across runs.
+inline double us_per(double cpu_s, long units) { return units > 0 ? 1e6 * cpu_s / static_cast<double>(units) : 0; }
 
 // postgresql://user:pw@host:port/db?x → same URL with another database.
 inline std::string with_database(const std::string& url, const std::string& database) {

@@ -244,6 +244,8 @@ int main(int argc, char** argv) {
   // 2. Claim + complete in P processes.
   const std::string concurrency_text = std::to_string(opts.concurrency);
   std::vector<pid_t> children;
+  const std::string database = pqxx::nontransaction(admin).exec1("SELECT current_database()")[0].as<std::string>();
+  const double database_cpu_before = bench::database_backends_cpu_s(database);
   const auto run_start = steady::now();
   const bench::cpu_sample cpu_before = bench::sample_cpu();
   for (std::size_t p = 0; p < opts.processes; ++p) {
@@ -274,6 +276,13 @@ int main(int argc, char** argv) {
   }
   const double run_s = std::chrono::duration<double>(steady::now() - run_start).count();
   const bench::cpu_share host = bench::cpu_between(cpu_before, bench::sample_cpu());
+  // Read before the worker processes end: their CPU and that of the backends serving them (the
+  // bench's own polling included, a small part).
+  double workers_cpu_s = 0;
+  for (const pid_t pid : children) {
+    if (pid > 0) workers_cpu_s += bench::process_cpu_s(std::to_string(pid));
+  }
+  const double database_cpu_s = bench::database_backends_cpu_s(database) - database_cpu_before;
   const long done = count_done(admin);
   for (const pid_t pid : children) {
     if (pid > 0) ::kill(pid, SIGTERM);
@@ -292,6 +301,8 @@ int main(int argc, char** argv) {
   if (done < static_cast<long>(opts.jobs)) std::printf("WARNING: only %ld of %zu jobs finished\n", done, opts.jobs);
   std::printf("host CPU during claim+complete: %.1f %% stolen by the hypervisor, %.1f %% idle\n", host.steal_pct,
               host.idle_pct);
+  std::printf("CPU per job during claim+complete: worker processes %.1f us, PostgreSQL backends %.1f us\n",
+              bench::us_per(workers_cpu_s, done), bench::us_per(database_cpu_s, done));
 
   // 3. Enqueue-to-start latency at idle, one job at a time, woken by NOTIFY. "Idle" includes a
   // table that autovacuum has caught up with: the finished bench jobs are removed and vacuumed
@@ -361,7 +372,9 @@ int main(int argc, char** argv) {
   const double rss_mb = static_cast<double>(std::max(self.ru_maxrss, kids.ru_maxrss)) / 1024.0;
   std::printf("peak RSS: %.1f MB (largest process)\n", rss_mb);
   std::printf("{\"bench\":\"queue\",\"jobs_per_s\":%.0f,\"enqueue_jobs_per_s\":%.0f,\"latency_p50_ms\":%.3f,"
-              "\"latency_p99_ms\":%.3f,\"rss_mb\":%.1f,\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f}\n",
-              run_rate, enqueue_rate, p50, p99, rss_mb, host.steal_pct, host.idle_pct);
+              "\"latency_p99_ms\":%.3f,\"rss_mb\":%.1f,\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f,"
+              "\"worker_cpu_us_per_job\":%.1f,\"database_cpu_us_per_job\":%.1f}\n",
+              run_rate, enqueue_rate, p50, p99, rss_mb, host.steal_pct, host.idle_pct, bench::us_per(workers_cpu_s, done),
+              bench::us_per(database_cpu_s, done));
   return done < static_cast<long>(opts.jobs) ? 1 : 0;
 }

@@ -124,6 +124,10 @@ int main(int argc, char** argv) {
   double seconds = 0;
   long stored = 0;
   bench::cpu_share host;
+  // CPU seconds of the timed phase: this process (the worker side), the simulator, the backends.
+  double worker_cpu_s = 0;
+  double simulator_cpu_s = 0;
+  double database_cpu_s = 0;
   try {
     {
       pqxx::connection owner(bench_url);
@@ -211,6 +215,10 @@ int main(int argc, char** argv) {
     pqxx::connection admin(bench_url);
     const auto start = std::chrono::steady_clock::now();
     const bench::cpu_sample cpu_before = bench::sample_cpu();
+    const std::string sim_pid = std::to_string(sim.pid());
+    const double worker_cpu_before = bench::process_cpu_s("self");
+    const double simulator_cpu_before = bench::process_cpu_s(sim_pid);
+    const double database_cpu_before = bench::database_backends_cpu_s(scratch->name());
     for (const auto& [tenant, connection] : linked) {
       db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
         tx.exec_params("SELECT bankworker.request_sync($1::uuid, $2::uuid)", tenant.to_string(), connection.to_string());
@@ -224,6 +232,9 @@ int main(int argc, char** argv) {
     }
     seconds = seconds_since(start);
     host = bench::cpu_between(cpu_before, bench::sample_cpu());
+    worker_cpu_s = bench::process_cpu_s("self") - worker_cpu_before;
+    simulator_cpu_s = bench::process_cpu_s(sim_pid) - simulator_cpu_before;
+    database_cpu_s = bench::database_backends_cpu_s(scratch->name()) - database_cpu_before;
     dispatcher.stop();
     io_thread.join();
     http.shutdown();
@@ -237,6 +248,9 @@ int main(int argc, char** argv) {
                 seconds, per_s, failed);
     std::printf("host CPU while syncing: %.1f %% stolen by the hypervisor, %.1f %% idle\n", host.steal_pct,
                 host.idle_pct);
+    std::printf("CPU per transaction while syncing: worker %.1f us, PostgreSQL backends %.1f us, simulator %.1f us\n",
+                bench::us_per(worker_cpu_s, stored), bench::us_per(database_cpu_s, stored),
+                bench::us_per(simulator_cpu_s, stored));
     sim.signal(SIGTERM);
     sim.wait(std::chrono::seconds(10));
   } catch (const std::exception& error) {
@@ -248,7 +262,9 @@ int main(int argc, char** argv) {
   const double rss_mb = static_cast<double>(self.ru_maxrss) / 1024.0;
   std::printf("peak RSS of the worker side: %.1f MB\n", rss_mb);
   std::printf("{\"bench\":\"sync\",\"transactions_per_s\":%.0f,\"transactions\":%ld,\"seconds\":%.3f,\"rss_mb\":%.1f,"
-              "\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f}\n",
-              per_s, stored, seconds, rss_mb, host.steal_pct, host.idle_pct);
+              "\"host_steal_pct\":%.1f,\"host_idle_pct\":%.1f,\"worker_cpu_us_per_tx\":%.1f,"
+              "\"database_cpu_us_per_tx\":%.1f,\"simulator_cpu_us_per_tx\":%.1f}\n",
+              per_s, stored, seconds, rss_mb, host.steal_pct, host.idle_pct, bench::us_per(worker_cpu_s, stored),
+              bench::us_per(database_cpu_s, stored), bench::us_per(simulator_cpu_s, stored));
   return stored > 0 ? 0 : 1;
 }

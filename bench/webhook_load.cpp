@@ -392,37 +392,6 @@ double verifications_per_s(const event_set& events, std::string_view secret) {
   return verified == 3 * iterations ? best : 0;
 }
 
-// CPU seconds (user + system) a process has used so far; 0 when it is gone.
-double process_cpu_s(const std::string& pid) {
-  std::ifstream in("/proc/" + pid + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::size_t after_name = text.rfind(')');
-  if (after_name == std::string::npos) return 0;
-  std::istringstream fields(text.substr(after_name + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::strtod(field.c_str(), nullptr);  // utime, stime
-  }
-  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-// CPU seconds used so far by the PostgreSQL backends serving `database` (their process titles
-// name it). On a machine shared with other work, CPU per event says more than events per second.
-double database_backends_cpu_s(const std::string& database) {
-  double total = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string pid = entry.path().filename().string();
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string title;
-    std::getline(in, title, '\0');
-    if (title.starts_with("postgres: ") && title.find(" " + database + " ") != std::string::npos) {
-      total += process_cpu_s(pid);
-    }
-  }
-  return total;
-}
 
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
@@ -481,15 +450,15 @@ int main(int argc, char** argv) {
     pqxx::connection admin(bench_url);
     const std::string load_before = load_average();
     const std::string worker_pid = std::to_string(worker.pid());
-    const double worker_cpu_before = process_cpu_s(worker_pid);
-    const double database_cpu_before = database_backends_cpu_s(database);
-    const double loader_cpu_before = process_cpu_s("self");
+    const double worker_cpu_before = bench::process_cpu_s(worker_pid);
+    const double database_cpu_before = bench::database_backends_cpu_s(database);
+    const double loader_cpu_before = bench::process_cpu_s("self");
     const bench::cpu_sample host_before = bench::sample_cpu();
     load_result result = run_load(events, tenant, port, o);
     const bench::cpu_share host = bench::cpu_between(host_before, bench::sample_cpu());
-    const double worker_cpu_s = process_cpu_s(worker_pid) - worker_cpu_before;
-    const double database_cpu_s = database_backends_cpu_s(database) - database_cpu_before;
-    const double loader_cpu_s = process_cpu_s("self") - loader_cpu_before;
+    const double worker_cpu_s = bench::process_cpu_s(worker_pid) - worker_cpu_before;
+    const double database_cpu_s = bench::database_backends_cpu_s(database) - database_cpu_before;
+    const double loader_cpu_s = bench::process_cpu_s("self") - loader_cpu_before;
     const std::string load_after = load_average();
     const long posted_during = bench::count_of(admin, "SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'");
     const long stored = bench::count_of(admin, "SELECT count(*) FROM bankworker.stripe_events");
