@@ -5,6 +5,7 @@
 
 #include "core/assert.hpp"
 #include "core/limits.hpp"
+#include "db/statement.hpp"
 #include "db/tenant_scope.hpp"
 
 namespace bankworker::db {
@@ -14,17 +15,17 @@ namespace {
 // Locks the tenant's head and, in the same round trip, has PostgreSQL print the details the way
 // it will store them (jsonb normalises spacing and key order), so the hash covers exactly what
 // `audit verify` will read back.
-constexpr const char* lock_head_sql =
-    "SELECT seq, hash, $2::jsonb::text FROM bankworker.audit_heads WHERE tenant_id = $1 FOR UPDATE";
-constexpr const char* create_head_sql =
-    "INSERT INTO bankworker.audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING";
+constexpr statement lock_head_sql{"audit_lock_head",
+    "SELECT seq, hash, $2::jsonb::text FROM bankworker.audit_heads WHERE tenant_id = $1 FOR UPDATE"};
+constexpr statement create_head_sql{"audit_create_head",
+    "INSERT INTO bankworker.audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING"};
 // The row and the new head in one statement.
-constexpr const char* append_row_sql =
+constexpr statement append_row_sql{"audit_append_row",
     "WITH appended AS ("
     " INSERT INTO bankworker.audit_log (tenant_id, seq, occurred_at, actor, action, subject, details, prev_hash, hash,"
     " signature, signing_key_id) VALUES ($1, $2, 'epoch'::timestamptz + $3::bigint * interval '1 microsecond',"
     " $4, $5, $6, $7::jsonb, $8, $9, $10, $11) RETURNING tenant_id)"
-    " UPDATE bankworker.audit_heads h SET seq = $2, hash = $9 FROM appended WHERE h.tenant_id = appended.tenant_id";
+    " UPDATE bankworker.audit_heads h SET seq = $2, hash = $9 FROM appended WHERE h.tenant_id = appended.tenant_id"};
 constexpr const char* read_head_sql = "SELECT seq, hash FROM bankworker.audit_heads WHERE tenant_id = $1";
 // extract(epoch …) is numeric in PostgreSQL 14 and later, so microseconds come back exactly.
 constexpr const char* read_chain_page_sql =
@@ -54,10 +55,10 @@ audit_entry append_audit(pqxx::work& tx, const key_store& keys, const audit_even
   const std::string tenant_text = event.tenant.to_string();
   const crypto::audit_hash zero{};
 
-  pqxx::result head = tx.exec_params(lock_head_sql, tenant_text, event.details);
+  pqxx::result head = exec_statement(tx, lock_head_sql, tenant_text, event.details);
   if (head.empty()) {
-    tx.exec_params0(create_head_sql, tenant_text, pqxx::binarystring(zero.data(), zero.size()));
-    head = tx.exec_params(lock_head_sql, tenant_text, event.details);
+    exec_statement(tx, create_head_sql, tenant_text, pqxx::binarystring(zero.data(), zero.size()));
+    head = exec_statement(tx, lock_head_sql, tenant_text, event.details);
   }
   BW_INVARIANT(head.size() == 1);
   const std::int64_t last_seq = head[0][0].as<std::int64_t>();
@@ -76,10 +77,11 @@ audit_entry append_audit(pqxx::work& tx, const key_store& keys, const audit_even
                         .signing_key_id = signer.key_id()};
   const crypto::audit_hash hash = crypto::chain_hash(prev_hash, row);
   const crypto::signature sig = signer.sign(hash);
-  const pqxx::result updated = tx.exec_params(
-      append_row_sql, tenant_text, row.seq, row.occurred_at_us, row.actor, row.action, row.subject, row.details,
-      pqxx::binarystring(prev_hash.data(), prev_hash.size()), pqxx::binarystring(hash.data(), hash.size()),
-      pqxx::binarystring(sig.data(), sig.size()), row.signing_key_id);
+  const pqxx::result updated =
+      exec_statement(tx, append_row_sql, tenant_text, row.seq, row.occurred_at_us, row.actor, row.action, row.subject,
+                     row.details, pqxx::binarystring(prev_hash.data(), prev_hash.size()),
+                     pqxx::binarystring(hash.data(), hash.size()), pqxx::binarystring(sig.data(), sig.size()),
+                     row.signing_key_id);
   BW_INVARIANT(updated.affected_rows() == 1);
   return {row.seq, hash};
 }

@@ -8,6 +8,7 @@
 #include "core/json_text.hpp"
 #include "core/limits.hpp"
 #include "db/audit.hpp"
+#include "db/statement.hpp"
 #include "db/tenant_scope.hpp"
 
 namespace bankworker::db {
@@ -21,9 +22,9 @@ constexpr const char* insert_tenant_key_sql =
     " VALUES ($1, $2, $3, $4, $5)";
 // Sealing and rewrapping share the primary row (FOR SHARE) so that a rotation, which locks it FOR
 // UPDATE, waits for them rather than retiring a version they are about to use.
-constexpr const char* primary_key_for_share_sql =
+constexpr statement primary_key_for_share_sql{"keys_primary_for_share",
     "SELECT version, root_key_id, wrapped_key FROM bankworker.tenant_keys"
-    " WHERE tenant_id = $1 AND state = 'primary' FOR SHARE";
+    " WHERE tenant_id = $1 AND state = 'primary' FOR SHARE"};
 constexpr const char* primary_key_for_update_sql =
     "SELECT version FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'primary' FOR UPDATE";
 constexpr const char* last_key_version_sql =
@@ -54,16 +55,16 @@ constexpr const char* key_status_sql =
 
 // --- sealed secrets ------------------------------------------------------------------------------
 
-constexpr const char* insert_secret_sql =
+constexpr statement insert_secret_sql{"keys_insert_secret",
     "INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
-    " wrapped_data_key, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    " wrapped_data_key, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7)"};
 // The row and the key version it needs in one statement, so both come from one snapshot: a
 // rewrap or retirement committing in between cannot leave us with a row and no key.
-constexpr const char* open_secret_sql =
+constexpr statement open_secret_sql{"keys_open_secret",
     "SELECT s.kek_version, s.wrapped_data_key, s.envelope, k.state, k.root_key_id, k.wrapped_key"
     " FROM bankworker.sealed_secrets s"
     " JOIN bankworker.tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version"
-    " WHERE s.tenant_id = $1 AND s.secret_id = $2";
+    " WHERE s.tenant_id = $1 AND s.secret_id = $2"};
 constexpr const char* delete_secret_sql =
     "DELETE FROM bankworker.sealed_secrets WHERE tenant_id = $1 AND secret_id = $2 RETURNING purpose, kek_version";
 constexpr const char* delete_tenant_secrets_sql = "DELETE FROM bankworker.sealed_secrets WHERE tenant_id = $1";
@@ -254,7 +255,7 @@ std::uint32_t key_store::rotate_tenant_key(pqxx::work& tx, const core::uuid& ten
 void key_store::seal_secret(pqxx::work& tx, const crypto::secret_context& context, const crypto::secret& plaintext,
                             std::string_view actor) {
   const std::string tenant_text = context.tenant.to_string();
-  const pqxx::result primary = tx.exec_params(primary_key_for_share_sql, tenant_text);
+  const pqxx::result primary = exec_statement(tx, primary_key_for_share_sql, tenant_text);
   if (primary.empty()) {
     throw key_error(key_failure::key_unavailable,
                     "tenant " + tenant_text + " has no primary key (unknown tenant, or its keys were destroyed)");
@@ -269,7 +270,7 @@ void key_store::seal_secret(pqxx::work& tx, const crypto::secret_context& contex
   }
   const std::string secret_text = context.secret_id.to_string();
   const std::string_view purpose = crypto::to_string(context.purpose);
-  tx.exec_params0(insert_secret_sql, tenant_text, secret_text, std::string(purpose), context.subject_id, version,
+  exec_statement(tx, insert_secret_sql, tenant_text, secret_text, std::string(purpose), context.subject_id, version,
                   as_binary(sealed.wrapped_data_key), as_binary(sealed.envelope));
   append_audit(tx, *this,
                {.tenant = context.tenant,
@@ -282,7 +283,7 @@ void key_store::seal_secret(pqxx::work& tx, const crypto::secret_context& contex
 
 crypto::secret key_store::open_secret(pqxx::work& tx, const crypto::secret_context& context) {
   const std::string tenant_text = context.tenant.to_string();
-  const pqxx::result rows = tx.exec_params(open_secret_sql, tenant_text, context.secret_id.to_string());
+  const pqxx::result rows = exec_statement(tx, open_secret_sql, tenant_text, context.secret_id.to_string());
   if (rows.empty()) {
     throw key_error(key_failure::secret_not_found,
                     "no sealed secret " + context.secret_id.to_string() + " for tenant " + tenant_text);
@@ -330,7 +331,7 @@ std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant,
   BW_INVARIANT(batch_rows <= limits::rewrap_batch_rows_max);
   const std::string tenant_text = tenant.to_string();
   return with_tenant(connections, tenant, [&](pqxx::work& tx) -> std::size_t {
-    const pqxx::result primary = tx.exec_params(primary_key_for_share_sql, tenant_text);
+    const pqxx::result primary = exec_statement(tx, primary_key_for_share_sql, tenant_text);
     if (primary.empty()) return 0;  // destroyed: nothing to rewrap to
     const std::uint32_t primary_version = as_version(primary[0][0]);
     const auto new_kek = unwrap_tenant_key(tenant, primary_version, primary[0][1].as<std::string>(),
@@ -424,7 +425,7 @@ rewrap_report key_store::rewrap_tenant(pool& connections, const core::uuid& tena
   }
   report.retired = retire_unused_versions(connections, tenant, actor);
   with_tenant(connections, tenant, [&](pqxx::work& tx) {
-    const pqxx::result primary = tx.exec_params(primary_key_for_share_sql, tenant.to_string());
+    const pqxx::result primary = exec_statement(tx, primary_key_for_share_sql, tenant.to_string());
     if (primary.empty()) return;
     report.primary_version = as_version(primary[0][0]);
     report.remaining = tx.exec_params1(count_other_versions_sql, tenant.to_string(), report.primary_version)[0]

@@ -3,35 +3,40 @@
 #include <array>
 
 #include "db/sql_array.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::db {
 
 namespace {
 
-constexpr const char* load_connection_sql =
-    "SELECT c.status, c.item_id, c.environment, coalesce(c.sync_cursor, ''), c.last_synced_at IS NOT NULL,"
-    " (SELECT s.secret_id FROM bankworker.sealed_secrets s WHERE s.tenant_id = c.tenant_id"
-    "   AND s.purpose = 'plaid.access_token' AND s.subject_id = c.connection_id::text"
-    "   ORDER BY s.created_at DESC LIMIT 1)"
-    " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid AND c.connection_id = $2::uuid";
-constexpr const char* lock_suffix = " FOR UPDATE OF c";
+// One text for both statements below (string literals concatenate; a constexpr pointer cannot).
+#define BW_LOAD_CONNECTION_SQL                                                                             \
+  "SELECT c.status, c.item_id, c.environment, coalesce(c.sync_cursor, ''), c.last_synced_at IS NOT NULL," \
+  " (SELECT s.secret_id FROM bankworker.sealed_secrets s WHERE s.tenant_id = c.tenant_id"                  \
+  "   AND s.purpose = 'plaid.access_token' AND s.subject_id = c.connection_id::text"                        \
+  "   ORDER BY s.created_at DESC LIMIT 1)"                                                                  \
+  " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid AND c.connection_id = $2::uuid"
+constexpr statement load_connection_sql{"plaid_load_connection", BW_LOAD_CONNECTION_SQL};
+constexpr statement load_connection_locked_sql{"plaid_load_connection_locked",
+                                              BW_LOAD_CONNECTION_SQL " FOR UPDATE OF c"};
+#undef BW_LOAD_CONNECTION_SQL
 
-constexpr const char* find_by_item_sql =
-    "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND item_id = $2";
+constexpr statement find_by_item_sql{"plaid_find_by_item",
+    "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND item_id = $2"};
 
-constexpr const char* insert_connection_sql =
+constexpr statement insert_connection_sql{"plaid_insert_connection",
     "INSERT INTO bankworker.connections (tenant_id, connection_id, environment, item_id, institution_id, status,"
     " linked_by_job, next_sync_at)"
-    " VALUES ($1::uuid, $2::uuid, $3, $4, $5, 'active', $6::bigint, now() + $7::bigint * interval '1 second')";
+    " VALUES ($1::uuid, $2::uuid, $3, $4, $5, 'active', $6::bigint, now() + $7::bigint * interval '1 second')"};
 
-constexpr const char* linked_by_job_sql =
-    "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND linked_by_job = $2::bigint";
+constexpr statement linked_by_job_sql{"plaid_linked_by_job",
+    "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND linked_by_job = $2::bigint"};
 
-constexpr const char* set_status_sql =
+constexpr statement set_status_sql{"plaid_set_status",
     "UPDATE bankworker.connections SET status = $3, last_error = left($4, 2048), updated_at = now()"
-    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
+    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
-constexpr const char* upsert_accounts_sql =
+constexpr statement upsert_accounts_sql{"plaid_upsert_accounts",
     "INSERT INTO bankworker.accounts AS a (tenant_id, account_id, connection_id, name, official_name, mask, type,"
     " subtype, currency, current_balance_minor, available_balance_minor, limit_minor)"
     " SELECT $1::uuid, u.account_id, $2::uuid, u.name, u.official_name, u.mask, u.type, u.subtype, u.currency,"
@@ -45,7 +50,7 @@ constexpr const char* upsert_accounts_sql =
     "  current_balance_minor = excluded.current_balance_minor,"
     "  available_balance_minor = excluded.available_balance_minor, limit_minor = excluded.limit_minor,"
     "  updated_at = now()"
-    " WHERE a.connection_id = excluded.connection_id";
+    " WHERE a.connection_id = excluded.connection_id"};
 
 // The staging table is private to the session and has no row-level security, which is why it
 // exists: COPY FROM refuses tables with row-level security. It is made once per session and
@@ -69,16 +74,16 @@ constexpr std::array<const char*, 13> stage_columns{
 // INSERT skips the speculative insertion ON CONFLICT costs per row. If a row does exist after all
 // (the same transaction id under another connection of the tenant), the unique violation aborts
 // the transaction and the caller applies again with the upsert.
-constexpr const char* insert_transactions_sql =
+constexpr statement insert_transactions_sql{"plaid_insert_transactions",
     "INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
     " currency, date, authorized_date, name, merchant_name, payment_channel, category_primary, category_detailed,"
     " pending, pending_transaction_id)"
     " SELECT $1::uuid, s.transaction_id, s.account_id, $2::uuid, s.amount_minor, s.currency, s.date,"
     "  s.authorized_date, s.name, s.merchant_name, s.payment_channel, s.category_primary, s.category_detailed,"
-    "  s.pending, s.pending_transaction_id FROM pg_temp.plaid_stage s";
+    "  s.pending, s.pending_transaction_id FROM pg_temp.plaid_stage s"};
 
 // A row tombstoned by an earlier sync stays removed; a row of another connection is not touched.
-constexpr const char* upsert_transactions_sql =
+constexpr statement upsert_transactions_sql{"plaid_upsert_transactions",
     "INSERT INTO bankworker.transactions AS t (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
     " currency, date, authorized_date, name, merchant_name, payment_channel, category_primary, category_detailed,"
     " pending, pending_transaction_id)"
@@ -91,35 +96,35 @@ constexpr const char* upsert_transactions_sql =
     "  payment_channel = excluded.payment_channel, category_primary = excluded.category_primary,"
     "  category_detailed = excluded.category_detailed, pending = excluded.pending,"
     "  pending_transaction_id = excluded.pending_transaction_id, updated_at = now()"
-    " WHERE t.removed_at IS NULL AND t.connection_id = excluded.connection_id";
+    " WHERE t.removed_at IS NULL AND t.connection_id = excluded.connection_id"};
 
-constexpr const char* tombstone_sql =
+constexpr statement tombstone_sql{"plaid_tombstone",
     "UPDATE bankworker.transactions SET removed_at = now(), updated_at = now()"
     " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid AND transaction_id = ANY($3::text[])"
-    " AND removed_at IS NULL";
-constexpr const char* tombstone_pending_sql =
+    " AND removed_at IS NULL"};
+constexpr statement tombstone_pending_sql{"plaid_tombstone_pending",
     "UPDATE bankworker.transactions SET removed_at = now(), updated_at = now()"
     " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid AND transaction_id = ANY($3::text[])"
-    " AND removed_at IS NULL AND pending";
+    " AND removed_at IS NULL AND pending"};
 
-constexpr const char* set_cursor_sql =
+constexpr statement set_cursor_sql{"plaid_set_cursor",
     "UPDATE bankworker.connections SET sync_cursor = $3, last_synced_at = now(), last_error = NULL,"
-    " updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
-constexpr const char* clear_cursor_sql =
+    " updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
+constexpr statement clear_cursor_sql{"plaid_clear_cursor",
     "UPDATE bankworker.connections SET sync_cursor = NULL, updated_at = now()"
-    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
-constexpr const char* mark_revoked_sql =
+    " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
+constexpr statement mark_revoked_sql{"plaid_mark_revoked",
     "UPDATE bankworker.connections SET status = 'revoked', sync_cursor = NULL, next_sync_at = NULL,"
-    " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid";
+    " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
-constexpr const char* append_calls_sql =
+constexpr statement append_calls_sql{"external_calls_append",
     "INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, error_code, bytes_sent,"
     " bytes_received, latency_us, redactions)"
     " SELECT $1::uuid, u.provider, u.endpoint, u.http_status, u.error_code, u.bytes_sent, u.bytes_received,"
     "  u.latency_us, u.redactions"
     " FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],"
     "  $9::integer[]) AS u(provider, endpoint, http_status, error_code, bytes_sent, bytes_received, latency_us,"
-    "  redactions)";
+    "  redactions)"};
 
 constexpr const char* utc_text = "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"";
 constexpr const char* list_connections_sql =
@@ -148,8 +153,8 @@ const char* or_null(const std::optional<std::string>& text) { return text ? text
 
 std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core::uuid& tenant,
                                                       const core::uuid& connection, bool lock) {
-  const std::string sql = lock ? std::string(load_connection_sql) + lock_suffix : std::string(load_connection_sql);
-  const pqxx::result rows = tx.exec_params(sql, tenant.to_string(), connection.to_string());
+  const pqxx::result rows = exec_statement(tx, lock ? load_connection_locked_sql : load_connection_sql,
+                                           tenant.to_string(), connection.to_string());
   if (rows.empty()) return std::nullopt;
   const pqxx::row row = rows[0];
   plaid_connection found;
@@ -164,19 +169,19 @@ std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core
 }
 
 std::optional<core::uuid> find_connection_by_item(pqxx::work& tx, const core::uuid& tenant, std::string_view item_id) {
-  const pqxx::result rows = tx.exec_params(find_by_item_sql, tenant.to_string(), std::string(item_id));
+  const pqxx::result rows = exec_statement(tx, find_by_item_sql, tenant.to_string(), std::string(item_id));
   if (rows.empty()) return std::nullopt;
   return core::uuid::parse(rows[0][0].as<std::string>());
 }
 
 void insert_plaid_connection(pqxx::work& tx, const core::uuid& tenant, const new_plaid_connection& row) {
-  tx.exec_params0(insert_connection_sql, tenant.to_string(), row.connection.to_string(), row.environment,
+  exec_statement(tx, insert_connection_sql, tenant.to_string(), row.connection.to_string(), row.environment,
                   row.item_id, or_null(row.institution_id), row.linked_by_job,
                   static_cast<std::int64_t>(row.first_periodic_sync_in.count()));
 }
 
 std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::uuid& tenant, std::int64_t job_id) {
-  const pqxx::result rows = tx.exec_params(linked_by_job_sql, tenant.to_string(), job_id);
+  const pqxx::result rows = exec_statement(tx, linked_by_job_sql, tenant.to_string(), job_id);
   if (rows.empty()) return std::nullopt;
   return core::uuid::parse(rows[0][0].as<std::string>());
 }
@@ -184,7 +189,7 @@ std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::u
 void set_connection_status(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
                            std::string_view status, std::optional<std::string_view> last_error) {
   const std::optional<std::string> error = last_error ? std::optional<std::string>(*last_error) : std::nullopt;
-  tx.exec_params0(set_status_sql, tenant.to_string(), connection.to_string(), std::string(status), or_null(error));
+  exec_statement(tx, set_status_sql, tenant.to_string(), connection.to_string(), std::string(status), or_null(error));
 }
 
 void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
@@ -203,7 +208,7 @@ void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid&
     available.add(number_or_null(account.available_minor));
     limit.add(number_or_null(account.limit_minor));
   }
-  tx.exec_params0(upsert_accounts_sql, tenant.to_string(), connection.to_string(), ids.finish(), names.finish(),
+  exec_statement(tx, upsert_accounts_sql, tenant.to_string(), connection.to_string(), ids.finish(), names.finish(),
                   official_names.finish(), masks.finish(), types.finish(), subtypes.finish(), currencies.finish(),
                   current.finish(), available.finish(), limit.finish());
 }
@@ -231,31 +236,31 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
       }
       stage.complete();
     }
-    counts.upserted = tx.exec_params0(first_sync ? insert_transactions_sql : upsert_transactions_sql, tenant_text,
+    counts.upserted = exec_statement(tx, first_sync ? insert_transactions_sql : upsert_transactions_sql, tenant_text,
                                       connection_text)
                           .affected_rows();
   }
   if (!changes.removals.empty()) {
     array_text ids;
     for (const std::string& id : changes.removals) ids.add(id);
-    counts.tombstoned += tx.exec_params0(tombstone_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+    counts.tombstoned += exec_statement(tx, tombstone_sql, tenant_text, connection_text, ids.finish()).affected_rows();
   }
   if (!changes.posted_pending.empty()) {
     array_text ids;
     for (const std::string& id : changes.posted_pending) ids.add(id);
     counts.tombstoned +=
-        tx.exec_params0(tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+        exec_statement(tx, tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
   }
-  tx.exec_params0(set_cursor_sql, tenant_text, connection_text, std::string(next_cursor));
+  exec_statement(tx, set_cursor_sql, tenant_text, connection_text, std::string(next_cursor));
   return counts;
 }
 
 void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
-  tx.exec_params0(clear_cursor_sql, tenant.to_string(), connection.to_string());
+  exec_statement(tx, clear_cursor_sql, tenant.to_string(), connection.to_string());
 }
 
 void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
-  tx.exec_params0(mark_revoked_sql, tenant.to_string(), connection.to_string());
+  exec_statement(tx, mark_revoked_sql, tenant.to_string(), connection.to_string());
 }
 
 void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<const external_call> calls) {
@@ -271,7 +276,7 @@ void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<c
     latencies.add(std::to_string(call.latency_us));
     redactions.add(std::to_string(call.redactions));
   }
-  tx.exec_params0(append_calls_sql, tenant.to_string(), providers.finish(), endpoints.finish(), statuses.finish(),
+  exec_statement(tx, append_calls_sql, tenant.to_string(), providers.finish(), endpoints.finish(), statuses.finish(),
                   codes.finish(), sent.finish(), received.finish(), latencies.finish(), redactions.finish());
 }
 

@@ -5,15 +5,16 @@
 #include <pqxx/pqxx>
 
 #include "core/assert.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::db {
 
 namespace {
 
 // $3 is the time in microseconds since the Unix epoch, or NULL for the database clock.
-constexpr const char* take_sql =
+constexpr statement take_sql{"rate_take_tokens",
     "SELECT bankworker.take_rate_tokens($1::text[], $2::integer[],"
-    " 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')";
+    " 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')"};
 constexpr const char* prune_sql =
     "SELECT bankworker.prune_rate_buckets('epoch'::timestamptz + $1::bigint * interval '1 microsecond', $2::integer)";
 
@@ -68,8 +69,9 @@ std::chrono::milliseconds take_rate_tokens(pqxx::transaction_base& tx, std::span
   keys += '}';
   limits += '}';
   const std::string at = now ? microseconds_text(*now) : std::string();
-  const pqxx::row row = tx.exec_params1(take_sql, keys, limits, now ? at.c_str() : nullptr);
-  const auto wait_ms = row[0].as<std::int64_t>();
+  const pqxx::result taken = exec_statement(tx, take_sql, keys, limits, now ? at.c_str() : nullptr);
+  BW_INVARIANT(taken.size() == 1);
+  const auto wait_ms = taken[0][0].as<std::int64_t>();
   BW_INVARIANT(wait_ms >= 0);
   BW_INVARIANT(wait_ms <= rate_wait_ms_max);
   return std::chrono::milliseconds(wait_ms);

@@ -1,0 +1,33 @@
+#pragma once
+// Named SQL statements, prepared once per connection (STYLE §9).
+//
+// A statement sent with exec_params is parsed, analysed and planned on every call. On the hot
+// paths that is most of what a short statement costs: under sync_bench (pg_stat_statements with
+// track_planning, one sync at a time) planning took about 1.7 ms of every sync's database time,
+// 0.26 ms of it for the connection lookup alone, against 0.07 ms to execute it. A prepared
+// statement is parsed once per connection, and after five executions PostgreSQL keeps a generic
+// plan when it costs no more than the custom ones.
+
+#include <utility>
+
+#include <pqxx/pqxx>
+
+namespace bankworker::db {
+
+// A statement's name on the connection (unique in the program) and its text. Both are constants.
+struct statement {
+  const char* name;
+  const char* sql;
+};
+
+// Runs `s` as a prepared statement of tx's connection, defining it there on first use. Defining
+// it again with the same text is a lookup in libpqxx's table of the connection's statements
+// (another text under the same name throws pqxx::argument_error: two statements share a name);
+// the server sees the PREPARE once per connection, with the first execution.
+template <typename... Args>
+pqxx::result exec_statement(pqxx::transaction_base& tx, const statement& s, Args&&... args) {
+  tx.conn().prepare(s.name, s.sql);
+  return tx.exec_prepared(s.name, std::forward<Args>(args)...);
+}
+
+}  // namespace bankworker::db
