@@ -11,6 +11,7 @@
 
 #include "core/assert.hpp"
 #include "db/sql_array.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::db {
 
@@ -18,21 +19,21 @@ namespace asio = boost::asio;
 
 namespace {
 
-constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
-constexpr const char* insert_events_sql =
+constexpr statement insert_events_sql{"inbox_insert_events",
     "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.id, e.type, e.account, e.livemode,"
     "        to_timestamp(e.created), e.body"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
-    " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id";
-constexpr const char* insert_unrouted_sql =
+    " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"};
+constexpr statement insert_unrouted_sql{"inbox_insert_unrouted",
     "INSERT INTO bankworker.stripe_unrouted_events (event_id, account, type, livemode, created_at, body)"
     " SELECT e.id, e.account, e.type, e.livemode, to_timestamp(e.created), e.body"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id";
-constexpr const char* route_accounts_sql = "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])";
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"};
+constexpr statement route_accounts_sql{"inbox_route_accounts",
+                                       "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])"};
 
 }  // namespace
 
@@ -194,7 +195,7 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
       if (!item->event.tenant && item->event.account) accounts.add(*item->event.account);
     }
     if (!accounts.empty()) {
-      for (const auto& row : tx.exec_params(route_accounts_sql, accounts.finish())) {
+      for (const auto& row : exec_statement(tx, route_accounts_sql, accounts.finish())) {
         if (!row[1].is_null()) tenant_of_account.emplace(row[0].as<std::string>(), row[1].as<std::string>());
       }
     }
@@ -226,9 +227,9 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     }
 
     const bool routed = !tenant_text.empty();
-    if (routed) tx.exec_params(set_tenant_sql, tenant_text);
+    if (routed) tx.exec_prepared(set_tenant_statement, tenant_text);
     const pqxx::result inserted =
-        tx.exec_params(routed ? insert_events_sql : insert_unrouted_sql, ids.finish(), types.finish(),
+        exec_statement(tx, routed ? insert_events_sql : insert_unrouted_sql, ids.finish(), types.finish(),
                        accounts.finish(), livemodes.finish(), created.finish(), bodies.finish());
     std::unordered_set<std::string> new_ids;
     for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());

@@ -4,6 +4,7 @@
 #include "core/limits.hpp"
 #include "db/sql_array.hpp"
 #include "crypto/random.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::db {
 
@@ -15,15 +16,16 @@ constexpr const char* webhook_secret_ids_sql =
     " AND subject_id = $1 ORDER BY created_at DESC LIMIT $2";
 constexpr const char* is_webhook_secret_sql =
     "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'";
-constexpr const char* load_event_sql = "SELECT body, state FROM bankworker.stripe_events WHERE event_id = $1";
-constexpr const char* mark_event_sql =
+constexpr statement load_event_sql{"stripe_load_event",
+    "SELECT body, state FROM bankworker.stripe_events WHERE event_id = $1"};
+constexpr statement mark_event_sql{"stripe_mark_event",
     "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
-    " WHERE event_id = $1";
-constexpr const char* load_events_sql =
-    "SELECT event_id, body, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])";
-constexpr const char* mark_events_sql =
+    " WHERE event_id = $1"};
+constexpr statement load_events_sql{"stripe_load_events",
+    "SELECT event_id, body, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])"};
+constexpr statement mark_events_sql{"stripe_mark_events",
     "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
-    " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id";
+    " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id"};
 constexpr const char* lock_account_sql =
     "SELECT pg_advisory_xact_lock(bankworker.stripe_account_lock_key($1))";
 constexpr const char* account_tenant_sql =
@@ -160,13 +162,13 @@ std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uin
 }
 
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id) {
-  const auto rows = tx.exec_params(load_event_sql, std::string(event_id));
+  const auto rows = exec_statement(tx, load_event_sql, std::string(event_id));
   if (rows.empty()) return std::nullopt;
   return stored_event{rows[0][0].as<std::string>(), rows[0][1].as<std::string>()};
 }
 
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state) {
-  tx.exec_params0(mark_event_sql, std::string(event_id), std::string(state));
+  exec_statement(tx, mark_event_sql, std::string(event_id), std::string(state));
 }
 
 std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_base& tx,
@@ -175,7 +177,7 @@ std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_b
   if (event_ids.empty()) return events;
   array_text ids;
   for (const std::string& id : event_ids) ids.add(id);
-  for (const auto& row : tx.exec_params(load_events_sql, ids.finish())) {
+  for (const auto& row : exec_statement(tx, load_events_sql, ids.finish())) {
     events.emplace(row[0].as<std::string>(), stored_event{row[1].as<std::string>(), row[2].as<std::string>()});
   }
   return events;
@@ -187,7 +189,7 @@ void mark_events(pqxx::work& tx, std::span<const std::string> event_ids, std::sp
   array_text ids, texts;
   for (const std::string& id : event_ids) ids.add(id);
   for (const std::string& state : states) texts.add(state);
-  tx.exec_params0(mark_events_sql, ids.finish(), texts.finish());
+  exec_statement(tx, mark_events_sql, ids.finish(), texts.finish());
 }
 
 account_claim claim_stripe_account(pqxx::work& tx, std::string_view account) {

@@ -7,30 +7,31 @@
 
 #include "core/assert.hpp"
 #include "db/sql_array.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::ledger {
 
 namespace {
 
-constexpr const char* insert_chart_sql =
+constexpr db::statement insert_chart_sql{"ledger_insert_chart",
     "INSERT INTO bankworker.ledger_accounts (tenant_id, code, name, kind)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, code, name, kind"
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS chart(code, name, kind)"
-    " ON CONFLICT (tenant_id, code) DO NOTHING";
-constexpr const char* insert_entries_sql =
+    " ON CONFLICT (tenant_id, code) DO NOTHING"};
+constexpr db::statement insert_entries_sql{"ledger_insert_entries",
     "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), e.k, e.d,"
     " to_timestamp(e.o), nullif(e.s, '')"
     " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS e(k, d, o, s)"
-    " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING idempotency_key, entry_id::text";
-constexpr const char* insert_lines_sql =
+    " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING idempotency_key, entry_id::text"};
+constexpr db::statement insert_lines_sql{"ledger_insert_lines",
     "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c"
-    " FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::text[]) AS l(e, n, a, m, c)";
-constexpr const char* existing_lines_sql =
+    " FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::text[]) AS l(e, n, a, m, c)"};
+constexpr db::statement existing_lines_sql{"ledger_existing_lines",
     "SELECT e.idempotency_key, l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
     " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
-    " WHERE e.idempotency_key = ANY($1::text[]) ORDER BY e.idempotency_key, l.line_no";
+    " WHERE e.idempotency_key = ANY($1::text[]) ORDER BY e.idempotency_key, l.line_no"};
 constexpr const char* balances_sql =
     "SELECT account_code, currency, sum(amount_minor)::bigint FROM bankworker.journal_lines"
     " GROUP BY account_code, currency ORDER BY account_code, currency";
@@ -93,7 +94,7 @@ void ensure_chart(pqxx::work& tx) {
     names.add(a.name);
     kinds.add(a.kind);
   }
-  tx.exec_params(insert_chart_sql, codes.finish(), names.finish(), kinds.finish());
+  db::exec_statement(tx, insert_chart_sql, codes.finish(), names.finish(), kinds.finish());
 }
 
 post_outcome post_entry(pqxx::work& tx, const entry& e) {
@@ -129,7 +130,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     sources.add(e->source);
   }
   const pqxx::result inserted =
-      tx.exec_params(insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(), sources.finish());
+      db::exec_statement(tx, insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(), sources.finish());
 
   db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
   std::unordered_set<std::string_view> is_new;
@@ -147,7 +148,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     }
   }
   if (!inserted.empty()) {
-    tx.exec_params(insert_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
+    db::exec_statement(tx, insert_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
                    amounts.finish(), currencies.finish());
   }
   if (inserted.size() == unique.size()) return inserted.size();
@@ -159,7 +160,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
   }
   std::map<std::string, std::vector<line>, std::less<>> existing;
-  for (const auto& row : tx.exec_params(existing_lines_sql, earlier_keys.finish())) {
+  for (const auto& row : db::exec_statement(tx, existing_lines_sql, earlier_keys.finish())) {
     existing[row[0].as<std::string>()].push_back(
         {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
   }
