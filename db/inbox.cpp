@@ -32,8 +32,8 @@ constexpr statement insert_unrouted_sql{"inbox_insert_unrouted",
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"};
-constexpr statement route_accounts_sql{"inbox_route_accounts",
-                                       "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])"};
+constexpr statement route_accounts_sql{
+    "inbox_route_accounts", "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])"};
 
 }  // namespace
 

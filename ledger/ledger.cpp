@@ -130,7 +130,8 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     sources.add(e->source);
   }
   const pqxx::result inserted =
-      db::exec_statement(tx, insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(), sources.finish());
+      db::exec_statement(tx, insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(),
+                         sources.finish());
 
   db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
   std::unordered_set<std::string_view> is_new;
