@@ -15,8 +15,40 @@ struct bad_page {
   std::string reason;
 };
 
-[[noreturn]] void fail(std::string_view path, std::string_view what) {
-  throw bad_page{std::string(path) + ": " + std::string(what)};
+// Where a value sits in the page, such as added[3].balances.current: a name, an element's index
+// (npos outside an array) and a field below it. The text is put together only when an error is
+// thrown; building it for every field of every row cost allocations per field.
+class where {
+ public:
+  where(const char* name) : name_(name) {}  // NOLINT(google-explicit-constructor): a plain name
+  explicit where(std::string_view name) : name_(name) {}
+  where(std::string_view name, std::size_t index) : name_(name), index_(index) {}
+
+  // The same place's field `field` (and `tail` after it).
+  where at(std::string_view field, std::string_view tail = {}) const {
+    where inner = *this;
+    inner.field_ = field;
+    inner.tail_ = tail;
+    return inner;
+  }
+
+  std::string text() const {
+    std::string out(name_);
+    if (index_ != std::string_view::npos) out += "[" + std::to_string(index_) + "]";
+    out += field_;
+    out += tail_;
+    return out;
+  }
+
+ private:
+  std::string_view name_;
+  std::size_t index_ = std::string_view::npos;
+  std::string_view field_;
+  std::string_view tail_;
+};
+
+[[noreturn]] void fail(const where& path, std::string_view what) {
+  throw bad_page{path.text() + ": " + std::string(what)};
 }
 
 // Cuts `text` to at most `bytes_max` bytes without splitting a UTF-8 character.
@@ -27,7 +59,7 @@ std::string cut_utf8(std::string_view text, std::size_t bytes_max) {
   return std::string(text.substr(0, cut));
 }
 
-std::string required_string(value v, std::string_view path, std::size_t bytes_max) {
+std::string required_string(value v, const where& path, std::size_t bytes_max) {
   if (v.type() != json_type::string) fail(path, "expected a string");
   const std::string_view text = v.get_string();
   if (text.empty()) fail(path, "empty");
@@ -35,7 +67,7 @@ std::string required_string(value v, std::string_view path, std::size_t bytes_ma
   return std::string(text);
 }
 
-std::optional<std::string> optional_text(value v, std::string_view path, std::size_t bytes_max) {
+std::optional<std::string> optional_text(value v, const where& path, std::size_t bytes_max) {
   if (v.is_null()) return std::nullopt;
   if (v.type() != json_type::string) fail(path, "expected a string or null");
   const std::string_view text = v.get_string();
@@ -43,22 +75,22 @@ std::optional<std::string> optional_text(value v, std::string_view path, std::si
   return cut_utf8(text, bytes_max);
 }
 
-std::optional<std::string> optional_id(value v, std::string_view path) {
+std::optional<std::string> optional_id(value v, const where& path) {
   if (v.is_null()) return std::nullopt;
   return required_string(v, path, plaid_id_bytes_max);
 }
 
-bool required_bool(value v, std::string_view path) {
+bool required_bool(value v, const where& path) {
   if (v.type() != json_type::boolean) fail(path, "expected true or false");
   return v.get_bool();
 }
 
-std::string_view number_text(value v, std::string_view path) {
+std::string_view number_text(value v, const where& path) {
   if (v.type() != json_type::number) fail(path, "expected a number");
   return v.raw_json_token();
 }
 
-std::optional<std::string> optional_date(value v, std::string_view path) {
+std::optional<std::string> optional_date(value v, const where& path) {
   if (v.is_null()) return std::nullopt;
   if (v.type() != json_type::string) fail(path, "expected a date string or null");
   const std::string_view text = v.get_string();
@@ -68,7 +100,7 @@ std::optional<std::string> optional_date(value v, std::string_view path) {
 
 // Resolves the currency code pair to one known currency.
 const core::currency& resolve_currency(const std::optional<std::string>& iso, const std::optional<std::string>& unofficial,
-                                       const core::currency_table& currencies, std::string_view path) {
+                                       const core::currency_table& currencies, const where& path) {
   const std::optional<std::string>& code = iso ? iso : unofficial;
   if (!code) fail(path, "neither iso_currency_code nor unofficial_currency_code is set");
   const core::currency* found = currencies.find(*code);
@@ -78,13 +110,13 @@ const core::currency& resolve_currency(const std::optional<std::string>& iso, co
   return *found;
 }
 
-std::int64_t to_minor(std::string_view text, const core::currency& currency, std::string_view path) {
+std::int64_t to_minor(std::string_view text, const core::currency& currency, const where& path) {
   const amount_result amount = parse_minor_units(text, currency.exponent);
   if (!amount.ok) fail(path, amount.error + " (" + currency.code + ")");
   return amount.minor;
 }
 
-transaction parse_transaction(object object_value, const core::currency_table& currencies, const std::string& path) {
+transaction parse_transaction(object object_value, const core::currency_table& currencies, const where& path) {
   transaction t;
   std::string amount;  // kept as text until the currency is known
   std::optional<std::string> iso;
@@ -94,46 +126,46 @@ transaction parse_transaction(object object_value, const core::currency_table& c
     const std::string_view key = field.unescaped_key();
     value v = field.value();
     if (key == "transaction_id") {
-      t.transaction_id = required_string(v, path + ".transaction_id", plaid_id_bytes_max);
+      t.transaction_id = required_string(v, path.at(".transaction_id"), plaid_id_bytes_max);
       seen_id = true;
     } else if (key == "account_id") {
-      t.account_id = required_string(v, path + ".account_id", plaid_id_bytes_max);
+      t.account_id = required_string(v, path.at(".account_id"), plaid_id_bytes_max);
       seen_account = true;
     } else if (key == "amount") {
-      amount = std::string(number_text(v, path + ".amount"));
+      amount = std::string(number_text(v, path.at(".amount")));
       seen_amount = true;
     } else if (key == "iso_currency_code") {
-      iso = optional_text(v, path + ".iso_currency_code", short_text_bytes_max);
+      iso = optional_text(v, path.at(".iso_currency_code"), short_text_bytes_max);
     } else if (key == "unofficial_currency_code") {
-      unofficial = optional_text(v, path + ".unofficial_currency_code", short_text_bytes_max);
+      unofficial = optional_text(v, path.at(".unofficial_currency_code"), short_text_bytes_max);
     } else if (key == "date") {
-      auto date = optional_date(v, path + ".date");
-      if (!date) fail(path + ".date", "missing");
+      auto date = optional_date(v, path.at(".date"));
+      if (!date) fail(path.at(".date"), "missing");
       t.date = std::move(*date);
       seen_date = true;
     } else if (key == "authorized_date") {
-      t.authorized_date = optional_date(v, path + ".authorized_date");
+      t.authorized_date = optional_date(v, path.at(".authorized_date"));
     } else if (key == "name") {
-      t.name = optional_text(v, path + ".name", transaction_name_bytes_max).value_or("");
+      t.name = optional_text(v, path.at(".name"), transaction_name_bytes_max).value_or("");
     } else if (key == "merchant_name") {
-      t.merchant_name = optional_text(v, path + ".merchant_name", merchant_name_bytes_max);
+      t.merchant_name = optional_text(v, path.at(".merchant_name"), merchant_name_bytes_max);
     } else if (key == "payment_channel") {
-      t.payment_channel = optional_text(v, path + ".payment_channel", short_text_bytes_max);
+      t.payment_channel = optional_text(v, path.at(".payment_channel"), short_text_bytes_max);
     } else if (key == "pending") {
-      t.pending = required_bool(v, path + ".pending");
+      t.pending = required_bool(v, path.at(".pending"));
       seen_pending = true;
     } else if (key == "pending_transaction_id") {
-      t.pending_transaction_id = optional_id(v, path + ".pending_transaction_id");
+      t.pending_transaction_id = optional_id(v, path.at(".pending_transaction_id"));
     } else if (key == "personal_finance_category") {
       if (v.is_null()) continue;
-      if (v.type() != json_type::object) fail(path + ".personal_finance_category", "expected an object or null");
+      if (v.type() != json_type::object) fail(path.at(".personal_finance_category"), "expected an object or null");
       for (auto category : v.get_object()) {
         const std::string_view category_key = category.unescaped_key();
         if (category_key == "primary") {
-          t.category_primary = optional_text(category.value(), path + ".personal_finance_category.primary",
+          t.category_primary = optional_text(category.value(), path.at(".personal_finance_category.primary"),
                                              short_text_bytes_max);
         } else if (category_key == "detailed") {
-          t.category_detailed = optional_text(category.value(), path + ".personal_finance_category.detailed",
+          t.category_detailed = optional_text(category.value(), path.at(".personal_finance_category.detailed"),
                                               short_text_bytes_max);
         }
       }
@@ -148,7 +180,7 @@ transaction parse_transaction(object object_value, const core::currency_table& c
   const core::currency& currency = resolve_currency(iso, unofficial, currencies, path);
   t.currency = currency.code;
   t.official_currency = iso.has_value();
-  const std::int64_t outflow = to_minor(amount, currency, path + ".amount");
+  const std::int64_t outflow = to_minor(amount, currency, path.at(".amount"));
   // Plaid: positive means money left the account. Ours: inflow positive. INT64_MIN cannot occur:
   // parse_minor_units bounds magnitudes by INT64_MAX.
   t.amount_minor = -outflow;
@@ -156,7 +188,7 @@ transaction parse_transaction(object object_value, const core::currency_table& c
   return t;
 }
 
-removed_transaction parse_removed(value v, const std::string& path) {
+removed_transaction parse_removed(value v, const where& path) {
   removed_transaction r;
   bool seen_id = false;
   if (v.type() == json_type::string) {  // older API versions sent bare ids
@@ -167,17 +199,17 @@ removed_transaction parse_removed(value v, const std::string& path) {
   for (auto field : v.get_object()) {
     const std::string_view key = field.unescaped_key();
     if (key == "transaction_id") {
-      r.transaction_id = required_string(field.value(), path + ".transaction_id", plaid_id_bytes_max);
+      r.transaction_id = required_string(field.value(), path.at(".transaction_id"), plaid_id_bytes_max);
       seen_id = true;
     } else if (key == "account_id") {
-      r.account_id = optional_id(field.value(), path + ".account_id");
+      r.account_id = optional_id(field.value(), path.at(".account_id"));
     }
   }
   if (!seen_id) fail(path, "transaction_id missing");
   return r;
 }
 
-account parse_account(object object_value, const core::currency_table& currencies, const std::string& path) {
+account parse_account(object object_value, const core::currency_table& currencies, const where& path) {
   account a;
   std::optional<std::string> current, available, limit, iso, unofficial;
   bool seen_id = false, seen_type = false;
@@ -185,25 +217,25 @@ account parse_account(object object_value, const core::currency_table& currencie
     const std::string_view key = field.unescaped_key();
     value v = field.value();
     if (key == "account_id") {
-      a.account_id = required_string(v, path + ".account_id", plaid_id_bytes_max);
+      a.account_id = required_string(v, path.at(".account_id"), plaid_id_bytes_max);
       seen_id = true;
     } else if (key == "name") {
-      a.name = optional_text(v, path + ".name", merchant_name_bytes_max).value_or("");
+      a.name = optional_text(v, path.at(".name"), merchant_name_bytes_max).value_or("");
     } else if (key == "official_name") {
-      a.official_name = optional_text(v, path + ".official_name", merchant_name_bytes_max);
+      a.official_name = optional_text(v, path.at(".official_name"), merchant_name_bytes_max);
     } else if (key == "mask") {
-      a.mask = optional_text(v, path + ".mask", 16);
+      a.mask = optional_text(v, path.at(".mask"), 16);
     } else if (key == "type") {
-      a.type = required_string(v, path + ".type", 64);
+      a.type = required_string(v, path.at(".type"), 64);
       seen_type = true;
     } else if (key == "subtype") {
-      a.subtype = optional_text(v, path + ".subtype", 64);
+      a.subtype = optional_text(v, path.at(".subtype"), 64);
     } else if (key == "balances") {
-      if (v.type() != json_type::object) fail(path + ".balances", "expected an object");
+      if (v.type() != json_type::object) fail(path.at(".balances"), "expected an object");
       for (auto balance : v.get_object()) {
         const std::string_view balance_key = balance.unescaped_key();
         value b = balance.value();
-        const std::string balance_path = path + ".balances." + std::string(balance_key);
+        const where balance_path = path.at(".balances.", balance_key);
         const auto number = [&]() -> std::optional<std::string> {
           if (b.is_null()) return std::nullopt;
           return std::string(number_text(b, balance_path));
@@ -219,21 +251,21 @@ account parse_account(object object_value, const core::currency_table& currencie
   if (!seen_id) fail(path, "account_id missing");
   if (!seen_type) fail(path, "type missing");
   if (a.name.empty()) a.name = a.official_name.value_or("(unnamed account)");
-  const core::currency& currency = resolve_currency(iso, unofficial, currencies, path + ".balances");
+  const core::currency& currency = resolve_currency(iso, unofficial, currencies, path.at(".balances"));
   a.currency = currency.code;
-  if (current) a.current_minor = to_minor(*current, currency, path + ".balances.current");
-  if (available) a.available_minor = to_minor(*available, currency, path + ".balances.available");
-  if (limit) a.limit_minor = to_minor(*limit, currency, path + ".balances.limit");
+  if (current) a.current_minor = to_minor(*current, currency, path.at(".balances.current"));
+  if (available) a.available_minor = to_minor(*available, currency, path.at(".balances.available"));
+  if (limit) a.limit_minor = to_minor(*limit, currency, path.at(".balances.limit"));
   return a;
 }
 
 template <class Item, class Parse>
 void parse_array(value v, std::string_view name, std::size_t items_max, std::vector<Item>& out, Parse parse) {
-  if (v.type() != json_type::array) fail(name, "expected an array");
+  if (v.type() != json_type::array) fail(where(name), "expected an array");
   std::size_t index = 0;
   for (auto element : v.get_array()) {
-    if (index >= items_max) fail(name, "more than " + std::to_string(items_max) + " items");
-    out.push_back(parse(element.value(), std::string(name) + "[" + std::to_string(index) + "]"));
+    if (index >= items_max) fail(where(name), "more than " + std::to_string(items_max) + " items");
+    out.push_back(parse(element.value(), where(name, index)));
     ++index;
   }
 }
@@ -287,7 +319,7 @@ Result parse_body(simdjson::ondemand::parser& parser, std::string_view body, Rea
 }
 
 void parse_accounts(value v, const core::currency_table& currencies, std::vector<account>& out) {
-  parse_array(v, "accounts", page_accounts_max, out, [&](value element, const std::string& path) {
+  parse_array(v, "accounts", page_accounts_max, out, [&](value element, const where& path) {
     if (element.type() != json_type::object) fail(path, "expected an object");
     return parse_account(element.get_object(), currencies, path);
   });
@@ -305,13 +337,13 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
       if (key == "added" || key == "modified") {
         auto& list = key == "added" ? page.added : page.modified;
         const std::string name(key);
-        parse_array(v, name, page_items_max, list, [&](value element, const std::string& path) {
+        parse_array(v, name, page_items_max, list, [&](value element, const where& path) {
           if (element.type() != json_type::object) fail(path, "expected an object");
           return parse_transaction(element.get_object(), currencies, path);
         });
       } else if (key == "removed") {
         parse_array(v, "removed", page_items_max, page.removed,
-                    [&](value element, const std::string& path) { return parse_removed(element, path); });
+                    [&](value element, const where& path) { return parse_removed(element, path); });
       } else if (key == "accounts") {
         parse_accounts(v, currencies, page.accounts);
       } else if (key == "next_cursor") {

@@ -174,3 +174,23 @@ TEST_CASE("calendar dates are checked for real", "[plaid][sync_page]") {
   CHECK_FALSE(is_calendar_date("2026-1-01"));
   CHECK_FALSE(is_calendar_date("2026-01-00"));
 }
+
+TEST_CASE("an error names the exact place of the bad value: array, element index and field", "[plaid][sync_page]") {
+  const std::string good = transaction_with("1.50", "\"USD\"", "null");
+  const std::string bad_pending =
+      R"({"transaction_id":"t2","account_id":"a1","amount":1,"iso_currency_code":"USD","date":"2026-01-01","pending":"no"})";
+  CHECK(parse(R"({"added":[],"modified":[)" + good + "," + bad_pending +
+              R"(],"removed":[],"next_cursor":"c1","has_more":false})")
+            .error == "modified[1].pending: expected true or false");
+
+  const std::string account_with_text_balance =
+      R"({"account_id":"a1","name":"Checking","type":"depository","balances":{"current":"12.00","iso_currency_code":"USD"}})";
+  CHECK(parse(R"({"accounts":[)" + account_with_text_balance +
+              R"(],"added":[],"modified":[],"removed":[],"next_cursor":"c1","has_more":false})")
+            .error == "accounts[0].balances.current: expected a number");
+
+  CHECK(parse(R"({"added":[],"modified":[],"removed":[{"account_id":"a1"}],"next_cursor":"c1","has_more":false})")
+            .error == "removed[0]: transaction_id missing");
+  CHECK(parse(R"({"added":[],"modified":[],"removed":[],"next_cursor":7,"has_more":false})").error ==
+        "next_cursor: expected a string");
+}
