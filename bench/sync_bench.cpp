@@ -6,18 +6,21 @@
 // access token, as plaid.link leaves it; not timed), then enqueues one plaid.sync per connection
 // and runs the real dispatcher with the real handlers — HTTP client, page parsing and
 // normalisation, the walk buffer, the COPY-staged apply, the audit row and the completion — until
-// every connection has synced. It prints transactions stored per second and peak RSS; the last
-// line is one JSON object. BANKWORKER_DATABASE_URL selects the cluster (`make bench` points it at
+// every connection has synced. It prints transactions stored per second, the CPU each part used
+// per transaction (worker, PostgreSQL backends, simulator) and peak RSS; the last line is one JSON
+// object. BANKWORKER_DATABASE_URL selects the cluster (`make bench` points it at
 // the private one); the bench works in a database of its own and drops it afterwards.
 #include <signal.h>
 #include <sodium.h>
 #include <sys/resource.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -31,6 +34,7 @@
 #include "bench/bench_support.hpp"
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
+#include "core/limits.hpp"
 #include "crypto/random.hpp"
 #include "db/migrate.hpp"
 #include "db/plaid_store.hpp"
@@ -64,19 +68,33 @@ options parse_options(int argc, char** argv) {
       std::fprintf(stderr, "sync_bench: %s needs a value\n", argv[i]);
       std::exit(2);
     }
-    const std::size_t value = std::strtoull(argv[++i], nullptr, 10);
+    // A whole number, all of the text: "on" or "4k" is refused rather than read as 0 or 4.
+    const std::string_view text = argv[++i];
+    std::size_t value = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    const bool whole = error == std::errc{} && end == text.data() + text.size();
     if (name == "--rate-limiter") {
-      o.rate_limiter = value != 0;
+      if (!whole || value > 1) {
+        std::fprintf(stderr, "sync_bench: --rate-limiter must be 0 (off) or 1 (on)\n");
+        std::exit(2);
+      }
+      o.rate_limiter = value == 1;
       continue;
     }
-    if (value == 0 || value > 1'000'000) {
-      std::fprintf(stderr, "sync_bench: %s must be 1..1000000\n", name.c_str());
+    if (!whole || value == 0 || value > 1'000'000) {
+      std::fprintf(stderr, "sync_bench: %s must be a whole number from 1 to 1000000\n", name.c_str());
       std::exit(2);
     }
     if (name == "--items") o.items = value;
     else if (name == "--transactions") o.transactions = value;
     else if (name == "--tenants") o.tenants = value;
-    else if (name == "--concurrency") o.concurrency = static_cast<std::uint32_t>(value);
+    else if (name == "--concurrency" && value <= bankworker::limits::concurrency_max) {
+      o.concurrency = static_cast<std::uint32_t>(value);
+    } else if (name == "--concurrency") {
+      std::fprintf(stderr, "sync_bench: --concurrency must be at most concurrency_max (%u)\n",
+                   static_cast<unsigned>(bankworker::limits::concurrency_max));
+      std::exit(2);
+    }
     else {
       std::fprintf(stderr, "sync_bench: unknown option %s\n", name.c_str());
       std::exit(2);
