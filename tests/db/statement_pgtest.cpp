@@ -1,0 +1,79 @@
+#include <catch2/catch.hpp>
+
+#include <pqxx/pqxx>
+
+#include "db/statement.hpp"
+#include "tests/support/scratch_database.hpp"
+
+using namespace bankworker::db;
+using bankworker::test::scratch_database;
+
+namespace {
+
+constexpr statement sum_sql{"test_statement_sum", "SELECT $1::integer + $2::integer"};
+
+// How many statements of that name the server holds for this session, and when it prepared them.
+pqxx::row prepared_on_server(pqxx::work& tx, const char* name) {
+  return tx.exec_params1("SELECT count(*), max(prepare_time) FROM pg_prepared_statements WHERE name = $1", name);
+}
+
+}  // namespace
+
+TEST_CASE("a named statement is prepared on its connection at first use and reused after that",
+          "[pg][statement]") {
+  const scratch_database database;
+  pool_settings settings;
+  settings.connections = 1;
+  const auto connections = database.worker_pool(settings);
+  auto lease = connections->checkout();
+
+  std::string prepared_at;
+  {
+    pqxx::work tx(lease.connection());
+    CHECK(prepared_on_server(tx, sum_sql.name)[0].as<int>() == 0);
+    CHECK(exec_statement(tx, sum_sql, 2, 3)[0][0].as<int>() == 5);
+    const pqxx::row after = prepared_on_server(tx, sum_sql.name);
+    CHECK(after[0].as<int>() == 1);
+    prepared_at = after[1].as<std::string>();
+    CHECK(exec_statement(tx, sum_sql, 4, 3)[0][0].as<int>() == 7);
+    tx.commit();
+  }
+  {
+    pqxx::work tx(lease.connection());
+    CHECK(exec_statement(tx, sum_sql, 10, 1)[0][0].as<int>() == 11);
+    const pqxx::row again = prepared_on_server(tx, sum_sql.name);
+    CHECK(again[0].as<int>() == 1);
+    CHECK(again[1].as<std::string>() == prepared_at);  // not prepared a second time
+  }
+}
+
+TEST_CASE("a statement first used in a transaction that rolls back still runs in the next one",
+          "[pg][statement]") {
+  // plaid.sync's first apply can roll back after its INSERT was prepared (a transaction id that
+  // already exists under another connection) and then applies again on the same connection.
+  const scratch_database database;
+  pool_settings settings;
+  settings.connections = 1;
+  const auto connections = database.worker_pool(settings);
+  auto lease = connections->checkout();
+  {
+    pqxx::work tx(lease.connection());
+    CHECK(exec_statement(tx, sum_sql, 1, 1)[0][0].as<int>() == 2);
+    CHECK_THROWS_AS(tx.exec("SELECT 1 / 0"), pqxx::data_exception);
+  }
+  pqxx::work tx(lease.connection());
+  CHECK(exec_statement(tx, sum_sql, 20, 22)[0][0].as<int>() == 42);
+}
+
+TEST_CASE("a second statement under a name already in use is refused rather than run", "[pg][statement]") {
+  const scratch_database database;
+  pool_settings settings;
+  settings.connections = 1;
+  const auto connections = database.worker_pool(settings);
+  auto lease = connections->checkout();
+  pqxx::work tx(lease.connection());
+  CHECK(exec_statement(tx, sum_sql, 2, 2)[0][0].as<int>() == 4);
+  constexpr statement other{"test_statement_sum", "SELECT $1::integer * $2::integer"};
+  CHECK_THROWS_AS(exec_statement(tx, other, 2, 3), pqxx::argument_error);
+  CHECK(exec_statement(tx, sum_sql, 2, 3)[0][0].as<int>() == 5);
+}
