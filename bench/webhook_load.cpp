@@ -25,7 +25,9 @@
 // stored. Before group posting (one transaction per stripe.post job): 905 stored/s, p99 168 ms,
 // 165 posted/s (10 s, concurrency 8). The run is CPU-bound (about 480 us of CPU per request,
 // three quarters of it in PostgreSQL), far from the 20,000/s goal on two cores; the CPU-per-request
-// lines are the steadier measure when the machine is shared.
+// lines are the steadier measure when the machine is shared. A later session (same date): 2,800-4,700
+// stored/s at concurrency 8 and 3,900-4,300 at the new default of 4; a worker that enqueued no
+// stripe.post jobs at all (a local experiment) stored 6,500-6,900/s at about 195 us of CPU per event.
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -87,7 +89,10 @@ struct options {
   std::size_t seconds = 30;
   std::size_t connections = 64;
   std::size_t forged_percent = 1;
-  std::size_t concurrency = 8;
+  // The worker's job concurrency. On two cores 4 stored more than 8 with posting at the same rate
+  // (10 s runs in turn: 3,914 and 4,270 stored/s against 3,207 and 3,637; 309-343 posted/s
+  // against 313-404), and PostgreSQL spent 280-304 us per request against 353-411 us.
+  std::size_t concurrency = 4;
   std::size_t events_max = 0;  // 0: seconds × 25,000 (above the 20,000/s goal)
   std::string bankworker = BANKWORKER_BINARY;
 };
