@@ -1,6 +1,7 @@
 #pragma once
 // What several benchmarks share: timing, and a throwaway database next to the one they were given.
 
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -10,6 +11,8 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <system_error>
 
 #include <unistd.h>
 
@@ -84,9 +87,26 @@ inline double database_backends_cpu_s(const std::string& database) {
   return total;
 }
 
-// Microseconds of `cpu_s` per unit of work; 0 when no unit was done. Unlike units per second, CPU
-// per unit hardly moves when the host takes time away, so it is the figure to compare across runs.
+// Microseconds of `cpu_s` per unit of work; 0 when no unit was done. It says where the time went
+// and compares with a goal's budget (two cores at N units/s allow 2,000,000/N us per unit). It
+// moves with the host too, if less, so compare binaries in interleaved runs.
 inline double us_per(double cpu_s, long units) { return units > 0 ? 1e6 * cpu_s / static_cast<double>(units) : 0; }
+
+// The value of a benchmark's option: all of `text` a whole number within [low, high]. Anything
+// else ("on", "4k", a sign, out of range) ends the bench with exit 2 and the reason, rather than
+// running a different benchmark than the one asked for.
+inline std::size_t option_number(const char* bench, std::string_view option, std::string_view text, std::size_t low,
+                                 std::size_t high) {
+  std::size_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc{} || end != text.data() + text.size() || value < low || value > high) {
+    std::fprintf(stderr, "%s: %.*s must be a whole number from %zu to %zu, not \"%.*s\"\n", bench,
+                 static_cast<int>(option.size()), option.data(), low, high, static_cast<int>(text.size()),
+                 text.data());
+    std::exit(2);
+  }
+  return value;
+}
 
 // postgresql://user:pw@host:port/db?x → same URL with another database.
 inline std::string with_database(const std::string& url, const std::string& database) {

@@ -58,27 +58,14 @@ struct options {
   bool child = false;
 };
 
-// The value after option argv[i], a whole number within [low, high]; anything else exits 2 with
-// the reason (a worker process refusing its settings must not leave the bench waiting).
+// The value after option argv[i], a whole number within [low, high] (bench::option_number).
 std::size_t number(int argc, char** argv, int& i, std::size_t low, std::size_t high) {
   const char* option = argv[i];
   if (i + 1 >= argc) {
     std::fprintf(stderr, "queue_bench: %s needs a value\n", option);
     std::exit(2);
   }
-  const std::string text = argv[++i];
-  std::size_t value = 0;
-  bool valid = !text.empty() && text.size() <= 12;
-  for (const char c : text) {
-    if (c < '0' || c > '9') valid = false;
-  }
-  if (valid) value = static_cast<std::size_t>(std::stoull(text));
-  if (!valid || value < low || value > high) {
-    std::fprintf(stderr, "queue_bench: %s must be a whole number from %zu to %zu, not \"%s\"\n", option, low, high,
-                 text.c_str());
-    std::exit(2);
-  }
-  return value;
+  return bench::option_number("queue_bench", option, argv[++i], low, high);
 }
 
 options parse(int argc, char** argv) {

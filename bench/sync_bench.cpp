@@ -14,7 +14,6 @@
 #include <sodium.h>
 #include <sys/resource.h>
 
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -71,33 +70,15 @@ options parse_options(int argc, char** argv) {
       std::fprintf(stderr, "sync_bench: %s needs a value\n", argv[i]);
       std::exit(2);
     }
-    // A whole number, all of the text: "on" or "4k" is refused rather than read as 0 or 4.
     const std::string_view text = argv[++i];
-    std::size_t value = 0;
-    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    const bool whole = error == std::errc{} && end == text.data() + text.size();
-    if (name == "--rate-limiter") {
-      if (!whole || value > 1) {
-        std::fprintf(stderr, "sync_bench: --rate-limiter must be 0 (off) or 1 (on)\n");
-        std::exit(2);
-      }
-      o.rate_limiter = value == 1;
-      continue;
-    }
-    if (!whole || value == 0 || value > 1'000'000) {
-      std::fprintf(stderr, "sync_bench: %s must be a whole number from 1 to 1000000\n", name.c_str());
-      std::exit(2);
-    }
-    if (name == "--items") o.items = value;
-    else if (name == "--transactions") o.transactions = value;
-    else if (name == "--tenants") o.tenants = value;
-    else if (name == "--concurrency" && value <= bankworker::limits::concurrency_max) {
-      o.concurrency = static_cast<std::uint32_t>(value);
-    } else if (name == "--concurrency") {
-      std::fprintf(stderr, "sync_bench: --concurrency must be at most concurrency_max (%u)\n",
-                   static_cast<unsigned>(bankworker::limits::concurrency_max));
-      std::exit(2);
-    }
+    const auto value = [&](std::size_t low, std::size_t high) {
+      return bench::option_number("sync_bench", name, text, low, high);
+    };
+    if (name == "--rate-limiter") o.rate_limiter = value(0, 1) == 1;
+    else if (name == "--items") o.items = value(1, 1'000'000);
+    else if (name == "--transactions") o.transactions = value(1, 1'000'000);
+    else if (name == "--tenants") o.tenants = value(1, 1'000'000);
+    else if (name == "--concurrency") o.concurrency = static_cast<std::uint32_t>(value(1, limits::concurrency_max));
     else {
       std::fprintf(stderr, "sync_bench: unknown option %s\n", name.c_str());
       std::exit(2);

@@ -150,7 +150,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
   }
   if (!inserted.empty()) {
     db::exec_statement(tx, insert_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
-                   amounts.finish(), currencies.finish());
+                       amounts.finish(), currencies.finish());
   }
   if (inserted.size() == unique.size()) return inserted.size();
 

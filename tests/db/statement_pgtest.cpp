@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <memory>
+
 #include <pqxx/pqxx>
 
 #include "db/statement.hpp"
@@ -17,15 +19,25 @@ pqxx::row prepared_on_server(pqxx::work& tx, const char* name) {
   return tx.exec_params1("SELECT count(*), max(prepare_time) FROM pg_prepared_statements WHERE name = $1", name);
 }
 
+// One scratch database and a pool of one connection, so every statement runs on the same session.
+struct one_connection {
+  const scratch_database database;
+  const std::unique_ptr<pool> connections = database.worker_pool(settings());
+  pool::lease lease = connections->checkout();
+
+  static pool_settings settings() {
+    pool_settings s;
+    s.connections = 1;
+    return s;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("a named statement is prepared on its connection at first use and reused after that",
           "[pg][statement]") {
-  const scratch_database database;
-  pool_settings settings;
-  settings.connections = 1;
-  const auto connections = database.worker_pool(settings);
-  auto lease = connections->checkout();
+  one_connection session;
+  pool::lease& lease = session.lease;
 
   std::string prepared_at;
   {
@@ -51,11 +63,8 @@ TEST_CASE("a statement first used in a transaction that rolls back still runs in
           "[pg][statement]") {
   // plaid.sync's first apply can roll back after its INSERT was prepared (a transaction id that
   // already exists under another connection) and then applies again on the same connection.
-  const scratch_database database;
-  pool_settings settings;
-  settings.connections = 1;
-  const auto connections = database.worker_pool(settings);
-  auto lease = connections->checkout();
+  one_connection session;
+  pool::lease& lease = session.lease;
   {
     pqxx::work tx(lease.connection());
     CHECK(exec_statement(tx, sum_sql, 1, 1)[0][0].as<int>() == 2);
@@ -66,11 +75,8 @@ TEST_CASE("a statement first used in a transaction that rolls back still runs in
 }
 
 TEST_CASE("a second statement under a name already in use is refused rather than run", "[pg][statement]") {
-  const scratch_database database;
-  pool_settings settings;
-  settings.connections = 1;
-  const auto connections = database.worker_pool(settings);
-  auto lease = connections->checkout();
+  one_connection session;
+  pool::lease& lease = session.lease;
   pqxx::work tx(lease.connection());
   CHECK(exec_statement(tx, sum_sql, 2, 2)[0][0].as<int>() == 4);
   constexpr statement other{"test_statement_sum", "SELECT $1::integer * $2::integer"};
