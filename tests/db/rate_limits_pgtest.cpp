@@ -145,3 +145,102 @@ TEST_CASE("idle buckets are pruned and busy ones kept", "[pg][rate_limits]") {
   CHECK(count_in_bucket(database, "test:old") == 0);
   CHECK(count_in_bucket(database, "test:fresh") == 1);
 }
+
+namespace {
+
+struct stored_window {
+  long start_s = 0;
+  std::vector<int> counts;
+};
+
+stored_window window_of(const scratch_database& database, const std::string& key) {
+  const auto admin = database.connect_as_admin();
+  pqxx::work tx(*admin);
+  stored_window window;
+  window.start_s = tx.exec_params1("SELECT window_start_s FROM bankworker.rate_buckets WHERE key = $1", key)[0].as<long>();
+  for (const pqxx::row& row :
+       tx.exec_params("SELECT c FROM bankworker.rate_buckets r, unnest(r.counts) WITH ORDINALITY AS u(c, i)"
+                      " WHERE r.key = $1 ORDER BY i",
+                      key)) {
+    window.counts.push_back(row[0].as<int>());
+  }
+  return window;
+}
+
+std::vector<int> slots_with(std::initializer_list<std::pair<int, int>> slot_counts) {
+  std::vector<int> slots(61, 0);
+  for (const auto& [slot, count] : slot_counts) slots.at(static_cast<std::size_t>(slot - 1)) = count;
+  return slots;
+}
+
+}  // namespace
+
+TEST_CASE("the stored window slides with the clock, one slot per second, and a refusal moves it without a token",
+          "[pg][rate_limits]") {
+  const scratch_database database;
+  const auto connections = database.worker_pool(1);
+  const std::vector<db::rate_bucket> bucket{{"test:slide", 3}};
+  const long t0_s = std::chrono::duration_cast<std::chrono::seconds>(t0.time_since_epoch()).count();
+
+  REQUIRE(db::take_rate_tokens(*connections, bucket, t0) == 0ms);
+  stored_window window = window_of(database, "test:slide");
+  CHECK(window.start_s == t0_s - 60);
+  CHECK(window.counts == slots_with({{61, 1}}));
+
+  // Two in the same second later: the window moves by five slots, the first token with it.
+  REQUIRE(db::take_rate_tokens(*connections, bucket, t0 + 5s + 10ms) == 0ms);
+  REQUIRE(db::take_rate_tokens(*connections, bucket, t0 + 5s + 900ms) == 0ms);
+  window = window_of(database, "test:slide");
+  CHECK(window.start_s == t0_s - 55);
+  CHECK(window.counts == slots_with({{56, 1}, {61, 2}}));
+
+  // Full: refused twelve seconds on, but the window still moves (and nothing is counted).
+  CHECK(db::take_rate_tokens(*connections, bucket, t0 + 17s) == 61s - 17s);
+  window = window_of(database, "test:slide");
+  CHECK(window.start_s == t0_s - 43);
+  CHECK(window.counts == slots_with({{44, 1}, {49, 2}}));
+
+  // Idle for longer than the window: every old slot is gone.
+  REQUIRE(db::take_rate_tokens(*connections, bucket, t0 + 1000s) == 0ms);
+  window = window_of(database, "test:slide");
+  CHECK(window.start_s == t0_s + 940);
+  CHECK(window.counts == slots_with({{61, 1}}));
+
+  // A clock that steps back counts the token in the newest second seen, not in an old slot.
+  const std::vector<db::rate_bucket> back{{"test:back", 5}};
+  REQUIRE(db::take_rate_tokens(*connections, back, t0 + 10s) == 0ms);
+  REQUIRE(db::take_rate_tokens(*connections, back, t0) == 0ms);
+  window = window_of(database, "test:back");
+  CHECK(window.start_s == t0_s - 50);
+  CHECK(window.counts == slots_with({{61, 2}}));
+}
+
+TEST_CASE("the database refuses malformed bucket lists by name and creates no bucket", "[pg][rate_limits]") {
+  const scratch_database database;
+  const auto connections = database.worker_pool(1);
+  const auto refusal = [&](const std::string& keys, const std::string& limits) -> std::string {
+    auto lease = connections->checkout();
+    pqxx::work tx(lease.connection());
+    try {
+      tx.exec_params("SELECT bankworker.take_rate_tokens($1::text[], $2::integer[], NULL)", keys, limits);
+    } catch (const pqxx::sql_error& error) {
+      return error.what();
+    }
+    return "accepted";
+  };
+  CHECK_THAT(refusal("{}", "{}"), Catch::Contains("1..8 buckets"));
+  CHECK_THAT(refusal("{a,b,c,d,e,f,g,h,i}", "{1,1,1,1,1,1,1,1,1}"), Catch::Contains("1..8 buckets"));
+  CHECK_THAT(refusal("{a,b}", "{5}"), Catch::Contains("differ in length"));
+  CHECK_THAT(refusal("{a,NULL}", "{5,5}"), Catch::Contains("distinct and not null"));
+  CHECK_THAT(refusal("{b,a,b}", "{5,5,5}"), Catch::Contains("distinct and not null"));
+  CHECK_THAT(refusal("{a,b}", "{5,0}"), Catch::Contains("per_minute 1..1000000"));
+  CHECK_THAT(refusal("{a,b}", "{5,NULL}"), Catch::Contains("per_minute 1..1000000"));
+  CHECK_THAT(refusal("{a,b}", "{5,1000001}"), Catch::Contains("per_minute 1..1000000"));
+  CHECK_THAT(refusal("{{a},{b}}", "{5,5}"), Catch::Contains("one-dimensional"));
+  CHECK_THAT(refusal("[0:1]={a,b}", "{5,5}"), Catch::Contains("one-dimensional"));
+  CHECK_THAT(refusal("{\"BAD KEY\"}", "{5}"), Catch::Contains("rate_buckets_key_check"));
+  const auto admin = database.connect_as_admin();
+  pqxx::work tx(*admin);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.rate_buckets")[0].as<long>() == 0);
+  CHECK_THAT(refusal("{a,b}", "{5,5}"), Catch::Equals("accepted"));
+}
