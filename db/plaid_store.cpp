@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "db/copy_rows.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -223,16 +224,23 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
   if (!changes.upserts.empty()) {
     tx.exec0(create_stage_sql);
     {
-      pqxx::stream_to stage(tx, "plaid_stage", stage_columns);
-      std::array<const char*, stage_columns.size()> fields{};
-      std::string amount;
+      copy_rows stage(tx, "plaid_stage", stage_columns);
       for (const plaid::transaction& row : changes.upserts) {
-        amount = std::to_string(row.amount_minor);
-        fields = {row.transaction_id.c_str(), row.account_id.c_str(), amount.c_str(), row.currency.c_str(),
-                  row.date.c_str(), or_null(row.authorized_date), row.name.c_str(), or_null(row.merchant_name),
-                  or_null(row.payment_channel), or_null(row.category_primary), or_null(row.category_detailed),
-                  row.pending ? "t" : "f", or_null(row.pending_transaction_id)};
-        stage << fields;
+        copy_text& fields = stage.row();
+        fields.text(row.transaction_id);
+        fields.text(row.account_id);
+        fields.number(row.amount_minor);
+        fields.text(row.currency);
+        fields.text(row.date);
+        fields.text(row.authorized_date);
+        fields.text(row.name);
+        fields.text(row.merchant_name);
+        fields.text(row.payment_channel);
+        fields.text(row.category_primary);
+        fields.text(row.category_detailed);
+        fields.boolean(row.pending);
+        fields.text(row.pending_transaction_id);
+        stage.end_row();
       }
       stage.complete();
     }

@@ -59,10 +59,17 @@ std::string cut_utf8(std::string_view text, std::size_t bytes_max) {
   return std::string(text.substr(0, cut));
 }
 
+// PostgreSQL's text cannot hold U+0000 (JSON's \u0000): such a value would fail the whole apply
+// at the database, so it fails the page here, by name.
+void refuse_nul(std::string_view text, const where& path) {
+  if (text.find('\0') != std::string_view::npos) fail(path, "contains U+0000, which text columns cannot hold");
+}
+
 std::string required_string(value v, const where& path, std::size_t bytes_max) {
   if (v.type() != json_type::string) fail(path, "expected a string");
   const std::string_view text = v.get_string();
   if (text.empty()) fail(path, "empty");
+  refuse_nul(text, path);
   if (text.size() > bytes_max) fail(path, "longer than " + std::to_string(bytes_max) + " bytes");
   return std::string(text);
 }
@@ -72,6 +79,7 @@ std::optional<std::string> optional_text(value v, const where& path, std::size_t
   if (v.type() != json_type::string) fail(path, "expected a string or null");
   const std::string_view text = v.get_string();
   if (text.empty()) return std::nullopt;
+  refuse_nul(text, path);
   return cut_utf8(text, bytes_max);
 }
 
@@ -350,6 +358,7 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
         if (v.type() != json_type::string) fail("next_cursor", "expected a string");
         const std::string_view cursor = v.get_string();
         if (cursor.size() > cursor_bytes_max) fail("next_cursor", "longer than cursor_bytes_max");
+        refuse_nul(cursor, "next_cursor");
         page.next_cursor = std::string(cursor);
         seen_cursor = true;
       } else if (key == "has_more") {

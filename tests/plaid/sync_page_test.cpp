@@ -194,3 +194,22 @@ TEST_CASE("an error names the exact place of the bad value: array, element index
   CHECK(parse(R"({"added":[],"modified":[],"removed":[],"next_cursor":7,"has_more":false})").error ==
         "next_cursor: expected a string");
 }
+
+TEST_CASE("text holding U+0000 fails the page by name instead of failing the database apply", "[plaid][sync_page]") {
+  std::string in_name = transaction_with("1", "\"USD\"", "null");
+  in_name.replace(in_name.find("\"Coffee\""), 8, R"("Cof\u0000fee")");
+  CHECK(parse(page_with(in_name)).error == "added[0].name: contains U+0000, which text columns cannot hold");
+
+  std::string in_id = transaction_with("1", "\"USD\"", "null");
+  in_id.replace(in_id.find("\"t1\""), 4, R"("t\u00001")");
+  CHECK(parse(page_with(in_id)).error == "added[0].transaction_id: contains U+0000, which text columns cannot hold");
+
+  CHECK(parse(R"({"added":[],"modified":[],"removed":[],"next_cursor":"c\u0000","has_more":false})").error ==
+        "next_cursor: contains U+0000, which text columns cannot hold");
+  // Other escapes still decode to their characters.
+  std::string escaped = transaction_with("1", "\"USD\"", "null");
+  escaped.replace(escaped.find("\"Coffee\""), 8, R"("Caf\u00e9\tBar")");
+  const auto result = parse(page_with(escaped));
+  REQUIRE(result.ok);
+  CHECK(result.page.added[0].name == "Caf\xC3\xA9\tBar");
+}
