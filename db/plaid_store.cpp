@@ -1,6 +1,8 @@
 #include "db/plaid_store.hpp"
 
 #include <array>
+#include <string_view>
+#include <unordered_set>
 
 #include "db/copy_rows.hpp"
 #include "db/sql_array.hpp"
@@ -248,16 +250,30 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
                                       connection_text)
                           .affected_rows();
   }
-  if (!changes.removals.empty()) {
+  // On a connection's first sync nothing of it was stored before this transaction. A removal can
+  // then only meet a row inserted just above, and the buffer already dropped those; a posted
+  // transaction's pending twin can only be a pending row of this very batch. Statements that
+  // cannot match are not sent (a zero-row tombstone still probed the index once per id).
+  if (!changes.removals.empty() && !first_sync) {
     array_text ids;
     for (const std::string& id : changes.removals) ids.add(id);
     counts.tombstoned += exec_statement(tx, tombstone_sql, tenant_text, connection_text, ids.finish()).affected_rows();
   }
   if (!changes.posted_pending.empty()) {
+    std::unordered_set<std::string_view> pending_here;
+    if (first_sync) {
+      for (const plaid::transaction& row : changes.upserts) {
+        if (row.pending) pending_here.insert(row.transaction_id);
+      }
+    }
     array_text ids;
-    for (const std::string& id : changes.posted_pending) ids.add(id);
-    counts.tombstoned +=
-        exec_statement(tx, tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+    for (const std::string& id : changes.posted_pending) {
+      if (!first_sync || pending_here.contains(id)) ids.add(id);
+    }
+    if (!ids.empty()) {
+      counts.tombstoned +=
+          exec_statement(tx, tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+    }
   }
   exec_statement(tx, set_cursor_sql, tenant_text, connection_text, std::string(next_cursor));
   return counts;

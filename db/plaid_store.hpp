@@ -69,7 +69,9 @@ struct apply_counts {
 // connection's cursor and last_synced_at. Nothing is committed here: the caller commits it all,
 // with the job's completion, or nothing. `first_sync` (the connection never synced) inserts
 // without ON CONFLICT, which is faster; it throws pqxx::unique_violation if a row exists after
-// all, and the caller then applies again, in a new transaction, without it.
+// all, and the caller then applies again, in a new transaction, without it. It also skips the
+// tombstone statements that can only meet rows stored before (the caller must have read
+// last_synced_at under the connection's row lock in tx for this to hold).
 apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
                         const plaid::sync_changes& changes, std::string_view next_cursor, bool first_sync = false);
 

@@ -376,7 +376,9 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
           complete_in_or_throw(tx, context, job, moved);
           return moved;
         }
-        const db::apply_counts counts = db::apply_sync(tx, tenant, *connection, changes, cursor, first_sync);
+        // Read again under the row lock: another attempt's apply may have landed since the walk began.
+        const db::apply_counts counts =
+            db::apply_sync(tx, tenant, *connection, changes, cursor, first_sync && !now->synced_before);
         std::string details = "{\"added\":" + std::to_string(changes.added) +
                               ",\"modified\":" + std::to_string(changes.modified) +
                               ",\"removed\":" + std::to_string(changes.removed) +
