@@ -119,7 +119,6 @@ asio::awaitable<queue::outcome> note_start(start_signal* signal, queue::job, wor
 std::unique_ptr<db::pool> open_pool(const std::string& url, std::size_t connections) {
   db::pool_settings settings;
   settings.connections = connections;
-  queue::add_prepared_statements(settings);
   return std::make_unique<db::pool>(crypto::secret::copy_of(url), std::move(settings));
 }
 

@@ -152,7 +152,6 @@ int main(int argc, char** argv) {
 
     db::pool_settings pool_config;
     pool_config.connections = o.concurrency + 4;
-    queue::add_prepared_statements(pool_config);
     db::pool connections(crypto::secret::copy_of(bench_url), pool_config);
     db::key_store keys(crypto::root_key_ring(std::make_unique<crypto::file_root_key>(crypto::secret::random(32))));
     std::vector<core::uuid> tenants;

@@ -115,20 +115,14 @@ options parse_options(int argc, char** argv) {
       o.bankworker = value;
       continue;
     }
-    const std::size_t number = std::strtoull(value, nullptr, 10);
-    if (name == "--seconds") o.seconds = number;
-    else if (name == "--connections") o.connections = number;
-    else if (name == "--forged-percent") o.forged_percent = number;
-    else if (name == "--concurrency") o.concurrency = number;
-    else if (name == "--events-max") o.events_max = number;
+    if (name == "--seconds") o.seconds = bench::option_number("webhook_load", name, value, 1, 3'600);
+    else if (name == "--connections") o.connections = bench::option_number("webhook_load", name, value, 1, connections_max);
+    else if (name == "--forged-percent") o.forged_percent = bench::option_number("webhook_load", name, value, 0, 50);
+    else if (name == "--concurrency") o.concurrency = bench::option_number("webhook_load", name, value, 1, 1'024);
+    else if (name == "--events-max") o.events_max = bench::option_number("webhook_load", name, value, 0, events_max_max);
     else usage("unknown option");
   }
-  if (o.seconds < 1 || o.seconds > 3'600) usage("--seconds must be 1..3600");
-  if (o.connections < 1 || o.connections > connections_max) usage("--connections must be 1..1000");
-  if (o.forged_percent > 50) usage("--forged-percent must be 0..50");
-  if (o.concurrency < 1 || o.concurrency > 1'024) usage("--concurrency must be 1..1024");
   if (o.events_max == 0) o.events_max = o.seconds * 25'000;
-  if (o.events_max > events_max_max) usage("--events-max must be at most 20000000");
   return o;
 }
 

@@ -85,9 +85,6 @@ std::unique_ptr<pqxx::connection> pool::open_connection() const {
   setup.commit();
 
   connection->prepare(set_tenant_statement, set_tenant_sql);
-  for (const prepared_statement& statement : settings_.prepared) {
-    connection->prepare(statement.name, statement.sql);
-  }
   return connection;
 }
 

@@ -4,8 +4,9 @@
 // Every connection is set up the same way when it opens: statement_timeout, lock_timeout and
 // idle_in_transaction_session_timeout (STYLE.md §6), the runtime role (bankworker_worker by
 // default, so row-level security applies even when the login role could bypass it), and the
-// statements in pool_settings::prepared. Checkout waits at most checkout_timeout. Connections open
-// lazily and a broken one is replaced at its next checkout.
+// tenant-scope statement. Other statements are prepared at their first use on a connection
+// (db/statement.hpp). Checkout waits at most checkout_timeout. Connections open lazily and a
+// broken one is replaced at its next checkout.
 
 #include <chrono>
 #include <condition_variable>
@@ -23,11 +24,6 @@
 
 namespace bankworker::db {
 
-struct prepared_statement {
-  std::string name;
-  std::string sql;
-};
-
 struct pool_settings {
   std::size_t connections = 4;
   std::chrono::milliseconds checkout_timeout{5'000};
@@ -40,7 +36,6 @@ struct pool_settings {
   // SET ROLE after connecting; empty keeps the login role (migrations and tests of the owner).
   std::string role = "bankworker_worker";
   std::string application_name = "bankworker";
-  std::vector<prepared_statement> prepared;
   // Called after each checkout's wait for a free connection (also when the wait timed out), with
   // how long it waited; for the pool wait histogram. Runs on the caller's thread under the pool's
   // lock: it must only record (an atomic add), never block or call back into the pool.

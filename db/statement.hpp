@@ -30,4 +30,12 @@ pqxx::result exec_statement(pqxx::transaction_base& tx, const statement& s, Args
   return tx.exec_prepared(s.name, std::forward<Args>(args)...);
 }
 
+// The same for a statement that returns exactly one row (as exec_prepared1: any other count
+// throws pqxx::unexpected_rows).
+template <typename... Args>
+pqxx::row exec_statement1(pqxx::transaction_base& tx, const statement& s, Args&&... args) {
+  tx.conn().prepare(s.name, s.sql);
+  return tx.exec_prepared1(s.name, std::forward<Args>(args)...);
+}
+
 }  // namespace bankworker::db

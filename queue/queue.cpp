@@ -9,47 +9,41 @@
 #include "core/limits.hpp"
 #include "crypto/redact.hpp"
 #include "db/sql_array.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::queue {
 
 namespace {
 
-// Prepared statement names and their SQL. Each is one call of a function from 0003_jobs.sql.
-constexpr const char* enqueue_statement = "bw_queue_enqueue";
-constexpr const char* enqueue_sql =
+// Each statement is one call of a function from 0003_jobs.sql (or a later migration's version).
+constexpr db::statement enqueue_sql{"bw_queue_enqueue",
     "SELECT job_id FROM bankworker.enqueue_jobs($1::uuid[], $2::text[], $3::jsonb[], $4::smallint[],"
-    " $5::timestamptz[], $6::text[], $7::uuid[], $8::integer[])";
-constexpr const char* claim_statement = "bw_queue_claim";
-constexpr const char* claim_sql =
+    " $5::timestamptz[], $6::text[], $7::uuid[], $8::integer[])"};
+constexpr db::statement claim_sql{"bw_queue_claim",
     "SELECT tenant_id, job_id, kind, payload, priority, attempt, attempts_max, in_doubt, connection_id"
-    " FROM bankworker.claim_jobs($1::uuid, $2::integer, $3::integer, $4::timestamptz, $5::text[])";
-constexpr const char* extend_statement = "bw_queue_extend";
-constexpr const char* extend_sql =
+    " FROM bankworker.claim_jobs($1::uuid, $2::integer, $3::integer, $4::timestamptz, $5::text[])"};
+constexpr db::statement extend_sql{"bw_queue_extend",
     "SELECT tenant_id, job_id FROM bankworker.extend_job_leases($1::uuid, $2::uuid[], $3::bigint[], $4::integer,"
-    " $5::timestamptz)";
-constexpr const char* complete_statement = "bw_queue_complete";
-constexpr const char* complete_sql =
+    " $5::timestamptz)"};
+constexpr db::statement complete_sql{"bw_queue_complete",
     "SELECT tenant_id, job_id, state FROM bankworker.complete_jobs($1::uuid, $2::uuid[], $3::bigint[], $4::text[],"
-    " $5::bigint[], $6::text[], $7::timestamptz)";
-constexpr const char* rescue_statement = "bw_queue_rescue";
-constexpr const char* rescue_sql = "SELECT bankworker.rescue_expired_jobs($1::integer, $2::timestamptz)";
-constexpr const char* release_statement = "bw_queue_release";
-constexpr const char* release_sql = "SELECT bankworker.release_jobs($1::uuid, $2::uuid[], $3::bigint[])";
-constexpr const char* cancel_statement = "bw_queue_cancel";
-constexpr const char* cancel_sql = "SELECT state, changed FROM bankworker.cancel_job($1::bigint)";
-constexpr const char* cancel_connection_statement = "bw_queue_cancel_connection";
-constexpr const char* cancel_connection_sql =
-    "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)";
-constexpr const char* retry_statement = "bw_queue_retry";
-constexpr const char* retry_sql = "SELECT state, changed FROM bankworker.retry_job($1::bigint)";
-constexpr const char* prune_statement = "bw_queue_prune";
-constexpr const char* prune_sql =
+    " $5::bigint[], $6::text[], $7::timestamptz)"};
+constexpr db::statement rescue_sql{"bw_queue_rescue",
+    "SELECT bankworker.rescue_expired_jobs($1::integer, $2::timestamptz)"};
+constexpr db::statement release_sql{"bw_queue_release",
+    "SELECT bankworker.release_jobs($1::uuid, $2::uuid[], $3::bigint[])"};
+constexpr db::statement cancel_sql{"bw_queue_cancel",
+    "SELECT state, changed FROM bankworker.cancel_job($1::bigint)"};
+constexpr db::statement cancel_connection_sql{"bw_queue_cancel_connection",
+    "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)"};
+constexpr db::statement retry_sql{"bw_queue_retry",
+    "SELECT state, changed FROM bankworker.retry_job($1::bigint)"};
+constexpr db::statement prune_sql{"bw_queue_prune",
     "SELECT bankworker.prune_jobs(now() - $1::bigint * interval '1 hour', now() - $2::bigint * interval '1 hour',"
-    " $3::integer)";
-constexpr const char* list_statement = "bw_queue_list";
-constexpr const char* list_sql =
+    " $3::integer)"};
+constexpr db::statement list_sql{"bw_queue_list",
     "SELECT job_id, tenant_id, kind, state, priority, attempt, attempts_max, run_at, created_at, finished_at,"
-    " failure, last_error FROM bankworker.list_jobs($1::text, $2::text, $3::uuid, $4::integer)";
+    " failure, last_error FROM bankworker.list_jobs($1::text, $2::text, $3::uuid, $4::integer)"};
 
 using db::array_text;
 
@@ -160,19 +154,6 @@ std::optional<std::string> check_new_job(const new_job& job) {
   return std::nullopt;
 }
 
-std::vector<db::prepared_statement> prepared_statements() {
-  return {{enqueue_statement, enqueue_sql},   {claim_statement, claim_sql},
-          {extend_statement, extend_sql},     {complete_statement, complete_sql},
-          {rescue_statement, rescue_sql},     {release_statement, release_sql},
-          {cancel_statement, cancel_sql},     {cancel_connection_statement, cancel_connection_sql},
-          {retry_statement, retry_sql},       {prune_statement, prune_sql},
-          {list_statement, list_sql}};
-}
-
-void add_prepared_statements(db::pool_settings& settings) {
-  for (db::prepared_statement& statement : prepared_statements()) settings.prepared.push_back(std::move(statement));
-}
-
 std::string timestamp_text(time_point at) {
   const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(at.time_since_epoch()).count();
   std::int64_t seconds = micros / 1'000'000;
@@ -212,7 +193,7 @@ std::vector<std::int64_t> enqueue(pqxx::transaction_base& tx, std::span<const ne
       attempts.add(std::to_string(job.attempts_max));
     }
     const pqxx::result rows =
-        tx.exec_prepared(enqueue_statement, tenants.finish(), kinds.finish(), payloads.finish(), priorities.finish(),
+        db::exec_statement(tx, enqueue_sql, tenants.finish(), kinds.finish(), payloads.finish(), priorities.finish(),
                          run_ats.finish(), unique_keys.finish(), connections.finish(), attempts.finish());
     for (const auto& row : rows) ids.push_back(row[0].as<std::int64_t>());
   }
@@ -269,7 +250,7 @@ std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit, st
   }
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_claim");
-  const pqxx::result rows = tx.exec_prepared(claim_statement, owner.to_string(), static_cast<int>(limit),
+  const pqxx::result rows = db::exec_statement(tx, claim_sql, owner.to_string(), static_cast<int>(limit),
                                              static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
   tx.commit();
   std::vector<job> jobs;
@@ -300,7 +281,7 @@ std::vector<job_ref> job_queue::extend_leases(const core::uuid& owner, std::span
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_heartbeat");
-  const pqxx::result rows = tx.exec_prepared(extend_statement, owner.to_string(), tenants.finish(), ids.finish(),
+  const pqxx::result rows = db::exec_statement(tx, extend_sql, owner.to_string(), tenants.finish(), ids.finish(),
                                              static_cast<int>(settings_.lease.count()), or_null(now));
   tx.commit();
   for (const auto& row : rows) held.push_back({uuid_of(row[0]), row[1].as<std::int64_t>()});
@@ -332,7 +313,7 @@ pqxx::result run_complete(pqxx::transaction_base& tx, job_queue& queue, const co
       errors.add(stored_error(outcome.result.error));
     }
   }
-  return tx.exec_prepared(complete_statement, owner.to_string(), tenants.finish(), ids.finish(), kinds.finish(),
+  return db::exec_statement(tx, complete_sql, owner.to_string(), tenants.finish(), ids.finish(), kinds.finish(),
                           delays.finish(), errors.finish(), or_null(now));
 }
 
@@ -372,7 +353,7 @@ std::size_t job_queue::rescue_expired(std::size_t limit) {
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_rescue");
-  const pqxx::row row = tx.exec_prepared1(rescue_statement, static_cast<int>(limit), or_null(now));
+  const pqxx::row row = db::exec_statement1(tx, rescue_sql, static_cast<int>(limit), or_null(now));
   tx.commit();
   return row[0].as<std::size_t>();
 }
@@ -384,7 +365,7 @@ std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref>
   refs_to_arrays(jobs, tenants, ids);
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_release");
-  const pqxx::row row = tx.exec_prepared1(release_statement, owner.to_string(), tenants.finish(), ids.finish());
+  const pqxx::row row = db::exec_statement1(tx, release_sql, owner.to_string(), tenants.finish(), ids.finish());
   tx.commit();
   return row[0].as<std::size_t>();
 }
@@ -392,7 +373,7 @@ std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref>
 std::optional<job_change> job_queue::cancel(std::int64_t job_id) {
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_cancel");
-  const pqxx::result rows = tx.exec_prepared(cancel_statement, job_id);
+  const pqxx::result rows = db::exec_statement(tx, cancel_sql, job_id);
   tx.commit();
   if (rows.empty()) return std::nullopt;
   return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
@@ -401,7 +382,7 @@ std::optional<job_change> job_queue::cancel(std::int64_t job_id) {
 std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core::uuid& tenant,
                                          const core::uuid& connection, std::optional<std::int64_t> except_job) {
   const std::optional<std::string> except = except_job ? std::optional(std::to_string(*except_job)) : std::nullopt;
-  const pqxx::row row = tx.exec_prepared1(cancel_connection_statement, tenant.to_string(), connection.to_string(),
+  const pqxx::row row = db::exec_statement1(tx, cancel_connection_sql, tenant.to_string(), connection.to_string(),
                                           or_null(except));
   return row[0].as<std::size_t>();
 }
@@ -409,7 +390,7 @@ std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core:
 std::optional<job_change> job_queue::retry(std::int64_t job_id) {
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_retry");
-  const pqxx::result rows = tx.exec_prepared(retry_statement, job_id);
+  const pqxx::result rows = db::exec_statement(tx, retry_sql, job_id);
   tx.commit();
   if (rows.empty()) return std::nullopt;
   return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
@@ -423,7 +404,7 @@ std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hou
   for (std::size_t i = 0; i < batches; ++i) {
     db::pool::lease lease = connections_.checkout();
     pqxx::nontransaction tx(lease.connection(), "bankworker_prune");
-    const pqxx::row row = tx.exec_prepared1(prune_statement, static_cast<std::int64_t>(done_retention.count()),
+    const pqxx::row row = db::exec_statement1(tx, prune_sql, static_cast<std::int64_t>(done_retention.count()),
                                             static_cast<std::int64_t>(dead_retention.count()),
                                             static_cast<int>(batch));
     tx.commit();
@@ -443,7 +424,7 @@ std::vector<job_summary> job_queue::list(const list_filter& filter) {
       filter.tenant ? std::optional<std::string>(filter.tenant->to_string()) : std::nullopt;
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_list");
-  const pqxx::result rows = tx.exec_prepared(list_statement, or_null(state), or_null(filter.kind), or_null(tenant),
+  const pqxx::result rows = db::exec_statement(tx, list_sql, or_null(state), or_null(filter.kind), or_null(tenant),
                                              static_cast<int>(filter.limit));
   tx.commit();
   std::vector<job_summary> jobs;

@@ -2,8 +2,8 @@
 // The job queue in PostgreSQL (bankworker.jobs, db/migrations/0003_jobs.sql).
 //
 // Every statement is a prepared call of one SECURITY DEFINER function, so the worker runs the
-// machinery across tenants without seeing tenant data (see the migration's header). The pool that
-// runs them must have prepared_statements() in its settings (add_prepared_statements does it).
+// machinery across tenants without seeing tenant data (see the migration's header). Each is
+// prepared on a connection at its first use there (db/statement.hpp).
 //
 // Lease ownership and effects. A handler whose lease was lost (it was cancelled, or its worker was
 // presumed dead and the job rescued) must not commit its effect. Handlers that write to the database
@@ -34,9 +34,6 @@ namespace bankworker::queue {
 
 // NOTIFY channel: enqueue functions notify it; the listener LISTENs on it.
 inline constexpr const char* notify_channel = "bankworker_jobs";
-
-std::vector<db::prepared_statement> prepared_statements();
-void add_prepared_statements(db::pool_settings& settings);
 
 using clock_function = std::function<time_point()>;
 
@@ -102,7 +99,7 @@ struct job_summary {
 
 class job_queue {
  public:
-  // `connections` must outlive the queue and have prepared_statements().
+  // `connections` must outlive the queue.
   job_queue(db::pool& connections, queue_settings settings);
 
   const queue_settings& settings() const noexcept { return settings_; }

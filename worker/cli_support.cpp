@@ -133,7 +133,6 @@ std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connect
 std::unique_ptr<db::pool> open_queue_pool(settings& config) {
   db::pool_settings pool_config;
   pool_config.connections = 1;
-  queue::add_prepared_statements(pool_config);
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
 }
 

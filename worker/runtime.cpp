@@ -188,7 +188,6 @@ int run_service(settings& config) {
   };
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
-  queue::add_prepared_statements(pool_config);
   const crypto::secret listen_url = crypto::secret::copy_of(config.database_url.reveal().text());
   db::pool connections(std::move(config.database_url), pool_config);
   const auto keys = open_key_store(config, connections);

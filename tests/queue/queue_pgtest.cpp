@@ -46,7 +46,6 @@ void insert_tenants(const scratch_database& database) {
 std::unique_ptr<db::pool> queue_pool(const scratch_database& database, std::size_t connections = 2) {
   db::pool_settings settings;
   settings.connections = connections;
-  queue::add_prepared_statements(settings);
   return database.worker_pool(std::move(settings));
 }
 

@@ -23,6 +23,7 @@
 
 #include "crypto/random.hpp"
 #include "db/pool.hpp"
+#include "db/statement.hpp"
 #include "queue/queue.hpp"
 
 namespace {
@@ -34,7 +35,8 @@ long option(int argc, char** argv, const std::string& name, long fallback) {
   return fallback;
 }
 
-constexpr const char* insert_effect_sql = "INSERT INTO public.effects (job_id, pid) VALUES ($1, $2)";
+constexpr bankworker::db::statement insert_effect_sql{"test_insert_effect",
+    "INSERT INTO public.effects (job_id, pid) VALUES ($1, $2)"};
 
 }  // namespace
 
@@ -52,8 +54,6 @@ int main(int argc, char** argv) {
   using namespace bankworker;
   db::pool_settings pool_config;
   pool_config.connections = 2;
-  queue::add_prepared_statements(pool_config);
-  pool_config.prepared.push_back({"test_insert_effect", insert_effect_sql});
   db::pool connections(crypto::secret::copy_of(url), std::move(pool_config));
   queue::job_queue jobs(connections, {.lease = std::chrono::milliseconds(lease_ms), .backoff = {}, .clock = {}, .seed = 0});
   const core::uuid owner = crypto::random_uuid();
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     for (const queue::job& job : claimed) {
       db::pool::lease lease = connections.checkout();
       pqxx::work tx(lease.connection());
-      tx.exec_prepared("test_insert_effect", job.ref.id, static_cast<int>(::getpid()));
+      db::exec_statement(tx, insert_effect_sql, job.ref.id, static_cast<int>(::getpid()));
       if (finished == stall_after) {
         std::cout << "stalled" << std::endl;
         for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));

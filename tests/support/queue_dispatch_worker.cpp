@@ -79,7 +79,6 @@ int main(int argc, char** argv) {
 
   db::pool_settings pool_config;
   pool_config.connections = 4;
-  queue::add_prepared_statements(pool_config);
   db::pool connections(crypto::secret::copy_of(url), std::move(pool_config));
   queue::queue_settings queue_config;
   queue_config.lease = std::chrono::milliseconds(option(argc, argv, "--lease-ms", 60'000));

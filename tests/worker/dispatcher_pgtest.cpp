@@ -100,7 +100,6 @@ struct running_dispatcher {
         connections([&] {
           db::pool_settings pool_config;
           pool_config.connections = 4;
-          queue::add_prepared_statements(pool_config);
           return database.worker_pool(std::move(pool_config));
         }()),
         jobs(*connections, queue::queue_settings{}),
@@ -220,7 +219,6 @@ TEST_CASE("on SIGTERM a worker drains running jobs, releases what it cannot fini
   const scratch_database database;
   insert_tenant(database);
   db::pool_settings pool_config;
-  queue::add_prepared_statements(pool_config);
   const auto connections = database.worker_pool(std::move(pool_config));
   queue::job_queue jobs(*connections, {});
   const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};

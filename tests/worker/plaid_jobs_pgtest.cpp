@@ -69,7 +69,6 @@ struct plaid_world {
         connections([&] {
           db::pool_settings pool_config;
           pool_config.connections = 8;
-          queue::add_prepared_statements(pool_config);
           if (!proxy) return database.worker_pool(std::move(pool_config));
           return std::make_unique<db::pool>(
               crypto::secret::copy_of(bankworker::test::url_through(database.url(), proxy->port())), std::move(pool_config));

@@ -68,7 +68,6 @@ struct test_scheduler {
       : connections([&] {
           db::pool_settings pool_config;
           pool_config.connections = 2;
-          queue::add_prepared_statements(pool_config);
           return database.worker_pool(std::move(pool_config));
         }()),
         jobs(*connections, queue::queue_settings{}),

@@ -81,7 +81,6 @@ struct stripe_world {
         connections([&] {
           db::pool_settings pool_config;
           pool_config.connections = 8;
-          queue::add_prepared_statements(pool_config);
           return database.worker_pool(std::move(pool_config));
         }()),
         keys(bankworker::test::test_key_store()),

@@ -60,7 +60,6 @@ struct posting_world {
   std::unique_ptr<db::pool> connections = [&] {
     db::pool_settings settings;
     settings.connections = 8;
-    queue::add_prepared_statements(settings);
     return database.worker_pool(std::move(settings));
   }();
   std::unique_ptr<db::key_store> keys = bankworker::test::test_key_store();
