@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -289,6 +290,18 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
     while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' ')) value.remove_suffix(1);
     call->result.retry_after = std::string(value.substr(0, 64));
+  }
+  // One allocation for the whole body instead of a doubling string copied at every growth; a
+  // length past the cap is not reserved (the transfer fails at the cap anyway).
+  constexpr std::string_view length_name = "content-length:";
+  if (!call->sensitive && starts_with_no_case(line, length_name)) {
+    std::string_view value = line.substr(length_name.size());
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    std::size_t length = 0;
+    const auto parsed = std::from_chars(value.data(), value.data() + value.size(), length);
+    if (parsed.ec == std::errc() && length <= call->body_bytes_max) {
+      call->result.body.reserve(length + body_padding_bytes);
+    }
   }
   return bytes;
 }

@@ -102,11 +102,17 @@ struct response;
 // adds the error code and redactions.
 call_record call_record_of(std::string endpoint, const response& answer);
 
+// Spare capacity past a response body whose length the server announced (simdjson's padding).
+inline constexpr std::size_t body_padding_bytes = 64;
+
 struct response {
   failure error = failure::none;
   std::string error_text;  // for failure != none: curl's reason, never a header or body
   long status = 0;
-  std::string body;           // when !sensitive_response
+  // When !sensitive_response. Announced by Content-Length, it is allocated once with
+  // body_padding_bytes to spare past its end, so a parser that reads ahead (simdjson) can work
+  // on it in place instead of on a copy.
+  std::string body;
   crypto::secret secret_body; // when sensitive_response
   std::uint64_t bytes_sent = 0;      // request body bytes
   std::uint64_t bytes_received = 0;  // response body bytes

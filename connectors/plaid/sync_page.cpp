@@ -305,15 +305,18 @@ namespace {
 // The one boundary where a bad body becomes an error value: `read` fills `result.page` from the
 // document and throws bad_page (or simdjson's error) on anything wrong.
 template <class Result, class Read>
-Result parse_body(simdjson::ondemand::parser& parser, std::string_view body, Read read) {
+Result parse_body(simdjson::ondemand::parser& parser, std::string_view body, std::size_t readable_bytes, Read read) {
   Result result;
   if (body.size() > page_body_bytes_max) {
     result.error = "body larger than page_body_bytes_max (" + std::to_string(page_body_bytes_max) + " bytes)";
     return result;
   }
   try {
-    const simdjson::padded_string padded(body);
-    simdjson::ondemand::document document = parser.iterate(padded);
+    // simdjson reads up to SIMDJSON_PADDING bytes past the end (their content does not matter).
+    std::optional<simdjson::padded_string> copy;
+    if (readable_bytes < body.size() + simdjson::SIMDJSON_PADDING) copy.emplace(body);
+    simdjson::ondemand::document document =
+        copy ? parser.iterate(*copy) : parser.iterate(body.data(), body.size(), readable_bytes);
     read(document, result.page);
     result.ok = true;
   } catch (const bad_page& error) {
@@ -336,8 +339,8 @@ void parse_accounts(value v, const core::currency_table& currencies, std::vector
 }  // namespace
 
 page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
-                            const core::currency_table& currencies) {
-  return parse_body<page_result>(parser, body, [&](simdjson::ondemand::document& document, sync_page& page) {
+                            const core::currency_table& currencies, std::size_t readable_bytes) {
+  return parse_body<page_result>(parser, body, readable_bytes, [&](simdjson::ondemand::document& document, sync_page& page) {
     bool seen_cursor = false, seen_has_more = false;
     for (auto field : document.get_object()) {
       const std::string_view key = field.unescaped_key();
@@ -377,7 +380,7 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
 
 accounts_page_result parse_accounts_page(simdjson::ondemand::parser& parser, std::string_view body,
                                          const core::currency_table& currencies) {
-  return parse_body<accounts_page_result>(parser, body,
+  return parse_body<accounts_page_result>(parser, body, 0,
                                           [&](simdjson::ondemand::document& document, accounts_page& page) {
     bool seen_accounts = false, seen_item = false;
     for (auto field : document.get_object()) {

@@ -80,9 +80,11 @@ struct page_result {
   std::string error;  // when !ok: what is wrong and where (field path), never the amounts' owners
 };
 
-// Parses a 200 response body. `parser` is reused by the caller (one per thread).
+// Parses a 200 response body. `parser` is reused by the caller (one per thread). `readable_bytes`
+// is how many bytes from body.data() may be read: with SIMDJSON_PADDING or more past the body
+// (a std::string's capacity, say), it is parsed in place; otherwise from a padded copy.
 page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
-                            const core::currency_table& currencies);
+                            const core::currency_table& currencies, std::size_t readable_bytes = 0);
 
 // /accounts/get: the accounts, read exactly as a sync page's, and the item they belong to.
 struct accounts_page {

@@ -213,3 +213,28 @@ TEST_CASE("text holding U+0000 fails the page by name instead of failing the dat
   REQUIRE(result.ok);
   CHECK(result.page.added[0].name == "Caf\xC3\xA9\tBar");
 }
+
+TEST_CASE("a body parsed in place, with garbage past its end, reads exactly as from a padded copy",
+          "[plaid][sync_page]") {
+  const std::string text = read_fixture("plaid/transactions_sync_example.json");
+  std::string in_place = text + std::string(simdjson::SIMDJSON_PADDING + 8, '"');
+  in_place.resize(text.size());  // the capacity (and the garbage in it) stays
+  REQUIRE(in_place.capacity() >= in_place.size() + simdjson::SIMDJSON_PADDING);
+  simdjson::ondemand::parser parser;
+  const page_result copied = parse_sync_page(parser, text, currencies);
+  const page_result direct = parse_sync_page(parser, in_place, currencies, in_place.capacity());
+  REQUIRE(copied.ok);
+  REQUIRE(direct.ok);
+  REQUIRE(direct.page.added.size() == copied.page.added.size());
+  for (std::size_t i = 0; i < copied.page.added.size(); ++i) {
+    CHECK(direct.page.added[i].transaction_id == copied.page.added[i].transaction_id);
+    CHECK(direct.page.added[i].amount_minor == copied.page.added[i].amount_minor);
+    CHECK(direct.page.added[i].name == copied.page.added[i].name);
+  }
+  CHECK(direct.page.next_cursor == copied.page.next_cursor);
+
+  // Too little room past the end is never read: the parser copies instead.
+  const page_result short_room = parse_sync_page(parser, text, currencies, text.size() + 1);
+  CHECK(short_room.ok);
+  CHECK(short_room.page.next_cursor == copied.page.next_cursor);
+}
