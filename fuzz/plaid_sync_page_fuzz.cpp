@@ -1,6 +1,8 @@
 // The /transactions/sync page parser and normaliser on arbitrary bytes. Beyond "no crash": a page
-// is either refused with a reason or every row in it is complete and within the stored bounds.
+// is either refused with a reason or every row in it is complete and within the stored bounds, and
+// parsing the bytes in place (garbage past their end) gives the same verdict as from a copy.
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "connectors/plaid/sync_page.hpp"
@@ -22,6 +24,15 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
 
   const std::string_view body(reinterpret_cast<const char*>(data), size);
   const plaid::page_result result = plaid::parse_sync_page(parser, body, currencies);
+
+  std::string in_place(body);
+  in_place.append(simdjson::SIMDJSON_PADDING, '{');
+  in_place.resize(body.size());
+  const plaid::page_result direct = plaid::parse_sync_page(parser, in_place, currencies, in_place.capacity());
+  require(direct.ok == result.ok);
+  require(direct.error == result.error);
+  require(direct.page.added.size() == result.page.added.size());
+  require(direct.page.next_cursor == result.page.next_cursor);
   if (!result.ok) {
     require(!result.error.empty());
     require(result.page.added.empty() && result.page.modified.empty() && result.page.removed.empty());
