@@ -91,3 +91,41 @@ TEST_CASE("a first sync tombstones a pending row of its own batch that a posted 
   CHECK(world.count("transaction_id IN ('pending-2', 'posted-2') AND removed_at IS NOT NULL") == 2);
   CHECK(world.count("removed_at IS NULL") == 2);
 }
+
+TEST_CASE("bank transactions naming an unknown currency or connection are refused by the database, currency first",
+          "[pg][plaid_store]") {
+  one_connection world;
+  // Runs `sql` as the worker in the tenant's scope; returns the error, or "accepted".
+  const auto attempt = [&](const std::string& sql) -> std::string {
+    try {
+      db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+        tx.exec_params(sql, world.tenant.to_string(), world.connection.to_string());
+      });
+    } catch (const pqxx::foreign_key_violation& error) {
+      return error.what();
+    }
+    return "accepted";
+  };
+  const std::string insert =
+      "INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
+      " currency, date, name, pending) VALUES ";
+  const auto row = [](const std::string& id, const std::string& connection, const std::string& currency) {
+    return "($1::uuid, '" + id + "', 'acc-1', " + connection + ", 100, '" + currency + "', '2026-11-20', 'x', false)";
+  };
+  const std::string elsewhere = "'" + bankworker::crypto::random_uuid().to_string() + "'::uuid";
+
+  CHECK_THAT(attempt(insert + row("t1", "$2::uuid", "USD") + "," + row("t2", "$2::uuid", "XQQ")),
+             Catch::Contains("currency XQQ of a bank transaction is not in bankworker.currencies"));
+  CHECK_THAT(attempt(insert + row("t1", "$2::uuid", "USD") + "," + row("t2", elsewhere, "USD")),
+             Catch::Contains("connection") && Catch::Contains("is not in bankworker.connections"));
+  // Both wrong, in different rows: the currency is named.
+  CHECK_THAT(attempt(insert + row("t1", elsewhere, "USD") + "," + row("t2", "$2::uuid", "XQQ")),
+             Catch::Contains("currency XQQ"));
+  CHECK(world.count("true") == 0);
+
+  REQUIRE(attempt(insert + row("t1", "$2::uuid", "USD") + "," + row("t2", "$2::uuid", "JPY")) == "accepted");
+  CHECK_THAT(attempt("UPDATE bankworker.transactions SET currency = 'XQQ' WHERE transaction_id = 't2'"
+                     " AND tenant_id = $1::uuid AND connection_id = $2::uuid"),
+             Catch::Contains("currency XQQ"));
+  CHECK(world.count("currency = 'JPY'") == 1);
+}
