@@ -80,15 +80,11 @@ std::chrono::milliseconds take_rate_tokens(pqxx::transaction_base& tx, std::span
 std::chrono::milliseconds take_rate_tokens(pool& connections, std::span<const rate_bucket> buckets,
                                            std::optional<std::chrono::system_clock::time_point> now) {
   pool::lease lease = connections.checkout();
-  pqxx::work tx(lease.connection(), "bankworker_rate_limit");
-  // Every caller of a bucket queues on its row lock until the holder commits, so the commit must
-  // not wait for a WAL flush. Losing the last few token records in a database crash only lets a
-  // few calls too many through afterwards, which Plaid answers with a 429 we retry; no data is
-  // at stake.
-  tx.exec0("SET LOCAL synchronous_commit TO off");
-  const std::chrono::milliseconds wait = take_rate_tokens(tx, buckets, now);
-  tx.commit();
-  return wait;
+  // One statement in autocommit: its implicit transaction ends with the statement, so the bucket
+  // rows it locks are released without waiting for a client round trip, and the function itself
+  // turns off the WAL flush wait of that commit (see migration 0023).
+  pqxx::nontransaction tx(lease.connection(), "bankworker_rate_limit");
+  return take_rate_tokens(tx, buckets, now);
 }
 
 std::size_t prune_rate_buckets(pool& connections, std::chrono::system_clock::time_point before, std::size_t batch) {

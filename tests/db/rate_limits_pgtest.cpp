@@ -244,3 +244,24 @@ TEST_CASE("the database refuses malformed bucket lists by name and creates no bu
   CHECK(tx.exec1("SELECT count(*) FROM bankworker.rate_buckets")[0].as<long>() == 0);
   CHECK_THAT(refusal("{a,b}", "{5,5}"), Catch::Equals("accepted"));
 }
+
+TEST_CASE("a take turns off its transaction's WAL flush wait and leaves no bucket locked once it returns",
+          "[pg][rate_limits]") {
+  const scratch_database database;
+  const auto connections = database.worker_pool(2);
+  const std::vector<db::rate_bucket> bucket{{"test:commit", 5}};
+  {
+    auto lease = connections->checkout();
+    pqxx::work tx(lease.connection());
+    CHECK(tx.exec1("SHOW synchronous_commit")[0].as<std::string>() == "on");
+    REQUIRE(db::take_rate_tokens(tx, bucket, t0) == 0ms);
+    CHECK(tx.exec1("SHOW synchronous_commit")[0].as<std::string>() == "off");
+    tx.commit();
+  }
+  REQUIRE(db::take_rate_tokens(*connections, bucket, t0) == 0ms);
+  const auto admin = database.connect_as_admin();
+  pqxx::work other(*admin);
+  // NOWAIT fails at once if any transaction still holds the row.
+  CHECK(other.exec("SELECT 1 FROM bankworker.rate_buckets WHERE key = 'test:commit' FOR UPDATE NOWAIT").size() == 1);
+  CHECK(count_in_bucket(database, "test:commit") == 2);
+}
