@@ -271,7 +271,7 @@ void key_store::seal_secret(pqxx::work& tx, const crypto::secret_context& contex
   const std::string secret_text = context.secret_id.to_string();
   const std::string_view purpose = crypto::to_string(context.purpose);
   exec_statement(tx, insert_secret_sql, tenant_text, secret_text, std::string(purpose), context.subject_id, version,
-                  as_binary(sealed.wrapped_data_key), as_binary(sealed.envelope));
+                 as_binary(sealed.wrapped_data_key), as_binary(sealed.envelope));
   append_audit(tx, *this,
                {.tenant = context.tenant,
                 .actor = actor,

@@ -179,8 +179,8 @@ std::optional<core::uuid> find_connection_by_item(pqxx::work& tx, const core::uu
 
 void insert_plaid_connection(pqxx::work& tx, const core::uuid& tenant, const new_plaid_connection& row) {
   exec_statement(tx, insert_connection_sql, tenant.to_string(), row.connection.to_string(), row.environment,
-                  row.item_id, or_null(row.institution_id), row.linked_by_job,
-                  static_cast<std::int64_t>(row.first_periodic_sync_in.count()));
+                 row.item_id, or_null(row.institution_id), row.linked_by_job,
+                 static_cast<std::int64_t>(row.first_periodic_sync_in.count()));
 }
 
 std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::uuid& tenant, std::int64_t job_id) {
@@ -212,8 +212,8 @@ void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid&
     limit.add(number_or_null(account.limit_minor));
   }
   exec_statement(tx, upsert_accounts_sql, tenant.to_string(), connection.to_string(), ids.finish(), names.finish(),
-                  official_names.finish(), masks.finish(), types.finish(), subtypes.finish(), currencies.finish(),
-                  current.finish(), available.finish(), limit.finish());
+                 official_names.finish(), masks.finish(), types.finish(), subtypes.finish(), currencies.finish(),
+                 current.finish(), available.finish(), limit.finish());
 }
 
 apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
@@ -301,7 +301,7 @@ void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<c
     redactions.add(std::to_string(call.redactions));
   }
   exec_statement(tx, append_calls_sql, tenant.to_string(), providers.finish(), endpoints.finish(), statuses.finish(),
-                  codes.finish(), sent.finish(), received.finish(), latencies.finish(), redactions.finish());
+                 codes.finish(), sent.finish(), received.finish(), latencies.finish(), redactions.finish());
 }
 
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant) {

@@ -69,9 +69,7 @@ std::chrono::milliseconds take_rate_tokens(pqxx::transaction_base& tx, std::span
   keys += '}';
   limits += '}';
   const std::string at = now ? microseconds_text(*now) : std::string();
-  const pqxx::result taken = exec_statement(tx, take_sql, keys, limits, now ? at.c_str() : nullptr);
-  BW_INVARIANT(taken.size() == 1);
-  const auto wait_ms = taken[0][0].as<std::int64_t>();
+  const auto wait_ms = exec_statement1(tx, take_sql, keys, limits, now ? at.c_str() : nullptr)[0].as<std::int64_t>();
   BW_INVARIANT(wait_ms >= 0);
   BW_INVARIANT(wait_ms <= rate_wait_ms_max);
   return std::chrono::milliseconds(wait_ms);

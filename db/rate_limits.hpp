@@ -38,8 +38,9 @@ struct rate_bucket {
 // the freed token first). `now` replaces the database clock (tests); empty uses clock_timestamp().
 //
 // The bucket rows stay locked until `tx` ends, so run it in a short transaction of its own and
-// commit at once, or in a pqxx::nontransaction (the pool overload below does that). Throws std::invalid_argument for a bad key,
-// limit or count (a programming error), and pqxx errors when the database fails.
+// commit at once, or in a pqxx::nontransaction (the pool overload below does that). Throws
+// std::invalid_argument for a bad key, limit or count (a programming error), and pqxx errors when
+// the database fails.
 std::chrono::milliseconds take_rate_tokens(pqxx::transaction_base& tx, std::span<const rate_bucket> buckets,
                                            std::optional<std::chrono::system_clock::time_point> now = std::nullopt);
 

@@ -194,7 +194,7 @@ std::vector<std::int64_t> enqueue(pqxx::transaction_base& tx, std::span<const ne
     }
     const pqxx::result rows =
         db::exec_statement(tx, enqueue_sql, tenants.finish(), kinds.finish(), payloads.finish(), priorities.finish(),
-                         run_ats.finish(), unique_keys.finish(), connections.finish(), attempts.finish());
+                           run_ats.finish(), unique_keys.finish(), connections.finish(), attempts.finish());
     for (const auto& row : rows) ids.push_back(row[0].as<std::int64_t>());
   }
   return ids;
@@ -251,7 +251,7 @@ std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit, st
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_claim");
   const pqxx::result rows = db::exec_statement(tx, claim_sql, owner.to_string(), static_cast<int>(limit),
-                                             static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
+                                               static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
   tx.commit();
   std::vector<job> jobs;
   jobs.reserve(rows.size());
@@ -282,7 +282,7 @@ std::vector<job_ref> job_queue::extend_leases(const core::uuid& owner, std::span
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_heartbeat");
   const pqxx::result rows = db::exec_statement(tx, extend_sql, owner.to_string(), tenants.finish(), ids.finish(),
-                                             static_cast<int>(settings_.lease.count()), or_null(now));
+                                               static_cast<int>(settings_.lease.count()), or_null(now));
   tx.commit();
   for (const auto& row : rows) held.push_back({uuid_of(row[0]), row[1].as<std::int64_t>()});
   return held;
@@ -314,7 +314,7 @@ pqxx::result run_complete(pqxx::transaction_base& tx, job_queue& queue, const co
     }
   }
   return db::exec_statement(tx, complete_sql, owner.to_string(), tenants.finish(), ids.finish(), kinds.finish(),
-                          delays.finish(), errors.finish(), or_null(now));
+                            delays.finish(), errors.finish(), or_null(now));
 }
 
 }  // namespace
@@ -383,7 +383,7 @@ std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core:
                                          const core::uuid& connection, std::optional<std::int64_t> except_job) {
   const std::optional<std::string> except = except_job ? std::optional(std::to_string(*except_job)) : std::nullopt;
   const pqxx::row row = db::exec_statement1(tx, cancel_connection_sql, tenant.to_string(), connection.to_string(),
-                                          or_null(except));
+                                            or_null(except));
   return row[0].as<std::size_t>();
 }
 
@@ -405,8 +405,8 @@ std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hou
     db::pool::lease lease = connections_.checkout();
     pqxx::nontransaction tx(lease.connection(), "bankworker_prune");
     const pqxx::row row = db::exec_statement1(tx, prune_sql, static_cast<std::int64_t>(done_retention.count()),
-                                            static_cast<std::int64_t>(dead_retention.count()),
-                                            static_cast<int>(batch));
+                                              static_cast<std::int64_t>(dead_retention.count()),
+                                              static_cast<int>(batch));
     tx.commit();
     const auto deleted = row[0].as<std::size_t>();
     pruned += deleted;
@@ -425,7 +425,7 @@ std::vector<job_summary> job_queue::list(const list_filter& filter) {
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_list");
   const pqxx::result rows = db::exec_statement(tx, list_sql, or_null(state), or_null(filter.kind), or_null(tenant),
-                                             static_cast<int>(filter.limit));
+                                               static_cast<int>(filter.limit));
   tx.commit();
   std::vector<job_summary> jobs;
   jobs.reserve(rows.size());

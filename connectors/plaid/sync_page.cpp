@@ -340,7 +340,8 @@ void parse_accounts(value v, const core::currency_table& currencies, std::vector
 
 page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
                             const core::currency_table& currencies, std::size_t readable_bytes) {
-  return parse_body<page_result>(parser, body, readable_bytes, [&](simdjson::ondemand::document& document, sync_page& page) {
+  return parse_body<page_result>(parser, body, readable_bytes,
+                                 [&](simdjson::ondemand::document& document, sync_page& page) {
     bool seen_cursor = false, seen_has_more = false;
     for (auto field : document.get_object()) {
       const std::string_view key = field.unescaped_key();
