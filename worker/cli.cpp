@@ -26,6 +26,8 @@ constexpr std::string_view usage_text =
     "  plaid link --tenant T --public-token P [--wait]\n"
     "                              exchange a Plaid public token for a new bank connection\n"
     "  connections list --tenant T | connections sync|revoke --tenant T --connection C [--wait]\n"
+    "  scope-key add --id K --key-file F | scope-key list | scope-key retire --id K\n"
+    "                              the keys the app mints tenant scope tokens with (README)\n"
     "  jobs list [--state S] [--kind K] [--tenant T] [--limit N] | jobs retry ID | jobs cancel ID\n"
     "\n"
     "options:\n"
@@ -33,7 +35,8 @@ constexpr std::string_view usage_text =
     "  --help       this text\n"
     "  --version    the version\n"
     "\n"
-    "environment: BANKWORKER_DATABASE_URL (required by migrate and tenant), BANKWORKER_LOG_LEVEL, …\n"
+    "environment: BANKWORKER_DATABASE_URL (the runtime login), BANKWORKER_MIGRATE_DATABASE_URL (migrate),\n"
+    "BANKWORKER_LOG_LEVEL, …\n"
     "see README.md for every variable.\n";
 
 // Every command, by its first word. Add a line here for a new command group.
@@ -52,6 +55,7 @@ constexpr command commands[] = {
     {"stripe", command_stripe},
     {"plaid", command_plaid},
     {"connections", command_connections},
+    {"scope-key", command_scope_key},
 };
 
 }  // namespace

@@ -1,7 +1,9 @@
 // Bank connections from the command line (DESIGN.md §6): `plaid link --tenant T --public-token P
 // [--wait]`, `connections list --tenant T`, `connections sync|revoke --tenant T --connection C
-// [--wait]`. Each request goes through the same SQL functions the customer's app calls
-// (bankworker.link_plaid, request_sync, request_revoke), so the CLI exercises the app's path.
+// [--wait]`. Each request goes through the same enqueue functions the customer's app reaches
+// (bankworker.link_plaid, request_sync and request_revoke verify the app's scope token, then call
+// enqueue_link_request, enqueue_sync_request and enqueue_revoke_request, which the worker calls
+// directly under its own SET LOCAL scope).
 // --wait polls the job until it finishes, at most wait_timeout, and prints its outcome; the exit
 // status is 0 only when the job succeeded.
 
@@ -24,9 +26,9 @@ constexpr auto wait_timeout = std::chrono::seconds(120);
 constexpr auto wait_poll = std::chrono::milliseconds(100);
 constexpr int exit_job_unfinished = 1;
 
-constexpr const char* link_sql = "SELECT bankworker.link_plaid($1::uuid, $2)";
-constexpr const char* request_sync_sql = "SELECT bankworker.request_sync($1::uuid, $2::uuid)";
-constexpr const char* request_revoke_sql = "SELECT bankworker.request_revoke($1::uuid, $2::uuid)";
+constexpr const char* link_sql = "SELECT bankworker.enqueue_link_request($1::uuid, $2)";
+constexpr const char* request_sync_sql = "SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)";
+constexpr const char* request_revoke_sql = "SELECT bankworker.enqueue_revoke_request($1::uuid, $2::uuid)";
 constexpr const char* job_outcome_sql = "SELECT state, failure, last_error FROM bankworker.job_outcome($1::uuid, $2::bigint)";
 
 struct job_outcome {

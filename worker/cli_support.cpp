@@ -7,6 +7,7 @@
 #include "core/limits.hpp"
 #include "connectors/vault/transit_root_key.hpp"
 #include "core/assert.hpp"
+#include "db/login.hpp"
 #include "queue/queue.hpp"
 
 namespace bankworker::worker {
@@ -106,17 +107,35 @@ settings load_or_throw(const env_lookup& env, settings_needs needs) {
   return std::move(loaded.value);
 }
 
-std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config) {
+namespace {
+
+// Refuses a runtime login with owner power (db/login.hpp), one line naming the reason.
+void refuse_privileged_login(pqxx::connection& connection) {
+  std::optional<std::string> problem;
+  try {
+    problem = db::runtime_login_problem(connection);
+  } catch (const pqxx::sql_error& error) {
+    throw command_error{"checking the login's privileges failed: " + one_line(error.what())};
+  }
+  if (problem) throw config_error{{"BANKWORKER_DATABASE_URL: " + *problem}};
+}
+
+}  // namespace
+
+std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, login_use use) {
   std::string url(config.database_url.reveal().text());
   try {
     auto connection = std::make_unique<pqxx::connection>(url);
     sodium_memzero(url.data(), url.size());
     // Operator commands get deadlines too, longer than the runtime's: a migration may rewrite a
     // large table, but must not wait forever behind another session's lock or idle in a transaction.
-    pqxx::nontransaction setup(*connection, "bankworker_operator_session");
-    setup.exec_params(operator_session_sql, std::to_string(limits::operator_statement_timeout.count()),
-                      std::to_string(limits::operator_lock_timeout.count()),
-                      std::to_string(limits::operator_idle_in_transaction_timeout.count()));
+    {
+      pqxx::nontransaction setup(*connection, "bankworker_operator_session");
+      setup.exec_params(operator_session_sql, std::to_string(limits::operator_statement_timeout.count()),
+                        std::to_string(limits::operator_lock_timeout.count()),
+                        std::to_string(limits::operator_idle_in_transaction_timeout.count()));
+    }
+    if (use == login_use::runtime) refuse_privileged_login(*connection);
     return connection;
   } catch (const pqxx::broken_connection& error) {
     sodium_memzero(url.data(), url.size());
@@ -127,14 +146,11 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config) 
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections) {
   db::pool_settings pool_config;
   pool_config.connections = connections;
+  connect_as_login_user(config, login_use::runtime);  // refuses a login with owner power first
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
 }
 
-std::unique_ptr<db::pool> open_queue_pool(settings& config) {
-  db::pool_settings pool_config;
-  pool_config.connections = 1;
-  return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
-}
+std::unique_ptr<db::pool> open_queue_pool(settings& config) { return open_worker_pool(config, 1); }
 
 std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config) {
   std::vector<std::unique_ptr<crypto::root_key_provider>> providers;

@@ -63,8 +63,12 @@ void expect_only(const parsed_args& parsed, std::size_t words, std::initializer_
 // Loads configuration or throws config_error with every problem.
 settings load_or_throw(const env_lookup& env, settings_needs needs);
 
+// Who a direct connection is for: `migrate` connects as the schema owner's login; everything else
+// as the runtime login, which is refused (config_error, exit 78) when it holds owner power.
+enum class login_use { migration, runtime };
+
 // A direct connection as the login role (migrations, operator commands that are not tenant work).
-std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config);
+std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, login_use use = login_use::runtime);
 
 // A small pool as bankworker_worker for tenant-scoped work from the CLI.
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections = 1);
@@ -100,5 +104,6 @@ int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream& 
 int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_plaid(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_connections(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_scope_key(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

@@ -11,8 +11,8 @@ namespace bankworker::worker {
 
 int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
   expect_only(parsed, 1, {});
-  const settings config = load_or_throw(env, {.database = true});
-  const auto connection = connect_as_login_user(config);
+  const settings config = load_or_throw(env, {.database = true, .migrate = true});
+  const auto connection = connect_as_login_user(config, login_use::migration);
   db::migration_report report;
   try {
     report = db::apply_migrations(*connection, db::embedded_migrations());

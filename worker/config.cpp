@@ -170,24 +170,42 @@ env_lookup process_environment() {
   };
 }
 
+// The database URL a command connects with. `migrate` takes BANKWORKER_MIGRATE_DATABASE_URL (the
+// login that owns the schema) and falls back to BANKWORKER_DATABASE_URL; every other command takes
+// BANKWORKER_DATABASE_URL, the runtime login. Each may also come from NAME_FILE or a systemd
+// credential (migrate-database-url, database-url), so that neither password lives in an env file.
+void load_database_url(loader& load, const settings_needs& needs, settings& s) {
+  std::string_view name = "BANKWORKER_DATABASE_URL";
+  crypto::secret url;
+  if (needs.migrate) {
+    url = load.secret_from("BANKWORKER_MIGRATE_DATABASE_URL", "migrate-database-url");
+    if (!url.empty()) name = "BANKWORKER_MIGRATE_DATABASE_URL";
+  }
+  if (url.empty()) url = load.secret_from("BANKWORKER_DATABASE_URL", "database-url");
+  if (url.empty()) {
+    if (needs.database) load.problem(name, "required (e.g. postgresql://user@127.0.0.1:5432/bankworker)");
+    return;
+  }
+  bool well_formed = false;
+  {
+    const crypto::secret::view view = url.reveal();
+    const std::string_view text = view.text();
+    well_formed = text.starts_with("postgresql://") || text.starts_with("postgres://") ||
+                  text.find('=') != std::string_view::npos;
+  }
+  if (!well_formed) {
+    load.problem(name, "expected postgresql://… or key=value connection string");
+    return;
+  }
+  s.database_url = std::move(url);
+}
+
 settings_result load_settings(const env_lookup& env, settings_needs needs) {
   settings_result result;
   settings& s = result.value;
   loader load(env, result);
 
-  if (auto url = load.get("BANKWORKER_DATABASE_URL")) {
-    const std::string_view text = *url;
-    const bool uri = text.starts_with("postgresql://") || text.starts_with("postgres://");
-    const bool keywords = text.find('=') != std::string_view::npos;
-    if (!uri && !keywords) {
-      load.problem("BANKWORKER_DATABASE_URL", "expected postgresql://… or key=value connection string");
-    } else {
-      s.database_url = crypto::secret::copy_of(text);
-    }
-    std::fill(url->begin(), url->end(), '\0');
-  } else if (needs.database) {
-    load.problem("BANKWORKER_DATABASE_URL", "required (e.g. postgresql://user@127.0.0.1:5432/bankworker)");
-  }
+  load_database_url(load, needs, s);
 
   if (auto listen = load.get("BANKWORKER_HTTP_LISTEN")) {
     if (auto parsed = parse_listen_address(*listen)) {

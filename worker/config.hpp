@@ -59,6 +59,9 @@ struct settings {
 // What the command about to run needs; absent optional settings are only checked when present.
 struct settings_needs {
   bool database = false;
+  // `migrate` only: the schema owner's login (BANKWORKER_MIGRATE_DATABASE_URL, falling back to
+  // BANKWORKER_DATABASE_URL) instead of the runtime login.
+  bool migrate = false;
   bool root_key = false;
 };
 

@@ -27,8 +27,8 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr std::string_view actor = "worker";
-constexpr const char* request_sync_sql = "SELECT bankworker.request_sync($1::uuid, $2::uuid)";
-constexpr const char* request_revoke_sql = "SELECT bankworker.request_revoke($1::uuid, $2::uuid)";
+constexpr const char* request_sync_sql = "SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)";
+constexpr const char* request_revoke_sql = "SELECT bankworker.enqueue_revoke_request($1::uuid, $2::uuid)";
 constexpr const char* cancel_connection_sql = "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)";
 
 // A payload field as text, or nothing when the payload is not an object holding it as a string.

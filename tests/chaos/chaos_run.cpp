@@ -38,6 +38,7 @@
 #include "tests/chaos/storm.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/logins.hpp"
 #include "tests/support/process.hpp"
 
 namespace bankworker::chaos {
@@ -384,8 +385,12 @@ void chaos_run::set_up() {
   const std::string api_key_file = write_secret("stripe-api-key", stripe_api_key);
 
   cli_env_ = {{"BANKWORKER_DATABASE_URL", record_.admin_url}, {"BANKWORKER_ROOT_KEY_FILE", root_key_file}};
-  record_.cli_env = cli_env_;
   cli({"migrate"});
+  // Everything after the schema runs as a runtime login, as a deployment must (README: roles).
+  cli_env_["BANKWORKER_MIGRATE_DATABASE_URL"] = record_.admin_url;
+  cli_env_["BANKWORKER_DATABASE_URL"] =
+      test::create_login(record_.admin_url, record_.admin_url, "bankworker_chaos_runtime", "bankworker_worker");
+  record_.cli_env = cli_env_;
 
   plaid_sim_ = std::make_unique<test::child_process>(
       PLAID_SIM_BINARY,

@@ -8,6 +8,7 @@
 
 #include <pqxx/pqxx>
 
+#include "tests/support/scope_token.hpp"
 #include "tests/support/scratch_database.hpp"
 
 using bankworker::test::scratch_database;
@@ -24,6 +25,7 @@ const std::set<std::string> shared_tables = {
     "audit_signing_keys", // one Ed25519 key signs every tenant's chain; its seed is wrapped by the root key
     "schedules",          // periodic maintenance tasks, claimed by one process per interval
     "rate_buckets",       // provider rate limits shared by all processes; keys name limits, never secrets
+    "scope_keys",         // the app's scope-token keys: owner-only, checked below to be unreadable
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
@@ -168,6 +170,24 @@ outcome run_as(pqxx::connection& connection, const std::string& role, const std:
   return result;
 }
 
+// As the customer's app: the transaction opens with a scope token, then runs `sql`.
+outcome run_as_app(pqxx::connection& app, const std::string& token, const std::string& sql,
+                   const std::string& parameter = {}) {
+  outcome result;
+  try {
+    pqxx::work tx(app);
+    tx.exec_params("SELECT bankworker.enter_tenant($1)", token);
+    const pqxx::result rows = parameter.empty() ? tx.exec(sql) : tx.exec_params(sql, parameter);
+    result.affected = static_cast<long>(rows.affected_rows());
+    if (!rows.empty() && rows.columns() > 0 && !rows[0][0].is_null()) result.first_value = rows[0][0].as<long>();
+    tx.commit();
+  } catch (const pqxx::sql_error& error) {
+    result.failed = true;
+    result.message = error.what();
+  }
+  return result;
+}
+
 bool has_privilege(pqxx::connection& admin, const std::string& role, const std::string& table, const char* privilege) {
   pqxx::work tx(admin);
   return tx.exec_params1("SELECT has_table_privilege($1, $2, $3)", role, "bankworker." + table, std::string(privilege))[0]
@@ -261,31 +281,37 @@ TEST_CASE_METHOD(two_tenants, "every tenant table isolates tenants under forced 
 }
 
 TEST_CASE_METHOD(two_tenants, "bankworker_app reads only its tenant's bank data and ledger, and never sealed secrets", "[pg][rls]") {
-  pqxx::connection app(database.url());
-  const std::string role = "bankworker_app";
+  const bankworker::test::scope_key key = bankworker::test::scope_key::random("rls");
+  {
+    pqxx::work tx(*admin);
+    bankworker::test::add_scope_key(tx, key);
+    tx.commit();
+  }
+  pqxx::connection app(database.app_url());
+  const std::string token_a = bankworker::test::mint_scope_token(key, tenant_a, bankworker::test::unix_now() + 300);
 
-  const outcome secrets = run_as(app, role, tenant_a, "SELECT count(*) FROM bankworker.sealed_secrets");
+  const outcome secrets = run_as_app(app, token_a, "SELECT count(*) FROM bankworker.sealed_secrets");
   CHECK(secrets.failed);
   CHECK_THAT(secrets.message, Catch::Contains("permission denied"));
 
   for (const char* table : {"transactions", "accounts", "ledger_accounts", "journal_entries", "journal_lines"}) {
     INFO(table);
-    const outcome mine = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);
+    const outcome mine = run_as_app(app, token_a, std::string("SELECT count(*) FROM bankworker.") + table);
     REQUIRE_FALSE(mine.failed);
     CHECK(mine.first_value > 0);
-    const outcome theirs = run_as(app, role, tenant_a,
-                                  std::string("SELECT count(*) FROM bankworker.") + table +
-                                      " WHERE tenant_id = $1::text::uuid",
-                                  tenant_b);
+    const outcome theirs = run_as_app(app, token_a,
+                                      std::string("SELECT count(*) FROM bankworker.") + table +
+                                          " WHERE tenant_id = $1::text::uuid",
+                                      tenant_b);
     CHECK(theirs.first_value == 0);
-    const outcome write = run_as(app, role, tenant_a, std::string("DELETE FROM bankworker.") + table);
+    const outcome write = run_as_app(app, token_a, std::string("DELETE FROM bankworker.") + table);
     CHECK(write.failed);
   }
   for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
                             "stripe_accounts", "stripe_event_cursors", "stripe_unrouted_events", "tenant_keys", "audit_heads",
-                            "audit_signing_keys"}) {
+                            "audit_signing_keys", "scope_keys"}) {
     INFO(table);
-    const outcome read = run_as(app, role, tenant_a, std::string("SELECT count(*) FROM bankworker.") + table);
+    const outcome read = run_as_app(app, token_a, std::string("SELECT count(*) FROM bankworker.") + table);
     CHECK(read.failed);
     CHECK_THAT(read.message, Catch::Contains("permission denied"));
   }

@@ -65,7 +65,7 @@ TEST_CASE("decimal text places the point by the currency's exponent without floa
 TEST_CASE("export --format json prints the tenant's books, exactly, and only that tenant's", "[pg][ledger][export]") {
   books b;
   const auto result = test::run_bankworker({"export", "--tenant", b.tenant.to_string(), "--format", "json"},
-                                           {{"BANKWORKER_DATABASE_URL", b.database.url()}});
+                                           {{"BANKWORKER_DATABASE_URL", b.database.runtime_url()}});
   INFO(result.err);
   REQUIRE(result.exit_code == 0);
   simdjson::dom::parser parser;
@@ -94,7 +94,7 @@ TEST_CASE("export --format json prints the tenant's books, exactly, and only tha
 TEST_CASE("export --format csv quotes text and keeps amounts exact", "[pg][ledger][export]") {
   books b;
   const auto result = test::run_bankworker({"export", "--tenant", b.tenant.to_string(), "--format", "csv"},
-                                           {{"BANKWORKER_DATABASE_URL", b.database.url()}});
+                                           {{"BANKWORKER_DATABASE_URL", b.database.runtime_url()}});
   REQUIRE(result.exit_code == 0);
   CHECK(result.out.starts_with("section,key,date,account,currency,amount_minor,amount,description\n"));
   CHECK(result.out.find("entry_line,ch_1:gross,2023-11-14T22:13:20Z,stripe.clearing,USD,2000,20.00,\"Charge, with comma\"\n") !=
@@ -107,7 +107,7 @@ TEST_CASE("export --format csv quotes text and keeps amounts exact", "[pg][ledge
 
 TEST_CASE("export refuses a malformed or unknown tenant", "[pg][ledger][export]") {
   test::scratch_database database;
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
   const auto malformed = test::run_bankworker({"export", "--tenant", "'; DROP TABLE x; --"}, env);
   CHECK(malformed.exit_code == 2);
   const auto unknown = test::run_bankworker({"export", "--tenant", "00000000-0000-4000-8000-000000000000"}, env);

@@ -14,6 +14,7 @@
 #include "crypto/random.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/scope_token.hpp"
 #include "tests/support/scratch_database.hpp"
 
 using namespace std::chrono_literals;
@@ -356,6 +357,14 @@ TEST_CASE("request_sync from 8 connections at once leaves one waiting sync, and 
           "[pg][queue]") {
   const scratch_database database;
   insert_tenants(database);
+  const auto key = bankworker::test::scope_key::random("queue");
+  {
+    pqxx::connection admin(database.url());
+    pqxx::work tx(admin);
+    bankworker::test::add_scope_key(tx, key);
+    tx.commit();
+  }
+  const std::string token_a = bankworker::test::mint_scope_token(key, tenant_a.to_string(), bankworker::test::unix_now() + 300);
   constexpr int callers = 8;
   const auto request_all = [&] {
     std::vector<std::int64_t> ids(callers);
@@ -363,10 +372,9 @@ TEST_CASE("request_sync from 8 connections at once leaves one waiting sync, and 
     std::vector<std::thread> threads;
     for (int i = 0; i < callers; ++i) {
       threads.emplace_back([&, i] {
-        pqxx::connection app(database.url());
+        pqxx::connection app(database.app_url());
         pqxx::work tx(app);
-        tx.exec("SET LOCAL ROLE bankworker_app");
-        tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", tenant_a.to_string());
+        tx.exec_params("SELECT bankworker.enter_tenant($1)", token_a);
         start.arrive_and_wait();
         ids[i] = tx.exec_params1("SELECT bankworker.request_sync($1, $2)", tenant_a.to_string(),
                                  connection_a.to_string())[0]
@@ -405,12 +413,21 @@ TEST_CASE("bankworker_app may request work for its own tenant's connections and 
           "[pg][queue]") {
   const scratch_database database;
   insert_tenants(database);
-  pqxx::connection app(database.url());
+  const auto key = bankworker::test::scope_key::random("queue");
+  {
+    pqxx::connection admin(database.url());
+    pqxx::work tx(admin);
+    bankworker::test::add_scope_key(tx, key);
+    tx.commit();
+  }
+  pqxx::connection app(database.app_url());
   const auto as_app = [&](const uuid* scope, const std::string& sql) -> std::string {
     try {
       pqxx::work tx(app);
-      tx.exec("SET LOCAL ROLE bankworker_app");
-      if (scope != nullptr) tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", scope->to_string());
+      if (scope != nullptr) {
+        tx.exec_params("SELECT bankworker.enter_tenant($1)",
+                       bankworker::test::mint_scope_token(key, scope->to_string(), bankworker::test::unix_now() + 300));
+      }
       tx.exec(sql);
       tx.commit();
       return "ok";
@@ -438,7 +455,7 @@ TEST_CASE("bankworker_app may request work for its own tenant's connections and 
   CHECK_THAT(as_app(&tenant_a, "SELECT bankworker.link_plaid(" + b + ", 'public-sandbox-x')"),
              Catch::Contains("not the tenant"));
   CHECK_THAT(as_app(nullptr, "SELECT bankworker.request_sync(" + a + ", " + ca + ")"),
-             Catch::Contains("not the tenant"));
+             Catch::Contains("no verified tenant scope"));
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE tenant_id = " + b) == 0);
 
   // Nothing else: not the table, not the machinery.
@@ -485,7 +502,7 @@ TEST_CASE("two worker processes over 10,000 jobs run every job exactly once", "[
   jobs.enqueue(noop_jobs(tenant_a, 5'000));
   jobs.enqueue(noop_jobs(tenant_b, 5'000));
 
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
   child_process first(QUEUE_CLAIM_LOOP_BINARY, {"--batch", "50"}, env);
   child_process second(QUEUE_CLAIM_LOOP_BINARY, {"--batch", "50"}, env);
   CHECK(first.wait(240s) == 0);
@@ -507,7 +524,7 @@ TEST_CASE("jobs of a worker killed with SIGKILL run again within lease + 30 s an
   queue::job_queue jobs(*connections, {});
   jobs.enqueue(noop_jobs(tenant_a, 200));
 
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
   constexpr auto lease = 2'000ms;
   child_process doomed(QUEUE_CLAIM_LOOP_BINARY,
                        {"--batch", "40", "--lease-ms", std::to_string(lease.count()), "--stall-after", "15"}, env);

@@ -10,6 +10,7 @@
 #include <pqxx/pqxx>
 
 #include "db/migrate.hpp"
+#include "tests/support/logins.hpp"
 
 namespace bankworker::test {
 
@@ -55,10 +56,24 @@ scratch_database::~scratch_database() {
     pqxx::connection connection(admin_url());
     pqxx::nontransaction tx(connection);
     tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(name_) + " WITH (FORCE)");
+    for (const std::string& login : logins_) tx.exec("DROP ROLE IF EXISTS " + tx.quote_name(login));
   } catch (const std::exception& error) {
     WARN("could not drop scratch database " << name_ << ": " << error.what());
   }
 }
+
+const std::string& scratch_database::login_url(std::string& cached, std::string_view suffix,
+                                              std::string_view role) const {
+  if (!cached.empty()) return cached;
+  const std::string login = name_ + std::string(suffix);
+  cached = create_login(url_, url_, login, role);
+  logins_.push_back(login);
+  return cached;
+}
+
+const std::string& scratch_database::runtime_url() const { return login_url(runtime_url_, "_rt", "bankworker_worker"); }
+
+const std::string& scratch_database::app_url() const { return login_url(app_url_, "_app", "bankworker_app"); }
 
 std::unique_ptr<pqxx::connection> scratch_database::connect_as_admin() const {
   return std::make_unique<pqxx::connection>(url_);

@@ -21,6 +21,7 @@
 #include "tests/support/polling.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/raw_http.hpp"
+#include "tests/support/scope_token.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
@@ -56,7 +57,7 @@ struct attack_target {
   long legitimate_events = 0;  // events B delivered and the worker acknowledged
 
   attack_target() {
-    env = {{"BANKWORKER_DATABASE_URL", database.url()},
+    env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
            {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
            {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
            {"BANKWORKER_PLAID_BASE_URL", plaid.url},
@@ -329,16 +330,25 @@ TEST_CASE("attack matrix: as bankworker_app, one tenant cannot read or request w
                                     "'") > 0;
   }));
   const long jobs_before = count(*target.admin, "SELECT count(*) FROM bankworker.jobs");
-  const auto as_app = [&](const std::string& scope, const std::string& sql) {
+  const test::scope_key key = test::scope_key::random("attack");
+  {
     pqxx::work tx(*target.admin);
-    tx.exec("SET LOCAL ROLE bankworker_app");
-    tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", scope);
+    test::add_scope_key(tx, key);
+    tx.commit();
+  }
+  // The app's own login (a member of bankworker_app only), scoped to A by a genuine token for A;
+  // the attacker then writes B into the setting that used to decide the scope.
+  pqxx::connection app(target.database.app_url());
+  const auto as_app = [&](const std::string& tenant, const std::string& sql) {
+    pqxx::work tx(app);
+    tx.exec_params("SELECT bankworker.enter_tenant($1)", test::mint_scope_token(key, tenant, test::unix_now() + 300));
+    tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", target.tenant_b);
     return tx.exec1(sql)[0].as<long>();
   };
   const std::string b_entries =
       "SELECT count(*) FROM bankworker.journal_entries WHERE tenant_id = '" + target.tenant_b + "'";
   CHECK(as_app(target.tenant_a, b_entries) == 0);
-  CHECK(as_app(target.tenant_b, b_entries) > 0);  // the same query in B's own scope sees them
+  CHECK(as_app(target.tenant_b, b_entries) > 0);  // the same query with B's own token sees them
   // Sealed secrets, the inbox and the queue are not the app's to read or write, whatever the scope.
   for (const std::string& sql : {std::string("SELECT count(*) FROM bankworker.sealed_secrets"),
                                 std::string("SELECT count(*) FROM bankworker.stripe_events"),

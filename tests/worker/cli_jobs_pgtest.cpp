@@ -34,7 +34,7 @@ void insert_jobs(const scratch_database& database) {
 TEST_CASE("jobs list filters by state, kind and tenant, newest first, in text and JSON", "[pg][cli][queue]") {
   const scratch_database database;
   insert_jobs(database);
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
 
   const auto all = run_bankworker({"jobs", "list"}, env);
   REQUIRE(all.exit_code == 0);
@@ -64,7 +64,7 @@ TEST_CASE("jobs list filters by state, kind and tenant, newest first, in text an
 TEST_CASE("jobs retry revives a dead job and jobs cancel cancels a waiting one", "[pg][cli][queue]") {
   const scratch_database database;
   insert_jobs(database);
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
 
   const auto revived = run_bankworker({"jobs", "retry", "1"}, env);
   REQUIRE(revived.exit_code == 0);

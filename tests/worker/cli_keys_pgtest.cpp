@@ -26,7 +26,7 @@ constexpr std::string_view plaid_token = "access-production-5c7d3f10-9a8b-4c6d-8
 struct cli_fixture {
   scratch_database database;
   test::root_key_file root_key;
-  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", root_key.path_text()}};
   std::string all_output;  // every line any command printed, to search for secrets
 

@@ -33,7 +33,7 @@ TEST_CASE("bankworker migrate applies every migration once, then reports the sch
 TEST_CASE("bankworker tenant create stores the tenant and prints its id", "[pg][cli]") {
   const scratch_database database;
   const bankworker::test::root_key_file root_key;
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                                   {"BANKWORKER_ROOT_KEY_FILE", root_key.path_text()}};
 
   const auto plain = run_bankworker({"tenant", "create", "--name", "Acme Ltd"}, env);
@@ -63,7 +63,7 @@ TEST_CASE("bankworker tenant create on an unmigrated database says to migrate fi
   const scratch_database database(false);
   const bankworker::test::root_key_file root_key;
   const auto result = run_bankworker({"tenant", "create", "--name", "Acme"},
-                                     {{"BANKWORKER_DATABASE_URL", database.url()},
+                                     {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                       {"BANKWORKER_ROOT_KEY_FILE", root_key.path_text()}});
   CHECK(result.exit_code == 1);
   REQUIRE(lines_of(result.err).size() == 1);

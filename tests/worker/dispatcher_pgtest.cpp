@@ -221,7 +221,7 @@ TEST_CASE("on SIGTERM a worker drains running jobs, releases what it cannot fini
   db::pool_settings pool_config;
   const auto connections = database.worker_pool(std::move(pool_config));
   queue::job_queue jobs(*connections, {});
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()}};
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
 
   SECTION("jobs that finish within the drain deadline are finished") {
     jobs.enqueue(jobs_of("test.effect", 4));

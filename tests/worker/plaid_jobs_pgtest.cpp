@@ -122,13 +122,13 @@ struct plaid_world {
     });
   }
   std::int64_t link(const std::string& public_token) {
-    return request("SELECT bankworker.link_plaid($1::uuid, $2)", public_token);
+    return request("SELECT bankworker.enqueue_link_request($1::uuid, $2)", public_token);
   }
   std::int64_t request_sync(const uuid& connection) {
-    return request("SELECT bankworker.request_sync($1::uuid, $2::uuid)", connection.to_string());
+    return request("SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)", connection.to_string());
   }
   std::int64_t request_revoke(const uuid& connection) {
-    return request("SELECT bankworker.request_revoke($1::uuid, $2::uuid)", connection.to_string());
+    return request("SELECT bankworker.enqueue_revoke_request($1::uuid, $2::uuid)", connection.to_string());
   }
 
   std::optional<job_outcome> job_state(std::int64_t job_id) {

@@ -59,7 +59,7 @@ int healthz_on(const test::raw_connection& connection) {
 TEST_CASE("run refuses a database whose schema is older than the binary", "[pg][run]") {
   const test::scratch_database database(false);
   const test::root_key_file key;
-  const auto result = test::run_bankworker({"run"}, {{"BANKWORKER_DATABASE_URL", database.url()},
+  const auto result = test::run_bankworker({"run"}, {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                                      {"BANKWORKER_ROOT_KEY_FILE", key.path_text()}});
   CHECK(result.exit_code == 1);
   CHECK_THAT(result.err, Catch::Contains("bankworker migrate"));
@@ -74,7 +74,7 @@ TEST_CASE("run refuses a schema migrated only partway, naming the first missing 
     db::apply_migrations(*admin, all.first(all.size() - 1));
   }
   const test::root_key_file key;
-  const auto result = test::run_bankworker({"run"}, {{"BANKWORKER_DATABASE_URL", database.url()},
+  const auto result = test::run_bankworker({"run"}, {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                                      {"BANKWORKER_ROOT_KEY_FILE", key.path_text()}});
   CHECK(result.exit_code == 1);
   CHECK_THAT(result.err, Catch::Contains("first " + std::string(all.back().name)) &&
@@ -90,7 +90,7 @@ TEST_CASE("SIGHUP re-reads the log level file and a kept-alive connection opened
   const std::filesystem::path log_file = key.path().parent_path() / "worker.log";
   const auto set_level = [&](std::string_view word) { std::ofstream(level_file) << word << "\n"; };
   set_level("info");
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                                   {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                                   {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                                                   {"BANKWORKER_LOG_LEVEL", "error"},
@@ -150,7 +150,7 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
   const std::uint16_t port = test::free_loopback_port();
   const std::string readyz = "http://127.0.0.1:" + std::to_string(port) + "/readyz";
   test::child_process worker(BANKWORKER_BINARY, {"run"},
-                             {{"BANKWORKER_DATABASE_URL", database.url()},
+                             {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                               {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                               {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                               {"BANKWORKER_LOG_LEVEL", "error"}});
@@ -184,7 +184,7 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   const test::root_key_file key;
   const std::uint16_t port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
-  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                                             {"BANKWORKER_DRAIN_TIMEOUT", "5"},
@@ -271,7 +271,7 @@ TEST_CASE("kill -9 of the worker mid-pagination loses and doubles nothing: the r
   test::plaid_simulator plaid({"--transactions", "1600"});
   plaid.post("/sim/faults", R"({"endpoint":"/transactions/sync","delay_ms":700,"times":4})");
   const std::uint16_t port = test::free_loopback_port();
-  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                                             {"BANKWORKER_PLAID_BASE_URL", plaid.url},
@@ -353,7 +353,7 @@ TEST_CASE("while PostgreSQL is unreachable webhooks and /readyz answer 503 at on
   test::tcp_proxy proxy(db_host, db_port);
   const std::uint16_t port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
-  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", test::url_through(database.url(), proxy.port())},
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", test::url_through(database.runtime_url(), proxy.port())},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                                             {"BANKWORKER_DRAIN_TIMEOUT", "5"},

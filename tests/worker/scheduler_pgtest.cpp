@@ -289,7 +289,7 @@ TEST_CASE("two bankworker run processes enqueue each due connection's periodic s
   insert_connections(database, 10, 20, "active", "now() - interval '1 minute'", "processes");
   const bankworker::test::root_key_file key;
   const auto env_on = [&](std::uint16_t port) {
-    return std::map<std::string, std::string>{{"BANKWORKER_DATABASE_URL", database.url()},
+    return std::map<std::string, std::string>{{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                               {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                               {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                                               {"BANKWORKER_DRAIN_TIMEOUT", "5"},

@@ -415,7 +415,7 @@ TEST_CASE("the API key is sealed, replaced on set, and never logged", "[pg][stri
 TEST_CASE("bankworker stripe key set seals the tenant's key and prints only its id", "[pg][stripe][stripe_api][cli]") {
   const scratch_database database;
   const bankworker::test::root_key_file root_key;
-  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                                   {"BANKWORKER_ROOT_KEY_FILE", root_key.path_text()}};
   const auto created = bankworker::test::run_bankworker({"tenant", "create", "--name", "Keyed Ltd"}, env);
   REQUIRE(created.exit_code == 0);

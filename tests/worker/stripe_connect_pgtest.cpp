@@ -92,7 +92,7 @@ TEST_CASE("the platform endpoint routes mapped accounts, keeps unmapped ones, an
   const std::uint16_t port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   const std::string platform_hook = base + "/webhooks/stripe";
-  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.url()},
+  std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                                             {"BANKWORKER_DRAIN_TIMEOUT", "5"},
