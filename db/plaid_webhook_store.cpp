@@ -13,8 +13,8 @@ constexpr const char* item_connections_sql =
 constexpr const char* connection_status_sql =
     "SELECT status FROM bankworker.connections WHERE tenant_id = $1::text::uuid AND connection_id = $2::text::uuid"
     " FOR UPDATE";
-constexpr const char* request_sync_sql = "SELECT bankworker.request_sync($1::text::uuid, $2::text::uuid)";
-constexpr const char* request_revoke_sql = "SELECT bankworker.request_revoke($1::text::uuid, $2::text::uuid)";
+constexpr const char* request_sync_sql = "SELECT bankworker.enqueue_sync_request($1::text::uuid, $2::text::uuid)";
+constexpr const char* request_revoke_sql = "SELECT bankworker.enqueue_revoke_request($1::text::uuid, $2::text::uuid)";
 constexpr const char* needs_reauth_sql =
     "UPDATE bankworker.connections SET status = 'needs_reauth', last_error = $3, updated_at = now()"
     " WHERE tenant_id = $1::text::uuid AND connection_id = $2::text::uuid AND status = 'active'";

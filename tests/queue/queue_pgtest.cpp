@@ -365,6 +365,7 @@ TEST_CASE("request_sync from 8 connections at once leaves one waiting sync, and 
     tx.commit();
   }
   const std::string token_a = bankworker::test::mint_scope_token(key, tenant_a.to_string(), bankworker::test::unix_now() + 300);
+  const std::string app_url = database.app_url();  // made once, before the threads
   constexpr int callers = 8;
   const auto request_all = [&] {
     std::vector<std::int64_t> ids(callers);
@@ -372,7 +373,7 @@ TEST_CASE("request_sync from 8 connections at once leaves one waiting sync, and 
     std::vector<std::thread> threads;
     for (int i = 0; i < callers; ++i) {
       threads.emplace_back([&, i] {
-        pqxx::connection app(database.app_url());
+        pqxx::connection app(app_url);
         pqxx::work tx(app);
         tx.exec_params("SELECT bankworker.enter_tenant($1)", token_a);
         start.arrive_and_wait();

@@ -37,7 +37,7 @@ class scratch_database {
   std::unique_ptr<pqxx::connection> connect_as_admin() const;
   // URL of this database as a login of its own that is a member of bankworker_worker only: what
   // `bankworker run` and every command but `migrate` accept (README: roles). Created at first
-  // use, dropped with the database.
+  // use (not from several threads at once), dropped with the database.
   const std::string& runtime_url() const;
   // The same for a login that is a member of bankworker_app only: the customer's app.
   const std::string& app_url() const;
