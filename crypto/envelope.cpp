@@ -14,6 +14,7 @@ namespace {
 constexpr std::string_view payload_label = "bankworker/secret/v1";
 constexpr std::string_view data_key_label = "bankworker/data-key/v1";
 constexpr std::string_view commitment_label = "bankworker/commit/v1";
+constexpr std::string_view shred_wrap_label = "bankworker/shred-wrap/v1";
 
 static_assert(key_bytes == crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 static_assert(nonce_bytes == crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
@@ -82,14 +83,14 @@ secret unwrap_data_key(const secret& kek, std::span<const std::uint8_t> wrapped,
   return data_key;
 }
 
-bytes build_envelope(const core::uuid& tenant, std::uint32_t kek_version, const bytes& wrapped_data_key,
-                     std::span<const std::uint8_t> commitment, std::span<const std::uint8_t> nonce,
-                     std::span<const std::uint8_t> ciphertext) {
+bytes build_envelope(std::uint8_t algorithm, const core::uuid& tenant, std::uint32_t kek_version,
+                     const bytes& wrapped_data_key, std::span<const std::uint8_t> commitment,
+                     std::span<const std::uint8_t> nonce, std::span<const std::uint8_t> ciphertext) {
   bytes out;
   out.reserve(envelope_fixed_header_bytes + wrapped_data_key.size() + commitment.size() + nonce.size() +
               ciphertext.size());
   out.push_back(envelope_format_v1);
-  out.push_back(algorithm_xchacha20poly1305_blake2b);
+  out.push_back(algorithm);
   out.insert(out.end(), tenant.bytes.begin(), tenant.bytes.end());
   append_u32(out, kek_version);
   BW_ASSERT(wrapped_data_key.size() <= 0xffff);
@@ -103,7 +104,37 @@ bytes build_envelope(const core::uuid& tenant, std::uint32_t kek_version, const 
   return out;
 }
 
+// The key that wraps the data key: the KEK itself (algorithm 1), or the KEK and the secret's shred
+// key together (algorithm 2). `holder` keeps a derived key alive for as long as the reference is used.
+const secret& wrapping_key(std::uint8_t algorithm, const secret& kek, const core::uuid& secret_id,
+                           const secret* shred_key, secret& holder) {
+  if (algorithm == algorithm_xchacha20poly1305_blake2b) return kek;
+  BW_INVARIANT(algorithm == algorithm_xchacha20poly1305_blake2b_shred);
+  if (shred_key == nullptr) throw envelope_error(envelope_failure::shred_key_missing);
+  holder = shred_wrap_key(kek, secret_id, *shred_key);
+  return holder;
+}
+
 }  // namespace
+
+secret shred_wrap_key(const secret& kek, const core::uuid& secret_id, const secret& shred_key) {
+  BW_INVARIANT(kek.size() == key_bytes);
+  if (shred_key.size() != shred_key_bytes) throw envelope_error(envelope_failure::malformed);
+  bytes message;
+  append_field(message, shred_wrap_label);
+  append_field(message, secret_id.bytes);
+  {
+    const secret::view shred = shred_key.reveal();
+    append_field(message, std::span<const std::uint8_t>(shred.data(), shred.size()));
+  }
+  const secret::view kek_bytes = kek.reveal();
+  secret derived = secret::filled(key_bytes, [&](unsigned char* out) {
+    return crypto_generichash(out, key_bytes, message.data(), message.size(), kek_bytes.data(), kek_bytes.size()) == 0;
+  });
+  sodium_memzero(message.data(), message.size());
+  BW_INVARIANT(derived.size() == key_bytes);
+  return derived;
+}
 
 std::string_view to_string(secret_purpose purpose) noexcept {
   switch (purpose) {
@@ -130,6 +161,7 @@ std::string_view to_string(envelope_failure failure) noexcept {
     case envelope_failure::wrong_tenant: return "envelope names another tenant";
     case envelope_failure::authentication_failed: return "envelope does not authenticate for this context";
     case envelope_failure::invalid_input: return "secret or context out of bounds";
+    case envelope_failure::shred_key_missing: return "envelope needs its shred key, which is gone (shredded)";
   }
   return "envelope error";
 }
@@ -166,10 +198,10 @@ std::string to_hex(std::span<const std::uint8_t> data) {
   return out;
 }
 
-bytes payload_associated_data(const secret_context& context) {
+bytes payload_associated_data(const secret_context& context, std::uint8_t algorithm) {
   bytes aad;
   append_field(aad, payload_label);
-  const std::array<std::uint8_t, 2> format{envelope_format_v1, algorithm_xchacha20poly1305_blake2b};
+  const std::array<std::uint8_t, 2> format{envelope_format_v1, algorithm};
   append_field(aad, format);
   append_field(aad, to_string(context.purpose));
   append_field(aad, context.tenant.bytes);
@@ -198,7 +230,8 @@ envelope_view parse_envelope(std::span<const std::uint8_t> envelope, const core:
   envelope_view view;
   view.format = envelope[0];
   view.algorithm = envelope[1];
-  if (view.format != envelope_format_v1 || view.algorithm != algorithm_xchacha20poly1305_blake2b) {
+  if (view.format != envelope_format_v1 || (view.algorithm != algorithm_xchacha20poly1305_blake2b &&
+                                            view.algorithm != algorithm_xchacha20poly1305_blake2b_shred)) {
     throw envelope_error(envelope_failure::unsupported_format);
   }
   if (envelope.size() < envelope_overhead_bytes) throw envelope_error(envelope_failure::malformed);
@@ -227,19 +260,24 @@ envelope_view parse_envelope(std::span<const std::uint8_t> envelope, const core:
 sealed_envelope seal_envelope_with(const secret& kek, std::uint32_t kek_version, const secret_context& context,
                                    std::string_view plaintext, const secret& data_key,
                                    std::span<const std::uint8_t, nonce_bytes> wrap_nonce,
-                                   std::span<const std::uint8_t, nonce_bytes> payload_nonce) {
+                                   std::span<const std::uint8_t, nonce_bytes> payload_nonce,
+                                   const secret* shred_key) {
   if (plaintext.empty() || plaintext.size() > limits::sealed_plaintext_bytes_max) {
     throw envelope_error(envelope_failure::invalid_input);
   }
   check_context(context);
   BW_INVARIANT(kek_version > 0);
 
+  const std::uint8_t algorithm =
+      shred_key != nullptr ? algorithm_xchacha20poly1305_blake2b_shred : algorithm_xchacha20poly1305_blake2b;
+  secret derived;
+  const secret& wrapper = wrapping_key(algorithm, kek, context.secret_id, shred_key, derived);
   const bytes key_aad = data_key_associated_data(context.tenant, kek_version, context.secret_id, context.purpose);
   sealed_envelope sealed;
   sealed.kek_version = kek_version;
-  sealed.wrapped_data_key = wrap_data_key(kek, data_key, key_aad, wrap_nonce);
+  sealed.wrapped_data_key = wrap_data_key(wrapper, data_key, key_aad, wrap_nonce);
 
-  const bytes aad = payload_associated_data(context);
+  const bytes aad = payload_associated_data(context, algorithm);
   bytes ciphertext(plaintext.size() + aead_tag_bytes);
   const secret::view key = data_key.reveal();
   const auto commitment = commitment_of(key, payload_nonce, aad);
@@ -249,28 +287,31 @@ sealed_envelope seal_envelope_with(const secret& kek, std::uint32_t kek_version,
                                              plaintext.size(), aad.data(), aad.size(), nullptr, payload_nonce.data(),
                                              key.data());
   BW_INVARIANT(written == ciphertext.size());
-  sealed.envelope = build_envelope(context.tenant, kek_version, sealed.wrapped_data_key, commitment, payload_nonce,
-                                   ciphertext);
+  sealed.envelope = build_envelope(algorithm, context.tenant, kek_version, sealed.wrapped_data_key, commitment,
+                                   payload_nonce, ciphertext);
   return sealed;
 }
 
 sealed_envelope seal_envelope(const secret& kek, std::uint32_t kek_version, const secret_context& context,
-                              std::string_view plaintext) {
+                              std::string_view plaintext, const secret* shred_key) {
   const secret data_key = secret::random(key_bytes);
   std::array<std::uint8_t, nonce_bytes> wrap_nonce{};
   std::array<std::uint8_t, nonce_bytes> payload_nonce{};
   randombytes_buf(wrap_nonce.data(), wrap_nonce.size());
   randombytes_buf(payload_nonce.data(), payload_nonce.size());
-  return seal_envelope_with(kek, kek_version, context, plaintext, data_key, wrap_nonce, payload_nonce);
+  return seal_envelope_with(kek, kek_version, context, plaintext, data_key, wrap_nonce, payload_nonce, shred_key);
 }
 
-secret open_envelope(const secret& kek, const secret_context& context, const envelope_view& view) {
+secret open_envelope(const secret& kek, const secret_context& context, const envelope_view& view,
+                     const secret* shred_key) {
   check_context(context);
   BW_ASSERT(view.tenant == context.tenant);
+  secret derived;
+  const secret& wrapper = wrapping_key(view.algorithm, kek, context.secret_id, shred_key, derived);
   const bytes key_aad = data_key_associated_data(context.tenant, view.kek_version, context.secret_id, context.purpose);
-  const secret data_key = unwrap_data_key(kek, view.wrapped_data_key, key_aad);
+  const secret data_key = unwrap_data_key(wrapper, view.wrapped_data_key, key_aad);
 
-  const bytes aad = payload_associated_data(context);
+  const bytes aad = payload_associated_data(context, view.algorithm);
   const secret::view key = data_key.reveal();
   const auto expected = commitment_of(key, view.nonce, aad);
   if (sodium_memcmp(expected.data(), view.commitment.data(), commitment_bytes) != 0) {
@@ -290,18 +331,22 @@ secret open_envelope(const secret& kek, const secret_context& context, const env
 
 sealed_envelope rewrap_envelope(std::span<const std::uint8_t> envelope, const core::uuid& tenant,
                                 const core::uuid& secret_id, secret_purpose purpose, const secret& old_kek,
-                                const secret& new_kek, std::uint32_t new_version) {
+                                const secret& new_kek, std::uint32_t new_version, const secret* shred_key) {
   BW_INVARIANT(new_version > 0);
   const envelope_view view = parse_envelope(envelope, tenant);
-  const secret data_key =
-      unwrap_data_key(old_kek, view.wrapped_data_key, data_key_associated_data(tenant, view.kek_version, secret_id, purpose));
+  secret old_derived;
+  secret new_derived;
+  const secret& old_wrapper = wrapping_key(view.algorithm, old_kek, secret_id, shred_key, old_derived);
+  const secret& new_wrapper = wrapping_key(view.algorithm, new_kek, secret_id, shred_key, new_derived);
+  const secret data_key = unwrap_data_key(old_wrapper, view.wrapped_data_key,
+                                          data_key_associated_data(tenant, view.kek_version, secret_id, purpose));
   std::array<std::uint8_t, nonce_bytes> wrap_nonce{};
   randombytes_buf(wrap_nonce.data(), wrap_nonce.size());
   sealed_envelope sealed;
   sealed.kek_version = new_version;
   sealed.wrapped_data_key =
-      wrap_data_key(new_kek, data_key, data_key_associated_data(tenant, new_version, secret_id, purpose), wrap_nonce);
-  sealed.envelope = build_envelope(tenant, new_version, sealed.wrapped_data_key, view.commitment, view.nonce,
+      wrap_data_key(new_wrapper, data_key, data_key_associated_data(tenant, new_version, secret_id, purpose), wrap_nonce);
+  sealed.envelope = build_envelope(view.algorithm, tenant, new_version, sealed.wrapped_data_key, view.commitment, view.nonce,
                                    view.ciphertext);
   return sealed;
 }

@@ -43,14 +43,22 @@ struct secret_context {
 };
 
 inline constexpr std::uint8_t envelope_format_v1 = 1;
-// XChaCha20-Poly1305 payload and data-key wrap, BLAKE2b-256 key commitment.
+// XChaCha20-Poly1305 payload and data-key wrap, BLAKE2b-256 key commitment; the data key is wrapped
+// by the tenant KEK itself. Still opened (rows sealed before migration 0026); no longer sealed,
+// because a copy of such a row opens for as long as the KEK lives, whatever was shredded since.
 inline constexpr std::uint8_t algorithm_xchacha20poly1305_blake2b = 1;
+// The same, except that the data key is wrapped by BLAKE2b-256(key = KEK, label ‖ secret id ‖
+// shred key): the shred key is 32 random bytes per secret, stored in its own row apart from the
+// envelope (bankworker.secret_shred_keys) and deleted by the shred. Without it no key the system
+// holds unwraps the data key, so a copy of the envelope taken before the shred stays shut.
+inline constexpr std::uint8_t algorithm_xchacha20poly1305_blake2b_shred = 2;
 
 inline constexpr std::size_t key_bytes = 32;
 inline constexpr std::size_t nonce_bytes = 24;
 inline constexpr std::size_t aead_tag_bytes = 16;
 inline constexpr std::size_t commitment_bytes = 32;
 inline constexpr std::size_t wrapped_key_bytes = nonce_bytes + key_bytes + aead_tag_bytes;  // 72
+inline constexpr std::size_t shred_key_bytes = 32;
 // format, algorithm, tenant, KEK version, wrapped-key length.
 inline constexpr std::size_t envelope_fixed_header_bytes = 1 + 1 + 16 + 4 + 2;
 inline constexpr std::size_t envelope_overhead_bytes =
@@ -77,6 +85,10 @@ enum class envelope_failure {
   // associated-data field is longer than limits::aad_field_bytes_max. A caller bug or bad input;
   // refuse it.
   invalid_input,
+  // The envelope is of the shred-key algorithm and no shred key was given: the secret was shredded
+  // (its shred key deleted), or the row was restored from a copy taken before. Nothing was
+  // decrypted; permanent (link the account or add the secret again).
+  shred_key_missing,
 };
 std::string_view to_string(envelope_failure failure) noexcept;
 
@@ -112,32 +124,44 @@ struct sealed_envelope {
 };
 
 // Seals `plaintext` for `context` under `kek` (version `kek_version`) with a fresh data key and
-// fresh nonces. Throws envelope_error(invalid_input) for an empty or oversized plaintext.
+// fresh nonces. With a `shred_key` (shred_key_bytes random bytes, stored apart from the envelope)
+// the envelope is of algorithm 2 and its data key needs the shred key too; without one it is of
+// the legacy algorithm 1 (known-answer tests and the fuzzer only: key_store always gives one).
+// Throws envelope_error(invalid_input) for an empty or oversized plaintext.
 sealed_envelope seal_envelope(const secret& kek, std::uint32_t kek_version, const secret_context& context,
-                              std::string_view plaintext);
+                              std::string_view plaintext, const secret* shred_key = nullptr);
 
 // The same with the data key and both nonces supplied: for known-answer tests only.
 sealed_envelope seal_envelope_with(const secret& kek, std::uint32_t kek_version, const secret_context& context,
                                    std::string_view plaintext, const secret& data_key,
                                    std::span<const std::uint8_t, nonce_bytes> wrap_nonce,
-                                   std::span<const std::uint8_t, nonce_bytes> payload_nonce);
+                                   std::span<const std::uint8_t, nonce_bytes> payload_nonce,
+                                   const secret* shred_key = nullptr);
 
 // Opens an envelope whose header was parsed with parse_envelope(…, context.tenant). `kek` must be
-// the tenant's key of version `view.kek_version`. Throws envelope_error.
-secret open_envelope(const secret& kek, const secret_context& context, const envelope_view& view);
+// the tenant's key of version `view.kek_version`; `shred_key` the secret's shred key when the
+// envelope is of algorithm 2 (ignored for algorithm 1). Throws envelope_error (shred_key_missing
+// when algorithm 2 comes without one).
+secret open_envelope(const secret& kek, const secret_context& context, const envelope_view& view,
+                     const secret* shred_key = nullptr);
 
 // Re-wraps the data key of `envelope` from `old_kek` to `new_kek` (version `new_version`) without
-// decrypting the payload: only the wrapped data key and the header change. The purpose, tenant
-// and row are what the data key's associated data binds. Throws envelope_error.
+// decrypting the payload: only the wrapped data key and the header change; the algorithm and the
+// shred key (needed for algorithm 2, unchanged) stay. The purpose, tenant and row are what the data
+// key's associated data binds. Throws envelope_error.
 sealed_envelope rewrap_envelope(std::span<const std::uint8_t> envelope, const core::uuid& tenant,
                                 const core::uuid& secret_id, secret_purpose purpose, const secret& old_kek,
-                                const secret& new_kek, std::uint32_t new_version);
+                                const secret& new_kek, std::uint32_t new_version, const secret* shred_key = nullptr);
 
 // The canonical associated data, exposed for known-answer tests and the README. Each field is a
 // 4-byte big-endian length followed by its bytes, after a label that names the structure.
-bytes payload_associated_data(const secret_context& context);
+bytes payload_associated_data(const secret_context& context,
+                              std::uint8_t algorithm = algorithm_xchacha20poly1305_blake2b);
 bytes data_key_associated_data(const core::uuid& tenant, std::uint32_t kek_version, const core::uuid& secret_id,
                                secret_purpose purpose);
+// The key that wraps an algorithm-2 data key: BLAKE2b-256(key = kek, "bankworker/shred-wrap/v1" ‖
+// secret id (16) ‖ shred key (32)), each field length-prefixed.
+secret shred_wrap_key(const secret& kek, const core::uuid& secret_id, const secret& shred_key);
 
 // Appends one length-prefixed field (4-byte big-endian length, then the bytes).
 void append_field(bytes& out, std::span<const std::uint8_t> field);

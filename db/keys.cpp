@@ -58,20 +58,30 @@ constexpr const char* key_status_sql =
 constexpr statement insert_secret_sql{"keys_insert_secret",
     "INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
     " wrapped_data_key, envelope) VALUES ($1, $2, $3, $4, $5, $6, $7)"};
-// The row and the key version it needs in one statement, so both come from one snapshot: a
-// rewrap or retirement committing in between cannot leave us with a row and no key.
+constexpr statement insert_shred_key_sql{"keys_insert_shred_key",
+    "INSERT INTO bankworker.secret_shred_keys (tenant_id, secret_id, shred_key) VALUES ($1, $2, $3)"};
+// The row, its shred key (none for a legacy algorithm-1 row, or once shredded) and the key version
+// it needs in one statement, so all come from one snapshot: a rewrap or retirement committing in
+// between cannot leave us with a row and no key.
 constexpr statement open_secret_sql{"keys_open_secret",
-    "SELECT s.kek_version, s.wrapped_data_key, s.envelope, k.state, k.root_key_id, k.wrapped_key"
+    "SELECT s.kek_version, s.wrapped_data_key, s.envelope, k.state, k.root_key_id, k.wrapped_key, sk.shred_key"
     " FROM bankworker.sealed_secrets s"
     " JOIN bankworker.tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version"
+    " LEFT JOIN bankworker.secret_shred_keys sk ON sk.tenant_id = s.tenant_id AND sk.secret_id = s.secret_id"
     " WHERE s.tenant_id = $1 AND s.secret_id = $2"};
+// The shred key goes first and by name (the cascade from the sealed row would take it too): it is
+// the deletion that makes every earlier copy of the envelope useless.
+constexpr const char* delete_shred_key_sql =
+    "DELETE FROM bankworker.secret_shred_keys WHERE tenant_id = $1 AND secret_id = $2";
 constexpr const char* delete_secret_sql =
     "DELETE FROM bankworker.sealed_secrets WHERE tenant_id = $1 AND secret_id = $2 RETURNING purpose, kek_version";
 constexpr const char* delete_tenant_secrets_sql = "DELETE FROM bankworker.sealed_secrets WHERE tenant_id = $1";
+// A row's shred key (algorithm 2) comes along: rewrapping needs it, and leaves it as it is.
 constexpr const char* rewrap_candidates_sql =
-    "SELECT s.secret_id, s.purpose, s.envelope, k.version, k.root_key_id, k.wrapped_key"
+    "SELECT s.secret_id, s.purpose, s.envelope, k.version, k.root_key_id, k.wrapped_key, sk.shred_key"
     " FROM bankworker.sealed_secrets s"
     " JOIN bankworker.tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version"
+    " LEFT JOIN bankworker.secret_shred_keys sk ON sk.tenant_id = s.tenant_id AND sk.secret_id = s.secret_id"
     " WHERE s.tenant_id = $1 AND s.kek_version <> $2"
     " ORDER BY s.secret_id LIMIT $3 FOR UPDATE OF s SKIP LOCKED";
 // One statement for the whole batch: the new wrapped keys and envelopes travel as hex arrays.
@@ -125,6 +135,16 @@ std::string details_json(std::initializer_list<std::pair<std::string_view, std::
   }
   out.push_back('}');
   return out;
+}
+
+// A stored shred key, copied straight into guarded memory.
+crypto::secret shred_key_of(const pqxx::field& field) {
+  const pqxx::binarystring stored(field);
+  BW_INVARIANT(stored.size() == crypto::shred_key_bytes);
+  return crypto::secret::filled(stored.size(), [&](unsigned char* out) {
+    std::copy_n(reinterpret_cast<const unsigned char*>(stored.data()), stored.size(), out);
+    return true;
+  });
 }
 
 std::uint32_t as_version(const pqxx::field& field) {
@@ -263,15 +283,21 @@ void key_store::seal_secret(pqxx::work& tx, const crypto::secret_context& contex
   const std::uint32_t version = as_version(primary[0][0]);
   const auto kek = unwrap_tenant_key(context.tenant, version, primary[0][1].as<std::string>(),
                                      pqxx::binarystring(primary[0][2]));
+  // The shred key lives only in its own row, written in this transaction; the shred deletes it.
+  const crypto::secret shred_key = crypto::secret::random(crypto::shred_key_bytes);
   crypto::sealed_envelope sealed;
   {
     const crypto::secret::view text = plaintext.reveal();
-    sealed = crypto::seal_envelope(*kek, version, context, text.text());
+    sealed = crypto::seal_envelope(*kek, version, context, text.text(), &shred_key);
   }
   const std::string secret_text = context.secret_id.to_string();
   const std::string_view purpose = crypto::to_string(context.purpose);
   exec_statement(tx, insert_secret_sql, tenant_text, secret_text, std::string(purpose), context.subject_id, version,
                  as_binary(sealed.wrapped_data_key), as_binary(sealed.envelope));
+  {
+    const crypto::secret::view shred = shred_key.reveal();
+    exec_statement(tx, insert_shred_key_sql, tenant_text, secret_text, pqxx::binarystring(shred.data(), shred.size()));
+  }
   append_audit(tx, *this,
                {.tenant = context.tenant,
                 .actor = actor,
@@ -306,21 +332,28 @@ crypto::secret key_store::open_secret(pqxx::work& tx, const crypto::secret_conte
                         ", which is " + state);
   }
   const auto kek = unwrap_tenant_key(context.tenant, version, row[4].as<std::string>(), pqxx::binarystring(row[5]));
-  return crypto::open_envelope(*kek, context, view);
+  // No shred key: a legacy row (algorithm 1, which needs none) or a row whose shred key is gone,
+  // which open_envelope refuses (shred_key_missing) before touching any key.
+  if (row[6].is_null()) return crypto::open_envelope(*kek, context, view);
+  const crypto::secret shred_key = shred_key_of(row[6]);
+  return crypto::open_envelope(*kek, context, view, &shred_key);
 }
 
 bool key_store::shred_secret(pqxx::work& tx, const core::uuid& tenant, const core::uuid& secret_id,
                              std::string_view actor) {
   const std::string secret_text = secret_id.to_string();
+  const std::size_t shred_keys = tx.exec_params0(delete_shred_key_sql, tenant.to_string(), secret_text).affected_rows();
   const pqxx::result deleted = tx.exec_params(delete_secret_sql, tenant.to_string(), secret_text);
   if (deleted.empty()) return false;
   const std::string purpose = deleted[0][0].as<std::string>();
+  // shred_key 0 marks a legacy row: earlier copies of it still open while its key version lives.
   append_audit(tx, *this,
                {.tenant = tenant,
                 .actor = actor,
                 .action = "secret.shredded",
                 .subject = secret_text,
-                .details = details_json({{"purpose", purpose}}, {{"kek_version", deleted[0][1].as<long long>()}})});
+                .details = details_json({{"purpose", purpose}}, {{"kek_version", deleted[0][1].as<long long>()},
+                                                                 {"shred_key", static_cast<std::int64_t>(shred_keys)}})});
   return true;
 }
 
@@ -355,8 +388,11 @@ std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant,
                             std::to_string(old_version));
       }
       const auto old_kek = unwrap_tenant_key(tenant, old_version, row[4].as<std::string>(), pqxx::binarystring(row[5]));
+      const std::optional<crypto::secret> shred_key =
+          row[6].is_null() ? std::nullopt : std::optional<crypto::secret>(shred_key_of(row[6]));
       const crypto::sealed_envelope rewrapped =
-          crypto::rewrap_envelope(span_of(envelope), tenant, *secret_id, *purpose, *old_kek, *new_kek, primary_version);
+          crypto::rewrap_envelope(span_of(envelope), tenant, *secret_id, *purpose, *old_kek, *new_kek, primary_version,
+                                  shred_key ? &*shred_key : nullptr);
       if (ids.size() > 1) {
         ids.push_back(',');
         wrapped_keys.push_back(',');

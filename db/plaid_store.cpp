@@ -137,7 +137,8 @@ constexpr const char* list_connections_sql =
     " (SELECT count(*) FROM bankworker.accounts a WHERE a.tenant_id = c.tenant_id"
     "   AND a.connection_id = c.connection_id),"
     " (SELECT count(*) FROM bankworker.transactions t WHERE t.tenant_id = c.tenant_id"
-    "   AND t.connection_id = c.connection_id AND t.removed_at IS NULL)"
+    "   AND t.connection_id = c.connection_id AND t.removed_at IS NULL),"
+    " to_char(c.revoking_since AT TIME ZONE 'UTC', $2)"
     " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid ORDER BY c.created_at, c.connection_id LIMIT 10000";
 
 std::optional<std::string> optional_text(const pqxx::field& field) {
@@ -317,6 +318,7 @@ std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uui
     summary.last_error = optional_text(row[6]);
     summary.accounts = row[7].as<std::int64_t>();
     summary.transactions = row[8].as<std::int64_t>();
+    summary.revoking_since = optional_text(row[9]);
     out.push_back(std::move(summary));
   }
   return out;

@@ -105,6 +105,8 @@ struct connection_summary {
   std::optional<std::string> last_error;
   std::int64_t accounts = 0;
   std::int64_t transactions = 0;  // live (not removed)
+  // While 'revoking': since when (Plaid has not confirmed /item/remove yet; last_error says why).
+  std::optional<std::string> revoking_since;
 };
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant);
 

@@ -141,6 +141,8 @@ void list(const parsed_args& parsed, db::pool& connections, const core::uuid& te
       append_optional(text, row.next_sync_at);
       text += ",\"last_error\":";
       append_optional(text, row.last_error);
+      text += ",\"revoking_since\":";
+      append_optional(text, row.revoking_since);
       text += ",\"accounts\":" + std::to_string(row.accounts) + ",\"transactions\":" + std::to_string(row.transactions) + "}";
     }
     out << text << "]\n";
@@ -148,7 +150,10 @@ void list(const parsed_args& parsed, db::pool& connections, const core::uuid& te
   }
   for (const db::connection_summary& row : rows) {
     out << row.connection.to_string() << ' ' << row.status << " accounts=" << row.accounts
-        << " transactions=" << row.transactions << " last_synced_at=" << row.last_synced_at.value_or("-") << '\n';
+        << " transactions=" << row.transactions << " last_synced_at=" << row.last_synced_at.value_or("-");
+    // A revocation Plaid has not confirmed: since when, and Plaid's last answer (no token in it).
+    if (row.revoking_since) out << " revoking_since=" << *row.revoking_since << " last_error=" << row.last_error.value_or("-");
+    out << '\n';
   }
 }
 

@@ -482,8 +482,48 @@ asio::awaitable<queue::outcome> plaid_jobs::finish_sync_failure(queue::job job, 
   co_return result;
 }
 
+// Plaid did not confirm the removal: the token stays sealed and the connection 'revoking'; the
+// answer is recorded on the connection (connections list shows it) with the job's retry, in one
+// transaction.
+asio::awaitable<queue::outcome> plaid_jobs::finish_revoke_unconfirmed(queue::job job, job_context context,
+                                                                      core::uuid connection, plaid::error failure,
+                                                                      std::vector<db::external_call> calls) {
+  const core::uuid tenant = job.ref.tenant;
+  const std::string reason = "Plaid has not confirmed /item/remove: " + describe(failure);
+  std::chrono::milliseconds delay{0};  // the queue's capped exponential backoff
+  if (failure.kind == plaid::error_class::rate_limited) delay = std::max(failure.retry_after, settings_.rate_limited_retry);
+  if (failure.kind == plaid::error_class::institution_down) delay = settings_.institution_down_retry;
+  if (failure.kind == plaid::error_class::invalid_api_keys) {
+    paused_.store(true);
+    delay = settings_.credentials_pause;
+  }
+  const queue::outcome result =
+      job.attempt >= job.attempts_max
+          ? queue::outcome::needs_user_action(reason + "; the connection stays revoking with its token sealed: run"
+                                                       " `connections revoke` again once Plaid accepts the removal")
+          : queue::outcome::retry(reason + "; the token stays sealed until Plaid confirms", delay);
+  log_.warn("plaid revocation waits: Plaid has not confirmed the removal",
+            {{"tenant", tenant.to_string()}, {"connection", connection.to_string()}, {"job", job.ref.id},
+             {"attempt", static_cast<std::int64_t>(job.attempt)}, {"error", describe(failure)}});
+  try {
+    co_await context.run_db([&] {
+      db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+        db::append_external_calls(tx, tenant, calls);
+        const auto now = db::load_plaid_connection(tx, tenant, connection, true);
+        if (now && now->status == "revoking") db::set_connection_status(tx, tenant, connection, "revoking", reason);
+        complete_in_or_throw(tx, context, job, result);
+      });
+    });
+  } catch (const lease_lost_error&) {
+    co_return queue::outcome::retry("lease lost");
+  }
+  context.mark_completed();
+  co_return result;
+}
+
 // plaid.revoke: mark the connection revoking (running syncs stop before their commit), cancel its
-// waiting jobs, call /item/remove, then shred the token and mark it revoked, audited.
+// waiting jobs, call /item/remove, and once Plaid confirmed (or said the item is gone) shred the
+// token and mark it revoked, audited.
 asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context context) {
   const core::uuid tenant = job.ref.tenant;
   const std::optional<core::uuid> connection = payload_connection(job);
@@ -535,23 +575,8 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
       const plaid::error& failure = removed.failure;
       const bool gone = failure.kind == plaid::error_class::item_gone ||
                         failure.kind == plaid::error_class::invalid_access_token;
-      const bool last_attempt = job.attempt >= job.attempts_max;
-      const bool retryable = failure.kind == plaid::error_class::rate_limited ||
-                             failure.kind == plaid::error_class::transient ||
-                             failure.kind == plaid::error_class::institution_down ||
-                             failure.kind == plaid::error_class::invalid_api_keys;
-      if (failure.kind == plaid::error_class::invalid_api_keys) paused_.store(true);
-      if (!gone && retryable && !last_attempt) {
-        // Stay 'revoking' (no sync runs) and try again; the token stays sealed until Plaid answers.
-        co_return queue::outcome::retry(describe(failure), failure.kind == plaid::error_class::rate_limited
-                                                               ? std::max(failure.retry_after, settings_.rate_limited_retry)
-                                                               : std::chrono::milliseconds{0});
-      }
-      // ITEM_NOT_FOUND counts as removed. A permanent refusal, or the last attempt, shreds anyway:
-      // the user asked us to forget the credential, and that does not wait on Plaid.
-      plaid_answer = gone ? "already removed" : "not removed: " + describe(failure);
-      if (!gone) log_.error("Plaid did not remove the item; shredding the token anyway",
-                            {{"connection", connection->to_string()}, {"error", describe(failure)}});
+      if (!gone) co_return co_await finish_revoke_unconfirmed(std::move(job), context, *connection, failure, std::move(calls));
+      plaid_answer = "already removed";
     }
   }
 

@@ -21,6 +21,14 @@
 // Effects that cannot be rolled back: the public-token exchange (single use) and /item/remove.
 // Link is made idempotent by linked_by_job (an attempt in doubt looks its connection up first);
 // remove is idempotent at Plaid (a removed item answers ITEM_NOT_FOUND, which counts as removed).
+//
+// Revocation destroys the token only once Plaid confirmed /item/remove or said the item no longer
+// exists (ITEM_NOT_FOUND, USER_PERMISSION_REVOKED, INVALID_ACCESS_TOKEN). Any other answer leaves
+// the connection 'revoking' (no sync runs) with its token sealed, records the answer as the
+// connection's last_error, and retries: after Retry-After or rate_limited_retry when rate limited,
+// institution_down_retry when the institution is down, the queue's capped backoff otherwise. After
+// the job's last attempt it needs user action (connections revoke, or jobs retry); the connection
+// stays 'revoking', counted by bankworker_plaid_connections_revoking and its age.
 
 #include <atomic>
 #include <chrono>
@@ -85,6 +93,9 @@ class plaid_jobs {
   boost::asio::awaitable<queue::outcome> link(queue::job job, job_context context);
   boost::asio::awaitable<queue::outcome> sync(queue::job job, job_context context);
   boost::asio::awaitable<queue::outcome> revoke(queue::job job, job_context context);
+  boost::asio::awaitable<queue::outcome> finish_revoke_unconfirmed(queue::job job, job_context context,
+                                                                   core::uuid connection, plaid::error failure,
+                                                                   std::vector<db::external_call> calls);
   boost::asio::awaitable<queue::outcome> finish_sync_failure(queue::job job, job_context context,
                                                              core::uuid connection, plaid::error failure,
                                                              std::vector<db::external_call> calls);

@@ -27,6 +27,8 @@ constexpr const char* prune_external_calls_sql =
     " $3::integer)";
 constexpr const char* queue_depth_sql =
     "SELECT kind, priority, jobs, oldest_ms FROM bankworker.queue_depth($1::timestamptz, $2::integer)";
+constexpr const char* revoking_connections_sql =
+    "SELECT connections, oldest_s FROM bankworker.revoking_connections($1::timestamptz)";
 
 const char* null_or(const std::optional<std::string>& text) { return text ? text->c_str() : nullptr; }
 
@@ -77,6 +79,16 @@ scheduler::scheduler(boost::asio::io_context& io, boost::asio::thread_pool& bloc
   if (seed == 0) seed = (std::uint64_t{std::random_device{}()} << 32) | std::random_device{}();
   random_.seed(seed);
   log_.debug("scheduler seeded", {{"seed", seed}});
+  if (metrics_ != nullptr) {
+    // A revocation waits in 'revoking', token sealed, until Plaid confirms the removal; the alert
+    // in contrib/alerts.yml fires on the age of the oldest one.
+    metrics_->add_gauge("bankworker_plaid_connections_revoking",
+                        "Connections waiting for Plaid to confirm /item/remove (token still sealed).", {},
+                        [this] { return revoking_connections_.load(std::memory_order_relaxed); });
+    metrics_->add_gauge("bankworker_plaid_revoking_oldest_age_seconds",
+                        "Seconds since the oldest connection still revoking entered that state (0: none).", {},
+                        [this] { return revoking_oldest_s_.load(std::memory_order_relaxed); });
+  }
 }
 
 void scheduler::stop() {
@@ -143,6 +155,7 @@ scheduler_report scheduler::tick() {
   if (metrics_ != nullptr) {
     try {
       refresh_queue_depth(now);
+      refresh_revoking(now);
     } catch (const std::exception& error) {
       ++report.failures;
       log_.warn("reading queue depth failed; the gauges keep their last values", {{"error", error.what()}});
@@ -223,6 +236,14 @@ std::size_t scheduler::prune_external_calls(const std::optional<std::string>& no
     if (deleted < settings_.prune_batch) break;
   }
   return pruned;
+}
+
+void scheduler::refresh_revoking(const std::optional<std::string>& now) {
+  db::pool::lease lease = connections_.checkout();
+  pqxx::read_transaction tx(lease.connection(), "bankworker_revoking_connections");
+  const pqxx::row row = tx.exec_params1(revoking_connections_sql, null_or(now));
+  revoking_connections_.store(row[0].as<std::int64_t>(), std::memory_order_relaxed);
+  revoking_oldest_s_.store(row[1].as<std::int64_t>(), std::memory_order_relaxed);
 }
 
 void scheduler::refresh_queue_depth(const std::optional<std::string>& now) {

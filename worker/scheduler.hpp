@@ -14,7 +14,8 @@
 //     stripe.recover job per tenant with a Stripe API key (bankworker.schedule_stripe_recovery);
 //     the job itself lists /v1/events (worker/stripe_api_jobs.hpp), so no tick waits on Stripe.
 //   - Queue depth and oldest-job age by kind and priority for /metrics, read once per tick from one
-//     bounded statement (bankworker.queue_depth), when a metrics registry is given.
+//     bounded statement (bankworker.queue_depth), when a metrics registry is given; likewise the
+//     connections waiting in 'revoking' and the age of the oldest (bankworker.revoking_connections).
 //
 // Threads: run() and its timer live on one strand; every database call runs on the DB thread
 // pool through queue::run_blocking, one tick at a time. tick() is the same work called directly
@@ -149,6 +150,7 @@ class scheduler {
                 scheduler_report& report, Task task);
   std::size_t prune_external_calls(const std::optional<std::string>& now);
   void refresh_queue_depth(const std::optional<std::string>& now);
+  void refresh_revoking(const std::optional<std::string>& now);
 
   boost::asio::thread_pool& blocking_;
   db::pool& connections_;
@@ -163,6 +165,8 @@ class scheduler {
   // Tick-only state (one tick at a time); the gauges read the atomics inside.
   std::map<std::pair<std::string, int>, depth_series*> depth_index_;
   std::deque<depth_series> depth_series_;
+  std::atomic<std::int64_t> revoking_connections_{0};
+  std::atomic<std::int64_t> revoking_oldest_s_{0};
 };
 
 }  // namespace bankworker::worker

@@ -256,3 +256,47 @@ TEST_CASE("envelope bounds are checked before anything is opened", "[crypto][env
     CHECK(opened_text(kek, context, sealed.envelope) == largest);
   }
 }
+
+TEST_CASE("an algorithm-2 envelope opens only with its own shred key, however it is relabelled", "[crypto][envelope][shred]") {
+  const secret kek = counting_key(0x00);
+  const secret shred_key = secret::random(crypto::shred_key_bytes);
+  const crypto::secret_context context = known_context();
+  const auto sealed = crypto::seal_envelope(kek, 3, context, known_token, &shred_key);
+  REQUIRE(sealed.envelope[1] == crypto::algorithm_xchacha20poly1305_blake2b_shred);
+  const auto view = crypto::parse_envelope(sealed.envelope, context.tenant);
+  CHECK(std::string(crypto::open_envelope(kek, context, view, &shred_key).reveal().text()) == known_token);
+
+  SECTION("without a shred key nothing is tried") {
+    try {
+      crypto::open_envelope(kek, context, view);
+      FAIL("opened without its shred key");
+    } catch (const envelope_error& error) {
+      CHECK(error.failure() == envelope_failure::shred_key_missing);
+    }
+  }
+  SECTION("another secret's shred key does not open it") {
+    const secret other = secret::random(crypto::shred_key_bytes);
+    try {
+      crypto::open_envelope(kek, context, view, &other);
+      FAIL("opened with another shred key");
+    } catch (const envelope_error& error) {
+      CHECK(error.failure() == envelope_failure::authentication_failed);
+    }
+  }
+  SECTION("relabelled as algorithm 1, the KEK alone does not open it") {
+    crypto::bytes relabelled = sealed.envelope;
+    relabelled[1] = crypto::algorithm_xchacha20poly1305_blake2b;
+    CHECK(failure_of(kek, context, relabelled) == envelope_failure::authentication_failed);
+  }
+  SECTION("rewrapping keeps needing the same shred key") {
+    const secret new_kek = counting_key(0x10);
+    const auto rewrapped = crypto::rewrap_envelope(sealed.envelope, context.tenant, context.secret_id, context.purpose,
+                                                   kek, new_kek, 4, &shred_key);
+    const auto moved = crypto::parse_envelope(rewrapped.envelope, context.tenant);
+    CHECK(std::string(crypto::open_envelope(new_kek, context, moved, &shred_key).reveal().text()) == known_token);
+    CHECK_THROWS_AS(crypto::open_envelope(new_kek, context, moved), envelope_error);
+    CHECK_THROWS_AS(crypto::rewrap_envelope(sealed.envelope, context.tenant, context.secret_id, context.purpose, kek,
+                                            new_kek, 4),
+                    envelope_error);
+  }
+}

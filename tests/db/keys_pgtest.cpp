@@ -11,6 +11,7 @@
 #include "crypto/random.hpp"
 #include "db/audit.hpp"
 #include "db/keys.hpp"
+#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "db/tenants.hpp"
 #include "tests/support/process.hpp"
@@ -358,4 +359,285 @@ TEST_CASE("a root rotation rewraps every tenant key and the signing seed so the 
   // And one that knows only the old root key can no longer unwrap anything.
   auto stale = test::test_key_store();
   CHECK_THROWS_AS(stale->prepare(*f.connections), crypto::root_key_error);
+}
+
+// --- Revocation destroys (issue 23, part 3) ------------------------------------------------------
+
+namespace {
+
+// What a backup, a dump or a replica taken at some moment holds of one secret: its sealed row,
+// its shred key row (if it had one), and the tenant's key rows.
+struct stored_copy {
+  std::string sealed_row_values;  // the sealed row as SQL values for a restore
+  crypto::bytes envelope;
+  std::optional<crypto::bytes> shred_key;
+  struct tenant_key_row {
+    std::uint32_t version = 0;
+    std::string root_key_id;
+    crypto::bytes wrapped_key;
+  };
+  std::vector<tenant_key_row> tenant_keys;
+};
+
+crypto::bytes bytes_of(const pqxx::field& field) {
+  const pqxx::binarystring data(field);
+  return {reinterpret_cast<const std::uint8_t*>(data.data()),
+          reinterpret_cast<const std::uint8_t*>(data.data()) + data.size()};
+}
+
+stored_copy copy_rows(keys_fixture& f, const core::uuid& secret_id) {
+  const auto admin = f.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  stored_copy copy;
+  const auto row = tx.exec_params1("SELECT envelope FROM bankworker.sealed_secrets WHERE secret_id = $1",
+                                   secret_id.to_string());
+  copy.envelope = bytes_of(row[0]);
+  const auto shred = tx.exec_params("SELECT shred_key FROM bankworker.secret_shred_keys WHERE secret_id = $1",
+                                    secret_id.to_string());
+  if (!shred.empty()) copy.shred_key = bytes_of(shred[0][0]);
+  for (const auto& key : tx.exec_params("SELECT version, root_key_id, wrapped_key FROM bankworker.tenant_keys"
+                                        " WHERE tenant_id = $1 AND wrapped_key IS NOT NULL",
+                                        f.tenant.to_string())) {
+    copy.tenant_keys.push_back({key[0].as<std::uint32_t>(), key[1].as<std::string>(), bytes_of(key[2])});
+  }
+  // The whole sealed row, for putting it back as a restore from backup would.
+  tx.exec_params0("CREATE TABLE IF NOT EXISTS public.backup_sealed AS SELECT * FROM bankworker.sealed_secrets WITH NO DATA");
+  tx.exec_params0("CREATE TABLE IF NOT EXISTS public.backup_shred AS SELECT * FROM bankworker.secret_shred_keys WITH NO DATA");
+  tx.exec_params0("INSERT INTO public.backup_sealed SELECT * FROM bankworker.sealed_secrets WHERE secret_id = $1",
+                  secret_id.to_string());
+  tx.exec_params0("INSERT INTO public.backup_shred SELECT * FROM bankworker.secret_shred_keys WHERE secret_id = $1",
+                  secret_id.to_string());
+  tx.commit();
+  return copy;
+}
+
+// Puts the copied sealed row back (and its shred key row too, when `with_shred_key`).
+void restore_rows(keys_fixture& f, const core::uuid& secret_id, bool with_shred_key) {
+  const auto admin = f.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  tx.exec_params0("INSERT INTO bankworker.sealed_secrets SELECT * FROM public.backup_sealed WHERE secret_id = $1",
+                  secret_id.to_string());
+  if (with_shred_key) {
+    tx.exec_params0("INSERT INTO bankworker.secret_shred_keys SELECT * FROM public.backup_shred WHERE secret_id = $1",
+                    secret_id.to_string());
+  }
+  tx.commit();
+}
+
+crypto::secret secret_of(const crypto::bytes& data) {
+  return crypto::secret::copy_of(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
+}
+
+// The attacker with the envelope code and every key the system still holds: each tenant key
+// version still stored wrapped (unwrapped by every root key of `ring`, plus the copy's own key
+// rows if `dump` holds them), each with no shred key, with every shred key still stored (any
+// tenant's) and with the copy's own if the copy holds one, and each with the algorithm byte set
+// back to 1. Returns the plaintext if any combination opens.
+std::optional<std::string> open_with_everything(keys_fixture& f, const crypto::root_key_ring& ring,
+                                                const stored_copy& copy, const crypto::secret_context& context,
+                                                bool dump) {
+  std::vector<std::pair<std::uint32_t, crypto::secret>> keks;
+  std::vector<crypto::secret> shred_keys;
+  std::vector<stored_copy::tenant_key_row> key_rows;
+  {
+    const auto admin = f.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    for (const auto& key : tx.exec_params("SELECT version, root_key_id, wrapped_key FROM bankworker.tenant_keys"
+                                          " WHERE tenant_id = $1 AND wrapped_key IS NOT NULL",
+                                          context.tenant.to_string())) {
+      key_rows.push_back({key[0].as<std::uint32_t>(), key[1].as<std::string>(), bytes_of(key[2])});
+    }
+    for (const auto& key : tx.exec("SELECT shred_key FROM bankworker.secret_shred_keys")) {
+      shred_keys.push_back(secret_of(bytes_of(key[0])));
+    }
+  }
+  if (dump) key_rows.insert(key_rows.end(), copy.tenant_keys.begin(), copy.tenant_keys.end());
+  if (dump && copy.shred_key) shred_keys.push_back(secret_of(*copy.shred_key));
+  for (const auto& row : key_rows) {
+    try {
+      keks.emplace_back(row.version, ring.find(row.root_key_id)
+                                         .unwrap(row.wrapped_key, crypto::tenant_key_associated_data(
+                                                                      context.tenant, row.version, row.root_key_id)));
+    } catch (const crypto::root_key_error&) {
+      // wrapped by a root key that is gone
+    }
+  }
+  const crypto::bytes legacy = [&] {
+    crypto::bytes changed = copy.envelope;
+    changed[1] = crypto::algorithm_xchacha20poly1305_blake2b;
+    return changed;
+  }();
+  for (const auto& [version, kek] : keks) {
+    for (const crypto::bytes* envelope : {&copy.envelope, &legacy}) {
+      const crypto::envelope_view view = crypto::parse_envelope(*envelope, context.tenant);
+      std::vector<const crypto::secret*> candidates{nullptr};
+      for (const auto& key : shred_keys) candidates.push_back(&key);
+      for (const crypto::secret* shred_key : candidates) {
+        try {
+          return std::string(crypto::open_envelope(kek, context, view, shred_key).reveal().text());
+        } catch (const crypto::envelope_error&) {
+        }
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+crypto::root_key_ring ring_of(std::initializer_list<std::string_view> hex_keys) {
+  crypto::root_key_ring ring;
+  bool first = true;
+  for (const std::string_view hex : hex_keys) {
+    const test::root_key_file file(hex);
+    if (first) ring = crypto::root_key_ring(crypto::file_root_key::load(file.path()));
+    else ring.add_previous(crypto::file_root_key::load(file.path()));
+    first = false;
+  }
+  return ring;
+}
+
+}  // namespace
+
+TEST_CASE("a sealed row copied before its shred opens afterwards neither through the key store nor through the"
+          " envelope code with every key still stored",
+          "[pg][keys][shred]") {
+  keys_fixture f;
+  const crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
+  f.seal(victim, plaid_token);
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+  f.seal_plaid(f.tenant, "access-sandbox-11111111-1111-4111-8111-111111111111");  // other secrets' shred keys stay
+  f.seal_plaid(db::create_tenant(*f.connections, *f.keys, "Other Ltd"));
+  const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
+
+  const stored_copy copy = copy_rows(f, victim.secret_id);
+  REQUIRE(copy.shred_key.has_value());
+  CHECK(copy.envelope[1] == crypto::algorithm_xchacha20poly1305_blake2b_shred);
+  // The attack works before the shred (so the checks below can fail).
+  CHECK(open_with_everything(f, ring, copy, victim, false) == std::string(plaid_token));
+
+  CHECK(db::with_tenant(*f.connections, f.tenant,
+                        [&](pqxx::work& tx) { return f.keys->shred_secret(tx, f.tenant, victim.secret_id, "test"); }));
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.secret_shred_keys WHERE secret_id = $1::uuid",
+                      victim.secret_id.to_string()) == 0);
+
+  // Through the envelope code, with every tenant key version and every shred key still stored.
+  CHECK_FALSE(open_with_everything(f, ring, copy, victim, false).has_value());
+  // Through the worker's own path: the sealed row restored from the copy, as a backup restore would.
+  restore_rows(f, victim.secret_id, false);
+  try {
+    f.open(victim);
+    FAIL("a restored copy of a shredded secret opened");
+  } catch (const crypto::envelope_error& error) {
+    CHECK(error.failure() == crypto::envelope_failure::shred_key_missing);
+  }
+  // Rewrapping the restored row to the primary version cannot bring it back either.
+  CHECK_THROWS(f.keys->rewrap_tenant(*f.connections, f.tenant, "test"));
+}
+
+TEST_CASE("a stripe webhook secret copied before `stripe secret remove` opens afterwards through no path",
+          "[pg][keys][shred]") {
+  keys_fixture f;
+  const auto sealed = [&](std::string_view text) {
+    return db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+      return db::add_webhook_secret(tx, *f.keys, f.tenant, crypto::secret::copy_of(text), "test");
+    });
+  };
+  const core::uuid removed = sealed("whsec_removed0000000000000000000000");
+  sealed("whsec_kept000000000000000000000000000");
+  const crypto::secret_context context{.purpose = crypto::secret_purpose::stripe_webhook_secret,
+                                       .tenant = f.tenant,
+                                       .secret_id = removed,
+                                       .subject_id = std::string(db::stripe_endpoint_subject),
+                                       .environment = {}};
+  const stored_copy copy = copy_rows(f, removed);
+  const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
+  CHECK(open_with_everything(f, ring, copy, context, false) == std::string("whsec_removed0000000000000000000000"));
+
+  CHECK(db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+    return db::remove_webhook_secret(tx, *f.keys, f.tenant, removed, "test");
+  }));
+  CHECK_FALSE(open_with_everything(f, ring, copy, context, false).has_value());
+  restore_rows(f, removed, false);
+  // The webhook path loads every secret of the endpoint: the restored one must not come back.
+  bool removed_came_back = false;
+  try {
+    db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+      for (const auto& secret : db::load_webhook_secrets(tx, *f.keys, f.tenant)) {
+        if (secret.reveal().text() == "whsec_removed0000000000000000000000") removed_came_back = true;
+      }
+    });
+  } catch (const crypto::envelope_error& error) {
+    CHECK(error.failure() == crypto::envelope_failure::shred_key_missing);
+  }
+  CHECK_FALSE(removed_came_back);
+}
+
+TEST_CASE("a dump holding the sealed row and its shred key opens until the tenant key is rotated away and the old"
+          " root key destroyed, then never",
+          "[pg][keys][shred]") {
+  keys_fixture f;
+  const crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
+  f.seal(victim, plaid_token);
+  const core::uuid kept = f.seal_plaid(f.tenant);
+  const stored_copy dump = copy_rows(f, victim.secret_id);
+  CHECK(db::with_tenant(*f.connections, f.tenant,
+                        [&](pqxx::work& tx) { return f.keys->shred_secret(tx, f.tenant, victim.secret_id, "test"); }));
+
+  // The backup window: the dump holds both rows, and the live tenant key still opens them.
+  CHECK(open_with_everything(f, ring_of({test::test_root_key_hex}), dump, victim, true) == std::string(plaid_token));
+  // A root rotation alone rewraps the same tenant key: the window stays open (crypto/README.md).
+  {
+    db::key_store rotating(ring_of({test::other_root_key_hex, test::test_root_key_hex}));
+    rotating.prepare(*f.connections);
+    db::with_tenant(*f.connections, f.tenant,
+                    [&](pqxx::work& tx) { rotating.rewrap_tenant_keys_to_primary_root(tx, f.tenant, "test"); });
+    rotating.rewrap_signing_keys_to_primary_root(*f.connections);
+  }
+  CHECK(open_with_everything(f, ring_of({test::other_root_key_hex}), dump, victim, true) == std::string(plaid_token));
+
+  // The closing procedure: keys rotate --tenant, keys rewrap (the old version retires and its
+  // wrapped key is erased), then the old root key (the dump's tenant keys are under it) is destroyed.
+  auto fresh = test::test_key_store({}, test::other_root_key_hex);
+  fresh->prepare(*f.connections);
+  f.keys = std::move(fresh);
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+  const db::rewrap_report report = f.keys->rewrap_tenant(*f.connections, f.tenant, "test");
+  CHECK(report.retired == std::vector<std::uint32_t>{1});
+  CHECK(f.open_plaid(f.tenant, kept) == plaid_token);
+  CHECK_FALSE(open_with_everything(f, ring_of({test::other_root_key_hex}), dump, victim, true).has_value());
+  // Even with the whole dump restored, the worker's path opens nothing.
+  restore_rows(f, victim.secret_id, true);
+  CHECK_THROWS(f.open(victim));
+}
+
+TEST_CASE("a legacy algorithm-1 row sealed before migration 0026 still opens, and rewraps", "[pg][keys][shred]") {
+  keys_fixture f;
+  const crypto::secret_context legacy = plaid_context(f.tenant, crypto::random_uuid());
+  {
+    const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
+    const auto admin = f.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    const auto key = tx.exec_params1("SELECT root_key_id, wrapped_key FROM bankworker.tenant_keys WHERE tenant_id = $1"
+                                     " AND version = 1",
+                                     f.tenant.to_string());
+    const crypto::secret kek = ring.find(key[0].as<std::string>())
+                                   .unwrap(bytes_of(key[1]), crypto::tenant_key_associated_data(
+                                                                 f.tenant, 1, key[0].as<std::string>()));
+    const crypto::sealed_envelope sealed = crypto::seal_envelope(kek, 1, legacy, plaid_token);
+    REQUIRE(sealed.envelope[1] == crypto::algorithm_xchacha20poly1305_blake2b);
+    tx.exec_params0("INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
+                    " wrapped_data_key, envelope) VALUES ($1, $2, 'plaid.access_token', $3, 1, $4, $5)",
+                    f.tenant.to_string(), legacy.secret_id.to_string(), legacy.subject_id,
+                    pqxx::binarystring(sealed.wrapped_data_key.data(), sealed.wrapped_data_key.size()),
+                    pqxx::binarystring(sealed.envelope.data(), sealed.envelope.size()));
+    tx.commit();
+  }
+  CHECK(f.open(legacy) == plaid_token);
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+  CHECK(f.keys->rewrap_tenant(*f.connections, f.tenant, "test").rewrapped == 1);
+  CHECK(f.open(legacy) == plaid_token);
+  CHECK(db::with_tenant(*f.connections, f.tenant,
+                        [&](pqxx::work& tx) { return f.keys->shred_secret(tx, f.tenant, legacy.secret_id, "test"); }));
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = 'secret.shredded' AND subject = $1"
+                      " AND details->>'shred_key' = '0'",
+                      legacy.secret_id.to_string()) == 1);
 }

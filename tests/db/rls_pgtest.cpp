@@ -42,6 +42,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
      {"INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
       " wrapped_data_key, envelope) VALUES ($1::text::uuid, md5($1::text || 's')::uuid, 'plaid.access_token',"
       " md5($1::text || 'c'), 1, '\\x00'::bytea, '\\x01'::bytea)"}},
+    {"secret_shred_keys",
+     {"INSERT INTO bankworker.secret_shred_keys (tenant_id, secret_id, shred_key)"
+      " VALUES ($1::text::uuid, md5($1::text || 's')::uuid, decode(md5($1::text) || md5($1::text), 'hex'))"}},
     {"accounts",
      {"INSERT INTO bankworker.accounts (tenant_id, account_id, connection_id, name, type, currency)"
       " VALUES ($1::text::uuid, 'acc-' || $1::text, md5($1::text || 'c')::uuid, 'Checking', 'depository', 'USD')"}},

@@ -561,3 +561,96 @@ TEST_CASE("the database itself refuses a bank transaction whose connection it ca
             .as<int>() == 3);
   CHECK(tx.exec1("SELECT count(*) FROM bankworker.connections")[0].as<int>() == 2);
 }
+
+TEST_CASE("a revocation Plaid refuses stays revoking with its token intact, visible, until Plaid accepts",
+          "[pg][plaid][revoke]") {
+  plaid_world world(500);
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  world.wait_synced(connection);
+  const std::string item = world.item_of(connection);
+  const std::string token = world.sim.access_token_of(item);
+  // Plaid refuses every removal (the item needs the user's login again) until the fault is cleared.
+  world.sim.post("/sim/faults", "{\"endpoint\":\"/item/remove\",\"times\":1000,\"error_code\":\"ITEM_LOGIN_REQUIRED\"}");
+  const auto revoke = world.request_revoke(connection);
+
+  // Retried with backoff: a second call comes, and the first refusal was recorded before it.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (world.sim.calls("/item/remove", item) < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(world.sim.calls("/item/remove", item) >= 2);
+  {
+    CHECK(world.status_of(connection) == "revoking");
+    CHECK(world.job_state(revoke)->state != "succeeded");
+    const auto summary = db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+      for (const auto& row : db::list_connections(tx, world.tenant)) {
+        if (row.connection == connection) return row;
+      }
+      return db::connection_summary{};
+    });
+    CHECK(summary.status == "revoking");
+    CHECK(summary.revoking_since.has_value());
+    CHECK_THAT(summary.last_error.value_or(""), Catch::Contains("ITEM_LOGIN_REQUIRED"));
+    CHECK_THAT(summary.last_error.value_or(""), !Catch::Contains(token));
+    const auto [revoking, oldest_s] = db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+      const auto row = tx.exec1("SELECT connections, oldest_s FROM bankworker.revoking_connections(NULL)");
+      return std::pair{row[0].as<long>(), row[1].as<long>()};
+    });
+    CHECK(revoking == 1);
+    CHECK(oldest_s >= 0);
+  }
+  const auto opened = db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+    const auto row = db::load_plaid_connection(tx, world.tenant, connection, false);
+    REQUIRE(row);
+    REQUIRE(row->token_secret);
+    return std::string(world.keys
+                           ->open_secret(tx, {.purpose = crypto::secret_purpose::plaid_access_token,
+                                              .tenant = world.tenant,
+                                              .secret_id = *row->token_secret,
+                                              .subject_id = connection.to_string(),
+                                              .environment = row->environment})
+                           .reveal()
+                           .text());
+  });
+  CHECK(opened == token);  // not shredded while Plaid still honours it
+  // A copy of the sealed row taken now, while the revocation waits (a backup).
+  const std::string secret_id = world.admin_text(
+      "SELECT secret_id::text FROM bankworker.sealed_secrets WHERE subject_id = $1", connection.to_string());
+  {
+    const auto admin = world.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec_params0("CREATE TABLE public.backup_sealed AS SELECT * FROM bankworker.sealed_secrets WHERE secret_id = $1",
+                    secret_id);
+    tx.commit();
+  }
+
+  // Plaid accepts the next call: only then is the token destroyed.
+  const std::size_t refused = world.sim.calls("/item/remove", item);
+  world.sim.post("/sim/faults/clear", "{}");
+  const auto outcome = world.wait_job(revoke, {"succeeded", "failed"}, 60s);
+  INFO(outcome.last_error);
+  CHECK(outcome.state == "succeeded");
+  CHECK(world.sim.calls("/item/remove", item) >= refused + 1);
+  CHECK(world.status_of(connection) == "revoked");
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.sealed_secrets WHERE subject_id = $1",
+                          connection.to_string()) == 0);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.connections WHERE revoking_since IS NOT NULL"
+                          " AND connection_id::text = $1",
+                          connection.to_string()) == 0);
+
+  // The copy, restored, opens through none of the worker's paths.
+  {
+    const auto admin = world.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec0("INSERT INTO bankworker.sealed_secrets SELECT * FROM public.backup_sealed");
+    tx.commit();
+  }
+  CHECK_THROWS_AS(db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+                    return world.keys->open_secret(tx, {.purpose = crypto::secret_purpose::plaid_access_token,
+                                                        .tenant = world.tenant,
+                                                        .secret_id = *uuid::parse(secret_id),
+                                                        .subject_id = connection.to_string(),
+                                                        .environment = "sandbox"});
+                  }),
+                  crypto::envelope_error);
+}
