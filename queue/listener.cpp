@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <pqxx/pqxx>
 
+#include "core/assert.hpp"
 #include "queue/run_blocking.hpp"
 
 namespace bankworker::queue {
@@ -26,6 +27,17 @@ class forwarding_receiver final : public pqxx::notification_receiver {
   std::function<void()>& target_;
 };
 
+class payload_receiver final : public pqxx::notification_receiver {
+ public:
+  payload_receiver(pqxx::connection_base& connection, const std::string& channel,
+                   const std::function<void(const std::string&)>& target)
+      : pqxx::notification_receiver(connection, channel), target_(target) {}
+  void operator()(const std::string& payload, int) override { target_(payload); }
+
+ private:
+  const std::function<void(const std::string&)>& target_;
+};
+
 }  // namespace
 
 // One connection's worth of state: the connection, its receiver (which issued LISTEN) and a
@@ -34,6 +46,7 @@ class forwarding_receiver final : public pqxx::notification_receiver {
 struct listener::session {
   std::unique_ptr<pqxx::connection> connection;
   std::unique_ptr<forwarding_receiver> receiver;
+  std::vector<std::unique_ptr<payload_receiver>> extra_receivers;
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket;
 };
 
@@ -47,6 +60,11 @@ listener::listener(boost::asio::any_io_executor executor, boost::asio::thread_po
       retry_timer_(executor_) {}
 
 listener::~listener() = default;
+
+void listener::add_channel(listener_channel extra) {
+  BW_ASSERT(!session_);
+  extra_channels_.push_back(std::move(extra));
+}
 
 void listener::stop() {
   stopping_ = true;
@@ -73,6 +91,10 @@ boost::asio::awaitable<void> listener::run() {
           setup.exec_params(listen_session_sql, std::to_string(settings_.statement_timeout.count()));
         }
         fresh->receiver = std::make_unique<forwarding_receiver>(*fresh->connection, settings_.channel, on_notify_);
+        for (const listener_channel& extra : extra_channels_) {
+          fresh->extra_receivers.push_back(
+              std::make_unique<payload_receiver>(*fresh->connection, extra.channel, extra.on_payload));
+        }
         fresh->connection->get_notifs();  // issues the LISTEN now rather than at the first wait
         return fresh;
       });
@@ -84,6 +106,9 @@ boost::asio::awaitable<void> listener::run() {
       listening_ = true;
       // Anything enqueued while we were not listening is found by the first claim after this.
       on_notify_();
+      for (const listener_channel& extra : extra_channels_) {
+        if (extra.on_listening) extra.on_listening();
+      }
       while (!stopping_) {
         boost::system::error_code error;
         co_await session_->socket->async_wait(boost::asio::posix::stream_descriptor::wait_read,

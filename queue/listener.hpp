@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -22,6 +23,15 @@
 #include "crypto/secret.hpp"
 
 namespace bankworker::queue {
+
+// A further channel on the same connection (one LISTEN connection per process, whatever it
+// listens for). `on_payload` gets each notification's payload; `on_listening` is called each time
+// the LISTEN is in place again, since whatever was sent while it was down is lost.
+struct listener_channel {
+  std::string channel;
+  std::function<void(const std::string& payload)> on_payload;
+  std::function<void()> on_listening;
+};
 
 struct listener_settings {
   std::string channel = "bankworker_jobs";
@@ -43,6 +53,8 @@ class listener {
   // Connects, LISTENs and waits for notifications until stop(). Runs on the listener's executor;
   // `this` must outlive the coroutine.
   boost::asio::awaitable<void> run();
+  // Listens on `extra` too, from the next connection on. Call before run().
+  void add_channel(listener_channel extra);
   // Ends run() soon. Call on the listener's executor.
   void stop();
   // Whether the LISTEN is in place right now (tests wait for it).
@@ -56,6 +68,7 @@ class listener {
   const crypto::secret& url_;
   const listener_settings settings_;
   std::function<void()> on_notify_;
+  std::vector<listener_channel> extra_channels_;
   std::unique_ptr<session> session_;
   boost::asio::steady_timer retry_timer_;
   bool stopping_ = false;

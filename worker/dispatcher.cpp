@@ -82,6 +82,10 @@ void dispatcher::add_handler(std::string kind, job_handler handler) {
   handlers_.insert_or_assign(std::move(kind), std::move(handler));
 }
 
+void dispatcher::listen_also(queue::listener_channel extra) {
+  if (listener_) listener_->add_channel(std::move(extra));
+}
+
 void dispatcher::stop() {
   boost::asio::post(strand_, [this] {
     if (stopping_) return;

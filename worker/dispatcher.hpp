@@ -130,6 +130,10 @@ class dispatcher {
   // dispatcher. Call before run().
   void set_metrics(metrics_registry& registry) noexcept { metrics_ = &registry; }
 
+  // Listens on a further channel on the job channel's LISTEN connection (nothing when
+  // settings.listen is false); its callbacks run on executor(). Call before run().
+  void listen_also(queue::listener_channel extra);
+
   // Runs until stop() and the drain that follows. Spawn it on executor().
   boost::asio::awaitable<void> run();
   // Stops claiming and starts the drain. Safe from any thread.

@@ -18,20 +18,30 @@
 // (nothing stored, nothing enqueued), 413 past the body limit, 503 when the database is
 // unavailable or a key cannot be fetched right now (the sender retries).
 //
-// Key cache: by kid, at most keys_max entries. A fetched key is used for key_ttl, then fetched
-// again (Plaid sets expired_at when it rotates). A kid Plaid does not know is remembered as
-// unknown for unknown_kid_retry, and fetches for kids not in the cache are limited globally to
-// key_fetches_max per key_fetch_window, so a stream of random kids costs Plaid at most that.
+// Key cache: by kid, at most keys_max entries. Keys are fetched on a schedule (run_key_refresh:
+// every key_ttl each known key is fetched again, so expired_at set by Plaid's rotation arrives)
+// and on a kid not in the cache; never again per request for a kid we hold. A kid Plaid does not
+// know is remembered as unknown for unknown_kid_retry. Fetches for kids not in the cache are
+// budgeted per sender address (key_fetches_max per key_fetch_window, worker/source_budget.hpp),
+// so a forger sending tokens with random kids spends its own budget, not the one Plaid's own
+// addresses need when Plaid starts signing with a new key; key_fetches_total_max bounds all
+// senders together (what Plaid's rate limit allows us).
+//
+// Replays (issue #23): the hash of every token that verified is remembered for its age window
+// (max_age + future_skew, worker/webhook_replays.hpp), and the same token again inside it is
+// answered 409 with nothing done.
 
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "connectors/plaid/client.hpp"
@@ -42,6 +52,8 @@
 #include "worker/http_server.hpp"
 #include "worker/log.hpp"
 #include "worker/metrics.hpp"
+#include "worker/source_budget.hpp"
+#include "worker/webhook_replays.hpp"
 
 namespace bankworker::limits {
 
@@ -68,11 +80,15 @@ struct plaid_webhook_settings {
   std::chrono::seconds key_ttl{3600};
   std::chrono::seconds unknown_kid_retry{300};
   std::size_t keys_max = 64;
+  // Per sender address: Plaid sends from a few addresses, and a new key costs one fetch.
   std::size_t key_fetches_max = 10;
+  std::size_t key_fetches_total_max = 100;
   std::chrono::seconds key_fetch_window{60};
   // The clock iat and expired_at are compared with (tests move it).
   std::function<std::chrono::system_clock::time_point()> now = [] { return std::chrono::system_clock::now(); };
 };
+
+struct plaid_webhook_fields;  // what a verified body asks for (plaid_webhooks.cpp)
 
 class plaid_webhooks {
  public:
@@ -82,6 +98,12 @@ class plaid_webhooks {
                  plaid_webhook_settings settings);
 
   http_route route();
+  // Fetches every known key again each key_ttl until stop_key_refresh(); spawn on the io_context.
+  boost::asio::awaitable<void> run_key_refresh();
+  // Ends run_key_refresh soon; safe from any thread.
+  void stop_key_refresh();
+  // One refresh round now (run_key_refresh calls it; tests too).
+  boost::asio::awaitable<void> refresh_keys();
 
  private:
   enum class key_lookup_status { found, unknown, unavailable };
@@ -97,12 +119,17 @@ class plaid_webhooks {
   enum class fetch_permission { fetch, use_cached, unknown, busy };
 
   boost::asio::awaitable<http_response> handle(http_request request);
-  boost::asio::awaitable<key_lookup> key_for(std::string kid);
-  fetch_permission may_fetch(const std::string& kid, std::chrono::steady_clock::time_point now,
+  // Applies a verified webhook's effect to every connection holding its item; `token` is
+  // released from the replay memory when the effect could not be applied.
+  boost::asio::awaitable<http_response> apply_effect(plaid_webhook_fields webhook, std::string token);
+  boost::asio::awaitable<key_lookup> key_for(std::string kid, std::string source);
+  fetch_permission may_fetch(const std::string& kid, std::string_view source, std::chrono::steady_clock::time_point now,
                              std::optional<plaid::verification_key>& cached);
+  bool evict_one_locked();
   void remember(const std::string& kid, std::optional<plaid::verification_key> key,
                 std::chrono::steady_clock::time_point now);
-  void forget(const std::string& kid);
+  // Drops `kid`'s entry; one being fetched only when the caller is the one fetching it.
+  void forget(const std::string& kid, bool fetched_by_caller);
   metrics_registry::counter& outcome(std::string_view name);
 
   db::pool& connections_;
@@ -114,8 +141,11 @@ class plaid_webhooks {
   std::map<std::string, metrics_registry::counter*, std::less<>> outcomes_;
   std::mutex cache_mutex_;  // never held across co_await
   std::map<std::string, cached_key, std::less<>> cache_;
-  std::chrono::steady_clock::time_point fetch_window_started_;
-  std::size_t fetches_in_window_ = 0;
+  source_budget fetch_budget_;
+  webhook_replays replays_;
+  std::mutex refresh_mutex_;
+  std::unique_ptr<boost::asio::steady_timer> refresh_timer_;  // set while run_key_refresh runs
+  bool refresh_stopping_ = false;
 };
 
 }  // namespace bankworker::worker

@@ -282,6 +282,12 @@ int run_service(settings& config) {
   scheduler periodic(io, blocking, connections, jobs, periodic_config, log, &metrics);
 
   stripe_webhooks webhooks(connections, *keys, inbox, blocking, metrics, log, {});
+  // A webhook secret added or removed anywhere (migration 0027) drops that tenant's cache entry
+  // here within the notification's delivery; while the listen connection was down anything may
+  // have changed, so every entry is dropped when it is back.
+  jobs_dispatcher.listen_also({.channel = std::string(stripe_secret_channel),
+                               .on_payload = [&webhooks](const std::string& tenant) { webhooks.forget_notified(tenant); },
+                               .on_listening = [&webhooks] { webhooks.forget_secrets(); }});
 
   std::atomic<bool> draining{false};
   std::vector<http_route> routes;
@@ -316,6 +322,7 @@ int run_service(settings& config) {
         connections, *keys, blocking, metrics, log,
         [api](std::string kid) { return fetch_plaid_key(api, std::move(kid)); }, plaid_webhook_settings{});
     routes.push_back(plaid_hooks->route());
+    asio::co_spawn(io, plaid_hooks->run_key_refresh(), asio::detached);
   }
   if (platform_secret) {
     routes.push_back(webhooks.platform_route(std::move(*platform_secret)));
@@ -390,6 +397,7 @@ int run_service(settings& config) {
     sd_notify(0, "STOPPING=1");
     server.stop();
     periodic.stop();
+    if (plaid_hooks) plaid_hooks->stop_key_refresh();
     jobs_dispatcher.stop();
     stop_signals.async_wait(on_stop);
   };
@@ -441,6 +449,7 @@ int run_service(settings& config) {
     clean = failure == nullptr;
     http.shutdown();
     periodic.stop();
+    if (plaid_hooks) plaid_hooks->stop_key_refresh();
     server.stop();
     stop_signals.cancel();
     reload_signals.cancel();

@@ -17,9 +17,10 @@ namespace {
 
 constexpr std::string_view tenant_prefix = "/webhooks/stripe/";
 constexpr std::string_view platform_path = "/webhooks/stripe";
-constexpr std::array<std::string_view, 10> outcome_names = {"stored",      "unrouted",       "duplicate", "bad_signature",
+constexpr std::array<std::string_view, 11> outcome_names = {"stored",      "unrouted",       "duplicate", "bad_signature",
                                                             "stale",       "malformed",      "unknown_tenant",
-                                                            "rejected",    "unavailable",    "too_large"};
+                                                            "rejected",    "unavailable",    "too_large",
+                                                            "over_budget"};
 
 http_response reply(unsigned status, std::string_view text) {
   return http_response{status, "application/json", "{\"message\":\"" + std::string(text) + "\"}\n", {}};
@@ -60,12 +61,27 @@ std::optional<db::inbox_event> read_envelope(std::string body) {
 stripe_webhooks::stripe_webhooks(db::pool& connections, db::key_store& keys, db::inbox& inbox,
                                  asio::thread_pool& blocking, metrics_registry& metrics, logger& log,
                                  stripe_webhook_settings settings)
-    : connections_(connections), keys_(keys), inbox_(inbox), blocking_(blocking), log_(log), settings_(settings) {
+    : connections_(connections),
+      keys_(keys),
+      inbox_(inbox),
+      blocking_(blocking),
+      log_(log),
+      settings_(settings),
+      cache_(settings.cache),
+      lookups_(settings.lookups),
+      loads_(metrics.add_counter("bankworker_stripe_secret_loads_total",
+                                 "Database lookups of a tenant's Stripe webhook secrets (cache misses).")) {
   for (const std::string_view name : outcome_names) {
     outcomes_.emplace(name, &metrics.add_counter("bankworker_webhook_requests_total",
                                                  "Stripe webhook requests by outcome.",
                                                  {{"provider", "stripe"}, {"outcome", std::string(name)}}));
   }
+  constexpr std::string_view cached_name = "bankworker_stripe_secret_cache_tenants";
+  constexpr std::string_view cached_help = "Tenants in the webhook secret cache: with secrets, or known to have none.";
+  metrics.add_gauge(cached_name, cached_help, {{"kind", "secrets"}},
+                    [this] { return static_cast<std::int64_t>(cache_.tenants()); });
+  metrics.add_gauge(cached_name, cached_help, {{"kind", "unknown"}},
+                    [this] { return static_cast<std::int64_t>(cache_.unknown_tenants()); });
 }
 
 metrics_registry::counter& stripe_webhooks::outcome(std::string_view name) { return *outcomes_.find(name)->second; }
@@ -82,37 +98,36 @@ http_route stripe_webhooks::platform_route(crypto::secret platform_secret) {
           [this](http_request request) { return handle_platform(std::move(request)); }};
 }
 
-void stripe_webhooks::forget_secrets() {
-  std::lock_guard lock(cache_mutex_);
-  cache_.clear();
+void stripe_webhooks::forget_secrets() { cache_.forget_all(); }
+
+void stripe_webhooks::forget_tenant(const core::uuid& tenant) { cache_.forget(tenant); }
+
+void stripe_webhooks::forget_notified(std::string_view payload) {
+  if (const auto tenant = core::uuid::parse(payload)) {
+    cache_.forget(*tenant);
+  } else {
+    cache_.forget_all();
+  }
 }
 
-asio::awaitable<std::optional<stripe_webhooks::cached_secrets>> stripe_webhooks::secrets_for(core::uuid tenant) {
-  const std::string key = tenant.to_string();
-  {
-    std::lock_guard lock(cache_mutex_);
-    const auto it = cache_.find(key);
-    if (it != cache_.end() && std::chrono::steady_clock::now() - it->second.loaded_at < settings_.secrets_ttl) {
-      co_return it->second;
-    }
-  }
+asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::load_secrets(core::uuid tenant,
+                                                                                           std::uint64_t generation) {
+  loads_.fetch_add(1, std::memory_order_relaxed);
   try {
-    cached_secrets loaded = co_await queue::run_blocking(blocking_, [this, tenant] {
-      return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        cached_secrets result;
-        result.loaded_at = std::chrono::steady_clock::now();
-        result.tenant_found = db::tenant_exists(tx);
-        result.secrets = std::make_shared<const std::vector<crypto::secret>>(
-            result.tenant_found ? db::load_webhook_secrets(tx, keys_, tenant) : std::vector<crypto::secret>{});
-        return result;
+    webhook_secrets loaded = co_await queue::run_blocking(blocking_, [this, tenant] {
+      return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> webhook_secrets {
+        if (!db::tenant_exists(tx)) return nullptr;
+        return std::make_shared<const std::vector<crypto::secret>>(db::load_webhook_secrets(tx, keys_, tenant));
       });
     });
-    std::lock_guard lock(cache_mutex_);
-    cache_[key] = loaded;
-    co_return loaded;
+    cache_.store(tenant, loaded, generation, std::chrono::steady_clock::now());
+    webhook_secret_cache::lookup result;
+    result.found = loaded && !loaded->empty() ? webhook_secret_cache::state::found : webhook_secret_cache::state::unknown;
+    result.secrets = std::move(loaded);
+    co_return result;
   } catch (const std::exception& error) {
     // The database is away (or a key cannot be opened): the sender retries later.
-    log_.warn("webhook secrets unavailable", {{"tenant", key}, {"reason", error.what()}});
+    log_.warn("webhook secrets unavailable", {{"tenant", tenant.to_string()}, {"reason", error.what()}});
     co_return std::nullopt;
   }
 }
@@ -123,16 +138,35 @@ asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
     outcome("unknown_tenant").fetch_add(1, std::memory_order_relaxed);
     co_return reply(404, "unknown tenant");
   }
-  const auto secrets = co_await secrets_for(*tenant);
-  if (!secrets) {
-    outcome("unavailable").fetch_add(1, std::memory_order_relaxed);
-    co_return reply(503, "temporarily unavailable");
+  // What needs no secret is checked before any cache or database work: a header no secret can
+  // verify, or a timestamp outside the window, costs nothing but this.
+  const stripe::signature_check shape = stripe::precheck_signature(
+      request.header("stripe-signature"), std::chrono::system_clock::now(), settings_.signature);
+  if (shape.status != stripe::signature_status::verified) {
+    const bool stale = shape.status == stripe::signature_status::timestamp_outside_tolerance;
+    outcome(stale ? "stale" : "bad_signature").fetch_add(1, std::memory_order_relaxed);
+    co_return reply(400, stale ? "timestamp outside the tolerance" : "no valid signature");
   }
-  if (!secrets->tenant_found || secrets->secrets->empty()) {
+  webhook_secret_cache::lookup secrets = cache_.find(*tenant, std::chrono::steady_clock::now());
+  if (secrets.found == webhook_secret_cache::state::miss) {
+    if (!lookups_.try_take(request.remote_address, std::chrono::steady_clock::now())) {
+      outcome("over_budget").fetch_add(1, std::memory_order_relaxed);
+      http_response refused = reply(429, "too many lookups of uncached tenants (lookups per_source_max)");
+      refused.headers.emplace_back("Retry-After", std::to_string(settings_.lookups.window.count()));
+      co_return refused;
+    }
+    auto loaded = co_await load_secrets(*tenant, secrets.generation);
+    if (!loaded) {
+      outcome("unavailable").fetch_add(1, std::memory_order_relaxed);
+      co_return reply(503, "temporarily unavailable");
+    }
+    secrets = std::move(*loaded);
+  }
+  if (secrets.found != webhook_secret_cache::state::found) {
     outcome("unknown_tenant").fetch_add(1, std::memory_order_relaxed);
     co_return reply(404, "unknown tenant or no webhook endpoint");
   }
-  co_return co_await verify_and_store(std::move(request), *secrets->secrets, *tenant);
+  co_return co_await verify_and_store(std::move(request), *secrets.secrets, *tenant);
 }
 
 asio::awaitable<http_response> stripe_webhooks::handle_platform(http_request request) {

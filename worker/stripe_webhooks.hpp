@@ -6,8 +6,13 @@
 // anything else touches the body, reads the few envelope fields the inbox needs, and answers only
 // once the inbox has made the event durable (group commit): 2xx stored or duplicate, 400 bad
 // signature, stale or malformed, 404 unknown tenant or no endpoint, 503 database unavailable.
-// Secrets are opened once and cached in guarded memory for secrets_ttl (forget_secrets() drops
-// them, e.g. on SIGHUP after `stripe secret add`).
+// Nothing unauthenticated reaches the database (issue #23): the Stripe-Signature header's shape
+// and timestamp are checked before any cache lookup (connectors/stripe precheck_signature); the
+// opened secrets are cached in guarded memory, bounded, with a bounded negative cache for unknown
+// tenants (worker/webhook_secret_cache.hpp); and a tenant in neither is looked up only within a
+// per-sender budget (worker/source_budget.hpp), 429 past it. A secret added or removed reaches
+// every worker as a NOTIFY on secret_channel (migration 0027), and forget_tenant() drops that
+// tenant; forget_secrets() drops them all (SIGHUP, and whenever the listen connection was down).
 //
 // The platform route verifies against the platform endpoint's secret (held in guarded memory for
 // the life of the process) and hands the event to the inbox without a tenant: the inbox routes it
@@ -42,13 +47,23 @@
 #include "worker/log.hpp"
 #include "worker/stripe_api_jobs.hpp"
 #include "worker/metrics.hpp"
+#include "worker/source_budget.hpp"
+#include "worker/webhook_secret_cache.hpp"
 
 namespace bankworker::worker {
 
 inline constexpr std::string_view stripe_post_kind = "stripe.post";
 
+// The channel migration 0027 NOTIFYs with a tenant id whenever a webhook secret is added or removed.
+inline constexpr std::string_view stripe_secret_channel = "bankworker_stripe_secrets";
+
 struct stripe_webhook_settings {
-  std::chrono::seconds secrets_ttl{60};
+  webhook_secret_cache_settings cache;
+  // Secret lookups for tenants in neither cache. One sender gets 50 per 10 s (a worker restarting
+  // under Stripe's full load warms 5 tenants a second per Stripe address; the rest retry), all
+  // senders together 200 (20 transactions a second is noise to the database, and it is what a
+  // flood of random tenant ids from many addresses can cost at most).
+  source_budget_settings lookups{.per_source_max = 50, .total_max = 200, .window = std::chrono::seconds(10)};
   stripe::signature_settings signature;
 };
 
@@ -61,20 +76,22 @@ class stripe_webhooks {
   http_route tenant_route();
   // The Connect platform route, verifying with `platform_secret`; call at most once.
   http_route platform_route(crypto::secret platform_secret);
+  // Drops every cached secret and unknown tenant; safe from any thread.
   void forget_secrets();
+  // Drops one tenant's entry (a NOTIFY on stripe_secret_channel); safe from any thread.
+  void forget_tenant(const core::uuid& tenant);
+  // For a NOTIFY payload: the tenant id it names, or every tenant when it names none.
+  void forget_notified(std::string_view payload);
 
  private:
-  struct cached_secrets {
-    std::shared_ptr<const std::vector<crypto::secret>> secrets;  // empty vector: no endpoint
-    bool tenant_found = false;
-    std::chrono::steady_clock::time_point loaded_at;
-  };
   boost::asio::awaitable<http_response> handle(http_request request);
   boost::asio::awaitable<http_response> handle_platform(http_request request);
   // Verifies, reads the envelope and stores: the part both routes share.
   boost::asio::awaitable<http_response> verify_and_store(http_request request, std::span<const crypto::secret> secrets,
                                                          std::optional<core::uuid> tenant);
-  boost::asio::awaitable<std::optional<cached_secrets>> secrets_for(core::uuid tenant);
+  // The tenant's secrets from the cache or the database; nothing when the database is away.
+  boost::asio::awaitable<std::optional<webhook_secret_cache::lookup>> load_secrets(core::uuid tenant,
+                                                                                   std::uint64_t generation);
   metrics_registry::counter& outcome(std::string_view name);
 
   db::pool& connections_;
@@ -84,8 +101,9 @@ class stripe_webhooks {
   logger& log_;
   const stripe_webhook_settings settings_;
   std::map<std::string, metrics_registry::counter*, std::less<>> outcomes_;
-  std::mutex cache_mutex_;
-  std::map<std::string, cached_secrets> cache_;
+  webhook_secret_cache cache_;
+  source_budget lookups_;
+  metrics_registry::counter& loads_;
   std::vector<crypto::secret> platform_secrets_;  // set once by platform_route, before serving
 };
 

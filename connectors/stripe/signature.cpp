@@ -148,6 +148,24 @@ header_parse malformed(std::string_view reason) noexcept {
   return result;
 }
 
+// Why timestamp `t_s` is outside the window around `now`, or nothing when it is inside.
+std::optional<std::string_view> outside_window(std::int64_t t_s, std::chrono::system_clock::time_point now,
+                                               const signature_settings& settings) noexcept {
+  // Out-of-range settings are clamped (check_settings reports them at start-up): a mistake can
+  // narrow the window, never switch the check off or widen it past the limit.
+  const std::int64_t tolerance_s =
+      std::clamp(settings.tolerance, std::chrono::seconds::zero(), limits::stripe_signature_tolerance_max).count();
+  const std::int64_t future_skew_s =
+      std::clamp(settings.future_skew, std::chrono::seconds::zero(), limits::stripe_signature_future_skew_max)
+          .count();
+  const std::int64_t now_s = std::chrono::floor<std::chrono::seconds>(now.time_since_epoch()).count();
+  // No overflow: t has at most 12 digits and now, in seconds, is within ±9.3e9.
+  const std::int64_t age_s = now_s - t_s;
+  if (age_s > tolerance_s) return "timestamp is older than the signature tolerance";
+  if (-age_s > future_skew_s) return "timestamp is further ahead than the signature future skew";
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string_view check_settings(const signature_settings& settings) noexcept {
@@ -229,6 +247,31 @@ header_parse parse_signature_header(std::string_view header) noexcept {
   return result;
 }
 
+signature_check precheck_signature(std::string_view header, std::chrono::system_clock::time_point now,
+                                   const signature_settings& settings) noexcept {
+  signature_check check;
+  const header_parse parsed = parse_signature_header(header);
+  check.reason = parsed.reason;
+  if (parsed.failure) {
+    check.status = *parsed.failure;
+    return check;
+  }
+  check.timestamp_s = parsed.header.timestamp_s;
+  if (parsed.header.signature_count == 0) {
+    check.status = signature_status::no_matching_signature;
+    check.reason = "no v1 signature is 64 lowercase hex digits";
+    return check;
+  }
+  if (const std::optional<std::string_view> outside = outside_window(parsed.header.timestamp_s, now, settings)) {
+    check.status = signature_status::timestamp_outside_tolerance;
+    check.reason = *outside;
+    return check;
+  }
+  check.status = signature_status::verified;
+  check.reason = "header is well-formed and its timestamp is inside the window";
+  return check;
+}
+
 signature_check verify_signature(std::string_view header, std::string_view body,
                                  std::span<const crypto::secret> secrets,
                                  std::chrono::system_clock::time_point now,
@@ -271,24 +314,9 @@ signature_check verify_signature(std::string_view header, std::string_view body,
   }
   check.secret_index = *matched;
 
-  // Out-of-range settings are clamped (check_settings reports them at start-up): a mistake can
-  // narrow the window, never switch the check off or widen it past the limit.
-  const std::int64_t tolerance_s =
-      std::clamp(settings.tolerance, std::chrono::seconds::zero(), limits::stripe_signature_tolerance_max).count();
-  const std::int64_t future_skew_s =
-      std::clamp(settings.future_skew, std::chrono::seconds::zero(), limits::stripe_signature_future_skew_max)
-          .count();
-  const std::int64_t now_s = std::chrono::floor<std::chrono::seconds>(now.time_since_epoch()).count();
-  // No overflow: t has at most 12 digits and now, in seconds, is within ±9.3e9.
-  const std::int64_t age_s = now_s - signed_header.timestamp_s;
-  if (age_s > tolerance_s) {
+  if (const std::optional<std::string_view> outside = outside_window(signed_header.timestamp_s, now, settings)) {
     check.status = signature_status::timestamp_outside_tolerance;
-    check.reason = "timestamp is older than the signature tolerance";
-    return check;
-  }
-  if (-age_s > future_skew_s) {
-    check.status = signature_status::timestamp_outside_tolerance;
-    check.reason = "timestamp is further ahead than the signature future skew";
+    check.reason = *outside;
     return check;
   }
   check.status = signature_status::verified;

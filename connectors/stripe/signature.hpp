@@ -99,6 +99,16 @@ signature_check verify_signature(std::string_view header, std::string_view body,
                                  std::chrono::system_clock::time_point now,
                                  const signature_settings& settings = {});
 
+// The checks that need no secret, for the webhook route to run before any cache lookup or
+// database work: the header parses, holds at least one v1 of 64 lowercase hex digits, and its t
+// is inside the window. A header failing them can verify under no secret, so the route answers
+// 400 at once. The status is verify_signature's for the same failure, except that a stale or
+// too-far-ahead t is reported as timestamp_outside_tolerance here whether or not the request is
+// authentic (nothing is known about that yet). `verified` means only "worth looking up secrets
+// for"; verify_signature must still run. Never throws.
+signature_check precheck_signature(std::string_view header, std::chrono::system_clock::time_point now,
+                                   const signature_settings& settings = {}) noexcept;
+
 // A parsed Stripe-Signature header. Exposed for tests and fuzzing; verify_signature uses it.
 // timestamp_text points into the parsed header: valid only while that string lives.
 struct signature_header {

@@ -525,3 +525,24 @@ TEST_CASE("random headers from Stripe's alphabet never verify and parse the same
     if (!first.failure) CHECK(first.header.v1_count >= 1);
   }
 }
+
+// The checks the webhook route runs before any secret lookup (issue #23): they need no secret and
+// never say "verified" for a header no secret could verify.
+TEST_CASE("the precheck refuses what no secret can verify and a timestamp outside the window, before any secret",
+          "[stripe][signature]") {
+  using bankworker::stripe::precheck_signature;
+  CHECK(precheck_signature(stripe_header(), now).verified());
+  CHECK(precheck_signature(stripe_header("whsec_anyone_at_all"), now).verified());  // not verified yet, only worth a look
+  CHECK(precheck_signature("", now).status == signature_status::malformed_header);
+  CHECK(precheck_signature("garbage", now).status == signature_status::malformed_header);
+  CHECK(precheck_signature("t=" + text_of(now_s) + ",v0=" + sign(endpoint_secret, text_of(now_s), body), now).status ==
+        signature_status::no_v1_signature);
+  CHECK(precheck_signature("t=" + text_of(now_s) + ",v1=potato", now).status ==
+        signature_status::no_matching_signature);
+  CHECK(precheck_signature(stripe_header(endpoint_secret, now_s - 301), now).status ==
+        signature_status::timestamp_outside_tolerance);
+  CHECK(precheck_signature(stripe_header(endpoint_secret, now_s + 61), now).status ==
+        signature_status::timestamp_outside_tolerance);
+  CHECK(precheck_signature(stripe_header(endpoint_secret, now_s - 300), now).verified());
+  CHECK(precheck_signature(stripe_header(endpoint_secret, now_s + 60), now).verified());
+}

@@ -5,8 +5,14 @@
 #include <simdjson.h>
 
 #include <atomic>
+#include <ctime>
+#include <map>
 #include <memory>
+#include <random>
 #include <thread>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -17,6 +23,8 @@
 #include "queue/run_blocking.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/polling.hpp"
+#include "tests/support/raw_http.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 #include "worker/plaid_webhooks.hpp"
@@ -259,4 +267,114 @@ TEST_CASE("a verified webhook while the database is unreachable is answered 503"
   // Verification failures are still 400: nothing reaches the database before the signature.
   CHECK(fixture.send(R"("signing":"wrong_key")") == 400);
   CHECK(fixture.all_jobs() == 0);
+}
+
+namespace {
+
+std::string base64url(std::string_view bytes) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (const char c : bytes) {
+    buffer = (buffer << 8) | static_cast<unsigned char>(c);
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += alphabet[(buffer >> bits) & 63];
+    }
+  }
+  if (bits > 0) out += alphabet[(buffer << (6 - bits)) & 63];
+  return out;
+}
+
+// A token of the right shape naming a kid nobody published, signed with nothing.
+std::string forged_token(std::mt19937_64& random) {
+  const std::string kid = std::to_string(random()) + "-" + std::to_string(random());
+  const std::string header = R"({"alg":"ES256","kid":")" + kid + R"(","typ":"JWT"})";
+  const std::string payload = R"({"iat":)" + std::to_string(std::time(nullptr)) +
+                              R"(,"request_body_sha256":"0000000000000000000000000000000000000000000000000000000000000000"})";
+  return base64url(header) + "." + base64url(payload) + "." + base64url(std::string(64, 'x'));
+}
+
+}  // namespace
+
+TEST_CASE("a forger's random kids from one address spend its own budget: a genuine new key still verifies",
+          "[pg][plaid][webhook][attack]") {
+  plaid_webhook_fixture fixture;  // key_fetches_max 10 per sender address
+  CHECK(fixture.send("") == 200);  // Plaid's current key, fetched once
+  REQUIRE(fixture.key_fetches == 1);
+  std::mt19937_64 random(2325);
+  const std::string body = R"({"webhook_type":"TRANSACTIONS","webhook_code":"SYNC_UPDATES_AVAILABLE","item_id":"x"})";
+  std::map<int, int> statuses;
+  auto forger = std::make_unique<test::raw_connection>(fixture.server->port(), "127.0.0.11");
+  for (int i = 0; i < 500; ++i) {
+    const std::string request = "POST /webhooks/plaid HTTP/1.1\r\nHost: x\r\nPlaid-Verification: " +
+                                forged_token(random) + "\r\nContent-Length: " + std::to_string(body.size()) +
+                                "\r\n\r\n" + body;
+    std::string response;
+    if (forger->send(request)) response = forger->read_response();
+    if (test::status_of(response) == 0) {
+      forger = std::make_unique<test::raw_connection>(fixture.server->port(), "127.0.0.11");
+      REQUIRE(forger->send(request));
+      response = forger->read_response();
+    }
+    ++statuses[test::status_of(response)];
+  }
+  CHECK(statuses[400] == 10);   // its budget: ten kids asked of Plaid, each unknown
+  CHECK(statuses[503] == 490);  // the rest are refused before any fetch
+  CHECK(fixture.key_fetches == 1 + 10);
+  // Plaid rotates its key; the next genuine webhook names the new kid, from Plaid's own address.
+  CHECK_THAT(test::http_post(fixture.sim_url + "/sim/webhooks/rotate_key", "{}").body, Catch::Contains("\"kid\""));
+  CHECK(fixture.send(R"("webhook_code":"ERROR","error_code":"ITEM_LOGIN_REQUIRED")") == 200);
+  CHECK(fixture.key_fetches == 1 + 10 + 1);
+  CHECK(fixture.count("SELECT count(*) FROM bankworker.connections WHERE status = 'needs_reauth'") == 1);
+  CHECK(fixture.all_jobs() == 1);  // the first webhook's sync; the forgeries changed nothing
+}
+
+TEST_CASE("a verified Plaid webhook replayed inside its age window is 409 and changes nothing",
+          "[pg][plaid][webhook][attack]") {
+  plaid_webhook_fixture fixture;
+  const std::string request = R"({"item_id":")" + fixture.item_id + R"(","url":")" + fixture.route_url() + "\"}";
+  const test::http_result delivery = test::http_post(fixture.sim_url + "/sim/webhooks/send", request);
+  REQUIRE(delivery.status == 200);
+  REQUIRE_THAT(delivery.body, Catch::Contains("\"status\":200"));
+  const std::string body = json_string(delivery.body, "body");
+  const std::string token = json_string(delivery.body, "plaid_verification");
+  REQUIRE(!token.empty());
+  REQUIRE(fixture.jobs("plaid.sync") == 1);
+  {
+    // The sync ran and finished: a replay accepted now would enqueue another.
+    auto admin = fixture.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec0("DELETE FROM bankworker.jobs");
+    tx.commit();
+  }
+  for (int i = 0; i < 3; ++i) {
+    const test::http_result replay = test::http_post(fixture.route_url(), body, {"Plaid-Verification: " + token});
+    CHECK(replay.status == 409);
+    CHECK_THAT(replay.body, Catch::Contains("replayed"));
+  }
+  CHECK(fixture.all_jobs() == 0);
+  CHECK(fixture.outcome("replayed") == 3);
+  CHECK(fixture.outcome("sync_requested") == 1);
+  // A fresh token for the same body (Plaid's own retry) is a new webhook.
+  CHECK(fixture.send("") == 200);
+  CHECK(fixture.jobs("plaid.sync") == 1);
+}
+
+TEST_CASE("known Plaid keys are fetched on the schedule, not per request", "[pg][plaid][webhook]") {
+  worker::plaid_webhook_settings settings;
+  settings.key_ttl = std::chrono::seconds(1);
+  plaid_webhook_fixture fixture(settings);
+  asio::co_spawn(fixture.io, fixture.webhooks->run_key_refresh(), asio::detached);
+  CHECK(fixture.send("") == 200);
+  const int after_first = fixture.key_fetches;
+  CHECK(after_first == 1);
+  CHECK(test::eventually([&] { return fixture.key_fetches >= after_first + 2; }, std::chrono::seconds(5)));
+  fixture.webhooks->stop_key_refresh();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'500));
+  const int settled = fixture.key_fetches;
+  for (int i = 0; i < 5; ++i) CHECK(fixture.send("") == 200);
+  CHECK(fixture.key_fetches == settled);  // the cached key served them all
 }

@@ -217,7 +217,13 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   CHECK_THAT(trigger("refund", "duplicate"), Catch::Contains("\"statuses\":[200,200,200,200]"));
   CHECK_THAT(trigger("payout", "forged"), Catch::Contains("\"statuses\":[400]"));
   CHECK_THAT(trigger("payout", "stale"), Catch::Contains("\"statuses\":[400]"));
-  CHECK(test::http_post(base + "/webhooks/stripe/00000000-0000-4000-8000-000000000000", "{}").status == 404);
+  // An unknown tenant is 404 once the request carries a well-formed, fresh signature header (one
+  // without is 400 before any lookup, issue #23).
+  const std::int64_t now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  CHECK(test::http_post(base + "/webhooks/stripe/00000000-0000-4000-8000-000000000000", "{}",
+                        {"Stripe-Signature: " + sim::stripe::simulator::sign("{}", webhook_secret, now_s)})
+            .status == 404);
   // No BANKWORKER_STRIPE_PLATFORM_SECRET_FILE: the Connect platform endpoint is off.
   CHECK(test::http_post(base + "/webhooks/stripe", "{}").status == 404);
   CHECK(test::http_post(base + "/webhooks/stripe/'%20OR%201=1%20--", "{}").status == 404);

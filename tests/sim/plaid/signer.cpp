@@ -141,8 +141,15 @@ webhook_signer::~webhook_signer() = default;
 const std::string& webhook_signer::current_kid() const noexcept { return current_->kid; }
 const std::string& webhook_signer::expired_kid() const noexcept { return expired_->kid; }
 
+const std::string& webhook_signer::rotate(std::int64_t now_s) {
+  previous_ = std::move(current_);
+  current_ = std::make_unique<key>(now_s, std::nullopt);
+  return current_->kid;
+}
+
 std::optional<std::string> webhook_signer::jwk_json(std::string_view kid) const {
   if (kid == current_->kid) return current_->jwk;
+  if (previous_ && kid == previous_->kid) return previous_->jwk;
   if (kid == expired_->kid) return expired_->jwk;
   return std::nullopt;
 }

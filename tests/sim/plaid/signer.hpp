@@ -40,7 +40,11 @@ class webhook_signer {
   const std::string& current_kid() const noexcept;
   const std::string& expired_kid() const noexcept;
 
-  // The JWK object for a published kid (current or expired), or nothing.
+  // Plaid's key rotation: a new current key (returned kid) starts signing; the one it replaces
+  // stays published, unexpired, so webhooks signed before the rotation still verify.
+  const std::string& rotate(std::int64_t now_s);
+
+  // The JWK object for a published kid (current, previous or expired), or nothing.
   std::optional<std::string> jwk_json(std::string_view kid) const;
 
   // The Plaid-Verification header value for `body`.
@@ -49,6 +53,7 @@ class webhook_signer {
  private:
   struct key;
   std::unique_ptr<key> current_;
+  std::unique_ptr<key> previous_;  // null until the first rotate()
   std::unique_ptr<key> expired_;
   std::unique_ptr<key> rogue_;
 };

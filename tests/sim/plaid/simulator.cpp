@@ -1450,6 +1450,11 @@ struct simulator::state {
       if (auto* failed = std::get_if<failure>(&prepared)) o.response = error_reply(*failed);
       else o.webhook = std::move(std::get<webhook_delivery>(prepared));
     } else if (path == "/sim/webhooks/received") o.response = control_webhooks_received();
+    else if (path == "/sim/webhooks/rotate_key") {
+      o.response.body = R"({"kid":)";
+      append_string(o.response.body, signer.rotate(now_s));
+      o.response.body += '}';
+    }
     else o.response = error_reply("NOT_FOUND", "unknown control call " + std::string(path.substr(0, 64)));
     return o;
   }
