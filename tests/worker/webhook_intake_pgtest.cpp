@@ -62,7 +62,7 @@ struct intake_target {
   sim::stripe::simulator stripe{8};
 
   explicit intake_target(int worker_count = 1) {
-    env = {{"BANKWORKER_DATABASE_URL", database.url()},
+    env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
            {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
            {"BANKWORKER_DRAIN_TIMEOUT", "5"},
            {"BANKWORKER_LOG_LEVEL", "error"}};
