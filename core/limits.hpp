@@ -102,6 +102,17 @@ inline constexpr std::chrono::milliseconds job_lease_max{3'600'000};
 inline constexpr std::chrono::milliseconds job_backoff_max{3'600'000};
 // Lost notifications cost at most this much latency: the dispatcher polls at least this often.
 inline constexpr std::chrono::milliseconds job_poll_interval_max{1'000};
+// NOTIFYs on the job channel start at most one claim round per this interval in each worker: the
+// first after a quiet spell claims at once, the rest of a burst are folded into one claim at the
+// interval's end. Anyone who can connect to the database may NOTIFY, so a storm must not turn into
+// a claim statement per notification. 100 ms keeps a storm to 10 claims a second (the poll adds
+// one), a small load next to the jobs themselves, while a job enqueued right behind another waits
+// at most a tenth of the poll interval longer; under load claims are woken by finished jobs and by
+// claims that found work, neither of which is debounced.
+inline constexpr std::chrono::milliseconds job_notify_debounce_ms{100};
+// /readyz asks the database at most once per this interval however often it is called (a load
+// balancer probing every 100 ms, or a flood): its answer may be this old.
+inline constexpr std::chrono::milliseconds readyz_database_check_interval_ms{1'000};
 // A job whose worker died is available again within this long after its lease expired.
 inline constexpr std::chrono::milliseconds job_rescue_after_expiry_max{30'000};
 inline constexpr std::chrono::milliseconds job_rescue_interval_max{10'000};
@@ -109,6 +120,8 @@ inline constexpr std::chrono::milliseconds job_drain_timeout_max{600'000};
 
 static_assert(job_attempts_default <= job_attempts_max);
 static_assert(concurrency_max <= job_batch_max, "one claim must be able to fill every free slot");
+static_assert(job_notify_debounce_ms < job_poll_interval_max,
+              "debouncing notifications never costs a job more latency than polling would");
 static_assert(job_rescue_interval_max + job_poll_interval_max <= job_rescue_after_expiry_max,
               "rescue runs often enough to put a lost job back within job_rescue_after_expiry_max");
 

@@ -1,5 +1,6 @@
 #include "crypto/redact.hpp"
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -11,7 +12,6 @@ namespace bankworker::crypto {
 namespace {
 
 constexpr std::size_t uuid_text_bytes = 36;
-constexpr std::size_t plaid_type_bytes_max = 24;
 constexpr std::size_t card_digits_min = 13;
 constexpr std::size_t card_digits_max = 19;
 constexpr std::size_t card_kept_head_digits = 6;
@@ -20,14 +20,40 @@ constexpr std::size_t card_kept_tail_digits = 4;
 constexpr std::array<std::string_view, 3> plaid_environments = {"sandbox", "development", "production"};
 constexpr std::array<std::string_view, 4> stripe_key_prefixes = {"sk_live_", "sk_test_", "rk_live_", "rk_test_"};
 constexpr std::string_view webhook_secret_prefix = "whsec_";
-// JSON member names whose string value is a secret whatever it looks like.
-constexpr std::array<std::string_view, 8> secret_member_names = {
-    "secret", "client_secret", "access_token", "public_token",
-    "api_key", "password", "webhook_secret", "authorization"};
+// Vault service, batch and recovery tokens.
+constexpr std::array<std::string_view, 3> vault_token_prefixes = {"hvs.", "hvb.", "hvr."};
+// Beyond the alphanumerics: webhook secrets are base64; Vault tokens are base62 today, and '-' and
+// '_' are masked too so that a URL-safe variant does not leave a tail behind.
+constexpr std::string_view base64_extra = "+/=";
+constexpr std::string_view vault_token_extra = "-_";
+// JSON member names whose string value is a secret whatever it looks like, lowercase; a name
+// matches in any case and however it is escaped ("\u0053ecret" is "secret"). Vault Transit's
+// `plaintext` is the secret itself, base64-encoded.
+constexpr std::array<std::string_view, 9> secret_member_names = {
+    "secret", "client_secret", "access_token", "public_token", "api_key",
+    "password", "webhook_secret", "authorization", "plaintext"};
+// Longer decoded member names are not compared (none of the names above is this long).
+constexpr std::size_t member_name_bytes_max = 32;
+constexpr std::string_view authorization_name = "authorization";
+// Bytes that may stand between the groups of a card number ("4242 4242", "4242-4242",
+// "4242.4242", "4242 - 4242", …), at most card_separator_bytes_max of them in a row.
+constexpr std::string_view card_separators = " -./_\t";
+constexpr std::size_t card_separator_bytes_max = 3;
 
 bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 bool is_lower(char c) noexcept { return c >= 'a' && c <= 'z'; }
-bool is_alnum(char c) noexcept { return is_digit(c) || is_lower(c) || (c >= 'A' && c <= 'Z'); }
+bool is_upper(char c) noexcept { return c >= 'A' && c <= 'Z'; }
+bool is_alnum(char c) noexcept { return is_digit(c) || is_lower(c) || is_upper(c); }
+char to_lower(char c) noexcept { return is_upper(c) ? static_cast<char>(c - 'A' + 'a') : c; }
+bool is_card_separator(char c) noexcept { return card_separators.find(c) != std::string_view::npos; }
+
+bool starts_with_ignoring_case(std::string_view s, std::string_view lowercase_prefix) noexcept {
+  if (s.size() < lowercase_prefix.size()) return false;
+  for (std::size_t i = 0; i < lowercase_prefix.size(); ++i) {
+    if (to_lower(s[i]) != lowercase_prefix[i]) return false;
+  }
+  return true;
+}
 
 // A match: `length` bytes of input of which the first `kept_bytes` are copied and the rest masked.
 struct match {
@@ -35,71 +61,150 @@ struct match {
   std::size_t kept_bytes = 0;
 };
 
-// <type>-<environment>-<uuid>, not followed by more alphanumerics.
+// -<environment>-<uuid> right after a letter (the end of the token's type, whatever comes before
+// it: "xaccess-…", "%22access-…", a type of any length). `s` starts at the dash; the dash and the
+// environment are kept and the uuid masked, whatever follows it.
 match match_plaid_token(std::string_view s) noexcept {
-  std::size_t i = 0;
-  while (i < s.size() && i < plaid_type_bytes_max && is_lower(s[i])) ++i;
-  if (i == 0 || i >= s.size() || s[i] != '-') return {};
-  ++i;
   for (const std::string_view environment : plaid_environments) {
-    const std::size_t uuid_at = i + environment.size() + 1;
+    const std::size_t uuid_at = 1 + environment.size() + 1;
     if (s.size() < uuid_at + uuid_text_bytes) continue;
-    if (s.substr(i, environment.size()) != environment || s[uuid_at - 1] != '-') continue;
+    if (s.substr(1, environment.size()) != environment || s[uuid_at - 1] != '-') continue;
     if (!core::uuid::parse(s.substr(uuid_at, uuid_text_bytes))) continue;
-    const std::size_t end = uuid_at + uuid_text_bytes;
-    if (end < s.size() && is_alnum(s[end])) continue;
-    return {end, uuid_at};
+    return {uuid_at + uuid_text_bytes, uuid_at};
   }
   return {};
 }
 
 // A known prefix followed by at least one character of the key alphabet.
-match match_prefixed_key(std::string_view s, std::string_view prefix, bool base64_alphabet) noexcept {
+// `extra` lists the key alphabet's characters beyond the alphanumerics.
+match match_prefixed_key(std::string_view s, std::string_view prefix, std::string_view extra) noexcept {
   if (!s.starts_with(prefix)) return {};
   std::size_t end = prefix.size();
-  while (end < s.size() &&
-         (is_alnum(s[end]) || (base64_alphabet && (s[end] == '+' || s[end] == '/' || s[end] == '=')))) {
-    ++end;
-  }
+  while (end < s.size() && (is_alnum(s[end]) || extra.find(s[end]) != std::string_view::npos)) ++end;
   if (end == prefix.size()) return {};
   return {end, prefix.size()};
 }
 
-match match_secret_key(std::string_view s) noexcept {
-  if (s.front() == 'w') return match_prefixed_key(s, webhook_secret_prefix, true);
-  for (const std::string_view prefix : stripe_key_prefixes) {
-    if (const match m = match_prefixed_key(s, prefix, false); m.length > 0) return m;
+// hvs.<base62>: a Vault token; the prefix stays.
+match match_vault_token(std::string_view s) noexcept {
+  for (const std::string_view prefix : vault_token_prefixes) {
+    if (const match m = match_prefixed_key(s, prefix, vault_token_extra); m.length > 0) return m;
   }
   return {};
+}
+
+match match_secret_key(std::string_view s) noexcept {
+  if (s.front() == 'h') return match_vault_token(s);
+  if (s.front() == 'w') return match_prefixed_key(s, webhook_secret_prefix, base64_extra);
+  for (const std::string_view prefix : stripe_key_prefixes) {
+    if (const match m = match_prefixed_key(s, prefix, {}); m.length > 0) return m;
+  }
+  return {};
+}
+
+// The JSON string at the start of `s` decoded into `name`, lowercased, as far as the name of a
+// secret member needs: escapes of ASCII characters are decoded, anything else ends the match.
+// Returns the bytes after the closing quote, or 0 when this is not such a name.
+std::size_t decode_member_name(std::string_view s, std::string& name) {
+  std::size_t i = 1;
+  while (i < s.size() && name.size() < member_name_bytes_max) {
+    char c = s[i];
+    if (c == '"') return i + 1;
+    if (c == '\\') {
+      if (i + 1 >= s.size()) return 0;
+      c = s[i + 1];
+      i += 2;
+      if (c == 'u') {
+        if (i + 4 > s.size() || s.substr(i, 2) != "00") return 0;
+        unsigned value = 0;
+        for (const char h : s.substr(i + 2, 2)) {
+          const char l = to_lower(h);
+          if (!is_digit(l) && !(l >= 'a' && l <= 'f')) return 0;
+          value = value * 16 + static_cast<unsigned>(is_digit(l) ? l - '0' : l - 'a' + 10);
+        }
+        if (value >= 0x80) return 0;
+        c = static_cast<char>(value);
+        i += 4;
+      }
+    } else {
+      ++i;
+    }
+    name.push_back(to_lower(c));
+  }
+  return 0;
 }
 
 // "name" <ws> : <ws> "value" where name is a secret member; masks the value between its quotes.
-match match_secret_member(std::string_view s) noexcept {
-  for (const std::string_view name : secret_member_names) {
-    if (s.size() < name.size() + 2 || s.substr(1, name.size()) != name || s[name.size() + 1] != '"') {
+match match_secret_member(std::string_view s) {
+  std::string name;
+  std::size_t i = decode_member_name(s, name);
+  if (i == 0) return {};
+  if (std::find(secret_member_names.begin(), secret_member_names.end(), name) == secret_member_names.end()) return {};
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  if (i >= s.size() || s[i] != ':') return {};
+  ++i;
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  if (i >= s.size() || s[i] != '"') return {};
+  const std::size_t value_at = i + 1;
+  for (std::size_t j = value_at; j < s.size(); ++j) {
+    if (s[j] == '\\') {
+      ++j;
       continue;
     }
-    std::size_t i = name.size() + 2;
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
-    if (i >= s.size() || s[i] != ':') return {};
-    ++i;
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
-    if (i >= s.size() || s[i] != '"') return {};
-    const std::size_t value_at = i + 1;
-    for (std::size_t j = value_at; j < s.size(); ++j) {
-      if (s[j] == '\\') {
-        ++j;
-        continue;
-      }
-      if (s[j] == '"') return {j, value_at};  // the closing quote is copied after the mark
-    }
-    return {s.size(), value_at};  // unterminated: mask to the end rather than leak
+    if (s[j] == '"') return {j, value_at};  // the closing quote is copied after the mark
   }
-  return {};
+  return {s.size(), value_at};  // unterminated: mask to the end rather than leak
 }
 
-// A run of digits, single spaces or dashes allowed between digits. Returns the run's length and
-// how many digits it holds.
+// Where an Authorization value that starts at `s` ends: at a line break (raw, or escaped as \r or
+// \n inside a JSON string) or at the quote that closes the JSON string holding it. A quote right
+// after '=' opens a quoted parameter (Digest's response="…") and its closing quote does not end
+// the value; an escaped quote (\") never does.
+std::size_t authorization_value_end(std::string_view s) noexcept {
+  std::size_t j = 0;
+  while (j < s.size()) {
+    const char c = s[j];
+    if (c == '\r' || c == '\n') return j;
+    if (c == '\\') {
+      if (j + 1 < s.size() && (s[j + 1] == 'r' || s[j + 1] == 'n')) return j;
+      j += 2;
+      continue;
+    }
+    if (c == '"') {
+      if (j == 0 || s[j - 1] != '=') return j;
+      const std::size_t closing = s.find('"', j + 1);
+      if (closing == std::string_view::npos) return s.size();
+      j = closing + 1;
+      continue;
+    }
+    ++j;
+  }
+  return std::min(j, s.size());
+}
+
+// Authorization <ws> : <ws> [scheme <sp>] value, the name in any case (Proxy-Authorization too):
+// the scheme stays, the rest of the value is masked, whatever the scheme (Bearer, Basic, Digest,
+// AWS4-HMAC-SHA256, none).
+match match_authorization_header(std::string_view s) noexcept {
+  if (!starts_with_ignoring_case(s, authorization_name)) return {};
+  std::size_t i = authorization_name.size();
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  if (i >= s.size() || s[i] != ':') return {};
+  ++i;
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+  const std::size_t value_at = i;
+  const std::size_t end = value_at + authorization_value_end(s.substr(value_at));
+  if (end == value_at) return {};
+  std::size_t kept_to = value_at;
+  while (kept_to < end && s[kept_to] != ' ' && s[kept_to] != '\t') ++kept_to;
+  std::size_t secret_at = kept_to;
+  while (secret_at < end && (s[secret_at] == ' ' || s[secret_at] == '\t')) ++secret_at;
+  if (secret_at == end) return {end, value_at};  // one word: the credential itself
+  return {end, secret_at};
+}
+
+// A run of digits, with up to card_separator_bytes_max separators allowed between digits.
+// Returns the run's length and how many digits it holds.
 struct digit_run {
   std::size_t length = 0;
   std::size_t digits = 0;
@@ -112,11 +217,12 @@ digit_run scan_digit_run(std::string_view s) noexcept {
     if (is_digit(s[i])) {
       ++run.digits;
       run.length = ++i;
-    } else if ((s[i] == ' ' || s[i] == '-') && i + 1 < s.size() && is_digit(s[i + 1])) {
-      ++i;
-    } else {
-      break;
+      continue;
     }
+    std::size_t gap = 0;
+    while (i + gap < s.size() && gap < card_separator_bytes_max && is_card_separator(s[i + gap])) ++gap;
+    if (gap == 0 || i + gap >= s.size() || !is_digit(s[i + gap])) break;
+    i += gap;
   }
   return run;
 }
@@ -192,22 +298,19 @@ std::size_t redact_into(std::string_view text, std::string& out, std::span<const
         continue;
       }
     }
+    match m;
     if (c == '"') {
-      if (const match m = match_secret_member(rest); m.length > 0) {
-        emit_mask(i, m.kept_bytes, i + m.length);
-        continue;
-      }
-    } else if (c == 's' || c == 'r' || c == 'w') {
-      if (const match m = match_secret_key(rest); m.length > 0) {
-        emit_mask(i, m.kept_bytes, i + m.length);
-        continue;
-      }
+      m = match_secret_member(rest);
+    } else if (c == 's' || c == 'r' || c == 'w' || c == 'h') {
+      m = match_secret_key(rest);
+    } else if (c == 'a' || c == 'A') {
+      m = match_authorization_header(rest);
+    } else if (c == '-' && i > 0 && (is_lower(text[i - 1]) || is_upper(text[i - 1]))) {
+      m = match_plaid_token(rest);
     }
-    if (is_lower(c) && (i == 0 || !is_lower(text[i - 1]))) {
-      if (const match m = match_plaid_token(rest); m.length > 0) {
-        emit_mask(i, m.kept_bytes, i + m.length);
-        continue;
-      }
+    if (m.length > 0) {
+      emit_mask(i, m.kept_bytes, i + m.length);
+      continue;
     }
     if (is_digit(c) && (i == 0 || !is_digit(text[i - 1]))) {
       const digit_run run = scan_digit_run(rest);

@@ -80,8 +80,17 @@ applied_map read_applied(pqxx::transaction_base& tx) {
   return applied;
 }
 
+std::vector<std::string> checksums_of(std::span<const migration> migrations) {
+  std::vector<std::string> checksums;
+  checksums.reserve(migrations.size());
+  for (const migration& m : migrations) checksums.push_back(migration_checksum(m.sql));
+  return checksums;
+}
+
 // Refuses a database that disagrees with the binary; returns the names still to apply, in order.
-std::vector<std::string> compare(const applied_map& applied, std::span<const migration> migrations) {
+// `checksums[i]` is migration_checksum(migrations[i].sql).
+std::vector<std::string> compare(const applied_map& applied, std::span<const migration> migrations,
+                                 std::span<const std::string> checksums) {
   for (const auto& [name, checksum] : applied) {
     const auto known = std::find_if(migrations.begin(), migrations.end(),
                                     [&](const migration& m) { return m.name == name; });
@@ -89,7 +98,7 @@ std::vector<std::string> compare(const applied_map& applied, std::span<const mig
       throw migration_error("migration " + name +
                             " is applied to the database but unknown to this binary (is a newer bankworker deployed?)");
     }
-    const std::string expected = migration_checksum(known->sql);
+    const std::string& expected = checksums[static_cast<std::size_t>(known - migrations.begin())];
     if (expected != checksum) {
       throw migration_error("migration " + name + " was edited after it was applied (database has sha256 " +
                             checksum.substr(0, checksum_shown_chars) + "…, file has " +
@@ -128,6 +137,7 @@ migration_report apply_migrations(pqxx::connection& connection, std::span<const 
     tx.commit();
   }
 
+  const std::vector<std::string> checksums = checksums_of(migrations);
   migration_report report;
   bool first_round = true;
   // One migration per transaction; each round re-reads what is applied under the lock, so two
@@ -136,7 +146,7 @@ migration_report apply_migrations(pqxx::connection& connection, std::span<const 
     pqxx::work tx(connection, "bankworker_migrate");
     tx.exec(lock_sql);
     const applied_map applied = read_applied(tx);
-    const std::vector<std::string> pending = compare(applied, migrations);
+    const std::vector<std::string> pending = compare(applied, migrations, checksums);
     if (first_round) {
       report.already_applied = applied.size();
       first_round = false;
@@ -150,7 +160,8 @@ migration_report apply_migrations(pqxx::connection& connection, std::span<const 
     try {
       tx.exec(std::string(next->sql));
       tx.exec(reset_role_sql);
-      tx.exec_params(record_sql, std::string(next->name), migration_checksum(next->sql));
+      tx.exec_params(record_sql, std::string(next->name),
+                     checksums[static_cast<std::size_t>(next - migrations.begin())]);
       tx.commit();
     } catch (const pqxx::sql_error& error) {
       throw migration_error("migration " + std::string(next->name) + " failed and was rolled back: " + error.what());
@@ -163,7 +174,25 @@ migration_report apply_migrations(pqxx::connection& connection, std::span<const 
 std::vector<std::string> pending_migrations(pqxx::connection& connection, std::span<const migration> migrations) {
   check_list(migrations);
   pqxx::read_transaction tx(connection, "bankworker_migrations_check");
-  return compare(read_applied(tx), migrations);
+  return compare(read_applied(tx), migrations, checksums_of(migrations));
+}
+
+schema_check::schema_check(std::span<const migration> migrations)
+    : migrations_(migrations), checksums_(checksums_of(migrations)) {
+  check_list(migrations_);
+}
+
+std::vector<std::string> schema_check::pending(pqxx::connection& connection) const {
+  applied_map applied;
+  pqxx::nontransaction tx(connection, "bankworker_schema_check");
+  try {
+    for (const auto& row : tx.exec(select_applied_sql)) {
+      applied.emplace(row[0].as<std::string>(), row[1].as<std::string>());
+    }
+  } catch (const pqxx::undefined_table&) {
+    // No migration was ever applied here: every one is pending.
+  }
+  return compare(applied, migrations_, checksums_);
 }
 
 }  // namespace bankworker::db

@@ -48,4 +48,18 @@ migration_report apply_migrations(pqxx::connection& connection, std::span<const 
 std::vector<std::string> pending_migrations(pqxx::connection& connection,
                                             std::span<const migration> migrations);
 
+// The same check for a caller that asks often (/readyz): the migrations' checksums are computed
+// once, here, and each check is one autocommit statement, one round trip. `migrations` must
+// outlive the check (embedded_migrations() does).
+class schema_check {
+ public:
+  explicit schema_check(std::span<const migration> migrations);
+  // As pending_migrations.
+  std::vector<std::string> pending(pqxx::connection& connection) const;
+
+ private:
+  std::span<const migration> migrations_;
+  std::vector<std::string> checksums_;
+};
+
 }  // namespace bankworker::db

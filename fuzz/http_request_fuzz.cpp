@@ -9,7 +9,9 @@
 // paths are reached with small inputs) and the chunk size. Beyond "no crash", checks what must
 // hold for any input:
 // - a refused read answers 400, 413 or 431 with a reason and counts it, or closes silently;
-// - a head is refused for its Content-Length exactly when that is over body_bytes_max;
+// - a head is refused for its Content-Length exactly when that is over body_bytes_max (413), and
+//   for its Transfer-Encoding exactly when that is not one field saying chunked alone (400), so
+//   no body whose end is unknown is ever read as a further request;
 // - a request that reaches routing has a body within body_bytes_max, of its Content-Length when
 //   it has one; its path is its target up to the first '?'; header() finds the first header of
 //   that name in any case;
@@ -141,6 +143,18 @@ void require_well_formed(const worker::http_request& request, const worker::http
   }
 }
 
+// The oracle for RFC 9112 §6.3, written apart from the server's: a Transfer-Encoding is framed
+// only when it is one field, in HTTP/1.1, without Content-Length, naming chunked alone.
+bool transfer_encoding_refused(const http::request_header<>& head) {
+  if (head.count(http::field::transfer_encoding) == 0) return false;
+  if (head.count(http::field::transfer_encoding) != 1 || head.version() != 11) return true;
+  if (head.count(http::field::content_length) != 0) return true;
+  std::string_view value = head[http::field::transfer_encoding];
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  return !equal_ignoring_case(value, "chunked");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t size) {
@@ -170,10 +184,11 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
     }
     const worker::read_verdict head = worker::judge_head(parser, settings);
     const bool declared_too_large = parser.content_length() && *parser.content_length() > settings.body_bytes_max;
-    require((head.status != 0) == declared_too_large);
+    const bool framing_refused = transfer_encoding_refused(parser.get());
+    require((head.status != 0) == (declared_too_large || framing_refused));
     if (head.status != 0) {
-      require(head.status == 413);
-      require(head.counted == &worker::http_counters::too_large);
+      require(head.status == (framing_refused ? 400 : 413));
+      require(head.counted == (framing_refused ? &worker::http_counters::bad_requests : &worker::http_counters::too_large));
       break;
     }
     if (!parser.is_done()) {

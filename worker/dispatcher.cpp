@@ -29,6 +29,9 @@ void check_settings(const dispatcher_settings& settings, const crypto::secret* l
   if (settings.rescue_interval.count() <= 0 || settings.rescue_interval > limits::job_rescue_interval_max) {
     throw std::invalid_argument("dispatcher rescue_interval must be 1..job_rescue_interval_max ms");
   }
+  if (settings.notify_debounce.count() < 0 || settings.notify_debounce >= limits::job_poll_interval_max) {
+    throw std::invalid_argument("dispatcher notify_debounce must be 0 (off) ..below job_poll_interval_max");
+  }
   if (settings.heartbeat_interval.count() <= 0 || settings.drain_timeout.count() < 0 ||
       settings.drain_timeout > limits::job_drain_timeout_max || settings.retry_delay.count() <= 0) {
     throw std::invalid_argument("dispatcher heartbeat, drain and retry durations out of range");
@@ -54,6 +57,7 @@ dispatcher::dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& bl
       strand_(boost::asio::make_strand(io)),
       owner_(crypto::random_uuid()),
       claim_timer_(strand_),
+      notify_timer_(strand_),
       completion_timer_(strand_),
       completion_retry_timer_(strand_),
       heartbeat_timer_(strand_),
@@ -71,7 +75,7 @@ dispatcher::dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& bl
       log_.warn("job notifications lost; reconnecting (polling covers the gap)", {{"error", why}});
     };
     listener_ = std::make_unique<queue::listener>(strand_, blocking_, *listen_url, std::move(listen_config),
-                                                  [this] { wake_claims(); });
+                                                  [this] { wake_claims_for_notify(); });
   }
 }
 
@@ -99,6 +103,26 @@ void dispatcher::stop() {
 void dispatcher::wake_claims() {
   claim_wake_ = true;
   claim_timer_.cancel();
+}
+
+void dispatcher::wake_claims_for_notify() {
+  if (notify_wake_pending_) return;  // the wake at the end of this interval covers this one too
+  const auto now = std::chrono::steady_clock::now();
+  const auto next_allowed = notify_woken_at_ + settings_.notify_debounce;
+  if (now >= next_allowed) {
+    notify_woken_at_ = now;
+    wake_claims();
+    return;
+  }
+  notify_wake_pending_ = true;
+  notify_timer_.expires_at(next_allowed);
+  notify_timer_.async_wait([this](const boost::system::error_code& error) {
+    if (error) return;  // cancelled at shutdown: the dispatcher may be gone
+    notify_wake_pending_ = false;
+    if (finished_) return;
+    notify_woken_at_ = std::chrono::steady_clock::now();
+    wake_claims();
+  });
 }
 
 void dispatcher::child_finished() {
@@ -171,6 +195,7 @@ boost::asio::awaitable<void> dispatcher::run() {
   heartbeat_timer_.cancel();
   rescue_timer_.cancel();
   claim_timer_.cancel();
+  notify_timer_.cancel();
   if (listener_) listener_->stop();
   while (children_ > 0) co_await sleep(drain_timer_, event_wait);
 }
@@ -208,6 +233,7 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
     }
     std::vector<queue::job> claimed;
     bool claim_failed = false;
+    ++stats_.claim_rounds;
     try {
       claimed = co_await queue::run_blocking(blocking_, [this, free, &full_kinds] {
         return jobs_.claim(owner_, free, full_kinds);

@@ -29,6 +29,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "core/limits.hpp"
 #include "core/uuid.hpp"
 #include "crypto/secret.hpp"
 #include "queue/job.hpp"
@@ -46,6 +47,10 @@ struct dispatcher_settings {
   std::chrono::milliseconds poll_interval{1'000};
   // LISTEN for NOTIFY wake-ups (needs listen_url).
   bool listen = true;
+  // NOTIFY wake-ups start at most one claim round per this interval: the first at once, the rest
+  // of a burst folded into one at the interval's end (limits::job_notify_debounce_ms says why).
+  // Zero turns the debounce off.
+  std::chrono::milliseconds notify_debounce{limits::job_notify_debounce_ms};
   std::chrono::milliseconds heartbeat_interval{20'000};
   std::chrono::milliseconds rescue_interval{5'000};
   std::chrono::milliseconds drain_timeout{10'000};
@@ -109,6 +114,7 @@ void complete_in_or_throw(pqxx::transaction_base& tx, const job_context& context
 using job_handler = std::function<boost::asio::awaitable<queue::outcome>(queue::job, job_context)>;
 
 struct dispatcher_stats {
+  std::uint64_t claim_rounds = 0;  // claim statements sent
   std::uint64_t claimed = 0;
   std::uint64_t finished = 0;
   std::uint64_t released = 0;
@@ -174,6 +180,7 @@ class dispatcher {
   boost::asio::awaitable<void> rescue_loop();
   boost::asio::awaitable<void> sleep(boost::asio::steady_timer& timer, std::chrono::milliseconds duration);
   void wake_claims();
+  void wake_claims_for_notify();
   std::size_t claim_slots() const noexcept;
   void child_finished();
 
@@ -210,6 +217,11 @@ class dispatcher {
   metrics_registry* metrics_ = nullptr;
   std::map<std::string, kind_metrics, std::less<>> kind_metrics_;
   boost::asio::steady_timer claim_timer_;
+  // The notification debounce: when a NOTIFY last woke the claim loop, and the timer that wakes
+  // it once more at the end of the interval for the notifications that came meanwhile.
+  std::chrono::steady_clock::time_point notify_woken_at_{};
+  bool notify_wake_pending_ = false;
+  boost::asio::steady_timer notify_timer_;
   boost::asio::steady_timer completion_timer_;
   boost::asio::steady_timer completion_retry_timer_;
   boost::asio::steady_timer heartbeat_timer_;

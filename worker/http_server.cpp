@@ -1,6 +1,7 @@
 #include "worker/http_server.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <exception>
 #include <utility>
@@ -32,6 +33,29 @@ bool equal_ignoring_case(std::string_view a, std::string_view b) noexcept {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
          });
+}
+
+// Reads a refused connection's leftovers in pieces of this size, dropping them.
+constexpr std::size_t linger_read_bytes = 16 * 1024;
+
+std::string_view trim_whitespace(std::string_view text) noexcept {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+// RFC 9112 §6.1 and §6.3: the one transfer coding this server frames is chunked, alone, in one
+// field of an HTTP/1.1 request without Content-Length. Beast takes a request with any other
+// Transfer-Encoding (gzip, "chunked, chunked", "chunked" outside HTTP/1.1) for one without a body,
+// and would read the body as the next request; the body's end is unknown, so it is refused.
+// Coding names are case-insensitive (RFC 9112 §7).
+bool transfer_encoding_refused(const http::request_header<>& head) {
+  const std::size_t fields = head.count(http::field::transfer_encoding);
+  if (fields == 0) return false;
+  if (fields > 1) return true;
+  if (head.version() != 11) return true;
+  if (head.count(http::field::content_length) > 0) return true;
+  return !equal_ignoring_case(trim_whitespace(head[http::field::transfer_encoding]), "chunked");
 }
 
 http_response plain(unsigned status, std::string body) {
@@ -70,6 +94,9 @@ read_verdict judge_head_error(const beast::error_code& error) {
 }
 
 read_verdict judge_head(const http_request_parser& parser, const http_settings& settings) {
+  if (transfer_encoding_refused(parser.get())) {
+    return {400, "Transfer-Encoding other than chunked", &http_counters::bad_requests};
+  }
   // Refuse an oversized body from its declared length, before reading (or hashing) any of it.
   if (parser.content_length() && *parser.content_length() > settings.body_bytes_max) {
     return {413, "body larger than body_bytes_max", &http_counters::too_large};
@@ -216,6 +243,58 @@ struct http_server::state : std::enable_shared_from_this<state> {
     std::tie(ec, std::ignore) = co_await http::async_write(stream, response, as_result);
   }
 
+  // The lingering close after a refusal (see http_server.hpp): stop writing, then read and drop
+  // what the client still sends until it closes, linger_timeout passes or linger_bytes_max is read.
+  static asio::awaitable<void> linger(beast::tcp_stream& stream, const http_settings& s) {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) co_return;
+    const auto deadline = std::chrono::steady_clock::now() + s.linger_timeout;
+    std::array<char, linger_read_bytes> dropped_bytes;
+    std::size_t dropped = 0;
+    while (dropped < s.linger_bytes_max) {
+      stream.expires_at(deadline);
+      auto [error, got] = co_await stream.async_read_some(asio::buffer(dropped_bytes), as_result);
+      if (error) break;
+      dropped += got;
+    }
+  }
+
+  // Answers a request refused before any handler saw it, then closes with a lingering close.
+  asio::awaitable<void> refuse_request(beast::tcp_stream& stream, const read_verdict& verdict, unsigned version,
+                                       const http_request_parser& parser) {
+    if (verdict.counted != nullptr) count(verdict.counted);
+    if (verdict.counted == &http_counters::too_large) observe_too_large(parser);
+    if (verdict.status == 0) co_return;  // the client left or timed out: nothing to answer
+    beast::error_code ec;
+    co_await write(stream, plain(verdict.status, std::string(verdict.reason)), version, false, settings.write_timeout, ec);
+    if (!ec) co_await linger(stream, settings);
+  }
+
+  // Reads one whole request into `parser`; false (after answering any refusal) when the
+  // connection is to close instead.
+  asio::awaitable<bool> read_request(beast::tcp_stream& stream, beast::flat_buffer& buffer, http_request_parser& parser) {
+    stream.expires_after(settings.header_timeout);
+    auto [header_error, header_bytes] = co_await http::async_read_header(stream, buffer, parser, as_result);
+    if (header_error) {
+      co_await refuse_request(stream, judge_head_error(header_error), 11, parser);
+      co_return false;
+    }
+    const unsigned version = parser.get().version();
+    if (const read_verdict verdict = judge_head(parser, settings); verdict.status != 0) {
+      co_await refuse_request(stream, verdict, version, parser);
+      co_return false;
+    }
+    if (parser.is_done()) co_return true;
+    stream.expires_after(settings.body_timeout);
+    auto [body_error, body_bytes] = co_await http::async_read(stream, buffer, parser, as_result);
+    if (body_error) {
+      co_await refuse_request(stream, judge_body_error(body_error), version, parser);
+      co_return false;
+    }
+    co_return true;
+  }
+
   static asio::awaitable<void> serve(std::shared_ptr<state> self, std::shared_ptr<beast::tcp_stream> stream,
                                      std::string address) {
     const slot held{self, address};
@@ -224,43 +303,9 @@ struct http_server::state : std::enable_shared_from_this<state> {
     for (std::size_t served = 0; served < s.requests_per_connection_max; ++served) {
       http_request_parser parser;
       limit_request_parser(parser, s);
+      if (!co_await self->read_request(*stream, buffer, parser)) break;
 
-      stream->expires_after(s.header_timeout);
-      auto [header_error, header_bytes] = co_await http::async_read_header(*stream, buffer, parser, as_result);
-      if (header_error) {
-        const read_verdict verdict = judge_head_error(header_error);
-        if (verdict.counted != nullptr) self->count(verdict.counted);
-        if (verdict.counted == &http_counters::too_large) self->observe_too_large(parser);
-        if (verdict.status != 0) {
-          beast::error_code ec;
-          co_await write(*stream, plain(verdict.status, std::string(verdict.reason)), 11, false, s.write_timeout, ec);
-        }
-        break;
-      }
       const unsigned version = parser.get().version();
-      if (const read_verdict verdict = judge_head(parser, s); verdict.status != 0) {
-        self->count(verdict.counted);
-        if (verdict.counted == &http_counters::too_large) self->observe_too_large(parser);
-        beast::error_code ec;
-        co_await write(*stream, plain(verdict.status, std::string(verdict.reason)), version, false, s.write_timeout, ec);
-        break;
-      }
-      if (!parser.is_done()) {
-        stream->expires_after(s.body_timeout);
-        auto [body_error, body_bytes] = co_await http::async_read(*stream, buffer, parser, as_result);
-        if (body_error) {
-          const read_verdict verdict = judge_body_error(body_error);
-          if (verdict.counted != nullptr) self->count(verdict.counted);
-          if (verdict.counted == &http_counters::too_large) self->observe_too_large(parser);
-          if (verdict.status != 0) {
-            beast::error_code ec;
-            co_await write(*stream, plain(verdict.status, std::string(verdict.reason)), version, false,
-                           s.write_timeout, ec);
-          }
-          break;
-        }
-      }
-
       const bool client_keep_alive = parser.get().keep_alive();
       http_request request = to_http_request(parser, address);
       self->count(&http_counters::requests);

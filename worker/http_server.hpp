@@ -7,6 +7,14 @@
 // slowloris client is dropped), a deadline on reading a body, and caps on connections in total
 // and per source address. Routes are exact paths or path prefixes; an unknown path is 404 and a
 // known path with another method is 405 with an Allow header.
+//
+// Framing is never guessed (RFC 9112 §6.3): a request whose Transfer-Encoding is anything but one
+// field saying exactly `chunked` (gzip, "chunked, chunked", two fields, one beside Content-Length,
+// or any in HTTP/1.0) is answered 400 and the connection closed, so bytes the server cannot frame
+// are never read as a further request. Every refusal (400, 413, 431) is followed by a lingering
+// close, as nginx does: the server stops writing, then reads and drops what the client is still
+// sending (bounded by linger_timeout and linger_bytes_max) before closing, so a client still
+// sending its body reads the answer instead of a connection reset.
 
 #include <chrono>
 #include <cstddef>
@@ -39,6 +47,11 @@ struct http_settings {
   std::chrono::milliseconds body_timeout{30'000};
   // Time to write one response.
   std::chrono::milliseconds write_timeout{10'000};
+  // After a refusal: how long, and how many bytes, the server reads and drops before it closes.
+  // 5 s is nginx's lingering_timeout; a connection in its lingering close still holds its slot,
+  // so a client gains nothing it could not have by sending its head slowly (header_timeout).
+  std::chrono::milliseconds linger_timeout{5'000};
+  std::size_t linger_bytes_max = 64 << 20;
   std::size_t connections_max = 2'048;
   std::size_t connections_per_address_max = 128;
   std::size_t requests_per_connection_max = 10'000;

@@ -20,6 +20,7 @@
 
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
+#include "core/limits.hpp"
 #include "db/inbox.hpp"
 #include "db/migrate.hpp"
 #include "connectors/stripe/signature.hpp"
@@ -33,6 +34,7 @@
 #include "worker/metrics.hpp"
 #include "worker/plaid_jobs.hpp"
 #include "worker/plaid_webhooks.hpp"
+#include "worker/readiness.hpp"
 #include "worker/scheduler.hpp"
 #include "worker/stripe_api_jobs.hpp"
 #include "worker/stripe_webhooks.hpp"
@@ -60,20 +62,39 @@ void check_schema(const settings& config) {
   }
 }
 
-// Why the schema is not the one this binary was built for (empty when it is): checked by every
-// /readyz, so a worker whose database was restored to, or rolled back to, an older schema stops
-// taking traffic instead of failing requests one by one. Throws when the database cannot be asked.
-std::string schema_unready_reason(db::pool& connections) {
+// Why the schema is not the one this binary was built for (empty when it is): checked by /readyz
+// (at most once per readyz_database_check_interval_ms), so a worker whose database was restored
+// to, or rolled back to, an older schema stops taking traffic instead of failing requests one by
+// one. Throws when the database cannot be asked.
+std::string schema_unready_reason(db::pool& connections, const db::schema_check& schema) {
   auto lease = connections.checkout();
   std::vector<std::string> pending;
   try {
-    pending = db::pending_migrations(lease.connection(), db::embedded_migrations());
+    pending = schema.pending(lease.connection());
   } catch (const db::migration_error& error) {
     return "schema does not match this binary: " + one_line(error.what());
   }
   if (pending.empty()) return {};
   return "schema older than this binary: migration " + pending.front() + " not applied (" +
          std::to_string(pending.size()) + " pending)";
+}
+
+// /readyz's database check: the schema on a pooled connection, run on the DB threads. `blocking`,
+// `connections` and `schema` outlive the io_context.
+asio::awaitable<std::string> check_readiness(asio::thread_pool* blocking, db::pool* connections,
+                                             const db::schema_check* schema) {
+  try {
+    co_return co_await queue::run_blocking(*blocking, [connections, schema] {
+      return schema_unready_reason(*connections, *schema);
+    });
+  } catch (const pqxx::broken_connection&) {
+    co_return "database unreachable";
+  } catch (const db::pool_timeout&) {
+    co_return "database unreachable: no pooled connection free (db_checkout_timeout_ms)";
+  } catch (const std::exception&) {
+    // The server answered but the check failed; its text stays in the database log.
+    co_return "database check failed";
+  }
 }
 
 // The Plaid environment a base URL points at; it is bound into every sealed access token, so a
@@ -294,20 +315,15 @@ int run_service(settings& config) {
   routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
                       co_return text(200, "ok\n");
                     }});
+  const db::schema_check schema(db::embedded_migrations());
+  readiness ready([&blocking, &connections, &schema] { return check_readiness(&blocking, &connections, &schema); },
+                  limits::readyz_database_check_interval_ms);
+  metrics.add_counter_reader("bankworker_readyz_database_checks_total",
+                             "Database checks /readyz made (at most one per readyz_database_check_interval_ms).", {},
+                             [&ready] { return ready.checks(); });
   routes.push_back({"GET", "/readyz", false, [&](http_request) -> asio::awaitable<http_response> {
                       if (draining.load()) co_return text(503, "draining\n");
-                      std::string unready;
-                      try {
-                        auto check = queue::run_blocking(blocking, [&connections] { return schema_unready_reason(connections); });
-                        unready = co_await std::move(check);
-                      } catch (const pqxx::broken_connection&) {
-                        unready = "database unreachable";
-                      } catch (const db::pool_timeout&) {
-                        unready = "database unreachable: no pooled connection free (db_checkout_timeout_ms)";
-                      } catch (const std::exception&) {
-                        // The server answered but the check failed; its text stays in the database log.
-                        unready = "database check failed";
-                      }
+                      const std::string unready = co_await ready.unready_reason();
                       if (!unready.empty()) co_return text(503, unready + "\n");
                       co_return text(200, "ready\n");
                     }});

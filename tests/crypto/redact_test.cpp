@@ -87,3 +87,83 @@ TEST_CASE("Luhn check agrees with known test card numbers", "[crypto][redact]") 
   CHECK_FALSE(bankworker::crypto::passes_luhn("4242424242424243"));
   CHECK_FALSE(bankworker::crypto::passes_luhn(""));
 }
+
+TEST_CASE("Plaid tokens are masked whatever comes before or after them", "[crypto][redact]") {
+  const std::string uuid = "de3ce8ef-33f8-4e7a-a7c4-2e6bb7d61f8d";
+  // A type glued to a word, longer than any real type, after a percent-escape, capitalised, or
+  // followed straight by more text.
+  CHECK(redact("xaccess-sandbox-" + uuid) == "xaccess-sandbox-[REDACTED]");
+  CHECK(redact(std::string(40, 'q') + "access-production-" + uuid) ==
+        std::string(40, 'q') + "access-production-[REDACTED]");
+  CHECK(redact("token=%22access-sandbox-" + uuid + "%22") == "token=%22access-sandbox-[REDACTED]%22");
+  CHECK(redact("Access-development-" + uuid) == "Access-development-[REDACTED]");
+  CHECK(redact("access-sandbox-" + uuid + "extra") == "access-sandbox-[REDACTED]extra");
+  CHECK(redact("_public-sandbox-" + uuid + "_") == "_public-sandbox-[REDACTED]_");
+  // A bare uuid, or one after an environment with no type before it, is not a token.
+  CHECK(redact("sandbox-" + uuid) == "sandbox-" + uuid);
+  CHECK(redact("1-sandbox-" + uuid) == "1-sandbox-" + uuid);
+}
+
+TEST_CASE("secret JSON members are found in any case and any JSON escaping of their name", "[crypto][redact]") {
+  for (const std::string_view name : {"Secret", "ACCESS_TOKEN", "Client_Secret", R"(\u0073ecret)", R"(access\u005Ftoken)",
+                                 R"(pass\u0077ord)", R"(\u0050ASSWORD)", R"(authoriz\u0061tion)", "Authorization",
+                                 R"(api\u005fkey)", R"(public\u005Ftoken)", "PLAINTEXT"}) {
+    INFO(name);
+    CHECK(redact("{\"" + std::string(name) + "\" : \"hunter2-value\"}") == "{\"" + std::string(name) + "\" : \"[REDACTED]\"}");
+  }
+  // Names that only resemble a secret's stay as they are.
+  for (const std::string_view text : {R"({"Secret_Count":"3"})", R"({"\u00e9secret":"x"})", R"({"secre\u0074s":"x"})",
+                                 R"({"\u12345":"x"})"}) {
+    INFO(text);
+    CHECK(redact(text) == text);
+  }
+}
+
+TEST_CASE("Authorization values are masked whatever their scheme, keeping the scheme", "[crypto][redact]") {
+  CHECK(redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig") == "Authorization: Bearer [REDACTED]");
+  CHECK(redact("authorization: Basic dXNlcjpwYXNz\r\nHost: x") == "authorization: Basic [REDACTED]\r\nHost: x");
+  CHECK(redact("AUTHORIZATION:Token t0k3n") == "AUTHORIZATION:Token [REDACTED]");
+  CHECK(redact("Proxy-Authorization: Digest username=\"u\", response=\"6629fae49393a053\", nc=1\nnext") ==
+        "Proxy-Authorization: Digest [REDACTED]\nnext");
+  CHECK(redact("Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830, Signature=5d672d79c15b") ==
+        "Authorization: AWS4-HMAC-SHA256 [REDACTED]");
+  CHECK(redact("Authorization: opaque0credential") == "Authorization: [REDACTED]");
+  // Inside a JSON string: the value ends at an escaped line break or at the string's closing
+  // quote, and an escaped quote does not end it.
+  CHECK(redact(R"({"sent":"Authorization: Bearer abc\r\nHost: x","n":1})") ==
+        R"({"sent":"Authorization: Bearer [REDACTED]\r\nHost: x","n":1})");
+  CHECK(redact(R"({"h":"Authorization: Digest response=\"6629fae4\", nc=1"})") ==
+        R"({"h":"Authorization: Digest [REDACTED]"})");
+  // Text that only mentions authorization stays.
+  for (const char* text : {"authorization failed for tenant 3", "Authorization:", "Authorization: \r\n"}) {
+    INFO(text);
+    CHECK(redact(text) == text);
+  }
+}
+
+TEST_CASE("Vault tokens and Vault's plaintext member are masked", "[crypto][redact]") {
+  CHECK(redact("X-Vault-Token: hvs.CAESIJlWh4-Hu_8vUe3JrTw7bgAqA") == "X-Vault-Token: hvs.[REDACTED]");
+  CHECK(redact("batch hvb.AAAAAQJgxDjgYQ and recovery hvr.abc123") == "batch hvb.[REDACTED] and recovery hvr.[REDACTED]");
+  CHECK(redact(R"({"auth":{"client_token":"hvs.CAESIJlWh4"}})") == R"({"auth":{"client_token":"hvs.[REDACTED]"}})");
+  CHECK(redact(R"({"plaintext":"c2VjcmV0IGRhdGE="})") == R"({"plaintext":"[REDACTED]"})");
+  CHECK(redact(R"({"data":{"plaintext": "dGhlIHRva2Vu"}})") == R"({"data":{"plaintext": "[REDACTED]"}})");
+  for (const char* text : {"hvs.", "hvs alone", "the hvs. prefix"}) {
+    INFO(text);
+    CHECK(redact(text) == text);
+  }
+}
+
+TEST_CASE("card numbers are masked whatever common separator groups them", "[crypto][redact]") {
+  CHECK(redact("4242.4242.4242.4242") == "4242.42**.****.4242");
+  CHECK(redact("4242/4242/4242/4242") == "4242/42**/****/4242");
+  CHECK(redact("4242_4242_4242_4242") == "4242_42**_****_4242");
+  CHECK(redact("4242\t4242\t4242\t4242") == "4242\t42**\t****\t4242");
+  CHECK(redact("card 4242  4242  4242  4242 end") == "card 4242  42**  ****  4242 end");
+  CHECK(redact("4242 - 4242 - 4242 - 4242") == "4242 - 42** - **** - 4242");
+  CHECK(redact("3782-822463-10005") == "3782-82****-*0005");
+  // Still Luhn-checked, and still only 13 to 19 digits.
+  for (const char* text : {"4242.4242.4242.4241", "1.2.3.4", "2026/11/22 01:15", "192.168.100.200"}) {
+    INFO(text);
+    CHECK(redact(text) == text);
+  }
+}

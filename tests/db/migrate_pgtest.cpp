@@ -146,3 +146,31 @@ TEST_CASE("two migrators racing on one database apply every migration exactly on
   const auto connection = database.connect_as_admin();
   CHECK(recorded(*connection).size() == embedded_migrations().size());
 }
+
+TEST_CASE("schema_check answers as pending_migrations does, in one statement, as the worker role", "[pg][migrate]") {
+  {
+    const scratch_database empty(false);
+    const auto connection = empty.connect_as_admin();
+    CHECK(schema_check(embedded_migrations()).pending(*connection).size() == embedded_migrations().size());
+  }
+  const scratch_database database;
+  const auto connection = database.connect_as_admin();
+  const auto pool = database.worker_pool();
+  auto lease = pool->checkout();
+  CHECK(schema_check(embedded_migrations()).pending(lease.connection()).empty());
+
+  migration_list added;
+  added.files.emplace_back("9000_add_probe.sql", "SELECT 1;");
+  const schema_check with_new(added.span());
+  CHECK(with_new.pending(lease.connection()) == std::vector<std::string>{"9000_add_probe.sql"});
+
+  migration_list edited;
+  edited.files.back().second += "\n-- an innocent-looking edit\n";
+  const schema_check with_edit(edited.span());
+  CHECK_THROWS_WITH(with_edit.pending(lease.connection()), Catch::Contains("edited"));
+
+  migration_list missing;
+  missing.files.pop_back();
+  const schema_check without_newest(missing.span());
+  CHECK_THROWS_WITH(without_newest.pending(lease.connection()), Catch::Contains("unknown to this binary"));
+}

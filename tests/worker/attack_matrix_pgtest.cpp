@@ -166,6 +166,33 @@ TEST_CASE("attack matrix: forged, cross-tenant, replayed, oversized and malforme
     CHECK_THAT(target.metrics(),
                Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"too_large\"} 2"));
   }
+  SECTION("a Transfer-Encoding other than chunked is 400 and its body, a signed event, is never served") {
+    // The body is a whole second request: A's own event, validly signed. Served as a request of its
+    // own, it would be stored; framed as nothing, it must be dropped with the connection.
+    const auto event = target.event_for_a();
+    const std::string smuggled = "POST /webhooks/stripe/" + target.tenant_a +
+                                 " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nStripe-Signature: " +
+                                 sim::stripe::simulator::sign(event.body, secret_a, now_s()) +
+                                 "\r\nContent-Length: " + std::to_string(event.body.size()) + "\r\n\r\n" + event.body;
+    for (const char* coding : {"gzip", "chunked, chunked", "identity"}) {
+      INFO(coding);
+      const test::raw_connection c(target.port);
+      c.send("POST /webhooks/stripe/" + target.tenant_a + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + std::string(coding) +
+             "\r\n\r\n" + smuggled);
+      CHECK(test::status_of(c.read_response()) == 400);
+      CHECK(c.read_response(1'000).empty());  // no second answer
+      CHECK(c.closed_within(1'000));
+    }
+  }
+  SECTION("a 413 reaches a client still sending its 8 MiB body, instead of a reset") {
+    const std::string body(8 << 20, '{');
+    const test::raw_connection c(target.port);
+    c.send("POST /webhooks/stripe/" + target.tenant_a + " HTTP/1.1\r\nHost: x\r\nStripe-Signature: " +
+           sim::stripe::simulator::sign(body, secret_a, now_s()) + "\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n");
+    CHECK(c.send(body));
+    CHECK(test::status_of(c.read_response()) == 413);
+  }
   SECTION("malformed JSON with a valid signature is 400") {
     for (const std::string body : {"{not json", "{\"id\":\"evt_1\",\"type\":", "[]", "{\"id\":42}", ""}) {
       INFO(body);

@@ -4,11 +4,13 @@
 #include <signal.h>
 
 #include <atomic>
+#include <future>
 #include <mutex>
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -153,6 +155,14 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
     std::this_thread::sleep_for(5ms);
   }
   return true;
+}
+
+
+// The dispatcher's claim rounds so far, read on its strand (its stats are strand-only).
+std::uint64_t claim_rounds_now(running_dispatcher& running) {
+  std::promise<std::uint64_t> rounds;
+  asio::post(running.dispatcher.executor(), [&] { rounds.set_value(running.dispatcher.stats().claim_rounds); });
+  return rounds.get_future().get();
 }
 
 }  // namespace
@@ -303,4 +313,55 @@ TEST_CASE("a per-kind limit caps how many jobs of that kind run at once while ot
   CHECK(running.seen.started == 100);
   // Jobs given back for being over the limit did not spend an attempt.
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE attempt = 1") == 120);
+}
+
+TEST_CASE("a NOTIFY storm on the job channel costs at most one claim round per debounce interval", "[pg][dispatcher]") {
+  const scratch_database database;
+  insert_tenant(database);
+  worker::dispatcher_settings settings;
+  settings.poll_interval = 0ms;  // every claim round below is a start-up claim or a NOTIFY's
+  settings.listen = true;
+  // Longer than the default so that the bound is far from what the storm would cost without it
+  // and timing on a loaded sanitizer build cannot blur it.
+  settings.notify_debounce = 500ms;
+  running_dispatcher running(database, settings);
+  running.start();
+  REQUIRE(wait_until([&] { return running.dispatcher.listening(); }, 30s));
+  std::this_thread::sleep_for(300ms);  // the start-up claim has come back empty and the loop sleeps
+
+  // 150 commits of 20 notifications each, 10 ms apart: anyone who can connect may do this.
+  const std::uint64_t rounds_before = claim_rounds_now(running);
+  const auto storm_started = std::chrono::steady_clock::now();
+  {
+    const auto attacker = database.connect_as_admin();
+    for (int burst = 0; burst < 150; ++burst) {
+      pqxx::work tx(*attacker);
+      tx.exec_params("SELECT pg_notify($1, i::text) FROM generate_series(1, 20) i", std::string(queue::notify_channel));
+      tx.commit();
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  const auto storm = std::chrono::steady_clock::now() - storm_started;
+  std::this_thread::sleep_for(700ms);  // the last interval's folded wake comes and goes
+  const std::uint64_t storm_rounds = claim_rounds_now(running) - rounds_before;
+  // One per interval the storm spanned, plus the folded one after it. Without the debounce: about
+  // one per burst, 150.
+  const auto intervals = static_cast<std::uint64_t>(storm / settings.notify_debounce) + 1;
+  INFO("storm lasted " << std::chrono::duration_cast<std::chrono::milliseconds>(storm).count() << " ms, "
+                       << storm_rounds << " claim rounds");
+  CHECK(storm_rounds <= intervals + 1);
+  CHECK(storm_rounds >= 1);
+
+  // After a quiet spell longer than the interval, a new job is claimed at once, not after it.
+  const auto enqueued_at = std::chrono::steady_clock::now();
+  running.jobs.enqueue(jobs_of("test.count", 1));
+  REQUIRE(wait_until([&] { return running.seen.started.load() == 1; }, 5s));
+  CHECK(std::chrono::steady_clock::now() - enqueued_at < settings.notify_debounce);
+  // One enqueued right behind it (inside the interval) is still claimed, at the interval's end.
+  const auto second_at = std::chrono::steady_clock::now();
+  running.jobs.enqueue(jobs_of("test.count", 1));
+  REQUIRE(wait_until([&] { return running.seen.started.load() == 2; }, 5s));
+  CHECK(std::chrono::steady_clock::now() - second_at < settings.notify_debounce + 500ms);
+  running.stop();
+  CHECK(running.clean_exit);
 }

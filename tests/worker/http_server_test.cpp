@@ -238,3 +238,71 @@ TEST_CASE("a failed read is answered by its cause, and a client that just left i
   CHECK(judge_body_error(http::error::partial_message).status == 0);
   CHECK(judge_body_error(boost::beast::error::timeout).counted == nullptr);
 }
+
+TEST_CASE("a Transfer-Encoding other than exactly chunked is 400, closes, and its body is never served", "[http]") {
+  running_server s(small_limits());
+  // The body of each attack is a whole second request: served, it would reach /echo.
+  const std::string smuggled = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde";
+  for (const std::string& head : {
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n"),
+           std::string("POST /echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+           std::string("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n")}) {
+    INFO(head);
+    client c(s.server->port());
+    c.send(head + smuggled);
+    const std::string response = c.read_response();
+    CHECK(bankworker::test::status_of(response) == 400);
+    CHECK(c.read_response(1'000).empty());  // no second response follows
+    CHECK(c.closed_within(1'000));
+    CHECK(s.echo_calls == 0);
+  }
+  // Exactly chunked (coding names are case-insensitive) is still read as one chunked body.
+  client c(s.server->port());
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n");
+  const std::string response = c.read_response();
+  CHECK(status_line(response) == "HTTP/1.1 200 OK");
+  CHECK(response.ends_with("5 "));
+  CHECK(s.echo_calls == 1);
+}
+
+TEST_CASE("a 413 is delivered with a lingering close: a client still sending its body reads it", "[http]") {
+  running_server s(small_limits());
+  // Far more than the socket buffers hold, so the client is still sending when the 413 is written.
+  const std::string body(16 << 20, 'a');
+  client c(s.server->port());
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n");
+  CHECK(c.send(body));  // the server drains instead of resetting the connection mid-body
+  const std::string response = c.read_response();
+  CHECK(status_line(response) == "HTTP/1.1 413 Payload Too Large");
+  CHECK(c.closed_within(1'000));
+  CHECK(s.echo_calls == 0);
+}
+
+TEST_CASE("a lingering close ends at linger_timeout however long the client keeps the connection", "[http]") {
+  http_settings settings = small_limits();
+  settings.linger_timeout = std::chrono::milliseconds(300);
+  running_server s(settings);
+  client c(s.server->port());
+  const auto started = std::chrono::steady_clock::now();
+  c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc");  // and then nothing
+  CHECK(status_line(c.read_response()) == "HTTP/1.1 413 Payload Too Large");
+  // The server's side is half closed at once; while it lingers it still reads (and drops) what is
+  // sent. Once it has closed for good, a byte sent is answered with a reset and the next send fails.
+  bool refused = false;
+  while (!refused && std::chrono::steady_clock::now() - started < std::chrono::seconds(3)) {
+    refused = !c.send("x");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(refused);
+  const auto lingered = std::chrono::steady_clock::now() - started;
+  CHECK(lingered >= std::chrono::milliseconds(300));
+  CHECK(lingered < std::chrono::seconds(2));
+}

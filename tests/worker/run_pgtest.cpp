@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include <pqxx/pqxx>
 
+#include "core/limits.hpp"
 #include "db/migrate.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
@@ -165,8 +167,11 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
                    .as<std::string>();
     tx.commit();
   }
-  const auto unready = test::http_get(readyz);
-  CHECK(unready.status == 503);
+  // /readyz asks the database at most once per readyz_database_check_interval_ms: the loss shows
+  // within that interval, not necessarily at the next request.
+  test::http_result unready;
+  CHECK(eventually([&] { return (unready = test::http_get(readyz)).status == 503; },
+                   bankworker::limits::readyz_database_check_interval_ms * 3));
   CHECK_THAT(unready.body, Catch::Contains("schema older than this binary: migration " + newest + " not applied"));
   CHECK(test::http_get("http://127.0.0.1:" + std::to_string(port) + "/healthz").status == 200);
   {
@@ -174,7 +179,47 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
     tx.exec_params("INSERT INTO bankworker.schema_migrations (name, checksum) VALUES ($1, $2)", newest, checksum);
     tx.commit();
   }
-  CHECK(test::http_get(readyz).status == 200);
+  CHECK(eventually([&] { return test::http_get(readyz).status == 200; },
+                   bankworker::limits::readyz_database_check_interval_ms * 3));
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("/readyz hammered from four clients asks the database at most once a second", "[pg][run][attack]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const std::uint16_t port = test::free_loopback_port();
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  test::child_process worker(BANKWORKER_BINARY, {"run"},
+                             {{"BANKWORKER_DATABASE_URL", database.url()},
+                              {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                              {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                              {"BANKWORKER_LOG_LEVEL", "error"}});
+  REQUIRE(eventually([&] { return test::http_get(base + "/readyz").status == 200; }));
+  const std::string series = "bankworker_readyz_database_checks_total";
+  const std::uint64_t checks_before = test::metric_value(test::http_get(base + "/metrics").body, series);
+  REQUIRE(checks_before >= 1);
+
+  constexpr int clients = 4;
+  constexpr int requests_per_client = 500;
+  std::atomic<int> ready_answers{0};
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::thread> hammer;
+  for (int c = 0; c < clients; ++c) {
+    hammer.emplace_back([&] {
+      for (int i = 0; i < requests_per_client; ++i) {
+        if (test::http_get(base + "/readyz").status == 200) ++ready_answers;
+      }
+    });
+  }
+  for (auto& thread : hammer) thread.join();
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  const std::uint64_t checks = test::metric_value(test::http_get(base + "/metrics").body, series) - checks_before;
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(elapsed).count();
+  INFO(clients * requests_per_client << " requests in " << seconds << " s asked the database " << checks << " times");
+  CHECK(ready_answers == clients * requests_per_client);
+  // One check per whole interval that passed, plus one for the interval the hammering began in.
+  CHECK(checks <= static_cast<std::uint64_t>(elapsed / bankworker::limits::readyz_database_check_interval_ms) + 1);
   worker.signal(SIGTERM);
   CHECK(worker.wait(std::chrono::seconds(20)) == 0);
 }
@@ -395,7 +440,9 @@ TEST_CASE("while PostgreSQL is unreachable webhooks and /readyz answer 503 at on
     // Well inside Stripe's own delivery timeout, so Stripe records a failure and retries later.
     CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
   }
-  CHECK(test::http_get(base + "/readyz").status == 503);
+  // Within readyz_database_check_interval_ms of the outage (its answer may be that old).
+  CHECK(eventually([&] { return test::http_get(base + "/readyz").status == 503; },
+                   bankworker::limits::readyz_database_check_interval_ms * 3));
   CHECK(test::http_get(base + "/healthz").status == 200);
 
   proxy.set_down(false);
