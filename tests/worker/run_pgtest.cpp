@@ -191,7 +191,7 @@ TEST_CASE("/readyz hammered from four clients asks the database at most once a s
   const std::uint16_t port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   test::child_process worker(BANKWORKER_BINARY, {"run"},
-                             {{"BANKWORKER_DATABASE_URL", database.url()},
+                             {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                               {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                               {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
                               {"BANKWORKER_LOG_LEVEL", "error"}});
