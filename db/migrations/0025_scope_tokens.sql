@@ -125,10 +125,10 @@ END
 $$;
 
 -- Inside the app's request functions: the verified tenant must be the one the call names. It is
--- then set for the function's own statements (leave_verified_scope empties it when they are done),
--- and the cross-tenant gate is closed whatever the app set it to.
+-- then set for the statements the function runs, the cross-tenant gate is closed whatever the app
+-- set it to, and the tenant is returned.
 CREATE FUNCTION bankworker.enter_verified_scope(p_tenant uuid)
-RETURNS void
+RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   scope uuid := bankworker.verified_tenant();
@@ -143,13 +143,8 @@ BEGIN
   END IF;
   PERFORM set_config('bankworker.cross_tenant', 'off', true);
   PERFORM set_config('bankworker.tenant_id', scope::text, true);
+  RETURN scope;
 END
-$$;
-
-CREATE FUNCTION bankworker.leave_verified_scope()
-RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  SELECT set_config('bankworker.tenant_id', '', true);
 $$;
 
 -- The worker's own request functions keep the 0003 bodies (scope from SET LOCAL), under names
@@ -161,48 +156,24 @@ REVOKE EXECUTE ON FUNCTION bankworker.enqueue_sync_request(uuid, uuid), bankwork
   bankworker.enqueue_link_request(uuid, text) FROM bankworker_app;
 
 -- The app's request functions (contract): the same signatures, scoped by the verified token only.
--- enter_verified_scope overwrites bankworker.tenant_id with the verified tenant and closes the
--- cross-tenant gate before any statement runs as the owner, so nothing the app wrote into either
--- setting reaches them; leave_verified_scope empties the tenant again. (A function SET clause
--- would restore the settings by itself, but PostgreSQL 15 lets only a superuser create one for a
--- placeholder setting.)
-CREATE FUNCTION bankworker.request_sync(tenant uuid, connection uuid)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  id bigint;
-BEGIN
-  PERFORM bankworker.enter_verified_scope(tenant);
-  id := bankworker.enqueue_sync_request(tenant, connection);
-  PERFORM bankworker.leave_verified_scope();
-  RETURN id;
-END
+-- enter_verified_scope, evaluated as the argument before the worker's body runs, overwrites
+-- bankworker.tenant_id with the verified tenant and closes the cross-tenant gate, so nothing the
+-- app wrote into either setting reaches the statements that run as the owner. (A function SET
+-- clause would restore both settings afterwards, but PostgreSQL 15 lets only a superuser create
+-- one for a placeholder setting; what stays set matters to no policy that admits the app.)
+CREATE FUNCTION bankworker.request_sync(tenant uuid, connection uuid) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT bankworker.enqueue_sync_request(bankworker.enter_verified_scope(tenant), connection)
 $$;
 
-CREATE FUNCTION bankworker.request_revoke(tenant uuid, connection uuid)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  id bigint;
-BEGIN
-  PERFORM bankworker.enter_verified_scope(tenant);
-  id := bankworker.enqueue_revoke_request(tenant, connection);
-  PERFORM bankworker.leave_verified_scope();
-  RETURN id;
-END
+CREATE FUNCTION bankworker.request_revoke(tenant uuid, connection uuid) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT bankworker.enqueue_revoke_request(bankworker.enter_verified_scope(tenant), connection)
 $$;
 
-CREATE FUNCTION bankworker.link_plaid(tenant uuid, public_token text)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  id bigint;
-BEGIN
-  PERFORM bankworker.enter_verified_scope(tenant);
-  id := bankworker.enqueue_link_request(tenant, public_token);
-  PERFORM bankworker.leave_verified_scope();
-  RETURN id;
-END
+CREATE FUNCTION bankworker.link_plaid(tenant uuid, public_token text) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT bankworker.enqueue_link_request(bankworker.enter_verified_scope(tenant), public_token)
 $$;
 
 -- Scope key management, for the worker's CLI (`bankworker scope-key add|list|retire`). Key
@@ -309,7 +280,7 @@ CREATE POLICY app_scope ON bankworker.journal_lines FOR SELECT TO bankworker_app
   USING (tenant_id = (SELECT bankworker.verified_tenant()));
 
 REVOKE ALL ON FUNCTION bankworker.verify_scope_token(text), bankworker.verified_tenant(),
-  bankworker.enter_tenant(text), bankworker.enter_verified_scope(uuid), bankworker.leave_verified_scope(),
+  bankworker.enter_tenant(text), bankworker.enter_verified_scope(uuid),
   bankworker.request_sync(uuid, uuid), bankworker.request_revoke(uuid, uuid), bankworker.link_plaid(uuid, text),
   bankworker.add_scope_key(text, bytea), bankworker.list_scope_keys(), bankworker.retire_scope_key(text)
   FROM PUBLIC;

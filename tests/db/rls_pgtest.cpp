@@ -155,13 +155,13 @@ struct outcome {
   long first_value = 0;
 };
 
-outcome run_as(pqxx::connection& connection, const std::string& role, const std::string& tenant,
-               const std::string& sql, const std::string& parameter = {}) {
+// Runs `sql` in one transaction on `connection` after `scope` has scoped it.
+template <class Scope>
+outcome run_scoped(pqxx::connection& connection, Scope scope, const std::string& sql, const std::string& parameter) {
   outcome result;
   try {
     pqxx::work tx(connection);
-    tx.exec_params("SELECT set_config('role', $1, true)", role);
-    if (!tenant.empty()) tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", tenant);
+    scope(tx);
     const pqxx::result rows = parameter.empty() ? tx.exec(sql) : tx.exec_params(sql, parameter);
     result.affected = static_cast<long>(rows.affected_rows());
     if (!rows.empty() && rows.columns() > 0 && !rows[0][0].is_null()) result.first_value = rows[0][0].as<long>();
@@ -173,22 +173,23 @@ outcome run_as(pqxx::connection& connection, const std::string& role, const std:
   return result;
 }
 
+// As `role` (SET LOCAL ROLE), scoped to `tenant` by the worker's own setting.
+outcome run_as(pqxx::connection& connection, const std::string& role, const std::string& tenant,
+               const std::string& sql, const std::string& parameter = {}) {
+  return run_scoped(
+      connection,
+      [&](pqxx::work& tx) {
+        tx.exec_params("SELECT set_config('role', $1, true)", role);
+        if (!tenant.empty()) tx.exec_params("SELECT set_config('bankworker.tenant_id', $1, true)", tenant);
+      },
+      sql, parameter);
+}
+
 // As the customer's app: the transaction opens with a scope token, then runs `sql`.
 outcome run_as_app(pqxx::connection& app, const std::string& token, const std::string& sql,
                    const std::string& parameter = {}) {
-  outcome result;
-  try {
-    pqxx::work tx(app);
-    tx.exec_params("SELECT bankworker.enter_tenant($1)", token);
-    const pqxx::result rows = parameter.empty() ? tx.exec(sql) : tx.exec_params(sql, parameter);
-    result.affected = static_cast<long>(rows.affected_rows());
-    if (!rows.empty() && rows.columns() > 0 && !rows[0][0].is_null()) result.first_value = rows[0][0].as<long>();
-    tx.commit();
-  } catch (const pqxx::sql_error& error) {
-    result.failed = true;
-    result.message = error.what();
-  }
-  return result;
+  return run_scoped(
+      app, [&](pqxx::work& tx) { tx.exec_params("SELECT bankworker.enter_tenant($1)", token); }, sql, parameter);
 }
 
 bool has_privilege(pqxx::connection& admin, const std::string& role, const std::string& table, const char* privilege) {
