@@ -67,7 +67,8 @@ bench: deps
 	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DBW_BENCH=ON >/dev/null
 	@cmake --build $(RELEASE_DIR) -j $(JOBS)
 	@url=$$(scripts/pg start) && export BANKWORKER_DATABASE_URL="$${BANKWORKER_DATABASE_URL:-$$url}" && \
-	  for bench in $(RELEASE_DIR)/bench/*_bench $(RELEASE_DIR)/bench/webhook_load; do echo "== $$bench"; $$bench || exit 1; done
+	  for bench in $(RELEASE_DIR)/bench/*_bench $(RELEASE_DIR)/bench/webhook_load; do echo "== $$bench"; $$bench || exit 1; done && \
+	  echo "== bench/scope_token_cost" && bench/scope_token_cost $(RELEASE_DIR)/worker/bankworker
 
 # Every libFuzzer target for FUZZ_SECONDS each, seeded from fuzz/corpus/<target>; new inputs go
 # to build/fuzz/corpus/<target>. A crash leaves its input in build/fuzz and fails the target.

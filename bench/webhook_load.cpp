@@ -66,6 +66,7 @@
 #include "crypto/secret.hpp"
 #include "tests/sim/stripe/simulator.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/logins.hpp"
 #include "tests/support/process.hpp"
 
 namespace {
@@ -408,6 +409,7 @@ int main(int argc, char** argv) {
   scratch.emplace(bench::cluster_url("webhook_load"), "bw_webhook_load");
   const std::string& database = scratch->name();
   const std::string& bench_url = scratch->url();
+  const std::string runtime_login = database + "_runtime";
   char directory_template[] = "/tmp/bw_webhook_load_XXXXXX";
   const std::filesystem::path directory = ::mkdtemp(directory_template);
   bool consistent = false;
@@ -417,7 +419,7 @@ int main(int argc, char** argv) {
     write_private_file(directory / "root-key", random_hex(32) + "\n");
     write_private_file(directory / "webhook-secret", secret + "\n");
     const std::uint16_t port = test::free_loopback_port();
-    const std::map<std::string, std::string> env = {
+    std::map<std::string, std::string> env = {
         {"BANKWORKER_DATABASE_URL", bench_url},
         {"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()},
         {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
@@ -427,6 +429,8 @@ int main(int argc, char** argv) {
     // The worker's own migrations, so an older binary (--bankworker) runs on the schema it knows.
     const test::process_result migrated = test::run_process(o.bankworker, {"migrate"}, env);
     if (migrated.exit_code != 0) throw std::runtime_error("bankworker migrate failed: " + migrated.err);
+    // Everything else runs as a runtime login, as a deployment must (README: roles and logins).
+    env["BANKWORKER_DATABASE_URL"] = test::create_login(bench_url, bench_url, runtime_login, "bankworker_worker");
     const test::process_result created = test::run_process(o.bankworker, {"tenant", "create", "--name", "webhook load"}, env);
     if (created.exit_code != 0) throw std::runtime_error("tenant create failed: " + created.err);
     const std::string tenant = trimmed(created.out);
@@ -525,6 +529,12 @@ int main(int argc, char** argv) {
   std::error_code ignored;
   std::filesystem::remove_all(directory, ignored);
   scratch.reset();
+  try {  // the runtime login outlives its database only until here
+    pqxx::connection admin(bench::cluster_url("webhook_load"));
+    pqxx::nontransaction(admin).exec("DROP ROLE IF EXISTS " + admin.quote_name(runtime_login));
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "could not drop the bench login %s: %s\n", runtime_login.c_str(), error.what());
+  }
   std::printf("%s\n", json.c_str());
   return consistent ? 0 : 1;
 }

@@ -2,6 +2,10 @@
 
 #include <simdjson.h>
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "connectors/stripe/thin_event.hpp"
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
@@ -16,6 +20,8 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr std::string_view tenant_prefix = "/webhooks/stripe/";
+// How often a request waiting for another's load of the same tenant's secrets looks again.
+constexpr std::chrono::milliseconds load_poll{2};
 constexpr std::string_view platform_path = "/webhooks/stripe";
 constexpr std::array<std::string_view, 11> outcome_names = {"stored",      "unrouted",       "duplicate", "bad_signature",
                                                             "stale",       "malformed",      "unknown_tenant",
@@ -132,6 +138,43 @@ asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::lo
   }
 }
 
+// Nothing when the sender's budget is spent; a lookup whose `found` is still `miss` when the
+// database could not be asked (or another request's load did not finish in time).
+asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::load_once(core::uuid tenant,
+                                                                                       std::string_view source,
+                                                                                       std::uint64_t generation) {
+  const std::string key = tenant.to_string();
+  bool loader = false;
+  {
+    std::lock_guard lock(loading_mutex_);
+    loader = loading_.insert(key).second;
+  }
+  if (!loader) {
+    // Another request loads this tenant: wait for it (a few milliseconds a round, bounded), then
+    // read what it cached. Waiting spends no budget and sends no query.
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (std::chrono::milliseconds waited{0}; waited < limits::webhook_secret_load_wait_ms; waited += load_poll) {
+      timer.expires_after(load_poll);
+      co_await timer.async_wait(asio::use_awaitable);
+      std::lock_guard lock(loading_mutex_);
+      if (!loading_.contains(key)) break;
+    }
+    co_return cache_.find(tenant, std::chrono::steady_clock::now());
+  }
+  struct done_loading {
+    stripe_webhooks& self;
+    const std::string& key;
+    ~done_loading() {
+      std::lock_guard lock(self.loading_mutex_);
+      self.loading_.erase(key);
+    }
+  } done{*this, key};
+  if (!lookups_.try_take(source, std::chrono::steady_clock::now())) co_return std::nullopt;
+  auto loaded = co_await load_secrets(tenant, generation);
+  if (!loaded) co_return webhook_secret_cache::lookup{};
+  co_return loaded;
+}
+
 asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
   const auto tenant = core::uuid::parse(std::string_view(request.path).substr(tenant_prefix.size()));
   if (!tenant) {
@@ -149,14 +192,14 @@ asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
   }
   webhook_secret_cache::lookup secrets = cache_.find(*tenant, std::chrono::steady_clock::now());
   if (secrets.found == webhook_secret_cache::state::miss) {
-    if (!lookups_.try_take(request.remote_address, std::chrono::steady_clock::now())) {
+    auto loaded = co_await load_once(*tenant, request.remote_address, secrets.generation);
+    if (!loaded) {
       outcome("over_budget").fetch_add(1, std::memory_order_relaxed);
       http_response refused = reply(429, "too many lookups of uncached tenants (lookups per_source_max)");
       refused.headers.emplace_back("Retry-After", std::to_string(settings_.lookups.window.count()));
       co_return refused;
     }
-    auto loaded = co_await load_secrets(*tenant, secrets.generation);
-    if (!loaded) {
+    if (loaded->found == webhook_secret_cache::state::miss) {
       outcome("unavailable").fetch_add(1, std::memory_order_relaxed);
       co_return reply(503, "temporarily unavailable");
     }

@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -49,6 +50,14 @@
 #include "worker/metrics.hpp"
 #include "worker/source_budget.hpp"
 #include "worker/webhook_secret_cache.hpp"
+
+namespace bankworker::limits {
+
+// How long a request waits for another request's load of the same tenant's webhook secrets before
+// looking at the cache anyway (a load is one indexed read; the pool's own wait is longer).
+inline constexpr std::chrono::milliseconds webhook_secret_load_wait_ms{5'000};
+
+}  // namespace bankworker::limits
 
 namespace bankworker::worker {
 
@@ -93,6 +102,12 @@ class stripe_webhooks {
   boost::asio::awaitable<std::optional<webhook_secret_cache::lookup>> load_secrets(core::uuid tenant,
                                                                                    std::uint64_t generation);
   metrics_registry::counter& outcome(std::string_view name);
+  // The secrets of a tenant in neither cache: one request loads them (spending its sender's
+  // budget), the others asking for the same tenant meanwhile wait for that load and read the
+  // cache, so a burst of genuine deliveries after a start or an invalidation costs one lookup.
+  boost::asio::awaitable<std::optional<webhook_secret_cache::lookup>> load_once(core::uuid tenant,
+                                                                                std::string_view source,
+                                                                                std::uint64_t generation);
 
   db::pool& connections_;
   db::key_store& keys_;
@@ -104,6 +119,8 @@ class stripe_webhooks {
   webhook_secret_cache cache_;
   source_budget lookups_;
   metrics_registry::counter& loads_;
+  std::mutex loading_mutex_;
+  std::set<std::string, std::less<>> loading_;  // tenants whose secrets a request is loading now
   std::vector<crypto::secret> platform_secrets_;  // set once by platform_route, before serving
 };
 

@@ -246,3 +246,30 @@ TEST_CASE("a removed webhook secret stops verifying in two running workers withi
   // And the removed one stays refused.
   for (const std::uint16_t port : target.ports) CHECK(target.deliver(port, secret_old) == 400);
 }
+
+TEST_CASE("a burst of genuine deliveries to a tenant not yet cached costs one lookup and no 429", "[pg][webhook]") {
+  intake_target target;
+  target.add_secret(secret_old);
+  // 64 signed events sent at once from one address, before anything has cached the tenant (the
+  // first delivery after a start or an invalidation, as Stripe retries a backlog).
+  std::vector<sim::stripe::delivery> deliveries;
+  for (int i = 0; i < 64; ++i) {
+    auto made = target.stripe.trigger({}, sim::stripe::delivery_mode::valid, secret_old, now_s());
+    REQUIRE(!made.empty());
+    deliveries.push_back(made.front());
+  }
+  std::vector<long> statuses(deliveries.size());
+  std::vector<std::thread> senders;
+  for (std::size_t i = 0; i < deliveries.size(); ++i) {
+    senders.emplace_back([&, i] {
+      statuses[i] = test::http_post(intake_target::base(target.ports[0]) + "/webhooks/stripe/" + target.tenant,
+                                    deliveries[i].body,
+                                    {"Content-Type: application/json", "Stripe-Signature: " + deliveries[i].signature_header})
+                        .status;
+    });
+  }
+  for (auto& sender : senders) sender.join();
+  for (const long status : statuses) CHECK(status == 200);
+  CHECK(target.secret_loads() == 1);
+  CHECK(count(*target.admin, "SELECT count(*) FROM bankworker.stripe_events") == 64);
+}
