@@ -74,14 +74,15 @@ int keys_status(const parsed_args& parsed, settings& config, std::ostream& out) 
           core::append_json_string(versions[i].state, json);
           json += ",\"root_key_id\":";
           core::append_json_string(versions[i].root_key_id, json);
-          json += ",\"secrets\":" + std::to_string(versions[i].secrets) + "}";
+          json += ",\"legacy_secrets\":" + std::to_string(versions[i].legacy_secrets) +
+                  ",\"secrets\":" + std::to_string(versions[i].secrets) + "}";
         }
         json += "]}";
       } else {
         out << "tenant " << tenant.to_string() << '\n';
         for (const auto& v : versions) {
           out << "  version " << v.version << "  " << v.state << "  root " << v.root_key_id << "  secrets " << v.secrets
-              << '\n';
+              << "  legacy " << v.legacy_secrets << '\n';
         }
       }
       first_tenant = false;
@@ -183,12 +184,14 @@ int keys_rewrap(const parsed_args& parsed, settings& config, std::ostream& out) 
         json += "{\"tenant_id\":";
         core::append_json_string(tenant.to_string(), json);
         json += ",\"primary_version\":" + std::to_string(report.primary_version) +
-                ",\"rewrapped\":" + std::to_string(report.rewrapped) + ",\"batches\":" + std::to_string(report.batches) +
-                ",\"remaining\":" + std::to_string(report.remaining) + ",\"retired\":[" + retired + "]}";
+                ",\"resealed\":" + std::to_string(report.resealed) + ",\"rewrapped\":" + std::to_string(report.rewrapped) +
+                ",\"batches\":" + std::to_string(report.batches) + ",\"remaining\":" + std::to_string(report.remaining) +
+                ",\"retired\":[" + retired + "],\"legacy_remaining\":" + std::to_string(report.legacy_remaining) + "}";
       } else {
-        out << "tenant " << tenant.to_string() << ": rewrapped " << report.rewrapped << " secrets in " << report.batches
-            << " batches to version " << report.primary_version << "; retired [" << retired << "]; remaining "
-            << report.remaining << '\n';
+        out << "tenant " << tenant.to_string() << ": resealed " << report.resealed << " legacy secrets and rewrapped "
+            << report.rewrapped << " secrets in " << report.batches << " batches to version " << report.primary_version
+            << "; retired [" << retired << "]; remaining " << report.remaining << "; legacy remaining "
+            << report.legacy_remaining << '\n';
       }
       first = false;
     }
