@@ -27,6 +27,8 @@ constexpr statement primary_key_for_share_sql{"keys_primary_for_share",
     " WHERE tenant_id = $1 AND state = 'primary' FOR SHARE"};
 constexpr const char* primary_key_for_update_sql =
     "SELECT version FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'primary' FOR UPDATE";
+constexpr const char* has_primary_key_sql =
+    "SELECT EXISTS (SELECT 1 FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'primary')";
 constexpr const char* last_key_version_sql =
     "SELECT coalesce(max(version), 0) FROM bankworker.tenant_keys WHERE tenant_id = $1";
 constexpr const char* demote_primary_sql =
@@ -591,6 +593,20 @@ rewrap_report key_store::rewrap_tenant(pool& connections, const core::uuid& tena
     report.legacy_remaining = tx.exec_params1(count_legacy_sql, tenant.to_string())[0].as<std::size_t>();
   });
   return report;
+}
+
+rewrap_report key_store::replace_tenant_key(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                            std::size_t batch_rows) {
+  prepare(connections);
+  // An offboarded tenant has no primary version and nothing to move: skipped, not an error, so one
+  // command can renew every tenant.
+  const bool rotated = with_tenant(connections, tenant, [&](pqxx::work& tx) {
+    if (!tx.exec_params1(has_primary_key_sql, tenant.to_string())[0].as<bool>()) return false;
+    rotate_tenant_key(tx, tenant, actor);
+    return true;
+  });
+  if (!rotated) return {};
+  return rewrap_tenant(connections, tenant, actor, batch_rows);
 }
 
 std::size_t key_store::rewrap_tenant_keys_to_primary_root(pqxx::work& tx, const core::uuid& tenant,

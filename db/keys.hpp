@@ -125,6 +125,12 @@ class key_store {
   // One batch of the above; returns how many rows it rewrapped (0: nothing left it could lock).
   std::size_t rewrap_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
                            std::size_t batch_rows = 0);
+  // Gives the tenant a new primary version and moves every secret to it (rotate_tenant_key in its
+  // own transaction, then rewrap_tenant), so the old versions retire and their wrapped keys are
+  // erased once nothing needs them: `keys rotate --root --new-tenant-keys`. Not idempotent: a
+  // re-run adds one more version (harmless, the rewrap moves everything again).
+  rewrap_report replace_tenant_key(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                   std::size_t batch_rows = 0);
   // One batch of legacy rows: each is opened with its KEK (algorithm 1), and sealed again with a
   // fresh data key, a fresh shred key (its own row) and the same associated data (purpose, tenant,
   // row, subject, environment) under the primary version, so its shred destroys a key from now on.

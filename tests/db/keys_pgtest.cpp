@@ -730,3 +730,54 @@ TEST_CASE("keys rewrap reseals legacy algorithm-1 rows under shred keys, so a co
     CHECK(error.failure() == crypto::envelope_failure::shred_key_missing);
   }
 }
+
+TEST_CASE("keys rotate --root --new-tenant-keys closes the backup window in one command: a dump holding the sealed"
+          " row and its shred key opens before, and through no path once the old root key is destroyed",
+          "[pg][keys][shred][cli]") {
+  keys_fixture f;
+  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
+  f.seal(victim, plaid_token);
+  const core::uuid kept = f.seal_plaid(f.tenant);
+  const core::uuid theirs = f.seal_plaid(other);
+  const stored_copy dump = copy_rows(f, victim.secret_id);
+  CHECK(db::with_tenant(*f.connections, f.tenant,
+                        [&](pqxx::work& tx) { return f.keys->shred_secret(tx, f.tenant, victim.secret_id, "test"); }));
+  // The window is open: the dump holds both rows, and the live tenant key opens them.
+  CHECK(open_with_everything(f, ring_of({test::test_root_key_hex}), dump, victim, true) == std::string(plaid_token));
+
+  // The one command, through the binary as an operator runs it.
+  const test::root_key_file old_file;
+  const test::root_key_file new_file(test::other_root_key_hex);
+  const auto rotated = test::run_bankworker(
+      {"--json", "keys", "rotate", "--root", "--root-key-file", new_file.path_text(), "--new-tenant-keys",
+       "--batch-rows", "1"},
+      {{"BANKWORKER_DATABASE_URL", f.database.runtime_url()}, {"BANKWORKER_ROOT_KEY_FILE", old_file.path_text()}});
+  INFO(rotated.err);
+  REQUIRE(rotated.exit_code == 0);
+  CHECK_THAT(rotated.out, Catch::Contains("\"key_versions_rewrapped\":2,") &&
+                              Catch::Contains("\"new_tenant_keys\":{\"tenants\":2,\"resealed\":0,\"rewrapped\":2,"
+                                              "\"retired\":2,\"remaining\":0}"));
+  // Nothing live is under the old root key any more, and no version 1 key survives to be unwrapped.
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenant_keys WHERE wrapped_key IS NOT NULL AND version = $1::int",
+                      "1") == 0);
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenant_keys WHERE wrapped_key IS NOT NULL AND state = $1",
+                      "primary") == 2);
+
+  // While the old root key still exists, the dump's own tenant key rows open it: destroying the old
+  // key is the step that matters (the command's output says so).
+  CHECK(open_with_everything(f, ring_of({test::other_root_key_hex, test::test_root_key_hex}), dump, victim, true) ==
+        std::string(plaid_token));
+  // The old root key destroyed: the dump opens with nothing that exists.
+  CHECK_FALSE(open_with_everything(f, ring_of({test::other_root_key_hex}), dump, victim, true).has_value());
+
+  // A worker on the new root key alone opens every live secret, and not the whole dump restored.
+  auto fresh = test::test_key_store({}, test::other_root_key_hex);
+  fresh->prepare(*f.connections);
+  f.keys = std::move(fresh);
+  CHECK(f.open_plaid(f.tenant, kept) == plaid_token);
+  CHECK(f.open_plaid(other, theirs) == plaid_token);
+  restore_rows(f, victim.secret_id, true);
+  CHECK_THROWS(f.open(victim));
+  CHECK_FALSE(db::verify_audit_chain(*f.connections, *f.keys, f.tenant).broken.has_value());
+}
