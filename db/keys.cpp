@@ -27,6 +27,8 @@ constexpr statement primary_key_for_share_sql{"keys_primary_for_share",
     " WHERE tenant_id = $1 AND state = 'primary' FOR SHARE"};
 constexpr const char* primary_key_for_update_sql =
     "SELECT version FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'primary' FOR UPDATE";
+constexpr const char* has_primary_key_sql =
+    "SELECT EXISTS (SELECT 1 FROM bankworker.tenant_keys WHERE tenant_id = $1 AND state = 'primary')";
 constexpr const char* last_key_version_sql =
     "SELECT coalesce(max(version), 0) FROM bankworker.tenant_keys WHERE tenant_id = $1";
 constexpr const char* demote_primary_sql =
@@ -48,9 +50,13 @@ constexpr const char* destroy_keys_sql =
     " WHERE tenant_id = $1 AND state IN ('primary', 'active')";
 constexpr const char* offboard_tenant_sql =
     "UPDATE bankworker.tenants SET status = 'offboarded' WHERE tenant_id = $1";
+// The second count is of legacy rows: their envelope's algorithm byte (the second) is 1
+// (substring, unlike get_byte, cannot fail on a short, corrupt envelope).
 constexpr const char* key_status_sql =
     "SELECT k.version, k.state, k.root_key_id,"
-    " (SELECT count(*) FROM bankworker.sealed_secrets s WHERE s.tenant_id = k.tenant_id AND s.kek_version = k.version)"
+    " (SELECT count(*) FROM bankworker.sealed_secrets s WHERE s.tenant_id = k.tenant_id AND s.kek_version = k.version),"
+    " (SELECT count(*) FROM bankworker.sealed_secrets s WHERE s.tenant_id = k.tenant_id AND s.kek_version = k.version"
+    "   AND substring(s.envelope FROM 2 FOR 1) = '\\x01'::bytea)"
     " FROM bankworker.tenant_keys k WHERE k.tenant_id = $1 ORDER BY k.version";
 
 // --- sealed secrets ------------------------------------------------------------------------------
@@ -90,6 +96,21 @@ constexpr const char* rewrap_update_sql =
     " envelope = decode(u.envelope, 'hex'), rewrapped_at = now()"
     " FROM unnest($3::uuid[], $4::text[], $5::text[]) AS u(secret_id, wrapped, envelope)"
     " WHERE s.tenant_id = $1 AND s.secret_id = u.secret_id";
+// Legacy rows to reseal, with what their associated data binds. A Plaid token's binds its
+// connection's environment, which only the connection row knows: a token whose connection row is
+// gone cannot be opened, so it is not taken (and counted by count_legacy_sql).
+constexpr const char* reseal_candidates_sql =
+    "SELECT s.secret_id, s.purpose, s.subject_id, s.envelope, s.wrapped_data_key, k.version, k.state,"
+    " k.root_key_id, k.wrapped_key, coalesce(c.environment, '')"
+    " FROM bankworker.sealed_secrets s"
+    " JOIN bankworker.tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version"
+    " LEFT JOIN bankworker.connections c ON s.purpose = 'plaid.access_token' AND c.tenant_id = s.tenant_id"
+    "  AND c.connection_id::text = s.subject_id"
+    " WHERE s.tenant_id = $1 AND substring(s.envelope FROM 2 FOR 1) = '\\x01'::bytea"
+    "  AND (s.purpose <> 'plaid.access_token' OR c.connection_id IS NOT NULL)"
+    " ORDER BY s.secret_id LIMIT $2 FOR UPDATE OF s SKIP LOCKED";
+constexpr const char* count_legacy_sql =
+    "SELECT count(*) FROM bankworker.sealed_secrets s WHERE s.tenant_id = $1 AND substring(s.envelope FROM 2 FOR 1) = '\\x01'::bytea";
 constexpr const char* count_other_versions_sql =
     "SELECT count(*) FROM bankworker.sealed_secrets WHERE tenant_id = $1 AND kek_version <> $2";
 
@@ -145,6 +166,23 @@ crypto::secret shred_key_of(const pqxx::field& field) {
     std::copy_n(reinterpret_cast<const unsigned char*>(stored.data()), stored.size(), out);
     return true;
   });
+}
+
+// Refuses a row whose kek_version and wrapped_data_key columns disagree with its envelope header.
+void check_row_columns(const crypto::envelope_view& view, std::uint32_t version, const pqxx::binarystring& wrapped,
+                       const std::string& secret_text) {
+  const std::span<const std::uint8_t> column = span_of(wrapped);
+  if (view.kek_version != version || view.wrapped_data_key.size() != column.size() ||
+      !std::equal(view.wrapped_data_key.begin(), view.wrapped_data_key.end(), column.begin())) {
+    throw key_error(key_failure::row_inconsistent,
+                    "sealed secret " + secret_text + ": columns disagree with the envelope header");
+  }
+}
+
+// Appends one element to a PostgreSQL array literal being built in `out` (opened with '{').
+void append_element(std::string& out, std::string_view element) {
+  if (out.size() > 1) out.push_back(',');
+  out += element;
 }
 
 std::uint32_t as_version(const pqxx::field& field) {
@@ -320,11 +358,7 @@ crypto::secret key_store::open_secret(pqxx::work& tx, const crypto::secret_conte
   const pqxx::binarystring envelope(row[2]);
   // Size first, tenant second, before any key is touched (parse_envelope does both).
   const crypto::envelope_view view = crypto::parse_envelope(span_of(envelope), context.tenant);
-  if (view.kek_version != version || view.wrapped_data_key.size() != wrapped_column.size() ||
-      !std::equal(view.wrapped_data_key.begin(), view.wrapped_data_key.end(), span_of(wrapped_column).begin())) {
-    throw key_error(key_failure::row_inconsistent,
-                    "sealed secret " + context.secret_id.to_string() + ": columns disagree with the envelope header");
-  }
+  check_row_columns(view, version, wrapped_column, context.secret_id.to_string());
   const std::string state = row[3].as<std::string>();
   if (state != "primary" && state != "active") {
     throw key_error(key_failure::key_unavailable,
@@ -418,6 +452,89 @@ std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant,
   });
 }
 
+struct key_store::resealed_row {
+  core::uuid secret_id;
+  crypto::sealed_envelope sealed;
+  crypto::secret shred_key;
+};
+
+// Row columns as reseal_candidates_sql selects them.
+key_store::resealed_row key_store::reseal_legacy_row(const core::uuid& tenant, const pqxx::row& row,
+                                                     const crypto::secret& new_kek, std::uint32_t new_version) {
+  const auto secret_id = core::uuid::parse(row[0].as<std::string>());
+  const auto purpose = crypto::parse_secret_purpose(row[1].as<std::string>());
+  BW_INVARIANT(secret_id.has_value());
+  BW_INVARIANT(purpose.has_value());
+  const crypto::secret_context context{.purpose = *purpose,
+                                       .tenant = tenant,
+                                       .secret_id = *secret_id,
+                                       .subject_id = row[2].as<std::string>(),
+                                       .environment = row[9].as<std::string>()};
+  const pqxx::binarystring envelope(row[3]);
+  const std::uint32_t old_version = as_version(row[5]);
+  const crypto::envelope_view view = crypto::parse_envelope(span_of(envelope), tenant);
+  BW_INVARIANT(view.algorithm == crypto::algorithm_xchacha20poly1305_blake2b);
+  check_row_columns(view, old_version, pqxx::binarystring(row[4]), secret_id->to_string());
+  const std::string state = row[6].as<std::string>();
+  if ((state != "primary" && state != "active") || row[8].is_null()) {
+    throw key_error(key_failure::key_unavailable, "sealed secret " + secret_id->to_string() + " needs key version " +
+                                                      std::to_string(old_version) + ", which is " + state);
+  }
+  const auto old_kek = unwrap_tenant_key(tenant, old_version, row[7].as<std::string>(), pqxx::binarystring(row[8]));
+  // The payload exists in plaintext only here, in guarded memory, between the open and the seal.
+  const crypto::secret plaintext = crypto::open_envelope(*old_kek, context, view);
+  crypto::secret shred_key = crypto::secret::random(crypto::shred_key_bytes);
+  crypto::sealed_envelope sealed;
+  {
+    const crypto::secret::view text = plaintext.reveal();
+    sealed = crypto::seal_envelope(new_kek, new_version, context, text.text(), &shred_key);
+  }
+  return {*secret_id, std::move(sealed), std::move(shred_key)};
+}
+
+std::size_t key_store::reseal_legacy_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                           std::size_t batch_rows) {
+  prepare(connections);
+  if (batch_rows == 0) batch_rows = settings_.rewrap_batch_rows;
+  BW_INVARIANT(batch_rows <= limits::rewrap_batch_rows_max);
+  const std::string tenant_text = tenant.to_string();
+  return with_tenant(connections, tenant, [&](pqxx::work& tx) -> std::size_t {
+    const pqxx::result primary = exec_statement(tx, primary_key_for_share_sql, tenant_text);
+    if (primary.empty()) return 0;  // destroyed: nothing to reseal under
+    const std::uint32_t primary_version = as_version(primary[0][0]);
+    const auto new_kek = unwrap_tenant_key(tenant, primary_version, primary[0][1].as<std::string>(),
+                                           pqxx::binarystring(primary[0][2]));
+    const pqxx::result rows = tx.exec_params(reseal_candidates_sql, tenant_text, batch_rows);
+    if (rows.empty()) return 0;
+    std::string ids = "{";
+    std::string wrapped_keys = "{";
+    std::string envelopes = "{";
+    for (const auto& row : rows) {
+      const resealed_row resealed = reseal_legacy_row(tenant, row, *new_kek, primary_version);
+      append_element(ids, resealed.secret_id.to_string());
+      append_element(wrapped_keys, crypto::to_hex(resealed.sealed.wrapped_data_key));
+      append_element(envelopes, crypto::to_hex(resealed.sealed.envelope));
+      const crypto::secret::view shred = resealed.shred_key.reveal();
+      exec_statement(tx, insert_shred_key_sql, tenant_text, resealed.secret_id.to_string(),
+                     pqxx::binarystring(shred.data(), shred.size()));
+    }
+    ids.push_back('}');
+    wrapped_keys.push_back('}');
+    envelopes.push_back('}');
+    const pqxx::result updated =
+        tx.exec_params(rewrap_update_sql, tenant_text, primary_version, ids, wrapped_keys, envelopes);
+    BW_INVARIANT(updated.affected_rows() == rows.size());
+    append_audit(tx, *this,
+                 {.tenant = tenant,
+                  .actor = actor,
+                  .action = "keys.resealed",
+                  .subject = tenant_text,
+                  .details = details_json({}, {{"version", primary_version},
+                                               {"rows", static_cast<std::int64_t>(rows.size())}})});
+    return rows.size();
+  });
+}
+
 std::vector<std::uint32_t> key_store::retire_unused_versions(pool& connections, const core::uuid& tenant,
                                                              std::string_view actor) {
   prepare(connections);
@@ -453,6 +570,13 @@ rewrap_report key_store::rewrap_tenant(pool& connections, const core::uuid& tena
   // Bounded: every batch moves at least one row off an old version, so there are at most
   // (rows / batch + 1) batches; the bound below only guards against a bug.
   const std::size_t batches_max = 1 + 100'000'000 / batch_rows;
+  // Legacy rows first: a reseal also moves them to the primary version, so the rewrap skips them.
+  for (std::size_t i = 0; i < batches_max; ++i) {
+    const std::size_t done = reseal_legacy_batch(connections, tenant, actor, batch_rows);
+    if (done == 0) break;
+    report.resealed += done;
+    ++report.batches;
+  }
   for (std::size_t i = 0; i < batches_max; ++i) {
     const std::size_t done = rewrap_batch(connections, tenant, actor, batch_rows);
     if (done == 0) break;
@@ -466,8 +590,23 @@ rewrap_report key_store::rewrap_tenant(pool& connections, const core::uuid& tena
     report.primary_version = as_version(primary[0][0]);
     report.remaining = tx.exec_params1(count_other_versions_sql, tenant.to_string(), report.primary_version)[0]
                            .as<std::size_t>();
+    report.legacy_remaining = tx.exec_params1(count_legacy_sql, tenant.to_string())[0].as<std::size_t>();
   });
   return report;
+}
+
+rewrap_report key_store::replace_tenant_key(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                            std::size_t batch_rows) {
+  prepare(connections);
+  // An offboarded tenant has no primary version and nothing to move: skipped, not an error, so one
+  // command can renew every tenant.
+  const bool rotated = with_tenant(connections, tenant, [&](pqxx::work& tx) {
+    if (!tx.exec_params1(has_primary_key_sql, tenant.to_string())[0].as<bool>()) return false;
+    rotate_tenant_key(tx, tenant, actor);
+    return true;
+  });
+  if (!rotated) return {};
+  return rewrap_tenant(connections, tenant, actor, batch_rows);
 }
 
 std::size_t key_store::rewrap_tenant_keys_to_primary_root(pqxx::work& tx, const core::uuid& tenant,
@@ -534,7 +673,8 @@ std::size_t key_store::destroy_tenant_keys(pqxx::work& tx, const core::uuid& ten
 std::vector<key_version_status> key_status(pqxx::transaction_base& tx, const core::uuid& tenant) {
   std::vector<key_version_status> out;
   for (const auto& row : tx.exec_params(key_status_sql, tenant.to_string())) {
-    out.push_back({as_version(row[0]), row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<std::int64_t>()});
+    out.push_back({as_version(row[0]), row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<std::int64_t>(),
+                   row[4].as<std::int64_t>()});
   }
   return out;
 }

@@ -67,13 +67,20 @@ struct key_version_status {
   std::string state;
   std::string root_key_id;
   std::int64_t secrets = 0;  // sealed secrets that need this version
+  // Of those, legacy algorithm-1 rows (no shred key: a copy taken before their shred keeps opening
+  // while this version lives). `keys rewrap` reseals them.
+  std::int64_t legacy_secrets = 0;
 };
 
 struct rewrap_report {
   std::uint32_t primary_version = 0;
+  std::size_t resealed = 0;                // legacy algorithm-1 rows sealed again under algorithm 2
   std::size_t rewrapped = 0;
   std::size_t batches = 0;
   std::size_t remaining = 0;               // rows still under another version (locked by someone else)
+  // Legacy rows still of algorithm 1 afterwards: locked by someone else, or a Plaid token whose
+  // connection row is gone (its environment, bound into the associated data, is unknown).
+  std::size_t legacy_remaining = 0;
   std::vector<std::uint32_t> retired;      // versions retired because nothing needed them any more
 };
 
@@ -106,16 +113,30 @@ class key_store {
   // it in the caller's transaction. False when there was no such row.
   bool shred_secret(pqxx::work& tx, const core::uuid& tenant, const core::uuid& secret_id, std::string_view actor);
 
-  // Rewraps the tenant's data keys to its primary version in batches of rewrap_batch_rows, each
-  // batch its own transaction (online: openers see either the old or the new row, and both open;
-  // resumable: a crash loses at most one uncommitted batch). Payloads are never decrypted. Then
-  // retires every non-primary version no row needs any more.
+  // Reseals the tenant's legacy algorithm-1 rows under algorithm 2 and its primary version
+  // (reseal_legacy_batch), then rewraps the other data keys to its primary version in batches of
+  // rewrap_batch_rows, each batch its own transaction (online: openers see either the old or the
+  // new row, and both open; resumable: a crash loses at most one uncommitted batch). Only legacy
+  // payloads are decrypted, once each, in guarded memory. Then retires every non-primary version
+  // no row needs any more.
   // `batch_rows` 0 means settings.rewrap_batch_rows.
   rewrap_report rewrap_tenant(pool& connections, const core::uuid& tenant, std::string_view actor,
                               std::size_t batch_rows = 0);
   // One batch of the above; returns how many rows it rewrapped (0: nothing left it could lock).
   std::size_t rewrap_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
                            std::size_t batch_rows = 0);
+  // Gives the tenant a new primary version and moves every secret to it (rotate_tenant_key in its
+  // own transaction, then rewrap_tenant), so the old versions retire and their wrapped keys are
+  // erased once nothing needs them: `keys rotate --root --new-tenant-keys`. Not idempotent: a
+  // re-run adds one more version (harmless, the rewrap moves everything again).
+  rewrap_report replace_tenant_key(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                   std::size_t batch_rows = 0);
+  // One batch of legacy rows: each is opened with its KEK (algorithm 1), and sealed again with a
+  // fresh data key, a fresh shred key (its own row) and the same associated data (purpose, tenant,
+  // row, subject, environment) under the primary version, so its shred destroys a key from now on.
+  // Returns how many rows it resealed (0: nothing left it could lock).
+  std::size_t reseal_legacy_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                  std::size_t batch_rows = 0);
   // Retires the tenant's active versions that no sealed secret needs; returns them.
   std::vector<std::uint32_t> retire_unused_versions(pool& connections, const core::uuid& tenant,
                                                     std::string_view actor);
@@ -138,6 +159,10 @@ class key_store {
   std::shared_ptr<const crypto::secret> unwrap_tenant_key(const core::uuid& tenant, std::uint32_t version,
                                                           const std::string& root_key_id,
                                                           const pqxx::binarystring& wrapped);
+
+  struct resealed_row;
+  resealed_row reseal_legacy_row(const core::uuid& tenant, const pqxx::row& row, const crypto::secret& new_kek,
+                                 std::uint32_t new_version);
 
   crypto::root_key_ring roots_;
   const key_store_settings settings_;

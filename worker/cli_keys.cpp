@@ -1,4 +1,5 @@
-// Key commands: `keys status`, `keys rotate --tenant T`, `keys rotate --root --root-key-file F`,
+// Key commands: `keys status`, `keys rotate --tenant T`,
+// `keys rotate --root [--root-key-file F] [--new-tenant-keys [--batch-rows N]]`,
 // `keys rewrap [--tenant T]`, `keys destroy --tenant T --yes-destroy-all-keys`.
 #include <charconv>
 #include <filesystem>
@@ -74,14 +75,15 @@ int keys_status(const parsed_args& parsed, settings& config, std::ostream& out) 
           core::append_json_string(versions[i].state, json);
           json += ",\"root_key_id\":";
           core::append_json_string(versions[i].root_key_id, json);
-          json += ",\"secrets\":" + std::to_string(versions[i].secrets) + "}";
+          json += ",\"legacy_secrets\":" + std::to_string(versions[i].legacy_secrets) +
+                  ",\"secrets\":" + std::to_string(versions[i].secrets) + "}";
         }
         json += "]}";
       } else {
         out << "tenant " << tenant.to_string() << '\n';
         for (const auto& v : versions) {
           out << "  version " << v.version << "  " << v.state << "  root " << v.root_key_id << "  secrets " << v.secrets
-              << '\n';
+              << "  legacy " << v.legacy_secrets << '\n';
         }
       }
       first_tenant = false;
@@ -91,57 +93,116 @@ int keys_status(const parsed_args& parsed, settings& config, std::ostream& out) 
   return exit_ok;
 }
 
-int keys_rotate(const parsed_args& parsed, settings& config, std::ostream& out) {
-  if (parsed.flag("--root")) {
-    // The target is NEW when given, else the configured primary (Vault, or BANKWORKER_ROOT_KEY_FILE
-    // with the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE); every other configured key is a source.
-    expect_only(parsed, 2, {"--root", "--root-key-file"});
-    std::unique_ptr<crypto::root_key_provider> fresh;
-    std::vector<std::string> configured_ids;
-    for (const auto& provider : configured_root_keys(config)) configured_ids.push_back(provider->key_id());
-    if (const std::optional<std::string_view> file = parsed.option("--root-key-file")) {
-      try {
-        fresh = crypto::file_root_key::load(std::filesystem::path(std::string(*file)));
-      } catch (const crypto::root_key_error& error) {
-        throw command_error{one_line(error.what())};
-      }
-      if (fresh->key_id() == configured_ids.front()) {
-        throw usage_error{"--root-key-file holds the current root key; generate a new one (openssl rand -hex 32)"};
-      }
-    } else if (configured_ids.size() < 2) {
-      throw usage_error{"keys rotate --root needs a new root key: --root-key-file NEW_KEY_FILE (64 hex characters, "
-                        "mode 0600), or BANKWORKER_VAULT_ADDR, or the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE"};
+// What `keys rotate --root --new-tenant-keys` did after the root rewrap, summed over tenants.
+struct renewal_totals {
+  std::size_t tenants = 0;
+  std::size_t resealed = 0;
+  std::size_t rewrapped = 0;
+  std::size_t retired = 0;
+  std::size_t remaining = 0;
+};
+
+// The new root key: NEW when --root-key-file names it, else the configured primary (Vault, or
+// BANKWORKER_ROOT_KEY_FILE with the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE); every other
+// configured key is a source. Null when the target is the configured primary.
+std::unique_ptr<crypto::root_key_provider> new_root_key(const parsed_args& parsed, settings& config,
+                                                        std::string& new_id) {
+  std::unique_ptr<crypto::root_key_provider> fresh;
+  std::vector<std::string> configured_ids;
+  for (const auto& provider : configured_root_keys(config)) configured_ids.push_back(provider->key_id());
+  if (const std::optional<std::string_view> file = parsed.option("--root-key-file")) {
+    try {
+      fresh = crypto::file_root_key::load(std::filesystem::path(std::string(*file)));
+    } catch (const crypto::root_key_error& error) {
+      throw command_error{one_line(error.what())};
     }
-    const std::string new_id = fresh ? fresh->key_id() : configured_ids.front();
-    const auto connections = open_worker_pool(config);
-    const auto keys = open_key_store(config, *connections, std::move(fresh));
-    std::size_t versions = 0;
-    std::size_t tenants = 0;
-    std::size_t signing_keys = 0;
-    run_key_operation("keys rotate --root", [&] {
-      for (const core::uuid& tenant : db::list_tenants(*connections)) {
-        versions += db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-          return keys->rewrap_tenant_keys_to_primary_root(tx, tenant, actor);
-        });
-        ++tenants;
-      }
-      signing_keys = keys->rewrap_signing_keys_to_primary_root(*connections);
-    });
-    if (parsed.json) {
-      std::string json = "{\"root_key_id\":";
-      core::append_json_string(new_id, json);
-      json += ",\"tenants\":" + std::to_string(tenants) + ",\"key_versions_rewrapped\":" + std::to_string(versions) +
-              ",\"signing_keys_rewrapped\":" + std::to_string(signing_keys) + "}";
-      out << json << '\n';
-    } else {
-      out << "root key " << new_id << ": rewrapped " << versions << " tenant key versions of " << tenants
-          << " tenants and " << signing_keys << " audit signing keys\n"
-          << "next: configure " << new_id << " as the root key of every worker (BANKWORKER_ROOT_KEY_FILE or "
-             "BANKWORKER_VAULT_ADDR), keeping the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE until every worker "
-             "has restarted; then destroy the old key\n";
+    if (fresh->key_id() == configured_ids.front()) {
+      throw usage_error{"--root-key-file holds the current root key; generate a new one (openssl rand -hex 32)"};
     }
-    return exit_ok;
+  } else if (configured_ids.size() < 2) {
+    throw usage_error{"keys rotate --root needs a new root key: --root-key-file NEW_KEY_FILE (64 hex characters, "
+                      "mode 0600), or BANKWORKER_VAULT_ADDR, or the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE"};
   }
+  new_id = fresh ? fresh->key_id() : configured_ids.front();
+  return fresh;
+}
+
+void print_root_rotation(const parsed_args& parsed, const std::string& new_id, std::size_t tenants,
+                         std::size_t versions, std::size_t signing_keys, const std::optional<renewal_totals>& renewed,
+                         std::ostream& out) {
+  if (parsed.json) {
+    std::string json = "{\"root_key_id\":";
+    core::append_json_string(new_id, json);
+    json += ",\"tenants\":" + std::to_string(tenants) + ",\"key_versions_rewrapped\":" + std::to_string(versions) +
+            ",\"signing_keys_rewrapped\":" + std::to_string(signing_keys);
+    if (renewed) {
+      json += ",\"new_tenant_keys\":{\"tenants\":" + std::to_string(renewed->tenants) +
+              ",\"resealed\":" + std::to_string(renewed->resealed) + ",\"rewrapped\":" +
+              std::to_string(renewed->rewrapped) + ",\"retired\":" + std::to_string(renewed->retired) +
+              ",\"remaining\":" + std::to_string(renewed->remaining) + "}";
+    }
+    out << json << "}\n";
+    return;
+  }
+  out << "root key " << new_id << ": rewrapped " << versions << " tenant key versions of " << tenants
+      << " tenants and " << signing_keys << " audit signing keys\n";
+  if (renewed) {
+    out << "new tenant keys: " << renewed->tenants << " tenants have a new primary version; resealed "
+        << renewed->resealed << " legacy secrets, rewrapped " << renewed->rewrapped << " secrets, retired "
+        << renewed->retired << " old versions; remaining " << renewed->remaining << '\n';
+  }
+  out << "next: configure " << new_id << " as the root key of every worker (BANKWORKER_ROOT_KEY_FILE or "
+         "BANKWORKER_VAULT_ADDR), keeping the old key as BANKWORKER_ROOT_KEY_PREVIOUS_FILE until every worker "
+         "has restarted; then destroy the old key\n";
+}
+
+// `keys rotate --root [--root-key-file NEW] [--new-tenant-keys [--batch-rows N]]`. With
+// --new-tenant-keys every tenant also gets a new primary version (wrapped by NEW) and every secret
+// moves to it, so the old versions retire: once the old root key is destroyed, no backup taken
+// before (whose tenant keys are wrapped by the old root) opens with anything that exists.
+int keys_rotate_root(const parsed_args& parsed, settings& config, std::ostream& out) {
+  expect_only(parsed, 2, {"--root", "--root-key-file", "--new-tenant-keys", "--batch-rows"});
+  const bool renew = parsed.flag("--new-tenant-keys");
+  if (!renew && parsed.option("--batch-rows")) throw usage_error{"--batch-rows goes with --new-tenant-keys"};
+  const std::size_t batch_rows = batch_rows_option(parsed);
+  std::string new_id;
+  std::unique_ptr<crypto::root_key_provider> fresh = new_root_key(parsed, config, new_id);
+  const auto connections = open_worker_pool(config);
+  const auto keys = open_key_store(config, *connections, std::move(fresh));
+  std::size_t versions = 0;
+  std::size_t tenants = 0;
+  std::size_t signing_keys = 0;
+  std::optional<renewal_totals> renewed;
+  run_key_operation("keys rotate --root", [&] {
+    const std::vector<core::uuid> all = db::list_tenants(*connections);
+    for (const core::uuid& tenant : all) {
+      versions += db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+        return keys->rewrap_tenant_keys_to_primary_root(tx, tenant, actor);
+      });
+      ++tenants;
+    }
+    signing_keys = keys->rewrap_signing_keys_to_primary_root(*connections);
+    if (!renew) return;
+    renewed.emplace();
+    for (const core::uuid& tenant : all) {
+      const db::rewrap_report report = keys->replace_tenant_key(*connections, tenant, actor, batch_rows);
+      if (report.primary_version != 0) ++renewed->tenants;
+      renewed->resealed += report.resealed;
+      renewed->rewrapped += report.rewrapped;
+      renewed->retired += report.retired.size();
+      renewed->remaining += report.remaining;
+    }
+  });
+  print_root_rotation(parsed, new_id, tenants, versions, signing_keys, renewed, out);
+  if (renewed && renewed->remaining > 0) {
+    throw command_error{std::to_string(renewed->remaining) +
+                        " secrets are still under an older key version (locked by another rewrap?); run keys rewrap"};
+  }
+  return exit_ok;
+}
+
+int keys_rotate(const parsed_args& parsed, settings& config, std::ostream& out) {
+  if (parsed.flag("--root")) return keys_rotate_root(parsed, config, out);
   expect_only(parsed, 2, {"--tenant"});
   const core::uuid tenant = tenant_option(parsed);
   const auto connections = open_worker_pool(config);
@@ -183,12 +244,14 @@ int keys_rewrap(const parsed_args& parsed, settings& config, std::ostream& out) 
         json += "{\"tenant_id\":";
         core::append_json_string(tenant.to_string(), json);
         json += ",\"primary_version\":" + std::to_string(report.primary_version) +
-                ",\"rewrapped\":" + std::to_string(report.rewrapped) + ",\"batches\":" + std::to_string(report.batches) +
-                ",\"remaining\":" + std::to_string(report.remaining) + ",\"retired\":[" + retired + "]}";
+                ",\"resealed\":" + std::to_string(report.resealed) + ",\"rewrapped\":" + std::to_string(report.rewrapped) +
+                ",\"batches\":" + std::to_string(report.batches) + ",\"remaining\":" + std::to_string(report.remaining) +
+                ",\"retired\":[" + retired + "],\"legacy_remaining\":" + std::to_string(report.legacy_remaining) + "}";
       } else {
-        out << "tenant " << tenant.to_string() << ": rewrapped " << report.rewrapped << " secrets in " << report.batches
-            << " batches to version " << report.primary_version << "; retired [" << retired << "]; remaining "
-            << report.remaining << '\n';
+        out << "tenant " << tenant.to_string() << ": resealed " << report.resealed << " legacy secrets and rewrapped "
+            << report.rewrapped << " secrets in " << report.batches << " batches to version " << report.primary_version
+            << "; retired [" << retired << "]; remaining " << report.remaining << "; legacy remaining "
+            << report.legacy_remaining << '\n';
       }
       first = false;
     }

@@ -609,28 +609,46 @@ TEST_CASE("a dump holding the sealed row and its shred key opens until the tenan
   CHECK_THROWS(f.open(victim));
 }
 
+namespace {
+
+// Writes `context`'s secret as a row sealed before migration 0026 would be: algorithm 1 under key
+// version 1, no shred key row.
+void insert_legacy_row(keys_fixture& f, const crypto::secret_context& context, std::string_view plaintext) {
+  const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
+  const auto admin = f.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  const auto key = tx.exec_params1("SELECT root_key_id, wrapped_key FROM bankworker.tenant_keys WHERE tenant_id = $1"
+                                   " AND version = 1",
+                                   context.tenant.to_string());
+  const crypto::secret kek = ring.find(key[0].as<std::string>())
+                                 .unwrap(bytes_of(key[1]), crypto::tenant_key_associated_data(
+                                                               context.tenant, 1, key[0].as<std::string>()));
+  const crypto::sealed_envelope sealed = crypto::seal_envelope(kek, 1, context, plaintext);
+  REQUIRE(sealed.envelope[1] == crypto::algorithm_xchacha20poly1305_blake2b);
+  tx.exec_params0("INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
+                  " wrapped_data_key, envelope) VALUES ($1, $2, $3, $4, 1, $5, $6)",
+                  context.tenant.to_string(), context.secret_id.to_string(), std::string(crypto::to_string(context.purpose)),
+                  context.subject_id,
+                  pqxx::binarystring(sealed.wrapped_data_key.data(), sealed.wrapped_data_key.size()),
+                  pqxx::binarystring(sealed.envelope.data(), sealed.envelope.size()));
+  tx.commit();
+}
+
+std::int64_t legacy_secrets_of(keys_fixture& f, std::uint32_t version) {
+  return db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
+    for (const auto& status : db::key_status(tx, f.tenant)) {
+      if (status.version == version) return status.legacy_secrets;
+    }
+    return std::int64_t{-1};
+  });
+}
+
+}  // namespace
+
 TEST_CASE("a legacy algorithm-1 row sealed before migration 0026 still opens, and rewraps", "[pg][keys][shred]") {
   keys_fixture f;
   const crypto::secret_context legacy = plaid_context(f.tenant, crypto::random_uuid());
-  {
-    const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
-    const auto admin = f.database.connect_as_admin();
-    pqxx::work tx(*admin);
-    const auto key = tx.exec_params1("SELECT root_key_id, wrapped_key FROM bankworker.tenant_keys WHERE tenant_id = $1"
-                                     " AND version = 1",
-                                     f.tenant.to_string());
-    const crypto::secret kek = ring.find(key[0].as<std::string>())
-                                   .unwrap(bytes_of(key[1]), crypto::tenant_key_associated_data(
-                                                                 f.tenant, 1, key[0].as<std::string>()));
-    const crypto::sealed_envelope sealed = crypto::seal_envelope(kek, 1, legacy, plaid_token);
-    REQUIRE(sealed.envelope[1] == crypto::algorithm_xchacha20poly1305_blake2b);
-    tx.exec_params0("INSERT INTO bankworker.sealed_secrets (tenant_id, secret_id, purpose, subject_id, kek_version,"
-                    " wrapped_data_key, envelope) VALUES ($1, $2, 'plaid.access_token', $3, 1, $4, $5)",
-                    f.tenant.to_string(), legacy.secret_id.to_string(), legacy.subject_id,
-                    pqxx::binarystring(sealed.wrapped_data_key.data(), sealed.wrapped_data_key.size()),
-                    pqxx::binarystring(sealed.envelope.data(), sealed.envelope.size()));
-    tx.commit();
-  }
+  insert_legacy_row(f, legacy, plaid_token);
   CHECK(f.open(legacy) == plaid_token);
   db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
   CHECK(f.keys->rewrap_tenant(*f.connections, f.tenant, "test").rewrapped == 1);
@@ -640,4 +658,126 @@ TEST_CASE("a legacy algorithm-1 row sealed before migration 0026 still opens, an
   CHECK(f.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = 'secret.shredded' AND subject = $1"
                       " AND details->>'shred_key' = '0'",
                       legacy.secret_id.to_string()) == 1);
+}
+
+TEST_CASE("keys rewrap reseals legacy algorithm-1 rows under shred keys, so a copy taken after it opens through no"
+          " path once shredded",
+          "[pg][keys][shred]") {
+  keys_fixture f;
+  // A Plaid token's associated data binds its connection's environment, which the reseal reads from
+  // the connection row; a Stripe secret binds none.
+  const core::uuid connection = crypto::random_uuid();
+  {
+    const auto admin = f.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec_params0("INSERT INTO bankworker.connections (tenant_id, connection_id, environment, status)"
+                    " VALUES ($1, $2, 'sandbox', 'active')",
+                    f.tenant.to_string(), connection.to_string());
+    tx.commit();
+  }
+  crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
+  victim.subject_id = connection.to_string();
+  const crypto::secret_context webhook{.purpose = crypto::secret_purpose::stripe_webhook_secret,
+                                       .tenant = f.tenant,
+                                       .secret_id = crypto::random_uuid(),
+                                       .subject_id = std::string(db::stripe_endpoint_subject),
+                                       .environment = {}};
+  // A token whose connection row is gone: its environment is unknown, so it stays legacy (and is
+  // counted as such) but still moves to the new version.
+  const crypto::secret_context orphan = plaid_context(f.tenant, crypto::random_uuid());
+  insert_legacy_row(f, victim, plaid_token);
+  insert_legacy_row(f, webhook, "whsec_legacy000000000000000000000000");
+  insert_legacy_row(f, orphan, plaid_token);
+  f.seal_plaid(f.tenant, "access-sandbox-22222222-2222-4222-8222-222222222222");  // already algorithm 2
+  CHECK(legacy_secrets_of(f, 1) == 3);
+
+  db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
+  const db::rewrap_report report = f.keys->rewrap_tenant(*f.connections, f.tenant, "test", 1);
+  CHECK(report.resealed == 2);
+  CHECK(report.rewrapped == 2);  // the orphan (still algorithm 1) and the algorithm-2 row
+  CHECK(report.legacy_remaining == 1);
+  CHECK(report.remaining == 0);
+  CHECK(report.retired == std::vector<std::uint32_t>{1});
+  CHECK(legacy_secrets_of(f, 2) == 1);
+  CHECK(f.admin_count("SELECT coalesce(sum((details->>'rows')::int), 0) FROM bankworker.audit_log"
+                      " WHERE tenant_id = $1::uuid AND action = 'keys.resealed'",
+                      f.tenant.to_string()) == 2);
+  CHECK(f.open(victim) == plaid_token);
+  CHECK(f.open(webhook) == "whsec_legacy000000000000000000000000");
+  CHECK(f.open(orphan) == plaid_token);
+  // Re-running finds nothing more to reseal.
+  CHECK(f.keys->rewrap_tenant(*f.connections, f.tenant, "test").resealed == 0);
+
+  // The copy, taken after the reseal: now algorithm 2 with a shred key of its own, and the attack
+  // works before the shred (so the checks below can fail).
+  const stored_copy copy = copy_rows(f, victim.secret_id);
+  REQUIRE(copy.shred_key.has_value());
+  CHECK(copy.envelope[1] == crypto::algorithm_xchacha20poly1305_blake2b_shred);
+  const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
+  CHECK(open_with_everything(f, ring, copy, victim, false) == std::string(plaid_token));
+
+  CHECK(db::with_tenant(*f.connections, f.tenant,
+                        [&](pqxx::work& tx) { return f.keys->shred_secret(tx, f.tenant, victim.secret_id, "test"); }));
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = 'secret.shredded' AND subject = $1"
+                      " AND details->>'shred_key' = '1'",
+                      victim.secret_id.to_string()) == 1);
+  CHECK_FALSE(open_with_everything(f, ring, copy, victim, false).has_value());
+  restore_rows(f, victim.secret_id, false);
+  try {
+    f.open(victim);
+    FAIL("a restored copy of a resealed, shredded legacy secret opened");
+  } catch (const crypto::envelope_error& error) {
+    CHECK(error.failure() == crypto::envelope_failure::shred_key_missing);
+  }
+}
+
+TEST_CASE("keys rotate --root --new-tenant-keys closes the backup window in one command: a dump holding the sealed"
+          " row and its shred key opens before, and through no path once the old root key is destroyed",
+          "[pg][keys][shred][cli]") {
+  keys_fixture f;
+  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
+  f.seal(victim, plaid_token);
+  const core::uuid kept = f.seal_plaid(f.tenant);
+  const core::uuid theirs = f.seal_plaid(other);
+  const stored_copy dump = copy_rows(f, victim.secret_id);
+  CHECK(db::with_tenant(*f.connections, f.tenant,
+                        [&](pqxx::work& tx) { return f.keys->shred_secret(tx, f.tenant, victim.secret_id, "test"); }));
+  // The window is open: the dump holds both rows, and the live tenant key opens them.
+  CHECK(open_with_everything(f, ring_of({test::test_root_key_hex}), dump, victim, true) == std::string(plaid_token));
+
+  // The one command, through the binary as an operator runs it.
+  const test::root_key_file old_file;
+  const test::root_key_file new_file(test::other_root_key_hex);
+  const auto rotated = test::run_bankworker(
+      {"--json", "keys", "rotate", "--root", "--root-key-file", new_file.path_text(), "--new-tenant-keys",
+       "--batch-rows", "1"},
+      {{"BANKWORKER_DATABASE_URL", f.database.runtime_url()}, {"BANKWORKER_ROOT_KEY_FILE", old_file.path_text()}});
+  INFO(rotated.err);
+  REQUIRE(rotated.exit_code == 0);
+  CHECK_THAT(rotated.out, Catch::Contains("\"key_versions_rewrapped\":2,") &&
+                              Catch::Contains("\"new_tenant_keys\":{\"tenants\":2,\"resealed\":0,\"rewrapped\":2,"
+                                              "\"retired\":2,\"remaining\":0}"));
+  // Nothing live is under the old root key any more, and no version 1 key survives to be unwrapped.
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenant_keys WHERE wrapped_key IS NOT NULL AND version = $1::int",
+                      "1") == 0);
+  CHECK(f.admin_count("SELECT count(*) FROM bankworker.tenant_keys WHERE wrapped_key IS NOT NULL AND state = $1",
+                      "primary") == 2);
+
+  // While the old root key still exists, the dump's own tenant key rows open it: destroying the old
+  // key is the step that matters (the command's output says so).
+  CHECK(open_with_everything(f, ring_of({test::other_root_key_hex, test::test_root_key_hex}), dump, victim, true) ==
+        std::string(plaid_token));
+  // The old root key destroyed: the dump opens with nothing that exists.
+  CHECK_FALSE(open_with_everything(f, ring_of({test::other_root_key_hex}), dump, victim, true).has_value());
+
+  // A worker on the new root key alone opens every live secret, and not the whole dump restored.
+  auto fresh = test::test_key_store({}, test::other_root_key_hex);
+  fresh->prepare(*f.connections);
+  f.keys = std::move(fresh);
+  CHECK(f.open_plaid(f.tenant, kept) == plaid_token);
+  CHECK(f.open_plaid(other, theirs) == plaid_token);
+  restore_rows(f, victim.secret_id, true);
+  CHECK_THROWS(f.open(victim));
+  CHECK_FALSE(db::verify_audit_chain(*f.connections, *f.keys, f.tenant).broken.has_value());
 }
