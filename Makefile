@@ -8,6 +8,8 @@
 #   make run     release build, private PostgreSQL, migrate, then `bankworker run`
 #   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
 #   make install binary, systemd units and an example settings file (PREFIX, DESTDIR)
+#   make deb     the Debian package in build/release/packages, checked by lintian and installed
+#                into a scratch root by tests/package/deb_install_test
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 #   make chaos   the long chaos run (tests/chaos), CHAOS_SECONDS (default 600), in CHAOS_DIR
 #   make clean   remove the build folders (the private cluster stays; scripts/pg destroy removes it)
@@ -23,7 +25,7 @@ SYSTEMD_DIR ?= /etc/systemd/system
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 
-.PHONY: deps build test test-tsan demo run bench fuzz chaos clean install pg-start pg-stop
+.PHONY: deps build test test-tsan demo run bench fuzz chaos clean install deb pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -110,6 +112,19 @@ install: build
 	install -d -m 0750 $(DESTDIR)/etc/bankworker
 	test -e $(DESTDIR)/etc/bankworker/bankworker.env || \
 	  install -m 0640 systemd/bankworker.env.example $(DESTDIR)/etc/bankworker/bankworker.env
+
+# The release build plus the package's install rules (scripts/deb.cmake); lintian must report no
+# error, then the package is installed into a scratch root, run and purged.
+deb: deps
+	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DBW_DEB=ON >/dev/null
+	@echo "building bankworker (release, log in $(RELEASE_DIR)/build.log)"
+	@cmake --build $(RELEASE_DIR) -j $(JOBS) --target bankworker bankworker_deb_files >$(RELEASE_DIR)/build.log 2>&1 || \
+	  { tail -n 40 $(RELEASE_DIR)/build.log; exit 1; }
+	@rm -f $(RELEASE_DIR)/packages/bankworker_*.deb
+	@cd $(RELEASE_DIR) && cpack -G DEB >cpack.log 2>&1 || { tail -n 40 cpack.log; exit 1; }
+	@deb=$$(ls $(RELEASE_DIR)/packages/bankworker_*.deb) && echo "built $$deb" && \
+	  lintian --fail-on error "$$deb" && \
+	  tests/package/deb_install_test "$$deb" "$$(sed -n 's/^project(bankworker VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)"
 
 pg-start:
 	@scripts/pg start

@@ -14,6 +14,10 @@ constexpr const char* tenant_exists_sql = "SELECT count(*) FROM bankworker.tenan
 constexpr const char* webhook_secret_ids_sql =
     "SELECT secret_id::text FROM bankworker.sealed_secrets WHERE purpose = 'stripe.webhook_secret'"
     " AND subject_id = $1 ORDER BY created_at DESC LIMIT $2";
+constexpr const char* webhook_secret_infos_sql =
+    "SELECT secret_id::text, to_char(created_at AT TIME ZONE 'UTC', $3), to_char(rewrapped_at AT TIME ZONE 'UTC', $3),"
+    " kek_version FROM bankworker.sealed_secrets WHERE purpose = 'stripe.webhook_secret' AND subject_id = $1"
+    " ORDER BY created_at DESC LIMIT $2";
 constexpr const char* is_webhook_secret_sql =
     "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'";
 constexpr statement load_event_sql{"stripe_load_event",
@@ -87,6 +91,24 @@ bool remove_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid& te
                            std::string_view actor) {
   if (tx.exec_params(is_webhook_secret_sql, secret_id.to_string()).empty()) return false;
   return keys.shred_secret(tx, tenant, secret_id, actor);
+}
+
+std::vector<webhook_secret_info> list_webhook_secrets(pqxx::transaction_base& tx) {
+  std::vector<webhook_secret_info> secrets;
+  const auto rows = tx.exec_params(webhook_secret_infos_sql, std::string(stripe_endpoint_subject),
+                                   static_cast<long>(limits::stripe_endpoint_secrets_max),
+                                   "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"");
+  for (const auto& row : rows) {
+    const auto id = core::uuid::parse(row[0].as<std::string>());
+    BW_INVARIANT(id.has_value());
+    std::optional<std::string> rewrapped_at;
+    if (!row[2].is_null()) rewrapped_at = row[2].as<std::string>();
+    secrets.push_back({.id = *id,
+                       .created_at = row[1].as<std::string>(),
+                       .rewrapped_at = std::move(rewrapped_at),
+                       .key_version = row[3].as<std::int32_t>()});
+  }
+  return secrets;
 }
 
 std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, key_store& keys, const core::uuid& tenant) {

@@ -32,6 +32,15 @@ core::uuid add_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid&
 // Shreds one signing secret of the tenant's endpoint; false when it has no such secret.
 bool remove_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const core::uuid& secret_id,
                            std::string_view actor);
+// What `stripe secret list` shows of one signing secret: never its material.
+struct webhook_secret_info {
+  core::uuid id;
+  std::string created_at;                   // ISO 8601 UTC
+  std::optional<std::string> rewrapped_at;  // the last `keys rewrap` that moved its data key
+  std::int32_t key_version = 0;             // the tenant key version its data key is wrapped under
+};
+// The tenant's active signing secrets, newest first, at most stripe_endpoint_secrets_max.
+std::vector<webhook_secret_info> list_webhook_secrets(pqxx::transaction_base& tx);
 // Opens every active signing secret of the tenant's endpoint (none: the endpoint is not set up).
 std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, key_store& keys, const core::uuid& tenant);
 

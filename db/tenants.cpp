@@ -12,6 +12,10 @@ namespace bankworker::db {
 
 namespace {
 
+constexpr const char* describe_tenant_sql =
+    "SELECT t.tenant_id::text, t.name, t.status, to_char(t.created_at AT TIME ZONE 'UTC', $1),"
+    " (SELECT count(*) FROM bankworker.connections c WHERE c.tenant_id = t.tenant_id)"
+    " FROM bankworker.tenants t";
 constexpr const char* insert_tenant_sql = "INSERT INTO bankworker.tenants (tenant_id, name) VALUES ($1, $2)";
 
 // Length of the UTF-8 sequence starting with `lead`, or 0 if `lead` cannot start one.
@@ -78,6 +82,19 @@ core::uuid create_tenant(pool& connections, key_store& keys, std::string_view na
                   .details = "{\"kek_version\":" + std::to_string(version) + "}"});
   });
   return tenant;
+}
+
+std::optional<tenant_summary> describe_tenant(pqxx::transaction_base& tx) {
+  const pqxx::result rows = tx.exec_params(describe_tenant_sql, "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"");
+  if (rows.empty()) return std::nullopt;
+  BW_INVARIANT(rows.size() == 1);  // row-level security shows the scoped tenant only
+  const auto id = core::uuid::parse(rows[0][0].as<std::string>());
+  BW_INVARIANT(id.has_value());
+  return tenant_summary{.id = *id,
+                        .name = rows[0][1].as<std::string>(),
+                        .status = rows[0][2].as<std::string>(),
+                        .created_at = rows[0][3].as<std::string>(),
+                        .connections = rows[0][4].as<std::int64_t>()};
 }
 
 }  // namespace bankworker::db

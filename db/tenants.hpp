@@ -1,9 +1,12 @@
 #pragma once
 // Tenants: the root of every tenant-scoped row.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <pqxx/pqxx>
 
 #include "core/uuid.hpp"
 #include "db/keys.hpp"
@@ -19,5 +22,16 @@ std::optional<std::string> check_tenant_name(std::string_view name);
 // same transaction: version 1 of the tenant's key and the first audit row (tenant.created).
 // The name must have passed check_tenant_name.
 core::uuid create_tenant(pool& connections, key_store& keys, std::string_view name, std::string_view actor = "cli");
+
+struct tenant_summary {
+  core::uuid id;
+  std::string name;
+  std::string status;      // active, offboarded
+  std::string created_at;  // ISO 8601 UTC
+  std::int64_t connections = 0;
+};
+// The transaction's tenant (run it inside with_tenant: row-level security shows only that one),
+// or nothing when it does not exist.
+std::optional<tenant_summary> describe_tenant(pqxx::transaction_base& tx);
 
 }  // namespace bankworker::db

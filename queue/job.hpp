@@ -28,6 +28,9 @@ enum class job_state { available, running, retryable, succeeded, failed, cancell
 
 std::string_view to_string(job_state state) noexcept;
 std::optional<job_state> parse_job_state(std::string_view text) noexcept;
+// What an operator may type: the state names, and the outcome names the metrics use for the same
+// states (bankworker_jobs_finished_total: dead = failed, retried = retryable).
+std::optional<job_state> parse_job_state_name(std::string_view text) noexcept;
 
 struct new_job {
   core::uuid tenant;

@@ -44,6 +44,13 @@ constexpr db::statement prune_sql{"bw_queue_prune",
 constexpr db::statement list_sql{"bw_queue_list",
     "SELECT job_id, tenant_id, kind, state, priority, attempt, attempts_max, run_at, created_at, finished_at,"
     " failure, last_error FROM bankworker.list_jobs($1::text, $2::text, $3::uuid, $4::integer)"};
+constexpr db::statement details_sql{"bw_queue_details",
+    "SELECT job_id, tenant_id, kind, state, priority, attempt, attempts_max, run_at, created_at, finished_at,"
+    " failure, last_error, started_at, in_doubt, connection_id, unique_key, payload"
+    " FROM bankworker.job_details($1::bigint)"};
+constexpr db::statement change_many_sql{"bw_queue_change_many",
+    "SELECT job_id, tenant_id, kind, state, changed"
+    " FROM bankworker.change_jobs($1::boolean, $2::text, $3::text, $4::uuid, $5::integer, $6::boolean)"};
 
 using db::array_text;
 
@@ -132,6 +139,12 @@ std::optional<job_state> parse_job_state(std::string_view text) noexcept {
     if (to_string(state) == text) return state;
   }
   return std::nullopt;
+}
+
+std::optional<job_state> parse_job_state_name(std::string_view text) noexcept {
+  if (text == "dead") return job_state::failed;
+  if (text == "retried") return job_state::retryable;
+  return parse_job_state(text);
 }
 
 std::optional<std::string> check_new_job(const new_job& job) {
@@ -446,6 +459,59 @@ std::vector<job_summary> job_queue::list(const list_filter& filter) {
     jobs.push_back(std::move(summary));
   }
   return jobs;
+}
+
+std::optional<job_details> job_queue::details(std::int64_t job_id) {
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_details");
+  const pqxx::result rows = db::exec_statement(tx, details_sql, job_id);
+  tx.commit();
+  if (rows.empty()) return std::nullopt;
+  const pqxx::row row = rows[0];
+  job_details details;
+  job_summary& summary = details.summary;
+  summary.id = row[0].as<std::int64_t>();
+  summary.tenant = uuid_of(row[1]);
+  summary.kind = row[2].c_str();
+  summary.state = state_of(row[3]);
+  summary.priority = row[4].as<std::int16_t>();
+  summary.attempt = row[5].as<std::uint32_t>();
+  summary.attempts_max = row[6].as<std::uint32_t>();
+  summary.run_at = row[7].c_str();
+  summary.created_at = row[8].c_str();
+  summary.finished_at = optional_text(row[9]);
+  summary.failure = optional_text(row[10]);
+  summary.last_error = optional_text(row[11]);
+  details.started_at = optional_text(row[12]);
+  details.in_doubt = row[13].as<bool>();
+  details.connection = optional_text(row[14]);
+  details.unique_key = optional_text(row[15]);
+  details.payload = row[16].c_str();
+  return details;
+}
+
+std::vector<matched_job> job_queue::change_many(bool retry, const change_filter& filter) {
+  BW_ASSERT(filter.limit >= 1);
+  BW_ASSERT(filter.limit <= limits::job_batch_max);
+  const std::optional<std::string> state =
+      filter.state ? std::optional<std::string>(std::string(to_string(*filter.state))) : std::nullopt;
+  const std::optional<std::string> tenant =
+      filter.tenant ? std::optional<std::string>(filter.tenant->to_string()) : std::nullopt;
+  db::pool::lease lease = connections_.checkout();
+  pqxx::work tx(lease.connection(), "bankworker_change_many");
+  const pqxx::result rows = db::exec_statement(tx, change_many_sql, retry, or_null(state), or_null(filter.kind),
+                                               or_null(tenant), static_cast<int>(filter.limit), filter.dry_run);
+  tx.commit();
+  std::vector<matched_job> matched;
+  matched.reserve(rows.size());
+  for (const auto& row : rows) {
+    matched.push_back({.id = row[0].as<std::int64_t>(),
+                       .tenant = uuid_of(row[1]),
+                       .kind = row[2].c_str(),
+                       .state = state_of(row[3]),
+                       .changed = row[4].as<bool>()});
+  }
+  return matched;
 }
 
 }  // namespace bankworker::queue

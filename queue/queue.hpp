@@ -97,6 +97,36 @@ struct job_summary {
   std::optional<std::string> last_error;
 };
 
+// Everything the queue holds about one job (`jobs show`). The payload is as stored: mask it
+// (crypto::redact) before it leaves the process.
+struct job_details {
+  job_summary summary;
+  std::optional<std::string> started_at;
+  bool in_doubt = false;
+  std::optional<std::string> connection;
+  std::optional<std::string> unique_key;
+  std::string payload;  // JSON text
+};
+
+// Which jobs a bulk retry or cancel takes; at most `limit` (1..job_batch_max), oldest first.
+struct change_filter {
+  std::optional<job_state> state;
+  std::optional<std::string> kind;
+  std::optional<core::uuid> tenant;
+  std::size_t limit = 1000;
+  bool dry_run = false;  // only name the jobs
+};
+
+// One job a bulk change matched: its state before, and whether it changed (false in a dry run,
+// and for a revival refused because a job with the same unique key is already waiting).
+struct matched_job {
+  std::int64_t id = 0;
+  core::uuid tenant;
+  std::string kind;
+  job_state state = job_state::available;
+  bool changed = false;
+};
+
 class job_queue {
  public:
   // `connections` must outlive the queue.
@@ -151,6 +181,13 @@ class job_queue {
                     std::size_t batch = 10'000, std::size_t batches = 100);
 
   std::vector<job_summary> list(const list_filter& filter);
+
+  // One job by id, across tenants (nothing when there is no such job).
+  std::optional<job_details> details(std::int64_t job_id);
+
+  // Revives (retry, as retry()) or cancels (as cancel()) every job the filter matches, in one
+  // transaction.
+  std::vector<matched_job> change_many(bool retry, const change_filter& filter);
 
   // The delay before a retry of `attempt`: the handler's own when it gave one, else backoff.
   std::chrono::milliseconds retry_delay(const completion& outcome);

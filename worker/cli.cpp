@@ -2,42 +2,12 @@
 
 #include <string>
 
+#include "worker/cli_help.hpp"
 #include "worker/cli_support.hpp"
 
 namespace bankworker::worker {
 
 namespace {
-
-constexpr std::string_view usage_text =
-    "usage: bankworker [--json] <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  migrate                     apply pending database migrations\n"
-    "  tenant create --name NAME   create a tenant and print its id\n"
-    "  export --tenant T [--format json|csv]\n"
-    "                              the tenant's accounts, balances, journal and bank transactions\n"
-    "  keys status|rotate|rewrap|destroy   tenant keys: see crypto/README.md\n"
-    "  audit verify|checkpoint|pubkey      the signed audit chain: see crypto/README.md\n"
-    "  run                         the service: job dispatcher, webhooks, /healthz /readyz /metrics\n"
-    "  stripe secret add --tenant T --secret-file F | stripe secret remove --tenant T --id S\n"
-    "  stripe connect --tenant T --account acct_…\n"
-    "                              map a Connect account to the tenant; its unrouted events move in\n"
-    "  stripe key set --tenant T --key-file F\n"
-    "  plaid link --tenant T --public-token P [--wait]\n"
-    "                              exchange a Plaid public token for a new bank connection\n"
-    "  connections list --tenant T | connections sync|revoke --tenant T --connection C [--wait]\n"
-    "  scope-key add --id K --key-file F | scope-key list | scope-key retire --id K\n"
-    "                              the keys the app mints tenant scope tokens with (README)\n"
-    "  jobs list [--state S] [--kind K] [--tenant T] [--limit N] | jobs retry ID | jobs cancel ID\n"
-    "\n"
-    "options:\n"
-    "  --json       machine-readable output\n"
-    "  --help       this text\n"
-    "  --version    the version\n"
-    "\n"
-    "environment: BANKWORKER_DATABASE_URL (the runtime login), BANKWORKER_MIGRATE_DATABASE_URL (migrate),\n"
-    "BANKWORKER_LOG_LEVEL, …\n"
-    "see README.md for every variable.\n";
 
 // Every command, by its first word. Add a line here for a new command group.
 struct command {
@@ -58,23 +28,76 @@ constexpr command commands[] = {
     {"scope-key", command_scope_key},
 };
 
+bool asks_for_help(std::string_view word) { return word == "--help" || word == "-h"; }
+
+// `--help` anywhere, `help [COMMAND...]`, `man` and `completion bash`: all from the help table.
+std::optional<int> answer_help(const parsed_args& parsed, std::ostream& out) {
+  std::vector<std::string_view> words;
+  bool help = false;
+  for (const std::string_view word : parsed.words) {
+    if (asks_for_help(word)) help = true;
+    else words.push_back(word);
+  }
+  if (!words.empty() && words.front() == "help") {
+    help = true;
+    words.erase(words.begin());
+  }
+  if (help) {
+    if (words.empty()) {
+      print_usage(out);
+      return exit_ok;
+    }
+    const command_help* found = find_command_help(words);
+    if (found == nullptr) throw usage_error{"unknown command '" + std::string(words.front()) + "' (see bankworker --help)"};
+    print_command_help(*found, out);
+    return exit_ok;
+  }
+  if (words.front() == "man") {
+    expect_only(parsed, 1, {});
+    print_man_page(out);
+    return exit_ok;
+  }
+  if (words.front() == "completion") {
+    expect_only(parsed, 2, {});
+    if (words.size() != 2 || words[1] != "bash") throw usage_error{"expected 'completion bash'"};
+    print_bash_completion(out);
+    return exit_ok;
+  }
+  return std::nullopt;
+}
+
+// --database-url URL stands in for BANKWORKER_DATABASE_URL and BANKWORKER_MIGRATE_DATABASE_URL
+// (and hides their _FILE forms, so that the two do not conflict); the option is then consumed.
+env_lookup with_database_url(parsed_args& parsed, const env_lookup& env) {
+  const std::optional<std::string_view> url = parsed.option("--database-url");
+  if (!url) return env;
+  const command_help* found = find_command_help(parsed.words);
+  if (found != nullptr && !found->database) {
+    throw usage_error{"--database-url does not apply to '" + std::string(found->path) + "'"};
+  }
+  std::erase_if(parsed.options, [](const auto& option) { return option.first == "--database-url"; });
+  return [env, url = std::string(*url)](std::string_view name) -> std::optional<std::string> {
+    if (name == "BANKWORKER_DATABASE_URL" || name == "BANKWORKER_MIGRATE_DATABASE_URL") return url;
+    if (name == "BANKWORKER_DATABASE_URL_FILE" || name == "BANKWORKER_MIGRATE_DATABASE_URL_FILE") return std::nullopt;
+    return env(name);
+  };
+}
+
 }  // namespace
 
 int run_cli(std::span<const std::string_view> args, const env_lookup& env, std::ostream& out, std::ostream& err) {
   try {
-    const parsed_args parsed = parse_args(args);
+    parsed_args parsed = parse_args(args);
     if (parsed.words.empty()) throw usage_error{"no command given (see bankworker --help)"};
+    if (const std::optional<int> answered = answer_help(parsed, out)) return *answered;
     const std::string_view command = parsed.words.front();
-    if (command == "--help" || command == "-h" || command == "help") {
-      out << usage_text;
-      return exit_ok;
-    }
     if (command == "--version") {
       out << "bankworker " << BANKWORKER_VERSION << '\n';
       return exit_ok;
     }
+    const env_lookup effective_env = with_database_url(parsed, env);
     for (const auto& [name, run] : commands) {
-      if (name == command) return run(parsed, env, out);
+      if (name == command) return run(parsed, effective_env, out);
     }
     throw usage_error{"unknown command '" + std::string(command) + "' (see bankworker --help)"};
   } catch (const usage_error& error) {

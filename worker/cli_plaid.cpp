@@ -7,12 +7,14 @@
 // --wait polls the job until it finishes, at most wait_timeout, and prints its outcome; the exit
 // status is 0 only when the job succeeded.
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "core/json_text.hpp"
+#include "db/keys.hpp"
 #include "db/plaid_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "worker/cli.hpp"
@@ -121,40 +123,60 @@ std::int64_t request(db::pool& connections, const core::uuid& tenant, const char
   });
 }
 
-void list(const parsed_args& parsed, db::pool& connections, const core::uuid& tenant, std::ostream& out) {
-  const auto rows = db::with_tenant(connections, tenant, [&](pqxx::work& tx) { return db::list_connections(tx, tenant); });
-  if (parsed.json) {
-    std::string text = "[";
+void append_connection_json(const core::uuid& tenant, const db::connection_summary& row, std::string& text) {
+  text += "{\"tenant_id\":";
+  core::append_json_string(tenant.to_string(), text);
+  text += ",\"connection_id\":";
+  core::append_json_string(row.connection.to_string(), text);
+  text += ",\"status\":";
+  core::append_json_string(row.status, text);
+  text += ",\"item_id\":";
+  append_optional(text, row.item_id);
+  text += ",\"institution_id\":";
+  append_optional(text, row.institution_id);
+  text += ",\"last_synced_at\":";
+  append_optional(text, row.last_synced_at);
+  text += ",\"next_sync_at\":";
+  append_optional(text, row.next_sync_at);
+  text += ",\"last_error\":";
+  append_optional(text, row.last_error);
+  text += ",\"revoking_since\":";
+  append_optional(text, row.revoking_since);
+  text += ",\"accounts\":" + std::to_string(row.accounts) + ",\"transactions\":" + std::to_string(row.transactions) + "}";
+}
+
+constexpr std::string_view connection_statuses[] = {"linking", "active", "needs_reauth", "revoking", "revoked"};
+
+// `connections list [--tenant T] [--status S]`: one tenant's connections, or every tenant's (each
+// line then starts with the tenant), optionally of one status only.
+void list(const parsed_args& parsed, db::pool& connections, std::ostream& out) {
+  const std::optional<std::string_view> status = parsed.option("--status");
+  if (status && std::find(std::begin(connection_statuses), std::end(connection_statuses), *status) ==
+                    std::end(connection_statuses)) {
+    throw usage_error{"--status must be linking, active, needs_reauth, revoking or revoked"};
+  }
+  const bool across = !parsed.option("--tenant");
+  const std::vector<core::uuid> tenants = across ? db::list_tenants(connections) : std::vector{tenant_option(parsed)};
+  std::string text = "[";
+  for (const core::uuid& tenant : tenants) {
+    const auto rows =
+        db::with_tenant(connections, tenant, [&](pqxx::work& tx) { return db::list_connections(tx, tenant); });
     for (const db::connection_summary& row : rows) {
-      if (text.size() > 1) text += ',';
-      text += "{\"connection_id\":";
-      core::append_json_string(row.connection.to_string(), text);
-      text += ",\"status\":";
-      core::append_json_string(row.status, text);
-      text += ",\"item_id\":";
-      append_optional(text, row.item_id);
-      text += ",\"institution_id\":";
-      append_optional(text, row.institution_id);
-      text += ",\"last_synced_at\":";
-      append_optional(text, row.last_synced_at);
-      text += ",\"next_sync_at\":";
-      append_optional(text, row.next_sync_at);
-      text += ",\"last_error\":";
-      append_optional(text, row.last_error);
-      text += ",\"revoking_since\":";
-      append_optional(text, row.revoking_since);
-      text += ",\"accounts\":" + std::to_string(row.accounts) + ",\"transactions\":" + std::to_string(row.transactions) + "}";
+      if (status && row.status != *status) continue;
+      if (parsed.json) {
+        if (text.size() > 1) text += ',';
+        append_connection_json(tenant, row, text);
+        continue;
+      }
+      if (across) out << tenant.to_string() << ' ';
+      out << row.connection.to_string() << ' ' << row.status << " accounts=" << row.accounts
+          << " transactions=" << row.transactions << " last_synced_at=" << row.last_synced_at.value_or("-");
+      // A revocation Plaid has not confirmed: since when, and Plaid's last answer (no token in it).
+      if (row.revoking_since) out << " revoking_since=" << *row.revoking_since << " last_error=" << row.last_error.value_or("-");
+      out << '\n';
     }
-    out << text << "]\n";
-    return;
   }
-  for (const db::connection_summary& row : rows) {
-    out << row.connection.to_string() << ' ' << row.status << " accounts=" << row.accounts
-        << " transactions=" << row.transactions << " last_synced_at=" << row.last_synced_at.value_or("-");
-    // A revocation Plaid has not confirmed: since when, and Plaid's last answer (no token in it).
-    if (row.revoking_since) out << " revoking_since=" << *row.revoking_since << " last_error=" << row.last_error.value_or("-");
-    out << '\n';
-  }
+  if (parsed.json) out << text << "]\n";
 }
 
 }  // namespace
@@ -182,26 +204,29 @@ int command_plaid(const parsed_args& parsed, const env_lookup& env, std::ostream
 int command_connections(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
   const std::string_view action = parsed.words.size() >= 2 ? parsed.words[1] : std::string_view{};
   if (action != "list" && action != "sync" && action != "revoke") {
-    throw usage_error{"expected 'connections list --tenant T' or 'connections sync|revoke --tenant T --connection C [--wait]'"};
+    throw usage_error{"expected 'connections list [--tenant T] [--status S]' or 'connections sync|revoke --tenant T --connection C [--wait]'"};
   }
   if (action == "list") {
-    expect_only(parsed, 2, {"--tenant"});
-  } else {
-    expect_only(parsed, 2, {"--tenant", "--connection", "--wait"});
+    expect_only(parsed, 2, {"--tenant", "--status"});
+    if (parsed.option("--tenant")) tenant_option(parsed);  // a bad uuid is bad usage, before connecting
+    settings config = load_or_throw(env, {.database = true});
+    const auto connections = open_worker_pool(config);
+    try {
+      list(parsed, *connections, out);
+      return exit_ok;
+    } catch (const pqxx::sql_error& error) {
+      throw_database_failure("connections list", error);
+    }
   }
+  expect_only(parsed, 2, {"--tenant", "--connection", "--wait"});
   const core::uuid tenant = tenant_option(parsed);
-  const std::optional<core::uuid> connection =
-      action == "list" ? std::nullopt : std::optional<core::uuid>(connection_option(parsed));
+  const core::uuid connection = connection_option(parsed);
   settings config = load_or_throw(env, {.database = true});
   const auto connections = open_worker_pool(config);
   try {
-    if (action == "list") {
-      list(parsed, *connections, tenant, out);
-      return exit_ok;
-    }
     const bool sync = action == "sync";
     const std::int64_t job =
-        request(*connections, tenant, sync ? request_sync_sql : request_revoke_sql, connection->to_string());
+        request(*connections, tenant, sync ? request_sync_sql : request_revoke_sql, connection.to_string());
     return report_job(parsed, *connections, tenant, job, sync ? "plaid.sync" : "plaid.revoke", out);
   } catch (const pqxx::broken_connection& error) {
     throw command_error{"cannot connect to the database: " + one_line(error.what())};

@@ -159,16 +159,55 @@ int command_stripe_key(const parsed_args& parsed, const env_lookup& env, std::os
   return exit_ok;
 }
 
+// `stripe secret list --tenant T`: ids, dates and key versions of the active signing secrets; the
+// secrets themselves stay sealed (no root key is even loaded).
+int list_stripe_secrets(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  expect_only(parsed, 3, {"--tenant"});
+  const core::uuid tenant = tenant_option(parsed);
+  settings config = load_or_throw(env, {.database = true});
+  const auto connections = open_worker_pool(config);
+  std::vector<db::webhook_secret_info> secrets;
+  try {
+    secrets = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+      if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+      return db::list_webhook_secrets(tx);
+    });
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("stripe secret list", error);
+  }
+  std::string text = "{\"tenant_id\":\"" + tenant.to_string() + "\",\"secrets\":[";
+  for (const db::webhook_secret_info& secret : secrets) {
+    if (!parsed.json) {
+      out << secret.id.to_string() << " created_at=" << secret.created_at
+          << " rewrapped_at=" << secret.rewrapped_at.value_or("-") << " key_version=" << secret.key_version << '\n';
+      continue;
+    }
+    if (text.back() != '[') text.push_back(',');
+    text += "{\"secret_id\":\"" + secret.id.to_string() + "\",\"created_at\":";
+    core::append_json_string(secret.created_at, text);
+    text += ",\"rewrapped_at\":";
+    if (secret.rewrapped_at) core::append_json_string(*secret.rewrapped_at, text);
+    else text += "null";
+    text += ",\"key_version\":" + std::to_string(secret.key_version) + "}";
+  }
+  if (parsed.json) out << text << "]}\n";
+  return exit_ok;
+}
+
 }  // namespace
 
 int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
   if (parsed.words.size() >= 2 && parsed.words[1] == "connect") return connect_account(parsed, env, out);
+  if (parsed.words.size() >= 3 && parsed.words[1] == "secret" && parsed.words[2] == "list") {
+    return list_stripe_secrets(parsed, env, out);
+  }
   if (parsed.words.size() >= 3 && parsed.words[1] == "key" && parsed.words[2] == "set") {
     return command_stripe_key(parsed, env, out);
   }
   if (parsed.words.size() < 3 || parsed.words[1] != "secret" ||
       (parsed.words[2] != "add" && parsed.words[2] != "remove")) {
     throw usage_error{"expected 'stripe secret add --tenant T --secret-file F', 'stripe secret remove --tenant T --id S',"
+                      " 'stripe secret list --tenant T',"
                       " 'stripe key set --tenant T --key-file F' or 'stripe connect --tenant T --account acct_…'"};
   }
   const bool adding = parsed.words[2] == "add";

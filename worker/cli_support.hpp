@@ -53,7 +53,8 @@ struct parsed_args {
 // that a command must accept explicitly through expect_only.
 inline constexpr std::string_view value_options[] = {
     "--name",    "--tenant", "--connection", "--secret-file", "--id",    "--account", "--key-file",
-    "--public-token", "--format", "--state",   "--kind",        "--limit", "--root-key-file", "--batch-rows"};
+    "--public-token", "--format", "--state",   "--kind",        "--limit", "--root-key-file", "--batch-rows",
+    "--database-url", "--status"};
 
 parsed_args parse_args(std::span<const std::string_view> args);
 

@@ -1,8 +1,10 @@
-// Schema and tenant commands: `migrate`, `tenant create`.
+// Schema and tenant commands: `migrate`, `tenant create`, `tenant list`.
 #include <string>
 
 #include "core/json_text.hpp"
+#include "db/keys.hpp"
 #include "db/migrate.hpp"
+#include "db/tenant_scope.hpp"
 #include "db/tenants.hpp"
 #include "worker/cli.hpp"
 #include "worker/cli_support.hpp"
@@ -38,9 +40,46 @@ int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostre
   return exit_ok;
 }
 
+namespace {
+
+// `tenant list`: every tenant, each read in its own scope (the runtime login sees tenant rows only
+// there); no root key needed.
+int list_tenants(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  expect_only(parsed, 2, {});
+  settings config = load_or_throw(env, {.database = true});
+  const auto connections = open_worker_pool(config);
+  std::string text = "{\"tenants\":[";
+  try {
+    for (const core::uuid& tenant : db::list_tenants(*connections)) {
+      const auto found = db::with_tenant(*connections, tenant, [](pqxx::work& tx) { return db::describe_tenant(tx); });
+      if (!found) continue;  // deleted between the two reads
+      if (!parsed.json) {
+        out << found->id.to_string() << ' ' << found->status << " created_at=" << found->created_at
+            << " connections=" << found->connections << " name=" << found->name << '\n';
+        continue;
+      }
+      if (text.back() != '[') text.push_back(',');
+      text += "{\"tenant_id\":\"" + found->id.to_string() + "\",\"name\":";
+      core::append_json_string(found->name, text);
+      text += ",\"status\":";
+      core::append_json_string(found->status, text);
+      text += ",\"created_at\":";
+      core::append_json_string(found->created_at, text);
+      text += ",\"connections\":" + std::to_string(found->connections) + "}";
+    }
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("tenant list", error);
+  }
+  if (parsed.json) out << text << "]}\n";
+  return exit_ok;
+}
+
+}  // namespace
+
 int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
+  if (parsed.words.size() >= 2 && parsed.words[1] == "list") return list_tenants(parsed, env, out);
   if (parsed.words.size() < 2 || parsed.words[1] != "create") {
-    throw usage_error{"expected 'tenant create --name NAME'"};
+    throw usage_error{"expected 'tenant create --name NAME' or 'tenant list'"};
   }
   expect_only(parsed, 2, {"--name"});
   const std::optional<std::string_view> name = parsed.option("--name");

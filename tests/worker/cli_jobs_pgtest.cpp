@@ -93,3 +93,112 @@ TEST_CASE("jobs retry revives a dead job and jobs cancel cancels a waiting one",
   CHECK(missing.err == "bankworker: no job 99\n");
   CHECK(run_bankworker({"jobs", "retry", "one"}, env).exit_code == 2);
 }
+
+TEST_CASE("jobs list takes the metrics' state names: dead is failed, retried is retryable", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
+  const auto dead = run_bankworker({"jobs", "list", "--state", "dead"}, env);
+  REQUIRE(dead.exit_code == 0);
+  REQUIRE(lines_of(dead.out).size() == 1);
+  CHECK(dead.out.rfind("1 " + std::string(tenant_a) + " plaid.sync failed", 0) == 0);
+  CHECK(run_bankworker({"jobs", "list", "--state", "retried"}, env).out.empty());
+}
+
+TEST_CASE("jobs show prints one job with every field and its payload masked", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec_params(
+        "UPDATE bankworker.jobs SET payload = $1::jsonb WHERE job_id = 2",
+        std::string(R"({"public_token":"public-sandbox-0d3f1c2a-5b6e-4f70-8a9b-0c1d2e3f4a5b","secret":"hunter2-hunter2"})"));
+    tx.commit();
+  }
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
+
+  const auto shown = run_bankworker({"jobs", "show", "2"}, env);
+  REQUIRE(shown.exit_code == 0);
+  CHECK(shown.out.rfind("job 2\ntenant " + std::string(tenant_a) + "\nkind plaid.link\nstate available\n", 0) == 0);
+  CHECK(shown.out.find("\npayload {") != std::string::npos);
+  CHECK(shown.out.find("0d3f1c2a-5b6e") == std::string::npos);
+  CHECK(shown.out.find("hunter2") == std::string::npos);
+
+  const auto dead = run_bankworker({"--json", "jobs", "show", "1"}, env);
+  REQUIRE(dead.exit_code == 0);
+  CHECK(dead.out.rfind("{\"job_id\":1,", 0) == 0);
+  CHECK(dead.out.find("\"failure\":\"attempts_exhausted\",\"last_error\":\"HTTP 500\\nfrom provider\"") !=
+        std::string::npos);
+  CHECK(dead.out.find("\"in_doubt\":false") != std::string::npos);
+
+  const auto missing = run_bankworker({"jobs", "show", "99"}, env);
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.err == "bankworker: no job 99\n");
+}
+
+TEST_CASE("bulk jobs retry and cancel change every match, and --dry-run changes nothing", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
+  const auto admin = database.connect_as_admin();
+  const auto state_of = [&](int id) {
+    pqxx::work tx(*admin);
+    return tx.exec_params1("SELECT state FROM bankworker.jobs WHERE job_id = $1", id)[0].as<std::string>();
+  };
+
+  // Without a filter a bulk change is refused: a bare `jobs cancel` must not cancel everything.
+  CHECK(run_bankworker({"jobs", "cancel"}, env).exit_code == 2);
+
+  const auto preview = run_bankworker({"jobs", "cancel", "--kind", "plaid.sync", "--dry-run"}, env);
+  REQUIRE(preview.exit_code == 0);
+  CHECK(lines_of(preview.out) ==
+        std::vector<std::string>{"3 " + std::string(tenant_b) + " plaid.sync available would cancel",
+                                 "1 matched, 0 cancelled (dry run)"});
+  CHECK(state_of(3) == "available");
+
+  const auto cancelled = run_bankworker({"--json", "jobs", "cancel", "--state", "available", "--tenant", tenant_a}, env);
+  REQUIRE(cancelled.exit_code == 0);
+  CHECK(cancelled.out == "{\"dry_run\":false,\"jobs\":[{\"job_id\":2,\"tenant_id\":\"" + std::string(tenant_a) +
+                             "\",\"kind\":\"plaid.link\",\"state\":\"available\",\"changed\":true}],\"changed\":1}\n");
+  CHECK(state_of(2) == "cancelled");
+  CHECK(state_of(3) == "available");
+
+  // Retry takes the dead job and the cancelled one; the waiting job 3 is not a candidate.
+  const auto revived = run_bankworker({"jobs", "retry", "--tenant", tenant_a}, env);
+  REQUIRE(revived.exit_code == 0);
+  CHECK(lines_of(revived.out).back() == "2 matched, 2 retried");
+  CHECK(state_of(1) == "available");
+  CHECK(state_of(2) == "available");
+}
+
+TEST_CASE("bulk retry skips a dead job whose unique key already waits, and says so", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec("UPDATE bankworker.jobs SET unique_key = 'plaid.sync:x' WHERE job_id = 1");
+    tx.exec_params("INSERT INTO bankworker.jobs (job_id, tenant_id, kind, unique_key) VALUES (4, $1, 'plaid.sync',"
+                   " 'plaid.sync:x')",
+                   tenant_a);
+    tx.commit();
+  }
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
+  const auto revived = run_bankworker({"jobs", "retry", "--state", "dead"}, env);
+  REQUIRE(revived.exit_code == 0);
+  CHECK(lines_of(revived.out) ==
+        std::vector<std::string>{"1 " + std::string(tenant_a) +
+                                     " plaid.sync failed skipped (a job with its unique key waits): retry",
+                                 "1 matched, 0 retried"});
+}
+
+TEST_CASE("--database-url takes the place of BANKWORKER_DATABASE_URL for a database command", "[pg][cli]") {
+  const scratch_database database;
+  insert_jobs(database);
+  const auto listed = run_bankworker({"jobs", "list", "--database-url", database.runtime_url()}, {});
+  REQUIRE(listed.exit_code == 0);
+  CHECK(lines_of(listed.out).size() == 3);
+  // The runtime login's refusal of owner power holds for the option too.
+  CHECK(run_bankworker({"jobs", "list", "--database-url", database.url()}, {}).exit_code == 78);
+}

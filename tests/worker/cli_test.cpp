@@ -102,3 +102,107 @@ TEST_CASE("children get exactly their environment, plus the suite's leak suppres
   CHECK(lines_of(overridden.out) == std::vector<std::string>{"LSAN_OPTIONS=detect_leaks=0"});
   CHECK(lines_of(none.out).empty());
 }
+
+TEST_CASE("every command and subcommand answers --help with its own usage and exit 0", "[cli][help]") {
+  for (const std::string_view path :
+       {"migrate", "run", "tenant", "tenant create", "tenant list", "export", "keys", "keys status", "keys rotate", "keys rewrap",
+        "keys destroy", "audit", "audit verify", "audit checkpoint", "audit pubkey", "stripe", "stripe secret",
+        "stripe secret add", "stripe secret remove", "stripe secret list", "stripe connect", "stripe key", "stripe key set", "plaid",
+        "plaid link", "connections", "connections list", "connections sync", "connections revoke", "scope-key",
+        "scope-key add", "scope-key list", "scope-key retire", "jobs", "jobs list", "jobs show", "jobs retry", "jobs cancel"}) {
+    INFO(path);
+    std::vector<std::string> args;
+    for (std::size_t at = 0; at <= path.size();) {
+      const std::size_t space = std::min(path.find(' ', at), path.size());
+      args.emplace_back(path.substr(at, space - at));
+      at = space + 1;
+    }
+    args.emplace_back("--help");
+    // No configuration at all: help never needs it.
+    const auto help = run_bankworker(args, {});
+    CHECK(help.exit_code == 0);
+    CHECK(help.err.empty());
+    CHECK(help.out.rfind("usage: bankworker " + std::string(path), 0) == 0);
+    CHECK(help.out.find("--database-url URL") != std::string::npos);
+    CHECK(help.out.find("visible to other local users") != std::string::npos);
+    args.insert(args.begin(), "help");
+    args.pop_back();
+    CHECK(run_bankworker(args, {}).out == help.out);
+  }
+  const auto group = run_bankworker({"jobs", "--help"}, {});
+  CHECK(group.out.find("  jobs list [--state S]") != std::string::npos);
+  CHECK(group.out.find("  jobs retry ID") != std::string::npos);
+  CHECK(run_bankworker({"nonsense", "--help"}, {}).exit_code == 2);
+}
+
+TEST_CASE("--database-url overrides the environment's URL and its _FILE form, and never echoes a password",
+          "[cli][config]") {
+  const std::map<std::string, std::string> env = {
+      {"BANKWORKER_DATABASE_URL_FILE", "/nonexistent/database-url"},
+      {"BANKWORKER_MIGRATE_DATABASE_URL", "not a url"}};
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"migrate", "--database-url", "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=5"},
+        std::vector<std::string>{"jobs", "list", "--database-url=postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=5"}}) {
+    INFO(args.front());
+    const auto result = run_bankworker(args, env);
+    // Without the option these fail as bad configuration (78); with it they reach the URL given.
+    CHECK(result.exit_code == 1);
+    CHECK(result.err.find("cannot connect to the database") != std::string::npos);
+    CHECK(result.err.find("hunter2") == std::string::npos);
+  }
+  CHECK(run_bankworker({"migrate"}, env).exit_code == 78);
+  const auto refused = run_bankworker({"man", "--database-url", "postgresql://x@127.0.0.1/x"}, {});
+  CHECK(refused.exit_code == 2);
+  CHECK(refused.err.find("--database-url does not apply") != std::string::npos);
+}
+
+TEST_CASE("the man page and the bash completion come from the help table", "[cli][help]") {
+  const auto man = run_bankworker({"man"}, {});
+  REQUIRE(man.exit_code == 0);
+  CHECK(man.out.rfind(".TH BANKWORKER 1 ", 0) == 0);
+  CHECK(man.out.find(".B jobs list [\\-\\-state S]") != std::string::npos);
+  CHECK(man.out.find("visible to other local users") != std::string::npos);
+  for (const std::string& line : lines_of(man.out)) {
+    INFO(line);
+    // A text line starting with ' or an unknown request would be eaten by troff.
+    if (line.starts_with(".") || line.starts_with("'")) {
+      const std::string request = line.substr(1, line.find(' ') == std::string::npos ? std::string::npos : line.find(' ') - 1);
+      CHECK((request == "TH" || request == "SH" || request == "B" || request == "I" || request == "TP" ||
+             request == "RS" || request == "RE" || request == "nf" || request == "fi"));
+    }
+  }
+
+  char man_pattern[] = "/tmp/bankworker-man-XXXXXX";
+  const std::filesystem::path man_directory = ::mkdtemp(man_pattern);
+  std::ofstream(man_directory / "bankworker.1") << man.out;
+  // groff (when installed) renders it without a single warning, -ww enabling them all.
+  if (std::system("command -v groff >/dev/null 2>&1") == 0) {
+    const std::string render = "groff -man -Tutf8 -ww -z " + (man_directory / "bankworker.1").string() + " 2> " +
+                               (man_directory / "warnings").string();
+    CHECK(std::system(render.c_str()) == 0);
+    CHECK(std::filesystem::file_size(man_directory / "warnings") == 0);
+  }
+  std::filesystem::remove_all(man_directory);
+
+  const auto completion = run_bankworker({"completion", "bash"}, {});
+  REQUIRE(completion.exit_code == 0);
+  char pattern[] = "/tmp/bankworker-completion-XXXXXX";
+  const std::filesystem::path directory = ::mkdtemp(pattern);
+  std::ofstream(directory / "bankworker.bash") << completion.out;
+  // Real bash, completing as it would at a prompt: COMP_WORDS is what the user typed so far.
+  const auto complete = [&](const std::string& typed, int word) {
+    const std::string command = "bash -c 'source " + (directory / "bankworker.bash").string() + "; COMP_WORDS=(" +
+                                typed + "); COMP_CWORD=" + std::to_string(word) +
+                                "; _bankworker; echo \"${COMPREPLY[*]}\"' > " + (directory / "out").string();
+    REQUIRE(std::system(command.c_str()) == 0);
+    std::ifstream in(directory / "out");
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  CHECK(complete("bankworker jo", 1) == "jobs");
+  CHECK(complete("bankworker jobs ''", 2) == "--json --help --database-url list show retry cancel");
+  CHECK(complete("bankworker stripe secret a", 3) == "add");
+  CHECK(complete("bankworker jobs list --tenant x --st", 5) == "--state");
+  std::filesystem::remove_all(directory);
+}

@@ -1,0 +1,268 @@
+#include "worker/cli_help.hpp"
+
+#include "worker/cli_support.hpp"
+
+#include <cctype>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace bankworker::worker {
+
+namespace {
+
+constexpr std::string_view tenant_line = "  --tenant T         the tenant's id (a uuid)\n";
+constexpr std::string_view wait_line =
+    "  --wait             wait for the job to finish and print its outcome\n";
+
+// Every command and subcommand, groups before their members. The one copy of the help text.
+constexpr command_help helps[] = {
+    {"migrate", "", "apply pending database migrations (as BANKWORKER_MIGRATE_DATABASE_URL's login)", ""},
+    {"run", "", "the service: job dispatcher, webhooks, /healthz /readyz /metrics", ""},
+    {"tenant", "create|list ...", "tenants", ""},
+    {"tenant create", "--name NAME", "create a tenant and print its id", "  --name NAME        a display name\n"},
+    {"tenant list", "", "every tenant: id, status, creation date, connections and name", ""},
+    {"export", "--tenant T [--format json|csv]", "the tenant's accounts, balances, journal and bank transactions",
+     "  --tenant T         the tenant's id (a uuid)\n  --format F         json (default) or csv\n"},
+    {"keys", "status|rotate|rewrap|destroy ...", "tenant and root keys: see crypto/README.md", ""},
+    {"keys status", "[--tenant T]", "each tenant's key versions and what still needs them", tenant_line},
+    {"keys rotate", "--tenant T | --root --root-key-file NEW_KEY_FILE",
+     "add a new primary tenant key version, or move every tenant key to a new root key",
+     "  --tenant T         the tenant whose key rotates\n"
+     "  --root             rotate the root key instead\n"
+     "  --root-key-file F  the new root key (64 hex characters)\n"},
+    {"keys rewrap", "[--tenant T] [--batch-rows N]", "re-wrap data keys under the primary key versions, online",
+     "  --tenant T         one tenant (default: every tenant)\n  --batch-rows N     rows per transaction\n"},
+    {"keys destroy", "--tenant T --yes-destroy-all-keys", "destroy every key of a tenant: its secrets never open again",
+     "  --tenant T               the tenant\n  --yes-destroy-all-keys   the confirmation\n"},
+    {"audit", "verify|checkpoint|pubkey ...", "the signed audit chain: see crypto/README.md", ""},
+    {"audit verify", "[--tenant T]", "recompute each tenant's audit chain and name the first broken row", tenant_line},
+    {"audit checkpoint", "[--tenant T]", "sign a checkpoint of each chain that verifies", tenant_line},
+    {"audit pubkey", "", "print the audit signing public key", ""},
+    {"stripe", "secret|connect|key ...", "Stripe webhook secrets, Connect accounts and API keys", ""},
+    {"stripe secret", "add|remove|list ...", "the tenant's webhook endpoint secrets", ""},
+    {"stripe secret add", "--tenant T --secret-file F", "add a webhook endpoint secret (whsec_…) for the tenant",
+     "  --tenant T         the tenant\n  --secret-file F    a file holding the secret\n"},
+    {"stripe secret remove", "--tenant T --id S", "remove (shred) one of the tenant's webhook secrets",
+     "  --tenant T         the tenant\n  --id S             the secret's id\n"},
+    {"stripe secret list", "--tenant T", "the tenant's active webhook secrets: ids, dates, key versions (never the secrets)",
+     tenant_line},
+    {"stripe connect", "--tenant T --account acct_…", "map a Connect account to the tenant; its unrouted events move in",
+     "  --tenant T         the tenant\n  --account A        the Connect account id\n"},
+    {"stripe key", "set ...", "the tenant's Stripe API key", ""},
+    {"stripe key set", "--tenant T --key-file F", "store the tenant's Stripe API key, sealed",
+     "  --tenant T         the tenant\n  --key-file F       a file holding the key\n"},
+    {"plaid", "link ...", "Plaid items", ""},
+    {"plaid link", "--tenant T --public-token P [--wait]", "exchange a Plaid public token for a new bank connection",
+     "  --tenant T         the tenant\n  --public-token P   the token from Plaid Link\n"
+     "  --wait             wait for the job to finish and print its outcome\n"},
+    {"connections", "list|sync|revoke ...", "bank connections", ""},
+    {"connections list", "[--tenant T] [--status S]",
+     "bank connections, their status and last error: one tenant's, or every tenant's (each line then starts with it)",
+     "  --tenant T         one tenant (default: every tenant)\n"
+     "  --status S         linking, active, needs_reauth, revoking or revoked only\n"},
+    {"connections sync", "--tenant T --connection C [--wait]", "enqueue a sync of one connection",
+     "  --tenant T         the tenant\n  --connection C     the connection's id\n"
+     "  --wait             wait for the job to finish and print its outcome\n"},
+    {"connections revoke", "--tenant T --connection C [--wait]",
+     "revoke a connection: remove the Plaid item, then shred its token",
+     "  --tenant T         the tenant\n  --connection C     the connection's id\n"
+     "  --wait             wait for the job to finish and print its outcome\n"},
+    {"scope-key", "add|list|retire ...", "the keys the app mints tenant scope tokens with (README)", ""},
+    {"scope-key add", "--id K --key-file F", "add a scope key and print its fingerprint",
+     "  --id K             the key's id\n  --key-file F       a file holding 64 hex digits\n"},
+    {"scope-key list", "", "the scope keys, active and retired (never their material)", ""},
+    {"scope-key retire", "--id K", "retire a scope key: tokens under it are refused at once",
+     "  --id K             the key's id\n"},
+    {"jobs", "list|show|retry|cancel ...", "the job queue", ""},
+    {"jobs list", "[--state S] [--kind K] [--tenant T] [--limit N]", "jobs, newest first",
+     "  --state S          available, running, retryable, succeeded, failed or cancelled;\n"
+     "                     the metrics' names dead (failed) and retried (retryable) too\n"
+     "  --kind K           a job kind (plaid.sync, stripe.post, …)\n"
+     "  --tenant T         one tenant's jobs\n  --limit N          at most N (default 100)\n"},
+    {"jobs show", "ID", "one job: its state, attempts, last error and payload (secrets masked)", ""},
+    {"jobs retry", "ID | [--state S] [--kind K] [--tenant T] [--limit N] [--dry-run]",
+     "revive dead, cancelled or waiting-to-retry jobs with a fresh attempt count: one by id, or every match",
+     "  --state S          failed (dead), cancelled or retryable (retried)\n"
+     "  --kind K           a job kind\n  --tenant T         one tenant's jobs\n"
+     "  --limit N          at most N, oldest first (default 1000)\n"
+     "  --dry-run          only name the jobs that would change\n"},
+    {"jobs cancel", "ID | [--state S] [--kind K] [--tenant T] [--limit N] [--dry-run]",
+     "give up on unfinished jobs: one by id, or every match (a running job loses its lease)",
+     "  --state S          available, running or retryable (retried)\n"
+     "  --kind K           a job kind\n  --tenant T         one tenant's jobs\n"
+     "  --limit N          at most N, oldest first (default 1000)\n"
+     "  --dry-run          only name the jobs that would change\n"},
+    {"help", "[COMMAND...]", "this text, or one command's", "", false},
+    {"man", "", "print the man page (troff) generated from this help text", "", false},
+    {"completion", "bash", "print the bash completion script generated from this help text", "", false},
+};
+
+constexpr std::string_view global_options =
+    "  --json               machine-readable output\n"
+    "  --help, -h           help for bankworker or for the command before it\n"
+    "  --version            the version\n"
+    "  --database-url URL   connect with URL instead of BANKWORKER_DATABASE_URL (for migrate,\n"
+    "                       BANKWORKER_MIGRATE_DATABASE_URL). A password on the command line is\n"
+    "                       visible to other local users (ps, /proc): prefer the _FILE forms.\n";
+
+constexpr std::string_view environment_text =
+    "  BANKWORKER_DATABASE_URL (or _FILE, or the database-url credential): the runtime login\n"
+    "  BANKWORKER_MIGRATE_DATABASE_URL (or _FILE, or migrate-database-url): the owner's login, for migrate\n"
+    "  BANKWORKER_ROOT_KEY_FILE, BANKWORKER_LOG_LEVEL, …: README.md lists every variable\n";
+
+bool is_member(std::string_view group, std::string_view path) {
+  return path.size() > group.size() && path.starts_with(group) && path[group.size()] == ' ';
+}
+
+bool is_group(std::string_view path) {
+  for (const command_help& help : helps) {
+    if (is_member(path, help.path)) return true;
+  }
+  return false;
+}
+
+// Troff text: backslashes escaped, hyphens as \-, characters beyond ASCII as \[uXXXX] (troff
+// reads bytes, not UTF-8), and a line never starting with . or '.
+std::string troff(std::string_view text) {
+  std::string out;
+  bool line_start = true;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (line_start && (c == '.' || c == '\'')) out += "\\&";
+    line_start = c == '\n';
+    if (c == '\\') {
+      out += "\\e";
+    } else if (c == '-') {
+      out += "\\-";
+    } else if (c >= 0xE0 && c < 0xF0 && i + 2 < text.size()) {  // the table holds 3-byte characters only
+      const unsigned code = ((c & 0x0Fu) << 12) | ((static_cast<unsigned char>(text[i + 1]) & 0x3Fu) << 6) |
+                            (static_cast<unsigned char>(text[i + 2]) & 0x3Fu);
+      char escaped[16];
+      std::snprintf(escaped, sizeof escaped, "\\[u%04X]", code);
+      out += escaped;
+      i += 2;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+// The --options a command's synopsis names, without their values.
+std::vector<std::string_view> options_of(const command_help& help) {
+  std::vector<std::string_view> options;
+  const std::string_view text = help.synopsis;
+  for (std::size_t at = text.find("--"); at != std::string_view::npos; at = text.find("--", at + 2)) {
+    std::size_t end = at + 2;
+    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '-')) ++end;
+    options.push_back(text.substr(at, end - at));
+  }
+  return options;
+}
+
+}  // namespace
+
+std::span<const command_help> command_helps() { return helps; }
+
+const command_help* find_command_help(std::span<const std::string_view> words) {
+  const command_help* found = nullptr;
+  std::string path;
+  for (const std::string_view word : words) {
+    if (word.starts_with("-")) break;
+    if (!path.empty()) path.push_back(' ');
+    path += word;
+    const command_help* match = nullptr;
+    for (const command_help& help : helps) {
+      if (help.path == path) match = &help;
+    }
+    if (match == nullptr) break;
+    found = match;
+  }
+  return found;
+}
+
+void print_usage(std::ostream& out) {
+  out << "usage: bankworker [--json] [--database-url URL] <command> [options]\n\ncommands:\n";
+  for (const command_help& help : helps) {
+    if (is_group(help.path)) continue;
+    out << "  " << help.path << (help.synopsis.empty() ? "" : " ") << help.synopsis << "\n      " << help.summary
+        << '\n';
+  }
+  out << "\noptions:\n" << global_options << "\nenvironment:\n" << environment_text
+      << "\n'bankworker COMMAND --help' describes one command.\n";
+}
+
+void print_command_help(const command_help& help, std::ostream& out) {
+  out << "usage: bankworker " << help.path << (help.synopsis.empty() ? "" : " ") << help.synopsis << "\n\n"
+      << help.summary << ".\n";
+  if (is_group(help.path)) {
+    out << "\ncommands:\n";
+    for (const command_help& member : helps) {
+      if (!is_member(help.path, member.path) || is_group(member.path)) continue;
+      out << "  " << member.path << (member.synopsis.empty() ? "" : " ") << member.synopsis << "\n      "
+          << member.summary << '\n';
+    }
+  }
+  if (!help.details.empty()) out << "\noptions:\n" << help.details;
+  // Commands without a database stop before --database-url, the last global option.
+  const std::string_view globals =
+      help.database ? global_options : global_options.substr(0, global_options.find("  --database-url"));
+  out << "\nglobal options:\n" << globals;
+}
+
+void print_man_page(std::ostream& out) {
+  out << ".TH BANKWORKER 1 \"\" \"bankworker " << BANKWORKER_VERSION << "\" \"User Commands\"\n"
+      << ".SH NAME\nbankworker \\- sync Plaid bank transactions and post Stripe webhooks to a ledger\n"
+      << ".SH SYNOPSIS\n.B bankworker\n[\\-\\-json] [\\-\\-database\\-url URL]\n.I command\n[options]\n"
+      << ".SH COMMANDS\n";
+  for (const command_help& help : helps) {
+    if (is_group(help.path)) continue;
+    out << ".TP\n.B " << troff(help.path) << (help.synopsis.empty() ? "" : " ") << troff(help.synopsis) << '\n'
+        << troff(help.summary) << ".\n";
+    if (!help.details.empty()) out << ".RS\n.nf\n" << troff(help.details) << ".fi\n.RE\n";
+  }
+  out << ".SH OPTIONS\n.nf\n" << troff(global_options) << ".fi\n"
+      << ".SH ENVIRONMENT\n.nf\n" << troff(environment_text) << ".fi\n"
+      << ".SH EXIT STATUS\n0 done, 1 the command failed, 2 bad usage, 78 bad configuration.\n"
+      << ".SH SEE ALSO\nREADME.md and crypto/README.md in the source tree.\n";
+}
+
+void print_bash_completion(std::ostream& out) {
+  out << "# bash completion for bankworker, generated by 'bankworker completion bash'.\n"
+      << "_bankworker() {\n"
+      << "  local cur=${COMP_WORDS[COMP_CWORD]} path='' i word\n"
+      << "  for ((i = 1; i < COMP_CWORD; i++)); do\n"
+      << "    word=${COMP_WORDS[i]}\n"
+      << "    case $word in\n"
+      << "      ";
+  for (const std::string_view option : value_options) out << option << (option == value_options[std::size(value_options) - 1] ? "" : "|");
+  out << ") ((i++)) ;;\n"
+      << "      -*) ;;\n"
+      << "      *) path=\"${path:+$path }$word\" ;;\n"
+      << "    esac\n"
+      << "  done\n"
+      << "  local words='--json --help --database-url'\n"
+      << "  case $path in\n";
+  out << "    '') words=\"$words --version";
+  for (const command_help& help : helps) {
+    if (help.path.find(' ') == std::string_view::npos) out << ' ' << help.path;
+  }
+  out << "\" ;;\n";
+  for (const command_help& help : helps) {
+    out << "    '" << help.path << "') words=\"$words";
+    for (const command_help& member : helps) {
+      if (!is_member(help.path, member.path)) continue;
+      const std::string_view rest = member.path.substr(help.path.size() + 1);
+      if (rest.find(' ') == std::string_view::npos) out << ' ' << rest;
+    }
+    for (const std::string_view option : options_of(help)) out << ' ' << option;
+    out << "\" ;;\n";
+  }
+  out << "  esac\n"
+      << "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+      << "}\n"
+      << "complete -F _bankworker bankworker\n";
+}
+
+}  // namespace bankworker::worker
