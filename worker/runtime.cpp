@@ -1,6 +1,7 @@
 #include "worker/runtime.hpp"
 
 #include <signal.h>
+#include <sodium.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
@@ -21,6 +22,7 @@
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
 #include "core/limits.hpp"
+#include "db/connect.hpp"
 #include "db/inbox.hpp"
 #include "db/migrate.hpp"
 #include "connectors/stripe/signature.hpp"
@@ -209,7 +211,15 @@ int run_service(settings& config) {
   };
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
-  const crypto::secret listen_url = crypto::secret::copy_of(config.database_url.reveal().text());
+  pool_config.connect_timeout = config.database_connect_timeout;
+  // The LISTEN connection opens outside the pool: it gets the same connect timeout in its URL.
+  const crypto::secret listen_url = [&config] {
+    std::string url(config.database_url.reveal().text());
+    db::add_connect_timeout(url, config.database_connect_timeout);
+    crypto::secret copy = crypto::secret::copy_of(url);
+    sodium_memzero(url.data(), url.size());
+    return copy;
+  }();
   db::pool connections(std::move(config.database_url), pool_config);
   const auto keys = open_key_store(config, connections);
 
