@@ -326,7 +326,9 @@ TEST_CASE("kinds a process cannot run are never claimed there and keep their att
   running.jobs.enqueue(jobs_of("test.limited", 5));
   running.jobs.enqueue(jobs_of("test.count", 50));
   running.start();
-  REQUIRE(wait_until([&] { return scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE state = 'succeeded'") == 50; }, 60s));
+  REQUIRE(wait_until([&] {
+    return scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'test.count' AND state = 'succeeded'") == 50;
+  }, 60s));
   // Several more poll rounds with nothing else to claim.
   std::this_thread::sleep_for(1s);
   running.stop();
