@@ -12,6 +12,13 @@ namespace bankworker::limits {
 inline constexpr std::size_t db_connections_max = 64;
 inline constexpr std::chrono::milliseconds db_checkout_timeout_max{60'000};
 inline constexpr std::chrono::milliseconds db_statement_timeout_max{600'000};
+// How long opening one database connection may take (BANKWORKER_DATABASE_CONNECT_TIMEOUT, whole
+// seconds): TCP, TLS and authentication together. The pool refuses a connect timeout longer than
+// its longest checkout wait.
+inline constexpr std::chrono::seconds database_connect_timeout_default{5};
+inline constexpr std::chrono::seconds database_connect_timeout_max{60};
+static_assert(database_connect_timeout_default <= database_connect_timeout_max);
+static_assert(database_connect_timeout_max <= db_checkout_timeout_max);
 
 // Operator commands (migrate, key rotation) on their own connection: generous, never unbounded.
 inline constexpr std::chrono::milliseconds operator_statement_timeout{15 * 60'000};

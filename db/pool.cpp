@@ -9,6 +9,7 @@
 
 #include "core/assert.hpp"
 #include "core/limits.hpp"
+#include "db/connect.hpp"
 
 namespace bankworker::db {
 
@@ -22,18 +23,6 @@ constexpr const char* set_role_sql = "SELECT set_config('role', $1, false)";
 constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
 
 std::string milliseconds_text(std::chrono::milliseconds value) { return std::to_string(value.count()); }
-
-// Adds connect_timeout to a libpq URI or key=value string that does not set one already.
-void add_connect_timeout(std::string& url, std::chrono::milliseconds timeout) {
-  if (url.find("connect_timeout") != std::string::npos) return;
-  const std::string seconds = std::to_string((timeout.count() + 999) / 1000);
-  if (url.find("://") == std::string::npos) {
-    url += " connect_timeout=" + seconds;
-  } else {
-    url += (url.find('?') == std::string::npos ? "?" : "&");
-    url += "connect_timeout=" + seconds;
-  }
-}
 
 void check_settings(const pool_settings& settings) {
   if (settings.connections == 0 || settings.connections > limits::db_connections_max) {

@@ -17,7 +17,9 @@ constexpr std::string_view wait_line =
 
 // Every command and subcommand, groups before their members. The one copy of the help text.
 constexpr command_help helps[] = {
-    {"migrate", "", "apply pending database migrations (as BANKWORKER_MIGRATE_DATABASE_URL's login)", ""},
+    {"migrate", "[--dry-run|--status]", "apply pending database migrations (as BANKWORKER_MIGRATE_DATABASE_URL's login)",
+     "  --dry-run          list what would apply, change nothing\n"
+     "  --status           every migration, applied or pending; change nothing\n"},
     {"run", "", "the service: job dispatcher, webhooks, /healthz /readyz /metrics", ""},
     {"tenant", "create|list ...", "tenants", ""},
     {"tenant create", "--name NAME", "create a tenant and print its id", "  --name NAME        a display name\n"},

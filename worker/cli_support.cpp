@@ -7,6 +7,7 @@
 #include "core/limits.hpp"
 #include "connectors/vault/transit_root_key.hpp"
 #include "core/assert.hpp"
+#include "db/connect.hpp"
 #include "db/login.hpp"
 #include "queue/queue.hpp"
 
@@ -120,10 +121,17 @@ void refuse_privileged_login(pqxx::connection& connection) {
   if (problem) throw config_error{{"BANKWORKER_DATABASE_URL: " + *problem}};
 }
 
+// libpq says only "timeout expired" when connect_timeout fires; name the setting that fired.
+std::string connect_timeout_note(const settings& config, const pqxx::broken_connection& error) {
+  if (std::string_view(error.what()).find("timeout expired") == std::string_view::npos) return {};
+  return " (BANKWORKER_DATABASE_CONNECT_TIMEOUT, " + std::to_string(config.database_connect_timeout.count()) + " s)";
+}
+
 }  // namespace
 
 std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, login_use use) {
   std::string url(config.database_url.reveal().text());
+  db::add_connect_timeout(url, config.database_connect_timeout);
   try {
     auto connection = std::make_unique<pqxx::connection>(url);
     sodium_memzero(url.data(), url.size());
@@ -139,18 +147,35 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, 
     return connection;
   } catch (const pqxx::broken_connection& error) {
     sodium_memzero(url.data(), url.size());
-    throw command_error{"cannot connect to the database: " + one_line(error.what())};
+    throw command_error{"cannot connect to the database: " + one_line(error.what()) + connect_timeout_note(config, error)};
   }
 }
 
 std::unique_ptr<db::pool> open_worker_pool(settings& config, std::size_t connections) {
   db::pool_settings pool_config;
   pool_config.connections = connections;
+  pool_config.connect_timeout = config.database_connect_timeout;
   connect_as_login_user(config, login_use::runtime);  // refuses a login with owner power first
   return std::make_unique<db::pool>(std::move(config.database_url), std::move(pool_config));
 }
 
 std::unique_ptr<db::pool> open_queue_pool(settings& config) { return open_worker_pool(config, 1); }
+
+namespace {
+
+// A root key file that cannot be used (unreadable, too open, not 32 bytes of hex) is the operator's
+// configuration, not a failure of the command: exit 78, naming the variable, and systemd does not
+// restart a worker that would fail the same way (RestartPreventExitStatus=78).
+std::unique_ptr<crypto::root_key_provider> load_root_key_file(std::string_view variable,
+                                                              const std::filesystem::path& path) {
+  try {
+    return crypto::file_root_key::load(path);
+  } catch (const crypto::root_key_error& error) {
+    throw config_error{{std::string(variable) + ": " + one_line(error.what())}};
+  }
+}
+
+}  // namespace
 
 std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(const settings& config) {
   std::vector<std::unique_ptr<crypto::root_key_provider>> providers;
@@ -167,8 +192,10 @@ std::vector<std::unique_ptr<crypto::root_key_provider>> configured_root_keys(con
                                               .key_name = config.vault_transit_key},
           std::move(token)));
     }
-    if (config.root_key_file) providers.push_back(crypto::file_root_key::load(*config.root_key_file));
-    if (config.root_key_previous_file) providers.push_back(crypto::file_root_key::load(*config.root_key_previous_file));
+    if (config.root_key_file) providers.push_back(load_root_key_file("BANKWORKER_ROOT_KEY_FILE", *config.root_key_file));
+    if (config.root_key_previous_file) {
+      providers.push_back(load_root_key_file("BANKWORKER_ROOT_KEY_PREVIOUS_FILE", *config.root_key_previous_file));
+    }
   } catch (const crypto::root_key_error& error) {
     throw command_error{one_line(error.what())};
   } catch (const std::invalid_argument& error) {

@@ -1,5 +1,7 @@
 // Schema and tenant commands: `migrate`, `tenant create`, `tenant list`.
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "core/json_text.hpp"
 #include "db/keys.hpp"
@@ -11,10 +13,67 @@
 
 namespace bankworker::worker {
 
+namespace {
+
+void print_names(std::string_view key, const std::vector<std::string>& names, std::string& text) {
+  core::append_json_string(key, text);
+  text += ":[";
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) text.push_back(',');
+    core::append_json_string(names[i], text);
+  }
+  text += "]";
+}
+
+// `migrate --dry-run` and `migrate --status`: what the database has and what this binary would
+// apply, read in one read-only transaction; nothing is created or changed. An edited or unknown
+// applied migration is refused exactly as `migrate` would refuse it.
+int report_migrations(const parsed_args& parsed, pqxx::connection& connection, std::ostream& out) {
+  const auto migrations = db::embedded_migrations();
+  std::vector<std::string> pending;
+  try {
+    pending = db::pending_migrations(connection, migrations);
+  } catch (const db::migration_error& error) {
+    throw command_error{one_line(error.what())};
+  } catch (const pqxx::sql_error& error) {
+    throw_database_failure("reading the applied migrations", error);
+  }
+  std::vector<std::string> applied;
+  for (const db::migration& m : migrations) {
+    if (std::find(pending.begin(), pending.end(), m.name) == pending.end()) applied.emplace_back(m.name);
+  }
+  const bool dry_run = parsed.flag("--dry-run");
+  if (parsed.json) {
+    std::string text = "{";
+    print_names(dry_run ? "would_apply" : "pending", pending, text);
+    text += ",";
+    print_names("applied", applied, text);
+    text += ",\"migrations\":" + std::to_string(migrations.size()) + "}";
+    out << text << '\n';
+    return exit_ok;
+  }
+  if (dry_run) {
+    for (const std::string& name : pending) out << "would apply " << name << '\n';
+    out << pending.size() << " of " << migrations.size() << " migrations would apply; nothing was changed\n";
+    return exit_ok;
+  }
+  for (const db::migration& m : migrations) {
+    const bool waiting = std::find(pending.begin(), pending.end(), m.name) != pending.end();
+    out << (waiting ? "pending " : "applied ") << m.name << '\n';
+  }
+  if (pending.empty()) out << "schema current: " << migrations.size() << " migrations applied\n";
+  else out << "schema behind: " << pending.size() << " of " << migrations.size() << " migrations pending\n";
+  return exit_ok;
+}
+
+}  // namespace
+
 int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
-  expect_only(parsed, 1, {});
+  expect_only(parsed, 1, {"--dry-run", "--status"});
+  if (parsed.flag("--dry-run") && parsed.flag("--status")) throw usage_error{"migrate takes --dry-run or --status, not both"};
   const settings config = load_or_throw(env, {.database = true, .migrate = true});
   const auto connection = connect_as_login_user(config, login_use::migration);
+  if (parsed.flag("--dry-run") || parsed.flag("--status")) return report_migrations(parsed, *connection, out);
   db::migration_report report;
   try {
     report = db::apply_migrations(*connection, db::embedded_migrations());
@@ -25,12 +84,9 @@ int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostre
   }
   const std::size_t total = db::embedded_migrations().size();
   if (parsed.json) {
-    std::string text = "{\"applied\":[";
-    for (std::size_t i = 0; i < report.applied.size(); ++i) {
-      if (i > 0) text.push_back(',');
-      core::append_json_string(report.applied[i], text);
-    }
-    text += "],\"already_applied\":" + std::to_string(report.already_applied) +
+    std::string text = "{";
+    print_names("applied", report.applied, text);
+    text += ",\"already_applied\":" + std::to_string(report.already_applied) +
             ",\"migrations\":" + std::to_string(total) + "}";
     out << text << '\n';
   } else {

@@ -200,12 +200,30 @@ void load_database_url(loader& load, const settings_needs& needs, settings& s) {
   s.database_url = std::move(url);
 }
 
+// BANKWORKER_DATABASE_CONNECT_TIMEOUT: whole seconds, 1 to database_connect_timeout_max.
+void load_connect_timeout(loader& load, settings& s) {
+  const auto text = load.get("BANKWORKER_DATABASE_CONNECT_TIMEOUT");
+  if (!text) return;
+  unsigned seconds = 0;
+  const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), seconds);
+  const auto timeout = std::chrono::seconds(seconds);
+  if (error != std::errc{} || end != text->data() + text->size() || seconds == 0 ||
+      timeout > limits::database_connect_timeout_max) {
+    load.problem("BANKWORKER_DATABASE_CONNECT_TIMEOUT",
+                 "expected whole seconds from 1 to database_connect_timeout_max (" +
+                     std::to_string(limits::database_connect_timeout_max.count()) + "), got '" + *text + "'");
+    return;
+  }
+  s.database_connect_timeout = timeout;
+}
+
 settings_result load_settings(const env_lookup& env, settings_needs needs) {
   settings_result result;
   settings& s = result.value;
   loader load(env, result);
 
   load_database_url(load, needs, s);
+  load_connect_timeout(load, s);
 
   if (auto listen = load.get("BANKWORKER_HTTP_LISTEN")) {
     if (auto parsed = parse_listen_address(*listen)) {

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/limits.hpp"
 #include "crypto/secret.hpp"
 #include "worker/log.hpp"
 
@@ -26,6 +27,10 @@ std::optional<listen_address> parse_listen_address(std::string_view text);
 
 struct settings {
   crypto::secret database_url;  // may carry a password
+  // How long opening a database connection may take before the command gives up (libpq's
+  // connect_timeout; BANKWORKER_DATABASE_CONNECT_TIMEOUT, seconds). A URL naming its own
+  // connect_timeout keeps it.
+  std::chrono::seconds database_connect_timeout = limits::database_connect_timeout_default;
   listen_address http_listen{"127.0.0.1", 8080};
   std::optional<std::filesystem::path> root_key_file;
   // The root key being replaced, during a root rotation: still opens what it wrapped.

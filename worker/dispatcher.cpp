@@ -225,8 +225,9 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       continue;
     }
     claim_wake_ = false;
-    // Kinds at their limit are left in the queue, for this process later or for another one now.
-    std::vector<std::string> full_kinds;
+    // Kinds at their limit are left in the queue, for this process later or for another one now;
+    // kinds this process cannot run are always left.
+    std::vector<std::string> full_kinds = settings_.never_claim_kinds;
     for (const auto& [kind, limit] : settings_.kind_concurrency_max) {
       const auto running = kind_running_.find(kind);
       if (running != kind_running_.end() && running->second >= limit) full_kinds.push_back(kind);

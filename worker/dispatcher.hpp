@@ -66,6 +66,9 @@ struct dispatcher_settings {
   // Optional per-kind limits in this process (a provider's rate, say): at most this many jobs of
   // the kind run at once. Kinds not listed are limited by `concurrency` alone.
   std::map<std::string, std::uint32_t, std::less<>> kind_concurrency_max;
+  // Kinds this process cannot run (a provider whose settings it lacks): never claimed here, so
+  // they wait with their attempts untouched for a process that can run them.
+  std::vector<std::string> never_claim_kinds;
 };
 
 // What a handler may use while it runs. Valid until the handler's coroutine returns.

@@ -1,6 +1,7 @@
 #include "worker/runtime.hpp"
 
 #include <signal.h>
+#include <sodium.h>
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
@@ -21,6 +22,7 @@
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
 #include "core/limits.hpp"
+#include "db/connect.hpp"
 #include "db/inbox.hpp"
 #include "db/migrate.hpp"
 #include "connectors/stripe/signature.hpp"
@@ -209,7 +211,15 @@ int run_service(settings& config) {
   };
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
-  const crypto::secret listen_url = crypto::secret::copy_of(config.database_url.reveal().text());
+  pool_config.connect_timeout = config.database_connect_timeout;
+  // The LISTEN connection opens outside the pool: it gets the same connect timeout in its URL.
+  const crypto::secret listen_url = [&config] {
+    std::string url(config.database_url.reveal().text());
+    db::add_connect_timeout(url, config.database_connect_timeout);
+    crypto::secret copy = crypto::secret::copy_of(url);
+    sodium_memzero(url.data(), url.size());
+    return copy;
+  }();
   db::pool connections(std::move(config.database_url), pool_config);
   const auto keys = open_key_store(config, connections);
 
@@ -247,6 +257,12 @@ int run_service(settings& config) {
       std::min(dispatch_config.heartbeat_interval, std::chrono::duration_cast<std::chrono::milliseconds>(config.job_lease) / 3);
   // Retention runs once per interval across all processes, in the scheduler.
   dispatch_config.prune_interval = std::chrono::milliseconds(0);
+  // Without Plaid settings a claimed Plaid job could only fail or wait, spending an attempt each
+  // time; it stays in the queue instead.
+  if (!plaid_configured(config)) {
+    dispatch_config.never_claim_kinds = {std::string(plaid_link_kind), std::string(plaid_sync_kind),
+                                         std::string(plaid_revoke_kind)};
+  }
   dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
   jobs_dispatcher.set_metrics(metrics);
   db::inbox inbox(connections, {}, enqueue_stripe_posts());
@@ -272,8 +288,8 @@ int run_service(settings& config) {
   jobs_dispatcher.add_handler(std::string(stripe_post_kind),
                               stripe_post_handler(connections, currencies, stripe_api_handlers.get(), &log));
 
-  // Plaid: without credentials the jobs wait (retried later) rather than fail, so a process
-  // started before its configuration was complete loses nothing.
+  // Plaid: a process without its settings never claims Plaid jobs (dispatch_config above): they
+  // wait, attempts untouched, for a process that has them or for this one restarted with them.
   std::unique_ptr<plaid::client> plaid_api;
   std::unique_ptr<plaid_jobs> plaid_handlers;
   if (plaid_configured(config)) {
@@ -289,12 +305,8 @@ int run_service(settings& config) {
     jobs_dispatcher.add_handler(std::string(plaid_sync_kind), plaid_handlers->sync_handler());
     jobs_dispatcher.add_handler(std::string(plaid_revoke_kind), plaid_handlers->revoke_handler());
   } else {
-    log.warn("Plaid is not configured (BANKWORKER_PLAID_BASE_URL, _CLIENT_ID, _SECRET): Plaid jobs wait");
-    for (const std::string_view kind : {plaid_link_kind, plaid_sync_kind, plaid_revoke_kind}) {
-      jobs_dispatcher.add_handler(std::string(kind), [](queue::job, job_context) -> asio::awaitable<queue::outcome> {
-        co_return queue::outcome::retry("Plaid is not configured in this worker", std::chrono::minutes(5));
-      });
-    }
+    log.warn("Plaid is not configured (BANKWORKER_PLAID_BASE_URL, _CLIENT_ID, _SECRET): this process claims no"
+             " Plaid job");
   }
 
   scheduler_settings periodic_config;

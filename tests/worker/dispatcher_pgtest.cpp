@@ -315,6 +315,28 @@ TEST_CASE("a per-kind limit caps how many jobs of that kind run at once while ot
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE attempt = 1") == 120);
 }
 
+TEST_CASE("kinds a process cannot run are never claimed there and keep their attempts", "[pg][dispatcher]") {
+  const scratch_database database;
+  insert_tenant(database);
+  worker::dispatcher_settings settings;
+  settings.concurrency = 8;
+  settings.poll_interval = 100ms;
+  settings.never_claim_kinds = {"test.limited"};
+  running_dispatcher running(database, settings);
+  running.jobs.enqueue(jobs_of("test.limited", 5));
+  running.jobs.enqueue(jobs_of("test.count", 50));
+  running.start();
+  REQUIRE(wait_until([&] {
+    return scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'test.count' AND state = 'succeeded'") == 50;
+  }, 60s));
+  // Several more poll rounds with nothing else to claim.
+  std::this_thread::sleep_for(1s);
+  running.stop();
+  CHECK(running.limited_seen.started == 0);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'test.limited' AND attempt = 0"
+                         " AND state = 'available'") == 5);
+}
+
 TEST_CASE("a NOTIFY storm on the job channel costs at most one claim round per debounce interval", "[pg][dispatcher]") {
   const scratch_database database;
   insert_tenant(database);
