@@ -105,4 +105,8 @@ class inbox {
   std::thread committer_;
 };
 
+// The unposted inbox for the operators' gauges (migration 0028): one row (events bigint,
+// oldest_s bigint), the Stripe events received but not yet posted and the oldest one's age.
+inline constexpr const char* inbox_gauges_sql = "SELECT events, oldest_s FROM bankworker.inbox_gauges()";
+
 }  // namespace bankworker::db

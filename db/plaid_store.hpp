@@ -110,4 +110,8 @@ struct connection_summary {
 };
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant);
 
+// Connections by status for the operators' gauges (migration 0028): one row (status text,
+// connections bigint) for every status, zero when none.
+inline constexpr const char* connection_gauges_sql = "SELECT status, connections FROM bankworker.connection_gauges()";
+
 }  // namespace bankworker::db

@@ -205,4 +205,11 @@ class job_queue {
 // Timestamp text PostgreSQL reads as timestamptz (UTC, microseconds).
 std::string timestamp_text(time_point at);
 
+// Jobs by kind and state for the operators' gauges (migration 0028): rows (kind text, state text,
+// jobs bigint, oldest_due_s bigint), at most job_gauge_rows_max of them. States: available (due),
+// scheduled (waiting for run_at), running, retryable (a due retry), dead. No parameters, so it can
+// go in one pipelined round trip with the other gauges' statements.
+inline constexpr std::size_t job_gauge_rows_max = 500;
+inline constexpr const char* job_gauges_sql = "SELECT kind, state, jobs, oldest_due_s FROM bankworker.job_gauges(500)";
+
 }  // namespace bankworker::queue

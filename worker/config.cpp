@@ -217,6 +217,21 @@ void load_connect_timeout(loader& load, settings& s) {
   s.database_connect_timeout = timeout;
 }
 
+namespace {
+
+// A host:port variable into `address`, which keeps its default when the variable is unset.
+void load_listen_address(loader& load, std::string_view name, listen_address& address) {
+  if (auto listen = load.get(name)) {
+    if (auto parsed = parse_listen_address(*listen)) {
+      address = *parsed;
+    } else {
+      load.problem(name, "expected host:port with an IP literal (127.0.0.1:8080, [::1]:8080), got '" + *listen + "'");
+    }
+  }
+}
+
+}  // namespace
+
 settings_result load_settings(const env_lookup& env, settings_needs needs) {
   settings_result result;
   settings& s = result.value;
@@ -225,14 +240,8 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
   load_database_url(load, needs, s);
   load_connect_timeout(load, s);
 
-  if (auto listen = load.get("BANKWORKER_HTTP_LISTEN")) {
-    if (auto parsed = parse_listen_address(*listen)) {
-      s.http_listen = *parsed;
-    } else {
-      load.problem("BANKWORKER_HTTP_LISTEN", "expected host:port with an IP literal (127.0.0.1:8080, [::1]:8080), got '" +
-                                                 *listen + "'");
-    }
-  }
+  load_listen_address(load, "BANKWORKER_HTTP_LISTEN", s.http_listen);
+  load_listen_address(load, "BANKWORKER_ADMIN_LISTEN", s.admin_listen);
 
   const bool root_key_named = load.get("BANKWORKER_ROOT_KEY_FILE").has_value();
   if (root_key_named) {

@@ -32,6 +32,9 @@ struct settings {
   // connect_timeout keeps it.
   std::chrono::seconds database_connect_timeout = limits::database_connect_timeout_default;
   listen_address http_listen{"127.0.0.1", 8080};
+  // /healthz, /readyz and /metrics, apart from the webhooks so the webhook port (often behind a
+  // public proxy) exposes webhooks only; loopback by default, 8081 next to the webhook port.
+  listen_address admin_listen{"127.0.0.1", 8081};
   std::optional<std::filesystem::path> root_key_file;
   // The root key being replaced, during a root rotation: still opens what it wrapped.
   std::optional<std::filesystem::path> root_key_previous_file;

@@ -83,7 +83,20 @@ dispatcher::~dispatcher() = default;
 
 void dispatcher::add_handler(std::string kind, job_handler handler) {
   BW_ASSERT(handler != nullptr);
+  if (metrics_ != nullptr) metrics_for(kind);
   handlers_.insert_or_assign(std::move(kind), std::move(handler));
+}
+
+std::vector<std::string> dispatcher::kinds() const {
+  std::vector<std::string> names;
+  names.reserve(handlers_.size());
+  for (const auto& [kind, handler] : handlers_) names.push_back(kind);
+  return names;
+}
+
+void dispatcher::set_metrics(metrics_registry& registry) {
+  metrics_ = &registry;
+  for (const auto& [kind, handler] : handlers_) metrics_for(kind);
 }
 
 void dispatcher::listen_also(queue::listener_channel extra) {

@@ -135,9 +135,13 @@ class dispatcher {
   ~dispatcher();
 
   void add_handler(std::string kind, job_handler handler);
+  // The kinds that have a handler, sorted.
+  std::vector<std::string> kinds() const;
   // Publishes job metrics by kind (claimed, outcomes, durations) in `registry`, which outlives the
-  // dispatcher. Call before run().
-  void set_metrics(metrics_registry& registry) noexcept { metrics_ = &registry; }
+  // dispatcher. Call before run(). Every series of every handled kind (added before or after this
+  // call) exists from then on at zero, so an alert on increase() of the dead outcome sees the
+  // first death rather than the series appearing with it.
+  void set_metrics(metrics_registry& registry);
 
   // Listens on a further channel on the job channel's LISTEN connection (nothing when
   // settings.listen is false); its callbacks run on executor(). Call before run().

@@ -23,6 +23,16 @@ inline db::external_call to_external_call(std::string_view provider, const conne
   return row;
 }
 
+// Registers one provider call series at zero (and the endpoint's latency histogram), so that it is
+// on /metrics before the first such call.
+inline void register_provider_call(metrics_registry& metrics, std::string_view provider, const std::string& endpoint,
+                                   std::string_view outcome) {
+  metrics.add_counter("bankworker_provider_calls_total", "Calls to providers, by endpoint and outcome.",
+                      {{"provider", std::string(provider)}, {"endpoint", endpoint}, {"outcome", std::string(outcome)}});
+  metrics.add_histogram("bankworker_provider_call_duration_seconds", "Latency of provider calls, by endpoint.",
+                        {{"provider", std::string(provider)}, {"endpoint", endpoint}});
+}
+
 // Counts one provider call by endpoint and outcome, and its latency. Endpoints carry no ids and
 // outcomes come from a fixed set per provider, so the series stay bounded.
 inline void count_provider_call(metrics_registry& metrics, std::string_view provider,

@@ -1,10 +1,12 @@
 #include "worker/log.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 #include "core/json_text.hpp"
@@ -109,12 +111,38 @@ std::string format_log_line(log_level level, std::string_view timestamp, std::st
   return line;
 }
 
+bool is_journal_stream(int fd, const char* journal_stream) noexcept {
+  if (journal_stream == nullptr) return false;
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  char tail = 0;
+  if (std::sscanf(journal_stream, "%llu:%llu%c", &device, &inode, &tail) != 2) return false;
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return false;
+  return static_cast<unsigned long long>(status.st_dev) == device &&
+         static_cast<unsigned long long>(status.st_ino) == inode;
+}
+
+std::string_view journal_prefix(log_level level) noexcept {
+  switch (level) {
+    case log_level::debug: return "<7>";
+    case log_level::info: return "<6>";
+    case log_level::warn: return "<4>";
+    case log_level::error: return "<3>";
+  }
+  return "<3>";
+}
+
 logger::logger(log_level level, int fd, std::vector<const crypto::secret*> known_secrets)
-    : level_(static_cast<int>(level)), fd_(fd), known_secrets_(std::move(known_secrets)) {}
+    : level_(static_cast<int>(level)),
+      fd_(fd),
+      journal_(is_journal_stream(fd, std::getenv("JOURNAL_STREAM"))),
+      known_secrets_(std::move(known_secrets)) {}
 
 void logger::log(log_level level, std::string_view message, std::initializer_list<log_field> fields) {
   if (!enabled(level)) return;
-  const std::string line = format_log_line(level, utc_timestamp(), message, fields, known_secrets_);
+  std::string line = format_log_line(level, utc_timestamp(), message, fields, known_secrets_);
+  if (journal_) line.insert(0, journal_prefix(level));
   std::lock_guard lock(write_mutex_);
   std::size_t written = 0;
   while (written < line.size()) {

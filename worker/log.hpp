@@ -3,6 +3,10 @@
 // through the redactor, so a token or key that slips into a log call is masked; a crypto::secret
 // passed as a field prints "<redacted>". Lines are written whole under a lock, so lines from
 // several threads never interleave.
+//
+// When stderr is connected to the journal (systemd sets $JOURNAL_STREAM to its device:inode, and
+// the logger's descriptor is that very stream), each line starts with its sd-daemon(3) priority
+// prefix (<3> error, <4> warn, <6> info, <7> debug), so `journalctl -p warning` filters by level.
 
 #include <atomic>
 #include <cstdint>
@@ -47,6 +51,7 @@ struct log_field {
 class logger {
  public:
   // `known_secrets` are masked wherever their exact text appears; they must outlive the logger.
+  // Reads $JOURNAL_STREAM once, here, to decide on the priority prefix.
   explicit logger(log_level level, int fd = 2, std::vector<const crypto::secret*> known_secrets = {});
 
   void set_level(log_level level) noexcept { level_.store(static_cast<int>(level), std::memory_order_relaxed); }
@@ -72,9 +77,16 @@ class logger {
  private:
   std::atomic<int> level_;
   const int fd_;
+  const bool journal_;  // fd_ is the journal's stream: lines carry a priority prefix
   const std::vector<const crypto::secret*> known_secrets_;
   std::mutex write_mutex_;
 };
+
+// Whether `fd` is the stream $JOURNAL_STREAM names ("device:inode", as sd-daemon(3) says);
+// false when the variable is null or malformed or the descriptor is another file.
+bool is_journal_stream(int fd, const char* journal_stream) noexcept;
+// The sd-daemon(3) priority prefix for a level: "<3>" for error … "<7>" for debug.
+std::string_view journal_prefix(log_level level) noexcept;
 
 // Formats one line (without writing it). Exposed so tests can check the exact output.
 std::string format_log_line(log_level level, std::string_view timestamp, std::string_view message,

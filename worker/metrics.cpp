@@ -1,9 +1,13 @@
 #include "worker/metrics.hpp"
 
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "core/assert.hpp"
@@ -141,7 +145,7 @@ metrics_registry::counter& metrics_registry::add_counter(std::string_view name, 
     }
   }
   counter& value = counters_.emplace_back(0);
-  f.members.push_back({std::move(labels), &value, nullptr, {}, {}});
+  f.members.push_back({std::move(labels), &value, nullptr, {}, {}, false});
   return value;
 }
 
@@ -154,7 +158,7 @@ duration_histogram& metrics_registry::add_histogram(std::string_view name, std::
     if (s.labels == labels) return *s.histogram_value;
   }
   duration_histogram& value = histograms_.emplace_back(std::move(bounds_us));
-  f.members.push_back({std::move(labels), nullptr, &value, {}, {}});
+  f.members.push_back({std::move(labels), nullptr, &value, {}, {}, false});
   return value;
 }
 
@@ -163,7 +167,7 @@ void metrics_registry::add_gauge(std::string_view name, std::string_view help, m
   std::lock_guard lock(mutex_);
   BW_ASSERT(are_label_names(labels, true));
   family& f = family_for(name, help, kind::gauge);
-  f.members.push_back({std::move(labels), nullptr, nullptr, std::move(read), {}});
+  f.members.push_back({std::move(labels), nullptr, nullptr, std::move(read), {}, false});
 }
 
 void metrics_registry::add_counter_reader(std::string_view name, std::string_view help, metric_labels labels,
@@ -171,7 +175,14 @@ void metrics_registry::add_counter_reader(std::string_view name, std::string_vie
   std::lock_guard lock(mutex_);
   for (const auto& [label, value] : labels) BW_ASSERT(is_label_name(label));
   family& f = family_for(name, help, kind::counter);
-  f.members.push_back({std::move(labels), nullptr, nullptr, {}, std::move(read)});
+  f.members.push_back({std::move(labels), nullptr, nullptr, {}, std::move(read), false});
+}
+
+void metrics_registry::add_seconds_counter_reader(std::string_view name, std::string_view help,
+                                                  std::function<std::uint64_t()> read_us) {
+  std::lock_guard lock(mutex_);
+  family& f = family_for(name, help, kind::counter);
+  f.members.push_back({{}, nullptr, nullptr, {}, std::move(read_us), true});
 }
 
 std::string metrics_registry::render() const {
@@ -188,7 +199,7 @@ std::string metrics_registry::render() const {
         append_labels(s.labels, out);
         const std::uint64_t value =
             s.counter_value != nullptr ? s.counter_value->load(std::memory_order_relaxed) : s.counter_reader();
-        out += " " + std::to_string(value) + "\n";
+        out += " " + (s.reader_in_microseconds ? seconds_text(value) : std::to_string(value)) + "\n";
       } else if (f.type == kind::gauge) {
         out += f.name;
         append_labels(s.labels, out);
@@ -221,6 +232,59 @@ std::int64_t process_resident_bytes() {
   std::int64_t resident_pages = 0;
   if (!(statm >> size_pages >> resident_pages)) return 0;
   return resident_pages * static_cast<std::int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+namespace {
+
+std::int64_t process_virtual_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::int64_t size_pages = 0;
+  if (!(statm >> size_pages)) return 0;
+  return size_pages * static_cast<std::int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+std::uint64_t process_cpu_us() {
+  rusage usage{};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  const auto us = [](const timeval& t) {
+    return static_cast<std::uint64_t>(t.tv_sec) * 1'000'000 + static_cast<std::uint64_t>(t.tv_usec);
+  };
+  return us(usage.ru_utime) + us(usage.ru_stime);
+}
+
+std::int64_t process_open_fds() {
+  std::error_code error;
+  std::int64_t count = 0;
+  for (std::filesystem::directory_iterator it("/proc/self/fd", error), end; !error && it != end; it.increment(error)) {
+    ++count;
+  }
+  return count;
+}
+
+std::int64_t process_max_fds() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 0;
+  return static_cast<std::int64_t>(limit.rlim_cur);
+}
+
+}  // namespace
+
+void add_process_metrics(metrics_registry& metrics) {
+  const std::int64_t started_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  metrics.add_seconds_counter_reader("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+                                     process_cpu_us);
+  metrics.add_gauge("process_resident_memory_bytes", "Resident memory size in bytes.", {}, process_resident_bytes);
+  metrics.add_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", {}, process_virtual_bytes);
+  metrics.add_gauge("process_open_fds", "Number of open file descriptors.", {}, process_open_fds);
+  metrics.add_gauge("process_max_fds", "Maximum number of open file descriptors.", {}, process_max_fds);
+  metrics.add_gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", {},
+                    [started_s] { return started_s; });
+}
+
+void add_build_info(metrics_registry& metrics, std::string_view version, std::string_view commit) {
+  metrics.add_gauge("bankworker_build_info", "Always 1; its labels say which version and commit this process runs.",
+                    {{"version", std::string(version)}, {"commit", std::string(commit)}}, [] { return std::int64_t{1}; });
 }
 
 }  // namespace bankworker::worker

@@ -23,6 +23,12 @@ namespace bankworker::worker {
 
 using metric_labels = std::vector<std::pair<std::string, std::string>>;
 
+// The webhook counter, shared by the Stripe and Plaid routes and the server's size refusals: one
+// family, so its HELP must say it counts both providers whichever registers first.
+inline constexpr std::string_view webhook_requests_name = "bankworker_webhook_requests_total";
+inline constexpr std::string_view webhook_requests_help =
+    "Webhook requests answered, by provider (stripe, plaid) and outcome (stored, duplicate, or why it was refused).";
+
 // A histogram of durations. Bucket upper bounds are microseconds; the +Inf bucket is implicit.
 class duration_histogram {
  public:
@@ -59,6 +65,9 @@ class metrics_registry {
   // refusals), read at scrape time. `read` must be monotonic and outlive the registry's scrapes.
   void add_counter_reader(std::string_view name, std::string_view help, metric_labels labels,
                           std::function<std::uint64_t()> read);
+  // The same for a counter of seconds kept in microseconds (CPU time), printed as decimal seconds.
+  void add_seconds_counter_reader(std::string_view name, std::string_view help,
+                                  std::function<std::uint64_t()> read_us);
 
   // The whole exposition, families in registration order.
   std::string render() const;
@@ -71,6 +80,7 @@ class metrics_registry {
     duration_histogram* histogram_value = nullptr;
     gauge_reader gauge;
     std::function<std::uint64_t()> counter_reader;
+    bool reader_in_microseconds = false;
   };
   struct family {
     std::string name;
@@ -89,5 +99,14 @@ class metrics_registry {
 
 // Resident set size of this process in bytes (from /proc/self/statm), or 0 when unknown.
 std::int64_t process_resident_bytes();
+
+// The standard process_* series of the Prometheus client libraries (process_cpu_seconds_total,
+// process_resident_memory_bytes, process_virtual_memory_bytes, process_open_fds,
+// process_max_fds, process_start_time_seconds), read from /proc at scrape time. The start time
+// is when this is called, which run_service does at start-up.
+void add_process_metrics(metrics_registry& metrics);
+
+// bankworker_build_info{version,commit} 1, the usual way to join a version onto other series.
+void add_build_info(metrics_registry& metrics, std::string_view version, std::string_view commit);
 
 }  // namespace bankworker::worker

@@ -94,6 +94,16 @@ plaid_jobs::plaid_jobs(db::pool& connections, db::key_store& keys, plaid::client
   rows_added_ = &metrics_.add_counter(rows_name, rows_help, {{"change", "added"}});
   rows_modified_ = &metrics_.add_counter(rows_name, rows_help, {{"change", "modified"}});
   rows_removed_ = &metrics_.add_counter(rows_name, rows_help, {{"change", "removed"}});
+  // Every endpoint these jobs call, with every outcome (ok and each error class), exists from
+  // start-up at zero, so an increase() alert sees the first rate limit or invalid_api_keys.
+  for (const std::string endpoint : {"/item/public_token/exchange", "/transactions/sync", "/item/remove"}) {
+    register_provider_call(metrics_, "plaid", endpoint, "ok");
+    // rate_limited is the first error class and refused the last (connectors/plaid/client.hpp).
+    for (int kind = static_cast<int>(plaid::error_class::rate_limited);
+         kind <= static_cast<int>(plaid::error_class::refused); ++kind) {
+      register_provider_call(metrics_, "plaid", endpoint, plaid::to_string(static_cast<plaid::error_class>(kind)));
+    }
+  }
 }
 
 job_handler plaid_jobs::link_handler() {
@@ -165,7 +175,8 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   if (!exchanged.ok()) {
     const plaid::error& failure = exchanged.failure;
     const std::string reason = describe(failure);
-    log_.warn("plaid link failed", {{"tenant", tenant.to_string()}, {"job", job.ref.id}, {"error", reason}});
+    log_.warn("plaid link failed",
+              {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"job", job.ref.id}, {"error", reason}});
     queue::outcome result = queue::outcome::failed_permanently(reason);
     switch (failure.kind) {
       case plaid::error_class::rate_limited:
@@ -177,7 +188,7 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
         break;
       case plaid::error_class::invalid_api_keys:
         paused_.store(true);
-        log_.error("Plaid rejected the API keys: Plaid work paused", {{"job", job.ref.id}});
+        log_.error("Plaid rejected the API keys: Plaid work paused", {{"kind", job.kind}, {"job", job.ref.id}});
         result = queue::outcome::retry(reason, settings_.credentials_pause);
         break;
       case plaid::error_class::invalid_public_token:
@@ -245,7 +256,7 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
     }
     if (unreachable) {
       log_.warn("plaid link: the database is unreachable; storing the new connection again shortly",
-                {{"tenant", tenant.to_string()}, {"job", job.ref.id}, {"attempt", static_cast<std::int64_t>(attempt)}});
+                {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"job", job.ref.id}, {"attempt", static_cast<std::int64_t>(attempt)}});
       asio::steady_timer timer(co_await asio::this_coro::executor);
       timer.expires_after(settings_.link_store_retry_delay);
       co_await timer.async_wait(asio::use_awaitable);
@@ -255,14 +266,15 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
     // The token could not be stored, and the public token is spent: remove the item at Plaid so
     // no access token we do not hold stays alive, and ask the user to link again.
     log_.error("plaid link could not store the connection; removing the item at Plaid",
-               {{"tenant", tenant.to_string()}, {"job", job.ref.id}, {"error", *store_failure}});
+               {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"job", job.ref.id}, {"error", *store_failure}});
     const auto removed = co_await plaid_.remove_item(linked.access_token);
     count_call(removed.call, removed.ok() ? "ok" : plaid::to_string(removed.failure.kind));
     co_return queue::outcome::needs_user_action("could not store the new connection (" + *store_failure +
                                                 "); the item was removed at Plaid; link again");
   }
   context.mark_completed();
-  log_.info("plaid item linked", {{"tenant", tenant.to_string()}, {"connection", connection->to_string()}});
+  log_.info("plaid item linked",
+            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection->to_string()}});
   co_return queue::outcome::done();
 }
 
@@ -298,7 +310,8 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
   if (!start.row) co_return queue::outcome::failed_permanently("connection " + connection->to_string() + " not found");
   if (start.row->status != "active") {
     // needs_reauth, broken, revoking, revoked: nothing to sync until someone acts.
-    log_.info("plaid sync skipped", {{"connection", connection->to_string()}, {"status", start.row->status}});
+    log_.info("plaid sync skipped",
+              {{"kind", job.kind}, {"connection", connection->to_string()}, {"status", start.row->status}});
     co_return queue::outcome::done();
   }
   if (start.token.empty()) co_return queue::outcome::needs_user_action("the connection has no access token; link again");
@@ -342,7 +355,7 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
     }
     if (page.failure.kind == plaid::error_class::cursor_not_associated && !cursor_reset) {
       log_.warn("plaid cursor not associated with the access token: syncing from the beginning",
-                {{"connection", connection->to_string()}});
+                {{"kind", job.kind}, {"connection", connection->to_string()}});
       cursor_reset = true;
       buffer.clear();
       walk_cursor.clear();
@@ -443,11 +456,11 @@ asio::awaitable<queue::outcome> plaid_jobs::finish_sync_failure(queue::job job, 
     case plaid::error_class::invalid_access_token:
       new_status = "broken";
       log_.error("Plaid no longer accepts a connection's access token: connection marked broken",
-                 {{"tenant", tenant.to_string()}, {"connection", connection.to_string()}});
+                 {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection.to_string()}});
       break;
     case plaid::error_class::invalid_api_keys:
       paused_.store(true);
-      log_.error("Plaid rejected the API keys: Plaid work paused", {{"job", job.ref.id}});
+      log_.error("Plaid rejected the API keys: Plaid work paused", {{"kind", job.kind}, {"job", job.ref.id}});
       result = queue::outcome::retry(reason, settings_.credentials_pause);
       break;
     case plaid::error_class::cursor_not_associated:
@@ -457,7 +470,8 @@ asio::awaitable<queue::outcome> plaid_jobs::finish_sync_failure(queue::job job, 
     case plaid::error_class::refused:
       break;
   }
-  log_.warn("plaid sync failed", {{"tenant", tenant.to_string()}, {"connection", connection.to_string()},
+  log_.warn("plaid sync failed",
+            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection.to_string()},
                                   {"job", job.ref.id}, {"error", reason}});
   try {
     co_await context.run_db([&] {
@@ -503,7 +517,7 @@ asio::awaitable<queue::outcome> plaid_jobs::finish_revoke_unconfirmed(queue::job
                                                        " `connections revoke` again once Plaid accepts the removal")
           : queue::outcome::retry(reason + "; the token stays sealed until Plaid confirms", delay);
   log_.warn("plaid revocation waits: Plaid has not confirmed the removal",
-            {{"tenant", tenant.to_string()}, {"connection", connection.to_string()}, {"job", job.ref.id},
+            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection.to_string()}, {"job", job.ref.id},
              {"attempt", static_cast<std::int64_t>(job.attempt)}, {"error", describe(failure)}});
   try {
     co_await context.run_db([&] {
@@ -596,7 +610,8 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
     co_return queue::outcome::retry("lease lost");
   }
   context.mark_completed();
-  log_.info("plaid connection revoked", {{"tenant", tenant.to_string()}, {"connection", connection->to_string()},
+  log_.info("plaid connection revoked",
+            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection->to_string()},
                                          {"plaid", plaid_answer}});
   co_return queue::outcome::done();
 }

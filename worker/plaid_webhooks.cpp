@@ -106,8 +106,8 @@ plaid_webhooks::plaid_webhooks(db::pool& connections, const db::key_store& keys,
       replays_(std::min(settings_.verify.max_age, limits::plaid_webhook_age_max) +
                std::min(settings_.verify.future_skew, limits::plaid_webhook_future_skew_max)) {
   for (const std::string_view name : outcome_names) {
-    outcomes_.emplace(name, &metrics.add_counter("bankworker_webhook_requests_total",
-                                                 "Webhook requests by provider and outcome.",
+    outcomes_.emplace(name, &metrics.add_counter(webhook_requests_name,
+                                                 webhook_requests_help,
                                                  {{"provider", "plaid"}, {"outcome", std::string(name)}}));
   }
 }

@@ -30,7 +30,9 @@
 #include "db/stripe_store.hpp"
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
+#include "worker/build_info.hpp"
 #include "worker/cli_support.hpp"
+#include "worker/database_gauges.hpp"
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
 #include "worker/metrics.hpp"
@@ -48,7 +50,9 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr unsigned io_threads = 2;
-constexpr std::size_t pool_connections_extra = 5;  // inbox committer, readiness, secrets, listener, scheduler
+constexpr std::size_t admin_connections_max = 64;
+constexpr std::size_t admin_body_bytes_max = 4'096;  // only GETs are routed there
+constexpr std::size_t pool_connections_extra = 6;  // inbox committer, readiness, secrets, listener, scheduler, gauges
 
 void check_schema(const settings& config) {
   const auto connection = connect_as_login_user(config);
@@ -241,6 +245,8 @@ int run_service(settings& config) {
   metrics.add_counter_reader("bankworker_key_cache_misses_total",
                              "Tenant key lookups that had to unwrap the key with the root key.", {},
                              [&keys] { return keys->cache().misses(); });
+  add_build_info(metrics, build_version(), build_commit());
+  add_process_metrics(metrics);
   metrics.add_gauge("bankworker_process_resident_memory_bytes", "Resident memory of this process.", {},
                     process_resident_bytes);
 
@@ -309,6 +315,10 @@ int run_service(settings& config) {
              " Plaid job");
   }
 
+  // Jobs, connections and the inbox from the database, every few seconds; every handled kind's
+  // series exists from here on at zero.
+  database_gauges database_counts(io, blocking, connections, metrics, log, jobs_dispatcher.kinds());
+
   scheduler_settings periodic_config;
   periodic_config.stripe_recovery = stripe_api_handlers != nullptr;
   periodic_config.stripe_platform_key = stripe_api_handlers != nullptr && stripe_api_handlers->has_platform_key();
@@ -323,8 +333,10 @@ int run_service(settings& config) {
                                .on_listening = [&webhooks] { webhooks.forget_secrets(); }});
 
   std::atomic<bool> draining{false};
+  // The webhook port serves webhooks only; health, readiness and metrics are on the admin address.
   std::vector<http_route> routes;
-  routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
+  std::vector<http_route> admin_routes;
+  admin_routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
                       co_return text(200, "ok\n");
                     }});
   const db::schema_check schema(db::embedded_migrations());
@@ -333,13 +345,13 @@ int run_service(settings& config) {
   metrics.add_counter_reader("bankworker_readyz_database_checks_total",
                              "Database checks /readyz made (at most one per readyz_database_check_interval_ms).", {},
                              [&ready] { return ready.checks(); });
-  routes.push_back({"GET", "/readyz", false, [&](http_request) -> asio::awaitable<http_response> {
+  admin_routes.push_back({"GET", "/readyz", false, [&](http_request) -> asio::awaitable<http_response> {
                       if (draining.load()) co_return text(503, "draining\n");
                       const std::string unready = co_await ready.unready_reason();
                       if (!unready.empty()) co_return text(503, unready + "\n");
                       co_return text(200, "ready\n");
                     }});
-  routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
+  admin_routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
                       co_return http_response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(), {}};
                     }});
   routes.push_back(webhooks.tenant_route());
@@ -364,17 +376,19 @@ int run_service(settings& config) {
   std::map<const http_route*, duration_histogram*> route_latency;
   duration_histogram& unrouted_latency = metrics.add_histogram(
       "bankworker_http_request_duration_seconds", "Time to answer an HTTP request, by route.", {{"route", "other"}});
-  for (const http_route& route : routes) {
-    route_latency[&route] = &metrics.add_histogram("bankworker_http_request_duration_seconds",
-                                                   "Time to answer an HTTP request, by route.",
-                                                   {{"route", route.method + " " + route.path}});
+  for (const auto* served : {&routes, &admin_routes}) {
+    for (const http_route& route : *served) {
+      route_latency[&route] = &metrics.add_histogram("bankworker_http_request_duration_seconds",
+                                                     "Time to answer an HTTP request, by route.",
+                                                     {{"route", route.method + " " + route.path}});
+    }
   }
   // A webhook body the server refuses for its size is a webhook outcome of that provider too.
   std::map<const http_route*, metrics_registry::counter*> too_large_by_route;
   for (const http_route& route : routes) {
     for (const std::string_view provider : {"stripe", "plaid"}) {
       if (!route.path.starts_with("/webhooks/" + std::string(provider))) continue;
-      too_large_by_route[&route] = &metrics.add_counter("bankworker_webhook_requests_total", "",
+      too_large_by_route[&route] = &metrics.add_counter(webhook_requests_name, webhook_requests_help,
                                                         {{"provider", std::string(provider)}, {"outcome", "too_large"}});
     }
   }
@@ -398,7 +412,14 @@ int run_service(settings& config) {
     }
   };
   http_config.body_bytes_max = limits::webhook_body_bytes_max;
+  http_settings admin_config = http_config;
+  admin_config.listen = config.admin_listen;
+  admin_config.observe_too_large = nullptr;
+  // Prometheus, a load balancer's health check and an operator: a few connections, no bodies.
+  admin_config.connections_max = admin_connections_max;
+  admin_config.body_bytes_max = admin_body_bytes_max;
   http_server server(io, http_config, std::move(routes));
+  http_server admin_server(io, admin_config, std::move(admin_routes));
   constexpr std::string_view refused_name = "bankworker_http_refused_total";
   constexpr std::string_view refused_help = "Connections and requests the HTTP server refused before any route, by reason.";
   metrics.add_counter_reader(refused_name, refused_help, {{"reason", "too_large"}},
@@ -410,6 +431,7 @@ int run_service(settings& config) {
   metrics.add_counter_reader(refused_name, refused_help, {{"reason", "bad_request"}},
                              [&server] { return server.counters().bad_requests; });
   server.start();
+  admin_server.start();
 
   // Signals: the first drains, a second exits at once; SIGHUP reloads secrets and the log level
   // file, leaving every connection open.
@@ -424,7 +446,9 @@ int run_service(settings& config) {
     log.info("stopping: draining jobs", {{"signal", number}, {"drain_timeout_s", config.drain_timeout.count()}});
     sd_notify(0, "STOPPING=1");
     server.stop();
+    admin_server.stop();
     periodic.stop();
+    database_counts.stop();
     if (plaid_hooks) plaid_hooks->stop_key_refresh();
     jobs_dispatcher.stop();
     stop_signals.async_wait(on_stop);
@@ -472,20 +496,29 @@ int run_service(settings& config) {
     // run() handles each tick's failure itself; anything escaping is a bug, so it is not hidden.
     if (failure) log.error("the scheduler stopped unexpectedly; periodic syncs and maintenance wait");
   });
+  asio::co_spawn(database_counts.executor(), database_counts.run(), [&log](std::exception_ptr failure) {
+    // run() handles each refresh's failure itself; anything escaping is a bug.
+    if (failure) log.error("the database gauges stopped unexpectedly; they keep their last values");
+  });
   bool clean = false;
   asio::co_spawn(jobs_dispatcher.executor(), jobs_dispatcher.run(), [&](std::exception_ptr failure) {
     clean = failure == nullptr;
     http.shutdown();
     periodic.stop();
+    database_counts.stop();
     if (plaid_hooks) plaid_hooks->stop_key_refresh();
     server.stop();
+    admin_server.stop();
     stop_signals.cancel();
     reload_signals.cancel();
     watchdog.cancel();
     io.stop();
   });
   log.info("bankworker running", {{"listen", config.http_listen.host + ":" + std::to_string(server.port())},
-                                  {"concurrency", config.concurrency}});
+                                  {"admin_listen", config.admin_listen.host + ":" + std::to_string(admin_server.port())},
+                                  {"concurrency", config.concurrency},
+                                  {"version", build_version()},
+                                  {"commit", build_commit()}});
   sd_notify(0, "READY=1");
 
   std::vector<std::thread> threads;

@@ -1,8 +1,10 @@
 #pragma once
 // `bankworker run`: the long-running service (DESIGN.md §3). One io_context on a few threads,
 // the database pool and its blocking thread pool, the dispatcher with its job handlers, the
-// webhook inbox, and the HTTP server (/healthz, /readyz, /metrics, /webhooks/stripe/{tenant}, and
-// /webhooks/stripe when BANKWORKER_STRIPE_PLATFORM_SECRET_FILE is set; 404 otherwise).
+// webhook inbox, the webhook server (/webhooks/stripe/{tenant}, /webhooks/plaid when Plaid is
+// configured, and /webhooks/stripe when BANKWORKER_STRIPE_PLATFORM_SECRET_FILE is set; 404
+// otherwise), the admin server on BANKWORKER_ADMIN_LISTEN (/healthz, /readyz, /metrics), and the
+// database gauges read every few seconds (worker/database_gauges.hpp).
 //
 // Start-up refuses to run on an older or foreign schema, without a usable root key, or without
 // the database. SIGTERM/SIGINT: STOPPING=1, stop accepting and claiming, drain in-flight jobs up

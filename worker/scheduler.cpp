@@ -81,7 +81,7 @@ scheduler::scheduler(boost::asio::io_context& io, boost::asio::thread_pool& bloc
   log_.debug("scheduler seeded", {{"seed", seed}});
   if (metrics_ != nullptr) {
     // A revocation waits in 'revoking', token sealed, until Plaid confirms the removal; the alert
-    // in contrib/alerts.yml fires on the age of the oldest one.
+    // in contrib/prometheus/alerts.yml fires on the age of the oldest one.
     metrics_->add_gauge("bankworker_plaid_connections_revoking",
                         "Connections waiting for Plaid to confirm /item/remove (token still sealed).", {},
                         [this] { return revoking_connections_.load(std::memory_order_relaxed); });

@@ -329,7 +329,8 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
         // durable there and `stripe connect` moves it in.
         case db::inbox_outcome::unrouted: break;
         case db::inbox_outcome::rejected:
-          log_.warn("stripe recovery: the inbox refused a listed event", {{"tenant", tenant.to_string()}, {"scope", scope}});
+          log_.warn("stripe recovery: the inbox refused a listed event",
+                    {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"scope", scope}});
           break;
         case db::inbox_outcome::unavailable:
           stop = queue::outcome::retry("stripe recovery: the inbox is unavailable");
@@ -351,7 +352,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
     if (!page.value->has_more) break;
     if (!start && page_number + 1 == settings_.recovery_pages_max) {
       log_.warn("stripe recovery: events older than recovery_pages_max pages were not read on the first run",
-                {{"tenant", tenant.to_string()}, {"scope", scope}});
+                {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"scope", scope}});
     }
   }
   if (!start && newest && !stop) {
@@ -363,7 +364,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
   co_await context.run_db([&] { log_calls(context, tenant, calls); });
   if (recovered_total > 0) {
     log_.info("stripe recovery stored events webhooks had not delivered",
-              {{"tenant", tenant.to_string()}, {"scope", scope}, {"events", recovered_total}});
+              {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"scope", scope}, {"events", recovered_total}});
   }
   co_return stop;
 }

@@ -78,8 +78,8 @@ stripe_webhooks::stripe_webhooks(db::pool& connections, db::key_store& keys, db:
       loads_(metrics.add_counter("bankworker_stripe_secret_loads_total",
                                  "Database lookups of a tenant's Stripe webhook secrets (cache misses).")) {
   for (const std::string_view name : outcome_names) {
-    outcomes_.emplace(name, &metrics.add_counter("bankworker_webhook_requests_total",
-                                                 "Stripe webhook requests by outcome.",
+    outcomes_.emplace(name, &metrics.add_counter(webhook_requests_name,
+                                                 webhook_requests_help,
                                                  {{"provider", "stripe"}, {"outcome", std::string(name)}}));
   }
   constexpr std::string_view cached_name = "bankworker_stripe_secret_cache_tenants";

@@ -149,7 +149,7 @@ class fleet {
  public:
   fleet(std::size_t workers, std::map<std::string, std::string> env, std::filesystem::path log_dir)
       : env_(std::move(env)), log_dir_(std::move(log_dir)) {
-    for (std::size_t i = 0; i < workers; ++i) slots_.push_back({test::free_loopback_port(), nullptr, std::nullopt});
+    for (std::size_t i = 0; i < workers; ++i) slots_.push_back({test::free_loopback_port(), test::free_loopback_port(), nullptr, std::nullopt});
   }
 
   std::size_t size() const { return slots_.size(); }
@@ -164,6 +164,7 @@ class fleet {
   void start(std::size_t i) {
     auto env = env_;
     env["BANKWORKER_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(slots_[i].port);
+    env["BANKWORKER_ADMIN_LISTEN"] = "127.0.0.1:" + std::to_string(slots_[i].admin_port);
     const std::string log = (log_dir_ / ("worker-" + std::to_string(i) + ".log")).string();
     // Through sh only to send its output to a log file; exec leaves bankworker as the child.
     slots_[i].process = std::make_unique<test::child_process>(
@@ -221,7 +222,7 @@ class fleet {
 
   bool all_ready() const {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
-      if (!up(i) || test::http_get(url(i) + "/readyz").status != 200) return false;
+      if (!up(i) || test::http_get("http://127.0.0.1:" + std::to_string(slots_[i].admin_port) + "/readyz").status != 200) return false;
     }
     return true;
   }
@@ -247,6 +248,7 @@ class fleet {
  private:
   struct slot {
     std::uint16_t port = 0;
+    std::uint16_t admin_port = 0;  // /readyz and /metrics
     std::unique_ptr<test::child_process> process;
     std::optional<clock::time_point> restart_at;
   };

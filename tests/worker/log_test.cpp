@@ -1,6 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "core/limits.hpp"
 #include "worker/log.hpp"
@@ -71,4 +76,36 @@ TEST_CASE("log levels parse from their names", "[worker][log]") {
   CHECK(parse_log_level("debug") == log_level::debug);
   CHECK(parse_log_level("warning") == log_level::warn);
   CHECK_FALSE(parse_log_level("verbose"));
+}
+
+TEST_CASE("lines carry sd-daemon priority prefixes only when the descriptor is the stream JOURNAL_STREAM names",
+          "[worker][log]") {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  struct stat status {};
+  REQUIRE(::fstat(fds[1], &status) == 0);
+  const std::string ours = std::to_string(status.st_dev) + ":" + std::to_string(status.st_ino);
+  CHECK(bankworker::worker::is_journal_stream(fds[1], ours.c_str()));
+  CHECK_FALSE(bankworker::worker::is_journal_stream(fds[1], nullptr));
+  CHECK_FALSE(bankworker::worker::is_journal_stream(fds[1], (std::to_string(status.st_dev) + ":1").c_str()));
+  CHECK_FALSE(bankworker::worker::is_journal_stream(fds[1], (ours + "x").c_str()));
+  CHECK_FALSE(bankworker::worker::is_journal_stream(2, ours.c_str()));  // stderr is another file
+
+  ::setenv("JOURNAL_STREAM", ours.c_str(), 1);
+  {
+    logger log(log_level::debug, fds[1]);
+    log.error("e");
+    log.warn("w");
+    log.info("i");
+    log.debug("d");
+  }
+  ::unsetenv("JOURNAL_STREAM");
+  ::close(fds[1]);
+  std::string out;
+  char buffer[512];
+  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;) out.append(buffer, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  std::vector<std::string> prefixes;
+  for (std::size_t at = 0; at < out.size(); at = out.find('\n', at) + 1) prefixes.push_back(out.substr(at, 4));
+  CHECK(prefixes == std::vector<std::string>{"<3>{", "<4>{", "<6>{", "<7>{"});
 }

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -117,4 +118,25 @@ TEST_CASE("counters lose no increments under concurrent updates", "[metrics]") {
   for (auto& thread : threads) thread.join();
   CHECK(jobs.load() == 40'000);
   CHECK(latency.count() == 40'000);
+}
+
+TEST_CASE("build info and the standard process series render with their Prometheus names", "[worker][metrics]") {
+  bankworker::worker::metrics_registry metrics;
+  bankworker::worker::add_build_info(metrics, "1.2.3", "abc123def456");
+  bankworker::worker::add_process_metrics(metrics);
+  const std::string text = metrics.render();
+  CHECK_THAT(text, Catch::Contains("\nbankworker_build_info{version=\"1.2.3\",commit=\"abc123def456\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("# TYPE process_cpu_seconds_total counter\n"));
+  for (const char* gauge : {"process_resident_memory_bytes", "process_virtual_memory_bytes", "process_open_fds",
+                            "process_max_fds", "process_start_time_seconds"}) {
+    INFO(gauge);
+    CHECK_THAT(text, Catch::Contains(std::string("# TYPE ") + gauge + " gauge\n"));
+    const auto at = text.find(std::string("\n") + gauge + " ");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stoll(text.substr(at + std::strlen(gauge) + 2)) > 0);  // real values, read from /proc
+  }
+  // CPU time is printed as decimal seconds, not microseconds.
+  const auto cpu = text.find("\nprocess_cpu_seconds_total ");
+  REQUIRE(cpu != std::string::npos);
+  CHECK(std::stod(text.substr(cpu + 27)) < 1e6);
 }

@@ -88,6 +88,7 @@ TEST_CASE("SIGHUP re-reads the log level file and a kept-alive connection opened
   const test::scratch_database database;
   const test::root_key_file key;
   const std::uint16_t port = test::free_loopback_port();
+  const std::uint16_t admin_port = test::free_loopback_port();
   const std::filesystem::path level_file = key.path().parent_path() / "log-level";
   const std::filesystem::path log_file = key.path().parent_path() / "worker.log";
   const auto set_level = [&](std::string_view word) { std::ofstream(level_file) << word << "\n"; };
@@ -95,17 +96,18 @@ TEST_CASE("SIGHUP re-reads the log level file and a kept-alive connection opened
   const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                                   {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                                   {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                                  {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                                                   {"BANKWORKER_LOG_LEVEL", "error"},
                                                   {"BANKWORKER_LOG_LEVEL_FILE", level_file.string()}};
   // The worker's stderr (its log) goes to a file the test reads; exec keeps the worker's pid.
   test::child_process worker("/bin/sh", {"-c", "exec \"$0\" run 2>\"$1\"", BANKWORKER_BINARY, log_file.string()},
                              env);
-  REQUIRE(eventually([&] { return test::http_get("http://127.0.0.1:" + std::to_string(port) + "/healthz").status == 200; }));
+  REQUIRE(eventually([&] { return test::http_get("http://127.0.0.1:" + std::to_string(admin_port) + "/healthz").status == 200; }));
   const auto log = [&] { return file_text(log_file); };
   // The file wins over BANKWORKER_LOG_LEVEL=error: info lines are written, debug ones are not.
   CHECK_THAT(log(), Catch::Contains("\"msg\":\"bankworker running\""));
 
-  const test::raw_connection kept(port);
+  const test::raw_connection kept(admin_port);
   REQUIRE(kept.connected());
   CHECK(healthz_on(kept) == 200);
   CHECK(occurrences(log(), "\"level\":\"debug\"") == 0);
@@ -150,11 +152,13 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
   const test::scratch_database database;
   const test::root_key_file key;
   const std::uint16_t port = test::free_loopback_port();
-  const std::string readyz = "http://127.0.0.1:" + std::to_string(port) + "/readyz";
+  const std::uint16_t admin_port = test::free_loopback_port();
+  const std::string readyz = "http://127.0.0.1:" + std::to_string(admin_port) + "/readyz";
   test::child_process worker(BANKWORKER_BINARY, {"run"},
                              {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                               {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                               {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                              {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                               {"BANKWORKER_LOG_LEVEL", "error"}});
   REQUIRE(eventually([&] { return test::http_get(readyz).status == 200; }));
   const std::string newest(db::embedded_migrations().back().name);
@@ -173,7 +177,7 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
   CHECK(eventually([&] { return (unready = test::http_get(readyz)).status == 503; },
                    bankworker::limits::readyz_database_check_interval_ms * 3));
   CHECK_THAT(unready.body, Catch::Contains("schema older than this binary: migration " + newest + " not applied"));
-  CHECK(test::http_get("http://127.0.0.1:" + std::to_string(port) + "/healthz").status == 200);
+  CHECK(test::http_get("http://127.0.0.1:" + std::to_string(admin_port) + "/healthz").status == 200);
   {
     pqxx::work tx(*admin);
     tx.exec_params("INSERT INTO bankworker.schema_migrations (name, checksum) VALUES ($1, $2)", newest, checksum);
@@ -189,15 +193,18 @@ TEST_CASE("/readyz hammered from four clients asks the database at most once a s
   const test::scratch_database database;
   const test::root_key_file key;
   const std::uint16_t port = test::free_loopback_port();
+  const std::uint16_t admin_port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  const std::string admin_base = "http://127.0.0.1:" + std::to_string(admin_port);
   test::child_process worker(BANKWORKER_BINARY, {"run"},
                              {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                               {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                               {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                              {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                               {"BANKWORKER_LOG_LEVEL", "error"}});
-  REQUIRE(eventually([&] { return test::http_get(base + "/readyz").status == 200; }));
+  REQUIRE(eventually([&] { return test::http_get(admin_base + "/readyz").status == 200; }));
   const std::string series = "bankworker_readyz_database_checks_total";
-  const std::uint64_t checks_before = test::metric_value(test::http_get(base + "/metrics").body, series);
+  const std::uint64_t checks_before = test::metric_value(test::http_get(admin_base + "/metrics").body, series);
   REQUIRE(checks_before >= 1);
 
   constexpr int clients = 4;
@@ -208,13 +215,13 @@ TEST_CASE("/readyz hammered from four clients asks the database at most once a s
   for (int c = 0; c < clients; ++c) {
     hammer.emplace_back([&] {
       for (int i = 0; i < requests_per_client; ++i) {
-        if (test::http_get(base + "/readyz").status == 200) ++ready_answers;
+        if (test::http_get(admin_base + "/readyz").status == 200) ++ready_answers;
       }
     });
   }
   for (auto& thread : hammer) thread.join();
   const auto elapsed = std::chrono::steady_clock::now() - started;
-  const std::uint64_t checks = test::metric_value(test::http_get(base + "/metrics").body, series) - checks_before;
+  const std::uint64_t checks = test::metric_value(test::http_get(admin_base + "/metrics").body, series) - checks_before;
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(elapsed).count();
   INFO(clients * requests_per_client << " requests in " << seconds << " s asked the database " << checks << " times");
   CHECK(ready_answers == clients * requests_per_client);
@@ -228,10 +235,13 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   const test::scratch_database database;
   const test::root_key_file key;
   const std::uint16_t port = test::free_loopback_port();
+  const std::uint16_t admin_port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  const std::string admin_base = "http://127.0.0.1:" + std::to_string(admin_port);
   std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                                             {"BANKWORKER_DRAIN_TIMEOUT", "5"},
                                             {"BANKWORKER_LOG_LEVEL", "warn"}};
   const auto created = test::run_bankworker({"tenant", "create", "--name", "Run Ltd"}, env);
@@ -246,8 +256,8 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
               .exit_code == 0);
 
   test::child_process worker(BANKWORKER_BINARY, {"run"}, env);
-  REQUIRE(eventually([&] { return test::http_get(base + "/healthz").status == 200; }));
-  CHECK(test::http_get(base + "/readyz").status == 200);
+  REQUIRE(eventually([&] { return test::http_get(admin_base + "/healthz").status == 200; }));
+  CHECK(test::http_get(admin_base + "/readyz").status == 200);
 
   test::child_process stripe(STRIPE_SIM_BINARY, {"--port", "0"}, {});
   const std::string sim = test::base_url_from(stripe);
@@ -284,14 +294,14 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
   CHECK(count(*admin, "SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
                       " HAVING sum(amount_minor) <> 0) unbalanced") == 0);
 
-  const std::string metrics = test::http_get(base + "/metrics").body;
+  const std::string metrics = test::http_get(admin_base + "/metrics").body;
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"stored\"} 4"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"duplicate\"} 2"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"bad_signature\"} 1"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"stale\"} 1"));
   // The outcome is counted just after the posting's commit that the wait above saw.
   CHECK(eventually([&] {
-    const std::string now = test::http_get(base + "/metrics").body;
+    const std::string now = test::http_get(admin_base + "/metrics").body;
     return now.find("bankworker_jobs_finished_total{kind=\"stripe.post\",outcome=\"succeeded\"} 4") != std::string::npos &&
            now.find("bankworker_job_duration_seconds_count{kind=\"stripe.post\"} 4") != std::string::npos;
   }));
@@ -322,9 +332,11 @@ TEST_CASE("kill -9 of the worker mid-pagination loses and doubles nothing: the r
   test::plaid_simulator plaid({"--transactions", "1600"});
   plaid.post("/sim/faults", R"({"endpoint":"/transactions/sync","delay_ms":700,"times":4})");
   const std::uint16_t port = test::free_loopback_port();
+  const std::uint16_t admin_port = test::free_loopback_port();
   std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                                             {"BANKWORKER_PLAID_BASE_URL", plaid.url},
                                             {"BANKWORKER_PLAID_CLIENT_ID", test::sim_client_id},
                                             {"BANKWORKER_PLAID_SECRET", test::sim_secret},
@@ -403,10 +415,13 @@ TEST_CASE("while PostgreSQL is unreachable webhooks and /readyz answer 503 at on
   const auto [db_host, db_port] = test::host_and_port(database.url());
   test::tcp_proxy proxy(db_host, db_port);
   const std::uint16_t port = test::free_loopback_port();
+  const std::uint16_t admin_port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  const std::string admin_base = "http://127.0.0.1:" + std::to_string(admin_port);
   std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", test::url_through(database.runtime_url(), proxy.port())},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                                             {"BANKWORKER_DRAIN_TIMEOUT", "5"},
                                             {"BANKWORKER_LOG_LEVEL", "error"}};
   const auto created = test::run_bankworker({"tenant", "create", "--name", "Outage Ltd"}, env);
@@ -420,7 +435,7 @@ TEST_CASE("while PostgreSQL is unreachable webhooks and /readyz answer 503 at on
   REQUIRE(test::run_bankworker({"stripe", "secret", "add", "--tenant", tenant, "--secret-file", secret_path}, env)
               .exit_code == 0);
   test::child_process worker(BANKWORKER_BINARY, {"run"}, env);
-  REQUIRE(eventually([&] { return test::http_get(base + "/readyz").status == 200; }));
+  REQUIRE(eventually([&] { return test::http_get(admin_base + "/readyz").status == 200; }));
 
   sim::stripe::simulator stripe(11);
   const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
@@ -441,12 +456,12 @@ TEST_CASE("while PostgreSQL is unreachable webhooks and /readyz answer 503 at on
     CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
   }
   // Within readyz_database_check_interval_ms of the outage (its answer may be that old).
-  CHECK(eventually([&] { return test::http_get(base + "/readyz").status == 503; },
+  CHECK(eventually([&] { return test::http_get(admin_base + "/readyz").status == 503; },
                    bankworker::limits::readyz_database_check_interval_ms * 3));
-  CHECK(test::http_get(base + "/healthz").status == 200);
+  CHECK(test::http_get(admin_base + "/healthz").status == 200);
 
   proxy.set_down(false);
-  REQUIRE(eventually([&] { return test::http_get(base + "/readyz").status == 200; }, std::chrono::seconds(30)));
+  REQUIRE(eventually([&] { return test::http_get(admin_base + "/readyz").status == 200; }, std::chrono::seconds(30)));
   // Stripe retries each event; the first retry after the outage may still meet a broken pooled
   // connection, so deliver until it is acknowledged, then once more as a duplicate.
   for (const auto& d : deliveries) {

@@ -292,6 +292,8 @@ TEST_CASE("two bankworker run processes enqueue each due connection's periodic s
     return std::map<std::string, std::string>{{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                               {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                               {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                              {"BANKWORKER_ADMIN_LISTEN",
+                                               "127.0.0.1:" + std::to_string(bankworker::test::free_loopback_port())},
                                               {"BANKWORKER_DRAIN_TIMEOUT", "5"},
                                               {"BANKWORKER_LOG_LEVEL", "error"}};
   };

@@ -90,11 +90,14 @@ TEST_CASE("the platform endpoint routes mapped accounts, keeps unmapped ones, an
   const test::scratch_database database;
   const test::root_key_file key;
   const std::uint16_t port = test::free_loopback_port();
+  const std::uint16_t admin_port = test::free_loopback_port();
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  const std::string admin_base = "http://127.0.0.1:" + std::to_string(admin_port);
   const std::string platform_hook = base + "/webhooks/stripe";
   std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
                                             {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
                                             {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                                            {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
                                             {"BANKWORKER_DRAIN_TIMEOUT", "5"},
                                             {"BANKWORKER_LOG_LEVEL", "warn"}};
   const auto created_a = test::run_bankworker({"tenant", "create", "--name", "Connect A"}, env);
@@ -113,7 +116,7 @@ TEST_CASE("the platform endpoint routes mapped accounts, keeps unmapped ones, an
 
   env["BANKWORKER_STRIPE_PLATFORM_SECRET_FILE"] = write_secret_file(key, "platform-whsec", platform_secret);
   test::child_process worker(BANKWORKER_BINARY, {"run"}, env);
-  REQUIRE(eventually([&] { return test::http_get(base + "/healthz").status == 200; }));
+  REQUIRE(eventually([&] { return test::http_get(admin_base + "/healthz").status == 200; }));
 
   test::child_process stripe(STRIPE_SIM_BINARY, {"--port", "0"}, {});
   const std::string sim = test::base_url_from(stripe);
@@ -198,7 +201,7 @@ TEST_CASE("the platform endpoint routes mapped accounts, keeps unmapped ones, an
                           tenant_b + "'") == 1);
   CHECK(test::run_bankworker({"stripe", "connect", "--tenant", tenant_a, "--account", "acct_bad-id"}, env).exit_code == 2);
 
-  const std::string metrics = test::http_get(base + "/metrics").body;
+  const std::string metrics = test::http_get(admin_base + "/metrics").body;
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"stored\"} 2"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"unrouted\"} 3"));
   CHECK_THAT(metrics, Catch::Contains("bankworker_webhook_requests_total{provider=\"stripe\",outcome=\"duplicate\"} 3"));

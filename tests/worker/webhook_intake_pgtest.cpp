@@ -58,6 +58,7 @@ struct intake_target {
   std::map<std::string, std::string> env;
   std::string tenant;
   std::vector<std::uint16_t> ports;
+  std::vector<std::uint16_t> admin_ports;  // each worker's /readyz and /metrics
   std::vector<std::unique_ptr<test::child_process>> workers;
   sim::stripe::simulator stripe{8};
 
@@ -73,9 +74,11 @@ struct intake_target {
       ports.push_back(test::free_loopback_port());
       auto worker_env = env;
       worker_env["BANKWORKER_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(ports.back());
+      admin_ports.push_back(test::free_loopback_port());
+      worker_env["BANKWORKER_ADMIN_LISTEN"] = "127.0.0.1:" + std::to_string(admin_ports.back());
       workers.push_back(std::make_unique<test::child_process>(BANKWORKER_BINARY, std::vector<std::string>{"run"}, worker_env));
     }
-    for (const std::uint16_t port : ports) {
+    for (const std::uint16_t port : admin_ports) {
       REQUIRE(eventually([&] { return test::http_get(base(port) + "/readyz").status == 200; }));
     }
   }
@@ -105,7 +108,7 @@ struct intake_target {
         .status;
   }
 
-  std::string metrics(std::size_t worker = 0) const { return test::http_get(base(ports[worker]) + "/metrics").body; }
+  std::string metrics(std::size_t worker = 0) const { return test::http_get(base(admin_ports[worker]) + "/metrics").body; }
   std::uint64_t secret_loads(std::size_t worker = 0) const {
     return metric_value(metrics(worker), "bankworker_stripe_secret_loads_total");
   }

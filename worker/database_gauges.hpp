@@ -1,0 +1,104 @@
+#pragma once
+// Gauges read from the database for the operators' alerts (issue 20): jobs by kind and state
+// (available, scheduled, running, retryable, dead) and the age of each kind's oldest due job,
+// connections by status, and the Stripe events received but not yet posted with the oldest one's
+// age. Also whether the last read reached the database at all.
+//
+// One cheap round trip every refresh_interval per process, never per scrape: the three statements
+// (queue::job_gauges_sql, db::connection_gauges_sql, db::inbox_gauges_sql, each owned by the room
+// that owns its table) go down one connection in one pipeline, and the gauges read atomics the
+// refresh stored. A scrape therefore costs the database nothing and sees values at most
+// refresh_interval old; a read that fails keeps the last values and sets bankworker_database_up
+// to 0. Every series of the known job kinds, states and statuses exists from start-up at zero,
+// so an increase() or absent() alert sees the first dead job.
+//
+// The database going away and coming back are each logged once (error, then info), not once per
+// refresh.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "db/pool.hpp"
+#include "worker/log.hpp"
+#include "worker/metrics.hpp"
+
+namespace bankworker::worker {
+
+// Job kinds shown; kinds beyond it (only a misbehaving enqueuer makes them) are left out.
+inline constexpr std::size_t database_gauge_kinds_max = 64;
+inline constexpr std::chrono::milliseconds database_gauge_refresh_interval_min{100};
+inline constexpr std::chrono::milliseconds database_gauge_refresh_interval_max{60'000};
+
+// The states bankworker_jobs shows, in the order the SQL names them.
+inline constexpr std::string_view job_gauge_states[] = {"available", "scheduled", "running", "retryable", "dead"};
+// The connection statuses shown from start-up (migration 0009's check constraint).
+inline constexpr std::string_view connection_gauge_statuses[] = {"linking",  "active",   "needs_reauth",
+                                                                 "broken",   "revoking", "revoked"};
+
+struct database_gauge_settings {
+  std::chrono::milliseconds refresh_interval{5'000};
+};
+
+class database_gauges {
+ public:
+  // Registers every series at zero: each of `kinds` in each state, each status, the inbox.
+  // Everything passed by reference outlives this object and the registry's last render.
+  database_gauges(boost::asio::io_context& io, boost::asio::thread_pool& blocking, db::pool& connections,
+                  metrics_registry& metrics, logger& log, const std::vector<std::string>& kinds,
+                  database_gauge_settings settings = {});
+  database_gauges(const database_gauges&) = delete;
+  database_gauges& operator=(const database_gauges&) = delete;
+
+  // Refreshes until stop(). Spawn it on executor().
+  boost::asio::awaitable<void> run();
+  void stop();
+  boost::asio::strand<boost::asio::io_context::executor_type>& executor() noexcept { return strand_; }
+
+  // One refresh, blocking (tests call it directly): one round trip, then the atomics. Returns
+  // whether the database answered; logs only the change between answering and not.
+  bool refresh();
+
+ private:
+  struct kind_series {
+    std::atomic<std::int64_t> jobs[std::size(job_gauge_states)]{};
+    std::atomic<std::int64_t> oldest_due_s{0};
+  };
+
+  kind_series* series_for(const std::string& kind);
+  std::atomic<std::int64_t>* status_series(const std::string& status);
+  void read_database();
+
+  boost::asio::thread_pool& blocking_;
+  db::pool& connections_;
+  metrics_registry& metrics_;
+  logger& log_;
+  const database_gauge_settings settings_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::steady_timer timer_;
+  std::atomic<bool> stopping_{false};
+  // Refresh-only state (one refresh at a time); the gauges read the atomics inside.
+  std::map<std::string, kind_series*, std::less<>> kinds_;
+  std::deque<kind_series> kind_storage_;
+  std::map<std::string, std::atomic<std::int64_t>*, std::less<>> statuses_;
+  std::deque<std::atomic<std::int64_t>> status_storage_;
+  std::atomic<std::int64_t> inbox_events_{0};
+  std::atomic<std::int64_t> inbox_oldest_s_{0};
+  std::atomic<std::int64_t> database_up_{0};
+  // Start-up has just reached the database (run_service checks the schema first).
+  bool was_up_ = true;
+};
+
+}  // namespace bankworker::worker
