@@ -69,7 +69,9 @@ parsed_args parse_args(std::span<const std::string_view> args) {
       if (!takes_value(name)) throw usage_error{"option " + std::string(name) + " takes no value"};
       if (parsed.option(name)) throw usage_error{"option " + std::string(name) + " given twice"};
       parsed.options.emplace_back(name, arg.substr(equals + 1));
-    } else if (takes_value(arg)) {
+    } else if (takes_value(arg) && !(arg == "--status" && !parsed.words.empty() && parsed.words.front() == "migrate")) {
+      // `--status` takes a value everywhere (connections list --status S) but is a switch of
+      // `migrate` (migrate --status), whose word comes first.
       if (i + 1 >= args.size()) throw usage_error{"option " + std::string(arg) + " needs a value"};
       if (parsed.option(arg)) throw usage_error{"option " + std::string(arg) + " given twice"};
       parsed.options.emplace_back(arg, args[++i]);

@@ -193,7 +193,7 @@ TEST_CASE("bulk retry skips a dead job whose unique key already waits, and says 
                                  "1 matched, 0 retried"});
 }
 
-TEST_CASE("--database-url takes the place of BANKWORKER_DATABASE_URL for a database command", "[pg][cli]") {
+TEST_CASE("the option --database-url takes the place of BANKWORKER_DATABASE_URL for a database command", "[pg][cli]") {
   const scratch_database database;
   insert_jobs(database);
   const auto listed = run_bankworker({"jobs", "list", "--database-url", database.runtime_url()}, {});

@@ -135,7 +135,7 @@ TEST_CASE("every command and subcommand answers --help with its own usage and ex
   CHECK(run_bankworker({"nonsense", "--help"}, {}).exit_code == 2);
 }
 
-TEST_CASE("--database-url overrides the environment's URL and its _FILE form, and never echoes a password",
+TEST_CASE("the option --database-url overrides the environment's URL and its _FILE form, and never echoes a password",
           "[cli][config]") {
   const std::map<std::string, std::string> env = {
       {"BANKWORKER_DATABASE_URL_FILE", "/nonexistent/database-url"},
