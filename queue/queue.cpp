@@ -110,6 +110,24 @@ std::optional<std::string> optional_text(const pqxx::field& field) {
   return std::string(field.c_str());
 }
 
+// The first twelve columns of list_jobs and job_details, which return them in the same order.
+job_summary summary_of(const pqxx::row& row) {
+  job_summary summary;
+  summary.id = row[0].as<std::int64_t>();
+  summary.tenant = uuid_of(row[1]);
+  summary.kind = row[2].c_str();
+  summary.state = state_of(row[3]);
+  summary.priority = row[4].as<std::int16_t>();
+  summary.attempt = row[5].as<std::uint32_t>();
+  summary.attempts_max = row[6].as<std::uint32_t>();
+  summary.run_at = row[7].c_str();
+  summary.created_at = row[8].c_str();
+  summary.finished_at = optional_text(row[9]);
+  summary.failure = optional_text(row[10]);
+  summary.last_error = optional_text(row[11]);
+  return summary;
+}
+
 const char* or_null(const std::optional<std::string>& text) { return text ? text->c_str() : nullptr; }
 
 void refs_to_arrays(std::span<const job_ref> jobs, array_text& tenants, array_text& ids) {
@@ -443,20 +461,7 @@ std::vector<job_summary> job_queue::list(const list_filter& filter) {
   std::vector<job_summary> jobs;
   jobs.reserve(rows.size());
   for (const auto& row : rows) {
-    job_summary summary;
-    summary.id = row[0].as<std::int64_t>();
-    summary.tenant = uuid_of(row[1]);
-    summary.kind = row[2].c_str();
-    summary.state = state_of(row[3]);
-    summary.priority = row[4].as<std::int16_t>();
-    summary.attempt = row[5].as<std::uint32_t>();
-    summary.attempts_max = row[6].as<std::uint32_t>();
-    summary.run_at = row[7].c_str();
-    summary.created_at = row[8].c_str();
-    summary.finished_at = optional_text(row[9]);
-    summary.failure = optional_text(row[10]);
-    summary.last_error = optional_text(row[11]);
-    jobs.push_back(std::move(summary));
+    jobs.push_back(summary_of(row));
   }
   return jobs;
 }
@@ -469,19 +474,7 @@ std::optional<job_details> job_queue::details(std::int64_t job_id) {
   if (rows.empty()) return std::nullopt;
   const pqxx::row row = rows[0];
   job_details details;
-  job_summary& summary = details.summary;
-  summary.id = row[0].as<std::int64_t>();
-  summary.tenant = uuid_of(row[1]);
-  summary.kind = row[2].c_str();
-  summary.state = state_of(row[3]);
-  summary.priority = row[4].as<std::int16_t>();
-  summary.attempt = row[5].as<std::uint32_t>();
-  summary.attempts_max = row[6].as<std::uint32_t>();
-  summary.run_at = row[7].c_str();
-  summary.created_at = row[8].c_str();
-  summary.finished_at = optional_text(row[9]);
-  summary.failure = optional_text(row[10]);
-  summary.last_error = optional_text(row[11]);
+  details.summary = summary_of(row);
   details.started_at = optional_text(row[12]);
   details.in_doubt = row[13].as<bool>();
   details.connection = optional_text(row[14]);
