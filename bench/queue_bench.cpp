@@ -134,7 +134,7 @@ int run_child(const std::string& url, std::uint32_t concurrency) {
   const auto connections = open_pool(url, 4);
   queue::job_queue jobs(*connections, queue::queue_settings{});
   const crypto::secret listen_url = crypto::secret::copy_of(url);
-  worker::logger log(worker::log_level::warn);
+  bankworker::service::logger log(bankworker::service::log_level::warn);
   asio::io_context io;
   asio::thread_pool blocking(3);
   worker::dispatcher dispatcher(io, blocking, jobs, &listen_url, dispatcher_config(concurrency), log);
@@ -303,7 +303,7 @@ int main(int argc, char** argv) {
   {
     start_signal signal;
     const crypto::secret listen_url = crypto::secret::copy_of(url);
-    worker::logger log(worker::log_level::warn);
+    bankworker::service::logger log(bankworker::service::log_level::warn);
     asio::io_context io;
     asio::thread_pool blocking(2);
     worker::dispatcher_settings settings = dispatcher_config(8);

@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "crypto/redact.hpp"
-#include "worker/log.hpp"
+#include "service/log.hpp"
 
 namespace {
 
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   std::size_t line_bytes = 0;
   start = std::chrono::steady_clock::now();
   for (long i = 0; i < iterations; ++i) {
-    line_bytes += bankworker::worker::format_log_line(bankworker::worker::log_level::info, "2026-11-22T01:00:00.000Z",
+    line_bytes += bankworker::service::format_log_line(bankworker::service::log_level::info, "2026-11-22T01:00:00.000Z",
                                                       message, {{"tenant", "7fe07284-c9bf-416c-a821-a9eec7dd0d46"},
                                                                 {"rows", 500},
                                                                 {"endpoint", "/transactions/sync"}})

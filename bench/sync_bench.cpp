@@ -191,8 +191,8 @@ int main(int argc, char** argv) {
     queue::job_queue jobs(connections, {});
     asio::io_context io;
     asio::thread_pool blocking(pool_config.connections);
-    worker::logger log(worker::log_level::warn);
-    worker::metrics_registry metrics;
+    bankworker::service::logger log(bankworker::service::log_level::warn);
+    bankworker::service::metrics_registry metrics;
     connectors::http::client http(io, {});
     plaid::client_settings plaid_config;
     plaid_config.base_url = sim_url;

@@ -120,14 +120,6 @@ constexpr statement mark_revoked_sql{"plaid_mark_revoked",
     "UPDATE bankworker.connections SET status = 'revoked', sync_cursor = NULL, next_sync_at = NULL,"
     " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
-constexpr statement append_calls_sql{"external_calls_append",
-    "INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, error_code, bytes_sent,"
-    " bytes_received, latency_us, redactions)"
-    " SELECT $1::uuid, u.provider, u.endpoint, u.http_status, u.error_code, u.bytes_sent, u.bytes_received,"
-    "  u.latency_us, u.redactions"
-    " FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],"
-    "  $9::integer[]) AS u(provider, endpoint, http_status, error_code, bytes_sent, bytes_received, latency_us,"
-    "  redactions)"};
 
 constexpr const char* utc_text = "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"";
 constexpr const char* list_connections_sql =
@@ -286,23 +278,6 @@ void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& co
 
 void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
   exec_statement(tx, mark_revoked_sql, tenant.to_string(), connection.to_string());
-}
-
-void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<const external_call> calls) {
-  if (calls.empty()) return;
-  array_text providers, endpoints, statuses, codes, sent, received, latencies, redactions;
-  for (const external_call& call : calls) {
-    providers.add(call.provider);
-    endpoints.add(call.endpoint);
-    statuses.add(call.http_status > 0 ? std::optional<std::string>(std::to_string(call.http_status)) : std::nullopt);
-    codes.add(call.error_code.empty() ? std::nullopt : std::optional<std::string>(call.error_code));
-    sent.add(std::to_string(call.bytes_sent));
-    received.add(std::to_string(call.bytes_received));
-    latencies.add(std::to_string(call.latency_us));
-    redactions.add(std::to_string(call.redactions));
-  }
-  exec_statement(tx, append_calls_sql, tenant.to_string(), providers.finish(), endpoints.finish(), statuses.finish(),
-                 codes.finish(), sent.finish(), received.finish(), latencies.finish(), redactions.finish());
 }
 
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant) {

@@ -18,6 +18,7 @@
 
 #include "connectors/plaid/sync_buffer.hpp"
 #include "core/uuid.hpp"
+#include "db/external_calls.hpp"
 
 namespace bankworker::db {
 
@@ -81,19 +82,6 @@ void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& co
 // Revocation's end state: status revoked, cursor and schedule cleared. The data stays (the tenant's
 // books); the token is shredded by the key store in the same transaction.
 void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
-
-// One line of the external-call log (DESIGN.md §4).
-struct external_call {
-  std::string provider;  // plaid, stripe, vault
-  std::string endpoint;
-  long http_status = 0;  // 0: no response
-  std::string error_code;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t bytes_received = 0;
-  std::int64_t latency_us = 0;
-  std::uint32_t redactions = 0;
-};
-void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<const external_call> calls);
 
 struct connection_summary {
   core::uuid connection;

@@ -3,9 +3,19 @@
 #include <string>
 
 #include "worker/cli_help.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 namespace bankworker::worker {
+
+using service::usage_error;
+using service::command_error;
+using service::config_error;
+using service::one_line;
+using service::parsed_args;
+using service::parse_args;
+using service::expect_only;
+using service::command_function;
+using service::env_lookup;
 
 namespace {
 

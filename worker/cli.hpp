@@ -8,9 +8,13 @@
 #include <span>
 #include <string_view>
 
-#include "worker/config.hpp"
+#include "service/command.hpp"
+#include "service/config.hpp"
 
 namespace bankworker::worker {
+
+using service::parsed_args;
+using service::env_lookup;
 
 inline constexpr int exit_ok = 0;
 inline constexpr int exit_failed = 1;
@@ -19,5 +23,21 @@ inline constexpr int exit_config = 78;  // EX_CONFIG from sysexits.h
 
 // `args` excludes the program name. sodium_init must have run.
 int run_cli(std::span<const std::string_view> args, const env_lookup& env, std::ostream& out, std::ostream& err);
+
+using service::env_lookup;
+using service::parsed_args;
+
+// The commands of the table in cli.cpp, each in its own cli_*.cpp.
+int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_export(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_keys(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_audit(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_plaid(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_connections(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_scope_key(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

@@ -3,9 +3,20 @@
 #include "db/tenant_scope.hpp"
 #include "ledger/export.hpp"
 #include "worker/cli.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 namespace bankworker::worker {
+
+using service::usage_error;
+using service::command_error;
+using service::one_line;
+using service::parsed_args;
+using service::expect_only;
+using service::load_or_throw;
+using service::open_worker_pool;
+using service::throw_database_failure;
+using service::settings;
+using service::env_lookup;
 
 int command_export(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
   expect_only(parsed, 1, {"--tenant", "--format"});

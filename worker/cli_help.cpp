@@ -1,6 +1,6 @@
 #include "worker/cli_help.hpp"
 
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 #include <cctype>
 #include <cstdio>
@@ -8,6 +8,8 @@
 #include <vector>
 
 namespace bankworker::worker {
+
+using service::value_options;
 
 namespace {
 

@@ -8,9 +8,20 @@
 #include "crypto/redact.hpp"
 #include "queue/queue.hpp"
 #include "worker/cli.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 namespace bankworker::worker {
+
+using service::usage_error;
+using service::command_error;
+using service::one_line;
+using service::parsed_args;
+using service::expect_only;
+using service::load_or_throw;
+using service::open_queue_pool;
+using service::throw_database_failure;
+using service::settings;
+using service::env_lookup;
 
 namespace {
 

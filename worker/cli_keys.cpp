@@ -10,9 +10,23 @@
 #include "db/keys.hpp"
 #include "db/tenant_scope.hpp"
 #include "worker/cli.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 namespace bankworker::worker {
+
+using service::usage_error;
+using service::command_error;
+using service::one_line;
+using service::parsed_args;
+using service::expect_only;
+using service::load_or_throw;
+using service::open_worker_pool;
+using service::configured_root_keys;
+using service::open_key_store;
+using service::tenant_option;
+using service::throw_database_failure;
+using service::settings;
+using service::env_lookup;
 
 namespace {
 

@@ -11,11 +11,25 @@
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "worker/cli.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 #include "worker/runtime.hpp"
 #include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::worker {
+
+using service::usage_error;
+using service::command_error;
+using service::one_line;
+using service::parsed_args;
+using service::expect_only;
+using service::load_or_throw;
+using service::open_worker_pool;
+using service::open_queue_pool;
+using service::open_key_store;
+using service::tenant_option;
+using service::throw_database_failure;
+using service::settings;
+using service::env_lookup;
 
 namespace {
 

@@ -9,9 +9,23 @@
 #include "db/tenant_scope.hpp"
 #include "db/tenants.hpp"
 #include "worker/cli.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 namespace bankworker::worker {
+
+using service::usage_error;
+using service::command_error;
+using service::one_line;
+using service::parsed_args;
+using service::expect_only;
+using service::load_or_throw;
+using service::login_use;
+using service::connect_as_login_user;
+using service::open_worker_pool;
+using service::open_key_store;
+using service::throw_database_failure;
+using service::settings;
+using service::env_lookup;
 
 namespace {
 

@@ -15,6 +15,9 @@
 
 namespace bankworker::worker {
 
+using service::logger;
+using service::metrics_registry;
+
 namespace {
 
 constexpr std::string_view jobs_name = "bankworker_jobs";

@@ -32,10 +32,13 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "db/pool.hpp"
-#include "worker/log.hpp"
-#include "worker/metrics.hpp"
+#include "service/log.hpp"
+#include "service/metrics.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
 
 // Job kinds shown; kinds beyond it (only a misbehaving enqueuer makes them) are left out.
 inline constexpr std::size_t database_gauge_kinds_max = 64;

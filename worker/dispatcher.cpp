@@ -14,6 +14,10 @@
 
 namespace bankworker::worker {
 
+using service::logger;
+using service::metric_labels;
+using service::metrics_registry;
+
 namespace {
 
 // Waits "forever" on a timer used as an event: cancel() wakes the waiter.
@@ -484,11 +488,6 @@ boost::asio::awaitable<void> dispatcher::rescue_loop() {
       log_.warn("rescue of expired leases failed", {{"error", error.what()}});
     }
   }
-}
-
-void complete_in_or_throw(pqxx::transaction_base& tx, const job_context& context, const queue::job& job,
-                          const queue::outcome& result) {
-  if (!context.jobs().complete_in(tx, context.owner(), {job.ref, job.attempt, result})) throw lease_lost_error();
 }
 
 }  // namespace bankworker::worker

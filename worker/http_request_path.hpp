@@ -17,6 +17,8 @@
 
 namespace bankworker::worker {
 
+using service::settings;
+
 using http_request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
 
 // Applies settings.header_bytes_max and settings.body_bytes_max to a parser before its first read.

@@ -20,20 +20,18 @@
 
 namespace bankworker::worker {
 
+using service::settings;
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
+using service::equal_ignoring_case;
+
 namespace {
 
 constexpr auto as_result = asio::as_tuple(asio::use_awaitable);
-
-bool equal_ignoring_case(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 // Reads a refused connection's leftovers in pieces of this size, dropping them.
 constexpr std::size_t linger_read_bytes = 16 * 1024;
@@ -67,13 +65,6 @@ http_response plain(unsigned status, std::string body) {
 }
 
 }  // namespace
-
-std::string_view http_request::header(std::string_view name) const noexcept {
-  for (const auto& [key, value] : headers) {
-    if (equal_ignoring_case(key, name)) return value;
-  }
-  return {};
-}
 
 void limit_request_parser(http_request_parser& parser, const http_settings& settings) {
   parser.header_limit(static_cast<std::uint32_t>(settings.header_bytes_max));

@@ -31,11 +31,18 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include "worker/config.hpp"
+#include "service/config.hpp"
+#include "service/http.hpp"
 
 namespace bankworker::worker {
 
-struct http_route;
+using service::settings;
+using service::listen_address;
+
+using service::http_handler;
+using service::http_request;
+using service::http_response;
+using service::http_route;
 
 struct http_settings {
   listen_address listen{"127.0.0.1", 8080};  // port 0 picks a free port (tests)
@@ -61,34 +68,6 @@ struct http_settings {
   // Called when a body is refused with 413 before any handler saw it, with the route it was sent
   // to (nothing when none matches); for the routes' own metrics. Must not block.
   std::function<void(const http_route* route)> observe_too_large;
-};
-
-struct http_request {
-  std::string method;  // "GET", "POST", …
-  std::string target;  // path and query as sent
-  std::string path;    // target without the query
-  std::string body;    // raw bytes exactly as received
-  std::string remote_address;
-  std::vector<std::pair<std::string, std::string>> headers;  // as received, in order
-
-  // The first header with this name (case-insensitive), or empty when absent.
-  std::string_view header(std::string_view name) const noexcept;
-};
-
-struct http_response {
-  unsigned status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;
-};
-
-using http_handler = std::function<boost::asio::awaitable<http_response>(http_request)>;
-
-struct http_route {
-  std::string method;
-  std::string path;  // exact path, or a prefix when prefix is true ("/webhooks/stripe/")
-  bool prefix = false;
-  http_handler handler;
 };
 
 // Counts of what the server refused, for metrics and tests.

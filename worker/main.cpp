@@ -23,5 +23,5 @@ int main(int argc, char** argv) {
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
   std::vector<std::string_view> args(argv + 1, argv + argc);
-  return bankworker::worker::run_cli(args, bankworker::worker::process_environment(), std::cout, std::cerr);
+  return bankworker::worker::run_cli(args, bankworker::service::process_environment(), std::cout, std::cerr);
 }

@@ -1,6 +1,6 @@
 #include "worker/plaid_jobs.hpp"
 
-#include "worker/external_calls.hpp"
+#include "service/external_calls.hpp"
 
 #include <optional>
 #include <utility>
@@ -18,9 +18,17 @@
 #include "db/plaid_store.hpp"
 #include "db/rate_limits.hpp"
 #include "db/tenant_scope.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
+using service::one_line;
+using service::settings;
+using service::to_external_call;
+using service::register_provider_call;
+using service::count_provider_call;
 
 namespace asio = boost::asio;
 

@@ -44,10 +44,13 @@
 #include "db/plaid_store.hpp"
 #include "db/pool.hpp"
 #include "worker/dispatcher.hpp"
-#include "worker/log.hpp"
-#include "worker/metrics.hpp"
+#include "service/log.hpp"
+#include "service/metrics.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
 
 inline constexpr std::string_view plaid_link_kind = "plaid.link";
 inline constexpr std::string_view plaid_sync_kind = "plaid.sync";

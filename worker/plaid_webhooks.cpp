@@ -16,6 +16,13 @@
 
 namespace bankworker::worker {
 
+using service::logger;
+using service::metrics_registry;
+using service::settings;
+using service::webhook_replays;
+using service::webhook_requests_name;
+using service::webhook_requests_help;
+
 namespace asio = boost::asio;
 
 enum class plaid_webhook_effect { ignore, sync, needs_reauth, revoke };

@@ -22,13 +22,13 @@
 // every key_ttl each known key is fetched again, so expired_at set by Plaid's rotation arrives)
 // and on a kid not in the cache; never again per request for a kid we hold. A kid Plaid does not
 // know is remembered as unknown for unknown_kid_retry. Fetches for kids not in the cache are
-// budgeted per sender address (key_fetches_max per key_fetch_window, worker/source_budget.hpp),
+// budgeted per sender address (key_fetches_max per key_fetch_window, service/source_budget.hpp),
 // so a forger sending tokens with random kids spends its own budget, not the one Plaid's own
 // addresses need when Plaid starts signing with a new key; key_fetches_total_max bounds all
 // senders together (what Plaid's rate limit allows us).
 //
 // Replays (issue #23): the hash of every token that verified is remembered for its age window
-// (max_age + future_skew, worker/webhook_replays.hpp), and the same token again inside it is
+// (max_age + future_skew, service/webhook_replays.hpp), and the same token again inside it is
 // answered 409 with nothing done.
 
 #include <chrono>
@@ -50,10 +50,10 @@
 #include "db/keys.hpp"
 #include "db/pool.hpp"
 #include "worker/http_server.hpp"
-#include "worker/log.hpp"
-#include "worker/metrics.hpp"
-#include "worker/source_budget.hpp"
-#include "worker/webhook_replays.hpp"
+#include "service/log.hpp"
+#include "service/metrics.hpp"
+#include "service/source_budget.hpp"
+#include "service/webhook_replays.hpp"
 
 namespace bankworker::limits {
 
@@ -66,6 +66,12 @@ static_assert(plaid_webhook_body_bytes_max <= webhook_body_bytes_max);
 }  // namespace bankworker::limits
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
+using service::settings;
+using service::source_budget;
+using service::webhook_replays;
 
 inline constexpr std::string_view plaid_webhook_path = "/webhooks/plaid";
 

@@ -31,11 +31,11 @@
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
 #include "worker/build_info.hpp"
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 #include "worker/database_gauges.hpp"
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
-#include "worker/metrics.hpp"
+#include "service/metrics.hpp"
 #include "worker/plaid_jobs.hpp"
 #include "worker/plaid_webhooks.hpp"
 #include "worker/readiness.hpp"
@@ -44,6 +44,22 @@
 #include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::log_level;
+using service::metrics_registry;
+using service::duration_histogram;
+using service::command_error;
+using service::one_line;
+using service::connect_as_login_user;
+using service::open_key_store;
+using service::settings;
+using service::read_log_level_file;
+using service::webhook_requests_name;
+using service::webhook_requests_help;
+using service::add_build_info;
+using service::add_process_metrics;
+using service::process_resident_bytes;
 
 namespace asio = boost::asio;
 

@@ -13,9 +13,11 @@
 // re-reads the log level from BANKWORKER_LOG_LEVEL_FILE when set; connections stay open. Under
 // systemd: READY=1 once serving, and WATCHDOG=1 while the event loop turns and the database answers.
 
-#include "worker/config.hpp"
+#include "service/config.hpp"
 
 namespace bankworker::worker {
+
+using service::settings;
 
 // Returns the process exit status; throws command_error for start-up failures.
 int run_service(settings& config);

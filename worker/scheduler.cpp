@@ -14,6 +14,10 @@
 
 namespace bankworker::worker {
 
+using service::logger;
+using service::metric_labels;
+using service::metrics_registry;
+
 namespace {
 
 // $1 is the injected time as timestamptz text, or NULL for the database clock, in every statement.

@@ -41,10 +41,13 @@
 #include "core/limits.hpp"
 #include "db/pool.hpp"
 #include "queue/queue.hpp"
-#include "worker/log.hpp"
-#include "worker/metrics.hpp"
+#include "service/log.hpp"
+#include "service/metrics.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
 
 // Names of the maintenance tasks in bankworker.schedules.
 inline constexpr std::string_view prune_jobs_schedule = "prune.jobs";

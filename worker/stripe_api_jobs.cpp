@@ -7,9 +7,13 @@
 #include "db/plaid_store.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "worker/external_calls.hpp"
+#include "service/external_calls.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::to_external_call;
+using service::count_provider_call;
 
 namespace asio = boost::asio;
 

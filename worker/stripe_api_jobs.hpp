@@ -47,10 +47,13 @@
 #include "ledger/ledger.hpp"
 #include "queue/queue.hpp"
 #include "worker/dispatcher.hpp"
-#include "worker/log.hpp"
-#include "worker/metrics.hpp"
+#include "service/log.hpp"
+#include "service/metrics.hpp"
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
 
 inline constexpr std::string_view stripe_recover_kind = "stripe.recover";
 // Bounds (STYLE.md §5).

@@ -37,6 +37,8 @@
 
 namespace bankworker::worker {
 
+using service::logger;
+
 namespace asio = boost::asio;
 
 namespace {

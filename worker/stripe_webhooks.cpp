@@ -15,6 +15,12 @@
 
 namespace bankworker::worker {
 
+using service::logger;
+using service::metrics_registry;
+using service::settings;
+using service::webhook_requests_name;
+using service::webhook_requests_help;
+
 namespace asio = boost::asio;
 
 namespace {

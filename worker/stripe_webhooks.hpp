@@ -10,7 +10,7 @@
 // and timestamp are checked before any cache lookup (connectors/stripe precheck_signature); the
 // opened secrets are cached in guarded memory, bounded, with a bounded negative cache for unknown
 // tenants (worker/webhook_secret_cache.hpp); and a tenant in neither is looked up only within a
-// per-sender budget (worker/source_budget.hpp), 429 past it. A secret added or removed reaches
+// per-sender budget (service/source_budget.hpp), 429 past it. A secret added or removed reaches
 // every worker as a NOTIFY on secret_channel (migration 0027), and forget_tenant() drops that
 // tenant; forget_secrets() drops them all (SIGHUP, and whenever the listen connection was down).
 //
@@ -45,10 +45,10 @@
 #include "queue/queue.hpp"
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
-#include "worker/log.hpp"
+#include "service/log.hpp"
 #include "worker/stripe_api_jobs.hpp"
-#include "worker/metrics.hpp"
-#include "worker/source_budget.hpp"
+#include "service/metrics.hpp"
+#include "service/source_budget.hpp"
 #include "worker/webhook_secret_cache.hpp"
 
 namespace bankworker::limits {
@@ -60,6 +60,12 @@ inline constexpr std::chrono::milliseconds webhook_secret_load_wait_ms{5'000};
 }  // namespace bankworker::limits
 
 namespace bankworker::worker {
+
+using service::logger;
+using service::metrics_registry;
+using service::settings;
+using service::source_budget;
+using service::source_budget_settings;
 
 inline constexpr std::string_view stripe_post_kind = "stripe.post";
 

@@ -4,6 +4,7 @@
 
 namespace bankworker::worker {
 
+
 webhook_secret_cache::webhook_secret_cache(webhook_secret_cache_settings settings) : settings_(settings) {}
 
 void webhook_secret_cache::lru::erase(const key& id) {

@@ -39,6 +39,7 @@ inline constexpr std::size_t stripe_unknown_tenants_max = 4096;
 
 namespace bankworker::worker {
 
+
 struct webhook_secret_cache_settings {
   std::size_t tenants_max = limits::stripe_secret_cache_tenants_max;
   std::size_t unknown_tenants_max = limits::stripe_unknown_tenants_max;

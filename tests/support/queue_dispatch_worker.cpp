@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   queue_config.lease = std::chrono::milliseconds(option(argc, argv, "--lease-ms", 60'000));
   queue::job_queue jobs(connections, std::move(queue_config));
   const crypto::secret listen_url = crypto::secret::copy_of(url);
-  worker::logger log(worker::log_level::info);
+  bankworker::service::logger log(bankworker::service::log_level::info);
 
   worker::dispatcher_settings settings;
   settings.concurrency = static_cast<std::uint32_t>(option(argc, argv, "--concurrency", 4));

@@ -9,7 +9,7 @@
 
 #include "tests/support/scratch_database.hpp"
 #include "worker/database_gauges.hpp"
-#include "worker/metrics.hpp"
+#include "service/metrics.hpp"
 
 using bankworker::test::scratch_database;
 namespace asio = boost::asio;
@@ -40,13 +40,13 @@ struct test_gauges {
           pool_config.connections = 1;
           return database.worker_pool(std::move(pool_config));
         }()),
-        log(worker::log_level::warn),
+        log(bankworker::service::log_level::warn),
         gauges(io, blocking, *connections, metrics, log, kinds) {}
   ~test_gauges() { blocking.join(); }
 
   std::unique_ptr<db::pool> connections;
-  worker::metrics_registry metrics;
-  worker::logger log;
+  bankworker::service::metrics_registry metrics;
+  bankworker::service::logger log;
   asio::io_context io;
   asio::thread_pool blocking{1};
   worker::database_gauges gauges;

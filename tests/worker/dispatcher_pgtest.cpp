@@ -105,7 +105,7 @@ struct running_dispatcher {
           return database.worker_pool(std::move(pool_config));
         }()),
         jobs(*connections, queue::queue_settings{}),
-        log(worker::log_level::warn),
+        log(bankworker::service::log_level::warn),
         dispatcher(io, blocking, jobs, &url, settings, log) {
     dispatcher.add_handler("test.count", [this](queue::job job, worker::job_context context) {
       return count_job(&seen, 2ms, std::move(job), context);
@@ -138,7 +138,7 @@ struct running_dispatcher {
   bankworker::crypto::secret url;
   std::unique_ptr<db::pool> connections;
   queue::job_queue jobs;
-  worker::logger log;
+  bankworker::service::logger log;
   asio::io_context io;
   asio::thread_pool blocking{2};
   worker::dispatcher dispatcher;

@@ -15,6 +15,7 @@
 #include "worker/http_server.hpp"
 
 using namespace bankworker::worker;
+using namespace bankworker::service;
 namespace asio = boost::asio;
 
 namespace {

@@ -81,7 +81,7 @@ struct plaid_world {
           return db::load_currencies(tx);
         }()),
         jobs(*connections, queue::queue_settings{}),
-        log(worker::log_level::warn),
+        log(bankworker::service::log_level::warn),
         http_client(io, http::client_settings{}),
         api(http_client, currencies, client_settings(sim.url, sync_count), crypto::secret::copy_of(sim_client_id),
             crypto::secret::copy_of(sim_secret)),
@@ -223,8 +223,8 @@ struct plaid_world {
   uuid tenant;
   bankworker::core::currency_table currencies;
   queue::job_queue jobs;
-  worker::logger log;
-  worker::metrics_registry metrics;
+  bankworker::service::logger log;
+  bankworker::service::metrics_registry metrics;
   asio::io_context io;
   asio::thread_pool blocking{4};
   http::client http_client;

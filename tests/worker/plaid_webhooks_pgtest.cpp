@@ -77,8 +77,8 @@ struct plaid_webhook_fixture {
   std::string other_item_id;  // an item no tenant holds
   asio::io_context io;
   asio::thread_pool blocking{4};
-  worker::metrics_registry metrics;
-  worker::logger log{worker::log_level::warn};
+  bankworker::service::metrics_registry metrics;
+  bankworker::service::logger log{bankworker::service::log_level::warn};
   std::atomic<int> key_fetches{0};
   std::unique_ptr<worker::plaid_webhooks> webhooks;
   std::unique_ptr<worker::http_server> server;

@@ -17,7 +17,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
-#include "worker/metrics.hpp"
+#include "service/metrics.hpp"
 #include "worker/scheduler.hpp"
 
 using namespace std::chrono_literals;
@@ -64,21 +64,21 @@ std::string at_text(std::chrono::system_clock::time_point at) { return "'" + que
 // One scheduler with its own pool, DB threads and io_context (never run unless a test runs it).
 struct test_scheduler {
   test_scheduler(const scratch_database& database, worker::scheduler_settings settings,
-                 worker::metrics_registry* metrics = nullptr)
+                 bankworker::service::metrics_registry* metrics = nullptr)
       : connections([&] {
           db::pool_settings pool_config;
           pool_config.connections = 2;
           return database.worker_pool(std::move(pool_config));
         }()),
         jobs(*connections, queue::queue_settings{}),
-        log(worker::log_level::warn),
+        log(bankworker::service::log_level::warn),
         scheduler(io, blocking, *connections, jobs, std::move(settings), log, metrics) {}
 
   ~test_scheduler() { blocking.join(); }
 
   std::unique_ptr<db::pool> connections;
   queue::job_queue jobs;
-  worker::logger log;
+  bankworker::service::logger log;
   asio::io_context io;
   asio::thread_pool blocking{1};
   worker::scheduler scheduler;
@@ -251,7 +251,7 @@ TEST_CASE("the queue gauges show waiting jobs by kind and priority with the olde
                       " FROM bankworker.tenants, generate_series(1, 3) d;"
                       " INSERT INTO bankworker.jobs (tenant_id, kind, priority, run_at)"
                       " SELECT tenant_id, 'test.b', 50, " + at_text(t0 + 1h) + " FROM bankworker.tenants");
-  worker::metrics_registry metrics;
+  bankworker::service::metrics_registry metrics;
   test_scheduler first(database, at_time(t0), &metrics);
   CHECK(first.scheduler.tick().failures == 0);
   const std::string text = metrics.render();

@@ -91,7 +91,7 @@ struct stripe_world {
           return db::load_currencies(tx);
         }()),
         jobs(*connections, queue::queue_settings{}),
-        log(worker::log_level::debug, logs.fd),
+        log(bankworker::service::log_level::debug, logs.fd),
         http_client(io, http::client_settings{}),
         api(http_client, api_settings(sim_url)),
         inbox(*connections, {}, worker::enqueue_stripe_posts()),
@@ -226,8 +226,8 @@ struct stripe_world {
   uuid tenant;
   bankworker::core::currency_table currencies;
   queue::job_queue jobs;
-  worker::logger log;
-  worker::metrics_registry metrics;
+  bankworker::service::logger log;
+  bankworker::service::metrics_registry metrics;
   asio::io_context io;
   asio::thread_pool blocking{4};
   http::client http_client;

@@ -93,7 +93,7 @@ struct posting_world {
   void work_all(std::uint32_t concurrency, std::function<void(const queue::job&)> before_post = {}) {
     asio::io_context io;
     asio::thread_pool blocking(4);
-    worker::logger log(worker::log_level::warn, ::fileno(log_file));
+    bankworker::service::logger log(bankworker::service::log_level::warn, ::fileno(log_file));
     worker::dispatcher_settings settings;
     settings.concurrency = concurrency;
     settings.listen = false;

@@ -26,7 +26,7 @@ inline constexpr std::size_t source_budget_sources_max = 4096;
 
 }  // namespace bankworker::limits
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 struct source_budget_settings {
   std::size_t per_source_max = 10;
@@ -60,4 +60,4 @@ class source_budget {
   window_use total_;
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

@@ -5,10 +5,10 @@
 #include <string_view>
 
 #include "connectors/http/client.hpp"
-#include "db/plaid_store.hpp"
-#include "worker/metrics.hpp"
+#include "db/external_calls.hpp"
+#include "service/metrics.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 inline db::external_call to_external_call(std::string_view provider, const connectors::http::call_record& call) {
   db::external_call row;
@@ -47,4 +47,4 @@ inline void count_provider_call(metrics_registry& metrics, std::string_view prov
       .record_us(static_cast<std::uint64_t>(call.latency.count()));
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

@@ -1,9 +1,9 @@
 // Replay memory for Plaid webhook tokens (worker/webhook_replays.cpp).
 #include <catch2/catch.hpp>
 
-#include "worker/webhook_replays.hpp"
+#include "service/webhook_replays.hpp"
 
-using bankworker::worker::webhook_replays;
+using bankworker::service::webhook_replays;
 using admission = webhook_replays::admission;
 
 namespace {

@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 using metric_labels = std::vector<std::pair<std::string, std::string>>;
 
@@ -109,4 +109,4 @@ void add_process_metrics(metrics_registry& metrics);
 // bankworker_build_info{version,commit} 1, the usual way to join a version onto other series.
 void add_build_info(metrics_registry& metrics, std::string_view version, std::string_view commit);
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

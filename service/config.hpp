@@ -14,9 +14,9 @@
 
 #include "core/limits.hpp"
 #include "crypto/secret.hpp"
-#include "worker/log.hpp"
+#include "service/log.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 struct listen_address {
   std::string host;  // an IPv4 or IPv6 literal, or "localhost"
@@ -89,4 +89,4 @@ settings_result load_settings(const env_lookup& env, settings_needs needs);
 // without naming the variable, so each caller can.
 std::optional<log_level> read_log_level_file(const std::filesystem::path& path, std::string& why);
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

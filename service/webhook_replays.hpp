@@ -25,7 +25,7 @@ inline constexpr std::size_t plaid_webhook_replays_max = 65'536;
 
 }  // namespace bankworker::limits
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 class webhook_replays {
  public:
@@ -55,4 +55,4 @@ class webhook_replays {
   std::deque<std::pair<std::chrono::steady_clock::time_point, digest>> order_;
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

@@ -1,9 +1,9 @@
 // Per-sender budgets (worker/source_budget.cpp): one sender cannot spend another's.
 #include <catch2/catch.hpp>
 
-#include "worker/source_budget.hpp"
+#include "service/source_budget.hpp"
 
-using bankworker::worker::source_budget;
+using bankworker::service::source_budget;
 
 namespace {
 const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);

@@ -1,4 +1,4 @@
-#include "worker/metrics.hpp"
+#include "service/metrics.hpp"
 
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -12,7 +12,7 @@
 
 #include "core/assert.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 namespace {
 
@@ -287,4 +287,4 @@ void add_build_info(metrics_registry& metrics, std::string_view version, std::st
                     {{"version", std::string(version)}, {"commit", std::string(commit)}}, [] { return std::int64_t{1}; });
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

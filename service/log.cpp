@@ -1,4 +1,4 @@
-#include "worker/log.hpp"
+#include "service/log.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 #include "core/limits.hpp"
 #include "crypto/redact.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 namespace {
 
@@ -153,4 +153,4 @@ void logger::log(log_level level, std::string_view message, std::initializer_lis
   }
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

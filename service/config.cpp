@@ -1,4 +1,4 @@
-#include "worker/config.hpp"
+#include "service/config.hpp"
 
 #include <unistd.h>
 
@@ -13,7 +13,7 @@
 
 #include "core/limits.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 namespace {
 
@@ -330,4 +330,4 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
   return result;
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

@@ -21,7 +21,7 @@
 
 #include "crypto/secret.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 enum class log_level : int { debug = 0, info = 1, warn = 2, error = 3 };
 
@@ -93,4 +93,4 @@ std::string format_log_line(log_level level, std::string_view timestamp, std::st
                             std::initializer_list<log_field> fields,
                             std::span<const crypto::secret* const> known_secrets = {});
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

@@ -1,10 +1,10 @@
-#include "worker/webhook_replays.hpp"
+#include "service/webhook_replays.hpp"
 
 #include <openssl/sha.h>
 
 #include <algorithm>
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 webhook_replays::webhook_replays(std::chrono::seconds window, std::size_t entries_max)
     : window_(window), entries_max_(std::clamp<std::size_t>(entries_max, 1, limits::plaid_webhook_replays_max)) {}
@@ -48,4 +48,4 @@ std::size_t webhook_replays::size() const {
   return expiry_.size();
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

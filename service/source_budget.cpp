@@ -1,10 +1,10 @@
-#include "worker/source_budget.hpp"
+#include "service/source_budget.hpp"
 
 #include <algorithm>
 
 #include <boost/asio/ip/address.hpp>
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 source_budget::source_budget(source_budget_settings settings) : settings_(settings) {}
 
@@ -50,4 +50,4 @@ std::size_t source_budget::sources() const {
   return sources_.size();
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

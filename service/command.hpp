@@ -17,9 +17,9 @@
 
 #include "db/keys.hpp"
 #include "db/pool.hpp"
-#include "worker/config.hpp"
+#include "service/config.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 // Bad usage (exit 2); carries the one-line reason.
 struct usage_error {
@@ -95,16 +95,4 @@ core::uuid tenant_option(const parsed_args& parsed);
 
 using command_function = int (*)(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
-int command_migrate(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_export(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_keys(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_audit(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_plaid(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_connections(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_scope_key(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

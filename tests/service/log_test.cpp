@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "core/limits.hpp"
-#include "worker/log.hpp"
+#include "service/log.hpp"
 
-using namespace bankworker::worker;
+using namespace bankworker::service;
 using bankworker::crypto::secret;
 
 TEST_CASE("a log line is one JSON object with time, level, message and fields", "[worker][log]") {
@@ -85,11 +85,11 @@ TEST_CASE("lines carry sd-daemon priority prefixes only when the descriptor is t
   struct stat status {};
   REQUIRE(::fstat(fds[1], &status) == 0);
   const std::string ours = std::to_string(status.st_dev) + ":" + std::to_string(status.st_ino);
-  CHECK(bankworker::worker::is_journal_stream(fds[1], ours.c_str()));
-  CHECK_FALSE(bankworker::worker::is_journal_stream(fds[1], nullptr));
-  CHECK_FALSE(bankworker::worker::is_journal_stream(fds[1], (std::to_string(status.st_dev) + ":1").c_str()));
-  CHECK_FALSE(bankworker::worker::is_journal_stream(fds[1], (ours + "x").c_str()));
-  CHECK_FALSE(bankworker::worker::is_journal_stream(2, ours.c_str()));  // stderr is another file
+  CHECK(bankworker::service::is_journal_stream(fds[1], ours.c_str()));
+  CHECK_FALSE(bankworker::service::is_journal_stream(fds[1], nullptr));
+  CHECK_FALSE(bankworker::service::is_journal_stream(fds[1], (std::to_string(status.st_dev) + ":1").c_str()));
+  CHECK_FALSE(bankworker::service::is_journal_stream(fds[1], (ours + "x").c_str()));
+  CHECK_FALSE(bankworker::service::is_journal_stream(2, ours.c_str()));  // stderr is another file
 
   ::setenv("JOURNAL_STREAM", ours.c_str(), 1);
   {

@@ -7,9 +7,9 @@
 #include <fstream>
 #include <map>
 
-#include "worker/config.hpp"
+#include "service/config.hpp"
 
-using namespace bankworker::worker;
+using namespace bankworker::service;
 
 namespace {
 

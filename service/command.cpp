@@ -1,4 +1,4 @@
-#include "worker/cli_support.hpp"
+#include "service/command.hpp"
 
 #include <sodium.h>
 
@@ -11,7 +11,7 @@
 #include "db/login.hpp"
 #include "queue/queue.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::service {
 
 namespace {
 
@@ -247,4 +247,4 @@ void throw_database_failure(std::string_view doing, const pqxx::sql_error& error
   throw command_error{std::string(doing) + " failed: " + one_line(error.what())};
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::service

@@ -5,9 +5,9 @@
 #include <sstream>
 #include <thread>
 
-#include "worker/metrics.hpp"
+#include "service/metrics.hpp"
 
-using namespace bankworker::worker;
+using namespace bankworker::service;
 
 namespace {
 
@@ -121,9 +121,9 @@ TEST_CASE("counters lose no increments under concurrent updates", "[metrics]") {
 }
 
 TEST_CASE("build info and the standard process series render with their Prometheus names", "[worker][metrics]") {
-  bankworker::worker::metrics_registry metrics;
-  bankworker::worker::add_build_info(metrics, "1.2.3", "abc123def456");
-  bankworker::worker::add_process_metrics(metrics);
+  bankworker::service::metrics_registry metrics;
+  bankworker::service::add_build_info(metrics, "1.2.3", "abc123def456");
+  bankworker::service::add_process_metrics(metrics);
   const std::string text = metrics.render();
   CHECK_THAT(text, Catch::Contains("\nbankworker_build_info{version=\"1.2.3\",commit=\"abc123def456\"} 1\n"));
   CHECK_THAT(text, Catch::Contains("# TYPE process_cpu_seconds_total counter\n"));
