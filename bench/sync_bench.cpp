@@ -35,6 +35,7 @@
 #include "connectors/plaid/client.hpp"
 #include "core/limits.hpp"
 #include "crypto/random.hpp"
+#include "db/currencies.hpp"
 #include "db/migrate.hpp"
 #include "db/plaid_store.hpp"
 #include "db/stripe_store.hpp"

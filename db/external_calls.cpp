@@ -20,6 +20,10 @@ constexpr statement append_calls_sql{"external_calls_append",
     "  $9::integer[]) AS u(provider, endpoint, http_status, error_code, bytes_sent, bytes_received, latency_us,"
     "  redactions)"};
 
+constexpr const char* prune_external_calls_sql =
+    "SELECT bankworker.prune_external_calls(coalesce($1::timestamptz, now()) - $2::bigint * interval '1 hour',"
+    " $3::integer)";
+
 }  // namespace
 
 void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<const external_call> calls) {
@@ -37,6 +41,13 @@ void append_external_calls(pqxx::work& tx, const core::uuid& tenant, std::span<c
   }
   exec_statement(tx, append_calls_sql, tenant.to_string(), providers.finish(), endpoints.finish(), statuses.finish(),
                  codes.finish(), sent.finish(), received.finish(), latencies.finish(), redactions.finish());
+}
+
+std::size_t prune_external_calls(pqxx::work& tx, std::chrono::hours retention, int batch,
+                                 const std::optional<std::string>& now) {
+  return tx.exec_params1(prune_external_calls_sql, now ? now->c_str() : nullptr,
+                         static_cast<std::int64_t>(retention.count()), batch)[0]
+      .as<std::size_t>();
 }
 
 }  // namespace bankworker::db

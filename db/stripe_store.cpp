@@ -68,7 +68,6 @@ constexpr const char* schedule_stripe_recovery_sql = "SELECT bankworker.schedule
 // A tenant has one key; more rows than this can only come from a race of two `key set`s, and the
 // next `key set` shreds them all.
 constexpr long api_key_rows_max = 16;
-constexpr const char* currencies_sql = "SELECT code, exponent, iso FROM bankworker.currencies";
 
 }  // namespace
 
@@ -229,14 +228,6 @@ std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view a
     moved.push_back(row[0].as<std::string>());
   }
   return moved;
-}
-
-core::currency_table load_currencies(pqxx::transaction_base& tx) {
-  std::vector<core::currency> currencies;
-  for (const auto& row : tx.exec(currencies_sql)) {
-    currencies.push_back({row[0].as<std::string>(), row[1].as<int>(), row[2].as<bool>()});
-  }
-  return core::currency_table(std::move(currencies));
 }
 
 }  // namespace bankworker::db

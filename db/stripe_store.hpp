@@ -95,7 +95,5 @@ std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::siz
 // Enqueues one stripe.recover job per tenant with a key (0011_stripe_api.sql); returns how many.
 std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uint32_t tenants_max);
 
-// bankworker.currencies as a table for pure code.
-core::currency_table load_currencies(pqxx::transaction_base& tx);
 
 }  // namespace bankworker::db

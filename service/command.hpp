@@ -93,6 +93,16 @@ core::uuid tenant_option(const parsed_args& parsed);
 // Rethrows a database failure as a command_error with a one-line reason that says what to do.
 [[noreturn]] void throw_database_failure(std::string_view doing, const pqxx::sql_error& error);
 
+// One command's entry in the help table (worker/cli_help.hpp): `--help`, the man page and the
+// bash completion are printed from these.
+struct command_help {
+  std::string_view path;      // "jobs list"; a group ("jobs") lists the entries below it
+  std::string_view synopsis;  // what follows the path: "[--state S] [--kind K]"
+  std::string_view summary;   // one sentence
+  std::string_view details;   // option lines ("  --state S   …\n"), may be empty
+  bool database = true;       // connects to the database, so --database-url applies
+};
+
 using command_function = int (*)(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::service

@@ -28,11 +28,6 @@ bool parse_port(std::string_view text, std::uint16_t& port) {
   return true;
 }
 
-bool is_ip_literal(const std::string& host, int family) {
-  unsigned char buffer[sizeof(struct in6_addr)];
-  return ::inet_pton(family, host.c_str(), buffer) == 1;
-}
-
 // http:// is accepted only for loopback (the simulators); everything else must be https://.
 std::optional<std::string> check_base_url(std::string_view url) {
   if (url.starts_with("https://") && url.size() > 8) return std::nullopt;
@@ -43,73 +38,79 @@ std::optional<std::string> check_base_url(std::string_view url) {
   return "must be an https:// URL (plain http only for 127.0.0.0/8, localhost or [::1])";
 }
 
-class loader {
- public:
-  loader(const env_lookup& env, settings_result& out) : env_(env), out_(out) {}
-
-  std::optional<std::string> get(std::string_view name) {
-    std::optional<std::string> value = env_(name);
-    if (value && value->empty()) return std::nullopt;  // set but empty counts as unset
-    if (value && value->size() > limits::env_value_bytes_max) {
-      problem(name, "longer than env_value_bytes_max (" + std::to_string(limits::env_value_bytes_max) + " bytes)");
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  void problem(std::string_view name, std::string_view what) {
-    out_.problems.push_back(std::string(name) + ": " + std::string(what));
-  }
-
-  // A secret from NAME, NAME_FILE or $CREDENTIALS_DIRECTORY/<credential>; at most one of the first two.
-  crypto::secret secret_from(std::string_view name, std::string_view credential) {
-    const std::string file_name = std::string(name) + "_FILE";
-    std::optional<std::string> inline_value = get(name);
-    const std::optional<std::string> file = get(file_name);
-    if (inline_value && file) {
-      problem(name, "set both " + std::string(name) + " and " + file_name + "; keep one");
-      return {};
-    }
-    if (inline_value) {
-      crypto::secret value = crypto::secret::copy_of(*inline_value);
-      std::fill(inline_value->begin(), inline_value->end(), '\0');
-      return value;
-    }
-    std::optional<std::filesystem::path> path;
-    if (file) path = *file;
-    if (!path) {
-      if (const auto directory = get(credentials_directory_variable)) {
-        const std::filesystem::path candidate = std::filesystem::path(*directory) / std::string(credential);
-        std::error_code ignored;
-        if (std::filesystem::exists(candidate, ignored)) path = candidate;
-      }
-    }
-    if (!path) return {};
-    try {
-      return crypto::read_secret_file(*path);
-    } catch (const crypto::secret_file_error& error) {
-      problem(file ? std::string_view(file_name) : name, error.what());
-      return {};
-    }
-  }
-
-  // A file that must exist and be readable now; its content is read later by its owner.
-  std::optional<std::filesystem::path> readable_file(std::string_view name) {
-    const std::optional<std::string> value = get(name);
-    if (!value) return std::nullopt;
-    if (::access(value->c_str(), R_OK) != 0) {
-      problem(name, "cannot read " + *value + ": " + std::strerror(errno));
-      return std::nullopt;
-    }
-    return std::filesystem::path(*value);
-  }
-
- private:
-  const env_lookup& env_;
-  settings_result& out_;
-};
+bool is_ip_literal(const std::string& host, int family) {
+  unsigned char buffer[sizeof(struct in6_addr)];
+  return ::inet_pton(family, host.c_str(), buffer) == 1;
+}
 
 }  // namespace
+
+env_reader::env_reader(const env_lookup& env, std::vector<std::string>& problems) : env_(env), problems_(problems) {}
+
+std::optional<std::string> env_reader::get(std::string_view name) {
+  std::optional<std::string> value = env_(name);
+  if (value && value->empty()) return std::nullopt;  // set but empty counts as unset
+  if (value && value->size() > limits::env_value_bytes_max) {
+    problem(name, "longer than env_value_bytes_max (" + std::to_string(limits::env_value_bytes_max) + " bytes)");
+    return std::nullopt;
+  }
+  return value;
+}
+
+void env_reader::problem(std::string_view name, std::string_view what) {
+  problems_.push_back(std::string(name) + ": " + std::string(what));
+}
+
+crypto::secret env_reader::secret_from(std::string_view name, std::string_view credential) {
+  const std::string file_name = std::string(name) + "_FILE";
+  std::optional<std::string> inline_value = get(name);
+  const std::optional<std::string> file = get(file_name);
+  if (inline_value && file) {
+    problem(name, "set both " + std::string(name) + " and " + file_name + "; keep one");
+    return {};
+  }
+  if (inline_value) {
+    crypto::secret value = crypto::secret::copy_of(*inline_value);
+    std::fill(inline_value->begin(), inline_value->end(), '\0');
+    return value;
+  }
+  std::optional<std::filesystem::path> path;
+  if (file) path = *file;
+  if (!path) {
+    if (const auto directory = get(credentials_directory_variable)) {
+      const std::filesystem::path candidate = std::filesystem::path(*directory) / std::string(credential);
+      std::error_code ignored;
+      if (std::filesystem::exists(candidate, ignored)) path = candidate;
+    }
+  }
+  if (!path) return {};
+  try {
+    return crypto::read_secret_file(*path);
+  } catch (const crypto::secret_file_error& error) {
+    problem(file ? std::string_view(file_name) : name, error.what());
+    return {};
+  }
+}
+
+std::optional<std::filesystem::path> env_reader::readable_file(std::string_view name) {
+  const std::optional<std::string> value = get(name);
+  if (!value) return std::nullopt;
+  if (::access(value->c_str(), R_OK) != 0) {
+    problem(name, "cannot read " + *value + ": " + std::strerror(errno));
+    return std::nullopt;
+  }
+  return std::filesystem::path(*value);
+}
+
+std::string env_reader::base_url(std::string_view name) {
+  const std::optional<std::string> url = get(name);
+  if (!url) return {};
+  if (auto why = check_base_url(*url)) {
+    problem(name, *why);
+    return {};
+  }
+  return *url;
+}
 
 std::optional<listen_address> parse_listen_address(std::string_view text) {
   listen_address result;
@@ -174,7 +175,7 @@ env_lookup process_environment() {
 // login that owns the schema) and falls back to BANKWORKER_DATABASE_URL; every other command takes
 // BANKWORKER_DATABASE_URL, the runtime login. Each may also come from NAME_FILE or a systemd
 // credential (migrate-database-url, database-url), so that neither password lives in an env file.
-void load_database_url(loader& load, const settings_needs& needs, settings& s) {
+void load_database_url(env_reader& load, const settings_needs& needs, settings& s) {
   std::string_view name = "BANKWORKER_DATABASE_URL";
   crypto::secret url;
   if (needs.migrate) {
@@ -201,7 +202,7 @@ void load_database_url(loader& load, const settings_needs& needs, settings& s) {
 }
 
 // BANKWORKER_DATABASE_CONNECT_TIMEOUT: whole seconds, 1 to database_connect_timeout_max.
-void load_connect_timeout(loader& load, settings& s) {
+void load_connect_timeout(env_reader& load, settings& s) {
   const auto text = load.get("BANKWORKER_DATABASE_CONNECT_TIMEOUT");
   if (!text) return;
   unsigned seconds = 0;
@@ -220,7 +221,7 @@ void load_connect_timeout(loader& load, settings& s) {
 namespace {
 
 // A host:port variable into `address`, which keeps its default when the variable is unset.
-void load_listen_address(loader& load, std::string_view name, listen_address& address) {
+void load_listen_address(env_reader& load, std::string_view name, listen_address& address) {
   if (auto listen = load.get(name)) {
     if (auto parsed = parse_listen_address(*listen)) {
       address = *parsed;
@@ -235,7 +236,7 @@ void load_listen_address(loader& load, std::string_view name, listen_address& ad
 settings_result load_settings(const env_lookup& env, settings_needs needs) {
   settings_result result;
   settings& s = result.value;
-  loader load(env, result);
+  env_reader load(env, result.problems);
 
   load_database_url(load, needs, s);
   load_connect_timeout(load, s);
@@ -265,20 +266,6 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
   if (needs.root_key && !root_key_named && !s.root_key_file && s.vault_address.empty()) {
     load.problem("BANKWORKER_ROOT_KEY_FILE", "required (or a root-key credential in $CREDENTIALS_DIRECTORY)");
   }
-
-  if (auto url = load.get("BANKWORKER_PLAID_BASE_URL")) {
-    if (auto why = check_base_url(*url)) load.problem("BANKWORKER_PLAID_BASE_URL", *why);
-    else s.plaid_base_url = *url;
-  }
-  if (auto id = load.get("BANKWORKER_PLAID_CLIENT_ID")) s.plaid_client_id = *id;
-  s.plaid_secret = load.secret_from("BANKWORKER_PLAID_SECRET", "plaid-secret");
-
-  if (auto url = load.get("BANKWORKER_STRIPE_API_BASE_URL")) {
-    if (auto why = check_base_url(*url)) load.problem("BANKWORKER_STRIPE_API_BASE_URL", *why);
-    else s.stripe_api_base_url = *url;
-  }
-  s.stripe_platform_secret_file = load.readable_file("BANKWORKER_STRIPE_PLATFORM_SECRET_FILE");
-  s.stripe_api_key_file = load.readable_file("BANKWORKER_STRIPE_API_KEY_FILE");
 
   if (auto text = load.get("BANKWORKER_CONCURRENCY")) {
     std::uint32_t value = 0;

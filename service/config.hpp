@@ -44,12 +44,6 @@ struct settings {
   crypto::secret vault_token;
   std::string vault_transit_mount = "transit";
   std::string vault_transit_key = "bankworker-root";
-  std::string plaid_base_url;
-  std::string plaid_client_id;
-  crypto::secret plaid_secret;
-  std::string stripe_api_base_url;
-  std::optional<std::filesystem::path> stripe_platform_secret_file;
-  std::optional<std::filesystem::path> stripe_api_key_file;
   std::uint32_t concurrency = 8;
   // How long `run` lets in-flight jobs finish after SIGTERM before releasing their leases: below
   // systemd's TimeoutStopSec (35 s in systemd/bankworker.service).
@@ -83,6 +77,30 @@ struct settings_result {
 };
 
 settings_result load_settings(const env_lookup& env, settings_needs needs);
+
+// Reads environment variables for a settings loader (this file's, a provider's): unset and empty
+// are the same, every value is bounded, and each problem is recorded as "NAME: what is wrong",
+// never with a secret's value.
+class env_reader {
+ public:
+  // `env` and `problems` outlive the reader.
+  env_reader(const env_lookup& env, std::vector<std::string>& problems);
+
+  std::optional<std::string> get(std::string_view name);
+  void problem(std::string_view name, std::string_view what);
+  // A secret from NAME, NAME_FILE or $CREDENTIALS_DIRECTORY/<credential>; at most one of the
+  // first two. Empty when none is set.
+  crypto::secret secret_from(std::string_view name, std::string_view credential);
+  // A file that must exist and be readable now; its content is read later by its owner.
+  std::optional<std::filesystem::path> readable_file(std::string_view name);
+  // An https:// base URL (plain http only on loopback, for the simulators); empty when unset or
+  // refused (then a problem is recorded).
+  std::string base_url(std::string_view name);
+
+ private:
+  const env_lookup& env_;
+  std::vector<std::string>& problems_;
+};
 
 // The level in a log level file: one word (debug, info, warn or error), surrounding white space
 // ignored. On failure, nothing, and `why` says what is wrong (unreadable, too long, not a level)

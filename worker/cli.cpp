@@ -4,6 +4,7 @@
 
 #include "worker/cli_help.hpp"
 #include "service/command.hpp"
+#include "service/provider.hpp"
 
 namespace bankworker::worker {
 
@@ -32,9 +33,6 @@ constexpr command commands[] = {
     {"audit", command_audit},
     {"jobs", command_jobs},
     {"run", command_run},
-    {"stripe", command_stripe},
-    {"plaid", command_plaid},
-    {"connections", command_connections},
     {"scope-key", command_scope_key},
 };
 
@@ -108,6 +106,11 @@ int run_cli(std::span<const std::string_view> args, const env_lookup& env, std::
     const env_lookup effective_env = with_database_url(parsed, env);
     for (const auto& [name, run] : commands) {
       if (name == command) return run(parsed, effective_env, out);
+    }
+    for (const auto& provider : service::all_providers()) {
+      for (const service::command_group& group : provider->commands()) {
+        if (group.name == command) return group.run(parsed, effective_env, out);
+      }
     }
     throw usage_error{"unknown command '" + std::string(command) + "' (see bankworker --help)"};
   } catch (const usage_error& error) {

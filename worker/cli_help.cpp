@@ -1,6 +1,7 @@
 #include "worker/cli_help.hpp"
 
 #include "service/command.hpp"
+#include "service/provider.hpp"
 
 #include <cctype>
 #include <cstdio>
@@ -17,8 +18,9 @@ constexpr std::string_view tenant_line = "  --tenant T         the tenant's id (
 constexpr std::string_view wait_line =
     "  --wait             wait for the job to finish and print its outcome\n";
 
-// Every command and subcommand, groups before their members. The one copy of the help text.
-constexpr command_help helps[] = {
+// Every command and subcommand, groups before their members, the providers' (service/provider.hpp)
+// between these and tail_helps. The one copy of the help text.
+constexpr command_help head_helps[] = {
     {"migrate", "[--dry-run|--status]", "apply pending database migrations (as BANKWORKER_MIGRATE_DATABASE_URL's login)",
      "  --dry-run          list what would apply, change nothing\n"
      "  --status           every migration, applied or pending; change nothing\n"},
@@ -43,35 +45,10 @@ constexpr command_help helps[] = {
     {"audit verify", "[--tenant T]", "recompute each tenant's audit chain and name the first broken row", tenant_line},
     {"audit checkpoint", "[--tenant T]", "sign a checkpoint of each chain that verifies", tenant_line},
     {"audit pubkey", "", "print the audit signing public key", ""},
-    {"stripe", "secret|connect|key ...", "Stripe webhook secrets, Connect accounts and API keys", ""},
-    {"stripe secret", "add|remove|list ...", "the tenant's webhook endpoint secrets", ""},
-    {"stripe secret add", "--tenant T --secret-file F", "add a webhook endpoint secret (whsec_…) for the tenant",
-     "  --tenant T         the tenant\n  --secret-file F    a file holding the secret\n"},
-    {"stripe secret remove", "--tenant T --id S", "remove (shred) one of the tenant's webhook secrets",
-     "  --tenant T         the tenant\n  --id S             the secret's id\n"},
-    {"stripe secret list", "--tenant T", "the tenant's active webhook secrets: ids, dates, key versions (never the secrets)",
-     tenant_line},
-    {"stripe connect", "--tenant T --account acct_…", "map a Connect account to the tenant; its unrouted events move in",
-     "  --tenant T         the tenant\n  --account A        the Connect account id\n"},
-    {"stripe key", "set ...", "the tenant's Stripe API key", ""},
-    {"stripe key set", "--tenant T --key-file F", "store the tenant's Stripe API key, sealed",
-     "  --tenant T         the tenant\n  --key-file F       a file holding the key\n"},
-    {"plaid", "link ...", "Plaid items", ""},
-    {"plaid link", "--tenant T --public-token P [--wait]", "exchange a Plaid public token for a new bank connection",
-     "  --tenant T         the tenant\n  --public-token P   the token from Plaid Link\n"
-     "  --wait             wait for the job to finish and print its outcome\n"},
-    {"connections", "list|sync|revoke ...", "bank connections", ""},
-    {"connections list", "[--tenant T] [--status S]",
-     "bank connections, their status and last error: one tenant's, or every tenant's (each line then starts with it)",
-     "  --tenant T         one tenant (default: every tenant)\n"
-     "  --status S         linking, active, needs_reauth, revoking or revoked only\n"},
-    {"connections sync", "--tenant T --connection C [--wait]", "enqueue a sync of one connection",
-     "  --tenant T         the tenant\n  --connection C     the connection's id\n"
-     "  --wait             wait for the job to finish and print its outcome\n"},
-    {"connections revoke", "--tenant T --connection C [--wait]",
-     "revoke a connection: remove the Plaid item, then shred its token",
-     "  --tenant T         the tenant\n  --connection C     the connection's id\n"
-     "  --wait             wait for the job to finish and print its outcome\n"},
+};
+
+// After the providers' commands.
+constexpr command_help tail_helps[] = {
     {"scope-key", "add|list|retire ...", "the keys the app mints tenant scope tokens with (README)", ""},
     {"scope-key add", "--id K --key-file F", "add a scope key and print its fingerprint",
      "  --id K             the key's id\n  --key-file F       a file holding 64 hex digits\n"},
@@ -115,12 +92,27 @@ constexpr std::string_view environment_text =
     "  BANKWORKER_MIGRATE_DATABASE_URL (or _FILE, or migrate-database-url): the owner's login, for migrate\n"
     "  BANKWORKER_ROOT_KEY_FILE, BANKWORKER_LOG_LEVEL, …: README.md lists every variable\n";
 
+// The whole table: built once, read only after.
+const std::vector<command_help>& helps_table() {
+  static const std::vector<command_help> table = [] {
+    std::vector<command_help> all(std::begin(head_helps), std::end(head_helps));
+    for (const auto& provider : service::all_providers()) {
+      for (const service::command_group& group : provider->commands()) {
+        all.insert(all.end(), group.help.begin(), group.help.end());
+      }
+    }
+    all.insert(all.end(), std::begin(tail_helps), std::end(tail_helps));
+    return all;
+  }();
+  return table;
+}
+
 bool is_member(std::string_view group, std::string_view path) {
   return path.size() > group.size() && path.starts_with(group) && path[group.size()] == ' ';
 }
 
 bool is_group(std::string_view path) {
-  for (const command_help& help : helps) {
+  for (const command_help& help : helps_table()) {
     if (is_member(path, help.path)) return true;
   }
   return false;
@@ -167,7 +159,7 @@ std::vector<std::string_view> options_of(const command_help& help) {
 
 }  // namespace
 
-std::span<const command_help> command_helps() { return helps; }
+std::span<const command_help> command_helps() { return helps_table(); }
 
 const command_help* find_command_help(std::span<const std::string_view> words) {
   const command_help* found = nullptr;
@@ -177,7 +169,7 @@ const command_help* find_command_help(std::span<const std::string_view> words) {
     if (!path.empty()) path.push_back(' ');
     path += word;
     const command_help* match = nullptr;
-    for (const command_help& help : helps) {
+    for (const command_help& help : helps_table()) {
       if (help.path == path) match = &help;
     }
     if (match == nullptr) break;
@@ -188,7 +180,7 @@ const command_help* find_command_help(std::span<const std::string_view> words) {
 
 void print_usage(std::ostream& out) {
   out << "usage: bankworker [--json] [--database-url URL] <command> [options]\n\ncommands:\n";
-  for (const command_help& help : helps) {
+  for (const command_help& help : helps_table()) {
     if (is_group(help.path)) continue;
     out << "  " << help.path << (help.synopsis.empty() ? "" : " ") << help.synopsis << "\n      " << help.summary
         << '\n';
@@ -202,7 +194,7 @@ void print_command_help(const command_help& help, std::ostream& out) {
       << help.summary << ".\n";
   if (is_group(help.path)) {
     out << "\ncommands:\n";
-    for (const command_help& member : helps) {
+    for (const command_help& member : helps_table()) {
       if (!is_member(help.path, member.path) || is_group(member.path)) continue;
       out << "  " << member.path << (member.synopsis.empty() ? "" : " ") << member.synopsis << "\n      "
           << member.summary << '\n';
@@ -220,7 +212,7 @@ void print_man_page(std::ostream& out) {
       << ".SH NAME\nbankworker \\- sync Plaid bank transactions and post Stripe webhooks to a ledger\n"
       << ".SH SYNOPSIS\n.B bankworker\n[\\-\\-json] [\\-\\-database\\-url URL]\n.I command\n[options]\n"
       << ".SH COMMANDS\n";
-  for (const command_help& help : helps) {
+  for (const command_help& help : helps_table()) {
     if (is_group(help.path)) continue;
     out << ".TP\n.B " << troff(help.path) << (help.synopsis.empty() ? "" : " ") << troff(help.synopsis) << '\n'
         << troff(help.summary) << ".\n";
@@ -249,13 +241,13 @@ void print_bash_completion(std::ostream& out) {
       << "  local words='--json --help --database-url'\n"
       << "  case $path in\n";
   out << "    '') words=\"$words --version";
-  for (const command_help& help : helps) {
+  for (const command_help& help : helps_table()) {
     if (help.path.find(' ') == std::string_view::npos) out << ' ' << help.path;
   }
   out << "\" ;;\n";
-  for (const command_help& help : helps) {
+  for (const command_help& help : helps_table()) {
     out << "    '" << help.path << "') words=\"$words";
-    for (const command_help& member : helps) {
+    for (const command_help& member : helps_table()) {
       if (!is_member(help.path, member.path)) continue;
       const std::string_view rest = member.path.substr(help.path.size() + 1);
       if (rest.find(' ') == std::string_view::npos) out << ' ' << rest;

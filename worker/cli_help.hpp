@@ -7,15 +7,11 @@
 #include <span>
 #include <string_view>
 
+#include "service/command.hpp"
+
 namespace bankworker::worker {
 
-struct command_help {
-  std::string_view path;      // "jobs list"; a group ("jobs") lists the entries below it
-  std::string_view synopsis;  // what follows the path: "[--state S] [--kind K]"
-  std::string_view summary;   // one sentence
-  std::string_view details;   // option lines ("  --state S   …\n"), may be empty
-  bool database = true;       // connects to the database, so --database-url applies
-};
+using service::command_help;
 
 std::span<const command_help> command_helps();
 

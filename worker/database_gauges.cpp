@@ -8,8 +8,6 @@
 #include <pqxx/pqxx>
 
 #include "core/assert.hpp"
-#include "db/inbox.hpp"
-#include "db/plaid_store.hpp"
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
 
@@ -28,9 +26,6 @@ constexpr std::string_view jobs_help =
 constexpr std::string_view oldest_name = "bankworker_jobs_oldest_available_age_seconds";
 constexpr std::string_view oldest_help =
     "Seconds the oldest due job of a kind (available or retryable, not running) has waited (0: none).";
-constexpr std::string_view connections_name = "bankworker_connections";
-constexpr std::string_view connections_help =
-    "Plaid connections by status, across tenants, read from the database every few seconds.";
 
 std::ptrdiff_t state_index(std::string_view state) {
   for (std::size_t i = 0; i < std::size(job_gauge_states); ++i) {
@@ -56,13 +51,6 @@ database_gauges::database_gauges(boost::asio::io_context& io, boost::asio::threa
     throw std::invalid_argument("database_gauge_settings.refresh_interval is outside its bounds");
   }
   for (const std::string& kind : kinds) series_for(kind);
-  for (const std::string_view status : connection_gauge_statuses) status_series(std::string(status));
-  metrics_.add_gauge("bankworker_inbox_unposted_events",
-                     "Stripe events received and stored but not yet posted to the ledger (nor ignored or failed).", {},
-                     [this] { return inbox_events_.load(std::memory_order_relaxed); });
-  metrics_.add_gauge("bankworker_inbox_oldest_unposted_age_seconds",
-                     "Seconds since the oldest unposted Stripe event was received (0: none).", {},
-                     [this] { return inbox_oldest_s_.load(std::memory_order_relaxed); });
   metrics_.add_gauge("bankworker_database_up",
                      "1 when this process's last read of the database gauges reached the database, else 0.", {},
                      [this] { return database_up_.load(std::memory_order_relaxed); });
@@ -83,32 +71,26 @@ database_gauges::kind_series* database_gauges::series_for(const std::string& kin
   return kinds_.emplace(kind, series).first->second;
 }
 
-std::atomic<std::int64_t>* database_gauges::status_series(const std::string& status) {
-  const auto found = statuses_.find(status);
-  if (found != statuses_.end()) return found->second;
-  // The statuses come from a check constraint; the cap only guards against a schema gone wrong.
-  if (statuses_.size() >= 2 * std::size(connection_gauge_statuses)) return nullptr;
-  std::atomic<std::int64_t>* value = &status_storage_.emplace_back(0);
-  metrics_.add_gauge(connections_name, connections_help, {{"status", status}},
-                     [value] { return value->load(std::memory_order_relaxed); });
-  return statuses_.emplace(status, value).first->second;
+void database_gauges::add_gauge(service::database_gauge gauge) {
+  BW_ASSERT(gauge.sql != nullptr && gauge.read != nullptr);
+  BW_ASSERT(gauges_.size() < database_gauge_statements_max);
+  gauges_.push_back(std::move(gauge));
 }
 
 void database_gauges::read_database() {
   pqxx::result job_rows;
-  pqxx::result connection_rows;
-  pqxx::result inbox_rows;
+  std::vector<pqxx::result> provider_rows(gauges_.size());
   {
     db::pool::lease lease = connections_.checkout();
     pqxx::nontransaction tx(lease.connection(), "bankworker_database_gauges");
-    // One round trip: the pipeline sends the three statements together and reads the answers.
+    // One round trip: the pipeline sends every statement together and reads the answers.
     pqxx::pipeline pipe(tx);
     const auto jobs_query = pipe.insert(queue::job_gauges_sql);
-    const auto connections_query = pipe.insert(db::connection_gauges_sql);
-    const auto inbox_query = pipe.insert(db::inbox_gauges_sql);
+    std::vector<pqxx::pipeline::query_id> queries;
+    queries.reserve(gauges_.size());
+    for (const service::database_gauge& gauge : gauges_) queries.push_back(pipe.insert(gauge.sql));
     job_rows = pipe.retrieve(jobs_query);
-    connection_rows = pipe.retrieve(connections_query);
-    inbox_rows = pipe.retrieve(inbox_query);
+    for (std::size_t i = 0; i < queries.size(); ++i) provider_rows[i] = pipe.retrieve(queries[i]);
   }
   BW_ASSERT(job_rows.size() <= queue::job_gauge_rows_max);
   // A (kind, state) missing from the answer has no jobs: it reads zero rather than its old value.
@@ -126,13 +108,7 @@ void database_gauges::read_database() {
       series->oldest_due_s.store(oldest_s, std::memory_order_relaxed);
     }
   }
-  for (const pqxx::row& row : connection_rows) {
-    if (auto* value = status_series(row[0].as<std::string>())) value->store(row[1].as<std::int64_t>(), std::memory_order_relaxed);
-  }
-  if (!inbox_rows.empty()) {
-    inbox_events_.store(inbox_rows[0][0].as<std::int64_t>(), std::memory_order_relaxed);
-    inbox_oldest_s_.store(inbox_rows[0][1].as<std::int64_t>(), std::memory_order_relaxed);
-  }
+  for (std::size_t i = 0; i < gauges_.size(); ++i) gauges_[i].read(provider_rows[i]);
 }
 
 bool database_gauges::refresh() {

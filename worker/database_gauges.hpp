@@ -1,16 +1,16 @@
 #pragma once
-// Gauges read from the database for the operators' alerts (issue 20): jobs by kind and state
-// (available, scheduled, running, retryable, dead) and the age of each kind's oldest due job,
-// connections by status, and the Stripe events received but not yet posted with the oldest one's
-// age. Also whether the last read reached the database at all.
+// Gauges read from the database for the operators' alerts: jobs by kind and state (available,
+// scheduled, running, retryable, dead) and the age of each kind's oldest due job, whether the last
+// read reached the database at all, and the providers' own gauges (Plaid connections by status,
+// Stripe events not yet posted, …), each added as a service::database_gauge.
 //
-// One cheap round trip every refresh_interval per process, never per scrape: the three statements
-// (queue::job_gauges_sql, db::connection_gauges_sql, db::inbox_gauges_sql, each owned by the room
-// that owns its table) go down one connection in one pipeline, and the gauges read atomics the
-// refresh stored. A scrape therefore costs the database nothing and sees values at most
-// refresh_interval old; a read that fails keeps the last values and sets bankworker_database_up
-// to 0. Every series of the known job kinds, states and statuses exists from start-up at zero,
-// so an increase() or absent() alert sees the first dead job.
+// One cheap round trip every refresh_interval per process, never per scrape: the statements
+// (queue::job_gauges_sql and the providers', each owned by the room that owns its table) go down
+// one connection in one pipeline, and the gauges read atomics the refresh stored. A scrape
+// therefore costs the database nothing and sees values at most refresh_interval old; a read that
+// fails keeps the last values and sets bankworker_database_up to 0. Every series of the known job
+// kinds and states exists from start-up at zero, so an increase() or absent() alert sees the
+// first dead job; a provider registers its own series at zero the same way.
 //
 // The database going away and coming back are each logged once (error, then info), not once per
 // refresh.
@@ -33,6 +33,7 @@
 
 #include "db/pool.hpp"
 #include "service/log.hpp"
+#include "service/provider.hpp"
 #include "service/metrics.hpp"
 
 namespace bankworker::worker {
@@ -47,9 +48,8 @@ inline constexpr std::chrono::milliseconds database_gauge_refresh_interval_max{6
 
 // The states bankworker_jobs shows, in the order the SQL names them.
 inline constexpr std::string_view job_gauge_states[] = {"available", "scheduled", "running", "retryable", "dead"};
-// The connection statuses shown from start-up (migration 0009's check constraint).
-inline constexpr std::string_view connection_gauge_statuses[] = {"linking",  "active",   "needs_reauth",
-                                                                 "broken",   "revoking", "revoked"};
+// Provider statements in the pipeline, at most.
+inline constexpr std::size_t database_gauge_statements_max = 16;
 
 struct database_gauge_settings {
   std::chrono::milliseconds refresh_interval{5'000};
@@ -57,13 +57,16 @@ struct database_gauge_settings {
 
 class database_gauges {
  public:
-  // Registers every series at zero: each of `kinds` in each state, each status, the inbox.
+  // Registers every series at zero: each of `kinds` in each state.
   // Everything passed by reference outlives this object and the registry's last render.
   database_gauges(boost::asio::io_context& io, boost::asio::thread_pool& blocking, db::pool& connections,
                   metrics_registry& metrics, logger& log, const std::vector<std::string>& kinds,
                   database_gauge_settings settings = {});
   database_gauges(const database_gauges&) = delete;
   database_gauges& operator=(const database_gauges&) = delete;
+
+  // Adds a provider's statement and reader; before run() or the first refresh().
+  void add_gauge(service::database_gauge gauge);
 
   // Refreshes until stop(). Spawn it on executor().
   boost::asio::awaitable<void> run();
@@ -81,7 +84,6 @@ class database_gauges {
   };
 
   kind_series* series_for(const std::string& kind);
-  std::atomic<std::int64_t>* status_series(const std::string& status);
   void read_database();
 
   boost::asio::thread_pool& blocking_;
@@ -95,10 +97,7 @@ class database_gauges {
   // Refresh-only state (one refresh at a time); the gauges read the atomics inside.
   std::map<std::string, kind_series*, std::less<>> kinds_;
   std::deque<kind_series> kind_storage_;
-  std::map<std::string, std::atomic<std::int64_t>*, std::less<>> statuses_;
-  std::deque<std::atomic<std::int64_t>> status_storage_;
-  std::atomic<std::int64_t> inbox_events_{0};
-  std::atomic<std::int64_t> inbox_oldest_s_{0};
+  std::vector<service::database_gauge> gauges_;
   std::atomic<std::int64_t> database_up_{0};
   // Start-up has just reached the database (run_service checks the schema first).
   bool was_up_ = true;

@@ -20,14 +20,11 @@
 #include <pqxx/pqxx>
 
 #include "connectors/http/client.hpp"
-#include "connectors/plaid/client.hpp"
 #include "core/limits.hpp"
+#include "db/currencies.hpp"
 #include "db/connect.hpp"
-#include "db/inbox.hpp"
 #include "db/migrate.hpp"
-#include "connectors/stripe/signature.hpp"
 #include "crypto/secret.hpp"
-#include "db/stripe_store.hpp"
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
 #include "worker/build_info.hpp"
@@ -36,12 +33,9 @@
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
 #include "service/metrics.hpp"
-#include "worker/plaid_jobs.hpp"
-#include "worker/plaid_webhooks.hpp"
 #include "worker/readiness.hpp"
 #include "worker/scheduler.hpp"
-#include "worker/stripe_api_jobs.hpp"
-#include "worker/stripe_webhooks.hpp"
+#include "service/provider.hpp"
 
 namespace bankworker::worker {
 
@@ -119,47 +113,6 @@ asio::awaitable<std::string> check_readiness(asio::thread_pool* blocking, db::po
   }
 }
 
-// The Plaid environment a base URL points at; it is bound into every sealed access token, so a
-// token sealed for the sandbox never opens for production.
-std::string plaid_environment(std::string_view base_url) {
-  if (base_url.find("sandbox") != std::string_view::npos) return "sandbox";
-  if (base_url.find("development") != std::string_view::npos) return "development";
-  if (connectors::http::client::url_allowed(base_url) && base_url.starts_with("http://")) return "sandbox";
-  return "production";
-}
-
-// The webhook route's key fetcher: Plaid's /webhook_verification_key/get. An unknown kid is an
-// answer (nothing); anything else that went wrong throws, and the route answers 503.
-asio::awaitable<std::optional<plaid::verification_key>> fetch_plaid_key(const plaid::client* api, std::string kid) {
-  plaid::result<plaid::verification_key> fetched = co_await api->get_webhook_verification_key(std::move(kid));
-  if (fetched.ok()) co_return std::move(fetched.value);
-  if (fetched.failure.kind == plaid::error_class::invalid_request) co_return std::nullopt;
-  throw std::runtime_error("Plaid's verification key could not be fetched: " +
-                           std::string(plaid::to_string(fetched.failure.kind)));
-}
-
-bool plaid_configured(const settings& config) {
-  return !config.plaid_base_url.empty() && !config.plaid_client_id.empty() && !config.plaid_secret.empty();
-}
-
-// The Connect platform endpoint's signing secret, read into guarded memory; nothing when
-// BANKWORKER_STRIPE_PLATFORM_SECRET_FILE is not set. A file that is unreadable, too open or holds
-// no whsec_ secret stops start-up: a platform endpoint that verifies nothing would answer 400 to
-// every Connect delivery until Stripe gives up.
-std::optional<crypto::secret> read_platform_secret(const settings& config) {
-  if (!config.stripe_platform_secret_file) return std::nullopt;
-  try {
-    crypto::secret secret =
-        crypto::read_secret_file(*config.stripe_platform_secret_file, crypto::file_permissions::owner_or_group_only);
-    if (!stripe::looks_like_webhook_secret(secret.reveal().text())) {
-      throw command_error{"BANKWORKER_STRIPE_PLATFORM_SECRET_FILE does not hold a Stripe webhook signing secret (whsec_…)"};
-    }
-    return secret;
-  } catch (const crypto::secret_file_error& error) {
-    throw command_error{std::string("BANKWORKER_STRIPE_PLATFORM_SECRET_FILE: ") + error.what()};
-  }
-}
-
 // SIGHUP: the level from BANKWORKER_LOG_LEVEL_FILE when it is set (the environment of a running
 // process cannot change). A file that cannot be read or holds no level keeps the current level:
 // a typo must not silence the logs or stop the worker.
@@ -202,29 +155,44 @@ rlim_t raise_open_files_limit(rlim_t wanted) {
   return ::setrlimit(RLIMIT_NOFILE, &raised) == 0 ? target : limit.rlim_cur;
 }
 
-}  // namespace
+using providers_list = std::vector<std::unique_ptr<service::provider>>;
 
-int run_service(settings& config) {
-  logger log(config.level, 2, {&config.plaid_secret});
-  {
-    const http_settings defaults;
-    constexpr rlim_t own_files_margin = 256;  // pool, listener, logs, libcurl, /proc reads
-    const rlim_t wanted = defaults.connections_max + limits::db_connections_max + own_files_margin;
-    const rlim_t open_files = raise_open_files_limit(wanted);
-    if (open_files < wanted) {
-      log.warn("the open file limit is below what the HTTP server's connection cap needs; raise LimitNOFILE",
-               {{"open_files_max", static_cast<std::uint64_t>(open_files)}, {"wanted", static_cast<std::uint64_t>(wanted)}});
-    }
+// The HTTP server may hold connections_max sockets besides the pool's and the process's own files.
+void raise_file_limit(logger& log) {
+  const http_settings defaults;
+  constexpr rlim_t own_files_margin = 256;  // pool, listener, logs, libcurl, /proc reads
+  const rlim_t wanted = defaults.connections_max + limits::db_connections_max + own_files_margin;
+  const rlim_t open_files = raise_open_files_limit(wanted);
+  if (open_files < wanted) {
+    log.warn("the open file limit is below what the HTTP server's connection cap needs; raise LimitNOFILE",
+             {{"open_files_max", static_cast<std::uint64_t>(open_files)}, {"wanted", static_cast<std::uint64_t>(wanted)}});
   }
-  std::optional<crypto::secret> platform_secret = read_platform_secret(config);
-  check_schema(config);
+}
 
-  metrics_registry metrics;
-  // Time a caller waited for a free pooled connection: near zero while the pool is big enough.
+std::vector<const crypto::secret*> log_secrets(const providers_list& providers) {
+  std::vector<const crypto::secret*> secrets;
+  for (const auto& provider : providers) {
+    for (const crypto::secret* secret : provider->log_secrets()) secrets.push_back(secret);
+  }
+  return secrets;
+}
+
+// Every kind a provider runs (their gauges exist from start-up), and those of the providers this
+// process cannot run (never claimed here: they wait, attempts untouched, for a process that can).
+std::vector<std::string> job_kinds(const providers_list& providers, bool unconfigured_only) {
+  std::vector<std::string> kinds;
+  for (const auto& provider : providers) {
+    if (unconfigured_only && provider->configured()) continue;
+    for (std::string& kind : provider->job_kinds()) kinds.push_back(std::move(kind));
+  }
+  return kinds;
+}
+
+// The pool's size and connect timeout, and the histogram of time spent waiting for a connection.
+db::pool_settings pool_settings_for(const settings& config, metrics_registry& metrics) {
   duration_histogram& pool_wait = metrics.add_histogram(
       "bankworker_db_pool_wait_seconds", "Time spent waiting for a free database connection from the pool.", {},
       {100, 500, 1'000, 5'000, 10'000, 50'000, 100'000, 500'000, 1'000'000, 5'000'000});
-
   db::pool_settings pool_config;
   pool_config.observe_wait = [&pool_wait](std::chrono::microseconds waited) {
     pool_wait.record_us(static_cast<std::uint64_t>(waited.count()));
@@ -232,210 +200,170 @@ int run_service(settings& config) {
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
   pool_config.connect_timeout = config.database_connect_timeout;
-  // The LISTEN connection opens outside the pool: it gets the same connect timeout in its URL.
-  const crypto::secret listen_url = [&config] {
-    std::string url(config.database_url.reveal().text());
-    db::add_connect_timeout(url, config.database_connect_timeout);
-    crypto::secret copy = crypto::secret::copy_of(url);
-    sodium_memzero(url.data(), url.size());
-    return copy;
-  }();
-  db::pool connections(std::move(config.database_url), pool_config);
-  const auto keys = open_key_store(config, connections);
+  return pool_config;
+}
 
-  core::currency_table currencies;
-  {
-    auto lease = connections.checkout();
-    pqxx::read_transaction tx(lease.connection());
-    currencies = db::load_currencies(tx);
-  }
+// The LISTEN connection opens outside the pool: it gets the same connect timeout in its URL.
+crypto::secret listen_url_of(const settings& config) {
+  std::string url(config.database_url.reveal().text());
+  db::add_connect_timeout(url, config.database_connect_timeout);
+  crypto::secret copy = crypto::secret::copy_of(url);
+  sodium_memzero(url.data(), url.size());
+  return copy;
+}
 
-  queue::queue_settings queue_config;
-  queue_config.lease = config.job_lease;
-  queue::job_queue jobs(connections, queue_config);
-  asio::io_context io;
-  asio::thread_pool blocking(pool_config.connections);
+core::currency_table read_currencies(db::pool& connections) {
+  auto lease = connections.checkout();
+  pqxx::read_transaction tx(lease.connection());
+  return db::load_currencies(tx);
+}
+
+void add_process_series(metrics_registry& metrics, db::key_store& keys, const db::pool& connections,
+                        std::size_t pool_size) {
   metrics.add_counter_reader("bankworker_key_cache_hits_total",
                              "Tenant key lookups answered from the unwrapped key cache.", {},
-                             [&keys] { return keys->cache().hits(); });
+                             [&keys] { return keys.cache().hits(); });
   metrics.add_counter_reader("bankworker_key_cache_misses_total",
                              "Tenant key lookups that had to unwrap the key with the root key.", {},
-                             [&keys] { return keys->cache().misses(); });
+                             [&keys] { return keys.cache().misses(); });
   add_build_info(metrics, build_version(), build_commit());
   add_process_metrics(metrics);
   metrics.add_gauge("bankworker_process_resident_memory_bytes", "Resident memory of this process.", {},
                     process_resident_bytes);
-
   metrics.add_gauge("bankworker_db_pool_connections_in_use", "Database connections checked out of the pool.", {},
                     [&connections] { return static_cast<std::int64_t>(connections.in_use()); });
   metrics.add_gauge("bankworker_db_pool_connections", "Size of the database connection pool.", {},
-                    [&pool_config] { return static_cast<std::int64_t>(pool_config.connections); });
+                    [pool_size] { return static_cast<std::int64_t>(pool_size); });
+}
 
+dispatcher_settings dispatch_settings_for(const settings& config, std::vector<std::string> never_claim) {
   dispatcher_settings dispatch_config;
   dispatch_config.concurrency = config.concurrency;
   dispatch_config.drain_timeout = config.drain_timeout;
   // Heartbeats well inside the lease, so a live job never loses it to a slow round trip.
-  dispatch_config.heartbeat_interval =
-      std::min(dispatch_config.heartbeat_interval, std::chrono::duration_cast<std::chrono::milliseconds>(config.job_lease) / 3);
+  dispatch_config.heartbeat_interval = std::min(
+      dispatch_config.heartbeat_interval, std::chrono::duration_cast<std::chrono::milliseconds>(config.job_lease) / 3);
   // Retention runs once per interval across all processes, in the scheduler.
   dispatch_config.prune_interval = std::chrono::milliseconds(0);
-  // Without Plaid settings a claimed Plaid job could only fail or wait, spending an attempt each
-  // time; it stays in the queue instead.
-  if (!plaid_configured(config)) {
-    dispatch_config.never_claim_kinds = {std::string(plaid_link_kind), std::string(plaid_sync_kind),
-                                         std::string(plaid_revoke_kind)};
-  }
-  dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
-  jobs_dispatcher.set_metrics(metrics);
-  db::inbox inbox(connections, {}, enqueue_stripe_posts());
-  connectors::http::client http(io, {});
+  dispatch_config.never_claim_kinds = std::move(never_claim);
+  return dispatch_config;
+}
 
-  // Stripe API (fees, missed-event recovery): only with BANKWORKER_STRIPE_API_BASE_URL; without
-  // it events post gross only and no recovery runs.
-  std::unique_ptr<stripe::api_client> stripe_api;
-  std::unique_ptr<stripe_api_jobs> stripe_api_handlers;
-  if (!config.stripe_api_base_url.empty()) {
-    stripe::api_settings stripe_config;
-    stripe_config.base_url = config.stripe_api_base_url;
-    stripe_api = std::make_unique<stripe::api_client>(http, stripe_config);
-    crypto::secret platform_key;
-    if (config.stripe_api_key_file) {
-      platform_key = crypto::read_secret_file(*config.stripe_api_key_file, crypto::file_permissions::owner_or_group_only);
+// Where each provider's additions go.
+struct plug_points {
+  dispatcher& jobs;
+  scheduler& periodic;
+  database_gauges& gauges;
+  std::vector<http_route>& routes;
+};
+
+// Starts every provider on the runtime's parts and plugs in what it adds.
+void start_providers(providers_list& providers, const service::runtime_parts& parts, plug_points into) {
+  for (const auto& provider : providers) {
+    if (!provider->configured()) {
+      parts.log.warn("provider not configured: this process claims none of its jobs",
+                     {{"provider", provider->name()}});
     }
-    stripe_api_handlers = std::make_unique<stripe_api_jobs>(connections, *keys, inbox, *stripe_api, currencies,
-                                                            std::move(platform_key), log, stripe_api_job_settings{});
-    stripe_api_handlers->set_metrics(metrics);
-    jobs_dispatcher.add_handler(std::string(stripe_recover_kind), stripe_api_handlers->recover_handler());
+    service::provider_parts added = provider->start(parts);
+    for (service::job_kind_handler& handler : added.handlers) {
+      into.jobs.add_handler(std::move(handler.kind), std::move(handler.handler));
+    }
+    for (http_route& route : added.routes) into.routes.push_back(std::move(route));
+    for (queue::listener_channel& channel : added.channels) into.jobs.listen_also(std::move(channel));
+    for (service::scheduled_task& task : added.tasks) into.periodic.add_task(std::move(task));
+    for (service::database_gauge& gauge : added.gauges) into.gauges.add_gauge(std::move(gauge));
+    for (const std::string& line : added.status_lines) parts.log.info(line);
   }
-  jobs_dispatcher.add_handler(std::string(stripe_post_kind),
-                              stripe_post_handler(connections, currencies, stripe_api_handlers.get(), &log));
+}
 
-  // Plaid: a process without its settings never claims Plaid jobs (dispatch_config above): they
-  // wait, attempts untouched, for a process that has them or for this one restarted with them.
-  std::unique_ptr<plaid::client> plaid_api;
-  std::unique_ptr<plaid_jobs> plaid_handlers;
-  if (plaid_configured(config)) {
-    plaid::client_settings plaid_config;
-    plaid_config.base_url = config.plaid_base_url;
-    plaid_api = std::make_unique<plaid::client>(http, currencies, plaid_config,
-                                                crypto::secret::copy_of(config.plaid_client_id),
-                                                crypto::secret::copy_of(config.plaid_secret.reveal().text()));
-    plaid_job_settings plaid_jobs_config;
-    plaid_jobs_config.environment = plaid_environment(config.plaid_base_url);
-    plaid_handlers = std::make_unique<plaid_jobs>(connections, *keys, *plaid_api, metrics, log, plaid_jobs_config);
-    jobs_dispatcher.add_handler(std::string(plaid_link_kind), plaid_handlers->link_handler());
-    jobs_dispatcher.add_handler(std::string(plaid_sync_kind), plaid_handlers->sync_handler());
-    jobs_dispatcher.add_handler(std::string(plaid_revoke_kind), plaid_handlers->revoke_handler());
-  } else {
-    log.warn("Plaid is not configured (BANKWORKER_PLAID_BASE_URL, _CLIENT_ID, _SECRET): this process claims no"
-             " Plaid job");
-  }
-
-  // Jobs, connections and the inbox from the database, every few seconds; every handled kind's
-  // series exists from here on at zero.
-  database_gauges database_counts(io, blocking, connections, metrics, log, jobs_dispatcher.kinds());
-
-  scheduler_settings periodic_config;
-  periodic_config.stripe_recovery = stripe_api_handlers != nullptr;
-  periodic_config.stripe_platform_key = stripe_api_handlers != nullptr && stripe_api_handlers->has_platform_key();
-  scheduler periodic(io, blocking, connections, jobs, periodic_config, log, &metrics);
-
-  stripe_webhooks webhooks(connections, *keys, inbox, blocking, metrics, log, {});
-  // A webhook secret added or removed anywhere (migration 0027) drops that tenant's cache entry
-  // here within the notification's delivery; while the listen connection was down anything may
-  // have changed, so every entry is dropped when it is back.
-  jobs_dispatcher.listen_also({.channel = std::string(stripe_secret_channel),
-                               .on_payload = [&webhooks](const std::string& tenant) { webhooks.forget_notified(tenant); },
-                               .on_listening = [&webhooks] { webhooks.forget_secrets(); }});
-
-  std::atomic<bool> draining{false};
-  // The webhook port serves webhooks only; health, readiness and metrics are on the admin address.
+// The admin address serves health, readiness and metrics; the webhook port serves webhooks only.
+std::vector<http_route> admin_routes(metrics_registry& metrics, readiness& ready, const std::atomic<bool>& draining) {
   std::vector<http_route> routes;
-  std::vector<http_route> admin_routes;
-  admin_routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
+  routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
                       co_return text(200, "ok\n");
                     }});
-  const db::schema_check schema(db::embedded_migrations());
-  readiness ready([&blocking, &connections, &schema] { return check_readiness(&blocking, &connections, &schema); },
-                  limits::readyz_database_check_interval_ms);
-  metrics.add_counter_reader("bankworker_readyz_database_checks_total",
-                             "Database checks /readyz made (at most one per readyz_database_check_interval_ms).", {},
-                             [&ready] { return ready.checks(); });
-  admin_routes.push_back({"GET", "/readyz", false, [&](http_request) -> asio::awaitable<http_response> {
+  routes.push_back({"GET", "/readyz", false, [&ready, &draining](http_request) -> asio::awaitable<http_response> {
                       if (draining.load()) co_return text(503, "draining\n");
                       const std::string unready = co_await ready.unready_reason();
                       if (!unready.empty()) co_return text(503, unready + "\n");
                       co_return text(200, "ready\n");
                     }});
-  admin_routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
+  routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
                       co_return http_response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(), {}};
                     }});
-  routes.push_back(webhooks.tenant_route());
-  std::unique_ptr<plaid_webhooks> plaid_hooks;
-  if (plaid_api) {
-    const plaid::client* api = plaid_api.get();
-    plaid_hooks = std::make_unique<plaid_webhooks>(
-        connections, *keys, blocking, metrics, log,
-        [api](std::string kid) { return fetch_plaid_key(api, std::move(kid)); }, plaid_webhook_settings{});
-    routes.push_back(plaid_hooks->route());
-    asio::co_spawn(io, plaid_hooks->run_key_refresh(), asio::detached);
-  }
-  if (platform_secret) {
-    routes.push_back(webhooks.platform_route(std::move(*platform_secret)));
-    log.info("Stripe Connect platform endpoint on: POST /webhooks/stripe");
-  } else {
-    log.info("Stripe Connect platform endpoint off (BANKWORKER_STRIPE_PLATFORM_SECRET_FILE not set): "
-             "POST /webhooks/stripe answers 404");
+  return routes;
+}
+
+// Handler latency per route and the webhook providers' too-large counters, registered before the
+// servers start so that a request only reads the maps. The routes vectors are moved into the
+// servers, which keep their elements where they are, so the pointers stay valid.
+class http_observers {
+ public:
+  http_observers(metrics_registry& metrics, logger& log, const std::vector<http_route>& routes,
+                 const std::vector<http_route>& admin)
+      : log_(log),
+        unrouted_(metrics.add_histogram("bankworker_http_request_duration_seconds",
+                                        "Time to answer an HTTP request, by route.", {{"route", "other"}})) {
+    for (const auto* served : {&routes, &admin}) {
+      for (const http_route& route : *served) {
+        latency_[&route] = &metrics.add_histogram("bankworker_http_request_duration_seconds",
+                                                  "Time to answer an HTTP request, by route.",
+                                                  {{"route", route.method + " " + route.path}});
+      }
+    }
+    // A webhook body the server refuses for its size is a webhook outcome of that provider too.
+    for (const http_route& route : routes) {
+      constexpr std::string_view prefix = "/webhooks/";
+      if (!route.path.starts_with(prefix)) continue;
+      const std::string_view rest = std::string_view(route.path).substr(prefix.size());
+      const std::string provider(rest.substr(0, rest.find('/')));
+      too_large_[&route] = &metrics.add_counter(webhook_requests_name, webhook_requests_help,
+                                                {{"provider", provider}, {"outcome", "too_large"}});
+    }
   }
 
-  // Handler latency per route, registered before the server starts so a request only reads the map.
-  std::map<const http_route*, duration_histogram*> route_latency;
-  duration_histogram& unrouted_latency = metrics.add_histogram(
-      "bankworker_http_request_duration_seconds", "Time to answer an HTTP request, by route.", {{"route", "other"}});
-  for (const auto* served : {&routes, &admin_routes}) {
-    for (const http_route& route : *served) {
-      route_latency[&route] = &metrics.add_histogram("bankworker_http_request_duration_seconds",
-                                                     "Time to answer an HTTP request, by route.",
-                                                     {{"route", route.method + " " + route.path}});
-    }
-  }
-  // A webhook body the server refuses for its size is a webhook outcome of that provider too.
-  std::map<const http_route*, metrics_registry::counter*> too_large_by_route;
-  for (const http_route& route : routes) {
-    for (const std::string_view provider : {"stripe", "plaid"}) {
-      if (!route.path.starts_with("/webhooks/" + std::string(provider))) continue;
-      too_large_by_route[&route] = &metrics.add_counter(webhook_requests_name, webhook_requests_help,
-                                                        {{"provider", std::string(provider)}, {"outcome", "too_large"}});
-    }
-  }
-  http_settings http_config;
-  http_config.listen = config.http_listen;
-  // The routes vector is moved into the server, which keeps its elements where they are, so the
-  // pointers above stay valid for the server's life.
-  http_config.observe_too_large = [&too_large_by_route](const http_route* route) {
-    const auto refused = too_large_by_route.find(route);
-    if (refused != too_large_by_route.end()) refused->second->fetch_add(1, std::memory_order_relaxed);
-  };
-  http_config.observe = [&route_latency, &unrouted_latency, &log](const http_route* route, unsigned status,
-                                                                   std::chrono::microseconds elapsed) {
-    const auto found = route != nullptr ? route_latency.find(route) : route_latency.end();
-    (found != route_latency.end() ? *found->second : unrouted_latency).record_us(static_cast<std::uint64_t>(elapsed.count()));
+  void observe(const http_route* route, unsigned status, std::chrono::microseconds elapsed) const {
+    const auto found = route != nullptr ? latency_.find(route) : latency_.end();
+    (found != latency_.end() ? *found->second : unrouted_).record_us(static_cast<std::uint64_t>(elapsed.count()));
     // The access log, at debug only: the route's pattern (never the tenant in the path), status, time.
-    if (log.enabled(log_level::debug)) {
-      log.debug("http request", {{"route", route != nullptr ? route->method + " " + route->path : std::string("other")},
-                                 {"status", status},
-                                 {"elapsed_us", static_cast<std::int64_t>(elapsed.count())}});
+    if (log_.enabled(service::log_level::debug)) {
+      log_.debug("http request", {{"route", route != nullptr ? route->method + " " + route->path : std::string("other")},
+                                  {"status", status},
+                                  {"elapsed_us", static_cast<std::int64_t>(elapsed.count())}});
     }
+  }
+
+  void observe_too_large(const http_route* route) const {
+    const auto refused = too_large_.find(route);
+    if (refused != too_large_.end()) refused->second->fetch_add(1, std::memory_order_relaxed);
+  }
+
+ private:
+  logger& log_;
+  duration_histogram& unrouted_;
+  std::map<const http_route*, duration_histogram*> latency_;
+  std::map<const http_route*, metrics_registry::counter*> too_large_;
+};
+
+// The webhook server's and the admin server's settings, both observed.
+std::pair<http_settings, http_settings> server_settings(const settings& config, const http_observers& observers) {
+  http_settings webhook_config;
+  webhook_config.listen = config.http_listen;
+  webhook_config.observe_too_large = [&observers](const http_route* route) { observers.observe_too_large(route); };
+  webhook_config.observe = [&observers](const http_route* route, unsigned status, std::chrono::microseconds elapsed) {
+    observers.observe(route, status, elapsed);
   };
-  http_config.body_bytes_max = limits::webhook_body_bytes_max;
-  http_settings admin_config = http_config;
+  webhook_config.body_bytes_max = limits::webhook_body_bytes_max;
+  http_settings admin_config = webhook_config;
   admin_config.listen = config.admin_listen;
   admin_config.observe_too_large = nullptr;
   // Prometheus, a load balancer's health check and an operator: a few connections, no bodies.
   admin_config.connections_max = admin_connections_max;
   admin_config.body_bytes_max = admin_body_bytes_max;
-  http_server server(io, http_config, std::move(routes));
-  http_server admin_server(io, admin_config, std::move(admin_routes));
+  return {std::move(webhook_config), std::move(admin_config)};
+}
+
+void add_server_metrics(metrics_registry& metrics, const http_server& server) {
   constexpr std::string_view refused_name = "bankworker_http_refused_total";
   constexpr std::string_view refused_help = "Connections and requests the HTTP server refused before any route, by reason.";
   metrics.add_counter_reader(refused_name, refused_help, {{"reason", "too_large"}},
@@ -446,102 +374,190 @@ int run_service(settings& config) {
                              [&server] { return server.counters().refused_connections; });
   metrics.add_counter_reader(refused_name, refused_help, {{"reason", "bad_request"}},
                              [&server] { return server.counters().bad_requests; });
-  server.start();
-  admin_server.start();
+}
 
-  // Signals: the first drains, a second exits at once; SIGHUP reloads secrets and the log level
-  // file, leaving every connection open.
-  asio::signal_set stop_signals(io, SIGTERM, SIGINT);
-  std::function<void(const boost::system::error_code&, int)> on_stop;
-  on_stop = [&](const boost::system::error_code& error, int number) {
-    if (error) return;
-    if (draining.exchange(true)) {
-      log.warn("second signal: exiting at once", {{"signal", number}});
-      std::_Exit(1);
-    }
-    log.info("stopping: draining jobs", {{"signal", number}, {"drain_timeout_s", config.drain_timeout.count()}});
-    sd_notify(0, "STOPPING=1");
+// Everything that runs until the stop: stopped together by the first signal (which then drains
+// the dispatcher) and once more when the dispatcher has finished.
+struct running_parts {
+  http_server& server;
+  http_server& admin;
+  scheduler& periodic;
+  database_gauges& gauges;
+  providers_list& providers;
+
+  void stop() const {
     server.stop();
-    admin_server.stop();
+    admin.stop();
     periodic.stop();
-    database_counts.stop();
-    if (plaid_hooks) plaid_hooks->stop_key_refresh();
-    jobs_dispatcher.stop();
-    stop_signals.async_wait(on_stop);
-  };
-  stop_signals.async_wait(on_stop);
-  asio::signal_set reload_signals(io, SIGHUP);
-  std::function<void(const boost::system::error_code&, int)> on_reload;
-  on_reload = [&](const boost::system::error_code& error, int) {
-    if (error) return;
-    webhooks.forget_secrets();
-    if (plaid_handlers) plaid_handlers->resume();
-    reload_log_level(config, log);
-    log.info("reloaded: webhook secrets will be read again", {{"log_level", to_string(log.level())}});
-    reload_signals.async_wait(on_reload);
-  };
-  reload_signals.async_wait(on_reload);
+    gauges.stop();
+    for (const auto& provider : providers) provider->stop();
+  }
+};
 
-  // The watchdog is fed from the event loop, and only while the database answers.
-  std::uint64_t watchdog_usec = 0;
-  asio::steady_timer watchdog(io);
-  std::function<void()> feed;
-  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
-    feed = [&] {
-      watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 2));
-      watchdog.async_wait([&](const boost::system::error_code& error) {
-        if (error) return;
-        asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-          try {
-            co_await queue::run_blocking(blocking, [&connections] {
-              auto lease = connections.checkout();
-              pqxx::nontransaction(lease.connection()).exec("SELECT 1");
-            });
-            sd_notify(0, "WATCHDOG=1");
-          } catch (const std::exception&) {
-            // No ping: systemd restarts a worker whose database stays unreachable past WatchdogSec.
-          }
-          feed();
-        }, asio::detached);
-      });
+// Signals: the first SIGTERM/SIGINT drains, a second exits at once; SIGHUP reloads what can be
+// reloaded (providers' secrets, the log level file), leaving every connection open. Under
+// systemd, the watchdog is fed from the event loop, and only while the database answers.
+class process_signals {
+ public:
+  process_signals(asio::io_context& io, asio::thread_pool& blocking, db::pool& connections, const settings& config,
+                  logger& log)
+      : io_(io), blocking_(blocking), connections_(connections), config_(config), log_(log),
+        stop_signals_(io, SIGTERM, SIGINT), reload_signals_(io, SIGHUP), watchdog_(io) {}
+
+  void start(std::atomic<bool>& draining, running_parts parts, dispatcher& jobs_dispatcher, providers_list& providers) {
+    on_stop_ = [this, &draining, parts, &jobs_dispatcher](const boost::system::error_code& error, int number) {
+      if (error) return;
+      if (draining.exchange(true)) {
+        log_.warn("second signal: exiting at once", {{"signal", number}});
+        std::_Exit(1);
+      }
+      log_.info("stopping: draining jobs", {{"signal", number}, {"drain_timeout_s", config_.drain_timeout.count()}});
+      sd_notify(0, "STOPPING=1");
+      parts.stop();
+      jobs_dispatcher.stop();
+      stop_signals_.async_wait(on_stop_);
     };
-    feed();
+    stop_signals_.async_wait(on_stop_);
+    on_reload_ = [this, &providers](const boost::system::error_code& error, int) {
+      if (error) return;
+      for (const auto& provider : providers) provider->reload();
+      reload_log_level(config_, log_);
+      log_.info("reloaded: webhook secrets will be read again", {{"log_level", to_string(log_.level())}});
+      reload_signals_.async_wait(on_reload_);
+    };
+    reload_signals_.async_wait(on_reload_);
+    std::uint64_t watchdog_usec = 0;
+    if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) feed(std::chrono::microseconds(watchdog_usec / 2));
   }
 
+  void cancel() {
+    stop_signals_.cancel();
+    reload_signals_.cancel();
+    watchdog_.cancel();
+  }
+
+ private:
+  void feed(std::chrono::microseconds every) {
+    watchdog_.expires_after(every);
+    watchdog_.async_wait([this, every](const boost::system::error_code& error) {
+      if (error) return;
+      asio::co_spawn(io_, [this, every]() -> asio::awaitable<void> {
+        try {
+          co_await queue::run_blocking(blocking_, [this] {
+            auto lease = connections_.checkout();
+            pqxx::nontransaction(lease.connection()).exec("SELECT 1");
+          });
+          sd_notify(0, "WATCHDOG=1");
+        } catch (const std::exception&) {
+          // No ping: systemd restarts a worker whose database stays unreachable past WatchdogSec.
+        }
+        feed(every);
+      }, asio::detached);
+    });
+  }
+
+  asio::io_context& io_;
+  asio::thread_pool& blocking_;
+  db::pool& connections_;
+  const settings& config_;
+  logger& log_;
+  asio::signal_set stop_signals_;
+  asio::signal_set reload_signals_;
+  asio::steady_timer watchdog_;
+  std::function<void(const boost::system::error_code&, int)> on_stop_;
+  std::function<void(const boost::system::error_code&, int)> on_reload_;
+};
+
+// Spawns the long-running coroutines; when the dispatcher has drained, everything stops.
+void spawn_loops(asio::io_context& io, scheduler& periodic, database_gauges& gauges, dispatcher& jobs_dispatcher,
+                 running_parts parts, process_signals& signals, connectors::http::client& http, logger& log,
+                 bool& clean) {
   asio::co_spawn(periodic.executor(), periodic.run(), [&log](std::exception_ptr failure) {
     // run() handles each tick's failure itself; anything escaping is a bug, so it is not hidden.
     if (failure) log.error("the scheduler stopped unexpectedly; periodic syncs and maintenance wait");
   });
-  asio::co_spawn(database_counts.executor(), database_counts.run(), [&log](std::exception_ptr failure) {
+  asio::co_spawn(gauges.executor(), gauges.run(), [&log](std::exception_ptr failure) {
     // run() handles each refresh's failure itself; anything escaping is a bug.
     if (failure) log.error("the database gauges stopped unexpectedly; they keep their last values");
   });
+  asio::co_spawn(jobs_dispatcher.executor(), jobs_dispatcher.run(),
+                 [&io, &http, &signals, &clean, parts](std::exception_ptr failure) {
+                   clean = failure == nullptr;
+                   http.shutdown();
+                   parts.stop();
+                   signals.cancel();
+                   io.stop();
+                 });
+}
+
+void run_io(asio::io_context& io, asio::thread_pool& blocking) {
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < io_threads; ++i) threads.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& thread : threads) thread.join();
+  blocking.join();
+}
+
+}  // namespace
+
+// The wiring, top to bottom: database, keys and queue; the dispatcher, scheduler and gauges; the
+// providers plugged into them; the two HTTP servers; signals; run until drained.
+int run_service(settings& config, providers_list configured) {
+  logger log(config.level, 2, log_secrets(configured));
+  raise_file_limit(log);
+  check_schema(config);
+  metrics_registry metrics;
+  const db::pool_settings pool_config = pool_settings_for(config, metrics);
+  const crypto::secret listen_url = listen_url_of(config);
+  db::pool connections(std::move(config.database_url), pool_config);
+  const auto keys = open_key_store(config, connections);
+  const core::currency_table currencies = read_currencies(connections);
+  queue::job_queue jobs(connections, queue::queue_settings{.lease = config.job_lease});
+  asio::io_context io;
+  asio::thread_pool blocking(pool_config.connections);
+  add_process_series(metrics, *keys, connections, pool_config.connections);
+
+  dispatcher jobs_dispatcher(io, blocking, jobs, &listen_url,
+                             dispatch_settings_for(config, job_kinds(configured, true)), log);
+  jobs_dispatcher.set_metrics(metrics);
+  connectors::http::client http(io, {});
+  database_gauges gauges(io, blocking, connections, metrics, log, job_kinds(configured, false));
+  scheduler periodic(io, blocking, connections, jobs, scheduler_settings{}, log, &metrics);
+  // Declared after every part the providers use (and before what uses them), so they are
+  // destroyed first: their timers and routes go before the io_context and the pool.
+  providers_list providers = std::move(configured);
+  std::vector<http_route> routes;
+  start_providers(providers, {io, blocking, connections, *keys, currencies, jobs, http, metrics, log},
+                  {jobs_dispatcher, periodic, gauges, routes});
+
+  std::atomic<bool> draining{false};
+  const db::schema_check schema(db::embedded_migrations());
+  readiness ready([&blocking, &connections, &schema] { return check_readiness(&blocking, &connections, &schema); },
+                  limits::readyz_database_check_interval_ms);
+  metrics.add_counter_reader("bankworker_readyz_database_checks_total",
+                             "Database checks /readyz made (at most one per readyz_database_check_interval_ms).", {},
+                             [&ready] { return ready.checks(); });
+  std::vector<http_route> admin = admin_routes(metrics, ready, draining);
+  const http_observers observers(metrics, log, routes, admin);
+  auto [webhook_config, admin_config] = server_settings(config, observers);
+  http_server server(io, std::move(webhook_config), std::move(routes));
+  http_server admin_server(io, std::move(admin_config), std::move(admin));
+  add_server_metrics(metrics, server);
+  server.start();
+  admin_server.start();
+
+  const running_parts running{server, admin_server, periodic, gauges, providers};
+  process_signals signals(io, blocking, connections, config, log);
+  signals.start(draining, running, jobs_dispatcher, providers);
   bool clean = false;
-  asio::co_spawn(jobs_dispatcher.executor(), jobs_dispatcher.run(), [&](std::exception_ptr failure) {
-    clean = failure == nullptr;
-    http.shutdown();
-    periodic.stop();
-    database_counts.stop();
-    if (plaid_hooks) plaid_hooks->stop_key_refresh();
-    server.stop();
-    admin_server.stop();
-    stop_signals.cancel();
-    reload_signals.cancel();
-    watchdog.cancel();
-    io.stop();
-  });
+  spawn_loops(io, periodic, gauges, jobs_dispatcher, running, signals, http, log, clean);
   log.info("bankworker running", {{"listen", config.http_listen.host + ":" + std::to_string(server.port())},
                                   {"admin_listen", config.admin_listen.host + ":" + std::to_string(admin_server.port())},
                                   {"concurrency", config.concurrency},
                                   {"version", build_version()},
                                   {"commit", build_commit()}});
   sd_notify(0, "READY=1");
-
-  std::vector<std::thread> threads;
-  for (unsigned i = 1; i < io_threads; ++i) threads.emplace_back([&io] { io.run(); });
-  io.run();
-  for (auto& thread : threads) thread.join();
-  blocking.join();
+  run_io(io, blocking);
   log.info("bankworker stopped", {{"clean", clean}});
   return clean ? 0 : 1;
 }

@@ -1,21 +1,17 @@
 #pragma once
-// The scheduler (issue 7 item 2): periodic work that must happen once per period however many
-// worker processes share the database.
+// The scheduler: periodic work that must happen once per period however many worker processes
+// share the database, and work every process does on each tick.
 //
-//   - Periodic syncs: every tick, the active connections whose next_sync_at has come get one
-//     plaid.sync job each, and their next_sync_at moves sync_interval plus a jitter of up to
-//     sync_jitter_percent ahead, in the same transaction (bankworker.schedule_due_syncs). Due rows
-//     are claimed FOR UPDATE SKIP LOCKED, so concurrent schedulers take disjoint connections.
+//   - Provider tasks (service::scheduled_task): each provider adds its own, e.g. Plaid's periodic
+//     syncs (every tick: due connections get a plaid.sync job, claimed with SKIP LOCKED so
+//     concurrent schedulers take disjoint rows) and Stripe's missed-event recovery (once per
+//     interval). A task that reports a backlog makes the next tick come at once.
 //   - Maintenance: tasks in bankworker.schedules, each claimed by one process per interval
-//     (bankworker.claim_schedule): finished jobs past retention, external-call log rows past 30
-//     days (DESIGN.md §4), idle rate-limit buckets. A task that fails asks to run again after
-//     retry_delay rather than a whole interval later.
-//   - Stripe missed-event recovery (stripe_recovery_schedule, when stripe_recovery is on): one
-//     stripe.recover job per tenant with a Stripe API key (bankworker.schedule_stripe_recovery);
-//     the job itself lists /v1/events (worker/stripe_api_jobs.hpp), so no tick waits on Stripe.
+//     (queue::claim_schedule): finished jobs past retention, external-call log rows past 30 days
+//     (DESIGN.md §4), idle rate-limit buckets. A task that fails asks to run again after
+//     retry_delay rather than a whole interval later (queue::defer_schedule).
 //   - Queue depth and oldest-job age by kind and priority for /metrics, read once per tick from one
-//     bounded statement (bankworker.queue_depth), when a metrics registry is given; likewise the
-//     connections waiting in 'revoking' and the age of the oldest (bankworker.revoking_connections).
+//     bounded statement (queue::read_queue_depth), when a metrics registry is given.
 //
 // Threads: run() and its timer live on one strand; every database call runs on the DB thread
 // pool through queue::run_blocking, one tick at a time. tick() is the same work called directly
@@ -27,7 +23,6 @@
 #include <deque>
 #include <map>
 #include <optional>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +37,7 @@
 #include "db/pool.hpp"
 #include "queue/queue.hpp"
 #include "service/log.hpp"
+#include "service/provider.hpp"
 #include "service/metrics.hpp"
 
 namespace bankworker::worker {
@@ -53,35 +49,20 @@ using service::metrics_registry;
 inline constexpr std::string_view prune_jobs_schedule = "prune.jobs";
 inline constexpr std::string_view prune_external_calls_schedule = "prune.external_calls";
 inline constexpr std::string_view prune_rate_buckets_schedule = "prune.rate_buckets";
-// Enqueues the stripe.recover jobs (worker/stripe_api_jobs.hpp).
-inline constexpr std::string_view stripe_recovery_schedule = "stripe.recover_events";
 
 // Bounds of the settings (STYLE.md §5); check_scheduler_settings enforces them.
 inline constexpr std::chrono::milliseconds scheduler_tick_min{100};
 inline constexpr std::chrono::milliseconds scheduler_tick_max{5 * 60'000};
-inline constexpr std::chrono::milliseconds sync_interval_min{60'000};
-inline constexpr std::chrono::milliseconds sync_interval_max{7 * 24 * 3'600'000LL};
-inline constexpr std::uint32_t sync_jitter_percent_max = 50;
-inline constexpr std::uint32_t sync_batch_max = 10'000;          // schedule_due_syncs refuses more
-inline constexpr std::uint32_t sync_batches_per_tick_max = 100;
 inline constexpr std::chrono::milliseconds maintenance_interval_min{1'000};
 inline constexpr std::chrono::milliseconds maintenance_interval_max{7 * 24 * 3'600'000LL};
 inline constexpr std::uint32_t prune_batch_max = 100'000;         // the prune functions refuse more
 inline constexpr std::uint32_t prune_batches_per_run_max = 1'000;
-inline constexpr std::uint32_t stripe_recovery_tenants_max = 10'000;  // schedule_stripe_recovery refuses more
 inline constexpr std::size_t queue_depth_series_max = 200;        // (kind, priority) pairs shown
 static_assert(prune_batch_max <= limits::job_prune_batch_max, "job_queue::prune takes batches up to its own limit");
 
 struct scheduler_settings {
-  // How often due syncs and due maintenance are looked for.
+  // How often every-tick tasks run and due maintenance is looked for.
   std::chrono::milliseconds tick{15'000};
-  // Periodic sync: every sync_interval plus a jitter of up to sync_jitter_percent of it.
-  std::chrono::milliseconds sync_interval{6 * 3'600'000LL};
-  std::uint32_t sync_jitter_percent = 10;
-  // Connections scheduled per statement, and statements per tick (a backlog is worked off over
-  // several ticks; the next tick comes at once while the last one was full).
-  std::uint32_t sync_batch = 500;
-  std::uint32_t sync_batches_per_tick = 20;
   // Maintenance intervals and retentions.
   std::chrono::milliseconds prune_jobs_interval{60'000};
   std::chrono::hours succeeded_retention{24};
@@ -89,20 +70,12 @@ struct scheduler_settings {
   std::chrono::milliseconds prune_external_calls_interval{3'600'000};
   std::chrono::hours external_calls_retention{24 * 30};
   std::chrono::milliseconds prune_rate_buckets_interval{600'000};
-  // Stripe missed-event recovery: off unless the Stripe API is configured; stripe_platform_key
-  // says whether this worker holds the platform key (connected accounts are then read too).
-  bool stripe_recovery = false;
-  bool stripe_platform_key = false;
-  std::chrono::milliseconds stripe_recovery_interval{15 * 60'000};
-  std::uint32_t stripe_recovery_tenants = 1'000;
   std::uint32_t prune_batch = 10'000;
   std::uint32_t prune_batches_per_run = 10;
   // A maintenance task that failed runs again after this instead of a whole interval later.
   std::chrono::milliseconds retry_delay{60'000};
   // Empty: the database's clock decides (production). Tests inject one.
   queue::clock_function clock;
-  // Seeds the jitter; 0 draws a random seed. Logged at start so a run can be reproduced.
-  std::uint64_t seed = 0;
 };
 
 // Throws std::invalid_argument naming the first setting out of its bounds.
@@ -110,15 +83,12 @@ void check_scheduler_settings(const scheduler_settings& settings);
 
 // What one tick did.
 struct scheduler_report {
-  std::size_t connections_scheduled = 0;
-  std::size_t sync_jobs_enqueued = 0;
-  std::vector<std::string> tasks_run;  // maintenance tasks this process claimed and ran
+  std::vector<std::string> tasks_run;  // interval tasks this process claimed and ran
   std::size_t jobs_pruned = 0;
   std::size_t external_calls_pruned = 0;
   std::size_t rate_buckets_pruned = 0;
-  std::size_t stripe_recovery_jobs = 0;
   std::size_t failures = 0;            // each one logged; the work is tried again later
-  bool sync_backlog = false;           // the last sync statement was full: tick again soon
+  bool backlog = false;                // a task had more work due at once: tick again soon
 };
 
 class scheduler {
@@ -130,13 +100,16 @@ class scheduler {
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
 
+  // Adds a provider's task; before run() or the first tick().
+  void add_task(service::scheduled_task task);
+
   // Ticks until stop(). Spawn it on executor().
   boost::asio::awaitable<void> run();
   // Stops after the tick in progress, if any. Safe from any thread.
   void stop();
   boost::asio::strand<boost::asio::io_context::executor_type>& executor() noexcept { return strand_; }
 
-  // One tick, blocking: periodic syncs, due maintenance, queue gauges. Not concurrently with
+  // One tick, blocking: every-tick tasks, due interval tasks and maintenance, queue gauges. Not concurrently with
   // itself on one scheduler (run() never does that).
   scheduler_report tick();
 
@@ -147,13 +120,11 @@ class scheduler {
   };
 
   std::optional<std::string> now_text() const;
-  void schedule_syncs(scheduler_report& report, const std::optional<std::string>& now);
   template <class Task>
   void run_task(std::string_view name, std::chrono::milliseconds interval, const std::optional<std::string>& now,
                 scheduler_report& report, Task task);
   std::size_t prune_external_calls(const std::optional<std::string>& now);
   void refresh_queue_depth(const std::optional<std::string>& now);
-  void refresh_revoking(const std::optional<std::string>& now);
 
   boost::asio::thread_pool& blocking_;
   db::pool& connections_;
@@ -164,12 +135,10 @@ class scheduler {
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   boost::asio::steady_timer timer_;
   std::atomic<bool> stopping_{false};
-  std::mt19937_64 random_;
+  std::vector<service::scheduled_task> tasks_;
   // Tick-only state (one tick at a time); the gauges read the atomics inside.
   std::map<std::pair<std::string, int>, depth_series*> depth_index_;
   std::deque<depth_series> depth_series_;
-  std::atomic<std::int64_t> revoking_connections_{0};
-  std::atomic<std::int64_t> revoking_oldest_s_{0};
 };
 
 }  // namespace bankworker::worker

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
+#include "core/assert.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "db/plaid_store.hpp"
 #include "db/stripe_store.hpp"
@@ -371,6 +372,20 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
               {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"scope", scope}, {"events", recovered_total}});
   }
   co_return stop;
+}
+
+service::scheduled_task stripe_recovery_task(db::pool& connections, bool platform_key_held,
+                                             std::chrono::milliseconds interval, std::uint32_t tenants) {
+  BW_ASSERT(tenants > 0 && tenants <= stripe_recovery_tenants_max);
+  db::pool* pool = &connections;
+  return {std::string(stripe_recovery_schedule), interval,
+          [pool, platform_key_held, tenants](const std::optional<std::string>&) {
+            db::pool::lease lease = pool->checkout();
+            pqxx::work tx(lease.connection(), "bankworker_schedule_stripe_recovery");
+            db::schedule_stripe_recovery(tx, platform_key_held, tenants);
+            tx.commit();
+            return false;
+          }};
 }
 
 }  // namespace bankworker::worker

@@ -48,6 +48,7 @@
 #include "queue/queue.hpp"
 #include "worker/dispatcher.hpp"
 #include "service/log.hpp"
+#include "service/provider.hpp"
 #include "service/metrics.hpp"
 
 namespace bankworker::worker {
@@ -56,6 +57,9 @@ using service::logger;
 using service::metrics_registry;
 
 inline constexpr std::string_view stripe_recover_kind = "stripe.recover";
+// The scheduler task that enqueues the stripe.recover jobs (its row in bankworker.schedules).
+inline constexpr std::string_view stripe_recovery_schedule = "stripe.recover_events";
+inline constexpr std::uint32_t stripe_recovery_tenants_max = 10'000;  // schedule_stripe_recovery refuses more
 // Bounds (STYLE.md §5).
 inline constexpr std::size_t recovery_pages_max_max = 1'000;
 inline constexpr std::size_t recovery_accounts_max = 1'000;
@@ -117,5 +121,12 @@ class stripe_api_jobs {
 
 // The queue outcome for a Stripe API failure (see the header comment).
 queue::outcome outcome_of(const stripe::api_error& failure, std::string_view what);
+
+// Missed-event recovery as a scheduler task: once per `interval` across every process, one
+// stripe.recover job per tenant with a Stripe API key (all tenants with Connect accounts too when
+// this worker holds the platform key), at most `tenants` per run (bankworker.schedule_stripe_recovery).
+// The job itself lists /v1/events, so no tick waits on Stripe.
+service::scheduled_task stripe_recovery_task(db::pool& connections, bool platform_key_held,
+                                             std::chrono::milliseconds interval, std::uint32_t tenants = 1'000);
 
 }  // namespace bankworker::worker

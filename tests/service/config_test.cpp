@@ -47,13 +47,16 @@ TEST_CASE("a missing database URL is a problem only for commands that need it", 
 }
 
 TEST_CASE("every bad value is reported on its own line naming the variable", "[worker][config]") {
-  const auto result = load_settings(env_of({{"BANKWORKER_DATABASE_URL", "mysql://nope"},
-                                            {"BANKWORKER_HTTP_LISTEN", "0.0.0.0"},
-                                            {"BANKWORKER_CONCURRENCY", "0"},
-                                            {"BANKWORKER_LOG_LEVEL", "loud"},
-                                            {"BANKWORKER_PLAID_BASE_URL", "http://plaid.example.com"},
-                                            {"BANKWORKER_ROOT_KEY_FILE", "/nonexistent/root-key"}}),
-                                    {.database = true});
+  const env_lookup env = env_of({{"BANKWORKER_DATABASE_URL", "mysql://nope"},
+                                 {"BANKWORKER_HTTP_LISTEN", "0.0.0.0"},
+                                 {"BANKWORKER_CONCURRENCY", "0"},
+                                 {"BANKWORKER_LOG_LEVEL", "loud"},
+                                 {"BANKWORKER_PLAID_BASE_URL", "http://plaid.example.com"},
+                                 {"BANKWORKER_ROOT_KEY_FILE", "/nonexistent/root-key"}});
+  settings_result result = load_settings(env, {.database = true});
+  // `bankworker run` then lets each provider read its own variables into the same list.
+  env_reader provider_env(env, result.problems);
+  CHECK(provider_env.base_url("BANKWORKER_PLAID_BASE_URL").empty());
   CHECK(result.problems.size() == 6);
   CHECK(mentions(result.problems, "BANKWORKER_DATABASE_URL:"));
   CHECK(mentions(result.problems, "BANKWORKER_HTTP_LISTEN:"));
@@ -76,9 +79,16 @@ TEST_CASE("listen addresses accept IPv4, bracketed IPv6 and localhost with a por
 }
 
 TEST_CASE("plain http is allowed only for loopback provider URLs", "[worker][config]") {
-  CHECK(load_settings(env_of({{"BANKWORKER_PLAID_BASE_URL", "http://127.0.0.1:9001"}}), {}).problems.empty());
-  CHECK(load_settings(env_of({{"BANKWORKER_STRIPE_API_BASE_URL", "https://api.stripe.com"}}), {}).problems.empty());
-  CHECK_FALSE(load_settings(env_of({{"BANKWORKER_STRIPE_API_BASE_URL", "http://10.0.0.1"}}), {}).problems.empty());
+  const auto problems_of = [](std::string_view name, const std::string& url) {
+    std::vector<std::string> problems;
+    const env_lookup env = env_of({{std::string(name), url}});
+    env_reader reader(env, problems);
+    reader.base_url(name);
+    return problems;
+  };
+  CHECK(problems_of("BANKWORKER_PLAID_BASE_URL", "http://127.0.0.1:9001").empty());
+  CHECK(problems_of("BANKWORKER_STRIPE_API_BASE_URL", "https://api.stripe.com").empty());
+  CHECK_FALSE(problems_of("BANKWORKER_STRIPE_API_BASE_URL", "http://10.0.0.1").empty());
 }
 
 TEST_CASE("secrets come from the variable, a _FILE, or the systemd credentials directory", "[worker][config]") {
@@ -87,18 +97,25 @@ TEST_CASE("secrets come from the variable, a _FILE, or the systemd credentials d
   std::ofstream(directory / "plaid-secret") << "from-credentials\n";
   std::ofstream(directory / "file-secret") << "from-file\n";
 
-  CHECK(load_settings(env_of({{"BANKWORKER_PLAID_SECRET", "inline-value"}}), {}).value.plaid_secret.reveal() ==
-        "inline-value");
-  CHECK(load_settings(env_of({{"BANKWORKER_PLAID_SECRET_FILE", (directory / "file-secret").string()}}), {})
-            .value.plaid_secret.reveal() == "from-file");
-  CHECK(load_settings(env_of({{"CREDENTIALS_DIRECTORY", directory.string()}}), {}).value.plaid_secret.reveal() ==
-        "from-credentials");
+  // What a provider reads its secrets with (Plaid's client secret here).
+  const auto secret_from = [](const env_lookup& env, std::vector<std::string>& problems) {
+    env_reader reader(env, problems);
+    return reader.secret_from("BANKWORKER_PLAID_SECRET", "plaid-secret");
+  };
+  std::vector<std::string> problems;
+  CHECK(secret_from(env_of({{"BANKWORKER_PLAID_SECRET", "inline-value"}}), problems).reveal() == "inline-value");
+  CHECK(secret_from(env_of({{"BANKWORKER_PLAID_SECRET_FILE", (directory / "file-secret").string()}}), problems)
+            .reveal() == "from-file");
+  CHECK(secret_from(env_of({{"CREDENTIALS_DIRECTORY", directory.string()}}), problems).reveal() == "from-credentials");
+  CHECK(problems.empty());
 
-  const auto both = load_settings(env_of({{"BANKWORKER_PLAID_SECRET", "inline-value"},
-                                          {"BANKWORKER_PLAID_SECRET_FILE", (directory / "file-secret").string()}}),
-                                  {});
-  CHECK(mentions(both.problems, "keep one"));
-  for (const auto& problem : both.problems) CHECK(problem.find("inline-value") == std::string::npos);
+  std::vector<std::string> both;
+  CHECK(secret_from(env_of({{"BANKWORKER_PLAID_SECRET", "inline-value"},
+                            {"BANKWORKER_PLAID_SECRET_FILE", (directory / "file-secret").string()}}),
+                    both)
+            .empty());
+  CHECK(mentions(both, "keep one"));
+  for (const auto& problem : both) CHECK(problem.find("inline-value") == std::string::npos);
 
   std::filesystem::remove_all(directory);
 }

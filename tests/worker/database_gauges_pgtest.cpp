@@ -9,6 +9,8 @@
 
 #include "tests/support/scratch_database.hpp"
 #include "worker/database_gauges.hpp"
+#include "worker/plaid_gauges.hpp"
+#include "worker/stripe_gauges.hpp"
 #include "service/metrics.hpp"
 
 using bankworker::test::scratch_database;
@@ -41,7 +43,13 @@ struct test_gauges {
           return database.worker_pool(std::move(pool_config));
         }()),
         log(bankworker::service::log_level::warn),
-        gauges(io, blocking, *connections, metrics, log, kinds) {}
+        gauges(io, blocking, *connections, metrics, log, kinds),
+        plaid_gauges(metrics),
+        stripe_gauges(metrics) {
+    // As bankworker run plugs them in: the providers' statements join the one round trip.
+    for (bankworker::service::database_gauge& gauge : plaid_gauges.gauges()) gauges.add_gauge(std::move(gauge));
+    gauges.add_gauge(stripe_gauges.gauge());
+  }
   ~test_gauges() { blocking.join(); }
 
   std::unique_ptr<db::pool> connections;
@@ -50,6 +58,8 @@ struct test_gauges {
   asio::io_context io;
   asio::thread_pool blocking{1};
   worker::database_gauges gauges;
+  worker::connection_gauges plaid_gauges;
+  worker::inbox_gauges stripe_gauges;
 };
 
 constexpr const char* tenant_sql =

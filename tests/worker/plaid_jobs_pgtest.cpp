@@ -16,6 +16,7 @@
 
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
+#include "db/currencies.hpp"
 #include "db/audit.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"

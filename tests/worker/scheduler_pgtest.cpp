@@ -18,6 +18,7 @@
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 #include "service/metrics.hpp"
+#include "worker/plaid_sync_schedule.hpp"
 #include "worker/scheduler.hpp"
 
 using namespace std::chrono_literals;
@@ -61,9 +62,17 @@ void insert_connections(const scratch_database& database, int tenants, int per_t
 
 std::string at_text(std::chrono::system_clock::time_point at) { return "'" + queue::timestamp_text(at) + "'::timestamptz"; }
 
-// One scheduler with its own pool, DB threads and io_context (never run unless a test runs it).
+// The scheduler's settings and Plaid's periodic-sync settings together (no field is in both), as
+// bankworker run pairs them: the sync schedule is one of the scheduler's every-tick tasks.
+struct schedule_settings : worker::scheduler_settings, worker::sync_schedule_settings {};
+
+// What one tick did: the scheduler's report and the sync schedule's.
+struct tick_report : worker::scheduler_report, worker::sync_schedule_report {};
+
+// One scheduler with its own pool, DB threads and io_context (never run unless a test runs it),
+// with the periodic Plaid syncs as its task.
 struct test_scheduler {
-  test_scheduler(const scratch_database& database, worker::scheduler_settings settings,
+  test_scheduler(const scratch_database& database, schedule_settings settings,
                  bankworker::service::metrics_registry* metrics = nullptr)
       : connections([&] {
           db::pool_settings pool_config;
@@ -72,7 +81,22 @@ struct test_scheduler {
         }()),
         jobs(*connections, queue::queue_settings{}),
         log(bankworker::service::log_level::warn),
-        scheduler(io, blocking, *connections, jobs, std::move(settings), log, metrics) {}
+        scheduler(io, blocking, *connections, jobs, settings, log, metrics),
+        syncs(*connections, log, settings) {
+    scheduler.add_task({"plaid.schedule_syncs", std::chrono::milliseconds(0),
+                        [this](const std::optional<std::string>& now) {
+                          last_syncs = syncs.run(now);
+                          return last_syncs.backlog;
+                        }});
+  }
+
+  tick_report tick() {
+    last_syncs = {};
+    tick_report report;
+    static_cast<worker::scheduler_report&>(report) = scheduler.tick();
+    static_cast<worker::sync_schedule_report&>(report) = last_syncs;
+    return report;
+  }
 
   ~test_scheduler() { blocking.join(); }
 
@@ -82,10 +106,12 @@ struct test_scheduler {
   asio::io_context io;
   asio::thread_pool blocking{1};
   worker::scheduler scheduler;
+  worker::sync_schedule syncs;
+  worker::sync_schedule_report last_syncs;
 };
 
-worker::scheduler_settings at_time(std::chrono::system_clock::time_point now, std::uint64_t seed = 7) {
-  worker::scheduler_settings settings;
+schedule_settings at_time(std::chrono::system_clock::time_point now, std::uint64_t seed = 7) {
+  schedule_settings settings;
   settings.clock = [now] { return now; };
   settings.seed = seed;
   return settings;
@@ -105,7 +131,7 @@ TEST_CASE("due active connections get exactly one sync job each and others none"
   insert_connections(database, 1, 2, "active", at_text(t0 - 1h), "offboarded");
   run_admin(database, "UPDATE bankworker.tenants SET status = 'offboarded' WHERE name LIKE 'tenant offboarded%'");
   test_scheduler first(database, at_time(t0));
-  const worker::scheduler_report report = first.scheduler.tick();
+  const tick_report report = first.tick();
   CHECK(report.failures == 0);
   CHECK(report.connections_scheduled == 12 + 4);
   CHECK(report.sync_jobs_enqueued == 12 + 4);
@@ -120,7 +146,7 @@ TEST_CASE("due active connections get exactly one sync job each and others none"
                          " USING (tenant_id, connection_id) WHERE c.status <> 'active' OR c.item_id LIKE 'item-later%'"
                          " OR c.item_id LIKE 'item-offboarded%'") == 0);
   // A second tick at the same time finds nothing due.
-  const worker::scheduler_report again = first.scheduler.tick();
+  const tick_report again = first.tick();
   CHECK(again.connections_scheduled == 0);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs") == 16);
 }
@@ -132,7 +158,7 @@ TEST_CASE("a sync already waiting absorbs the periodic one and the connection st
                       " SELECT tenant_id, 'plaid.sync', '{}', 50, 'plaid.sync:' || connection_id, connection_id"
                       " FROM bankworker.connections");
   test_scheduler first(database, at_time(t0));
-  const worker::scheduler_report report = first.scheduler.tick();
+  const tick_report report = first.tick();
   CHECK(report.connections_scheduled == 1);
   CHECK(report.sync_jobs_enqueued == 0);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs") == 1);
@@ -143,12 +169,12 @@ TEST_CASE("the next sync is the interval plus a jitter within its bound, spread 
           "[pg][scheduler]") {
   const scratch_database database;
   insert_connections(database, 4, 50, "active", at_text(t0 - 1s), "spread");
-  worker::scheduler_settings settings = at_time(t0, 12345);
+  schedule_settings settings = at_time(t0, 12345);
   settings.sync_interval = 6h;
   settings.sync_jitter_percent = 10;
   test_scheduler first(database, settings);
   INFO("seed 12345");
-  REQUIRE(first.scheduler.tick().connections_scheduled == 200);
+  REQUIRE(first.tick().connections_scheduled == 200);
   const std::string offset_ms = "extract(epoch FROM next_sync_at - " + at_text(t0) + ") * 1000";
   CHECK(scalar(database, "SELECT min(" + offset_ms + ")::bigint FROM bankworker.connections") >= 6 * 3'600'000L);
   CHECK(scalar(database, "SELECT max(" + offset_ms + ")::bigint FROM bankworker.connections") <= 6 * 3'600'000L + 2'160'000L);
@@ -165,16 +191,16 @@ TEST_CASE("two schedulers on separate pools racing over 200 due connections sche
   const scratch_database database;
   insert_connections(database, 10, 20, "active", at_text(t0 - 1min), "race");
   // Small batches so that the two interleave over many statements.
-  worker::scheduler_settings settings_a = at_time(t0, 1);
-  worker::scheduler_settings settings_b = at_time(t0, 2);
+  schedule_settings settings_a = at_time(t0, 1);
+  schedule_settings settings_b = at_time(t0, 2);
   settings_a.sync_batch = settings_b.sync_batch = 7;
   settings_a.sync_batches_per_tick = settings_b.sync_batches_per_tick = 100;
   test_scheduler a(database, settings_a);
   test_scheduler b(database, settings_b);
-  worker::scheduler_report report_a;
-  worker::scheduler_report report_b;
-  std::thread racer_a([&] { report_a = a.scheduler.tick(); });
-  std::thread racer_b([&] { report_b = b.scheduler.tick(); });
+  tick_report report_a;
+  tick_report report_b;
+  std::thread racer_a([&] { report_a = a.tick(); });
+  std::thread racer_b([&] { report_b = b.tick(); });
   racer_a.join();
   racer_b.join();
   CHECK(report_a.failures == 0);
@@ -197,12 +223,12 @@ TEST_CASE("maintenance prunes old external calls, keeps recent ones, and runs on
             " bytes_received, latency_us, occurred_at)"
             " SELECT t.tenant_id, 'plaid', '/transactions/sync', 200, 1, 2, 3, " + at_text(now) + " - d * interval '1 day'"
             " FROM bankworker.tenants t, generate_series(1, 40) d");
-  worker::scheduler_settings settings = at_time(now);
+  schedule_settings settings = at_time(now);
   settings.prune_batch = 7;  // several batches
   settings.prune_batches_per_run = 1000;
   test_scheduler first(database, settings);
   test_scheduler second(database, settings);
-  const worker::scheduler_report report = first.scheduler.tick();
+  const tick_report report = first.tick();
   CHECK(report.failures == 0);
   CHECK(report.tasks_run.size() == 3);
   // Days 31..40 are older than 30 days; day 30 is exactly at the cutoff and stays: 10 per tenant.
@@ -215,15 +241,15 @@ TEST_CASE("maintenance prunes old external calls, keeps recent ones, and runs on
   run_admin(database, "INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
                       " bytes_received, latency_us, occurred_at) SELECT tenant_id, 'plaid', '/x', 200, 1, 2, 3,"
                       " " + at_text(now) + " - interval '90 days' FROM bankworker.tenants");
-  const worker::scheduler_report early = second.scheduler.tick();
+  const tick_report early = second.tick();
   CHECK(early.tasks_run.empty());
   CHECK(early.external_calls_pruned == 0);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.external_calls") == 2 * 30 + 2);
 
   // Once the interval has passed, one of them runs it again.
-  worker::scheduler_settings later = at_time(now + 2h);
+  schedule_settings later = at_time(now + 2h);
   test_scheduler third(database, later);
-  const worker::scheduler_report next = third.scheduler.tick();
+  const tick_report next = third.tick();
   CHECK(next.tasks_run.size() == 3);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.external_calls WHERE endpoint = '/x'") == 0);
 }
@@ -234,11 +260,11 @@ TEST_CASE("maintenance prunes finished jobs past retention", "[pg][scheduler]") 
   run_admin(database, "INSERT INTO bankworker.jobs (tenant_id, kind, state, finished_at)"
                       " SELECT tenant_id, 'test.done', 'succeeded', now() - (d - 0.5) * interval '1 hour'"
                       " FROM bankworker.tenants, generate_series(1, 48) d");
-  worker::scheduler_settings settings = at_time(std::chrono::system_clock::now());
+  schedule_settings settings = at_time(std::chrono::system_clock::now());
   settings.succeeded_retention = 24h;
   test_scheduler first(database, settings);
   // Finished 0.5 h to 47.5 h ago: the 24 older than a day go.
-  const worker::scheduler_report report = first.scheduler.tick();
+  const tick_report report = first.tick();
   CHECK(report.jobs_pruned == 24);
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs") == 24);
 }
@@ -253,21 +279,21 @@ TEST_CASE("the queue gauges show waiting jobs by kind and priority with the olde
                       " SELECT tenant_id, 'test.b', 50, " + at_text(t0 + 1h) + " FROM bankworker.tenants");
   bankworker::service::metrics_registry metrics;
   test_scheduler first(database, at_time(t0), &metrics);
-  CHECK(first.scheduler.tick().failures == 0);
+  CHECK(first.tick().failures == 0);
   const std::string text = metrics.render();
   CHECK_THAT(text, Catch::Contains("bankworker_queue_jobs{kind=\"test.a\",priority=\"10\"} 3"));
   CHECK_THAT(text, Catch::Contains("bankworker_queue_oldest_job_age_seconds{kind=\"test.a\",priority=\"10\"} 180"));
   // Not due yet: not waiting.
   CHECK_THAT(text, !Catch::Contains("test.b"));
   run_admin(database, "DELETE FROM bankworker.jobs");
-  CHECK(first.scheduler.tick().failures == 0);
+  CHECK(first.tick().failures == 0);
   CHECK_THAT(metrics.render(), Catch::Contains("bankworker_queue_jobs{kind=\"test.a\",priority=\"10\"} 0"));
 }
 
 TEST_CASE("the scheduler coroutine ticks on its own until stopped", "[pg][scheduler]") {
   const scratch_database database;
   insert_connections(database, 2, 3, "active", "now() - interval '1 minute'", "running");
-  worker::scheduler_settings settings;
+  schedule_settings settings;
   settings.tick = 100ms;
   test_scheduler running(database, settings);
   bool clean = false;
@@ -318,13 +344,14 @@ TEST_CASE("two bankworker run processes enqueue each due connection's periodic s
 }
 
 TEST_CASE("scheduler settings out of bounds are refused", "[pg][scheduler]") {
+  worker::sync_schedule_settings syncs;
+  syncs.sync_jitter_percent = 51;
+  CHECK_THROWS_AS(worker::check_sync_schedule_settings(syncs), std::invalid_argument);
+  syncs = worker::sync_schedule_settings{};
+  syncs.sync_batch = 0;
+  CHECK_THROWS_AS(worker::check_sync_schedule_settings(syncs), std::invalid_argument);
+  CHECK_NOTHROW(worker::check_sync_schedule_settings(worker::sync_schedule_settings{}));
   worker::scheduler_settings settings;
-  settings.sync_jitter_percent = 51;
-  CHECK_THROWS_AS(worker::check_scheduler_settings(settings), std::invalid_argument);
-  settings = worker::scheduler_settings{};
-  settings.sync_batch = 0;
-  CHECK_THROWS_AS(worker::check_scheduler_settings(settings), std::invalid_argument);
-  settings = worker::scheduler_settings{};
   settings.tick = 10ms;
   CHECK_THROWS_AS(worker::check_scheduler_settings(settings), std::invalid_argument);
   CHECK_NOTHROW(worker::check_scheduler_settings(worker::scheduler_settings{}));

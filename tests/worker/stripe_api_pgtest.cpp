@@ -24,6 +24,7 @@
 
 #include "connectors/http/client.hpp"
 #include "connectors/stripe/api_client.hpp"
+#include "db/currencies.hpp"
 #include "db/inbox.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
@@ -448,15 +449,16 @@ TEST_CASE("the scheduler's stripe.recover_events task enqueues one recovery per 
           "[pg][stripe][stripe_api][scheduler]") {
   stripe_world world;
   world.set_key(api_key);
-  worker::scheduler_settings settings;
-  settings.stripe_recovery = true;
-  settings.stripe_recovery_interval = 3'600'000ms;
-  worker::scheduler periodic(world.io, world.blocking, *world.connections, world.jobs, settings, world.log);
+  worker::scheduler periodic(world.io, world.blocking, *world.connections, world.jobs, {}, world.log);
+  periodic.add_task(worker::stripe_recovery_task(*world.connections, false, 3'600'000ms));
+  const std::string recover_jobs = "SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.recover'";
   const worker::scheduler_report first = periodic.tick();
   CHECK(std::count(first.tasks_run.begin(), first.tasks_run.end(), std::string(worker::stripe_recovery_schedule)) == 1);
-  CHECK(first.stripe_recovery_jobs == 1);
+  CHECK(world.count(recover_jobs) == 1);
   // Claimed once per interval: the next tick does not run it again.
-  CHECK(periodic.tick().stripe_recovery_jobs == 0);
+  const worker::scheduler_report second = periodic.tick();
+  CHECK(std::count(second.tasks_run.begin(), second.tasks_run.end(), std::string(worker::stripe_recovery_schedule)) == 0);
+  CHECK(world.count(recover_jobs) == 1);
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.recover' AND state = 'succeeded'") == 1);
 }

@@ -12,6 +12,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <pqxx/pqxx>
 
+#include "db/currencies.hpp"
 #include "db/inbox.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"

@@ -1,0 +1,40 @@
+#pragma once
+// Stripe's database gauges: events received and stored but not yet posted, and the oldest one's
+// age. Read in the runtime's one pipelined round trip (worker/database_gauges.hpp) through
+// service::database_gauge.
+
+#include <atomic>
+#include <cstdint>
+
+#include "db/inbox.hpp"
+#include "service/metrics.hpp"
+#include "service/provider.hpp"
+
+namespace bankworker::worker {
+
+// Events received but not yet posted, and the oldest one's age, read by the database gauges.
+class inbox_gauges {
+ public:
+  explicit inbox_gauges(service::metrics_registry& metrics) {
+    metrics.add_gauge("bankworker_inbox_unposted_events",
+                      "Stripe events received and stored but not yet posted to the ledger (nor ignored or failed).", {},
+                      [this] { return events_.load(std::memory_order_relaxed); });
+    metrics.add_gauge("bankworker_inbox_oldest_unposted_age_seconds",
+                      "Seconds since the oldest unposted Stripe event was received (0: none).", {},
+                      [this] { return oldest_s_.load(std::memory_order_relaxed); });
+  }
+
+  service::database_gauge gauge() {
+    return {db::inbox_gauges_sql, [this](const pqxx::result& rows) {
+              if (rows.empty()) return;
+              events_.store(rows[0][0].as<std::int64_t>(), std::memory_order_relaxed);
+              oldest_s_.store(rows[0][1].as<std::int64_t>(), std::memory_order_relaxed);
+            }};
+  }
+
+ private:
+  std::atomic<std::int64_t> events_{0};
+  std::atomic<std::int64_t> oldest_s_{0};
+};
+
+}  // namespace bankworker::worker
