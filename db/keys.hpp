@@ -99,7 +99,7 @@ class key_store {
   // key is caught): for `audit verify`. Throws crypto::root_key_error.
   std::vector<crypto::signing_key> verification_keys(pqxx::transaction_base& tx) const;
 
-  // Creates version 1 of a new tenant's key (db::create_tenant calls it).
+  // Creates version 1 of a new tenant's key (ledger::create_tenant calls it).
   std::uint32_t create_tenant_key(pqxx::work& tx, const core::uuid& tenant);
   // Adds a new primary version; the old primary stays able to open (decrypt-only).
   std::uint32_t rotate_tenant_key(pqxx::work& tx, const core::uuid& tenant, std::string_view actor);
