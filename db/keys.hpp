@@ -160,6 +160,9 @@ class key_store {
                                                           const std::string& root_key_id,
                                                           const pqxx::binarystring& wrapped);
 
+  template <typename MoveRows>
+  std::size_t move_batch(pool& connections, const core::uuid& tenant, std::string_view actor, std::size_t batch_rows,
+                         std::string_view action, MoveRows move_rows);
   struct resealed_row;
   resealed_row reseal_legacy_row(const core::uuid& tenant, const pqxx::row& row, const crypto::secret& new_kek,
                                  std::uint32_t new_version);
