@@ -6,6 +6,7 @@
 #   make test-tsan  the suite under ThreadSanitizer (build/tsan)
 #   make demo    release build, private PostgreSQL, the end-to-end demo
 #   make run     release build, private PostgreSQL, migrate, then `bankworker run`
+#   make schema  release build, then db/schema.sql rewritten from the migrations (scripts/dump-schema)
 #   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
 #   make install binary, systemd units and an example settings file (PREFIX, DESTDIR)
 #   make deb     the Debian package in build/release/packages, checked by lintian and installed
@@ -25,7 +26,7 @@ SYSTEMD_DIR ?= /etc/systemd/system
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 
-.PHONY: deps build test test-tsan demo run bench fuzz chaos clean install deb pg-start pg-stop
+.PHONY: deps build test test-tsan demo run schema bench fuzz chaos clean install deb pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -64,6 +65,12 @@ demo: build
 run: build
 	@url=$$(scripts/pg start) && export BANKWORKER_DATABASE_URL="$${BANKWORKER_DATABASE_URL:-$$url}" && \
 	  $(RELEASE_DIR)/worker/bankworker migrate && exec $(RELEASE_DIR)/worker/bankworker run
+
+# db/schema.sql, the schema in one file to read: a scratch database in the private cluster migrated by
+# the binary just built, dumped and stripped of noise. Commit it with every new migration (a test
+# fails until then).
+schema: build
+	@scripts/dump-schema $(RELEASE_DIR)/worker/bankworker
 
 bench: deps
 	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DBW_BENCH=ON >/dev/null

@@ -26,7 +26,7 @@
 #include "db/keys.hpp"
 #include "db/migrate.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "bench/bench_support.hpp"
 
 using namespace bankworker;
@@ -115,7 +115,7 @@ int main() {
     pool_config.connections = 2;
     db::pool connections(crypto::secret::copy_of(bench_url), pool_config);
     db::key_store keys(crypto::root_key_ring(std::make_unique<crypto::file_root_key>(crypto::secret::random(32))));
-    const core::uuid tenant = db::create_tenant(connections, keys, "Bench Ltd", "bench");
+    const core::uuid tenant = ledger::create_tenant(connections, keys, "Bench Ltd", "bench");
     for (long chunk = 0; chunk < secrets / 1000; ++chunk) {
       db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
         for (int i = 0; i < 1000; ++i) {

@@ -40,7 +40,7 @@
 #include "db/plaid_store.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
 #include "worker/dispatcher.hpp"
@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
     db::key_store keys(crypto::root_key_ring(std::make_unique<crypto::file_root_key>(crypto::secret::random(32))));
     std::vector<core::uuid> tenants;
     for (std::size_t t = 0; t < o.tenants; ++t) {
-      tenants.push_back(db::create_tenant(connections, keys, "Bench tenant " + std::to_string(t), "bench"));
+      tenants.push_back(ledger::create_tenant(connections, keys, "Bench tenant " + std::to_string(t), "bench"));
     }
     // Link every item as plaid.link would: a connection and its sealed token.
     std::vector<std::pair<core::uuid, core::uuid>> linked;  // tenant, connection

@@ -179,11 +179,37 @@ void check_row_columns(const crypto::envelope_view& view, std::uint32_t version,
   }
 }
 
-// Appends one element to a PostgreSQL array literal being built in `out` (opened with '{').
-void append_element(std::string& out, std::string_view element) {
-  if (out.size() > 1) out.push_back(',');
-  out += element;
-}
+// A PostgreSQL array literal of elements that need no quoting (uuids, hex).
+class plain_array_text {
+ public:
+  void add(std::string_view element) {
+    if (text_.size() > 1) text_.push_back(',');
+    text_ += element;
+  }
+  // Closes the literal; call once, after the last add().
+  const std::string& finish() {
+    text_.push_back('}');
+    return text_;
+  }
+
+ private:
+  std::string text_ = "{";
+};
+
+// The rows a batch has sealed under the primary version, as rewrap_update_sql's three arrays.
+struct moved_rows {
+  plain_array_text ids;
+  plain_array_text wrapped_keys;
+  plain_array_text envelopes;
+  std::size_t count = 0;
+
+  void add(const core::uuid& secret_id, const crypto::sealed_envelope& sealed) {
+    ids.add(secret_id.to_string());
+    wrapped_keys.add(crypto::to_hex(sealed.wrapped_data_key));
+    envelopes.add(crypto::to_hex(sealed.envelope));
+    ++count;
+  }
+};
 
 std::uint32_t as_version(const pqxx::field& field) {
   const long long value = field.as<long long>();
@@ -391,25 +417,47 @@ bool key_store::shred_secret(pqxx::work& tx, const core::uuid& tenant, const cor
   return true;
 }
 
-std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
-                                    std::size_t batch_rows) {
+// The frame rewrap_batch and reseal_legacy_batch share. In one tenant transaction: the primary
+// version locked FOR SHARE (a rotation waits) and its key unwrapped; `move_rows` selects at most
+// batch_rows rows and seals each under it into `moved`; one UPDATE writes them all and one audit
+// row (`action`) records how many. Nothing is written when the tenant's keys are destroyed or no row
+// is left.
+template <typename MoveRows>
+std::size_t key_store::move_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                  std::size_t batch_rows, std::string_view action, MoveRows move_rows) {
   prepare(connections);
   if (batch_rows == 0) batch_rows = settings_.rewrap_batch_rows;
   BW_INVARIANT(batch_rows <= limits::rewrap_batch_rows_max);
   const std::string tenant_text = tenant.to_string();
   return with_tenant(connections, tenant, [&](pqxx::work& tx) -> std::size_t {
     const pqxx::result primary = exec_statement(tx, primary_key_for_share_sql, tenant_text);
-    if (primary.empty()) return 0;  // destroyed: nothing to rewrap to
+    if (primary.empty()) return 0;  // destroyed: nothing to move the rows to
     const std::uint32_t primary_version = as_version(primary[0][0]);
     const auto new_kek = unwrap_tenant_key(tenant, primary_version, primary[0][1].as<std::string>(),
                                            pqxx::binarystring(primary[0][2]));
-    const pqxx::result rows =
-        tx.exec_params(rewrap_candidates_sql, tenant_text, primary_version, batch_rows);
-    if (rows.empty()) return 0;
-    std::string ids = "{";
-    std::string wrapped_keys = "{";
-    std::string envelopes = "{";
-    for (const auto& row : rows) {
+    moved_rows moved;
+    move_rows(tx, primary_version, *new_kek, batch_rows, moved);
+    if (moved.count == 0) return 0;
+    const pqxx::result updated = tx.exec_params(rewrap_update_sql, tenant_text, primary_version, moved.ids.finish(),
+                                                moved.wrapped_keys.finish(), moved.envelopes.finish());
+    BW_INVARIANT(updated.affected_rows() == moved.count);
+    append_audit(tx, *this,
+                 {.tenant = tenant,
+                  .actor = actor,
+                  .action = action,
+                  .subject = tenant_text,
+                  .details = details_json({}, {{"version", primary_version},
+                                               {"rows", static_cast<std::int64_t>(moved.count)}})});
+    return moved.count;
+  });
+}
+
+std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
+                                    std::size_t batch_rows) {
+  const std::string tenant_text = tenant.to_string();
+  const auto rewrap_rows = [&](pqxx::work& tx, std::uint32_t primary_version, const crypto::secret& new_kek,
+                               std::size_t rows_max, moved_rows& moved) {
+    for (const auto& row : tx.exec_params(rewrap_candidates_sql, tenant_text, primary_version, rows_max)) {
       const auto secret_id = core::uuid::parse(row[0].as<std::string>());
       const auto purpose = crypto::parse_secret_purpose(row[1].as<std::string>());
       BW_INVARIANT(secret_id.has_value());
@@ -424,32 +472,11 @@ std::size_t key_store::rewrap_batch(pool& connections, const core::uuid& tenant,
       const auto old_kek = unwrap_tenant_key(tenant, old_version, row[4].as<std::string>(), pqxx::binarystring(row[5]));
       const std::optional<crypto::secret> shred_key =
           row[6].is_null() ? std::nullopt : std::optional<crypto::secret>(shred_key_of(row[6]));
-      const crypto::sealed_envelope rewrapped =
-          crypto::rewrap_envelope(span_of(envelope), tenant, *secret_id, *purpose, *old_kek, *new_kek, primary_version,
-                                  shred_key ? &*shred_key : nullptr);
-      if (ids.size() > 1) {
-        ids.push_back(',');
-        wrapped_keys.push_back(',');
-        envelopes.push_back(',');
-      }
-      ids += secret_id->to_string();
-      wrapped_keys += crypto::to_hex(rewrapped.wrapped_data_key);
-      envelopes += crypto::to_hex(rewrapped.envelope);
+      moved.add(*secret_id, crypto::rewrap_envelope(span_of(envelope), tenant, *secret_id, *purpose, *old_kek, new_kek,
+                                                    primary_version, shred_key ? &*shred_key : nullptr));
     }
-    ids.push_back('}');
-    wrapped_keys.push_back('}');
-    envelopes.push_back('}');
-    const pqxx::result updated = tx.exec_params(rewrap_update_sql, tenant_text, primary_version, ids, wrapped_keys, envelopes);
-    BW_INVARIANT(updated.affected_rows() == rows.size());
-    append_audit(tx, *this,
-                 {.tenant = tenant,
-                  .actor = actor,
-                  .action = "keys.rewrapped",
-                  .subject = tenant_text,
-                  .details = details_json({}, {{"version", primary_version},
-                                               {"rows", static_cast<std::int64_t>(rows.size())}})});
-    return rows.size();
-  });
+  };
+  return move_batch(connections, tenant, actor, batch_rows, "keys.rewrapped", rewrap_rows);
 }
 
 struct key_store::resealed_row {
@@ -494,45 +521,18 @@ key_store::resealed_row key_store::reseal_legacy_row(const core::uuid& tenant, c
 
 std::size_t key_store::reseal_legacy_batch(pool& connections, const core::uuid& tenant, std::string_view actor,
                                            std::size_t batch_rows) {
-  prepare(connections);
-  if (batch_rows == 0) batch_rows = settings_.rewrap_batch_rows;
-  BW_INVARIANT(batch_rows <= limits::rewrap_batch_rows_max);
   const std::string tenant_text = tenant.to_string();
-  return with_tenant(connections, tenant, [&](pqxx::work& tx) -> std::size_t {
-    const pqxx::result primary = exec_statement(tx, primary_key_for_share_sql, tenant_text);
-    if (primary.empty()) return 0;  // destroyed: nothing to reseal under
-    const std::uint32_t primary_version = as_version(primary[0][0]);
-    const auto new_kek = unwrap_tenant_key(tenant, primary_version, primary[0][1].as<std::string>(),
-                                           pqxx::binarystring(primary[0][2]));
-    const pqxx::result rows = tx.exec_params(reseal_candidates_sql, tenant_text, batch_rows);
-    if (rows.empty()) return 0;
-    std::string ids = "{";
-    std::string wrapped_keys = "{";
-    std::string envelopes = "{";
-    for (const auto& row : rows) {
-      const resealed_row resealed = reseal_legacy_row(tenant, row, *new_kek, primary_version);
-      append_element(ids, resealed.secret_id.to_string());
-      append_element(wrapped_keys, crypto::to_hex(resealed.sealed.wrapped_data_key));
-      append_element(envelopes, crypto::to_hex(resealed.sealed.envelope));
+  const auto reseal_rows = [&](pqxx::work& tx, std::uint32_t primary_version, const crypto::secret& new_kek,
+                               std::size_t rows_max, moved_rows& moved) {
+    for (const auto& row : tx.exec_params(reseal_candidates_sql, tenant_text, rows_max)) {
+      const resealed_row resealed = reseal_legacy_row(tenant, row, new_kek, primary_version);
+      moved.add(resealed.secret_id, resealed.sealed);
       const crypto::secret::view shred = resealed.shred_key.reveal();
       exec_statement(tx, insert_shred_key_sql, tenant_text, resealed.secret_id.to_string(),
                      pqxx::binarystring(shred.data(), shred.size()));
     }
-    ids.push_back('}');
-    wrapped_keys.push_back('}');
-    envelopes.push_back('}');
-    const pqxx::result updated =
-        tx.exec_params(rewrap_update_sql, tenant_text, primary_version, ids, wrapped_keys, envelopes);
-    BW_INVARIANT(updated.affected_rows() == rows.size());
-    append_audit(tx, *this,
-                 {.tenant = tenant,
-                  .actor = actor,
-                  .action = "keys.resealed",
-                  .subject = tenant_text,
-                  .details = details_json({}, {{"version", primary_version},
-                                               {"rows", static_cast<std::int64_t>(rows.size())}})});
-    return rows.size();
-  });
+  };
+  return move_batch(connections, tenant, actor, batch_rows, "keys.resealed", reseal_rows);
 }
 
 std::vector<std::uint32_t> key_store::retire_unused_versions(pool& connections, const core::uuid& tenant,

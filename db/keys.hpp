@@ -99,7 +99,7 @@ class key_store {
   // key is caught): for `audit verify`. Throws crypto::root_key_error.
   std::vector<crypto::signing_key> verification_keys(pqxx::transaction_base& tx) const;
 
-  // Creates version 1 of a new tenant's key (db::create_tenant calls it).
+  // Creates version 1 of a new tenant's key (ledger::create_tenant calls it).
   std::uint32_t create_tenant_key(pqxx::work& tx, const core::uuid& tenant);
   // Adds a new primary version; the old primary stays able to open (decrypt-only).
   std::uint32_t rotate_tenant_key(pqxx::work& tx, const core::uuid& tenant, std::string_view actor);
@@ -160,6 +160,9 @@ class key_store {
                                                           const std::string& root_key_id,
                                                           const pqxx::binarystring& wrapped);
 
+  template <typename MoveRows>
+  std::size_t move_batch(pool& connections, const core::uuid& tenant, std::string_view actor, std::size_t batch_rows,
+                         std::string_view action, MoveRows move_rows);
   struct resealed_row;
   resealed_row reseal_legacy_row(const core::uuid& tenant, const pqxx::row& row, const crypto::secret& new_kek,
                                  std::uint32_t new_version);

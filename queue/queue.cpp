@@ -130,6 +130,18 @@ job_summary summary_of(const pqxx::row& row) {
 
 const char* or_null(const std::optional<std::string>& text) { return text ? text->c_str() : nullptr; }
 
+// cancel() and retry(): one function call on one job in a statement of its own; the job's state
+// afterwards and whether the call changed it, or nothing when there is no such job.
+std::optional<job_change> change_one_job(db::pool& connections, const db::statement& sql, const char* name,
+                                         std::int64_t job_id) {
+  db::pool::lease lease = connections.checkout();
+  pqxx::nontransaction tx(lease.connection(), name);
+  const pqxx::result rows = db::exec_statement(tx, sql, job_id);
+  tx.commit();
+  if (rows.empty()) return std::nullopt;
+  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
+}
+
 void refs_to_arrays(std::span<const job_ref> jobs, array_text& tenants, array_text& ids) {
   for (const job_ref& ref : jobs) {
     tenants.add(ref.tenant.to_string());
@@ -402,12 +414,7 @@ std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref>
 }
 
 std::optional<job_change> job_queue::cancel(std::int64_t job_id) {
-  db::pool::lease lease = connections_.checkout();
-  pqxx::nontransaction tx(lease.connection(), "bankworker_cancel");
-  const pqxx::result rows = db::exec_statement(tx, cancel_sql, job_id);
-  tx.commit();
-  if (rows.empty()) return std::nullopt;
-  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
+  return change_one_job(connections_, cancel_sql, "bankworker_cancel", job_id);
 }
 
 std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core::uuid& tenant,
@@ -419,12 +426,7 @@ std::size_t job_queue::cancel_connection(pqxx::transaction_base& tx, const core:
 }
 
 std::optional<job_change> job_queue::retry(std::int64_t job_id) {
-  db::pool::lease lease = connections_.checkout();
-  pqxx::nontransaction tx(lease.connection(), "bankworker_retry");
-  const pqxx::result rows = db::exec_statement(tx, retry_sql, job_id);
-  tx.commit();
-  if (rows.empty()) return std::nullopt;
-  return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
+  return change_one_job(connections_, retry_sql, "bankworker_retry", job_id);
 }
 
 std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hours dead_retention, std::size_t batch,

@@ -7,7 +7,7 @@
 #include "db/keys.hpp"
 #include "db/migrate.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "worker/cli.hpp"
 #include "service/command.hpp"
 
@@ -121,7 +121,7 @@ int list_tenants(const parsed_args& parsed, const env_lookup& env, std::ostream&
   std::string text = "{\"tenants\":[";
   try {
     for (const core::uuid& tenant : db::list_tenants(*connections)) {
-      const auto found = db::with_tenant(*connections, tenant, [](pqxx::work& tx) { return db::describe_tenant(tx); });
+      const auto found = db::with_tenant(*connections, tenant, [](pqxx::work& tx) { return ledger::describe_tenant(tx); });
       if (!found) continue;  // deleted between the two reads
       if (!parsed.json) {
         out << found->id.to_string() << ' ' << found->status << " created_at=" << found->created_at
@@ -154,14 +154,14 @@ int command_tenant(const parsed_args& parsed, const env_lookup& env, std::ostrea
   expect_only(parsed, 2, {"--name"});
   const std::optional<std::string_view> name = parsed.option("--name");
   if (!name) throw usage_error{"tenant create needs --name NAME"};
-  if (auto why = db::check_tenant_name(*name)) throw usage_error{*why};
+  if (auto why = ledger::check_tenant_name(*name)) throw usage_error{*why};
 
   settings config = load_or_throw(env, {.database = true, .root_key = true});
   const auto connections = open_worker_pool(config);
   const auto keys = open_key_store(config, *connections);
   core::uuid tenant;
   try {
-    tenant = db::create_tenant(*connections, *keys, *name);
+    tenant = ledger::create_tenant(*connections, *keys, *name);
   } catch (const pqxx::broken_connection& error) {
     throw command_error{"cannot connect to the database: " + one_line(error.what())};
   } catch (const pqxx::sql_error& error) {

@@ -9,7 +9,7 @@
 #include "db/audit.hpp"
 #include "db/keys.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
@@ -22,7 +22,7 @@ struct audit_fixture {
   scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool(std::size_t{4});
   std::unique_ptr<db::key_store> keys = test::test_key_store();
-  core::uuid tenant = db::create_tenant(*connections, *keys, "Audit Ltd");
+  core::uuid tenant = ledger::create_tenant(*connections, *keys, "Audit Ltd");
 
   // Five more rows after tenant.created: seq 2..6.
   void append_rows(int count = 5) {

@@ -8,7 +8,7 @@
 
 #include "db/inbox.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
@@ -33,7 +33,7 @@ int count_events(db::pool& connections, const core::uuid& tenant) {
 TEST_CASE("an event is stored once; its redelivery is a duplicate that changes nothing", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  const auto tenant = db::create_tenant(*connections, *test::test_key_store(), "Inbox Ltd");
+  const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Inbox Ltd");
   std::atomic<int> hooked{0};
   db::inbox inbox(*connections, {}, [&](pqxx::work&, const core::uuid&, std::span<const db::inbox_event* const> stored) {
     hooked += static_cast<int>(stored.size());
@@ -49,8 +49,8 @@ TEST_CASE("concurrent deliveries share commits and every event lands exactly onc
   db::pool_settings settings;
   settings.connections = 2;
   auto connections = database.worker_pool(settings);
-  const auto tenant_a = db::create_tenant(*connections, *test::test_key_store(), "A");
-  const auto tenant_b = db::create_tenant(*connections, *test::test_key_store(), "B");
+  const auto tenant_a = ledger::create_tenant(*connections, *test::test_key_store(), "A");
+  const auto tenant_b = ledger::create_tenant(*connections, *test::test_key_store(), "B");
   std::atomic<int> hooked{0};
   db::inbox inbox(*connections, {}, [&](pqxx::work& tx, const core::uuid& tenant, std::span<const db::inbox_event* const> stored) {
     // The hook sees its tenant's scope: the rows it was given are visible to it.
@@ -87,7 +87,7 @@ TEST_CASE("concurrent deliveries share commits and every event lands exactly onc
 TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates are stored", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  const auto tenant = db::create_tenant(*connections, *test::test_key_store(), "Poison Ltd");
+  const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Poison Ltd");
   db::inbox inbox(*connections, {}, nullptr);
   // The webhook route refuses such an id before it reaches the inbox; here it goes straight in, and
   // the table's own check (event ids of 1..256 characters) refuses it.
@@ -111,7 +111,7 @@ TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates 
 TEST_CASE("an event's body is stored byte for byte, whatever valid JSON it holds", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  const auto tenant = db::create_tenant(*connections, *test::test_key_store(), "Raw Ltd");
+  const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Raw Ltd");
   db::inbox inbox(*connections, {}, nullptr);
   // The escape \u0000 (which jsonb refuses), a duplicate key, key order, spacing and number forms
   // that a JSON type would rewrite: all are what the signature covered, so all are kept.

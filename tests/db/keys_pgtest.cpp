@@ -13,7 +13,7 @@
 #include "db/keys.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
@@ -37,7 +37,7 @@ struct keys_fixture {
   scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool(std::size_t{4});
   std::unique_ptr<db::key_store> keys = test::test_key_store();
-  core::uuid tenant = db::create_tenant(*connections, *keys, "Keys Ltd");
+  core::uuid tenant = ledger::create_tenant(*connections, *keys, "Keys Ltd");
 
   core::uuid seal(const crypto::secret_context& context, std::string_view plaintext) {
     db::with_tenant(*connections, context.tenant, [&](pqxx::work& tx) {
@@ -106,7 +106,7 @@ TEST_CASE("a new tenant gets key version 1 and a tenant.created audit row in the
 
 TEST_CASE("a ciphertext moved to another row, purpose or tenant in the database does not open", "[pg][keys]") {
   keys_fixture f;
-  const core::uuid other_tenant = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const core::uuid other_tenant = ledger::create_tenant(*f.connections, *f.keys, "Other Ltd");
   const crypto::secret_context token = plaid_context(f.tenant, crypto::random_uuid());
   f.seal(token, plaid_token);
   crypto::secret_context api_key{.purpose = crypto::secret_purpose::stripe_api_key,
@@ -192,7 +192,7 @@ TEST_CASE("after shredding, the secret does not open and its bytes are gone from
 TEST_CASE("destroying a tenant's keys shreds its secrets, keeps metadata and leaves other tenants alone",
           "[pg][keys]") {
   keys_fixture f;
-  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const core::uuid other = ledger::create_tenant(*f.connections, *f.keys, "Other Ltd");
   const core::uuid mine = f.seal_plaid(f.tenant);
   const core::uuid theirs = f.seal_plaid(other);
   db::with_tenant(*f.connections, f.tenant,
@@ -328,7 +328,7 @@ TEST_CASE("rotate then rewrap 10,000 secrets while another thread opens them: ze
 TEST_CASE("a root rotation rewraps every tenant key and the signing seed so the old root key can go",
           "[pg][keys]") {
   keys_fixture f;
-  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const core::uuid other = ledger::create_tenant(*f.connections, *f.keys, "Other Ltd");
   const core::uuid mine = f.seal_plaid(f.tenant);
   const core::uuid theirs = f.seal_plaid(other);
   db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
@@ -505,7 +505,7 @@ TEST_CASE("a sealed row copied before its shred opens afterwards neither through
   f.seal(victim, plaid_token);
   db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) { f.keys->rotate_tenant_key(tx, f.tenant, "test"); });
   f.seal_plaid(f.tenant, "access-sandbox-11111111-1111-4111-8111-111111111111");  // other secrets' shred keys stay
-  f.seal_plaid(db::create_tenant(*f.connections, *f.keys, "Other Ltd"));
+  f.seal_plaid(ledger::create_tenant(*f.connections, *f.keys, "Other Ltd"));
   const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
 
   const stored_copy copy = copy_rows(f, victim.secret_id);
@@ -735,7 +735,7 @@ TEST_CASE("keys rotate --root --new-tenant-keys closes the backup window in one 
           " row and its shred key opens before, and through no path once the old root key is destroyed",
           "[pg][keys][shred][cli]") {
   keys_fixture f;
-  const core::uuid other = db::create_tenant(*f.connections, *f.keys, "Other Ltd");
+  const core::uuid other = ledger::create_tenant(*f.connections, *f.keys, "Other Ltd");
   const crypto::secret_context victim = plaid_context(f.tenant, crypto::random_uuid());
   f.seal(victim, plaid_token);
   const core::uuid kept = f.seal_plaid(f.tenant);

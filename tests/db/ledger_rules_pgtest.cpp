@@ -5,7 +5,7 @@
 #include <pqxx/pqxx>
 
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
@@ -24,7 +24,7 @@ constexpr const char* line_sql =
 struct ledger_fixture {
   scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool();
-  core::uuid tenant = db::create_tenant(*connections, *test::test_key_store(), "Ledger Ltd");
+  core::uuid tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Ledger Ltd");
   std::string id = tenant.to_string();  // its chart of accounts (stripe.clearing, revenue, ...) came with it
 
   // Posts one entry with the given lines (account, amount, currency) in one transaction.

@@ -9,13 +9,14 @@
 #include "crypto/random.hpp"
 #include "db/plaid_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
 using bankworker::core::uuid;
 using bankworker::test::scratch_database;
 namespace db = bankworker::db;
+namespace ledger = bankworker::ledger;
 namespace plaid = bankworker::plaid;
 
 namespace {
@@ -37,7 +38,7 @@ struct one_connection {
   const scratch_database database;
   const std::unique_ptr<db::pool> connections = database.worker_pool(2);
   const std::unique_ptr<db::key_store> keys = bankworker::test::test_key_store();
-  const uuid tenant = db::create_tenant(*connections, *keys, "store tenant", "test");
+  const uuid tenant = ledger::create_tenant(*connections, *keys, "store tenant", "test");
   const uuid connection = bankworker::crypto::random_uuid();
 
   one_connection() {

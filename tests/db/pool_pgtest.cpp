@@ -6,7 +6,7 @@
 
 #include "crypto/random.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
@@ -94,7 +94,7 @@ TEST_CASE("the tenant scope ends with its transaction", "[pg][pool][tenant]") {
   pool_settings settings;
   settings.connections = 1;
   const auto connections = database.worker_pool(settings);
-  const auto tenant = create_tenant(*connections, *bankworker::test::test_key_store(), "Scope Ltd");
+  const auto tenant = bankworker::ledger::create_tenant(*connections, *bankworker::test::test_key_store(), "Scope Ltd");
 
   const auto seen = with_tenant(*connections, tenant, [](pqxx::work& tx) {
     return tx.exec1("SELECT current_setting('bankworker.tenant_id'), count(*) FROM bankworker.tenants")[1].as<int>();
@@ -111,7 +111,7 @@ TEST_CASE("the tenant scope ends with its transaction", "[pg][pool][tenant]") {
 TEST_CASE("an exception inside the tenant scope rolls the work back", "[pg][pool][tenant]") {
   const scratch_database database;
   const auto connections = database.worker_pool();
-  const auto tenant = create_tenant(*connections, *bankworker::test::test_key_store(), "Rollback Ltd");
+  const auto tenant = bankworker::ledger::create_tenant(*connections, *bankworker::test::test_key_store(), "Rollback Ltd");
   struct boom {};
   CHECK_THROWS_AS(with_tenant(*connections, tenant,
                               [](pqxx::work& tx) {

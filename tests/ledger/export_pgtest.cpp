@@ -4,9 +4,9 @@
 #include <simdjson.h>
 
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
 #include "ledger/export.hpp"
 #include "ledger/ledger.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
@@ -18,8 +18,8 @@ namespace {
 struct books {
   test::scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool();
-  core::uuid tenant = db::create_tenant(*connections, *test::test_key_store(), "Books, \"Quoted\" Ltd");
-  core::uuid other = db::create_tenant(*connections, *test::test_key_store(), "Other");
+  core::uuid tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Books, \"Quoted\" Ltd");
+  core::uuid other = ledger::create_tenant(*connections, *test::test_key_store(), "Other");
 
   books() {
     db::with_tenant(*connections, tenant, [](pqxx::work& tx) {

@@ -4,8 +4,8 @@
 #include <thread>
 
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
 #include "ledger/ledger.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
@@ -21,7 +21,7 @@ ledger::entry gross(std::string key, std::int64_t amount, std::string currency =
 struct ledger_database {
   test::scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool();
-  core::uuid tenant = db::create_tenant(*connections, *test::test_key_store(), "Ledger Co");
+  core::uuid tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Ledger Co");
   ledger_database() {
     db::with_tenant(*connections, tenant, [](pqxx::work& tx) { ledger::ensure_chart(tx); });
   }

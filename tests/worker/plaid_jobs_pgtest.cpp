@@ -20,7 +20,7 @@
 #include "db/audit.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
@@ -37,6 +37,7 @@ using bankworker::test::child_process;
 using bankworker::test::scratch_database;
 namespace asio = boost::asio;
 namespace db = bankworker::db;
+namespace ledger = bankworker::ledger;
 namespace queue = bankworker::queue;
 namespace worker = bankworker::worker;
 namespace plaid = bankworker::plaid;
@@ -75,7 +76,7 @@ struct plaid_world {
               crypto::secret::copy_of(bankworker::test::url_through(database.url(), proxy->port())), std::move(pool_config));
         }()),
         keys(bankworker::test::test_key_store()),
-        tenant(db::create_tenant(*connections, *keys, "plaid tenant", "test")),
+        tenant(ledger::create_tenant(*connections, *keys, "plaid tenant", "test")),
         currencies([&] {
           auto lease = connections->checkout();
           pqxx::read_transaction tx(lease.connection());

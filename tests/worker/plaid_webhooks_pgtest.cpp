@@ -19,7 +19,7 @@
 
 #include "connectors/plaid/webhook_verify.hpp"
 #include "core/json_text.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "queue/run_blocking.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
@@ -69,7 +69,7 @@ struct plaid_webhook_fixture {
   test::scratch_database database;
   std::unique_ptr<db::pool> connections = database.worker_pool();
   std::unique_ptr<db::key_store> keys = test::test_key_store();
-  core::uuid tenant = db::create_tenant(*connections, *keys, "Plaid Hooks Ltd");
+  core::uuid tenant = ledger::create_tenant(*connections, *keys, "Plaid Hooks Ltd");
   core::uuid connection = core::uuid::parse("6f1c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f").value();
   test::child_process sim{PLAID_SIM_BINARY, {"--port", "0", "--items", "2", "--transactions", "3"}, {}};
   std::string sim_url = test::base_url_from(sim);

@@ -28,7 +28,7 @@
 #include "db/inbox.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
@@ -47,6 +47,7 @@ using bankworker::test::child_process;
 using bankworker::test::scratch_database;
 namespace asio = boost::asio;
 namespace db = bankworker::db;
+namespace ledger = bankworker::ledger;
 namespace queue = bankworker::queue;
 namespace worker = bankworker::worker;
 namespace stripe = bankworker::stripe;
@@ -85,7 +86,7 @@ struct stripe_world {
           return database.worker_pool(std::move(pool_config));
         }()),
         keys(bankworker::test::test_key_store()),
-        tenant(db::create_tenant(*connections, *keys, "stripe tenant", "test")),
+        tenant(ledger::create_tenant(*connections, *keys, "stripe tenant", "test")),
         currencies([&] {
           auto lease = connections->checkout();
           pqxx::read_transaction tx(lease.connection());

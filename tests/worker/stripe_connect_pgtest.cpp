@@ -14,7 +14,7 @@
 #include <pqxx/pqxx>
 
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/sim/stripe/simulator.hpp"
 #include "tests/support/child.hpp"
 #include "tests/support/http_client.hpp"
@@ -52,8 +52,8 @@ TEST_CASE("as the runtime role, a Connect account routes to its tenant from any 
           "[pg][stripe][rls]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  const auto tenant_a = db::create_tenant(*connections, *test::test_key_store(), "Connect A");
-  const auto tenant_b = db::create_tenant(*connections, *test::test_key_store(), "Connect B");
+  const auto tenant_a = ledger::create_tenant(*connections, *test::test_key_store(), "Connect A");
+  const auto tenant_b = ledger::create_tenant(*connections, *test::test_key_store(), "Connect B");
   db::with_tenant(*connections, tenant_a, [](pqxx::work& tx) {
     tx.exec0("INSERT INTO bankworker.stripe_accounts (tenant_id, account)"
              " VALUES (current_setting('bankworker.tenant_id')::uuid, 'acct_routeA1')");

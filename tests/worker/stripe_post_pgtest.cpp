@@ -16,8 +16,8 @@
 #include "db/inbox.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
 #include "ledger/ledger.hpp"
+#include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/polling.hpp"
 #include "tests/support/scratch_database.hpp"
@@ -64,7 +64,7 @@ struct posting_world {
     return database.worker_pool(std::move(settings));
   }();
   std::unique_ptr<db::key_store> keys = bankworker::test::test_key_store();
-  bankworker::core::uuid tenant = db::create_tenant(*connections, *keys, "posting tenant", "test");
+  bankworker::core::uuid tenant = ledger::create_tenant(*connections, *keys, "posting tenant", "test");
   bankworker::core::currency_table currencies = [&] {
     auto lease = connections->checkout();
     pqxx::read_transaction tx(lease.connection());

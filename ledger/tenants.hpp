@@ -1,5 +1,7 @@
 #pragma once
-// Tenants: the root of every tenant-scoped row.
+// Tenant onboarding: a tenant's row, its first key version, its chart of accounts and its first
+// audit row, created together; a tenant's name check and summary. Here rather than in db/ because
+// creating a tenant creates its ledger, and db/ is plumbing that knows no ledger.
 
 #include <cstdint>
 #include <optional>
@@ -12,16 +14,17 @@
 #include "db/keys.hpp"
 #include "db/pool.hpp"
 
-namespace bankworker::db {
+namespace bankworker::ledger {
 
 // Why a tenant name is unacceptable, or nothing when it is fine: 1..tenant_name_bytes_max bytes of
 // valid UTF-8 without control characters.
 std::optional<std::string> check_tenant_name(std::string_view name);
 
 // Creates a tenant with a fresh random id, inside its own tenant scope, and returns the id. In the
-// same transaction: version 1 of the tenant's key and the first audit row (tenant.created).
+// same transaction: version 1 of the tenant's key, its chart of accounts (ensure_chart) and the first
+// audit row (tenant.created).
 // The name must have passed check_tenant_name.
-core::uuid create_tenant(pool& connections, key_store& keys, std::string_view name, std::string_view actor = "cli");
+core::uuid create_tenant(db::pool& connections, db::key_store& keys, std::string_view name, std::string_view actor = "cli");
 
 struct tenant_summary {
   core::uuid id;
@@ -34,4 +37,4 @@ struct tenant_summary {
 // or nothing when it does not exist.
 std::optional<tenant_summary> describe_tenant(pqxx::transaction_base& tx);
 
-}  // namespace bankworker::db
+}  // namespace bankworker::ledger

@@ -1,4 +1,4 @@
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 
 #include "core/assert.hpp"
 #include "core/limits.hpp"
@@ -8,7 +8,7 @@
 #include "db/tenant_scope.hpp"
 #include "ledger/ledger.hpp"
 
-namespace bankworker::db {
+namespace bankworker::ledger {
 
 namespace {
 
@@ -65,21 +65,21 @@ std::optional<std::string> check_tenant_name(std::string_view name) {
   return std::nullopt;
 }
 
-core::uuid create_tenant(pool& connections, key_store& keys, std::string_view name, std::string_view actor) {
+core::uuid create_tenant(db::pool& connections, db::key_store& keys, std::string_view name, std::string_view actor) {
   BW_ASSERT(!check_tenant_name(name));
   keys.prepare(connections);
   const core::uuid tenant = crypto::random_uuid();
-  with_tenant(connections, tenant, [&](pqxx::work& tx) {
+  db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
     tx.exec_params0(insert_tenant_sql, tenant.to_string(), std::string(name));
-    ledger::ensure_chart(tx);  // the tenant's chart of accounts is created with it
+    ensure_chart(tx);  // the tenant's chart of accounts is created with it
     const std::uint32_t version = keys.create_tenant_key(tx, tenant);
     // The name is the customer's text, not a secret, but the audit log keeps ids only.
-    append_audit(tx, keys,
-                 {.tenant = tenant,
-                  .actor = actor,
-                  .action = "tenant.created",
-                  .subject = tenant.to_string(),
-                  .details = "{\"kek_version\":" + std::to_string(version) + "}"});
+    db::append_audit(tx, keys,
+                     {.tenant = tenant,
+                      .actor = actor,
+                      .action = "tenant.created",
+                      .subject = tenant.to_string(),
+                      .details = "{\"kek_version\":" + std::to_string(version) + "}"});
   });
   return tenant;
 }
@@ -97,4 +97,4 @@ std::optional<tenant_summary> describe_tenant(pqxx::transaction_base& tx) {
                         .connections = rows[0][4].as<std::int64_t>()};
 }
 
-}  // namespace bankworker::db
+}  // namespace bankworker::ledger

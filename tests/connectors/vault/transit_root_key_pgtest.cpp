@@ -7,7 +7,7 @@
 #include "db/audit.hpp"
 #include "db/keys.hpp"
 #include "db/tenant_scope.hpp"
-#include "db/tenants.hpp"
+#include "ledger/tenants.hpp"
 #include "tests/sim/vault_sim.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
@@ -30,7 +30,7 @@ TEST_CASE("with Vault Transit as the root key, tenants seal and open secrets and
   test::scratch_database database;
   auto connections = database.worker_pool();
   db::key_store keys(crypto::root_key_ring(vault_root(sim)));
-  const core::uuid tenant = db::create_tenant(*connections, keys, "Vaulted Ltd");
+  const core::uuid tenant = ledger::create_tenant(*connections, keys, "Vaulted Ltd");
   const crypto::secret_context context{.purpose = crypto::secret_purpose::stripe_webhook_secret,
                                        .tenant = tenant,
                                        .secret_id = crypto::random_uuid(),
@@ -56,7 +56,7 @@ TEST_CASE("a root rotation moves tenant keys from the file root key to Vault Tra
   test::scratch_database database;
   auto connections = database.worker_pool();
   auto file_keys = test::test_key_store();
-  const core::uuid tenant = db::create_tenant(*connections, *file_keys, "Moving Ltd");
+  const core::uuid tenant = ledger::create_tenant(*connections, *file_keys, "Moving Ltd");
 
   const test::root_key_file old_file;
   crypto::root_key_ring ring(vault_root(sim));
