@@ -465,6 +465,16 @@ void plan_invoice(context& c, element invoice) {
   }
 }
 
+// A failed plan posts nothing and asks for nothing: the reason is all it carries.
+void fail_plan(posting_plan& plan, std::string reason) {
+  plan.status = plan_status::fail;
+  plan.reason = std::move(reason);
+  plan.entries.clear();
+  plan.legs.clear();
+  plan.to_fetch.clear();
+  plan.balance_transaction_id.reset();
+}
+
 // Settles the unsettled legs that `answer` (the money object or balance transaction fetched for
 // `request`) resolves.
 void settle_fetched(posting_plan& plan, element answer, const fetch_request& request) {
@@ -585,12 +595,7 @@ posting_plan plan_postings(simdjson::dom::parser& parser, std::string_view event
       plan.charge_id.reset();
     }
   } catch (const bad_event& error) {
-    plan.status = plan_status::fail;
-    plan.reason = error.reason;
-    plan.entries.clear();
-    plan.legs.clear();
-    plan.to_fetch.clear();
-    plan.balance_transaction_id.reset();
+    fail_plan(plan, error.reason);
   }
   return plan;
 }
@@ -625,11 +630,7 @@ posting_plan complete_plan(simdjson::dom::parser& parser, posting_plan plan, std
     }
     rebuild(plan, currencies);
   } catch (const bad_event& error) {
-    plan.status = plan_status::fail;
-    plan.reason = error.reason;
-    plan.entries.clear();
-    plan.to_fetch.clear();
-    plan.balance_transaction_id.reset();
+    fail_plan(plan, error.reason);
   }
   return plan;
 }
@@ -661,9 +662,7 @@ posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_i
       if (auto why = ledger::check_entry(e)) fail("planned entry " + e.idempotency_key + " is malformed: " + *why);
     }
   } catch (const bad_event& error) {
-    plan.status = plan_status::fail;
-    plan.reason = error.reason;
-    plan.entries.clear();
+    fail_plan(plan, error.reason);
   }
   return plan;
 }
