@@ -1,8 +1,8 @@
 // Stripe event parsing and the posting rules on arbitrary bytes. The input is split at its first
 // NUL byte (which no JSON text contains): the event before it, a balance transaction after it (as
 // GET /v1/balance_transactions/{id} would answer). Beyond "no crash" and no exception escaping
-// (plan_postings, parse_balance_transaction and fee_entries document none), checks what must hold
-// for any input:
+// (plan_postings, complete_plan, parse_balance_transaction and fee_entries document none), checks
+// what must hold for any input:
 // - a failed or ignored plan carries a reason and plans no entry; a failed one no balance
 //   transaction to fetch;
 // - every planned entry passes ledger::check_entry, and, recomputed here in 128-bit arithmetic,
@@ -10,8 +10,11 @@
 //   in a currency of the table, summing to zero in each currency;
 // - a charge's gross entry debits stripe.clearing and credits revenue with the same amount;
 // - planning the same bytes again (the parser reused, as the job does) gives the same plan;
-// - a balance transaction that parses satisfies amount - fee == net, and fee_entries on it and the
-//   planned gross entry either fails with a reason and no entries or plans balanced entries.
+// - a balance transaction that parses satisfies amount - fee == net (fee signed: a dispute fee
+//   handed back is negative), and fee_entries on it and the planned gross entry either fails with
+//   a reason and no entries or plans balanced entries;
+// - the bytes after the NUL given as the answer to each fetch the plan lists, complete_plan gives
+//   a consistent plan that still names its every leg's presentment entry.
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -64,6 +67,7 @@ void require_consistent(const stripe::posting_plan& plan) {
       require(!plan.reason.empty());
       require(plan.entries.empty());
       require(!plan.balance_transaction_id.has_value());
+      require(plan.to_fetch.empty());
       return;
     case stripe::plan_status::ignore:
       require(!plan.reason.empty());
@@ -109,13 +113,23 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   require(same_plan(plan, stripe::plan_postings(parser, event, table())));
   if (plan.balance_transaction_id) require(plan.charge_id.has_value());
 
+  if (plan.status == stripe::plan_status::post && plan.awaiting_settlement()) {
+    std::vector<stripe::fetched_object> answers;
+    for (const stripe::fetch_request& request : plan.to_fetch) answers.push_back({request, std::string(fetched)});
+    const stripe::posting_plan completed = stripe::complete_plan(parser, plan, answers, table());
+    require_consistent(completed);
+    if (completed.status == stripe::plan_status::post) {
+      require(completed.legs.size() == plan.legs.size());
+      require(completed.entries.size() >= plan.legs.size());
+    }
+  }
+
   std::string error;
   const auto bt = stripe::parse_balance_transaction(parser, fetched, error);
   if (!bt) {
     require(!error.empty());
     return 0;
   }
-  require(bt->fee >= 0);
   require(static_cast<__int128>(bt->amount) - bt->fee == bt->net);
 
   // The charge's gross entry, as the stripe.fees job receives it.

@@ -51,6 +51,14 @@ class where {
   throw bad_page{path.text() + ": " + std::string(what)};
 }
 
+// Thrown once a row was read whole when its money cannot be normalised; its array turns it into a
+// rejected_row and goes on with the next row.
+struct bad_money {
+  rejection_reason reason;
+  std::optional<std::string> currency;
+  std::string detail;
+};
+
 // Cuts `text` to at most `bytes_max` bytes without splitting a UTF-8 character.
 std::string cut_utf8(std::string_view text, std::size_t bytes_max) {
   if (text.size() <= bytes_max) return std::string(text);
@@ -110,17 +118,24 @@ std::optional<std::string> optional_date(value v, const where& path) {
 const core::currency& resolve_currency(const std::optional<std::string>& iso, const std::optional<std::string>& unofficial,
                                        const core::currency_table& currencies, const where& path) {
   const std::optional<std::string>& code = iso ? iso : unofficial;
-  if (!code) fail(path, "neither iso_currency_code nor unofficial_currency_code is set");
+  if (!code) {
+    throw bad_money{rejection_reason::no_currency, std::nullopt,
+                    path.text() + ": neither iso_currency_code nor unofficial_currency_code is set"};
+  }
   const core::currency* found = currencies.find(*code);
   if (found == nullptr) {
-    fail(path, "unknown currency '" + code->substr(0, 16) + "' (declare it in bankworker.currencies)");
+    throw bad_money{rejection_reason::unknown_currency, *code,
+                    path.text() + ": unknown currency '" + code->substr(0, 16) + "' (declare it in bankworker.currencies)"};
   }
   return *found;
 }
 
 std::int64_t to_minor(std::string_view text, const core::currency& currency, const where& path) {
   const amount_result amount = parse_minor_units(text, currency.exponent);
-  if (!amount.ok) fail(path, amount.error + " (" + currency.code + ")");
+  if (!amount.ok) {
+    throw bad_money{rejection_reason::amount_unrepresentable, currency.code,
+                    path.text() + ": " + amount.error + " (" + currency.code + ")"};
+  }
   return amount.minor;
 }
 
@@ -267,6 +282,59 @@ account parse_account(object object_value, const core::currency_table& currencie
   return a;
 }
 
+// The id a rejected row is keyed by, read again from its raw text (the row was read whole once;
+// only rows that are rejected pay for this).
+std::string id_in(object& row, std::string_view key) {
+  for (auto field : row) {
+    if (field.unescaped_key() == key) return std::string(field.value().get_string().value());
+  }
+  return {};
+}
+
+// Reads an array of objects with `parse`, setting aside each row whose money is rejected with the
+// row's raw JSON. Every other failure still fails the page.
+template <class Item, class Parse>
+void parse_rows(value v, std::string_view name, rejected_row::row_kind kind, std::vector<Item>& out,
+                std::vector<rejected_row>& rejected, money_rows policy, Parse parse) {
+  if (v.type() != json_type::array) fail(where(name), "expected an array");
+  const std::size_t items_max = kind == rejected_row::row_kind::account ? page_accounts_max : page_items_max;
+  std::size_t index = 0;
+  for (auto element : v.get_array()) {
+    if (index >= items_max) fail(where(name), "more than " + std::to_string(items_max) + " items");
+    const where path(name, index);
+    ++index;
+    value row_value = element.value();
+    if (row_value.type() != json_type::object) fail(path, "expected an object");
+    object row = row_value.get_object();
+    try {
+      out.push_back(parse(row, path));
+    } catch (const bad_money& money) {
+      if (policy == money_rows::fail_page) throw bad_page{money.detail};
+      rejected_row r;
+      r.kind = kind;
+      r.list = std::string(name);
+      r.reason = money.reason;
+      r.currency = money.currency;
+      r.detail = money.detail;
+      // The row was read to its end: rewind it for its raw bytes and its keys.
+      row.reset();
+      std::string_view raw = row.raw_json();
+      while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\n' || raw.back() == '\r' || raw.back() == '\t')) {
+        raw.remove_suffix(1);
+      }
+      if (raw.size() > rejected_raw_bytes_max) fail(path, "rejected row longer than rejected_raw_bytes_max");
+      r.raw_json = std::string(raw);
+      row.reset();
+      r.plaid_id = id_in(row, kind == rejected_row::row_kind::account ? "account_id" : "transaction_id");
+      if (kind == rejected_row::row_kind::transaction) {
+        row.reset();
+        r.account_id = id_in(row, "account_id");
+      }
+      rejected.push_back(std::move(r));
+    }
+  }
+}
+
 template <class Item, class Parse>
 void parse_array(value v, std::string_view name, std::size_t items_max, std::vector<Item>& out, Parse parse) {
   if (v.type() != json_type::array) fail(where(name), "expected an array");
@@ -279,6 +347,18 @@ void parse_array(value v, std::string_view name, std::size_t items_max, std::vec
 }
 
 }  // namespace
+
+std::string_view to_string(rejection_reason reason) noexcept {
+  switch (reason) {
+    case rejection_reason::unknown_currency:
+      return "unknown_currency";
+    case rejection_reason::no_currency:
+      return "no_currency";
+    case rejection_reason::amount_unrepresentable:
+      return "amount_unrepresentable";
+  }
+  return "unknown_currency";
+}
 
 bool is_calendar_date(std::string_view text) noexcept {
   if (text.size() != 10 || text[4] != '-' || text[7] != '-') return false;
@@ -329,17 +409,17 @@ Result parse_body(simdjson::ondemand::parser& parser, std::string_view body, std
   return result;
 }
 
-void parse_accounts(value v, const core::currency_table& currencies, std::vector<account>& out) {
-  parse_array(v, "accounts", page_accounts_max, out, [&](value element, const where& path) {
-    if (element.type() != json_type::object) fail(path, "expected an object");
-    return parse_account(element.get_object(), currencies, path);
-  });
+void parse_accounts(value v, const core::currency_table& currencies, std::vector<account>& out,
+                    std::vector<rejected_row>& rejected, money_rows policy) {
+  parse_rows(v, "accounts", rejected_row::row_kind::account, out, rejected, policy,
+             [&](object row, const where& path) { return parse_account(row, currencies, path); });
 }
 
 }  // namespace
 
 page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view body,
-                            const core::currency_table& currencies, std::size_t readable_bytes) {
+                            const core::currency_table& currencies, std::size_t readable_bytes,
+                            money_rows rejected_rows) {
   return parse_body<page_result>(parser, body, readable_bytes,
                                  [&](simdjson::ondemand::document& document, sync_page& page) {
     bool seen_cursor = false, seen_has_more = false;
@@ -348,16 +428,13 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
       value v = field.value();
       if (key == "added" || key == "modified") {
         auto& list = key == "added" ? page.added : page.modified;
-        const std::string name(key);
-        parse_array(v, name, page_items_max, list, [&](value element, const where& path) {
-          if (element.type() != json_type::object) fail(path, "expected an object");
-          return parse_transaction(element.get_object(), currencies, path);
-        });
+        parse_rows(v, key == "added" ? "added" : "modified", rejected_row::row_kind::transaction, list, page.rejected,
+                   rejected_rows, [&](object row, const where& path) { return parse_transaction(row, currencies, path); });
       } else if (key == "removed") {
         parse_array(v, "removed", page_items_max, page.removed,
                     [&](value element, const where& path) { return parse_removed(element, path); });
       } else if (key == "accounts") {
-        parse_accounts(v, currencies, page.accounts);
+        parse_accounts(v, currencies, page.accounts, page.rejected, rejected_rows);
       } else if (key == "next_cursor") {
         if (v.type() != json_type::string) fail("next_cursor", "expected a string");
         const std::string_view cursor = v.get_string();
@@ -373,14 +450,14 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
     if (!seen_cursor) fail("next_cursor", "missing");
     if (!seen_has_more) fail("has_more", "missing");
     if (page.has_more && page.next_cursor.empty()) fail("next_cursor", "empty while has_more is true");
-    if (page.added.size() + page.modified.size() + page.removed.size() > page_items_max) {
+    if (page.added.size() + page.modified.size() + page.removed.size() + page.rejected.size() > page_items_max) {
       fail("body", "more than page_items_max updates in one page");
     }
   });
 }
 
 accounts_page_result parse_accounts_page(simdjson::ondemand::parser& parser, std::string_view body,
-                                         const core::currency_table& currencies) {
+                                         const core::currency_table& currencies, money_rows rejected_rows) {
   return parse_body<accounts_page_result>(parser, body, 0,
                                           [&](simdjson::ondemand::document& document, accounts_page& page) {
     bool seen_accounts = false, seen_item = false;
@@ -388,7 +465,7 @@ accounts_page_result parse_accounts_page(simdjson::ondemand::parser& parser, std
       const std::string_view key = field.unescaped_key();
       value v = field.value();
       if (key == "accounts") {
-        parse_accounts(v, currencies, page.accounts);
+        parse_accounts(v, currencies, page.accounts, page.rejected, rejected_rows);
         seen_accounts = true;
       } else if (key == "item") {
         if (v.type() != json_type::object) fail("item", "expected an object");

@@ -124,17 +124,193 @@ struct context {
   posting_plan& plan;
 };
 
+// A balance transaction read from a JSON object (fetched, or embedded where Stripe expands it).
+balance_transaction balance_transaction_of(element object) {
+  balance_transaction bt;
+  bt.id = string_field(object, "id", "balance_transaction");
+  const auto signed_field = [&](std::string_view name) {
+    const auto value = field(object, name);
+    std::int64_t number = 0;
+    if (!value || value->get_int64().get(number) != simdjson::SUCCESS) {
+      fail("balance_transaction." + std::string(name) + " is missing or not an integer");
+    }
+    return number;
+  };
+  bt.amount = signed_field("amount");
+  bt.fee = signed_field("fee");
+  bt.net = signed_field("net");
+  bt.currency = string_field(object, "currency", "balance_transaction");
+  // The amount and fee are signed and come from outside: the subtraction is checked, as a wrapped
+  // difference would be undefined behaviour.
+  std::int64_t amount_less_fee = 0;
+  if (__builtin_sub_overflow(bt.amount, bt.fee, &amount_less_fee)) {
+    fail("balance_transaction " + bt.id + ": amount - fee does not fit in 64 bits");
+  }
+  if (amount_less_fee != bt.net) fail("balance_transaction " + bt.id + ": amount - fee != net");
+  // Lines are negated when booked: INT64_MIN has no negation.
+  if (bt.amount == INT64_MIN || bt.fee == INT64_MIN || bt.net == INT64_MIN) {
+    fail("balance_transaction " + bt.id + ": an amount is out of range");
+  }
+  if (const auto rate = field(object, "exchange_rate"); rate && rate->is_number()) {
+    bt.exchange_rate = simdjson::to_string(*rate);
+  }
+  return bt;
+}
+
+fetch_request fetch_of(std::string object, const std::string& id, std::string path) {
+  return {std::move(object), id, std::move(path)};
+}
+
+fetch_request balance_transaction_fetch(const std::string& id) {
+  return fetch_of("balance_transaction", id, "/v1/balance_transactions/" + id);
+}
+
+// Which field of the money object names a leg's balance transaction.
+std::string_view settlement_field(const settlement_leg& leg) {
+  if (leg.name == "refund_failed" || leg.name == "payout_failed") return "failure_balance_transaction";
+  if (leg.name == "withdrawn" || leg.name == "reinstated") return "balance_transactions";
+  return "balance_transaction";
+}
+
+// Settles `leg` from its money object: an expanded balance transaction is booked now, an id is
+// fetched, nothing at all fetches the money object itself (`fallback`). A dispute lists its
+// balance transactions: the withdrawal is the one that takes money out, the reinstatement the one
+// that puts it back.
+void settle_from(element object, settlement_leg& leg, const fetch_request& fallback) {
+  leg.fetch = fallback;
+  const std::string_view name = settlement_field(leg);
+  const auto value = field(object, name);
+  if (!value) return;
+  if (name == "balance_transactions") {
+    if (value->type() != element_type::ARRAY) fail("dispute.balance_transactions is not a list");
+    std::size_t count = 0;
+    for (element listed : value->get_array()) {
+      if (++count > listed_refunds_max) fail("dispute.balance_transactions lists too many");
+      balance_transaction bt = balance_transaction_of(listed);
+      if ((bt.amount < 0 ? -1 : 1) == leg.direction && bt.amount != 0) {
+        leg.settlement = std::move(bt);
+        leg.fetch.reset();
+        return;
+      }
+    }
+    return;
+  }
+  if (value->type() == element_type::OBJECT) {
+    leg.settlement = balance_transaction_of(*value);
+    leg.fetch.reset();
+    return;
+  }
+  if (const auto id = optional_string(object, name)) leg.fetch = balance_transaction_fetch(*id);
+}
+
+settlement_leg& add_leg(context& c, std::string object_id, std::string name, int direction, const money& m,
+                        std::string counter_account, std::string description, std::int64_t occurred_at) {
+  settlement_leg leg;
+  leg.object_id = std::move(object_id);
+  leg.name = std::move(name);
+  leg.direction = direction;
+  leg.amount_minor = m.minor;
+  leg.currency = m.currency;
+  leg.counter_account = std::move(counter_account);
+  leg.fee_account = leg.counter_account == "disputes" ? "dispute.fees" : "stripe.fees";
+  leg.description = std::move(description);
+  leg.occurred_at_s = occurred_at;
+  leg.source = c.event_id;
+  c.plan.legs.push_back(std::move(leg));
+  return c.plan.legs.back();
+}
+
+// The conversion and fee entries of a settled leg (settlement_leg's comment has the keys).
+void add_settlement_entries(const settlement_leg& leg, const core::currency_table& currencies,
+                            std::vector<ledger::entry>& out) {
+  const balance_transaction& bt = *leg.settlement;
+  const money_result settled = to_minor_units(bt.amount, bt.currency, currencies);
+  const money_result fee = to_minor_units(bt.fee, bt.currency, currencies);
+  if (!settled.ok || !fee.ok) fail("balance transaction " + bt.id + ": " + (settled.ok ? fee.error : settled.error));
+  const std::string what = leg.description;
+  // The balance moved the way the leg says, or the two contradict each other.
+  if (leg.direction > 0 ? settled.minor <= 0 : settled.minor >= 0) {
+    fail("balance transaction " + bt.id + " settles " + what + " for a " +
+         (leg.direction > 0 ? "non-positive" : "non-negative") + " amount");
+  }
+  const bool gross = leg.name == "gross";
+  const std::int64_t presented = leg.direction * leg.amount_minor;
+  if (settled.currency != leg.currency) {
+    // Settled in another currency: move the amount out of the presentment currency into the
+    // settlement currency through the fx account, balanced in each currency.
+    ledger::entry fx;
+    fx.idempotency_key = leg.object_id + (gross ? ":fx" : ":" + leg.name + "_fx");
+    fx.description = (gross ? "Charge " + leg.object_id : what) + " settled in " + settled.currency +
+                     (bt.exchange_rate ? " at " + *bt.exchange_rate : "");
+    fx.occurred_at_s = leg.occurred_at_s;
+    fx.source = bt.id;
+    fx.lines = {debit("stripe.clearing", settled.minor, settled.currency), credit("fx", settled.minor, settled.currency),
+                debit("fx", presented, leg.currency), credit("stripe.clearing", presented, leg.currency)};
+    out.push_back(std::move(fx));
+  } else if (settled.minor != presented) {
+    fail("balance transaction " + bt.id + " amount differs from " + (gross ? "charge " + leg.object_id + "'s gross" : what));
+  }
+  if (fee.minor != 0) {
+    out.push_back(two_line_entry(leg.object_id + (gross ? ":fee" : ":" + leg.name + "_fee"),
+                                 (leg.fee_account == "dispute.fees" ? "Dispute fee for " : "Stripe fee for ") +
+                                     (gross ? leg.object_id : what),
+                                 leg.occurred_at_s, bt.id, leg.fee_account, "stripe.clearing",
+                                 {fee.minor, fee.currency}));
+  }
+}
+
+// entries and to_fetch from legs, every entry checked; the compatibility fields for the charge leg.
+void rebuild(posting_plan& plan, const core::currency_table& currencies) {
+  plan.entries.clear();
+  plan.to_fetch.clear();
+  plan.balance_transaction_id.reset();
+  for (const settlement_leg& leg : plan.legs) {
+    const money m{leg.amount_minor, leg.currency};
+    const std::string key = leg.object_id + ":" + leg.name;
+    plan.entries.push_back(leg.direction > 0 ? two_line_entry(key, leg.description, leg.occurred_at_s, leg.source,
+                                                              "stripe.clearing", leg.counter_account, m)
+                                             : two_line_entry(key, leg.description, leg.occurred_at_s, leg.source,
+                                                              leg.counter_account, "stripe.clearing", m));
+    if (leg.settlement) {
+      add_settlement_entries(leg, currencies, plan.entries);
+    } else if (leg.fetch &&
+               std::find(plan.to_fetch.begin(), plan.to_fetch.end(), *leg.fetch) == plan.to_fetch.end()) {
+      plan.to_fetch.push_back(*leg.fetch);
+    }
+    if (leg.name == "gross") {
+      plan.charge_id = leg.object_id;
+      if (!leg.settlement && leg.fetch && leg.fetch->object == "balance_transaction") {
+        plan.balance_transaction_id = leg.fetch->id;
+      }
+    }
+  }
+  for (const ledger::entry& e : plan.entries) {
+    if (auto why = ledger::check_entry(e)) fail("planned entry " + e.idempotency_key + " is malformed: " + *why);
+  }
+  plan.reason = std::to_string(plan.entries.size()) + " entr" + (plan.entries.size() == 1 ? "y" : "ies");
+  if (plan.awaiting_settlement()) {
+    plan.reason += ", " + std::to_string(plan.to_fetch.size()) + " settlement(s) to fetch";
+  }
+}
+
+fetch_request charge_fetch(const std::string& id) { return fetch_of("charge", id, "/v1/charges/" + id); }
+
 void plan_gross(context& c, const std::string& charge_id, const money& gross, std::int64_t occurred_at,
-                const std::optional<std::string>& balance_transaction) {
+                std::optional<element> holder) {
   if (gross.minor == 0) {
     c.plan.status = plan_status::ignore;
     c.plan.reason = "charge " + charge_id + " captured nothing";
     return;
   }
-  c.plan.entries.push_back(two_line_entry(charge_id + ":gross", "Charge " + charge_id + " succeeded", occurred_at,
-                                          c.event_id, "stripe.clearing", "revenue", gross));
-  c.plan.charge_id = charge_id;
-  c.plan.balance_transaction_id = balance_transaction;
+  settlement_leg& leg = add_leg(c, charge_id, "gross", 1, gross, "revenue", "Charge " + charge_id + " succeeded",
+                                occurred_at);
+  // No charge object at hand (latest_charge is an id): the charge is fetched, then its balance
+  // transaction.
+  if (holder) {
+    settle_from(*holder, leg, charge_fetch(charge_id));
+  } else {
+    leg.fetch = charge_fetch(charge_id);
+  }
 }
 
 void plan_charge(context& c, element charge) {
@@ -150,16 +326,16 @@ void plan_charge(context& c, element charge) {
   // amount_captured is what moved; older API versions lack it and captured the whole amount.
   const money gross = money_of(charge, field(charge, "amount_captured") ? "amount_captured" : "amount", "charge",
                                c.currencies);
-  plan_gross(c, id, gross, created_field(charge), id_or_object_id(charge, "balance_transaction"));
+  plan_gross(c, id, gross, created_field(charge), charge);
 }
 
 void plan_payment_intent(context& c, element intent) {
   const std::string id = string_field(intent, "id", "payment_intent");
   // The charge that moved the money: latest_charge (API 2022-11-15 on), else charges.data[0].
   std::optional<std::string> charge_id = id_or_object_id(intent, "latest_charge");
-  std::optional<std::string> balance_transaction;
+  std::optional<element> holder;
   if (const auto latest = field(intent, "latest_charge"); latest && latest->type() == element_type::OBJECT) {
-    balance_transaction = id_or_object_id(*latest, "balance_transaction");
+    holder = *latest;
   }
   if (!charge_id) {
     if (const auto charges = field(intent, "charges")) {
@@ -167,14 +343,14 @@ void plan_payment_intent(context& c, element intent) {
         element first;
         if (data->type() == element_type::ARRAY && data->at(0).get(first) == simdjson::SUCCESS) {
           charge_id = optional_string(first, "id");
-          balance_transaction = id_or_object_id(first, "balance_transaction");
+          holder = first;
         }
       }
     }
   }
   if (!charge_id) fail("payment_intent " + id + " names no charge (latest_charge): cannot key its gross entry");
   const money gross = money_of(intent, "amount_received", "payment_intent", c.currencies);
-  plan_gross(c, *charge_id, gross, created_field(intent), balance_transaction);
+  plan_gross(c, *charge_id, gross, created_field(intent), holder);
 }
 
 void plan_refund_object(context& c, element refund, bool reversal) {
@@ -182,11 +358,11 @@ void plan_refund_object(context& c, element refund, bool reversal) {
   const money m = money_of(refund, "amount", "refund", c.currencies);
   if (m.minor == 0) return;
   const std::int64_t created = field(refund, "created") ? created_field(refund) : c.event_created;
-  c.plan.entries.push_back(two_line_entry(id + ":refund", "Refund " + id, created, c.event_id, "refunds",
-                                          "stripe.clearing", m));
+  const fetch_request itself = fetch_of("refund", id, "/v1/refunds/" + id);
+  settle_from(refund, add_leg(c, id, "refund", -1, m, "refunds", "Refund " + id, created), itself);
   if (reversal) {
-    c.plan.entries.push_back(two_line_entry(id + ":refund_failed", "Refund " + id + " failed", c.event_created,
-                                            c.event_id, "stripe.clearing", "refunds", m));
+    settle_from(refund, add_leg(c, id, "refund_failed", 1, m, "refunds", "Refund " + id + " failed", c.event_created),
+                itself);
   }
 }
 
@@ -220,33 +396,22 @@ void plan_charge_refunded(context& c, element charge) {
 
 void plan_dispute(context& c, element dispute, std::string_view type) {
   const std::string id = string_field(dispute, "id", "dispute");
-  if (type == "charge.dispute.created" || type == "charge.dispute.closed" || type == "charge.dispute.updated") {
+  if (type != "charge.dispute.funds_withdrawn" && type != "charge.dispute.funds_reinstated") {
     c.plan.status = plan_status::ignore;
     c.plan.reason = "dispute " + id + ": no money moves on " + std::string(type) +
                     " (funds_withdrawn and funds_reinstated post)";
     return;
   }
   const money m = money_of(dispute, "amount", "dispute", c.currencies);
+  const fetch_request itself = fetch_of("dispute", id, "/v1/disputes/" + id);
   if (type == "charge.dispute.funds_reinstated") {
-    c.plan.entries.push_back(two_line_entry(id + ":reinstated", "Dispute " + id + " funds reinstated", c.event_created,
-                                            c.event_id, "stripe.clearing", "disputes", m));
+    settle_from(dispute, add_leg(c, id, "reinstated", 1, m, "disputes", "Dispute " + id + " funds reinstated",
+                                 c.event_created), itself);
     return;
   }
-  ledger::entry e = two_line_entry(id + ":withdrawn", "Dispute " + id + " funds withdrawn", c.event_created,
-                                   c.event_id, "disputes", "stripe.clearing", m);
   // The dispute fee rides on the withdrawal's balance transaction, in its settlement currency.
-  if (const auto transactions = field(dispute, "balance_transactions");
-      transactions && transactions->type() == element_type::ARRAY) {
-    for (element bt : transactions->get_array()) {
-      const auto fee = field(bt, "fee");
-      std::int64_t fee_amount = 0;
-      if (!fee || fee->get_int64().get(fee_amount) != simdjson::SUCCESS || fee_amount <= 0) continue;
-      const money fee_money = money_of(bt, "fee", "dispute.balance_transactions[]", c.currencies);
-      e.lines.push_back(debit("dispute.fees", fee_money.minor, fee_money.currency));
-      e.lines.push_back(credit("stripe.clearing", fee_money.minor, fee_money.currency));
-    }
-  }
-  c.plan.entries.push_back(std::move(e));
+  settle_from(dispute, add_leg(c, id, "withdrawn", -1, m, "disputes", "Dispute " + id + " funds withdrawn",
+                               c.event_created), itself);
 }
 
 void plan_payout(context& c, element payout, std::string_view type) {
@@ -257,11 +422,11 @@ void plan_payout(context& c, element payout, std::string_view type) {
     c.plan.reason = "payout " + id + " of zero";
     return;
   }
-  c.plan.entries.push_back(
-      two_line_entry(id + ":payout", "Payout " + id, c.event_created, c.event_id, "bank", "stripe.clearing", m));
+  const fetch_request itself = fetch_of("payout", id, "/v1/payouts/" + id);
+  settle_from(payout, add_leg(c, id, "payout", -1, m, "bank", "Payout " + id, c.event_created), itself);
   if (type == "payout.failed") {
-    c.plan.entries.push_back(two_line_entry(id + ":payout_failed", "Payout " + id + " failed", c.event_created,
-                                            c.event_id, "stripe.clearing", "bank", m));
+    settle_from(payout, add_leg(c, id, "payout_failed", 1, m, "bank", "Payout " + id + " failed", c.event_created),
+                itself);
   }
 }
 
@@ -269,8 +434,9 @@ void plan_application_fee(context& c, element fee, std::string_view type) {
   const std::string id = string_field(fee, "id", "application_fee");
   if (type == "application_fee.created") {
     const money m = money_of(fee, "amount", "application_fee", c.currencies);
-    c.plan.entries.push_back(two_line_entry(id + ":application_fee", "Application fee " + id, created_field(fee),
-                                            c.event_id, "stripe.clearing", "application_fees", m));
+    settle_from(fee, add_leg(c, id, "application_fee", 1, m, "application_fees", "Application fee " + id,
+                             created_field(fee)),
+                fetch_of("application_fee", id, "/v1/application_fees/" + id));
     return;
   }
   const auto refunds = field(fee, "refunds");
@@ -282,8 +448,9 @@ void plan_application_fee(context& c, element fee, std::string_view type) {
     const std::string refund_id = string_field(refund, "id", "fee_refund");
     const money m = money_of(refund, "amount", "fee_refund", c.currencies);
     if (m.minor == 0) continue;
-    c.plan.entries.push_back(two_line_entry(refund_id + ":application_fee_refund", "Application fee refund " + refund_id,
-                                            c.event_created, c.event_id, "application_fees", "stripe.clearing", m));
+    settle_from(refund, add_leg(c, refund_id, "application_fee_refund", -1, m, "application_fees",
+                                "Application fee refund " + refund_id, c.event_created),
+                fetch_of("fee_refund", refund_id, "/v1/application_fees/" + id + "/refunds/" + refund_id));
   }
 }
 
@@ -293,8 +460,36 @@ void plan_invoice(context& c, element invoice) {
   if (id_or_object_id(invoice, "charge")) {
     c.plan.reason = "invoice " + id + " was paid by a charge, which posts the money";
   } else {
-    c.plan.reason = "invoice " + id + " was paid without a Stripe charge (credit balance or out of band): no money "
-                    "moved through Stripe";
+    c.plan.reason = "invoice " + id + " names no charge: its payment (a charge or payment intent of its own, or a "
+                    "credit balance) posts whatever money moved through Stripe";
+  }
+}
+
+// A failed plan posts nothing and asks for nothing: the reason is all it carries.
+void fail_plan(posting_plan& plan, std::string reason) {
+  plan.status = plan_status::fail;
+  plan.reason = std::move(reason);
+  plan.entries.clear();
+  plan.legs.clear();
+  plan.to_fetch.clear();
+  plan.balance_transaction_id.reset();
+}
+
+// Settles the unsettled legs that `answer` (the money object or balance transaction fetched for
+// `request`) resolves.
+void settle_fetched(posting_plan& plan, element answer, const fetch_request& request) {
+  if (answer.type() != element_type::OBJECT) fail("fetched " + request.object + " " + request.id + " is not an object");
+  if (optional_string(answer, "id") != request.id || optional_string(answer, "object") != request.object) {
+    fail("fetched " + request.object + " " + request.id + " names another object");
+  }
+  for (settlement_leg& leg : plan.legs) {
+    if (leg.settlement || !leg.fetch || *leg.fetch != request) continue;
+    if (request.object == "balance_transaction") {
+      leg.settlement = balance_transaction_of(answer);
+      leg.fetch.reset();
+    } else {
+      settle_from(answer, leg, request);
+    }
   }
 }
 
@@ -394,16 +589,13 @@ posting_plan plan_postings(simdjson::dom::parser& parser, std::string_view event
       plan.reason = "event type " + plan.event_type + " moves no money we post";
     }
     if (plan.status == plan_status::post) {
-      for (const ledger::entry& e : plan.entries) {
-        if (auto why = ledger::check_entry(e)) fail("planned entry " + e.idempotency_key + " is malformed: " + *why);
-      }
-      plan.reason = std::to_string(plan.entries.size()) + " entr" + (plan.entries.size() == 1 ? "y" : "ies");
+      rebuild(plan, currencies);
+    } else {
+      plan.legs.clear();  // an ignored charge may have named itself before deciding
+      plan.charge_id.reset();
     }
   } catch (const bad_event& error) {
-    plan.status = plan_status::fail;
-    plan.reason = error.reason;
-    plan.entries.clear();
-    plan.balance_transaction_id.reset();
+    fail_plan(plan, error.reason);
   }
   return plan;
 }
@@ -415,26 +607,32 @@ std::optional<balance_transaction> parse_balance_transaction(simdjson::dom::pars
     if (const auto code = parser.parse(json.data(), json.size()).get(object); code) {
       fail(std::string("malformed JSON: ") + simdjson::error_message(code));
     }
-    balance_transaction bt;
-    bt.id = string_field(object, "id", "balance_transaction");
-    const auto amount = field(object, "amount");
-    if (!amount || amount->get_int64().get(bt.amount) != simdjson::SUCCESS) fail("balance_transaction.amount is missing");
-    bt.fee = amount_field(object, "fee", "balance_transaction");
-    const auto net = field(object, "net");
-    if (!net || net->get_int64().get(bt.net) != simdjson::SUCCESS) fail("balance_transaction.net is missing");
-    bt.currency = string_field(object, "currency", "balance_transaction");
-    // The amount is signed (refunds are negative) and comes from outside: the subtraction is
-    // checked, as a wrapped difference would be undefined behaviour.
-    std::int64_t amount_less_fee = 0;
-    if (__builtin_sub_overflow(bt.amount, bt.fee, &amount_less_fee)) {
-      fail("balance_transaction " + bt.id + ": amount - fee does not fit in 64 bits");
-    }
-    if (amount_less_fee != bt.net) fail("balance_transaction " + bt.id + ": amount - fee != net");
-    return bt;
+    return balance_transaction_of(object);
   } catch (const bad_event& failure) {
     error = failure.reason;
     return std::nullopt;
   }
+}
+
+posting_plan complete_plan(simdjson::dom::parser& parser, posting_plan plan, std::span<const fetched_object> fetched,
+                           const core::currency_table& currencies) {
+  if (plan.status != plan_status::post) return plan;
+  try {
+    if (fetched.size() > fetched_objects_max) fail("more than fetched_objects_max fetched objects");
+    for (const fetched_object& answer : fetched) {
+      if (std::find(plan.to_fetch.begin(), plan.to_fetch.end(), answer.request) == plan.to_fetch.end()) continue;
+      if (answer.body.size() > event_bytes_max) fail("fetched " + answer.request.id + " larger than event_bytes_max");
+      element object;
+      if (const auto code = parser.parse(answer.body.data(), answer.body.size()).get(object); code) {
+        fail("fetched " + answer.request.id + ": malformed JSON: " + simdjson::error_message(code));
+      }
+      settle_fetched(plan, object, answer.request);
+    }
+    rebuild(plan, currencies);
+  } catch (const bad_event& error) {
+    fail_plan(plan, error.reason);
+  }
+  return plan;
 }
 
 posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_id, const balance_transaction& bt,
@@ -442,54 +640,29 @@ posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_i
   posting_plan plan;
   plan.status = plan_status::post;
   plan.charge_id = charge_id;
-  const money_result settled = to_minor_units(bt.amount, bt.currency, currencies);
-  const money_result fee = to_minor_units(bt.fee, bt.currency, currencies);
-  if (!settled.ok || !fee.ok) {
-    plan.status = plan_status::fail;
-    plan.reason = "balance transaction " + bt.id + ": " + (settled.ok ? fee.error : settled.error);
-    return plan;
-  }
   if (gross.lines.empty()) {
     plan.status = plan_status::fail;
     plan.reason = "no gross entry for charge " + charge_id;
     return plan;
   }
-  // A charge's money came in: its settlement is positive. Anything else contradicts the charge,
-  // and negating it for the credit line could overflow (INT64_MIN).
-  if (settled.minor <= 0) {
-    plan.status = plan_status::fail;
-    plan.reason = "balance transaction " + bt.id + " settles charge " + charge_id + " for a non-positive amount";
-    return plan;
-  }
   const ledger::line& charged = gross.lines.front();  // stripe.clearing, debit, charge currency
-  if (settled.currency != charged.currency) {
-    // Settled in another currency: move the gross out of the charge currency into the
-    // settlement currency through the fx account, balanced in each currency.
-    ledger::entry fx;
-    fx.idempotency_key = charge_id + ":fx";
-    fx.description = "Charge " + charge_id + " settled in " + settled.currency;
-    fx.occurred_at_s = gross.occurred_at_s;
-    fx.source = bt.id;
-    fx.lines = {debit("stripe.clearing", settled.minor, settled.currency), credit("fx", settled.minor, settled.currency),
-                debit("fx", charged.amount_minor, charged.currency),
-                credit("stripe.clearing", charged.amount_minor, charged.currency)};
-    plan.entries.push_back(std::move(fx));
-  } else if (settled.minor != charged.amount_minor) {
-    plan.status = plan_status::fail;
-    plan.reason = "balance transaction " + bt.id + " amount differs from charge " + charge_id + "'s gross";
-    return plan;
-  }
-  if (fee.minor > 0) {
-    plan.entries.push_back(two_line_entry(charge_id + ":fee", "Stripe fee for " + charge_id, gross.occurred_at_s, bt.id,
-                                          "stripe.fees", "stripe.clearing", {fee.minor, fee.currency}));
-  }
-  for (const ledger::entry& e : plan.entries) {
-    if (auto why = ledger::check_entry(e)) {
-      plan.status = plan_status::fail;
-      plan.reason = "planned entry " + e.idempotency_key + " is malformed: " + *why;
-      plan.entries.clear();
-      return plan;
+  settlement_leg leg;
+  leg.object_id = charge_id;
+  leg.name = "gross";
+  leg.amount_minor = charged.amount_minor;
+  leg.currency = charged.currency;
+  leg.counter_account = "revenue";
+  leg.fee_account = "stripe.fees";
+  leg.description = "charge " + charge_id;
+  leg.occurred_at_s = gross.occurred_at_s;
+  leg.settlement = bt;
+  try {
+    add_settlement_entries(leg, currencies, plan.entries);
+    for (const ledger::entry& e : plan.entries) {
+      if (auto why = ledger::check_entry(e)) fail("planned entry " + e.idempotency_key + " is malformed: " + *why);
     }
+  } catch (const bad_event& error) {
+    fail_plan(plan, error.reason);
   }
   return plan;
 }

@@ -269,6 +269,10 @@ std::map<std::string, expected_entry> expected_entries(const run_record& record,
       expected[object_id + ":payout_failed"] = money(object);
     } else if (type == "charge.dispute.funds_withdrawn") {
       expected[object_id + ":withdrawn"] = money(object);
+      // The dispute fee rides on the withdrawal's balance transaction, booked as its own entry.
+      simdjson::dom::element withdrawal = object["balance_transactions"].at(0);
+      expected[object_id + ":withdrawn_fee"] = {event.tenant, withdrawal["fee"].get_int64().value(),
+                                                upper(std::string(withdrawal["currency"].get_string().value()))};
     }
     // payment_intent.succeeded, charge.refunded and charge.dispute.created describe the same
     // money as their companions above (or none): they add no entry of their own.

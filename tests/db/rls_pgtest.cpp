@@ -52,6 +52,10 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
      {"INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
       " currency, date, name, pending) VALUES ($1::text::uuid, 'txn-' || $1::text, 'acc-' || $1::text,"
       " md5($1::text || 'c')::uuid, -1234, 'USD', DATE '2026-11-01', 'Coffee', false)"}},
+    {"plaid_quarantine",
+     {"INSERT INTO bankworker.plaid_quarantine (tenant_id, connection_id, kind, plaid_id, reason, currency, detail, raw)"
+      " VALUES ($1::text::uuid, md5($1::text || 'c')::uuid, 'transaction', 'txq-' || $1::text, 'unknown_currency',"
+      " 'ZZZ', 'unknown currency', '{}')"}},
     {"stripe_events",
      {"INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, livemode, created_at, body)"
       " VALUES ($1::text::uuid, 'evt_' || md5($1::text), 'charge.succeeded', false, now(), '{}'::jsonb)"}},

@@ -1,26 +1,17 @@
 #include <catch2/catch.hpp>
 
-#include <fstream>
-#include <sstream>
-
 #include "connectors/plaid/sync_page.hpp"
+#include "tests/support/fixture.hpp"
 
 using namespace bankworker::plaid;
 using bankworker::core::currency;
 using bankworker::core::currency_table;
+using bankworker::test::read_fixture;
 
 namespace {
 
 const currency_table currencies({{"USD", 2, true}, {"EUR", 2, true}, {"JPY", 0, true}, {"BHD", 3, true},
                                  {"BTC", 8, false}});
-
-std::string read_fixture(const std::string& name) {
-  std::ifstream file(std::string(BANKWORKER_FIXTURES_DIR) + "/" + name);
-  REQUIRE(file);
-  std::stringstream content;
-  content << file.rdbuf();
-  return content.str();
-}
 
 page_result parse(std::string_view body) {
   simdjson::ondemand::parser parser;

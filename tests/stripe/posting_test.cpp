@@ -99,16 +99,19 @@ TEST_CASE("a payout moves clearing to bank and a failed payout moves it back", "
   CHECK(failed.entries[1].lines == lines{{"stripe.clearing", 10000, "USD"}, {"bank", -10000, "USD"}});
 }
 
+// The withdrawal's fee is its own entry (dp_…:withdrawn_fee) since issue #16, so that a withdrawal
+// posted before its balance transaction was known is completed by adding the fee, not by changing
+// the withdrawal.
 TEST_CASE("dispute withdrawals carry their fee; reinstatements reverse the amount", "[stripe][posting]") {
   const std::string dispute =
-      R"({"id":"dp_1","amount":2000,"currency":"usd","balance_transactions":[{"id":"txn_d","amount":-3500,"fee":1500,"net":-3500,"currency":"usd"}]})";
+      R"({"id":"dp_1","amount":2000,"currency":"usd","balance_transactions":[{"id":"txn_d","amount":-2000,"fee":1500,"net":-3500,"currency":"usd"}]})";
   const auto withdrawn = plan(event("charge.dispute.funds_withdrawn", dispute));
-  REQUIRE(withdrawn.entries.size() == 1);
+  REQUIRE(withdrawn.entries.size() == 2);
   CHECK(withdrawn.entries[0].idempotency_key == "dp_1:withdrawn");
-  CHECK(withdrawn.entries[0].lines == lines{{"disputes", 2000, "USD"},
-                                            {"stripe.clearing", -2000, "USD"},
-                                            {"dispute.fees", 1500, "USD"},
-                                            {"stripe.clearing", -1500, "USD"}});
+  CHECK(withdrawn.entries[0].lines == lines{{"disputes", 2000, "USD"}, {"stripe.clearing", -2000, "USD"}});
+  CHECK(withdrawn.entries[1].idempotency_key == "dp_1:withdrawn_fee");
+  CHECK(withdrawn.entries[1].lines == lines{{"dispute.fees", 1500, "USD"}, {"stripe.clearing", -1500, "USD"}});
+  CHECK_FALSE(withdrawn.awaiting_settlement());
   const auto reinstated = plan(event("charge.dispute.funds_reinstated", dispute));
   CHECK(reinstated.entries.at(0).lines == lines{{"stripe.clearing", 2000, "USD"}, {"disputes", -2000, "USD"}});
   CHECK(plan(event("charge.dispute.created", dispute)).status == plan_status::ignore);
@@ -217,7 +220,7 @@ TEST_CASE("a balance transaction whose amount - fee does not fit in 64 bits is r
 TEST_CASE("a charge settled for a non-positive amount fails instead of posting", "[stripe][posting]") {
   const auto gross = plan(event("charge.succeeded", charge)).entries.at(0);
   for (const std::int64_t amount : {INT64_MIN, std::int64_t{-1580}, std::int64_t{0}}) {
-    stripe::balance_transaction bt{"txn_1", amount, 0, amount, "gbp"};
+    stripe::balance_transaction bt{"txn_1", amount, 0, amount, "gbp", {}};
     const auto fees = stripe::fee_entries(gross, "ch_1", bt, currencies);
     CHECK(fees.status == plan_status::fail);
     CHECK(fees.entries.empty());

@@ -190,7 +190,7 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
     const std::string dispute_json =
         "{\"id\":" + quoted(dispute) + ",\"object\":\"dispute\",\"amount\":" + amount + ",\"currency\":" + currency +
         ",\"charge\":" + quoted(charge) + ",\"status\":\"needs_response\",\"balance_transactions\":[{\"id\":" +
-        quoted(next_id("txn")) + ",\"amount\":" + std::to_string(-(s.amount + 1500)) + ",\"fee\":1500,\"net\":" +
+        quoted(next_id("txn")) + ",\"amount\":" + std::to_string(-s.amount) + ",\"fee\":1500,\"net\":" +
         std::to_string(-(s.amount + 1500)) + ",\"currency\":" + currency + "}]}";
     add_event("charge.dispute.created", dispute_json, s.account, now_s);
     add_event("charge.dispute.funds_withdrawn", dispute_json, s.account, now_s);
