@@ -1681,6 +1681,26 @@ CREATE TABLE bankworker.ledger_accounts (
 
 ALTER TABLE ONLY bankworker.ledger_accounts FORCE ROW LEVEL SECURITY;
 
+CREATE TABLE bankworker.plaid_quarantine (
+    tenant_id uuid NOT NULL,
+    connection_id uuid NOT NULL,
+    kind text NOT NULL,
+    plaid_id text NOT NULL,
+    reason text NOT NULL,
+    currency text,
+    detail text NOT NULL,
+    raw text NOT NULL,
+    quarantined_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT plaid_quarantine_currency_check CHECK ((length(currency) <= 128)),
+    CONSTRAINT plaid_quarantine_detail_check CHECK ((length(detail) <= 1024)),
+    CONSTRAINT plaid_quarantine_kind_check CHECK ((kind = ANY (ARRAY['transaction'::text, 'account'::text]))),
+    CONSTRAINT plaid_quarantine_plaid_id_check CHECK (((length(plaid_id) >= 1) AND (length(plaid_id) <= 256))),
+    CONSTRAINT plaid_quarantine_raw_check CHECK ((length(raw) <= 65536)),
+    CONSTRAINT plaid_quarantine_reason_check CHECK ((reason = ANY (ARRAY['unknown_currency'::text, 'no_currency'::text, 'amount_unrepresentable'::text])))
+);
+
+ALTER TABLE ONLY bankworker.plaid_quarantine FORCE ROW LEVEL SECURITY;
+
 CREATE TABLE bankworker.rate_buckets (
     key text NOT NULL,
     per_minute integer NOT NULL,
@@ -1907,6 +1927,9 @@ ALTER TABLE ONLY bankworker.journal_lines
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_pkey PRIMARY KEY (tenant_id, code);
 
+ALTER TABLE ONLY bankworker.plaid_quarantine
+    ADD CONSTRAINT plaid_quarantine_pkey PRIMARY KEY (tenant_id, connection_id, kind, plaid_id);
+
 ALTER TABLE ONLY bankworker.rate_buckets
     ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (key);
 
@@ -1972,6 +1995,8 @@ CREATE INDEX jobs_running ON bankworker.jobs USING btree (lease_owner) WHERE (st
 CREATE UNIQUE INDEX jobs_unique_running ON bankworker.jobs USING btree (tenant_id, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = 'running'::text));
 
 CREATE UNIQUE INDEX jobs_unique_waiting ON bankworker.jobs USING btree (tenant_id, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['available'::text, 'retryable'::text])));
+
+CREATE INDEX plaid_quarantine_currency ON bankworker.plaid_quarantine USING btree (currency) WHERE (currency IS NOT NULL);
 
 CREATE INDEX rate_buckets_updated_at ON bankworker.rate_buckets USING btree (updated_at);
 
@@ -2065,6 +2090,9 @@ ALTER TABLE ONLY bankworker.journal_lines
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
+ALTER TABLE ONLY bankworker.plaid_quarantine
+    ADD CONSTRAINT plaid_quarantine_tenant_id_connection_id_fkey FOREIGN KEY (tenant_id, connection_id) REFERENCES bankworker.connections(tenant_id, connection_id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY bankworker.sealed_secrets
     ADD CONSTRAINT sealed_secrets_kek_version_exists FOREIGN KEY (tenant_id, kek_version) REFERENCES bankworker.tenant_keys(tenant_id, version);
 
@@ -2126,6 +2154,8 @@ ALTER TABLE bankworker.journal_lines ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE bankworker.ledger_accounts ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE bankworker.plaid_quarantine ENABLE ROW LEVEL SECURITY;
+
 CREATE POLICY queue_machinery ON bankworker.jobs TO bankworker_owner USING (true) WITH CHECK (true);
 
 ALTER TABLE bankworker.sealed_secrets ENABLE ROW LEVEL SECURITY;
@@ -2157,6 +2187,8 @@ CREATE POLICY tenant_isolation ON bankworker.journal_entries TO bankworker_owner
 CREATE POLICY tenant_isolation ON bankworker.journal_lines TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
 CREATE POLICY tenant_isolation ON bankworker.ledger_accounts TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
+
+CREATE POLICY tenant_isolation ON bankworker.plaid_quarantine TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
 CREATE POLICY tenant_isolation ON bankworker.sealed_secrets TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
@@ -2355,6 +2387,8 @@ GRANT SELECT ON TABLE bankworker.journal_lines TO bankworker_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE bankworker.ledger_accounts TO bankworker_worker;
 GRANT SELECT ON TABLE bankworker.ledger_accounts TO bankworker_app;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE bankworker.plaid_quarantine TO bankworker_worker;
 
 GRANT SELECT ON TABLE bankworker.rate_buckets TO bankworker_worker;
 
