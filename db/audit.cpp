@@ -86,6 +86,64 @@ audit_entry append_audit(pqxx::work& tx, const key_store& keys, const audit_even
   return {row.seq, hash};
 }
 
+namespace {
+
+// Checks one stored row against the chain so far: its place, its link to the previous row, its
+// hash and its signature. Returns why it breaks the chain, or nothing (then `hash` is its hash).
+std::optional<audit_break> check_chain_row(const pqxx::row& r, const core::uuid& tenant, std::int64_t expected_seq,
+                                           const crypto::audit_hash& prev,
+                                           const std::vector<crypto::signing_key>& signers, crypto::audit_hash& hash) {
+  const crypto::audit_row row{.tenant = tenant,
+                              .seq = r[0].as<std::int64_t>(),
+                              .occurred_at_us = r[1].as<std::int64_t>(),
+                              .actor = r[2].as<std::string>(),
+                              .action = r[3].as<std::string>(),
+                              .subject = r[4].as<std::string>(),
+                              .details = r[5].as<std::string>(),
+                              .signing_key_id = r[9].as<std::string>()};
+  if (row.seq != expected_seq) {
+    return audit_break{expected_seq, "row " + std::to_string(expected_seq) + " is missing (next row is " +
+                                         std::to_string(row.seq) + ")"};
+  }
+  const pqxx::binarystring stored_prev(r[6]);
+  const pqxx::binarystring stored_hash(r[7]);
+  const pqxx::binarystring stored_sig(r[8]);
+  if (!equal_bytes(span_of(stored_prev), prev)) {
+    return audit_break{row.seq, "prev_hash does not match the hash of row " + std::to_string(row.seq - 1)};
+  }
+  hash = crypto::chain_hash(prev, row);
+  if (!equal_bytes(span_of(stored_hash), hash)) return audit_break{row.seq, "hash does not match the row's content"};
+  const auto signer = std::find_if(signers.begin(), signers.end(),
+                                   [&](const crypto::signing_key& key) { return key.key_id() == row.signing_key_id; });
+  if (signer == signers.end()) return audit_break{row.seq, "signed by unknown key " + row.signing_key_id};
+  crypto::signature sig{};
+  if (stored_sig.size() != sig.size()) return audit_break{row.seq, "signature has the wrong length"};
+  std::copy_n(span_of(stored_sig).begin(), sig.size(), sig.begin());
+  if (!crypto::verify_signature(signer->verification_key(), hash, sig)) {
+    return audit_break{row.seq, "signature does not verify"};
+  }
+  return std::nullopt;
+}
+
+// The chain must end exactly at the recorded head: rows cut off the end are caught here.
+std::optional<audit_break> check_chain_head(pqxx::transaction_base& tx, const std::string& tenant_text,
+                                            std::int64_t rows, const crypto::audit_hash& last) {
+  const pqxx::result head = tx.exec_params(read_head_sql, tenant_text);
+  const std::int64_t head_seq = head.empty() ? 0 : head[0][0].as<std::int64_t>();
+  if (head_seq != rows) {
+    return audit_break{rows + 1, head_seq > rows ? "row " + std::to_string(rows + 1) + " is missing (the head is at " +
+                                                       std::to_string(head_seq) + ")"
+                                                 : "the chain runs past its recorded head (" +
+                                                       std::to_string(head_seq) + ")"};
+  }
+  if (head_seq > 0 && !equal_bytes(span_of(pqxx::binarystring(head[0][1])), last)) {
+    return audit_break{rows, "the recorded head hash does not match row " + std::to_string(rows)};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 audit_verification verify_audit_chain(pool& connections, const key_store& keys, const core::uuid& tenant) {
   audit_verification result;
   result.tenant = tenant;
@@ -95,82 +153,21 @@ audit_verification verify_audit_chain(pool& connections, const key_store& keys, 
                                                                                              "bankworker_audit_verify");
   tx.exec_prepared(set_tenant_statement, tenant_text);
   const std::vector<crypto::signing_key> signers = keys.verification_keys(tx);
-  const auto find_signer = [&](std::string_view key_id) -> const crypto::signing_key* {
-    for (const auto& signer : signers) {
-      if (signer.key_id() == key_id) return &signer;
-    }
-    return nullptr;
-  };
-  const auto fail = [&](std::int64_t seq, std::string reason) {
-    result.broken = audit_break{seq, std::move(reason)};
-  };
-
   crypto::audit_hash prev{};
-  std::int64_t expected_seq = 1;
   bool done = false;
   while (!done && !result.broken) {
     const pqxx::result page =
-        tx.exec_params(read_chain_page_sql, tenant_text, expected_seq - 1, limits::audit_verify_page_rows);
+        tx.exec_params(read_chain_page_sql, tenant_text, result.rows, limits::audit_verify_page_rows);
     if (page.size() < limits::audit_verify_page_rows) done = true;
     for (const auto& r : page) {
-      crypto::audit_row row{.tenant = tenant,
-                            .seq = r[0].as<std::int64_t>(),
-                            .occurred_at_us = r[1].as<std::int64_t>(),
-                            .actor = r[2].as<std::string>(),
-                            .action = r[3].as<std::string>(),
-                            .subject = r[4].as<std::string>(),
-                            .details = r[5].as<std::string>(),
-                            .signing_key_id = r[9].as<std::string>()};
-      if (row.seq != expected_seq) {
-        fail(expected_seq, "row " + std::to_string(expected_seq) + " is missing (next row is " +
-                               std::to_string(row.seq) + ")");
-        break;
-      }
-      const pqxx::binarystring stored_prev(r[6]);
-      const pqxx::binarystring stored_hash(r[7]);
-      const pqxx::binarystring stored_sig(r[8]);
-      if (!equal_bytes(span_of(stored_prev), prev)) {
-        fail(row.seq, "prev_hash does not match the hash of row " + std::to_string(row.seq - 1));
-        break;
-      }
-      const crypto::audit_hash hash = crypto::chain_hash(prev, row);
-      if (!equal_bytes(span_of(stored_hash), hash)) {
-        fail(row.seq, "hash does not match the row's content");
-        break;
-      }
-      const crypto::signing_key* signer = find_signer(row.signing_key_id);
-      if (signer == nullptr) {
-        fail(row.seq, "signed by unknown key " + row.signing_key_id);
-        break;
-      }
-      crypto::signature sig{};
-      if (stored_sig.size() != sig.size()) {
-        fail(row.seq, "signature has the wrong length");
-        break;
-      }
-      std::copy_n(span_of(stored_sig).begin(), sig.size(), sig.begin());
-      if (!crypto::verify_signature(signer->verification_key(), hash, sig)) {
-        fail(row.seq, "signature does not verify");
-        break;
-      }
+      crypto::audit_hash hash{};
+      result.broken = check_chain_row(r, tenant, result.rows + 1, prev, signers, hash);
+      if (result.broken) break;
       prev = hash;
-      result.rows = row.seq;
-      ++expected_seq;
+      ++result.rows;
     }
   }
-  if (!result.broken) {
-    // The chain must end exactly at the recorded head: rows cut off the end are caught here.
-    const pqxx::result head = tx.exec_params(read_head_sql, tenant_text);
-    const std::int64_t head_seq = head.empty() ? 0 : head[0][0].as<std::int64_t>();
-    if (head_seq != result.rows) {
-      fail(result.rows + 1, head_seq > result.rows
-                                ? "row " + std::to_string(result.rows + 1) + " is missing (the head is at " +
-                                      std::to_string(head_seq) + ")"
-                                : "the chain runs past its recorded head (" + std::to_string(head_seq) + ")");
-    } else if (head_seq > 0 && !equal_bytes(span_of(pqxx::binarystring(head[0][1])), prev)) {
-      fail(result.rows, "the recorded head hash does not match row " + std::to_string(result.rows));
-    }
-  }
+  if (!result.broken) result.broken = check_chain_head(tx, tenant_text, result.rows, prev);
   result.head = prev;
   tx.commit();
   return result;

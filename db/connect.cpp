@@ -17,4 +17,23 @@ void add_connect_timeout(std::string& url, std::chrono::milliseconds timeout) {
   url += "connect_timeout=" + value;
 }
 
+namespace {
+
+constexpr const char* operator_session_sql =
+    "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false),"
+    " set_config('idle_in_transaction_session_timeout', $3, false),"
+    " set_config('application_name', 'bankworker-cli', false)";
+
+}  // namespace
+
+void configure_operator_session(pqxx::connection& connection, std::chrono::milliseconds statement_timeout,
+                                std::chrono::milliseconds lock_timeout,
+                                std::chrono::milliseconds idle_in_transaction_timeout) {
+  pqxx::nontransaction setup(connection, "bankworker_operator_session");
+  setup.exec_params(operator_session_sql, std::to_string(statement_timeout.count()),
+                    std::to_string(lock_timeout.count()), std::to_string(idle_in_transaction_timeout.count()));
+}
+
+void ping(pqxx::connection& connection) { pqxx::nontransaction(connection, "bankworker_ping").exec("SELECT 1"); }
+
 }  // namespace bankworker::db

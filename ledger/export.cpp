@@ -98,24 +98,8 @@ void for_each_row(pqxx::work& tx, const char* declare_sql, std::string_view curs
   tx.exec("CLOSE " + std::string(cursor));
 }
 
-}  // namespace
-
-std::string decimal_text(std::int64_t minor, int exponent) { return place_point(minor, exponent); }
-
-void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
-  const pqxx::result tenant = tx.exec(tenant_sql);
-  if (tenant.empty()) throw std::runtime_error("unknown tenant (no tenant row in this scope)");
-  std::map<std::string, int> exponents;
-  for (const auto& row : tx.exec(exponents_sql)) exponents.emplace(row[0].as<std::string>(), row[1].as<int>());
-  writer w(format, out, std::move(exponents));
-
-  if (w.is_json()) {
-    out << "{\"tenant_id\":" << json(tenant[0][0].as<std::string>()) << ",\"name\":" << json(tenant[0][1].as<std::string>())
-        << ",\n\"accounts\":[";
-  } else {
-    out << "section,key,date,account,currency,amount_minor,amount,description\n";
-  }
-
+// Each account's balance per currency.
+void write_accounts(pqxx::work& tx, writer& w, std::ostream& out) {
   bool first = true;
   for (const auto& row : tx.exec(account_balances_sql)) {
     const std::string code = row[0].as<std::string>();
@@ -132,8 +116,11 @@ void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
     first = false;
   }
 
-  if (w.is_json()) out << "],\n\"trial_balance\":[";
-  first = true;
+}
+
+// The sum of every line per currency: zero when the books balance.
+void write_trial_balance(pqxx::work& tx, writer& w, std::ostream& out) {
+  bool first = true;
   for (const auto& row : tx.exec(trial_sql)) {
     const std::string currency = row[0].as<std::string>();
     const auto minor = row[1].as<std::int64_t>();
@@ -145,9 +132,12 @@ void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
     first = false;
   }
 
-  if (w.is_json()) out << "],\n\"journal_entries\":[";
+}
+
+// Every journal entry with its lines, read through a cursor in batches.
+void write_journal(pqxx::work& tx, writer& w, std::ostream& out) {
   std::string open_key;
-  first = true;
+  bool first = true;
   for_each_row(tx, entry_lines_cursor_sql, "bankworker_export_lines", [&](const pqxx::row& row) {
     const std::string key = row[0].as<std::string>();
     const std::string currency = row[6].as<std::string>();
@@ -171,12 +161,12 @@ void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
           << "\n";
     }
   });
-  if (w.is_json()) {
-    if (!open_key.empty()) out << "]}";
-    out << "],\n\"transactions\":[";
-  }
+  if (w.is_json() && !open_key.empty()) out << "]}";
+}
 
-  first = true;
+// The bank transactions synced from Plaid, read through a cursor in batches.
+void write_transactions(pqxx::work& tx, writer& w, std::ostream& out) {
+  bool first = true;
   for_each_row(tx, transactions_cursor_sql, "bankworker_export_transactions", [&](const pqxx::row& row) {
     const std::string currency = row[5].as<std::string>();
     const auto minor = row[6].as<std::int64_t>();
@@ -194,6 +184,32 @@ void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
     }
     first = false;
   });
+}
+
+}  // namespace
+
+std::string decimal_text(std::int64_t minor, int exponent) { return place_point(minor, exponent); }
+
+void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
+  const pqxx::result tenant = tx.exec(tenant_sql);
+  if (tenant.empty()) throw std::runtime_error("unknown tenant (no tenant row in this scope)");
+  std::map<std::string, int> exponents;
+  for (const auto& row : tx.exec(exponents_sql)) exponents.emplace(row[0].as<std::string>(), row[1].as<int>());
+  writer w(format, out, std::move(exponents));
+
+  if (w.is_json()) {
+    out << "{\"tenant_id\":" << json(tenant[0][0].as<std::string>()) << ",\"name\":" << json(tenant[0][1].as<std::string>())
+        << ",\n\"accounts\":[";
+  } else {
+    out << "section,key,date,account,currency,amount_minor,amount,description\n";
+  }
+  write_accounts(tx, w, out);
+  if (w.is_json()) out << "],\n\"trial_balance\":[";
+  write_trial_balance(tx, w, out);
+  if (w.is_json()) out << "],\n\"journal_entries\":[";
+  write_journal(tx, w, out);
+  if (w.is_json()) out << "],\n\"transactions\":[";
+  write_transactions(tx, w, out);
   if (w.is_json()) out << "]}\n";
   out.flush();
 }

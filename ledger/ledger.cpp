@@ -101,12 +101,15 @@ post_outcome post_entry(pqxx::work& tx, const entry& e) {
   return post_entries(tx, {&e}) == 1 ? post_outcome::posted : post_outcome::already_posted;
 }
 
-std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries) {
-  BW_ASSERT(entries.size() <= entries_batch_max);
-  // One entry per key: a key given twice must carry the same lines both times.
+namespace {
+
+// One entry per key, each checked; a key given twice must carry the same lines both times. In key
+// order, so two transactions posting overlapping keys (two events about one charge, in two
+// batches) wait for each other's keys in the same order instead of deadlocking.
+std::vector<const entry*> unique_entries(const std::vector<const entry*>& entries,
+                                         std::unordered_map<std::string_view, const entry*>& by_key) {
   std::vector<const entry*> unique;
   unique.reserve(entries.size());
-  std::unordered_map<std::string_view, const entry*> by_key;
   for (const entry* e : entries) {
     if (auto why = check_entry(*e)) throw entry_invalid("entry " + e->idempotency_key.substr(0, 64) + ": " + *why);
     const auto [at, added] = by_key.emplace(e->idempotency_key, e);
@@ -116,11 +119,40 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
       throw entry_conflict("entry " + e->idempotency_key + " was given twice with different lines");
     }
   }
-  if (unique.empty()) return 0;
-  // In key order, so two transactions posting overlapping keys (two events about one charge, in
-  // two batches) wait for each other's keys in the same order instead of deadlocking.
   std::sort(unique.begin(), unique.end(),
             [](const entry* a, const entry* b) { return a->idempotency_key < b->idempotency_key; });
+  return unique;
+}
+
+// Posted before (by an earlier attempt, or from another event about the same money): the lines
+// stored must be the lines given.
+void check_earlier_lines(pqxx::work& tx, const std::vector<const entry*>& unique,
+                         const std::unordered_set<std::string_view>& is_new) {
+  db::array_text earlier_keys;
+  for (const entry* e : unique) {
+    if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
+  }
+  std::map<std::string, std::vector<line>, std::less<>> existing;
+  for (const auto& row : db::exec_statement(tx, existing_lines_sql, earlier_keys.finish())) {
+    existing[row[0].as<std::string>()].push_back(
+        {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
+  }
+  for (const entry* e : unique) {
+    if (is_new.contains(e->idempotency_key)) continue;
+    const auto found = existing.find(e->idempotency_key);
+    if (found == existing.end() || found->second != e->lines) {
+      throw entry_conflict("entry " + e->idempotency_key + " was already posted with different lines");
+    }
+  }
+}
+
+}  // namespace
+
+std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries) {
+  BW_ASSERT(entries.size() <= entries_batch_max);
+  std::unordered_map<std::string_view, const entry*> by_key;
+  const std::vector<const entry*> unique = unique_entries(entries, by_key);
+  if (unique.empty()) return 0;
 
   db::array_text keys, descriptions, occurred, sources;
   for (const entry* e : unique) {
@@ -152,26 +184,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     db::exec_statement(tx, insert_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
                        amounts.finish(), currencies.finish());
   }
-  if (inserted.size() == unique.size()) return inserted.size();
-
-  // Posted before (by an earlier attempt, or from another event about the same money): the lines
-  // stored must be the lines given.
-  db::array_text earlier_keys;
-  for (const entry* e : unique) {
-    if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
-  }
-  std::map<std::string, std::vector<line>, std::less<>> existing;
-  for (const auto& row : db::exec_statement(tx, existing_lines_sql, earlier_keys.finish())) {
-    existing[row[0].as<std::string>()].push_back(
-        {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
-  }
-  for (const entry* e : unique) {
-    if (is_new.contains(e->idempotency_key)) continue;
-    const auto found = existing.find(e->idempotency_key);
-    if (found == existing.end() || found->second != e->lines) {
-      throw entry_conflict("entry " + e->idempotency_key + " was already posted with different lines");
-    }
-  }
+  if (inserted.size() != unique.size()) check_earlier_lines(tx, unique, is_new);
   return inserted.size();
 }
 

@@ -13,15 +13,6 @@
 
 namespace bankworker::service {
 
-namespace {
-
-constexpr const char* operator_session_sql =
-    "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false),"
-    " set_config('idle_in_transaction_session_timeout', $3, false),"
-    " set_config('application_name', 'bankworker-cli', false)";
-
-}  // namespace
-
 std::string one_line(std::string_view text) {
   std::string line;
   line.reserve(text.size());
@@ -139,12 +130,8 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, 
     sodium_memzero(url.data(), url.size());
     // Operator commands get deadlines too, longer than the runtime's: a migration may rewrite a
     // large table, but must not wait forever behind another session's lock or idle in a transaction.
-    {
-      pqxx::nontransaction setup(*connection, "bankworker_operator_session");
-      setup.exec_params(operator_session_sql, std::to_string(limits::operator_statement_timeout.count()),
-                        std::to_string(limits::operator_lock_timeout.count()),
-                        std::to_string(limits::operator_idle_in_transaction_timeout.count()));
-    }
+    db::configure_operator_session(*connection, limits::operator_statement_timeout, limits::operator_lock_timeout,
+                                   limits::operator_idle_in_transaction_timeout);
     if (use == login_use::runtime) refuse_privileged_login(*connection);
     return connection;
   } catch (const pqxx::broken_connection& error) {

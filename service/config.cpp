@@ -102,6 +102,19 @@ std::optional<std::filesystem::path> env_reader::readable_file(std::string_view 
   return std::filesystem::path(*value);
 }
 
+std::optional<std::uint64_t> env_reader::whole_number(std::string_view name, std::uint64_t low, std::uint64_t high,
+                                                     std::string_view expected) {
+  const std::optional<std::string> text = get(name);
+  if (!text) return std::nullopt;
+  std::uint64_t value = 0;
+  const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
+  if (error != std::errc{} || end != text->data() + text->size() || value < low || value > high) {
+    problem(name, "expected " + std::string(expected) + ", got '" + *text + "'");
+    return std::nullopt;
+  }
+  return value;
+}
+
 std::string env_reader::base_url(std::string_view name) {
   const std::optional<std::string> url = get(name);
   if (!url) return {};
@@ -203,19 +216,12 @@ void load_database_url(env_reader& load, const settings_needs& needs, settings& 
 
 // BANKWORKER_DATABASE_CONNECT_TIMEOUT: whole seconds, 1 to database_connect_timeout_max.
 void load_connect_timeout(env_reader& load, settings& s) {
-  const auto text = load.get("BANKWORKER_DATABASE_CONNECT_TIMEOUT");
-  if (!text) return;
-  unsigned seconds = 0;
-  const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), seconds);
-  const auto timeout = std::chrono::seconds(seconds);
-  if (error != std::errc{} || end != text->data() + text->size() || seconds == 0 ||
-      timeout > limits::database_connect_timeout_max) {
-    load.problem("BANKWORKER_DATABASE_CONNECT_TIMEOUT",
-                 "expected whole seconds from 1 to database_connect_timeout_max (" +
-                     std::to_string(limits::database_connect_timeout_max.count()) + "), got '" + *text + "'");
-    return;
+  const auto max_s = static_cast<std::uint64_t>(limits::database_connect_timeout_max.count());
+  if (auto seconds = load.whole_number("BANKWORKER_DATABASE_CONNECT_TIMEOUT", 1, max_s,
+                                       "whole seconds from 1 to database_connect_timeout_max (" +
+                                           std::to_string(max_s) + ")")) {
+    s.database_connect_timeout = std::chrono::seconds(*seconds);
   }
-  s.database_connect_timeout = timeout;
 }
 
 namespace {
@@ -233,17 +239,10 @@ void load_listen_address(env_reader& load, std::string_view name, listen_address
 
 }  // namespace
 
-settings_result load_settings(const env_lookup& env, settings_needs needs) {
-  settings_result result;
-  settings& s = result.value;
-  env_reader load(env, result.problems);
+namespace {
 
-  load_database_url(load, needs, s);
-  load_connect_timeout(load, s);
-
-  load_listen_address(load, "BANKWORKER_HTTP_LISTEN", s.http_listen);
-  load_listen_address(load, "BANKWORKER_ADMIN_LISTEN", s.admin_listen);
-
+// The root key file (or the root-key credential), the previous root key, and Vault Transit.
+void load_root_keys(env_reader& load, const settings_needs& needs, settings& s) {
   const bool root_key_named = load.get("BANKWORKER_ROOT_KEY_FILE").has_value();
   if (root_key_named) {
     s.root_key_file = load.readable_file("BANKWORKER_ROOT_KEY_FILE");
@@ -266,41 +265,26 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
   if (needs.root_key && !root_key_named && !s.root_key_file && s.vault_address.empty()) {
     load.problem("BANKWORKER_ROOT_KEY_FILE", "required (or a root-key credential in $CREDENTIALS_DIRECTORY)");
   }
+}
 
-  if (auto text = load.get("BANKWORKER_CONCURRENCY")) {
-    std::uint32_t value = 0;
-    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), value);
-    if (error != std::errc{} || end != text->data() + text->size() || value == 0 || value > limits::concurrency_max) {
-      load.problem("BANKWORKER_CONCURRENCY",
-                   "expected a whole number from 1 to concurrency_max (" + std::to_string(limits::concurrency_max) +
-                       "), got '" + *text + "'");
-    } else {
-      s.concurrency = value;
-    }
+// Concurrency, drain timeout and job lease: whole numbers within their limits.
+void load_job_limits(env_reader& load, settings& s) {
+  if (auto value = load.whole_number("BANKWORKER_CONCURRENCY", 1, limits::concurrency_max,
+                                     "a whole number from 1 to concurrency_max (" +
+                                         std::to_string(limits::concurrency_max) + ")")) {
+    s.concurrency = static_cast<std::uint32_t>(*value);
   }
-
-  if (auto text = load.get("BANKWORKER_DRAIN_TIMEOUT")) {
-    unsigned seconds = 0;
-    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), seconds);
-    if (error != std::errc{} || end != text->data() + text->size() || seconds == 0 || seconds > 600) {
-      load.problem("BANKWORKER_DRAIN_TIMEOUT", "expected whole seconds from 1 to 600, got '" + *text + "'");
-    } else {
-      s.drain_timeout = std::chrono::seconds(seconds);
-    }
+  if (auto seconds = load.whole_number("BANKWORKER_DRAIN_TIMEOUT", 1, 600, "whole seconds from 1 to 600")) {
+    s.drain_timeout = std::chrono::seconds(*seconds);
   }
-
-  if (auto text = load.get("BANKWORKER_JOB_LEASE")) {
-    unsigned seconds = 0;
-    const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), seconds);
-    const auto lease = std::chrono::seconds(seconds);
-    if (error != std::errc{} || end != text->data() + text->size() || lease < limits::job_lease_min ||
-        lease > limits::job_lease_max) {
-      load.problem("BANKWORKER_JOB_LEASE", "expected whole seconds from 1 to 3600, got '" + *text + "'");
-    } else {
-      s.job_lease = lease;
-    }
+  if (auto seconds = load.whole_number("BANKWORKER_JOB_LEASE", static_cast<std::uint64_t>(limits::job_lease_min.count()),
+                                       static_cast<std::uint64_t>(limits::job_lease_max.count()),
+                                       "whole seconds from 1 to 3600")) {
+    s.job_lease = std::chrono::seconds(*seconds);
   }
+}
 
+void load_log_level(env_reader& load, settings& s) {
   if (auto text = load.get("BANKWORKER_LOG_LEVEL")) {
     if (auto level = parse_log_level(*text)) s.level = *level;
     else load.problem("BANKWORKER_LOG_LEVEL", "expected debug, info, warn or error, got '" + *text + "'");
@@ -314,6 +298,21 @@ settings_result load_settings(const env_lookup& env, settings_needs needs) {
       load.problem("BANKWORKER_LOG_LEVEL_FILE", why);
     }
   }
+}
+
+}  // namespace
+
+settings_result load_settings(const env_lookup& env, settings_needs needs) {
+  settings_result result;
+  settings& s = result.value;
+  env_reader load(env, result.problems);
+  load_database_url(load, needs, s);
+  load_connect_timeout(load, s);
+  load_listen_address(load, "BANKWORKER_HTTP_LISTEN", s.http_listen);
+  load_listen_address(load, "BANKWORKER_ADMIN_LISTEN", s.admin_listen);
+  load_root_keys(load, needs, s);
+  load_job_limits(load, s);
+  load_log_level(load, s);
   return result;
 }
 

@@ -93,6 +93,9 @@ class env_reader {
   crypto::secret secret_from(std::string_view name, std::string_view credential);
   // A file that must exist and be readable now; its content is read later by its owner.
   std::optional<std::filesystem::path> readable_file(std::string_view name);
+  // A whole number from `low` to `high`, or nothing and the problem "expected <expected>, got …".
+  std::optional<std::uint64_t> whole_number(std::string_view name, std::uint64_t low, std::uint64_t high,
+                                            std::string_view expected);
   // An https:// base URL (plain http only on loopback, for the simulators); empty when unset or
   // refused (then a problem is recorded).
   std::string base_url(std::string_view name);

@@ -445,7 +445,7 @@ class process_signals {
         try {
           co_await queue::run_blocking(blocking_, [this] {
             auto lease = connections_.checkout();
-            pqxx::nontransaction(lease.connection()).exec("SELECT 1");
+            db::ping(lease.connection());
           });
           sd_notify(0, "WATCHDOG=1");
         } catch (const std::exception&) {
