@@ -37,14 +37,14 @@
 #include "crypto/random.hpp"
 #include "db/currencies.hpp"
 #include "db/migrate.hpp"
-#include "db/plaid_store.hpp"
+#include "connectors/plaid/store.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
 #include "worker/dispatcher.hpp"
-#include "worker/plaid_jobs.hpp"
+#include "connectors/plaid/jobs.hpp"
 
 namespace {
 
@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
       const core::uuid tenant = tenants[i % tenants.size()];
       const core::uuid connection = crypto::random_uuid();
       db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
-        db::insert_plaid_connection(tx, tenant,
+        plaid::insert_plaid_connection(tx, tenant,
                                     {.connection = connection,
                                      .environment = "sandbox",
                                      .item_id = items[i].item_id,
@@ -199,18 +199,18 @@ int main(int argc, char** argv) {
     plaid_config.base_url = sim_url;
     plaid::client api(http, currencies, plaid_config, crypto::secret::copy_of("bankworker-sim-client"),
                       crypto::secret::copy_of("bankworker-sim-secret"));
-    worker::plaid_job_settings job_config;
+    plaid::plaid_job_settings job_config;
     if (!o.rate_limiter) {
       job_config.sync_client_per_minute = 0;
       job_config.sync_item_per_minute = 0;
     }
-    worker::plaid_jobs handlers(connections, keys, api, metrics, log, job_config);
+    plaid::plaid_jobs handlers(connections, keys, api, metrics, log, job_config);
     const crypto::secret listen_url = crypto::secret::copy_of(bench_url);
     worker::dispatcher_settings dispatch_config;
     dispatch_config.concurrency = o.concurrency;
     dispatch_config.poll_interval = std::chrono::milliseconds(100);
     worker::dispatcher dispatcher(io, blocking, jobs, &listen_url, dispatch_config, log);
-    dispatcher.add_handler(std::string(worker::plaid_sync_kind), handlers.sync_handler());
+    dispatcher.add_handler(std::string(plaid::plaid_sync_kind), handlers.sync_handler());
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     std::thread io_thread([&io] { io.run(); });
 

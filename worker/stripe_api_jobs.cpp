@@ -5,7 +5,7 @@
 #include "connectors/stripe/posting.hpp"
 #include "core/assert.hpp"
 #include "connectors/stripe/thin_event.hpp"
-#include "db/plaid_store.hpp"
+#include "db/external_calls.hpp"
 #include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "service/external_calls.hpp"

@@ -17,7 +17,9 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "connectors/http/client.hpp"
+#include "connectors/plaid/errors.hpp"
 #include "connectors/plaid/sync_page.hpp"
+#include "connectors/plaid/webhook_verify.hpp"
 #include "core/currency.hpp"
 #include "crypto/secret.hpp"
 
@@ -28,39 +30,6 @@ struct client_settings {
   std::chrono::milliseconds request_timeout{30'000};
   std::size_t sync_count = 500;  // /transactions/sync `count` (Plaid's maximum)
   std::string plaid_version = "2020-09-14";
-};
-
-// What went wrong, as the queue needs to know it (issue #5 "Errors → outcomes").
-enum class error_class {
-  rate_limited,          // 429 RATE_LIMIT_EXCEEDED (any code): retry after a delay, honour the limiter
-  transient,             // 5xx, INTERNAL_SERVER_ERROR, PLANNED_MAINTENANCE, timeout, connection or
-                         // transfer failure (a truncated body included), the client shutting down:
-                         // retry with backoff
-  institution_down,      // INSTITUTION_DOWN, INSTITUTION_NOT_RESPONDING: retry in longer steps
-  needs_reauth,          // ITEM_LOGIN_REQUIRED, ITEM_LOCKED (and other user-fixable item errors):
-                         // connection needs_reauth, no retries until re-linked
-  item_gone,             // ITEM_NOT_FOUND, USER_PERMISSION_REVOKED: revoke and shred the connection
-  invalid_access_token,  // INVALID_ACCESS_TOKEN: connection broken, alert, keep data
-  invalid_api_keys,      // INVALID_API_KEYS (and other credential errors): stop all Plaid work, alert
-  mutation_during_pagination,  // TRANSACTIONS_SYNC_MUTATION_DURING_PAGINATION: restart the loop
-  cursor_not_associated,       // INVALID_FIELD "cursor not associated with access_token": clear cursor
-  invalid_public_token,        // INVALID_PUBLIC_TOKEN on exchange: the user must link again
-  invalid_request,       // any other 4xx (our bug or bad input): permanent
-  response_invalid,      // a 2xx whose body fails validation (not JSON, missing field, bad amount):
-                         // permanent for this data, with the parser's reason
-  refused,               // the configured URL is not allowed, TLS failure, response too large: permanent
-};
-
-std::string_view to_string(error_class value) noexcept;
-
-struct error {
-  error_class kind = error_class::transient;
-  long http_status = 0;        // 0 when no response arrived
-  std::string error_type;      // Plaid's, when it sent its error object
-  std::string error_code;
-  std::string request_id;
-  std::string message;         // Plaid's error_message or our reason; redacted, never a token
-  std::chrono::milliseconds retry_after{0};  // from Retry-After, when sent
 };
 
 // One line of the external-call log (bankworker.external_calls), without the tenant.
@@ -87,15 +56,6 @@ struct remove_result {
   bool removed = true;  // false never happens today; kept for symmetry with Plaid's answer
 };
 
-// A webhook verification key (JWK, ES256 on P-256).
-struct verification_key {
-  std::string kid;
-  std::string x;  // base64url
-  std::string y;  // base64url
-  std::int64_t created_at = 0;
-  std::optional<std::int64_t> expired_at;  // seconds since the epoch; null: current key
-};
-
 class client {
  public:
   // `http` and `currencies` outlive the client. client_id and secret are kept in guarded memory.
@@ -120,8 +80,5 @@ class client {
   crypto::secret client_id_;
   crypto::secret api_secret_;
 };
-
-// Classifies Plaid's error object (pure; tests and fuzzers call it directly).
-error classify_error(long http_status, std::string_view body);
 
 }  // namespace bankworker::plaid

@@ -14,11 +14,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include "connectors/plaid/client.hpp"
 
 namespace bankworker::limits {
 
@@ -40,6 +40,16 @@ static_assert(plaid_jwt_kid_bytes_max < plaid_jwt_part_json_bytes_max, "a kid mu
 }  // namespace bankworker::limits
 
 namespace bankworker::plaid {
+
+// A webhook verification key (JWK, ES256 on P-256).
+struct verification_key {
+  std::string kid;
+  std::string x;  // base64url
+  std::string y;  // base64url
+  std::int64_t created_at = 0;
+  std::optional<std::int64_t> expired_at;  // seconds since the epoch; null: current key
+};
+
 
 // The outcome of checking one webhook. Every failure answers 400 (Plaid retries a non-2xx);
 // nothing is stored or enqueued for any of them.

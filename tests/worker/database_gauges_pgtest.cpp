@@ -9,7 +9,7 @@
 
 #include "tests/support/scratch_database.hpp"
 #include "worker/database_gauges.hpp"
-#include "worker/plaid_gauges.hpp"
+#include "connectors/plaid/gauges.hpp"
 #include "worker/stripe_gauges.hpp"
 #include "service/metrics.hpp"
 
@@ -17,6 +17,7 @@ using bankworker::test::scratch_database;
 namespace asio = boost::asio;
 namespace db = bankworker::db;
 namespace worker = bankworker::worker;
+namespace plaid = bankworker::plaid;
 
 namespace {
 
@@ -58,7 +59,7 @@ struct test_gauges {
   asio::io_context io;
   asio::thread_pool blocking{1};
   worker::database_gauges gauges;
-  worker::connection_gauges plaid_gauges;
+  plaid::connection_gauges plaid_gauges;
   worker::inbox_gauges stripe_gauges;
 };
 

@@ -18,7 +18,7 @@
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 #include "service/metrics.hpp"
-#include "worker/plaid_sync_schedule.hpp"
+#include "connectors/plaid/sync_schedule.hpp"
 #include "worker/scheduler.hpp"
 
 using namespace std::chrono_literals;
@@ -27,6 +27,7 @@ namespace asio = boost::asio;
 namespace db = bankworker::db;
 namespace queue = bankworker::queue;
 namespace worker = bankworker::worker;
+namespace plaid = bankworker::plaid;
 
 namespace {
 
@@ -64,10 +65,10 @@ std::string at_text(std::chrono::system_clock::time_point at) { return "'" + que
 
 // The scheduler's settings and Plaid's periodic-sync settings together (no field is in both), as
 // bankworker run pairs them: the sync schedule is one of the scheduler's every-tick tasks.
-struct schedule_settings : worker::scheduler_settings, worker::sync_schedule_settings {};
+struct schedule_settings : worker::scheduler_settings, plaid::sync_schedule_settings {};
 
 // What one tick did: the scheduler's report and the sync schedule's.
-struct tick_report : worker::scheduler_report, worker::sync_schedule_report {};
+struct tick_report : worker::scheduler_report, plaid::sync_schedule_report {};
 
 // One scheduler with its own pool, DB threads and io_context (never run unless a test runs it),
 // with the periodic Plaid syncs as its task.
@@ -94,7 +95,7 @@ struct test_scheduler {
     last_syncs = {};
     tick_report report;
     static_cast<worker::scheduler_report&>(report) = scheduler.tick();
-    static_cast<worker::sync_schedule_report&>(report) = last_syncs;
+    static_cast<plaid::sync_schedule_report&>(report) = last_syncs;
     return report;
   }
 
@@ -106,8 +107,8 @@ struct test_scheduler {
   asio::io_context io;
   asio::thread_pool blocking{1};
   worker::scheduler scheduler;
-  worker::sync_schedule syncs;
-  worker::sync_schedule_report last_syncs;
+  plaid::sync_schedule syncs;
+  plaid::sync_schedule_report last_syncs;
 };
 
 schedule_settings at_time(std::chrono::system_clock::time_point now, std::uint64_t seed = 7) {
@@ -344,13 +345,13 @@ TEST_CASE("two bankworker run processes enqueue each due connection's periodic s
 }
 
 TEST_CASE("scheduler settings out of bounds are refused", "[pg][scheduler]") {
-  worker::sync_schedule_settings syncs;
+  plaid::sync_schedule_settings syncs;
   syncs.sync_jitter_percent = 51;
-  CHECK_THROWS_AS(worker::check_sync_schedule_settings(syncs), std::invalid_argument);
-  syncs = worker::sync_schedule_settings{};
+  CHECK_THROWS_AS(plaid::check_sync_schedule_settings(syncs), std::invalid_argument);
+  syncs = plaid::sync_schedule_settings{};
   syncs.sync_batch = 0;
-  CHECK_THROWS_AS(worker::check_sync_schedule_settings(syncs), std::invalid_argument);
-  CHECK_NOTHROW(worker::check_sync_schedule_settings(worker::sync_schedule_settings{}));
+  CHECK_THROWS_AS(plaid::check_sync_schedule_settings(syncs), std::invalid_argument);
+  CHECK_NOTHROW(plaid::check_sync_schedule_settings(plaid::sync_schedule_settings{}));
   worker::scheduler_settings settings;
   settings.tick = 10ms;
   CHECK_THROWS_AS(worker::check_scheduler_settings(settings), std::invalid_argument);

@@ -1,4 +1,4 @@
-#include "db/plaid_store.hpp"
+#include "connectors/plaid/store.hpp"
 
 #include <array>
 #include <string_view>
@@ -8,7 +8,7 @@
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
-namespace bankworker::db {
+namespace bankworker::plaid {
 
 namespace {
 
@@ -19,27 +19,27 @@ namespace {
   "   AND s.purpose = 'plaid.access_token' AND s.subject_id = c.connection_id::text"                        \
   "   ORDER BY s.created_at DESC LIMIT 1)"                                                                  \
   " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid AND c.connection_id = $2::uuid"
-constexpr statement load_connection_sql{"plaid_load_connection", BW_LOAD_CONNECTION_SQL};
-constexpr statement load_connection_locked_sql{"plaid_load_connection_locked",
+constexpr db::statement load_connection_sql{"plaid_load_connection", BW_LOAD_CONNECTION_SQL};
+constexpr db::statement load_connection_locked_sql{"plaid_load_connection_locked",
                                               BW_LOAD_CONNECTION_SQL " FOR UPDATE OF c"};
 #undef BW_LOAD_CONNECTION_SQL
 
-constexpr statement find_by_item_sql{"plaid_find_by_item",
+constexpr db::statement find_by_item_sql{"plaid_find_by_item",
     "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND item_id = $2"};
 
-constexpr statement insert_connection_sql{"plaid_insert_connection",
+constexpr db::statement insert_connection_sql{"plaid_insert_connection",
     "INSERT INTO bankworker.connections (tenant_id, connection_id, environment, item_id, institution_id, status,"
     " linked_by_job, next_sync_at)"
     " VALUES ($1::uuid, $2::uuid, $3, $4, $5, 'active', $6::bigint, now() + $7::bigint * interval '1 second')"};
 
-constexpr statement linked_by_job_sql{"plaid_linked_by_job",
+constexpr db::statement linked_by_job_sql{"plaid_linked_by_job",
     "SELECT connection_id FROM bankworker.connections WHERE tenant_id = $1::uuid AND linked_by_job = $2::bigint"};
 
-constexpr statement set_status_sql{"plaid_set_status",
+constexpr db::statement set_status_sql{"plaid_set_status",
     "UPDATE bankworker.connections SET status = $3, last_error = left($4, 2048), updated_at = now()"
     " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
-constexpr statement upsert_accounts_sql{"plaid_upsert_accounts",
+constexpr db::statement upsert_accounts_sql{"plaid_upsert_accounts",
     "INSERT INTO bankworker.accounts AS a (tenant_id, account_id, connection_id, name, official_name, mask, type,"
     " subtype, currency, current_balance_minor, available_balance_minor, limit_minor)"
     " SELECT $1::uuid, u.account_id, $2::uuid, u.name, u.official_name, u.mask, u.type, u.subtype, u.currency,"
@@ -77,7 +77,7 @@ constexpr std::array<const char*, 13> stage_columns{
 // INSERT skips the speculative insertion ON CONFLICT costs per row. If a row does exist after all
 // (the same transaction id under another connection of the tenant), the unique violation aborts
 // the transaction and the caller applies again with the upsert.
-constexpr statement insert_transactions_sql{"plaid_insert_transactions",
+constexpr db::statement insert_transactions_sql{"plaid_insert_transactions",
     "INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
     " currency, date, authorized_date, name, merchant_name, payment_channel, category_primary, category_detailed,"
     " pending, pending_transaction_id)"
@@ -86,7 +86,7 @@ constexpr statement insert_transactions_sql{"plaid_insert_transactions",
     "  s.pending, s.pending_transaction_id FROM pg_temp.plaid_stage s"};
 
 // A row tombstoned by an earlier sync stays removed; a row of another connection is not touched.
-constexpr statement upsert_transactions_sql{"plaid_upsert_transactions",
+constexpr db::statement upsert_transactions_sql{"plaid_upsert_transactions",
     "INSERT INTO bankworker.transactions AS t (tenant_id, transaction_id, account_id, connection_id, amount_minor,"
     " currency, date, authorized_date, name, merchant_name, payment_channel, category_primary, category_detailed,"
     " pending, pending_transaction_id)"
@@ -101,22 +101,22 @@ constexpr statement upsert_transactions_sql{"plaid_upsert_transactions",
     "  pending_transaction_id = excluded.pending_transaction_id, updated_at = now()"
     " WHERE t.removed_at IS NULL AND t.connection_id = excluded.connection_id"};
 
-constexpr statement tombstone_sql{"plaid_tombstone",
+constexpr db::statement tombstone_sql{"plaid_tombstone",
     "UPDATE bankworker.transactions SET removed_at = now(), updated_at = now()"
     " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid AND transaction_id = ANY($3::text[])"
     " AND removed_at IS NULL"};
-constexpr statement tombstone_pending_sql{"plaid_tombstone_pending",
+constexpr db::statement tombstone_pending_sql{"plaid_tombstone_pending",
     "UPDATE bankworker.transactions SET removed_at = now(), updated_at = now()"
     " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid AND transaction_id = ANY($3::text[])"
     " AND removed_at IS NULL AND pending"};
 
-constexpr statement set_cursor_sql{"plaid_set_cursor",
+constexpr db::statement set_cursor_sql{"plaid_set_cursor",
     "UPDATE bankworker.connections SET sync_cursor = $3, last_synced_at = now(), last_error = NULL,"
     " updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
-constexpr statement clear_cursor_sql{"plaid_clear_cursor",
+constexpr db::statement clear_cursor_sql{"plaid_clear_cursor",
     "UPDATE bankworker.connections SET sync_cursor = NULL, updated_at = now()"
     " WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
-constexpr statement mark_revoked_sql{"plaid_mark_revoked",
+constexpr db::statement mark_revoked_sql{"plaid_mark_revoked",
     "UPDATE bankworker.connections SET status = 'revoked', sync_cursor = NULL, next_sync_at = NULL,"
     " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
@@ -149,7 +149,7 @@ const char* or_null(const std::optional<std::string>& text) { return text ? text
 
 std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core::uuid& tenant,
                                                       const core::uuid& connection, bool lock) {
-  const pqxx::result rows = exec_statement(tx, lock ? load_connection_locked_sql : load_connection_sql,
+  const pqxx::result rows = db::exec_statement(tx, lock ? load_connection_locked_sql : load_connection_sql,
                                            tenant.to_string(), connection.to_string());
   if (rows.empty()) return std::nullopt;
   const pqxx::row row = rows[0];
@@ -165,19 +165,19 @@ std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core
 }
 
 std::optional<core::uuid> find_connection_by_item(pqxx::work& tx, const core::uuid& tenant, std::string_view item_id) {
-  const pqxx::result rows = exec_statement(tx, find_by_item_sql, tenant.to_string(), std::string(item_id));
+  const pqxx::result rows = db::exec_statement(tx, find_by_item_sql, tenant.to_string(), std::string(item_id));
   if (rows.empty()) return std::nullopt;
   return core::uuid::parse(rows[0][0].as<std::string>());
 }
 
 void insert_plaid_connection(pqxx::work& tx, const core::uuid& tenant, const new_plaid_connection& row) {
-  exec_statement(tx, insert_connection_sql, tenant.to_string(), row.connection.to_string(), row.environment,
+  db::exec_statement(tx, insert_connection_sql, tenant.to_string(), row.connection.to_string(), row.environment,
                  row.item_id, or_null(row.institution_id), row.linked_by_job,
                  static_cast<std::int64_t>(row.first_periodic_sync_in.count()));
 }
 
 std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::uuid& tenant, std::int64_t job_id) {
-  const pqxx::result rows = exec_statement(tx, linked_by_job_sql, tenant.to_string(), job_id);
+  const pqxx::result rows = db::exec_statement(tx, linked_by_job_sql, tenant.to_string(), job_id);
   if (rows.empty()) return std::nullopt;
   return core::uuid::parse(rows[0][0].as<std::string>());
 }
@@ -185,13 +185,13 @@ std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::u
 void set_connection_status(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
                            std::string_view status, std::optional<std::string_view> last_error) {
   const std::optional<std::string> error = last_error ? std::optional<std::string>(*last_error) : std::nullopt;
-  exec_statement(tx, set_status_sql, tenant.to_string(), connection.to_string(), std::string(status), or_null(error));
+  db::exec_statement(tx, set_status_sql, tenant.to_string(), connection.to_string(), std::string(status), or_null(error));
 }
 
 void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
                      std::span<const plaid::account> accounts) {
   if (accounts.empty()) return;
-  array_text ids, names, official_names, masks, types, subtypes, currencies, current, available, limit;
+  db::array_text ids, names, official_names, masks, types, subtypes, currencies, current, available, limit;
   for (const plaid::account& account : accounts) {
     ids.add(account.account_id);
     names.add(account.name);
@@ -204,7 +204,7 @@ void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid&
     available.add(number_or_null(account.available_minor));
     limit.add(number_or_null(account.limit_minor));
   }
-  exec_statement(tx, upsert_accounts_sql, tenant.to_string(), connection.to_string(), ids.finish(), names.finish(),
+  db::exec_statement(tx, upsert_accounts_sql, tenant.to_string(), connection.to_string(), ids.finish(), names.finish(),
                  official_names.finish(), masks.finish(), types.finish(), subtypes.finish(), currencies.finish(),
                  current.finish(), available.finish(), limit.finish());
 }
@@ -219,9 +219,9 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
   if (!changes.upserts.empty()) {
     tx.exec0(create_stage_sql);
     {
-      copy_rows stage(tx, "plaid_stage", stage_columns);
+      db::copy_rows stage(tx, "plaid_stage", stage_columns);
       for (const plaid::transaction& row : changes.upserts) {
-        copy_text& fields = stage.row();
+        db::copy_text& fields = stage.row();
         fields.text(row.transaction_id);
         fields.text(row.account_id);
         fields.number(row.amount_minor);
@@ -239,7 +239,7 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
       }
       stage.complete();
     }
-    counts.upserted = exec_statement(tx, first_sync ? insert_transactions_sql : upsert_transactions_sql, tenant_text,
+    counts.upserted = db::exec_statement(tx, first_sync ? insert_transactions_sql : upsert_transactions_sql, tenant_text,
                                       connection_text)
                           .affected_rows();
   }
@@ -248,9 +248,9 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
   // transaction's pending twin can only be a pending row of this very batch. Statements that
   // cannot match are not sent (a zero-row tombstone still probed the index once per id).
   if (!changes.removals.empty() && !first_sync) {
-    array_text ids;
+    db::array_text ids;
     for (const std::string& id : changes.removals) ids.add(id);
-    counts.tombstoned += exec_statement(tx, tombstone_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+    counts.tombstoned += db::exec_statement(tx, tombstone_sql, tenant_text, connection_text, ids.finish()).affected_rows();
   }
   if (!changes.posted_pending.empty()) {
     std::unordered_set<std::string_view> pending_here;
@@ -259,25 +259,25 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
         if (row.pending) pending_here.insert(row.transaction_id);
       }
     }
-    array_text ids;
+    db::array_text ids;
     for (const std::string& id : changes.posted_pending) {
       if (!first_sync || pending_here.contains(id)) ids.add(id);
     }
     if (!ids.empty()) {
       counts.tombstoned +=
-          exec_statement(tx, tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
+          db::exec_statement(tx, tombstone_pending_sql, tenant_text, connection_text, ids.finish()).affected_rows();
     }
   }
-  exec_statement(tx, set_cursor_sql, tenant_text, connection_text, std::string(next_cursor));
+  db::exec_statement(tx, set_cursor_sql, tenant_text, connection_text, std::string(next_cursor));
   return counts;
 }
 
 void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
-  exec_statement(tx, clear_cursor_sql, tenant.to_string(), connection.to_string());
+  db::exec_statement(tx, clear_cursor_sql, tenant.to_string(), connection.to_string());
 }
 
 void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
-  exec_statement(tx, mark_revoked_sql, tenant.to_string(), connection.to_string());
+  db::exec_statement(tx, mark_revoked_sql, tenant.to_string(), connection.to_string());
 }
 
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant) {
@@ -299,4 +299,4 @@ std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uui
   return out;
 }
 
-}  // namespace bankworker::db
+}  // namespace bankworker::plaid

@@ -29,7 +29,7 @@
 #include "tests/support/tcp_proxy.hpp"
 #include "tests/support/test_keys.hpp"
 #include "worker/dispatcher.hpp"
-#include "worker/plaid_jobs.hpp"
+#include "connectors/plaid/jobs.hpp"
 
 using namespace std::chrono_literals;
 using bankworker::core::uuid;
@@ -62,7 +62,7 @@ struct job_outcome {
 // tcp_proxy the test can cut, as if PostgreSQL went away.
 struct plaid_world {
   explicit plaid_world(std::size_t sync_count, const std::vector<std::string>& sim_args = {},
-                       worker::plaid_job_settings settings = {}, bool database_through_proxy = false)
+                       plaid::plaid_job_settings settings = {}, bool database_through_proxy = false)
       : sim(sim_args),
         proxy(database_through_proxy ? std::make_unique<bankworker::test::tcp_proxy>(
                                            bankworker::test::host_and_port(database.url()).first,
@@ -90,9 +90,9 @@ struct plaid_world {
         handlers(*connections, *keys, api, metrics, log, settings),
         listen_url(crypto::secret::copy_of(database.url())),
         dispatcher(io, blocking, jobs, &listen_url, dispatcher_settings(), log) {
-    dispatcher.add_handler(std::string(worker::plaid_link_kind), handlers.link_handler());
-    dispatcher.add_handler(std::string(worker::plaid_sync_kind), handlers.sync_handler());
-    dispatcher.add_handler(std::string(worker::plaid_revoke_kind), handlers.revoke_handler());
+    dispatcher.add_handler(std::string(plaid::plaid_link_kind), handlers.link_handler());
+    dispatcher.add_handler(std::string(plaid::plaid_sync_kind), handlers.sync_handler());
+    dispatcher.add_handler(std::string(plaid::plaid_revoke_kind), handlers.revoke_handler());
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     runner = std::thread([this] { io.run(); });
   }
@@ -163,7 +163,7 @@ struct plaid_world {
     INFO("link job: " << outcome.last_error);
     REQUIRE(outcome.state == "succeeded");
     const auto found = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      return db::connection_linked_by_job(tx, tenant, link_job);
+      return plaid::connection_linked_by_job(tx, tenant, link_job);
     });
     REQUIRE(found);
     return *found;
@@ -231,7 +231,7 @@ struct plaid_world {
   asio::thread_pool blocking{4};
   http::client http_client;
   plaid::client api;
-  worker::plaid_jobs handlers;
+  plaid::plaid_jobs handlers;
   crypto::secret listen_url;
   worker::dispatcher dispatcher;
   std::thread runner;
@@ -310,7 +310,7 @@ TEST_CASE("pending to posted across pages leaves the posted row linked and the p
 }
 
 TEST_CASE("every Plaid error a sync can meet gets its outcome and its connection state", "[pg][plaid]") {
-  worker::plaid_job_settings settings;
+  plaid::plaid_job_settings settings;
   settings.rate_limited_retry = 60s;  // long enough that the job is still waiting when checked
   plaid_world world(500, {}, settings);
   struct expectation {
@@ -402,7 +402,7 @@ TEST_CASE("revocation when Plaid already forgot the item still shreds the token"
 
 TEST_CASE("a link whose store finds the database unreachable waits for it and keeps the item, the token being spent",
           "[pg][plaid]") {
-  worker::plaid_job_settings settings;
+  plaid::plaid_job_settings settings;
   settings.link_store_retry_delay = 300ms;
   plaid_world world(500, {}, settings, true);
   // The exchange takes 1.5 s; the database goes away while it is in flight and comes back 1.5 s
@@ -585,10 +585,10 @@ TEST_CASE("a revocation Plaid refuses stays revoking with its token intact, visi
     CHECK(world.status_of(connection) == "revoking");
     CHECK(world.job_state(revoke)->state != "succeeded");
     const auto summary = db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-      for (const auto& row : db::list_connections(tx, world.tenant)) {
+      for (const auto& row : plaid::list_connections(tx, world.tenant)) {
         if (row.connection == connection) return row;
       }
-      return db::connection_summary{};
+      return plaid::connection_summary{};
     });
     CHECK(summary.status == "revoking");
     CHECK(summary.revoking_since.has_value());
@@ -602,7 +602,7 @@ TEST_CASE("a revocation Plaid refuses stays revoking with its token intact, visi
     CHECK(oldest_s >= 0);
   }
   const auto opened = db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-    const auto row = db::load_plaid_connection(tx, world.tenant, connection, false);
+    const auto row = plaid::load_plaid_connection(tx, world.tenant, connection, false);
     REQUIRE(row);
     REQUIRE(row->token_secret);
     return std::string(world.keys

@@ -15,12 +15,12 @@
 
 #include "core/json_text.hpp"
 #include "db/keys.hpp"
-#include "db/plaid_store.hpp"
+#include "connectors/plaid/store.hpp"
 #include "db/tenant_scope.hpp"
-#include "worker/cli.hpp"
+#include "connectors/plaid/cli.hpp"
 #include "service/command.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
 using service::usage_error;
 using service::command_error;
@@ -38,7 +38,8 @@ namespace {
 
 constexpr auto wait_timeout = std::chrono::seconds(120);
 constexpr auto wait_poll = std::chrono::milliseconds(100);
-constexpr int exit_job_unfinished = 1;
+constexpr int exit_ok = 0;
+constexpr int exit_job_unfinished = 1;  // the CLI's "command failed" status
 
 constexpr const char* link_sql = "SELECT bankworker.enqueue_link_request($1::uuid, $2)";
 constexpr const char* request_sync_sql = "SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)";
@@ -97,7 +98,7 @@ int report_job(const parsed_args& parsed, db::pool& connections, const core::uui
   std::optional<std::string> connection;
   if (kind == "plaid.link" && outcome->state == "succeeded") {
     const auto linked = db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
-      return db::connection_linked_by_job(tx, tenant, job_id);
+      return plaid::connection_linked_by_job(tx, tenant, job_id);
     });
     if (linked) connection = linked->to_string();
   }
@@ -135,7 +136,7 @@ std::int64_t request(db::pool& connections, const core::uuid& tenant, const char
   });
 }
 
-void append_connection_json(const core::uuid& tenant, const db::connection_summary& row, std::string& text) {
+void append_connection_json(const core::uuid& tenant, const plaid::connection_summary& row, std::string& text) {
   text += "{\"tenant_id\":";
   core::append_json_string(tenant.to_string(), text);
   text += ",\"connection_id\":";
@@ -172,8 +173,8 @@ void list(const parsed_args& parsed, db::pool& connections, std::ostream& out) {
   std::string text = "[";
   for (const core::uuid& tenant : tenants) {
     const auto rows =
-        db::with_tenant(connections, tenant, [&](pqxx::work& tx) { return db::list_connections(tx, tenant); });
-    for (const db::connection_summary& row : rows) {
+        db::with_tenant(connections, tenant, [&](pqxx::work& tx) { return plaid::list_connections(tx, tenant); });
+    for (const plaid::connection_summary& row : rows) {
       if (status && row.status != *status) continue;
       if (parsed.json) {
         if (text.size() > 1) text += ',';
@@ -247,4 +248,4 @@ int command_connections(const parsed_args& parsed, const env_lookup& env, std::o
   }
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

@@ -1,6 +1,6 @@
 #pragma once
 // Plaid connections, their accounts and transactions in the database (DESIGN.md §1.1, §1.2,
-// §1.4). SQL only: the rules about when to call what live in worker/plaid_jobs.cpp.
+// §1.4). SQL only: the rules about when to call what live in connectors/plaid/jobs.cpp.
 //
 // Every function runs inside the caller's tenant-scoped transaction (db::with_tenant), so
 // row-level security applies; the tenant is also named in each statement so the primary keys are
@@ -20,7 +20,7 @@
 #include "core/uuid.hpp"
 #include "db/external_calls.hpp"
 
-namespace bankworker::db {
+namespace bankworker::plaid {
 
 struct plaid_connection {
   core::uuid connection;
@@ -98,8 +98,4 @@ struct connection_summary {
 };
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant);
 
-// Connections by status for the operators' gauges (migration 0028): one row (status text,
-// connections bigint) for every status, zero when none.
-inline constexpr const char* connection_gauges_sql = "SELECT status, connections FROM bankworker.connection_gauges()";
-
-}  // namespace bankworker::db
+}  // namespace bankworker::plaid

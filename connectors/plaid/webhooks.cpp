@@ -1,4 +1,4 @@
-#include "worker/plaid_webhooks.hpp"
+#include "connectors/plaid/webhooks.hpp"
 
 #include <simdjson.h>
 
@@ -10,15 +10,14 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "db/plaid_webhook_store.hpp"
+#include "connectors/plaid/webhook_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "queue/run_blocking.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
 using service::logger;
 using service::metrics_registry;
-using service::settings;
 using service::webhook_replays;
 using service::webhook_requests_name;
 using service::webhook_requests_help;
@@ -338,12 +337,12 @@ asio::awaitable<http_response> plaid_webhooks::apply_effect(plaid_webhook_fields
   try {
     done = co_await queue::run_blocking(blocking_, [this, &webhook] {
       applied result;
-      std::vector<db::item_connection> found;
+      std::vector<plaid::item_connection> found;
       {
         db::pool::lease lease = connections_.checkout();
         try {
           pqxx::read_transaction tx(lease.connection(), "bankworker_plaid_item");
-          found = db::find_item_connections(tx, webhook.item_id);
+          found = plaid::find_item_connections(tx, webhook.item_id);
           tx.commit();
         } catch (const pqxx::broken_connection&) {
           lease.discard();
@@ -351,14 +350,14 @@ asio::awaitable<http_response> plaid_webhooks::apply_effect(plaid_webhook_fields
         }
       }
       result.connections = found.size();
-      for (const db::item_connection& target : found) {
+      for (const plaid::item_connection& target : found) {
         const bool changed = db::with_tenant(connections_, target.tenant, [&](pqxx::work& tx) {
           switch (webhook.effect) {
-            case plaid_webhook_effect::sync: return db::request_connection_sync(tx, target.tenant, target.connection);
+            case plaid_webhook_effect::sync: return plaid::request_connection_sync(tx, target.tenant, target.connection);
             case plaid_webhook_effect::needs_reauth:
-              return db::mark_connection_needs_reauth(tx, keys_, target.tenant, target.connection,
+              return plaid::mark_connection_needs_reauth(tx, keys_, target.tenant, target.connection,
                                                       webhook.error_code);
-            case plaid_webhook_effect::revoke: return db::request_connection_revoke(tx, target.tenant, target.connection);
+            case plaid_webhook_effect::revoke: return plaid::request_connection_revoke(tx, target.tenant, target.connection);
             case plaid_webhook_effect::ignore: break;
           }
           return false;
@@ -387,4 +386,4 @@ asio::awaitable<http_response> plaid_webhooks::apply_effect(plaid_webhook_fields
   co_return reply(200, result);
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

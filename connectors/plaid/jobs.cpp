@@ -1,4 +1,4 @@
-#include "worker/plaid_jobs.hpp"
+#include "connectors/plaid/jobs.hpp"
 
 #include "service/external_calls.hpp"
 
@@ -15,12 +15,12 @@
 #include "core/json_text.hpp"
 #include "crypto/random.hpp"
 #include "db/audit.hpp"
-#include "db/plaid_store.hpp"
+#include "connectors/plaid/store.hpp"
 #include "db/rate_limits.hpp"
 #include "db/tenant_scope.hpp"
 #include "service/command.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
 using service::logger;
 using service::metrics_registry;
@@ -166,7 +166,7 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   if (job.attempt > 1 || job.in_doubt) {
     const auto existing = co_await context.run_db([&] {
       return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<core::uuid> {
-        const auto found = db::connection_linked_by_job(tx, tenant, job.ref.id);
+        const auto found = plaid::connection_linked_by_job(tx, tenant, job.ref.id);
         if (found) complete_in_or_throw(tx, context, job, queue::outcome::done());
         return found;
       });
@@ -221,15 +221,15 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   std::optional<std::string> store_failure;
   const auto store = [&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> core::uuid {
-      std::optional<core::uuid> existing = db::find_connection_by_item(tx, tenant, linked.item_id);
+      std::optional<core::uuid> existing = plaid::find_connection_by_item(tx, tenant, linked.item_id);
       core::uuid id = existing.value_or(crypto::random_uuid());
       if (existing) {
         // Linking an item again (Link's update mode): the new token replaces the old one.
-        const auto current = db::load_plaid_connection(tx, tenant, id, true);
+        const auto current = plaid::load_plaid_connection(tx, tenant, id, true);
         if (current && current->token_secret) keys_.shred_secret(tx, tenant, *current->token_secret, actor);
-        db::set_connection_status(tx, tenant, id, "active", std::nullopt);
+        plaid::set_connection_status(tx, tenant, id, "active", std::nullopt);
       } else {
-        db::insert_plaid_connection(tx, tenant,
+        plaid::insert_plaid_connection(tx, tenant,
                                     {.connection = id,
                                      .environment = settings_.environment,
                                      .item_id = linked.item_id,
@@ -290,7 +290,7 @@ namespace {
 
 // The connection and its opened token, read at the start of a sync or a revocation.
 struct loaded_connection {
-  std::optional<db::plaid_connection> row;
+  std::optional<plaid::plaid_connection> row;
   crypto::secret token;
 };
 
@@ -307,7 +307,7 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
   loaded_connection start = co_await context.run_db([&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
       loaded_connection loaded;
-      loaded.row = db::load_plaid_connection(tx, tenant, *connection, false);
+      loaded.row = plaid::load_plaid_connection(tx, tenant, *connection, false);
       if (loaded.row && loaded.row->status == "active" && loaded.row->token_secret) {
         loaded.token = keys_.open_secret(
             tx, token_context(tenant, *loaded.row->token_secret, *connection, loaded.row->environment));
@@ -378,13 +378,13 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
   if (failure) co_return co_await finish_sync_failure(job, context, *connection, *failure, std::move(calls));
 
   plaid::sync_changes changes = buffer.take();
-  // A connection that never synced gets plain inserts (db::apply_sync); should a row exist after
+  // A connection that never synced gets plain inserts (plaid::apply_sync); should a row exist after
   // all, the apply runs again with the upsert.
   bool first_sync = !start.row->synced_before;
   try {
     const auto apply = [&] {
       return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> queue::outcome {
-        const auto now = db::load_plaid_connection(tx, tenant, *connection, true);
+        const auto now = plaid::load_plaid_connection(tx, tenant, *connection, true);
         db::append_external_calls(tx, tenant, calls);
         if (!now || now->status != "active") {
           // Revocation (or re-authentication) began while the walk ran: commit nothing of it.
@@ -398,8 +398,8 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
           return moved;
         }
         // Read again under the row lock: another attempt's apply may have landed since the walk began.
-        const db::apply_counts counts =
-            db::apply_sync(tx, tenant, *connection, changes, cursor, first_sync && !now->synced_before);
+        const plaid::apply_counts counts =
+            plaid::apply_sync(tx, tenant, *connection, changes, cursor, first_sync && !now->synced_before);
         std::string details = "{\"added\":" + std::to_string(changes.added) +
                               ",\"modified\":" + std::to_string(changes.modified) +
                               ",\"removed\":" + std::to_string(changes.removed) +
@@ -485,9 +485,9 @@ asio::awaitable<queue::outcome> plaid_jobs::finish_sync_failure(queue::job job, 
     co_await context.run_db([&] {
       db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
         db::append_external_calls(tx, tenant, calls);
-        const auto now = db::load_plaid_connection(tx, tenant, connection, true);
+        const auto now = plaid::load_plaid_connection(tx, tenant, connection, true);
         if (new_status && now && now->status == "active") {
-          db::set_connection_status(tx, tenant, connection, *new_status, reason);
+          plaid::set_connection_status(tx, tenant, connection, *new_status, reason);
           append_connection_audit(tx, keys_, tenant, "connection." + *new_status, connection,
                                   json_object("error_code", failure.error_code));
         }
@@ -531,8 +531,8 @@ asio::awaitable<queue::outcome> plaid_jobs::finish_revoke_unconfirmed(queue::job
     co_await context.run_db([&] {
       db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
         db::append_external_calls(tx, tenant, calls);
-        const auto now = db::load_plaid_connection(tx, tenant, connection, true);
-        if (now && now->status == "revoking") db::set_connection_status(tx, tenant, connection, "revoking", reason);
+        const auto now = plaid::load_plaid_connection(tx, tenant, connection, true);
+        if (now && now->status == "revoking") plaid::set_connection_status(tx, tenant, connection, "revoking", reason);
         complete_in_or_throw(tx, context, job, result);
       });
     });
@@ -556,14 +556,14 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
     start = co_await context.run_db([&] {
       return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
         loaded_connection loaded;
-        loaded.row = db::load_plaid_connection(tx, tenant, *connection, true);
+        loaded.row = plaid::load_plaid_connection(tx, tenant, *connection, true);
         if (!loaded.row) return loaded;
         if (loaded.row->status == "revoked") {
           complete_in_or_throw(tx, context, job, queue::outcome::done());
           return loaded;
         }
         if (loaded.row->status != "revoking") {
-          db::set_connection_status(tx, tenant, *connection, "revoking", std::nullopt);
+          plaid::set_connection_status(tx, tenant, *connection, "revoking", std::nullopt);
           append_connection_audit(tx, keys_, tenant, "connection.revoking", *connection, "{}");
         }
         tx.exec_params(cancel_connection_sql, tenant.to_string(), connection->to_string(), job.ref.id);
@@ -605,9 +605,9 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
   try {
     co_await context.run_db([&] {
       db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        const auto now = db::load_plaid_connection(tx, tenant, *connection, true);
+        const auto now = plaid::load_plaid_connection(tx, tenant, *connection, true);
         if (now && now->token_secret) keys_.shred_secret(tx, tenant, *now->token_secret, actor);
-        db::mark_revoked(tx, tenant, *connection);
+        plaid::mark_revoked(tx, tenant, *connection);
         tx.exec_params(cancel_connection_sql, tenant.to_string(), connection->to_string(), job.ref.id);
         db::append_external_calls(tx, tenant, calls);
         append_connection_audit(tx, keys_, tenant, "connection.revoked", *connection, json_object("plaid", plaid_answer));
@@ -624,4 +624,4 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
   co_return queue::outcome::done();
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

@@ -41,14 +41,18 @@
 
 #include "connectors/plaid/client.hpp"
 #include "db/keys.hpp"
-#include "db/plaid_store.hpp"
+#include "connectors/plaid/store.hpp"
 #include "db/pool.hpp"
-#include "worker/dispatcher.hpp"
 #include "service/log.hpp"
+#include "service/job.hpp"
 #include "service/metrics.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
+using service::complete_in_or_throw;
+using service::job_context;
+using service::job_handler;
+using service::lease_lost_error;
 using service::logger;
 using service::metrics_registry;
 
@@ -121,4 +125,4 @@ class plaid_jobs {
   metrics_registry::counter* rows_removed_;
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

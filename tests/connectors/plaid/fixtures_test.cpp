@@ -42,7 +42,7 @@ TEST_CASE("a Transaction with every field the spec allows, and fields it does no
   REQUIRE(result.ok);
   REQUIRE(result.page.added.size() == 1);
   // It is the published example's transaction plus fields we do not store: it normalises the
-  // same (tests/plaid/sync_page_test.cpp checks that one field by field).
+  // same (tests/connectors/plaid/sync_page_test.cpp checks that one field by field).
   const page_result example = parse(read_fixture("plaid/transactions_sync_example.json"));
   REQUIRE(example.ok);
   CHECK(kept(result.page.added[0]) == kept(example.page.added.at(0)));

@@ -1,7 +1,7 @@
 #pragma once
 // What a verified Plaid webhook changes (DESIGN.md §1.1, §1.4; issue #5): finding the connections
 // that hold an item across tenants, and the three effects, each in the caller's transaction.
-// SQL only; worker/plaid_webhooks decides which effect a webhook has.
+// SQL only; connectors/plaid/webhooks decides which effect a webhook has.
 
 #include <cstddef>
 #include <string>
@@ -13,7 +13,7 @@
 #include "core/uuid.hpp"
 #include "db/keys.hpp"
 
-namespace bankworker::db {
+namespace bankworker::plaid {
 
 struct item_connection {
   core::uuid tenant;
@@ -31,9 +31,9 @@ std::vector<item_connection> find_item_connections(pqxx::transaction_base& tx, s
 // request_sync for a connection that is not revoking or revoked (one waiting job per connection).
 bool request_connection_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
 // active → needs_reauth with last_error naming `error_code`, plus an audit row; only from active.
-bool mark_connection_needs_reauth(pqxx::work& tx, const key_store& keys, const core::uuid& tenant,
+bool mark_connection_needs_reauth(pqxx::work& tx, const db::key_store& keys, const core::uuid& tenant,
                                   const core::uuid& connection, std::string_view error_code);
 // request_revoke for a connection that is not revoked yet (one waiting job per connection).
 bool request_connection_revoke(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
 
-}  // namespace bankworker::db
+}  // namespace bankworker::plaid

@@ -15,7 +15,7 @@
 #include "service/metrics.hpp"
 #include "service/provider.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
 inline constexpr const char* connection_gauges_sql = "SELECT status, connections FROM bankworker.connection_gauges()";
 inline constexpr const char* revoking_gauges_sql =
@@ -75,4 +75,4 @@ class connection_gauges {
   std::atomic<std::int64_t> revoking_oldest_s_{0};
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "connectors/plaid/client.hpp"
+#include "connectors/plaid/errors.hpp"
 
 namespace {
 

@@ -1,9 +1,9 @@
-#include "db/plaid_webhook_store.hpp"
+#include "connectors/plaid/webhook_store.hpp"
 
 #include "core/json_text.hpp"
 #include "db/audit.hpp"
 
-namespace bankworker::db {
+namespace bankworker::plaid {
 
 namespace {
 
@@ -44,7 +44,7 @@ bool request_connection_sync(pqxx::work& tx, const core::uuid& tenant, const cor
   return true;
 }
 
-bool mark_connection_needs_reauth(pqxx::work& tx, const key_store& keys, const core::uuid& tenant,
+bool mark_connection_needs_reauth(pqxx::work& tx, const db::key_store& keys, const core::uuid& tenant,
                                   const core::uuid& connection, std::string_view error_code) {
   const std::string last_error = std::string(error_code) + " (Plaid webhook ITEM ERROR)";
   if (tx.exec_params0(needs_reauth_sql, tenant.to_string(), connection.to_string(), last_error).affected_rows() != 1) {
@@ -54,7 +54,7 @@ bool mark_connection_needs_reauth(pqxx::work& tx, const key_store& keys, const c
   std::string details = "{\"error_code\":";
   core::append_json_string(error_code, details);
   details += ",\"source\":\"plaid.webhook\"}";
-  append_audit(tx, keys,
+  db::append_audit(tx, keys,
                {.tenant = tenant,
                 .actor = "worker",
                 .action = "connection.needs_reauth",
@@ -70,4 +70,4 @@ bool request_connection_revoke(pqxx::work& tx, const core::uuid& tenant, const c
   return true;
 }
 
-}  // namespace bankworker::db
+}  // namespace bankworker::plaid

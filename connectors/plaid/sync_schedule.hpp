@@ -15,7 +15,7 @@
 #include "db/pool.hpp"
 #include "service/log.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
 inline constexpr std::chrono::milliseconds sync_interval_min{60'000};
 inline constexpr std::chrono::milliseconds sync_interval_max{7 * 24 * 3'600'000LL};
@@ -60,4 +60,4 @@ class sync_schedule {
   std::mt19937_64 random_;
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

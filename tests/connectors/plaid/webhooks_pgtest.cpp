@@ -27,7 +27,8 @@
 #include "tests/support/raw_http.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
-#include "worker/plaid_webhooks.hpp"
+#include "connectors/plaid/webhooks.hpp"
+#include "worker/http_server.hpp"
 
 using namespace bankworker;
 namespace asio = boost::asio;
@@ -80,11 +81,11 @@ struct plaid_webhook_fixture {
   bankworker::service::metrics_registry metrics;
   bankworker::service::logger log{bankworker::service::log_level::warn};
   std::atomic<int> key_fetches{0};
-  std::unique_ptr<worker::plaid_webhooks> webhooks;
+  std::unique_ptr<plaid::plaid_webhooks> webhooks;
   std::unique_ptr<worker::http_server> server;
   std::vector<std::thread> threads;
 
-  explicit plaid_webhook_fixture(worker::plaid_webhook_settings settings = {}, db::pool* pool = nullptr) {
+  explicit plaid_webhook_fixture(plaid::plaid_webhook_settings settings = {}, db::pool* pool = nullptr) {
     const test::http_result items = test::http_post(sim_url + "/sim/items", "{}");
     REQUIRE(items.status == 200);
     simdjson::dom::parser parser;
@@ -102,10 +103,10 @@ struct plaid_webhook_fixture {
           tenant.to_string(), connection.to_string(), item_id);
       tx.commit();
     }
-    worker::verification_key_fetcher fetcher = [this](std::string kid) {
+    plaid::verification_key_fetcher fetcher = [this](std::string kid) {
       return fetch_from_sim(blocking, sim_url, &key_fetches, std::move(kid));
     };
-    webhooks = std::make_unique<worker::plaid_webhooks>(pool != nullptr ? *pool : *connections, *keys, blocking,
+    webhooks = std::make_unique<plaid::plaid_webhooks>(pool != nullptr ? *pool : *connections, *keys, blocking,
                                                         metrics, log, std::move(fetcher), std::move(settings));
     worker::http_settings http;
     http.listen = {"127.0.0.1", 0};
@@ -242,7 +243,7 @@ TEST_CASE("a verified webhook for an item no tenant holds, or of a kind we do no
 }
 
 TEST_CASE("random kids are fetched at most key_fetches_max times per window", "[pg][plaid][webhook]") {
-  worker::plaid_webhook_settings settings;
+  plaid::plaid_webhook_settings settings;
   settings.key_fetches_max = 2;
   settings.key_fetch_window = std::chrono::seconds(3600);
   plaid_webhook_fixture fixture(settings);
@@ -364,7 +365,7 @@ TEST_CASE("a verified Plaid webhook replayed inside its age window is 409 and ch
 }
 
 TEST_CASE("known Plaid keys are fetched on the schedule, not per request", "[pg][plaid][webhook]") {
-  worker::plaid_webhook_settings settings;
+  plaid::plaid_webhook_settings settings;
   settings.key_ttl = std::chrono::seconds(1);
   plaid_webhook_fixture fixture(settings);
   asio::co_spawn(fixture.io, fixture.webhooks->run_key_refresh(), asio::detached);

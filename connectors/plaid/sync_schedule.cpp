@@ -1,6 +1,6 @@
-// Periodic Plaid syncs (worker/plaid_sync_schedule.hpp).
+// Periodic Plaid syncs (connectors/plaid/sync_schedule.hpp).
 
-#include "worker/plaid_sync_schedule.hpp"
+#include "connectors/plaid/sync_schedule.hpp"
 
 #include <stdexcept>
 
@@ -8,7 +8,7 @@
 
 #include "core/assert.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
 namespace {
 
@@ -67,4 +67,4 @@ sync_schedule_report sync_schedule::run(const std::optional<std::string>& now) {
   return report;
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid

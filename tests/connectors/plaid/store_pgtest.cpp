@@ -1,4 +1,4 @@
-// db::apply_sync against the private PostgreSQL: what a connection's first sync may skip, and
+// plaid::apply_sync against the private PostgreSQL: what a connection's first sync may skip, and
 // what it must still do.
 #include <catch2/catch.hpp>
 
@@ -7,7 +7,7 @@
 #include <pqxx/pqxx>
 
 #include "crypto/random.hpp"
-#include "db/plaid_store.hpp"
+#include "connectors/plaid/store.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
@@ -43,17 +43,17 @@ struct one_connection {
 
   one_connection() {
     db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      db::new_plaid_connection row;
+      plaid::new_plaid_connection row;
       row.connection = connection;
       row.environment = "sandbox";
       row.item_id = "item-1";
-      db::insert_plaid_connection(tx, tenant, row);
+      plaid::insert_plaid_connection(tx, tenant, row);
     });
   }
 
-  db::apply_counts apply(const plaid::sync_changes& changes, const std::string& cursor, bool first_sync) {
+  plaid::apply_counts apply(const plaid::sync_changes& changes, const std::string& cursor, bool first_sync) {
     return db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      return db::apply_sync(tx, tenant, connection, changes, cursor, first_sync);
+      return plaid::apply_sync(tx, tenant, connection, changes, cursor, first_sync);
     });
   }
 
@@ -74,7 +74,7 @@ TEST_CASE("a first sync tombstones a pending row of its own batch that a posted 
                    bank_row("posted-2", false, "pending-elsewhere"), bank_row("pending-2", true)};
   first.posted_pending = {"pending-1", "pending-elsewhere"};
   first.removals = {"never-stored"};
-  const db::apply_counts counts = world.apply(first, "cursor-1", true);
+  const plaid::apply_counts counts = world.apply(first, "cursor-1", true);
   CHECK(counts.upserted == 4);
   CHECK(counts.tombstoned == 1);
   CHECK(world.count("transaction_id = 'pending-1' AND removed_at IS NOT NULL") == 1);
@@ -86,7 +86,7 @@ TEST_CASE("a first sync tombstones a pending row of its own batch that a posted 
   later.upserts = {bank_row("posted-3", false, "pending-2")};
   later.posted_pending = {"pending-2"};
   later.removals = {"posted-2"};
-  const db::apply_counts later_counts = world.apply(later, "cursor-2", false);
+  const plaid::apply_counts later_counts = world.apply(later, "cursor-2", false);
   CHECK(later_counts.upserted == 1);
   CHECK(later_counts.tombstoned == 2);
   CHECK(world.count("transaction_id IN ('pending-2', 'posted-2') AND removed_at IS NOT NULL") == 2);

@@ -14,11 +14,11 @@
 
 #include "connectors/plaid/client.hpp"
 #include "service/provider.hpp"
-#include "worker/cli.hpp"
-#include "worker/plaid_gauges.hpp"
-#include "worker/plaid_jobs.hpp"
-#include "worker/plaid_sync_schedule.hpp"
-#include "worker/plaid_webhooks.hpp"
+#include "connectors/plaid/cli.hpp"
+#include "connectors/plaid/gauges.hpp"
+#include "connectors/plaid/jobs.hpp"
+#include "connectors/plaid/sync_schedule.hpp"
+#include "connectors/plaid/webhooks.hpp"
 
 namespace bankworker::plaid {
 
@@ -54,20 +54,20 @@ class plaid_provider final : public service::provider {
   std::string_view name() const noexcept override { return "plaid"; }
 
   std::vector<std::string> job_kinds() const override {
-    return {std::string(worker::plaid_link_kind), std::string(worker::plaid_sync_kind),
-            std::string(worker::plaid_revoke_kind)};
+    return {std::string(plaid_link_kind), std::string(plaid_sync_kind),
+            std::string(plaid_revoke_kind)};
   }
 
   std::vector<service::command_group> commands() const override {
     return {{"plaid",
-             worker::command_plaid,
+             command_plaid,
              {{"plaid", "link ...", "Plaid items", ""},
               {"plaid link", "--tenant T --public-token P [--wait]",
                "exchange a Plaid public token for a new bank connection",
                "  --tenant T         the tenant\n  --public-token P   the token from Plaid Link\n"
                "  --wait             wait for the job to finish and print its outcome\n"}}},
             {"connections",
-             worker::command_connections,
+             command_connections,
              {{"connections", "list|sync|revoke ...", "bank connections", ""},
               {"connections list", "[--tenant T] [--status S]",
                "bank connections, their status and last error: one tenant's, or every tenant's (each line then "
@@ -95,8 +95,8 @@ class plaid_provider final : public service::provider {
   // Without its settings Plaid still schedules periodic syncs (a process that has them runs them)
   // and shows its connection gauges; handlers and the webhook route need the API.
   service::provider_parts start(service::runtime_parts parts) override {
-    schedule_ = std::make_unique<worker::sync_schedule>(parts.connections, parts.log);
-    gauges_ = std::make_unique<worker::connection_gauges>(parts.metrics);
+    schedule_ = std::make_unique<sync_schedule>(parts.connections, parts.log);
+    gauges_ = std::make_unique<connection_gauges>(parts.metrics);
     service::provider_parts out;
     out.tasks.push_back({"plaid.schedule_syncs", std::chrono::milliseconds(0),
                          [this](const std::optional<std::string>& now) { return schedule_->run(now).backlog; }});
@@ -120,18 +120,18 @@ class plaid_provider final : public service::provider {
     client_config.base_url = base_url_;
     api_ = std::make_unique<client>(parts.http, parts.currencies, client_config, crypto::secret::copy_of(client_id_),
                                     crypto::secret::copy_of(secret_.reveal().text()));
-    worker::plaid_job_settings jobs_config;
+    plaid_job_settings jobs_config;
     jobs_config.environment = plaid_environment(base_url_);
-    handlers_ = std::make_unique<worker::plaid_jobs>(parts.connections, parts.keys, *api_, parts.metrics, parts.log,
+    handlers_ = std::make_unique<plaid_jobs>(parts.connections, parts.keys, *api_, parts.metrics, parts.log,
                                                      jobs_config);
     const client* api = api_.get();
-    hooks_ = std::make_unique<worker::plaid_webhooks>(
+    hooks_ = std::make_unique<plaid_webhooks>(
         parts.connections, parts.keys, parts.blocking, parts.metrics, parts.log,
-        [api](std::string kid) { return fetch_key(api, std::move(kid)); }, worker::plaid_webhook_settings{});
+        [api](std::string kid) { return fetch_key(api, std::move(kid)); }, plaid_webhook_settings{});
     asio::co_spawn(parts.io, hooks_->run_key_refresh(), asio::detached);
-    out.handlers = {{std::string(worker::plaid_link_kind), handlers_->link_handler()},
-                    {std::string(worker::plaid_sync_kind), handlers_->sync_handler()},
-                    {std::string(worker::plaid_revoke_kind), handlers_->revoke_handler()}};
+    out.handlers = {{std::string(plaid_link_kind), handlers_->link_handler()},
+                    {std::string(plaid_sync_kind), handlers_->sync_handler()},
+                    {std::string(plaid_revoke_kind), handlers_->revoke_handler()}};
     out.routes.push_back(hooks_->route());
   }
 
@@ -139,10 +139,10 @@ class plaid_provider final : public service::provider {
   std::string client_id_;
   crypto::secret secret_;
   std::unique_ptr<client> api_;
-  std::unique_ptr<worker::plaid_jobs> handlers_;
-  std::unique_ptr<worker::plaid_webhooks> hooks_;
-  std::unique_ptr<worker::sync_schedule> schedule_;
-  std::unique_ptr<worker::connection_gauges> gauges_;
+  std::unique_ptr<plaid_jobs> handlers_;
+  std::unique_ptr<plaid_webhooks> hooks_;
+  std::unique_ptr<sync_schedule> schedule_;
+  std::unique_ptr<connection_gauges> gauges_;
 };
 
 }  // namespace

@@ -49,7 +49,7 @@
 #include "core/limits.hpp"
 #include "db/keys.hpp"
 #include "db/pool.hpp"
-#include "worker/http_server.hpp"
+#include "service/http.hpp"
 #include "service/log.hpp"
 #include "service/metrics.hpp"
 #include "service/source_budget.hpp"
@@ -65,11 +65,13 @@ static_assert(plaid_webhook_body_bytes_max <= webhook_body_bytes_max);
 
 }  // namespace bankworker::limits
 
-namespace bankworker::worker {
+namespace bankworker::plaid {
 
+using service::http_request;
+using service::http_response;
+using service::http_route;
 using service::logger;
 using service::metrics_registry;
-using service::settings;
 using service::source_budget;
 using service::webhook_replays;
 
@@ -154,4 +156,4 @@ class plaid_webhooks {
   bool refresh_stopping_ = false;
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::plaid
