@@ -7,16 +7,17 @@
 #include <boost/asio/thread_pool.hpp>
 #include <pqxx/pqxx>
 
+#include "connectors/stripe/gauges.hpp"
+#include "service/metrics.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "worker/database_gauges.hpp"
 #include "worker/plaid_gauges.hpp"
-#include "worker/stripe_gauges.hpp"
-#include "service/metrics.hpp"
 
 using bankworker::test::scratch_database;
 namespace asio = boost::asio;
 namespace db = bankworker::db;
 namespace worker = bankworker::worker;
+namespace stripe = bankworker::stripe;
 
 namespace {
 
@@ -59,7 +60,7 @@ struct test_gauges {
   asio::thread_pool blocking{1};
   worker::database_gauges gauges;
   worker::connection_gauges plaid_gauges;
-  worker::inbox_gauges stripe_gauges;
+  stripe::inbox_gauges stripe_gauges;
 };
 
 constexpr const char* tenant_sql =
