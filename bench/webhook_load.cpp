@@ -19,7 +19,7 @@
 // drops it afterwards. The exit status is non-zero when the counts disagree.
 //
 // Figures (2026-11-22, default durability, 30 s, 64 connections, 1 % forged; a host that took 3–13 %
-// of the CPU as steal): with stripe.post jobs sharing transactions (worker/stripe_post.cpp),
+// of the CPU as steal): with stripe.post jobs sharing transactions (connectors/stripe/post_job.cpp),
 // 3,536 stored events/s, p50 17 ms, p99 37 ms, 416 posted/s alongside at concurrency 8; 2,928
 // stored and 999 posted/s at concurrency 64. Rows = 2xx answers, every forged one 400 and none
 // stored. Before group posting (one transaction per stripe.post job): 905 stored/s, p99 168 ms,

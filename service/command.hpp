@@ -103,6 +103,12 @@ struct command_help {
   bool database = true;       // connects to the database, so --database-url applies
 };
 
+// A command's exit status (DESIGN.md §6).
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_failed = 1;
+inline constexpr int exit_usage = 2;
+inline constexpr int exit_config = 78;  // EX_CONFIG from sysexits.h
+
 using command_function = int (*)(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::service

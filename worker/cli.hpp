@@ -16,10 +16,10 @@ namespace bankworker::worker {
 using service::parsed_args;
 using service::env_lookup;
 
-inline constexpr int exit_ok = 0;
-inline constexpr int exit_failed = 1;
-inline constexpr int exit_usage = 2;
-inline constexpr int exit_config = 78;  // EX_CONFIG from sysexits.h
+using service::exit_ok;
+using service::exit_failed;
+using service::exit_usage;
+using service::exit_config;
 
 // `args` excludes the program name. sodium_init must have run.
 int run_cli(std::span<const std::string_view> args, const env_lookup& env, std::ostream& out, std::ostream& err);
@@ -35,7 +35,6 @@ int command_keys(const parsed_args& parsed, const env_lookup& env, std::ostream&
 int command_audit(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
-int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_scope_key(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

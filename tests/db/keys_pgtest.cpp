@@ -8,10 +8,10 @@
 
 #include <pqxx/pqxx>
 
+#include "connectors/stripe/store.hpp"
 #include "crypto/random.hpp"
 #include "db/audit.hpp"
 #include "db/keys.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/tenants.hpp"
 #include "tests/support/process.hpp"
@@ -538,7 +538,7 @@ TEST_CASE("a stripe webhook secret copied before `stripe secret remove` opens af
   keys_fixture f;
   const auto sealed = [&](std::string_view text) {
     return db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
-      return db::add_webhook_secret(tx, *f.keys, f.tenant, crypto::secret::copy_of(text), "test");
+      return stripe::add_webhook_secret(tx, *f.keys, f.tenant, crypto::secret::copy_of(text), "test");
     });
   };
   const core::uuid removed = sealed("whsec_removed0000000000000000000000");
@@ -546,14 +546,14 @@ TEST_CASE("a stripe webhook secret copied before `stripe secret remove` opens af
   const crypto::secret_context context{.purpose = crypto::secret_purpose::stripe_webhook_secret,
                                        .tenant = f.tenant,
                                        .secret_id = removed,
-                                       .subject_id = std::string(db::stripe_endpoint_subject),
+                                       .subject_id = std::string(stripe::stripe_endpoint_subject),
                                        .environment = {}};
   const stored_copy copy = copy_rows(f, removed);
   const crypto::root_key_ring ring = ring_of({test::test_root_key_hex});
   CHECK(open_with_everything(f, ring, copy, context, false) == std::string("whsec_removed0000000000000000000000"));
 
   CHECK(db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
-    return db::remove_webhook_secret(tx, *f.keys, f.tenant, removed, "test");
+    return stripe::remove_webhook_secret(tx, *f.keys, f.tenant, removed, "test");
   }));
   CHECK_FALSE(open_with_everything(f, ring, copy, context, false).has_value());
   restore_rows(f, removed, false);
@@ -561,7 +561,7 @@ TEST_CASE("a stripe webhook secret copied before `stripe secret remove` opens af
   bool removed_came_back = false;
   try {
     db::with_tenant(*f.connections, f.tenant, [&](pqxx::work& tx) {
-      for (const auto& secret : db::load_webhook_secrets(tx, *f.keys, f.tenant)) {
+      for (const auto& secret : stripe::load_webhook_secrets(tx, *f.keys, f.tenant)) {
         if (secret.reveal().text() == "whsec_removed0000000000000000000000") removed_came_back = true;
       }
     });
@@ -680,7 +680,7 @@ TEST_CASE("keys rewrap reseals legacy algorithm-1 rows under shred keys, so a co
   const crypto::secret_context webhook{.purpose = crypto::secret_purpose::stripe_webhook_secret,
                                        .tenant = f.tenant,
                                        .secret_id = crypto::random_uuid(),
-                                       .subject_id = std::string(db::stripe_endpoint_subject),
+                                       .subject_id = std::string(stripe::stripe_endpoint_subject),
                                        .environment = {}};
   // A token whose connection row is gone: its environment is unknown, so it stays legacy (and is
   // counted as such) but still moves to the new version.

@@ -1,6 +1,6 @@
 #pragma once
 // Waiting for a running worker to have done something, and counting what it did, in tests that
-// drive whole processes (run_pgtest, stripe_connect_pgtest).
+// drive whole processes (run_pgtest, webhooks_connect_pgtest).
 
 #include <chrono>
 #include <cstdint>

@@ -7,10 +7,12 @@
 #include <boost/asio/thread_pool.hpp>
 #include <pqxx/pqxx>
 
+#include "connectors/stripe/gauges.hpp"
+#include "service/metrics.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "worker/database_gauges.hpp"
 #include "connectors/plaid/gauges.hpp"
-#include "worker/stripe_gauges.hpp"
+#include "connectors/stripe/gauges.hpp"
 #include "service/metrics.hpp"
 
 using bankworker::test::scratch_database;
@@ -18,6 +20,7 @@ namespace asio = boost::asio;
 namespace db = bankworker::db;
 namespace worker = bankworker::worker;
 namespace plaid = bankworker::plaid;
+namespace stripe = bankworker::stripe;
 
 namespace {
 
@@ -60,7 +63,7 @@ struct test_gauges {
   asio::thread_pool blocking{1};
   worker::database_gauges gauges;
   plaid::connection_gauges plaid_gauges;
-  worker::inbox_gauges stripe_gauges;
+  stripe::inbox_gauges stripe_gauges;
 };
 
 constexpr const char* tenant_sql =

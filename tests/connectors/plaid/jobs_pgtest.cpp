@@ -16,9 +16,9 @@
 
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
-#include "db/currencies.hpp"
+#include "connectors/stripe/store.hpp"
 #include "db/audit.hpp"
-#include "db/stripe_store.hpp"
+#include "db/currencies.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/tenants.hpp"
 #include "queue/queue.hpp"

@@ -1,12 +1,12 @@
-#include "db/stripe_store.hpp"
+#include "connectors/stripe/store.hpp"
 
 #include "core/assert.hpp"
 #include "core/limits.hpp"
-#include "db/sql_array.hpp"
 #include "crypto/random.hpp"
+#include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
-namespace bankworker::db {
+namespace bankworker::stripe {
 
 namespace {
 
@@ -20,14 +20,14 @@ constexpr const char* webhook_secret_infos_sql =
     " ORDER BY created_at DESC LIMIT $2";
 constexpr const char* is_webhook_secret_sql =
     "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'";
-constexpr statement load_event_sql{"stripe_load_event",
+constexpr db::statement load_event_sql{"stripe_load_event",
     "SELECT body, state FROM bankworker.stripe_events WHERE event_id = $1"};
-constexpr statement mark_event_sql{"stripe_mark_event",
+constexpr db::statement mark_event_sql{"stripe_mark_event",
     "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
     " WHERE event_id = $1"};
-constexpr statement load_events_sql{"stripe_load_events",
+constexpr db::statement load_events_sql{"stripe_load_events",
     "SELECT event_id, body, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])"};
-constexpr statement mark_events_sql{"stripe_mark_events",
+constexpr db::statement mark_events_sql{"stripe_mark_events",
     "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
     " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id"};
 constexpr const char* lock_account_sql =
@@ -73,7 +73,7 @@ constexpr long api_key_rows_max = 16;
 
 bool tenant_exists(pqxx::transaction_base& tx) { return tx.exec1(tenant_exists_sql)[0].as<int>() > 0; }
 
-core::uuid add_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const crypto::secret& secret,
+core::uuid add_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const crypto::secret& secret,
                               std::string_view actor) {
   const core::uuid id = crypto::random_uuid();
   keys.seal_secret(tx,
@@ -86,7 +86,7 @@ core::uuid add_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid&
   return id;
 }
 
-bool remove_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const core::uuid& secret_id,
+bool remove_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const core::uuid& secret_id,
                            std::string_view actor) {
   if (tx.exec_params(is_webhook_secret_sql, secret_id.to_string()).empty()) return false;
   return keys.shred_secret(tx, tenant, secret_id, actor);
@@ -110,7 +110,7 @@ std::vector<webhook_secret_info> list_webhook_secrets(pqxx::transaction_base& tx
   return secrets;
 }
 
-std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, key_store& keys, const core::uuid& tenant) {
+std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant) {
   std::vector<crypto::secret> secrets;
   const auto rows = tx.exec_params(webhook_secret_ids_sql, std::string(stripe_endpoint_subject),
                                    static_cast<long>(limits::stripe_endpoint_secrets_max));
@@ -125,7 +125,7 @@ std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, key_store& keys
   return secrets;
 }
 
-core::uuid set_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const crypto::secret& key,
+core::uuid set_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const crypto::secret& key,
                        std::string_view actor) {
   const auto previous = tx.exec_params(api_key_ids_sql, std::string(stripe_api_key_subject), api_key_rows_max);
   for (const auto& row : previous) {
@@ -141,7 +141,7 @@ core::uuid set_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant
   return id;
 }
 
-std::optional<crypto::secret> load_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant) {
+std::optional<crypto::secret> load_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant) {
   const auto rows = tx.exec_params(api_key_ids_sql, std::string(stripe_api_key_subject), 1L);
   if (rows.empty()) return std::nullopt;
   crypto::secret_context context;
@@ -183,22 +183,22 @@ std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uin
 }
 
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id) {
-  const auto rows = exec_statement(tx, load_event_sql, std::string(event_id));
+  const auto rows = db::exec_statement(tx, load_event_sql, std::string(event_id));
   if (rows.empty()) return std::nullopt;
   return stored_event{rows[0][0].as<std::string>(), rows[0][1].as<std::string>()};
 }
 
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state) {
-  exec_statement(tx, mark_event_sql, std::string(event_id), std::string(state));
+  db::exec_statement(tx, mark_event_sql, std::string(event_id), std::string(state));
 }
 
 std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_base& tx,
                                                              std::span<const std::string> event_ids) {
   std::map<std::string, stored_event, std::less<>> events;
   if (event_ids.empty()) return events;
-  array_text ids;
+  db::array_text ids;
   for (const std::string& id : event_ids) ids.add(id);
-  for (const auto& row : exec_statement(tx, load_events_sql, ids.finish())) {
+  for (const auto& row : db::exec_statement(tx, load_events_sql, ids.finish())) {
     events.emplace(row[0].as<std::string>(), stored_event{row[1].as<std::string>(), row[2].as<std::string>()});
   }
   return events;
@@ -207,10 +207,10 @@ std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_b
 void mark_events(pqxx::work& tx, std::span<const std::string> event_ids, std::span<const std::string> states) {
   BW_ASSERT(event_ids.size() == states.size());
   if (event_ids.empty()) return;
-  array_text ids, texts;
+  db::array_text ids, texts;
   for (const std::string& id : event_ids) ids.add(id);
   for (const std::string& state : states) texts.add(state);
-  exec_statement(tx, mark_events_sql, ids.finish(), texts.finish());
+  db::exec_statement(tx, mark_events_sql, ids.finish(), texts.finish());
 }
 
 account_claim claim_stripe_account(pqxx::work& tx, std::string_view account) {
@@ -230,4 +230,4 @@ std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view a
   return moved;
 }
 
-}  // namespace bankworker::db
+}  // namespace bankworker::stripe

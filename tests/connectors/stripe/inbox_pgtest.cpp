@@ -6,18 +6,18 @@
 #include <chrono>
 #include <thread>
 
-#include "db/inbox.hpp"
+#include "connectors/stripe/inbox.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/tenants.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 
 using namespace bankworker;
-using db::inbox_outcome;
+using stripe::inbox_outcome;
 
 namespace {
 
-db::inbox_event event_for(const core::uuid& tenant, const std::string& id, std::string body = {}) {
+stripe::inbox_event event_for(const core::uuid& tenant, const std::string& id, std::string body = {}) {
   if (body.empty()) body = R"({"id":")" + id + R"(","object":"event","type":"charge.succeeded","data":{"object":{}}})";
   return {tenant, id, "charge.succeeded", std::nullopt, false, 1'700'000'000, std::move(body)};
 }
@@ -35,7 +35,7 @@ TEST_CASE("an event is stored once; its redelivery is a duplicate that changes n
   auto connections = database.worker_pool();
   const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Inbox Ltd");
   std::atomic<int> hooked{0};
-  db::inbox inbox(*connections, {}, [&](pqxx::work&, const core::uuid&, std::span<const db::inbox_event* const> stored) {
+  stripe::inbox inbox(*connections, {}, [&](pqxx::work&, const core::uuid&, std::span<const stripe::inbox_event* const> stored) {
     hooked += static_cast<int>(stored.size());
   });
   CHECK(inbox.store_blocking(event_for(tenant, "evt_1")) == inbox_outcome::stored);
@@ -52,7 +52,7 @@ TEST_CASE("concurrent deliveries share commits and every event lands exactly onc
   const auto tenant_a = ledger::create_tenant(*connections, *test::test_key_store(), "A");
   const auto tenant_b = ledger::create_tenant(*connections, *test::test_key_store(), "B");
   std::atomic<int> hooked{0};
-  db::inbox inbox(*connections, {}, [&](pqxx::work& tx, const core::uuid& tenant, std::span<const db::inbox_event* const> stored) {
+  stripe::inbox inbox(*connections, {}, [&](pqxx::work& tx, const core::uuid& tenant, std::span<const stripe::inbox_event* const> stored) {
     // The hook sees its tenant's scope: the rows it was given are visible to it.
     const auto visible = tx.exec1("SELECT count(*) FROM bankworker.stripe_events")[0].as<int>();
     CHECK(visible >= static_cast<int>(stored.size()));
@@ -88,7 +88,7 @@ TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates 
   test::scratch_database database;
   auto connections = database.worker_pool();
   const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Poison Ltd");
-  db::inbox inbox(*connections, {}, nullptr);
+  stripe::inbox inbox(*connections, {}, nullptr);
   // The webhook route refuses such an id before it reaches the inbox; here it goes straight in, and
   // the table's own check (event ids of 1..256 characters) refuses it.
   const std::string poison_id = "evt_" + std::string(300, 'x');
@@ -112,7 +112,7 @@ TEST_CASE("an event's body is stored byte for byte, whatever valid JSON it holds
   test::scratch_database database;
   auto connections = database.worker_pool();
   const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Raw Ltd");
-  db::inbox inbox(*connections, {}, nullptr);
+  stripe::inbox inbox(*connections, {}, nullptr);
   // The escape \u0000 (which jsonb refuses), a duplicate key, key order, spacing and number forms
   // that a JSON type would rewrite: all are what the signature covered, so all are kept.
   const std::string body =
@@ -142,7 +142,7 @@ TEST_CASE("while the database is unreachable the inbox answers unavailable quick
   settings.connections = 1;
   settings.checkout_timeout = std::chrono::milliseconds(500);
   db::pool connections(crypto::secret::copy_of("postgresql://nobody@127.0.0.1:1/none"), settings);
-  db::inbox inbox(connections, {}, nullptr);
+  stripe::inbox inbox(connections, {}, nullptr);
   const auto started = std::chrono::steady_clock::now();
   CHECK(inbox.store_blocking(event_for(core::uuid{}, "evt_1")) == inbox_outcome::unavailable);
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(3));
@@ -151,8 +151,8 @@ TEST_CASE("while the database is unreachable the inbox answers unavailable quick
 TEST_CASE("a Connect event for an unmapped account is kept as unrouted", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
-  db::inbox inbox(*connections, {}, nullptr);
-  db::inbox_event e = event_for(core::uuid{}, "evt_unrouted");
+  stripe::inbox inbox(*connections, {}, nullptr);
+  stripe::inbox_event e = event_for(core::uuid{}, "evt_unrouted");
   e.tenant.reset();
   e.account = "acct_unknown1";
   CHECK(inbox.store_blocking(e) == inbox_outcome::unrouted);

@@ -8,14 +8,14 @@
 #include <string>
 
 #include "connectors/stripe/api_client.hpp"
+#include "connectors/stripe/api_jobs.hpp"
+#include "connectors/stripe/cli.hpp"
+#include "connectors/stripe/gauges.hpp"
+#include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/signature.hpp"
-#include "db/inbox.hpp"
-#include "db/stripe_store.hpp"
+#include "connectors/stripe/store.hpp"
+#include "connectors/stripe/webhooks.hpp"
 #include "service/provider.hpp"
-#include "worker/cli.hpp"
-#include "worker/stripe_api_jobs.hpp"
-#include "worker/stripe_gauges.hpp"
-#include "worker/stripe_webhooks.hpp"
 
 namespace bankworker::stripe {
 
@@ -44,12 +44,12 @@ class stripe_provider final : public service::provider {
   std::string_view name() const noexcept override { return "stripe"; }
 
   std::vector<std::string> job_kinds() const override {
-    return {std::string(worker::stripe_post_kind), std::string(worker::stripe_recover_kind)};
+    return {std::string(stripe::stripe_post_kind), std::string(stripe::stripe_recover_kind)};
   }
 
   std::vector<service::command_group> commands() const override {
     return {{"stripe",
-             worker::command_stripe,
+             stripe::command_stripe,
              {{"stripe", "secret|connect|key ...", "Stripe webhook secrets, Connect accounts and API keys", ""},
               {"stripe secret", "add|remove|list ...", "the tenant's webhook endpoint secrets", ""},
               {"stripe secret add", "--tenant T --secret-file F", "add a webhook endpoint secret (whsec_…) for the tenant",
@@ -79,15 +79,15 @@ class stripe_provider final : public service::provider {
   service::provider_parts start(service::runtime_parts parts) override {
     std::optional<crypto::secret> platform_secret;
     if (platform_secret_file_) platform_secret = read_platform_secret(*platform_secret_file_);
-    inbox_ = std::make_unique<db::inbox>(parts.connections, db::inbox_settings{}, worker::enqueue_stripe_posts());
+    inbox_ = std::make_unique<stripe::inbox>(parts.connections, stripe::inbox_settings{}, stripe::enqueue_stripe_posts());
     service::provider_parts out;
     // The API (fees, missed-event recovery) only with BANKWORKER_STRIPE_API_BASE_URL; without it
     // events post gross only and no recovery runs.
     if (!api_base_url_.empty()) start_api(parts, out);
-    out.handlers.push_back({std::string(worker::stripe_post_kind),
-                            worker::stripe_post_handler(parts.connections, parts.currencies, api_jobs_.get(), &parts.log)});
-    webhooks_ = std::make_unique<worker::stripe_webhooks>(parts.connections, parts.keys, *inbox_, parts.blocking,
-                                                          parts.metrics, parts.log, worker::stripe_webhook_settings{});
+    out.handlers.push_back({std::string(stripe::stripe_post_kind),
+                            stripe::stripe_post_handler(parts.connections, parts.currencies, api_jobs_.get(), &parts.log)});
+    webhooks_ = std::make_unique<stripe::stripe_webhooks>(parts.connections, parts.keys, *inbox_, parts.blocking,
+                                                          parts.metrics, parts.log, stripe::stripe_webhook_settings{});
     out.routes.push_back(webhooks_->tenant_route());
     if (platform_secret) {
       out.routes.push_back(webhooks_->platform_route(std::move(*platform_secret)));
@@ -99,11 +99,11 @@ class stripe_provider final : public service::provider {
     // A webhook secret added or removed anywhere (migration 0027) drops that tenant's cache entry
     // here within the notification's delivery; while the listen connection was down anything may
     // have changed, so every entry is dropped when it is back.
-    worker::stripe_webhooks* hooks = webhooks_.get();
-    out.channels.push_back({.channel = std::string(worker::stripe_secret_channel),
+    stripe::stripe_webhooks* hooks = webhooks_.get();
+    out.channels.push_back({.channel = std::string(stripe::stripe_secret_channel),
                             .on_payload = [hooks](const std::string& tenant) { hooks->forget_notified(tenant); },
                             .on_listening = [hooks] { hooks->forget_secrets(); }});
-    gauges_ = std::make_unique<worker::inbox_gauges>(parts.metrics);
+    gauges_ = std::make_unique<stripe::inbox_gauges>(parts.metrics);
     out.gauges.push_back(gauges_->gauge());
     return out;
   }
@@ -122,22 +122,22 @@ class stripe_provider final : public service::provider {
     if (api_key_file_) {
       platform_key = crypto::read_secret_file(*api_key_file_, crypto::file_permissions::owner_or_group_only);
     }
-    api_jobs_ = std::make_unique<worker::stripe_api_jobs>(parts.connections, parts.keys, *inbox_, *api_,
+    api_jobs_ = std::make_unique<stripe::stripe_api_jobs>(parts.connections, parts.keys, *inbox_, *api_,
                                                           parts.currencies, std::move(platform_key), parts.log,
-                                                          worker::stripe_api_job_settings{});
+                                                          stripe::stripe_api_job_settings{});
     api_jobs_->set_metrics(parts.metrics);
-    out.handlers.push_back({std::string(worker::stripe_recover_kind), api_jobs_->recover_handler()});
-    out.tasks.push_back(worker::stripe_recovery_task(parts.connections, api_jobs_->has_platform_key(), recovery_interval));
+    out.handlers.push_back({std::string(stripe::stripe_recover_kind), api_jobs_->recover_handler()});
+    out.tasks.push_back(stripe::stripe_recovery_task(parts.connections, api_jobs_->has_platform_key(), recovery_interval));
   }
 
   std::string api_base_url_;
   std::optional<std::filesystem::path> platform_secret_file_;
   std::optional<std::filesystem::path> api_key_file_;
-  std::unique_ptr<db::inbox> inbox_;
+  std::unique_ptr<stripe::inbox> inbox_;
   std::unique_ptr<api_client> api_;
-  std::unique_ptr<worker::stripe_api_jobs> api_jobs_;
-  std::unique_ptr<worker::stripe_webhooks> webhooks_;
-  std::unique_ptr<worker::inbox_gauges> gauges_;
+  std::unique_ptr<stripe::stripe_api_jobs> api_jobs_;
+  std::unique_ptr<stripe::stripe_webhooks> webhooks_;
+  std::unique_ptr<stripe::inbox_gauges> gauges_;
 };
 
 }  // namespace

@@ -39,22 +39,26 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "connectors/stripe/api_client.hpp"
+#include "connectors/stripe/inbox.hpp"
 #include "core/currency.hpp"
 #include "crypto/secret.hpp"
-#include "db/inbox.hpp"
 #include "db/keys.hpp"
 #include "db/pool.hpp"
 #include "ledger/ledger.hpp"
 #include "queue/queue.hpp"
-#include "worker/dispatcher.hpp"
+#include "service/job.hpp"
 #include "service/log.hpp"
-#include "service/provider.hpp"
 #include "service/metrics.hpp"
+#include "service/provider.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 using service::logger;
 using service::metrics_registry;
+using service::complete_in_or_throw;
+using service::job_context;
+using service::job_handler;
+using service::lease_lost_error;
 
 inline constexpr std::string_view stripe_recover_kind = "stripe.recover";
 // The scheduler task that enqueues the stripe.recover jobs (its row in bankworker.schedules).
@@ -86,7 +90,7 @@ class stripe_api_jobs {
  public:
   // Everything passed by reference outlives this object (the runtime owns them all).
   // `platform_key` may be empty: no platform key configured.
-  stripe_api_jobs(db::pool& connections, db::key_store& keys, db::inbox& inbox, const stripe::api_client& api,
+  stripe_api_jobs(db::pool& connections, db::key_store& keys, stripe::inbox& inbox, const stripe::api_client& api,
                   const core::currency_table& currencies, crypto::secret platform_key, logger& log,
                   stripe_api_job_settings settings);
 
@@ -110,7 +114,7 @@ class stripe_api_jobs {
 
   db::pool& connections_;
   db::key_store& keys_;
-  db::inbox& inbox_;
+  stripe::inbox& inbox_;
   const stripe::api_client& api_;
   const core::currency_table& currencies_;
   const crypto::secret platform_key_;
@@ -129,4 +133,4 @@ queue::outcome outcome_of(const stripe::api_error& failure, std::string_view wha
 service::scheduled_task stripe_recovery_task(db::pool& connections, bool platform_key_held,
                                              std::chrono::milliseconds interval, std::uint32_t tenants = 1'000);
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

@@ -1,13 +1,13 @@
-// The Stripe webhook secret cache (worker/webhook_secret_cache.cpp): bounded, least recently used
+// The Stripe webhook secret cache (connectors/stripe/webhook_secret_cache.cpp): bounded, least recently used
 // out first, a bounded negative cache, and no stale refill after a forget().
 #include <catch2/catch.hpp>
 
 #include <random>
 
-#include "worker/webhook_secret_cache.hpp"
+#include "connectors/stripe/webhook_secret_cache.hpp"
 
 using namespace bankworker;
-using worker::webhook_secret_cache;
+using stripe::webhook_secret_cache;
 using state = webhook_secret_cache::state;
 
 namespace {
@@ -18,7 +18,7 @@ core::uuid tenant_number(std::uint32_t n) {
   return core::uuid::from_random_bytes(bytes);
 }
 
-worker::webhook_secrets one_secret() {
+stripe::webhook_secrets one_secret() {
   std::vector<crypto::secret> secrets;
   secrets.push_back(crypto::secret::copy_of("whsec_cache_test"));
   return std::make_shared<const std::vector<crypto::secret>>(std::move(secrets));

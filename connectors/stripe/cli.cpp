@@ -3,18 +3,18 @@
 #include <algorithm>
 #include <array>
 
+#include "connectors/stripe/cli.hpp"
 #include "connectors/stripe/signature.hpp"
+#include "connectors/stripe/store.hpp"
+#include "connectors/stripe/webhooks.hpp"
 #include "core/json_text.hpp"
 #include "core/limits.hpp"
 #include "crypto/secret.hpp"
 #include "db/audit.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
-#include "worker/cli.hpp"
 #include "service/command.hpp"
-#include "worker/stripe_webhooks.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 using service::usage_error;
 using service::command_error;
@@ -29,6 +29,7 @@ using service::tenant_option;
 using service::throw_database_failure;
 using service::settings;
 using service::env_lookup;
+using service::exit_ok;
 
 namespace {
 
@@ -42,7 +43,7 @@ bool looks_like_account_id(std::string_view text) {
 }
 
 struct connect_result {
-  db::account_claim claim = db::account_claim::connected;
+  stripe::account_claim claim = stripe::account_claim::connected;
   std::size_t moved = 0;
   bool more_left = false;  // stripe_connect_move_events_max moved and some may remain: run again
 };
@@ -66,16 +67,16 @@ int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostre
   connect_result result;
   try {
     result = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+      if (!stripe::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
       connect_result r;
-      r.claim = db::claim_stripe_account(tx, account);
-      if (r.claim == db::account_claim::other_tenant) {
+      r.claim = stripe::claim_stripe_account(tx, account);
+      if (r.claim == stripe::account_claim::other_tenant) {
         throw command_error{"Stripe account " + account + " is already connected to another tenant; an account"
                             " maps to one tenant only"};
       }
       for (;;) {
         const std::vector<std::string> ids =
-            db::move_unrouted_events(tx, account, limits::stripe_connect_move_batch_events);
+            stripe::move_unrouted_events(tx, account, limits::stripe_connect_move_batch_events);
         const std::vector<std::string_view> views(ids.begin(), ids.end());
         enqueue_stripe_posts(tx, tenant, views);
         r.moved += ids.size();
@@ -85,7 +86,7 @@ int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostre
           break;
         }
       }
-      if (r.claim == db::account_claim::connected || r.moved > 0) {
+      if (r.claim == stripe::account_claim::connected || r.moved > 0) {
         std::string details = "{\"events_moved\":" + std::to_string(r.moved) + "}";
         db::append_audit(tx, *keys, {.tenant = tenant, .actor = "cli", .action = "stripe.account_connected",
                                      .subject = account, .details = std::move(details)});
@@ -97,7 +98,7 @@ int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostre
   } catch (const pqxx::sql_error& error) {
     throw_database_failure("stripe connect", error);
   }
-  const bool already = result.claim == db::account_claim::already_connected;
+  const bool already = result.claim == stripe::account_claim::already_connected;
   if (parsed.json) {
     std::string text = "{\"account\":";
     core::append_json_string(account, text);
@@ -155,8 +156,8 @@ int command_stripe_key(const parsed_args& parsed, const env_lookup& env, std::os
   const auto keys = open_key_store(config, *connections);
   try {
     const core::uuid id = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
-      return db::set_api_key(tx, *keys, tenant, *key, "cli");
+      if (!stripe::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+      return stripe::set_api_key(tx, *keys, tenant, *key, "cli");
     });
     out << (parsed.json ? "{\"secret_id\":\"" + id.to_string() + "\"}" : id.to_string()) << '\n';
   } catch (const pqxx::broken_connection& error) {
@@ -174,17 +175,17 @@ int list_stripe_secrets(const parsed_args& parsed, const env_lookup& env, std::o
   const core::uuid tenant = tenant_option(parsed);
   settings config = load_or_throw(env, {.database = true});
   const auto connections = open_worker_pool(config);
-  std::vector<db::webhook_secret_info> secrets;
+  std::vector<stripe::webhook_secret_info> secrets;
   try {
     secrets = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
-      return db::list_webhook_secrets(tx);
+      if (!stripe::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+      return stripe::list_webhook_secrets(tx);
     });
   } catch (const pqxx::sql_error& error) {
     throw_database_failure("stripe secret list", error);
   }
   std::string text = "{\"tenant_id\":\"" + tenant.to_string() + "\",\"secrets\":[";
-  for (const db::webhook_secret_info& secret : secrets) {
+  for (const stripe::webhook_secret_info& secret : secrets) {
     if (!parsed.json) {
       out << secret.id.to_string() << " created_at=" << secret.created_at
           << " rewrapped_at=" << secret.rewrapped_at.value_or("-") << " key_version=" << secret.key_version << '\n';
@@ -247,13 +248,13 @@ int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostrea
   try {
     if (adding) {
       const core::uuid id = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-        if (!db::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
-        return db::add_webhook_secret(tx, *keys, tenant, *secret, "cli");
+        if (!stripe::tenant_exists(tx)) throw command_error{"unknown tenant " + tenant.to_string()};
+        return stripe::add_webhook_secret(tx, *keys, tenant, *secret, "cli");
       });
       out << (parsed.json ? "{\"secret_id\":\"" + id.to_string() + "\"}" : id.to_string()) << '\n';
     } else {
       const bool removed = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-        return db::remove_webhook_secret(tx, *keys, tenant, *secret_id, "cli");
+        return stripe::remove_webhook_secret(tx, *keys, tenant, *secret_id, "cli");
       });
       if (!removed) throw command_error{"no webhook secret " + secret_id->to_string() + " for tenant " + tenant.to_string()};
       out << "removed " << secret_id->to_string() << '\n';
@@ -266,4 +267,4 @@ int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostrea
   return exit_ok;
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

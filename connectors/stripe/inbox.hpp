@@ -37,7 +37,7 @@
 #include "core/uuid.hpp"
 #include "db/pool.hpp"
 
-namespace bankworker::db {
+namespace bankworker::stripe {
 
 struct inbox_event {
   std::optional<core::uuid> tenant;  // empty: a Connect platform event, routed by `account`
@@ -69,7 +69,7 @@ using inbox_hook = std::function<void(pqxx::work& tx, const core::uuid& tenant, 
 class inbox {
  public:
   // `connections` must outlive the inbox; one connection is held by the committer while it writes.
-  inbox(pool& connections, inbox_settings settings, inbox_hook after_store);
+  inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store);
   inbox(const inbox&) = delete;
   inbox& operator=(const inbox&) = delete;
   // Completes whatever is still waiting as unavailable, then stops the committer.
@@ -94,7 +94,7 @@ class inbox {
   void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch);
   void enqueue(std::shared_ptr<pending> item);
 
-  pool& connections_;  // outlives the inbox (constructor contract)
+  db::pool& connections_;  // outlives the inbox (constructor contract)
   const inbox_settings settings_;
   const inbox_hook after_store_;
   mutable std::mutex mutex_;
@@ -109,4 +109,4 @@ class inbox {
 // oldest_s bigint), the Stripe events received but not yet posted and the oldest one's age.
 inline constexpr const char* inbox_gauges_sql = "SELECT events, oldest_s FROM bankworker.inbox_gauges()";
 
-}  // namespace bankworker::db
+}  // namespace bankworker::stripe

@@ -18,7 +18,7 @@
 #include "crypto/secret.hpp"
 #include "db/keys.hpp"
 
-namespace bankworker::db {
+namespace bankworker::stripe {
 
 // The subject every per-tenant webhook secret is sealed for (its associated data names it).
 inline constexpr std::string_view stripe_endpoint_subject = "stripe.webhook_endpoint";
@@ -27,10 +27,10 @@ inline constexpr std::string_view stripe_endpoint_subject = "stripe.webhook_endp
 bool tenant_exists(pqxx::transaction_base& tx);
 
 // Seals `secret` as a new active signing secret of the tenant's endpoint; returns its id.
-core::uuid add_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const crypto::secret& secret,
+core::uuid add_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const crypto::secret& secret,
                               std::string_view actor);
 // Shreds one signing secret of the tenant's endpoint; false when it has no such secret.
-bool remove_webhook_secret(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const core::uuid& secret_id,
+bool remove_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const core::uuid& secret_id,
                            std::string_view actor);
 // What `stripe secret list` shows of one signing secret: never its material.
 struct webhook_secret_info {
@@ -42,7 +42,7 @@ struct webhook_secret_info {
 // The tenant's active signing secrets, newest first, at most stripe_endpoint_secrets_max.
 std::vector<webhook_secret_info> list_webhook_secrets(pqxx::transaction_base& tx);
 // Opens every active signing secret of the tenant's endpoint (none: the endpoint is not set up).
-std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, key_store& keys, const core::uuid& tenant);
+std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant);
 
 struct stored_event {
   std::string body;
@@ -75,10 +75,10 @@ std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view a
 // The tenant's own Stripe API key (a restricted key, DESIGN.md §1.3): one per tenant, sealed with
 // this subject. Setting one shreds the one it replaces, in the same transaction.
 inline constexpr std::string_view stripe_api_key_subject = "stripe.api";
-core::uuid set_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant, const crypto::secret& key,
+core::uuid set_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const crypto::secret& key,
                        std::string_view actor);
 // The tenant's key, opened; nothing when it has none.
-std::optional<crypto::secret> load_api_key(pqxx::work& tx, key_store& keys, const core::uuid& tenant);
+std::optional<crypto::secret> load_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant);
 
 // Whether the tenant's ledger holds an entry under `idempotency_key` (ch_…:fee, say).
 bool journal_entry_exists(pqxx::transaction_base& tx, std::string_view idempotency_key);
@@ -96,4 +96,4 @@ std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::siz
 std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uint32_t tenants_max);
 
 
-}  // namespace bankworker::db
+}  // namespace bankworker::stripe

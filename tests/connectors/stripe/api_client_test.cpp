@@ -1,6 +1,6 @@
 // The Stripe API client's pure parts: Stripe's errors classified into what the queue must do, and
 // /v1/events pages read strictly. The calls themselves run against the simulator in
-// tests/worker/stripe_api_pgtest.cpp.
+// tests/connectors/stripe/api_jobs_pgtest.cpp.
 #include <catch2/catch.hpp>
 
 #include "connectors/stripe/api_client.hpp"

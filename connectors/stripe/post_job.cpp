@@ -28,14 +28,14 @@
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
+#include "connectors/stripe/webhooks.hpp"
 #include "core/assert.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/ledger.hpp"
-#include "worker/stripe_webhooks.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 using service::logger;
 
@@ -89,7 +89,7 @@ struct event_decision {
 };
 
 // The posting rules applied to one stored event (or none: not in the inbox).
-event_decision decide(const std::string& event_id, const db::stored_event* stored,
+event_decision decide(const std::string& event_id, const stripe::stored_event* stored,
                       const std::optional<std::string>& snapshot, const std::vector<ledger::entry>& fees,
                       const core::currency_table& currencies) {
   event_decision decision;
@@ -122,7 +122,7 @@ event_decision decide(const std::string& event_id, const db::stored_event* store
 // Posts one request alone, in a transaction of its own. Runs on the DB thread pool.
 queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const post_request& request) {
   return db::with_tenant(connections, request.job->ref.tenant, [&](pqxx::work& tx) -> queue::outcome {
-    const auto stored = db::load_event(tx, request.event_id);
+    const auto stored = stripe::load_event(tx, request.event_id);
     event_decision decision = decide(request.event_id, stored ? &*stored : nullptr, *request.snapshot,
                                      *request.fees, currencies);
     if (!decision.entries.empty()) {
@@ -131,7 +131,7 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
       ledger::ensure_chart(tx);
       ledger::post_entries(tx, entries);
     }
-    if (decision.new_state) db::mark_event(tx, request.event_id, *decision.new_state);
+    if (decision.new_state) stripe::mark_event(tx, request.event_id, *decision.new_state);
     complete_in_or_throw(tx, *request.context, *request.job, decision.result);
     return decision.result;
   });
@@ -182,7 +182,7 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
     for (const post_request* request : batch) event_ids.push_back(request->event_id);
     std::sort(event_ids.begin(), event_ids.end());
     event_ids.erase(std::unique(event_ids.begin(), event_ids.end()), event_ids.end());
-    std::map<std::string, db::stored_event, std::less<>> stored = db::load_events(tx, event_ids);
+    std::map<std::string, stripe::stored_event, std::less<>> stored = stripe::load_events(tx, event_ids);
 
     std::vector<event_decision> decisions;
     decisions.reserve(batch.size());
@@ -213,7 +213,7 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
       }
       ledger::post_entries(tx, entries);
     }
-    db::mark_events(tx, marked_ids, marked_states);
+    stripe::mark_events(tx, marked_ids, marked_states);
     const std::vector<queue::completed> completed = context.jobs().complete_in(tx, context.owner(), completions);
     if (completed.size() != completions.size()) throw batch_abandoned("a lease was lost");
   });
@@ -393,4 +393,4 @@ job_handler stripe_post_handler(db::pool& connections, const core::currency_tabl
   };
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

@@ -6,11 +6,11 @@
 #include <atomic>
 #include <cstdint>
 
-#include "db/inbox.hpp"
+#include "connectors/stripe/inbox.hpp"
 #include "service/metrics.hpp"
 #include "service/provider.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 // Events received but not yet posted, and the oldest one's age, read by the database gauges.
 class inbox_gauges {
@@ -25,7 +25,7 @@ class inbox_gauges {
   }
 
   service::database_gauge gauge() {
-    return {db::inbox_gauges_sql, [this](const pqxx::result& rows) {
+    return {stripe::inbox_gauges_sql, [this](const pqxx::result& rows) {
               if (rows.empty()) return;
               events_.store(rows[0][0].as<std::int64_t>(), std::memory_order_relaxed);
               oldest_s_.store(rows[0][1].as<std::int64_t>(), std::memory_order_relaxed);
@@ -37,4 +37,4 @@ class inbox_gauges {
   std::atomic<std::int64_t> oldest_s_{0};
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

@@ -37,7 +37,7 @@ inline constexpr std::size_t stripe_unknown_tenants_max = 4096;
 
 }  // namespace bankworker::limits
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 
 struct webhook_secret_cache_settings {
@@ -98,4 +98,4 @@ class webhook_secret_cache {
   std::uint64_t generation_ = 0;
 };
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

@@ -9,7 +9,7 @@
 // Nothing unauthenticated reaches the database (issue #23): the Stripe-Signature header's shape
 // and timestamp are checked before any cache lookup (connectors/stripe precheck_signature); the
 // opened secrets are cached in guarded memory, bounded, with a bounded negative cache for unknown
-// tenants (worker/webhook_secret_cache.hpp); and a tenant in neither is looked up only within a
+// tenants (connectors/stripe/webhook_secret_cache.hpp); and a tenant in neither is looked up only within a
 // per-sender budget (service/source_budget.hpp), 429 past it. A secret added or removed reaches
 // every worker as a NOTIFY on secret_channel (migration 0027), and forget_tenant() drops that
 // tenant; forget_secrets() drops them all (SIGHUP, and whenever the listen connection was down).
@@ -22,7 +22,7 @@
 //
 // The stripe.post job turns the stored event into journal entries with connectors/stripe's
 // posting rules and records its own completion in the same transaction as the entries; jobs
-// running at the same time for one tenant share that transaction (worker/stripe_post.cpp).
+// running at the same time for one tenant share that transaction (connectors/stripe/post_job.cpp).
 
 #include <chrono>
 #include <map>
@@ -37,19 +37,19 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "connectors/stripe/api_jobs.hpp"
+#include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/signature.hpp"
+#include "connectors/stripe/webhook_secret_cache.hpp"
 #include "core/currency.hpp"
-#include "db/inbox.hpp"
 #include "db/keys.hpp"
 #include "db/pool.hpp"
 #include "queue/queue.hpp"
-#include "worker/dispatcher.hpp"
-#include "worker/http_server.hpp"
+#include "service/http.hpp"
+#include "service/job.hpp"
 #include "service/log.hpp"
-#include "worker/stripe_api_jobs.hpp"
 #include "service/metrics.hpp"
 #include "service/source_budget.hpp"
-#include "worker/webhook_secret_cache.hpp"
 
 namespace bankworker::limits {
 
@@ -59,13 +59,16 @@ inline constexpr std::chrono::milliseconds webhook_secret_load_wait_ms{5'000};
 
 }  // namespace bankworker::limits
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 using service::logger;
 using service::metrics_registry;
 using service::settings;
 using service::source_budget;
 using service::source_budget_settings;
+using service::http_request;
+using service::http_response;
+using service::http_route;
 
 inline constexpr std::string_view stripe_post_kind = "stripe.post";
 
@@ -85,7 +88,7 @@ struct stripe_webhook_settings {
 class stripe_webhooks {
  public:
   // Everything passed by reference outlives this object (the runtime owns them all).
-  stripe_webhooks(db::pool& connections, db::key_store& keys, db::inbox& inbox, boost::asio::thread_pool& blocking,
+  stripe_webhooks(db::pool& connections, db::key_store& keys, stripe::inbox& inbox, boost::asio::thread_pool& blocking,
                   metrics_registry& metrics, logger& log, stripe_webhook_settings settings);
 
   http_route tenant_route();
@@ -117,7 +120,7 @@ class stripe_webhooks {
 
   db::pool& connections_;
   db::key_store& keys_;
-  db::inbox& inbox_;
+  stripe::inbox& inbox_;
   boost::asio::thread_pool& blocking_;
   logger& log_;
   const stripe_webhook_settings settings_;
@@ -131,16 +134,16 @@ class stripe_webhooks {
 };
 
 // The inbox hook: enqueues one stripe.post job per newly stored event, in the inbox's transaction.
-db::inbox_hook enqueue_stripe_posts();
+stripe::inbox_hook enqueue_stripe_posts();
 
 // Enqueues one stripe.post job per event id in `tx` (scoped to `tenant`), in the order given.
 void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<const std::string_view> event_ids);
 
-// The stripe.post handler (worker/stripe_post.cpp). `connections`, `currencies` and `api` outlive the dispatcher. `api`
+// The stripe.post handler (connectors/stripe/post_job.cpp). `connections`, `currencies` and `api` outlive the dispatcher. `api`
 // null: no Stripe API configured, events post gross only; else fees come with the gross entry
-// (worker/stripe_api_jobs.hpp). `log` (outlives the dispatcher too, or null) gets a warning for
+// (connectors/stripe/api_jobs.hpp). `log` (outlives the dispatcher too, or null) gets a warning for
 // each batch of postings rolled back (its jobs then post alone).
 job_handler stripe_post_handler(db::pool& connections, const core::currency_table& currencies,
                                 const stripe_api_jobs* api = nullptr, logger* log = nullptr);
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

@@ -24,9 +24,11 @@
 
 #include "connectors/http/client.hpp"
 #include "connectors/stripe/api_client.hpp"
+#include "connectors/stripe/api_jobs.hpp"
+#include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/store.hpp"
+#include "connectors/stripe/webhooks.hpp"
 #include "db/currencies.hpp"
-#include "db/inbox.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
@@ -38,8 +40,6 @@
 #include "worker/dispatcher.hpp"
 #include "worker/http_server.hpp"
 #include "worker/scheduler.hpp"
-#include "worker/stripe_api_jobs.hpp"
-#include "worker/stripe_webhooks.hpp"
 
 using namespace std::chrono_literals;
 using bankworker::core::uuid;
@@ -96,19 +96,19 @@ struct stripe_world {
         log(bankworker::service::log_level::debug, logs.fd),
         http_client(io, http::client_settings{}),
         api(http_client, api_settings(sim_url)),
-        inbox(*connections, {}, worker::enqueue_stripe_posts()),
+        inbox(*connections, {}, stripe::enqueue_stripe_posts()),
         handlers(*connections, *keys, inbox, api, currencies,
                  platform_key.empty() ? crypto::secret{} : crypto::secret::copy_of(platform_key), log, recovery_settings()),
         webhooks(*connections, *keys, inbox, blocking, metrics, log, {}),
         listen_url(crypto::secret::copy_of(database.url())),
         dispatcher(io, blocking, jobs, &listen_url, dispatcher_settings(), log) {
     db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      db::add_webhook_secret(tx, *keys, tenant, crypto::secret::copy_of(webhook_secret), "test");
+      stripe::add_webhook_secret(tx, *keys, tenant, crypto::secret::copy_of(webhook_secret), "test");
     });
     handlers.set_metrics(metrics);
-    dispatcher.add_handler(std::string(worker::stripe_post_kind),
-                           worker::stripe_post_handler(*connections, currencies, with_api ? &handlers : nullptr));
-    dispatcher.add_handler(std::string(worker::stripe_recover_kind), handlers.recover_handler());
+    dispatcher.add_handler(std::string(stripe::stripe_post_kind),
+                           stripe::stripe_post_handler(*connections, currencies, with_api ? &handlers : nullptr));
+    dispatcher.add_handler(std::string(stripe::stripe_recover_kind), handlers.recover_handler());
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     worker::http_settings server_settings;
     server_settings.listen = {"127.0.0.1", 0};
@@ -134,8 +134,8 @@ struct stripe_world {
     settings.request_timeout = 5s;
     return settings;
   }
-  static worker::stripe_api_job_settings recovery_settings() {
-    worker::stripe_api_job_settings settings;
+  static stripe::stripe_api_job_settings recovery_settings() {
+    stripe::stripe_api_job_settings settings;
     settings.recovery_page_limit = 2;  // small pages, so paging is exercised
     return settings;
   }
@@ -147,7 +147,7 @@ struct stripe_world {
 
   void set_key(const char* key) {
     db::with_tenant(*connections, tenant,
-                    [&](pqxx::work& tx) { db::set_api_key(tx, *keys, tenant, crypto::secret::copy_of(key), "test"); });
+                    [&](pqxx::work& tx) { stripe::set_api_key(tx, *keys, tenant, crypto::secret::copy_of(key), "test"); });
   }
 
   // Triggers a scenario at the simulator; delivered to our webhook route unless `deliver` is false.
@@ -213,7 +213,7 @@ struct stripe_world {
   // Enqueues the recovery the way the scheduler does, and waits for it.
   std::size_t recover() {
     const std::size_t enqueued = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      return db::schedule_stripe_recovery(tx, handlers.has_platform_key(), 100);
+      return stripe::schedule_stripe_recovery(tx, handlers.has_platform_key(), 100);
     });
     settle();
     return enqueued;
@@ -234,9 +234,9 @@ struct stripe_world {
   asio::thread_pool blocking{4};
   http::client http_client;
   stripe::api_client api;
-  db::inbox inbox;
-  worker::stripe_api_jobs handlers;
-  worker::stripe_webhooks webhooks;
+  stripe::inbox inbox;
+  stripe::stripe_api_jobs handlers;
+  stripe::stripe_webhooks webhooks;
   crypto::secret listen_url;
   worker::dispatcher dispatcher;
   std::unique_ptr<worker::http_server> server;
@@ -273,7 +273,7 @@ TEST_CASE("a charge posts its gross, the fee from its balance transaction and le
     db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
       queue::new_job job;
       job.tenant = world.tenant;
-      job.kind = std::string(worker::stripe_post_kind);
+      job.kind = std::string(stripe::stripe_post_kind);
       job.payload_json = "{\"event_id\":\"" + id + "\"}";
       queue::enqueue(tx, std::vector<queue::new_job>{job});
     });
@@ -400,7 +400,7 @@ TEST_CASE("the API key is sealed, replaced on set, and never logged", "[pg][stri
                     " AND position(convert_to($1, 'UTF8') IN envelope) > 0",
                     api_key) == 0);
   const auto opened = db::with_tenant(*world.connections, world.tenant,
-                                      [&](pqxx::work& tx) { return db::load_api_key(tx, *world.keys, world.tenant); });
+                                      [&](pqxx::work& tx) { return stripe::load_api_key(tx, *world.keys, world.tenant); });
   REQUIRE(opened);
   CHECK(opened->equals(crypto::secret::copy_of(api_key)));
   // A full run at debug level: fees fetched, a 401 for a wrong key, recovery.
@@ -451,14 +451,14 @@ TEST_CASE("the scheduler's stripe.recover_events task enqueues one recovery per 
   stripe_world world;
   world.set_key(api_key);
   worker::scheduler periodic(world.io, world.blocking, *world.connections, world.jobs, {}, world.log);
-  periodic.add_task(worker::stripe_recovery_task(*world.connections, false, 3'600'000ms));
+  periodic.add_task(stripe::stripe_recovery_task(*world.connections, false, 3'600'000ms));
   const std::string recover_jobs = "SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.recover'";
   const worker::scheduler_report first = periodic.tick();
-  CHECK(std::count(first.tasks_run.begin(), first.tasks_run.end(), std::string(worker::stripe_recovery_schedule)) == 1);
+  CHECK(std::count(first.tasks_run.begin(), first.tasks_run.end(), std::string(stripe::stripe_recovery_schedule)) == 1);
   CHECK(world.count(recover_jobs) == 1);
   // Claimed once per interval: the next tick does not run it again.
   const worker::scheduler_report second = periodic.tick();
-  CHECK(std::count(second.tasks_run.begin(), second.tasks_run.end(), std::string(worker::stripe_recovery_schedule)) == 0);
+  CHECK(std::count(second.tasks_run.begin(), second.tasks_run.end(), std::string(stripe::stripe_recovery_schedule)) == 0);
   CHECK(world.count(recover_jobs) == 1);
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.recover' AND state = 'succeeded'") == 1);
@@ -524,7 +524,7 @@ TEST_CASE("a thin event is stored and acknowledged, and its related payment inte
   db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
     queue::new_job job;
     job.tenant = world.tenant;
-    job.kind = std::string(worker::stripe_post_kind);
+    job.kind = std::string(stripe::stripe_post_kind);
     job.payload_json = "{\"event_id\":\"" + events[0] + "\"}";
     queue::enqueue(tx, std::vector<queue::new_job>{job});
   });

@@ -1,4 +1,4 @@
-#include "db/inbox.hpp"
+#include "connectors/stripe/inbox.hpp"
 
 #include <algorithm>
 #include <future>
@@ -13,26 +13,26 @@
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
-namespace bankworker::db {
+namespace bankworker::stripe {
 
 namespace asio = boost::asio;
 
 namespace {
 
-constexpr statement insert_events_sql{"inbox_insert_events",
+constexpr db::statement insert_events_sql{"inbox_insert_events",
     "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.id, e.type, e.account, e.livemode,"
     "        to_timestamp(e.created), e.body"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"};
-constexpr statement insert_unrouted_sql{"inbox_insert_unrouted",
+constexpr db::statement insert_unrouted_sql{"inbox_insert_unrouted",
     "INSERT INTO bankworker.stripe_unrouted_events (event_id, account, type, livemode, created_at, body)"
     " SELECT e.id, e.account, e.type, e.livemode, to_timestamp(e.created), e.body"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"};
-constexpr statement route_accounts_sql{
+constexpr db::statement route_accounts_sql{
     "inbox_route_accounts", "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])"};
 
 }  // namespace
@@ -44,7 +44,7 @@ struct inbox::pending {
   std::function<void(inbox_outcome)> complete;
 };
 
-inbox::inbox(pool& connections, inbox_settings settings, inbox_hook after_store)
+inbox::inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store)
     : connections_(connections),
       settings_(settings),
       after_store_(std::move(after_store)),
@@ -176,7 +176,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     }
   } catch (const pqxx::in_doubt_error&) {
     for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
-  } catch (const pool_timeout&) {
+  } catch (const db::pool_timeout&) {
     for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
   } catch (const std::exception&) {
     // The hook failed (enqueueing the posting job, say): nothing of the batch committed, and the
@@ -190,12 +190,12 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
   // until it commits). Routing is not remembered across attempts: a retry routes again.
   std::map<std::string, std::string, std::less<>> tenant_of_account;
   {
-    array_text accounts;
+    db::array_text accounts;
     for (const auto& item : batch) {
       if (!item->event.tenant && item->event.account) accounts.add(*item->event.account);
     }
     if (!accounts.empty()) {
-      for (const auto& row : exec_statement(tx, route_accounts_sql, accounts.finish())) {
+      for (const auto& row : db::exec_statement(tx, route_accounts_sql, accounts.finish())) {
         if (!row[1].is_null()) tenant_of_account.emplace(row[0].as<std::string>(), row[1].as<std::string>());
       }
     }
@@ -213,7 +213,7 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     groups[key].push_back(item.get());
   }
   for (auto& [tenant_text, items] : groups) {
-    array_text ids, types, accounts, livemodes, created, bodies;
+    db::array_text ids, types, accounts, livemodes, created, bodies;
     std::size_t body_bytes = 0;
     for (const pending* p : items) body_bytes += p->event.body.size() + p->event.body.size() / 8 + 4;
     bodies.reserve(body_bytes);
@@ -227,9 +227,9 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     }
 
     const bool routed = !tenant_text.empty();
-    if (routed) tx.exec_prepared(set_tenant_statement, tenant_text);
+    if (routed) tx.exec_prepared(db::set_tenant_statement, tenant_text);
     const pqxx::result inserted =
-        exec_statement(tx, routed ? insert_events_sql : insert_unrouted_sql, ids.finish(), types.finish(),
+        db::exec_statement(tx, routed ? insert_events_sql : insert_unrouted_sql, ids.finish(), types.finish(),
                        accounts.finish(), livemodes.finish(), created.finish(), bodies.finish());
     std::unordered_set<std::string> new_ids;
     for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
@@ -248,4 +248,4 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
   }
 }
 
-}  // namespace bankworker::db
+}  // namespace bankworker::stripe

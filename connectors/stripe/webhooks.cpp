@@ -1,4 +1,4 @@
-#include "worker/stripe_webhooks.hpp"
+#include "connectors/stripe/webhooks.hpp"
 
 #include <simdjson.h>
 
@@ -6,14 +6,14 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "queue/run_blocking.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 using service::logger;
 using service::metrics_registry;
@@ -40,11 +40,11 @@ http_response reply(unsigned status, std::string_view text) {
 
 // The envelope fields the inbox stores, with `body` moved in (a 2 KB event is not copied on the
 // way to the inbox); nothing when the body is not a Stripe event.
-std::optional<db::inbox_event> read_envelope(std::string body) {
+std::optional<stripe::inbox_event> read_envelope(std::string body) {
   thread_local simdjson::dom::parser parser;
   simdjson::dom::element event;
   if (parser.parse(body.data(), body.size()).get(event) != simdjson::SUCCESS) return std::nullopt;
-  db::inbox_event e;
+  stripe::inbox_event e;
   std::string_view text;
   if (event["id"].get(text) != simdjson::SUCCESS || text.empty() || text.size() > stripe::stripe_id_bytes_max) {
     return std::nullopt;
@@ -70,7 +70,7 @@ std::optional<db::inbox_event> read_envelope(std::string body) {
 
 }  // namespace
 
-stripe_webhooks::stripe_webhooks(db::pool& connections, db::key_store& keys, db::inbox& inbox,
+stripe_webhooks::stripe_webhooks(db::pool& connections, db::key_store& keys, stripe::inbox& inbox,
                                  asio::thread_pool& blocking, metrics_registry& metrics, logger& log,
                                  stripe_webhook_settings settings)
     : connections_(connections),
@@ -128,8 +128,8 @@ asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::lo
   try {
     webhook_secrets loaded = co_await queue::run_blocking(blocking_, [this, tenant] {
       return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> webhook_secrets {
-        if (!db::tenant_exists(tx)) return nullptr;
-        return std::make_shared<const std::vector<crypto::secret>>(db::load_webhook_secrets(tx, keys_, tenant));
+        if (!stripe::tenant_exists(tx)) return nullptr;
+        return std::make_shared<const std::vector<crypto::secret>>(stripe::load_webhook_secrets(tx, keys_, tenant));
       });
     });
     cache_.store(tenant, loaded, generation, std::chrono::steady_clock::now());
@@ -235,26 +235,26 @@ asio::awaitable<http_response> stripe_webhooks::verify_and_store(http_request re
     outcome(stale ? "stale" : "bad_signature").fetch_add(1, std::memory_order_relaxed);
     co_return reply(400, stale ? "timestamp outside the tolerance" : "no valid signature");
   }
-  std::optional<db::inbox_event> event = read_envelope(std::move(request.body));
+  std::optional<stripe::inbox_event> event = read_envelope(std::move(request.body));
   if (!event) {
     outcome("malformed").fetch_add(1, std::memory_order_relaxed);
     co_return reply(400, "not a Stripe event");
   }
   event->tenant = tenant;
   switch (co_await inbox_.store(std::move(*event))) {
-    case db::inbox_outcome::stored:
+    case stripe::inbox_outcome::stored:
       outcome("stored").fetch_add(1, std::memory_order_relaxed);
       co_return reply(200, "stored");
-    case db::inbox_outcome::unrouted:
+    case stripe::inbox_outcome::unrouted:
       outcome("unrouted").fetch_add(1, std::memory_order_relaxed);
       co_return reply(200, "stored; no tenant has connected this account yet");
-    case db::inbox_outcome::duplicate:
+    case stripe::inbox_outcome::duplicate:
       outcome("duplicate").fetch_add(1, std::memory_order_relaxed);
       co_return reply(200, "duplicate");
-    case db::inbox_outcome::rejected:
+    case stripe::inbox_outcome::rejected:
       outcome("rejected").fetch_add(1, std::memory_order_relaxed);
       co_return reply(400, "event content refused");
-    case db::inbox_outcome::unavailable:
+    case stripe::inbox_outcome::unavailable:
       break;
   }
   outcome("unavailable").fetch_add(1, std::memory_order_relaxed);
@@ -277,13 +277,13 @@ void enqueue_stripe_posts(pqxx::work& tx, const core::uuid& tenant, std::span<co
   queue::enqueue(tx, jobs);
 }
 
-db::inbox_hook enqueue_stripe_posts() {
-  return [](pqxx::work& tx, const core::uuid& tenant, std::span<const db::inbox_event* const> stored) {
+stripe::inbox_hook enqueue_stripe_posts() {
+  return [](pqxx::work& tx, const core::uuid& tenant, std::span<const stripe::inbox_event* const> stored) {
     std::vector<std::string_view> ids;
     ids.reserve(stored.size());
-    for (const db::inbox_event* event : stored) ids.push_back(event->event_id);
+    for (const stripe::inbox_event* event : stored) ids.push_back(event->event_id);
     enqueue_stripe_posts(tx, tenant, ids);
   };
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

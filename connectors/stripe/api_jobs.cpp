@@ -1,16 +1,16 @@
-#include "worker/stripe_api_jobs.hpp"
+#include "connectors/stripe/api_jobs.hpp"
 
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
-#include "core/assert.hpp"
+#include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
+#include "core/assert.hpp"
 #include "db/external_calls.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "service/external_calls.hpp"
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 using service::logger;
 using service::to_external_call;
@@ -42,8 +42,8 @@ struct fee_request {
   std::optional<crypto::secret> tenant_key;  // empty: use the platform key
 };
 
-db::inbox_event inbox_event_of(const core::uuid& tenant, stripe::listed_event event) {
-  db::inbox_event out;
+stripe::inbox_event inbox_event_of(const core::uuid& tenant, stripe::listed_event event) {
+  stripe::inbox_event out;
   out.tenant = tenant;
   out.event_id = std::move(event.id);
   out.type = std::move(event.type);
@@ -76,7 +76,7 @@ queue::outcome outcome_of(const stripe::api_error& failure, std::string_view wha
   return queue::outcome::failed_permanently(reason);
 }
 
-stripe_api_jobs::stripe_api_jobs(db::pool& connections, db::key_store& keys, db::inbox& inbox,
+stripe_api_jobs::stripe_api_jobs(db::pool& connections, db::key_store& keys, stripe::inbox& inbox,
                                  const stripe::api_client& api, const core::currency_table& currencies,
                                  crypto::secret platform_key, logger& log, stripe_api_job_settings settings)
     : connections_(connections), keys_(keys), inbox_(inbox), api_(api), currencies_(currencies),
@@ -127,7 +127,7 @@ asio::awaitable<related_fetch> stripe_api_jobs::fetch_related_object(queue::job 
   // 1. A short transaction: the event, whether it is a thin event about money, the key.
   std::optional<fetch_request> request = co_await context.run_db([&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<fetch_request> {
-      const auto stored = db::load_event(tx, *event_id);
+      const auto stored = stripe::load_event(tx, *event_id);
       if (!stored || (stored->state != "received" && stored->state != "failed")) return std::nullopt;
       thread_local simdjson::dom::parser parser;
       if (!stripe::is_thin_event(parser, stored->body)) return std::nullopt;
@@ -136,7 +136,7 @@ asio::awaitable<related_fetch> stripe_api_jobs::fetch_related_object(queue::job 
       if (!thin) return std::nullopt;  // the posting fails it, with the reason
       std::optional<std::string> type = stripe::snapshot_type_of(*thin);
       if (!type) return std::nullopt;  // no money we post: the posting ignores it
-      fetch_request found{std::move(*thin), std::move(*type), db::load_api_key(tx, keys_, tenant)};
+      fetch_request found{std::move(*thin), std::move(*type), stripe::load_api_key(tx, keys_, tenant)};
       return std::optional<fetch_request>(std::move(found));
     });
   });
@@ -177,14 +177,14 @@ asio::awaitable<fee_lookup> stripe_api_jobs::look_up_fees(queue::job job, job_co
   // 1. A short transaction: the event, its plan, whether the fee is posted already, the key.
   std::optional<fee_request> request = co_await context.run_db([&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<fee_request> {
-      const auto stored = db::load_event(tx, *event_id);
+      const auto stored = stripe::load_event(tx, *event_id);
       if (!stored || (stored->state != "received" && stored->state != "failed")) return std::nullopt;
       thread_local simdjson::dom::parser parser;
       stripe::posting_plan plan = stripe::plan_postings(parser, snapshot ? *snapshot : stored->body, currencies_);
       if (plan.status != stripe::plan_status::post || !plan.balance_transaction_id || !plan.charge_id) {
         return std::nullopt;
       }
-      if (db::journal_entry_exists(tx, *plan.charge_id + ":fee") || db::journal_entry_exists(tx, *plan.charge_id + ":fx")) {
+      if (stripe::journal_entry_exists(tx, *plan.charge_id + ":fee") || stripe::journal_entry_exists(tx, *plan.charge_id + ":fx")) {
         return std::nullopt;
       }
       fee_request found;
@@ -199,7 +199,7 @@ asio::awaitable<fee_lookup> stripe_api_jobs::look_up_fees(queue::job job, job_co
         }
       }
       if (!have_gross) return std::nullopt;
-      found.tenant_key = db::load_api_key(tx, keys_, tenant);
+      found.tenant_key = stripe::load_api_key(tx, keys_, tenant);
       // The platform key reads only connected accounts' objects (Stripe-Account).
       if (!found.tenant_key && (platform_key_.empty() || !found.account)) return std::nullopt;
       return std::optional<fee_request>(std::move(found));
@@ -246,15 +246,15 @@ asio::awaitable<queue::outcome> stripe_api_jobs::recover(queue::job job, job_con
   scopes found = co_await context.run_db([&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
       scopes s;
-      s.tenant_key = db::load_api_key(tx, keys_, tenant);
-      if (!platform_key_.empty()) s.accounts = db::connected_accounts(tx, recovery_accounts_max);
+      s.tenant_key = stripe::load_api_key(tx, keys_, tenant);
+      if (!platform_key_.empty()) s.accounts = stripe::connected_accounts(tx, recovery_accounts_max);
       return s;
     });
   });
   if (found.tenant_key) {
     stripe::api_credentials credentials;
     credentials.key = &*found.tenant_key;
-    auto running = recover_scope(job, context, std::string(db::tenant_event_scope), std::move(credentials));
+    auto running = recover_scope(job, context, std::string(stripe::tenant_event_scope), std::move(credentials));
     if (std::optional<queue::outcome> stop = co_await std::move(running)) co_return *stop;
   }
   for (const std::string& account : found.accounts) {
@@ -274,7 +274,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
   // `job` and `context` live in recover()'s frame, which awaits this one.
   const core::uuid tenant = job.ref.tenant;
   const std::optional<std::string> start = co_await context.run_db([&] {
-    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { return db::load_event_cursor(tx, scope); });
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { return stripe::load_event_cursor(tx, scope); });
   });
   std::vector<stripe::api_call_record> calls;
   std::optional<queue::outcome> stop;
@@ -300,7 +300,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
         // Stripe lists events for 30 days; a cursor older than that is unknown to it. Forget it:
         // the next run walks back from the newest event (the inbox drops what it has already).
         co_await context.run_db([&] {
-          db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::delete_event_cursor(tx, scope); });
+          db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { stripe::delete_event_cursor(tx, scope); });
         });
         stop = queue::outcome::retry("stripe recovery: Stripe no longer lists the cursor event of " + scope +
                                      "; the next run reads back from the newest event");
@@ -315,7 +315,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
       // (schedule_stripe_recovery serves the least recently recovered tenants first).
       if (start) {
         co_await context.run_db([&] {
-          db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::save_event_cursor(tx, scope, *cursor, 0); });
+          db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { stripe::save_event_cursor(tx, scope, *cursor, 0); });
         });
       }
       break;
@@ -328,16 +328,16 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
     for (auto it = events.rbegin(); it != events.rend() && !stop; ++it) {
       auto storing = inbox_.store(inbox_event_of(tenant, std::move(*it)));
       switch (co_await std::move(storing)) {
-        case db::inbox_outcome::stored: ++recovered; break;
-        case db::inbox_outcome::duplicate: break;
+        case stripe::inbox_outcome::stored: ++recovered; break;
+        case stripe::inbox_outcome::duplicate: break;
         // The event names its tenant, so the inbox never parks it as unrouted; if it did, it is
         // durable there and `stripe connect` moves it in.
-        case db::inbox_outcome::unrouted: break;
-        case db::inbox_outcome::rejected:
+        case stripe::inbox_outcome::unrouted: break;
+        case stripe::inbox_outcome::rejected:
           log_.warn("stripe recovery: the inbox refused a listed event",
                     {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"scope", scope}});
           break;
-        case db::inbox_outcome::unavailable:
+        case stripe::inbox_outcome::unavailable:
           stop = queue::outcome::retry("stripe recovery: the inbox is unavailable");
           break;
       }
@@ -348,7 +348,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
       // This page's events are durable: the cursor may pass them.
       cursor = page_newest;
       co_await context.run_db([&] {
-        db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::save_event_cursor(tx, scope, *cursor, recovered); });
+        db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { stripe::save_event_cursor(tx, scope, *cursor, recovered); });
       });
     } else {
       recovered_unsaved += recovered;
@@ -363,7 +363,7 @@ asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::recover_scope(co
   if (!start && newest && !stop) {
     co_await context.run_db([&] {
       db::with_tenant(connections_, tenant,
-                      [&](pqxx::work& tx) { db::save_event_cursor(tx, scope, *newest, recovered_unsaved); });
+                      [&](pqxx::work& tx) { stripe::save_event_cursor(tx, scope, *newest, recovered_unsaved); });
     });
   }
   co_await context.run_db([&] { log_calls(context, tenant, calls); });
@@ -382,10 +382,10 @@ service::scheduled_task stripe_recovery_task(db::pool& connections, bool platfor
           [pool, platform_key_held, tenants](const std::optional<std::string>&) {
             db::pool::lease lease = pool->checkout();
             pqxx::work tx(lease.connection(), "bankworker_schedule_stripe_recovery");
-            db::schedule_stripe_recovery(tx, platform_key_held, tenants);
+            stripe::schedule_stripe_recovery(tx, platform_key_held, tenants);
             tx.commit();
             return false;
           }};
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe

@@ -1,5 +1,5 @@
 // The stripe.post handler with many jobs running at once: their postings share transactions
-// (worker/stripe_post.cpp), and every job still gets the outcome it would have had alone. Real
+// (connectors/stripe/post_job.cpp), and every job still gets the outcome it would have had alone. Real
 // inbox, dispatcher and handler on the private PostgreSQL.
 #include <catch2/catch.hpp>
 
@@ -12,9 +12,10 @@
 #include <boost/asio/thread_pool.hpp>
 #include <pqxx/pqxx>
 
+#include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/store.hpp"
+#include "connectors/stripe/webhooks.hpp"
 #include "db/currencies.hpp"
-#include "db/inbox.hpp"
-#include "db/stripe_store.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/ledger.hpp"
 #include "ledger/tenants.hpp"
@@ -23,7 +24,6 @@
 #include "tests/support/scratch_database.hpp"
 #include "tests/support/test_keys.hpp"
 #include "worker/dispatcher.hpp"
-#include "worker/stripe_webhooks.hpp"
 
 using namespace std::chrono_literals;
 using bankworker::test::scratch_database;
@@ -31,6 +31,7 @@ namespace asio = boost::asio;
 namespace db = bankworker::db;
 namespace queue = bankworker::queue;
 namespace worker = bankworker::worker;
+namespace stripe = bankworker::stripe;
 namespace ledger = bankworker::ledger;
 
 namespace {
@@ -44,8 +45,8 @@ std::string payment_event(const std::string& event_id, const std::string& charge
          charge_id + R"(","status":"succeeded"}}})";
 }
 
-db::inbox_event inbox_event_of(const bankworker::core::uuid& tenant, const std::string& event_id, std::string body) {
-  db::inbox_event event;
+stripe::inbox_event inbox_event_of(const bankworker::core::uuid& tenant, const std::string& event_id, std::string body) {
+  stripe::inbox_event event;
   event.tenant = tenant;
   event.event_id = event_id;
   event.type = "payment_intent.succeeded";
@@ -71,7 +72,7 @@ struct posting_world {
     return db::load_currencies(tx);
   }();
   queue::job_queue jobs{*connections, queue::queue_settings{}};
-  db::inbox inbox{*connections, {}, worker::enqueue_stripe_posts()};
+  stripe::inbox inbox{*connections, {}, stripe::enqueue_stripe_posts()};
   // The handler's warnings, readable by the test.
   std::FILE* log_file = std::tmpfile();
 
@@ -86,7 +87,7 @@ struct posting_world {
   }
 
   void store(const std::string& event_id, std::string body) {
-    REQUIRE(inbox.store_blocking(inbox_event_of(tenant, event_id, std::move(body))) == db::inbox_outcome::stored);
+    REQUIRE(inbox.store_blocking(inbox_event_of(tenant, event_id, std::move(body))) == stripe::inbox_outcome::stored);
   }
 
   // Runs a dispatcher until no stripe.post job is left waiting or running. `before_post` runs on
@@ -100,7 +101,7 @@ struct posting_world {
     settings.listen = false;
     settings.poll_interval = 20ms;
     worker::dispatcher dispatcher(io, blocking, jobs, nullptr, settings, log);
-    worker::job_handler handler = worker::stripe_post_handler(*connections, currencies, nullptr, &log);
+    worker::job_handler handler = stripe::stripe_post_handler(*connections, currencies, nullptr, &log);
     if (before_post) {
       // The dispatcher keeps this function, and so its captures, until it is destroyed.
       handler = [real = handler, before_post](queue::job job,
@@ -110,7 +111,7 @@ struct posting_world {
         co_return co_await std::move(posting);
       };
     }
-    dispatcher.add_handler(std::string(worker::stripe_post_kind), std::move(handler));
+    dispatcher.add_handler(std::string(stripe::stripe_post_kind), std::move(handler));
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     std::thread runner([&] { io.run(); });
     const bool finished = bankworker::test::eventually([&] { return count("state IN ('available', 'running', 'retryable')") == 0; }, 60s);
@@ -203,7 +204,7 @@ TEST_CASE("two jobs for one event posted together post it once", "[pg][stripe]")
     for (int i = 0; i < 20; ++i) ids.push_back("evt_twice_" + std::to_string(i));
     db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
       std::vector<std::string_view> views(ids.begin(), ids.end());
-      worker::enqueue_stripe_posts(tx, world.tenant, views);
+      stripe::enqueue_stripe_posts(tx, world.tenant, views);
     });
   }
   world.work_all(64);

@@ -1,8 +1,8 @@
-#include "worker/webhook_secret_cache.hpp"
+#include "connectors/stripe/webhook_secret_cache.hpp"
 
 #include <algorithm>
 
-namespace bankworker::worker {
+namespace bankworker::stripe {
 
 
 webhook_secret_cache::webhook_secret_cache(webhook_secret_cache_settings settings) : settings_(settings) {}
@@ -92,4 +92,4 @@ std::size_t webhook_secret_cache::unknown_tenants() const {
   return unknown_.entries.size();
 }
 
-}  // namespace bankworker::worker
+}  // namespace bankworker::stripe
