@@ -23,6 +23,7 @@
 #include "connectors/plaid/client.hpp"
 #include "core/limits.hpp"
 #include "db/connect.hpp"
+#include "db/connection_problem.hpp"
 #include "db/inbox.hpp"
 #include "db/migrate.hpp"
 #include "connectors/stripe/signature.hpp"
@@ -93,8 +94,8 @@ asio::awaitable<std::string> check_readiness(asio::thread_pool* blocking, db::po
     co_return co_await queue::run_blocking(*blocking, [connections, schema] {
       return schema_unready_reason(*connections, *schema);
     });
-  } catch (const pqxx::broken_connection&) {
-    co_return "database unreachable";
+  } catch (const pqxx::broken_connection& error) {
+    co_return "database unreachable: " + connections->unavailable_reason().value_or(db::problem_summary(error));
   } catch (const db::pool_timeout&) {
     co_return "database unreachable: no pooled connection free (db_checkout_timeout_ms)";
   } catch (const std::exception&) {
@@ -216,6 +217,12 @@ int run_service(settings& config) {
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
   pool_config.connect_timeout = config.database_connect_timeout;
+  // A failover (or any outage) is logged once when it starts and once when it ends.
+  pool_config.on_availability = [&log](bool available, const std::string& why, std::chrono::milliseconds away) {
+    // At warn too, so that a log filtered to warnings still shows where the outage ended.
+    if (available) log.warn("database available again", {{"away_ms", static_cast<std::uint64_t>(away.count())}});
+    else log.warn("database unavailable; webhooks answer 503 and jobs wait until it is back", {{"reason", why}});
+  };
   // The LISTEN connection opens outside the pool: it gets the same connect timeout in its URL.
   const crypto::secret listen_url = [&config] {
     std::string url(config.database_url.reveal().text());
