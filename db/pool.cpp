@@ -1,5 +1,6 @@
 #include "db/pool.hpp"
 
+#include <poll.h>
 #include <sodium.h>
 
 #include <algorithm>
@@ -131,8 +132,22 @@ pool::lease pool::checkout() {
   return lease(*this, chosen, *ours.connection);
 }
 
+namespace {
+
+// An idle connection has nothing to read: a readable socket is the server's goodbye (a FATAL
+// "terminating connection" before it closed, or the close itself: a failover, a restart). One
+// poll(), no round trip, so it runs at every checkout.
+bool idle_socket_readable(const pqxx::connection& connection) noexcept {
+  const int fd = connection.sock();
+  if (fd < 0) return true;
+  pollfd entry{fd, POLLIN, 0};
+  return ::poll(&entry, 1, 0) != 0;
+}
+
+}  // namespace
+
 void pool::prepare_slot(slot& ours, bool check) {
-  if (ours.connection && ours.connection->is_open() && check) {
+  if (ours.connection && ours.connection->is_open() && (check || idle_socket_readable(*ours.connection))) {
     // After an error, or opened before the database was last away: is it still a writable
     // primary? A failed check only means this connection goes; a new one is opened below.
     try {

@@ -8,7 +8,8 @@
 // (db/statement.hpp). Checkout waits at most checkout_timeout. Connections open lazily and a
 // broken one is replaced at its next checkout.
 //
-// Failover (issue #18, db/connection_problem.hpp). A connection given back while an exception was
+// Failover (issue #18, db/connection_problem.hpp). A connection whose socket is readable while idle
+// (the server said goodbye or closed it) is checked before use too. A connection given back while an exception was
 // unwinding is suspect: its next checkout first asks the server whether it is still a writable
 // primary (one round trip, only after an error) and replaces it if not, so a pool never keeps
 // handing out connections to a demoted server (SQLSTATE 25006 forever) or to a closed socket.
