@@ -60,12 +60,14 @@ void require_primary(pqxx::connection_base& connection) {
   const pqxx::row row = check.exec1(
       "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only')::boolean");
   check.commit();
-  if (row[0].as<bool>() || row[1].as<bool>()) {
-    throw standby_error(std::string("the server at ") + (connection.hostname() ? connection.hostname() : "?") + ":" +
-                        (connection.port() ? connection.port() : "?") +
-                        (row[0].as<bool>() ? " is a standby (in recovery)" : " is read-only") +
-                        ": session is read-only");
-  }
+  if (row[0].as<bool>() || row[1].as<bool>()) throw_not_primary(connection, row[0].as<bool>());
+}
+
+void throw_not_primary(pqxx::connection_base& connection, bool in_recovery) {
+  // "session is read-only" is libpq's own phrase for it, which is_no_primary() recognises.
+  throw standby_error(std::string("the server at ") + (connection.hostname() ? connection.hostname() : "?") + ":" +
+                      (connection.port() ? connection.port() : "?") +
+                      (in_recovery ? " is a standby (in recovery)" : " is read-only") + ": session is read-only");
 }
 
 std::string problem_summary(const std::exception& error) {

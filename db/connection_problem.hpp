@@ -41,6 +41,8 @@ bool is_no_primary(const std::exception& error) noexcept;
 
 // Throws standby_error when `connection`'s server is in recovery or read-only by default.
 void require_primary(pqxx::connection_base& connection);
+// Throws standby_error naming `connection`'s server, a standby (in_recovery) or read-only.
+[[noreturn]] void throw_not_primary(pqxx::connection_base& connection, bool in_recovery);
 
 // One line, at most 200 bytes, of an error's text, for logs and /readyz (libpq's are multi-line).
 std::string problem_summary(const std::exception& error);

@@ -77,12 +77,7 @@ std::unique_ptr<pqxx::connection> pool::open_connection() {
                                                milliseconds_text(settings_.lock_timeout),
                                                milliseconds_text(settings_.idle_in_transaction_timeout),
                                                settings_.application_name);
-  if (session[4].as<bool>() || session[5].as<bool>()) {
-    throw standby_error(std::string("the server at ") + (connection->hostname() ? connection->hostname() : "?") + ":" +
-                        (connection->port() ? connection->port() : "?") +
-                        (session[4].as<bool>() ? " is a standby (in recovery)" : " is read-only") +
-                        ": session is read-only");
-  }
+  if (session[4].as<bool>() || session[5].as<bool>()) throw_not_primary(*connection, session[4].as<bool>());
   if (!settings_.role.empty()) setup.exec_params(set_role_sql, settings_.role);
   setup.commit();
 
