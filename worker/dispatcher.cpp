@@ -272,6 +272,12 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
     // back (their attempt does not count) and the next claim skips the kind.
     std::vector<queue::job_ref> over_limit;
     for (queue::job& job : claimed) {
+      // A job this process still tracks (its give-back or outcome committed in an outage but the
+      // answer was lost, and it became claimable again) is not run twice: it goes straight back.
+      if (running_.contains(job.ref.id)) {
+        over_limit.push_back(job.ref);
+        continue;
+      }
       const auto limit = settings_.kind_concurrency_max.find(job.kind);
       if (limit != settings_.kind_concurrency_max.end()) {
         std::uint32_t& running = kind_running_[job.kind];
