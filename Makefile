@@ -13,6 +13,9 @@
 #                into a scratch root by tests/package/deb_install_test
 #   make fuzz    libFuzzer targets (clang), FUZZ_SECONDS each (default 60)
 #   make chaos   the long chaos run (tests/chaos), CHAOS_SECONDS (default 600), in CHAOS_DIR
+#   make failover  the failover run (tests/chaos --failover): pg_auto_failover formation, a
+#                switchover and a killed primary under load, FAILOVER_SECONDS (default 180),
+#                FAILOVER_RUNS times (default 1)
 #   make clean   remove the build folders (the private cluster stays; scripts/pg destroy removes it)
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -26,7 +29,7 @@ SYSTEMD_DIR ?= /etc/systemd/system
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 
-.PHONY: deps build test test-tsan demo run schema bench fuzz chaos clean install deb pg-start pg-stop
+.PHONY: deps build test test-tsan demo run schema bench fuzz chaos failover clean install deb pg-start pg-stop
 
 deps:
 	@scripts/install-deps
@@ -106,6 +109,22 @@ chaos: deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(CHAOS_DIR)/tests/chaos/chaos_run --seconds $(CHAOS_SECONDS) $(CHAOS_ARGS)
+
+# The failover run (tests/chaos/README.md, "Failover"; issue #18): a pg_auto_failover monitor,
+# primary and synchronous standby of its own (scripts/pg-ha), three workers under the chaos run's
+# mixed load, a planned switchover and then the primary's host killed, the chaos invariants, and
+# the write gap of each failover. FAILOVER_RUNS repeats it (each run prints its gaps).
+FAILOVER_SECONDS ?= 180
+FAILOVER_RUNS ?= 1
+failover: deps
+	@cmake -S . -B $(CHAOS_DIR) -DCMAKE_BUILD_TYPE=Debug -DBW_SANITIZE=address,undefined >/dev/null
+	@cmake --build $(CHAOS_DIR) -j $(JOBS) --target chaos_run
+	@for run in $$(seq 1 $(FAILOVER_RUNS)); do \
+	  echo "== failover run $$run of $(FAILOVER_RUNS)"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(CHAOS_DIR)/tests/chaos/chaos_run --failover --seconds $(FAILOVER_SECONDS) $(CHAOS_ARGS) || exit 1; \
+	done
 
 clean:
 	rm -rf build

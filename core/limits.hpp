@@ -19,6 +19,9 @@ inline constexpr std::chrono::seconds database_connect_timeout_default{5};
 inline constexpr std::chrono::seconds database_connect_timeout_max{60};
 static_assert(database_connect_timeout_default <= database_connect_timeout_max);
 static_assert(database_connect_timeout_max <= db_checkout_timeout_max);
+// How long a command waits at start for one of the servers its URL names to take writes before
+// it calls the URL a configuration error (exit 78): longer than a pg_auto_failover failover.
+inline constexpr std::chrono::seconds startup_primary_wait{20};
 
 // Operator commands (migrate, key rotation) on their own connection: generous, never unbounded.
 inline constexpr std::chrono::milliseconds operator_statement_timeout{15 * 60'000};

@@ -1,7 +1,9 @@
 #include "db/pool.hpp"
 
+#include <poll.h>
 #include <sodium.h>
 
+#include <algorithm>
 #include <utility>
 
 
@@ -10,14 +12,18 @@
 #include "core/assert.hpp"
 #include "core/limits.hpp"
 #include "db/connect.hpp"
+#include "db/connection_problem.hpp"
 
 namespace bankworker::db {
 
 namespace {
 
+// The last two columns say whether the server can take writes: a standby (in recovery) or a
+// read-only server is refused at connect, whatever the URL's target_session_attrs.
 constexpr const char* set_session_sql =
     "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false),"
-    " set_config('idle_in_transaction_session_timeout', $3, false), set_config('application_name', $4, false)";
+    " set_config('idle_in_transaction_session_timeout', $3, false), set_config('application_name', $4, false),"
+    " pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only')::boolean";
 // set_config('role', …) is SET ROLE with the role name as a parameter rather than spliced text.
 constexpr const char* set_role_sql = "SELECT set_config('role', $1, false)";
 constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
@@ -53,7 +59,7 @@ pool::pool(crypto::secret url, pool_settings settings)
 
 pool::~pool() = default;
 
-std::unique_ptr<pqxx::connection> pool::open_connection() const {
+std::unique_ptr<pqxx::connection> pool::open_connection() {
   // libpqxx wants a std::string; zero that copy of the URL as soon as the connection exists.
   std::string url(url_.reveal().text());
   add_connect_timeout(url, settings_.connect_timeout);
@@ -67,9 +73,11 @@ std::unique_ptr<pqxx::connection> pool::open_connection() const {
   sodium_memzero(url.data(), url.size());
 
   pqxx::nontransaction setup(*connection, "bankworker_session_setup");
-  setup.exec_params(set_session_sql, milliseconds_text(settings_.statement_timeout),
-                    milliseconds_text(settings_.lock_timeout),
-                    milliseconds_text(settings_.idle_in_transaction_timeout), settings_.application_name);
+  const pqxx::row session = setup.exec_params1(set_session_sql, milliseconds_text(settings_.statement_timeout),
+                                               milliseconds_text(settings_.lock_timeout),
+                                               milliseconds_text(settings_.idle_in_transaction_timeout),
+                                               settings_.application_name);
+  if (session[4].as<bool>() || session[5].as<bool>()) throw_not_primary(*connection, session[4].as<bool>());
   if (!settings_.role.empty()) setup.exec_params(set_role_sql, settings_.role);
   setup.commit();
 
@@ -105,16 +113,96 @@ pool::lease pool::checkout() {
 
   // The slot is ours now, so opening its connection needs no lock (and must not hold one).
   slot& ours = slots_[chosen];
-  if (!ours.connection || !ours.connection->is_open()) {
-    try {
-      ours.connection.reset();
-      ours.connection = open_connection();
-    } catch (...) {
-      give_back(chosen, true);
-      throw;
-    }
+  bool check = false;
+  {
+    std::lock_guard lock(mutex_);
+    check = ours.suspect || ours.epoch != epoch_;
+  }
+  try {
+    prepare_slot(ours, check);
+  } catch (...) {
+    give_back(chosen, true, false);
+    throw;
   }
   return lease(*this, chosen, *ours.connection);
+}
+
+namespace {
+
+// An idle connection has nothing to read: a readable socket is the server's goodbye (a FATAL
+// "terminating connection" before it closed, or the close itself: a failover, a restart). One
+// poll(), no round trip, so it runs at every checkout.
+bool idle_socket_readable(const pqxx::connection& connection) noexcept {
+  const int fd = connection.sock();
+  if (fd < 0) return true;
+  pollfd entry{fd, POLLIN, 0};
+  return ::poll(&entry, 1, 0) != 0;
+}
+
+}  // namespace
+
+void pool::prepare_slot(slot& ours, bool check) {
+  if (ours.connection && ours.connection->is_open() && (check || idle_socket_readable(*ours.connection))) {
+    // After an error, or opened before the database was last away: is it still a writable
+    // primary? A failed check only means this connection goes; a new one is opened below.
+    try {
+      require_primary(*ours.connection);
+      std::lock_guard lock(mutex_);
+      ours.suspect = false;
+      ours.epoch = epoch_;
+      return;
+    } catch (const std::exception&) {
+      ours.connection.reset();
+    }
+  }
+  if (ours.connection && ours.connection->is_open()) return;
+  std::uint64_t epoch = 0;
+  {
+    std::lock_guard lock(mutex_);
+    epoch = epoch_;
+  }
+  try {
+    ours.connection.reset();
+    ours.connection = open_connection();
+  } catch (const std::exception& error) {
+    if (is_connection_problem(error)) mark_unavailable(error);
+    throw;
+  }
+  mark_available();
+  std::lock_guard lock(mutex_);
+  ours.suspect = false;
+  ours.epoch = std::max(epoch, epoch_);
+}
+
+void pool::mark_unavailable(const std::exception& why) {
+  const std::string reason = problem_summary(why);
+  {
+    std::lock_guard lock(mutex_);
+    unavailable_reason_ = reason;
+    if (!available_) return;
+    available_ = false;
+    ++epoch_;
+    unavailable_since_ = std::chrono::steady_clock::now();
+  }
+  if (settings_.on_availability) settings_.on_availability(false, reason, std::chrono::milliseconds(0));
+}
+
+void pool::mark_available() {
+  std::chrono::milliseconds away{0};
+  {
+    std::lock_guard lock(mutex_);
+    if (available_) return;
+    available_ = true;
+    away = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - unavailable_since_);
+    unavailable_reason_.clear();
+  }
+  if (settings_.on_availability) settings_.on_availability(true, {}, away);
+}
+
+std::optional<std::string> pool::unavailable_reason() const {
+  std::lock_guard lock(mutex_);
+  if (available_) return std::nullopt;
+  return unavailable_reason_;
 }
 
 std::size_t pool::in_use() const {
@@ -124,13 +212,14 @@ std::size_t pool::in_use() const {
   return count;
 }
 
-void pool::give_back(std::size_t index, bool discard) noexcept {
+void pool::give_back(std::size_t index, bool discard, bool suspect) noexcept {
   std::unique_ptr<pqxx::connection> closing;
   {
     std::lock_guard lock(mutex_);
     BW_ASSERT(index < slots_.size());
     BW_ASSERT(slots_[index].in_use);
     if (discard) closing = std::move(slots_[index].connection);
+    slots_[index].suspect = slots_[index].suspect || suspect;
     slots_[index].in_use = false;
   }
   released_.notify_one();
@@ -141,10 +230,11 @@ pool::lease::lease(lease&& other) noexcept
     : owner_(std::exchange(other.owner_, nullptr)),
       slot_(other.slot_),
       connection_(other.connection_),
-      discard_(other.discard_) {}
+      discard_(other.discard_),
+      exceptions_at_checkout_(other.exceptions_at_checkout_) {}
 
 pool::lease::~lease() {
-  if (owner_ != nullptr) owner_->give_back(slot_, discard_);
+  if (owner_ != nullptr) owner_->give_back(slot_, discard_, std::uncaught_exceptions() > exceptions_at_checkout_);
 }
 
 }  // namespace bankworker::db

@@ -7,13 +7,28 @@
 // tenant-scope statement. Other statements are prepared at their first use on a connection
 // (db/statement.hpp). Checkout waits at most checkout_timeout. Connections open lazily and a
 // broken one is replaced at its next checkout.
+//
+// Failover (issue #18, db/connection_problem.hpp). A connection whose socket is readable while idle
+// (the server said goodbye or closed it) is checked before use too. A connection given back while an exception was
+// unwinding is suspect: its next checkout first asks the server whether it is still a writable
+// primary (one round trip, only after an error) and replaces it if not, so a pool never keeps
+// handing out connections to a demoted server (SQLSTATE 25006 forever) or to a closed socket.
+// When a connection cannot be opened the pool marks the database unavailable (once, with the
+// reason: settings.on_availability), and every connection opened before that is checked before
+// its next use; the first connection opened afterwards marks it available again. Reconnecting
+// goes through the URL, so a libpq multi-host URL with target_session_attrs=read-write lands on
+// whichever node is the primary now. A server that answers but is in recovery is refused at
+// connect (standby_error) whatever the URL says.
 
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,6 +55,10 @@ struct pool_settings {
   // how long it waited; for the pool wait histogram. Runs on the caller's thread under the pool's
   // lock: it must only record (an atomic add), never block or call back into the pool.
   std::function<void(std::chrono::microseconds waited)> observe_wait;
+  // Called when the database becomes unavailable (`available` false, with why, one line) and when
+  // it is available again (with how long it was away), once per transition, outside the pool's
+  // lock, on the thread that noticed. For the "database gone / back" log lines.
+  std::function<void(bool available, const std::string& why, std::chrono::milliseconds away)> on_availability;
 };
 
 // No connection became free within checkout_timeout: the database is overloaded or the pool is
@@ -82,16 +101,23 @@ class pool {
    private:
     friend class pool;
     lease(pool& owner, std::size_t slot, pqxx::connection& connection) noexcept
-        : owner_(&owner), slot_(slot), connection_(&connection) {}
+        : owner_(&owner), slot_(slot), connection_(&connection), exceptions_at_checkout_(std::uncaught_exceptions()) {}
     pool* owner_;
     std::size_t slot_;
     pqxx::connection* connection_;
     bool discard_ = false;
+    // More exceptions in flight at give-back than at checkout: an error escaped while the
+    // connection was in use, and the connection is checked before its next use.
+    int exceptions_at_checkout_ = 0;
   };
 
   // Waits up to checkout_timeout for a free connection, opening it if needed. Throws pool_timeout,
   // or pqxx::broken_connection when the database cannot be reached.
   lease checkout();
+
+  // Why the database is unavailable (the last failure to connect, one line), or nothing while it
+  // is available. For /readyz.
+  std::optional<std::string> unavailable_reason() const;
 
   const pool_settings& settings() const noexcept { return settings_; }
   // Connections checked out right now (for the pool gauge in /metrics).
@@ -101,16 +127,27 @@ class pool {
   struct slot {
     std::unique_ptr<pqxx::connection> connection;
     bool in_use = false;
+    bool suspect = false;       // given back during an exception: check before the next use
+    std::uint64_t epoch = 0;    // the pool's epoch when it opened; older ones are checked too
   };
 
-  std::unique_ptr<pqxx::connection> open_connection() const;
-  void give_back(std::size_t slot, bool discard) noexcept;
+  std::unique_ptr<pqxx::connection> open_connection();
+  // Opens, or checks and if need be reopens, the connection of a slot the caller holds.
+  void prepare_slot(slot& ours, bool check);
+  void give_back(std::size_t slot, bool discard, bool suspect) noexcept;
+  void mark_unavailable(const std::exception& why);
+  void mark_available();
 
   const crypto::secret url_;
   const pool_settings settings_;
   mutable std::mutex mutex_;
   std::condition_variable released_;
   std::vector<slot> slots_;  // fixed size; guarded by mutex_
+  // Availability, guarded by mutex_: bumped at each transition to unavailable.
+  std::uint64_t epoch_ = 0;
+  bool available_ = true;
+  std::string unavailable_reason_;
+  std::chrono::steady_clock::time_point unavailable_since_{};
 };
 
 }  // namespace bankworker::db

@@ -121,7 +121,7 @@ boost::asio::awaitable<void> listener::run() {
       }
     } catch (const std::exception& failure) {
       // Lost or refused: the poll fallback covers the gap; try again after reconnect_delay.
-      if (settings_.on_error) settings_.on_error(failure.what());
+      if (settings_.on_error) settings_.on_error(failure);
     }
     listening_ = false;
     session_.reset();

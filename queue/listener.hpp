@@ -37,8 +37,9 @@ struct listener_settings {
   std::string channel = "bankworker_jobs";
   std::chrono::milliseconds reconnect_delay{1'000};
   std::chrono::milliseconds statement_timeout{10'000};
-  // Told why the connection failed before each reconnect (the dispatcher logs it).
-  std::function<void(const std::string&)> on_error;
+  // Told why the connection failed before each reconnect (the dispatcher logs it; a failover is a
+  // connection problem, db/connection_problem.hpp, which the pool already reports).
+  std::function<void(const std::exception&)> on_error;
 };
 
 class listener {

@@ -3,11 +3,14 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "core/limits.hpp"
 #include "connectors/vault/transit_root_key.hpp"
 #include "core/assert.hpp"
 #include "db/connect.hpp"
+#include "db/connection_problem.hpp"
 #include "db/login.hpp"
 #include "queue/queue.hpp"
 
@@ -122,7 +125,11 @@ std::string connect_timeout_note(const settings& config, const pqxx::broken_conn
 
 }  // namespace
 
-std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, login_use use) {
+namespace {
+
+// One attempt; nothing (and the reason in `no_primary`) when every server the URL names answered
+// but none takes writes.
+std::unique_ptr<pqxx::connection> connect_once(const settings& config, login_use use, std::string& no_primary) {
   std::string url(config.database_url.reveal().text());
   db::add_connect_timeout(url, config.database_connect_timeout);
   try {
@@ -132,11 +139,36 @@ std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, 
     // large table, but must not wait forever behind another session's lock or idle in a transaction.
     db::configure_operator_session(*connection, limits::operator_statement_timeout, limits::operator_lock_timeout,
                                    limits::operator_idle_in_transaction_timeout);
+    db::require_primary(*connection);
     if (use == login_use::runtime) refuse_privileged_login(*connection);
     return connection;
   } catch (const pqxx::broken_connection& error) {
     sodium_memzero(url.data(), url.size());
+    if (db::is_no_primary(error)) {
+      no_primary = one_line(error.what());
+      return nullptr;
+    }
     throw command_error{"cannot connect to the database: " + one_line(error.what()) + connect_timeout_note(config, error)};
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<pqxx::connection> connect_as_login_user(const settings& config, login_use use) {
+  // In a failover every server may refuse writes for a few seconds (the old primary draining, the
+  // standby not yet promoted); for longer than startup_primary_wait the URL names no primary, which
+  // is the configuration (exit 78, and systemd does not restart into the same refusal).
+  const auto deadline = std::chrono::steady_clock::now() + limits::startup_primary_wait;
+  for (;;) {
+    std::string no_primary;
+    if (auto connection = connect_once(config, use, no_primary)) return connection;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw config_error{{"BANKWORKER_DATABASE_URL names no primary (every server it names refuses writes for " +
+                          std::to_string(limits::startup_primary_wait.count()) +
+                          " s: standbys only?): " + no_primary +
+                          "; name the primary, or every node with target_session_attrs=read-write"}};
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
   }
 }
 

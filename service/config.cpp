@@ -277,10 +277,13 @@ void load_job_limits(env_reader& load, settings& s) {
   if (auto seconds = load.whole_number("BANKWORKER_DRAIN_TIMEOUT", 1, 600, "whole seconds from 1 to 600")) {
     s.drain_timeout = std::chrono::seconds(*seconds);
   }
-  if (auto seconds = load.whole_number("BANKWORKER_JOB_LEASE", static_cast<std::uint64_t>(limits::job_lease_min.count()),
-                                       static_cast<std::uint64_t>(limits::job_lease_max.count()),
-                                       "whole seconds from 1 to 3600")) {
-    s.job_lease = std::chrono::seconds(*seconds);
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  if (auto lease_s = load.whole_number(
+          "BANKWORKER_JOB_LEASE", static_cast<std::uint64_t>(duration_cast<seconds>(limits::job_lease_min).count()),
+          static_cast<std::uint64_t>(duration_cast<seconds>(limits::job_lease_max).count()),
+          "whole seconds from 1 to 3600")) {
+    s.job_lease = seconds(*lease_s);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "core/assert.hpp"
 #include "core/limits.hpp"
 #include "crypto/random.hpp"
+#include "db/connection_problem.hpp"
 
 namespace bankworker::worker {
 
@@ -75,8 +76,13 @@ dispatcher::dispatcher(boost::asio::io_context& io, boost::asio::thread_pool& bl
   if (settings_.listen) {
     queue::listener_settings listen_config;
     listen_config.channel = queue::notify_channel;
-    listen_config.on_error = [this](const std::string& why) {
-      log_.warn("job notifications lost; reconnecting (polling covers the gap)", {{"error", why}});
+    listen_config.on_error = [this](const std::exception& why) {
+      // A database outage is logged once by the pool; a lost listen connection alone is news.
+      if (db::is_connection_problem(why)) {
+        log_.debug("job notifications lost with the database; re-listening", {{"error", db::problem_summary(why)}});
+      } else {
+        log_.warn("job notifications lost; reconnecting (polling covers the gap)", {{"error", db::problem_summary(why)}});
+      }
     };
     listener_ = std::make_unique<queue::listener>(strand_, blocking_, *listen_url, std::move(listen_config),
                                                   [this] { wake_claims_for_notify(); });
@@ -257,7 +263,9 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
         return jobs_.claim(owner_, free, full_kinds);
       });
     } catch (const std::exception& error) {
-      log_.warn("claim failed; retrying", {{"error", error.what()}});
+      // While the database is away (a failover) the pool logs it once; each failed claim waits
+      // retry_delay, so the loop never spins faster than that.
+      if (!db::is_connection_problem(error)) log_.warn("claim failed; retrying", {{"error", error.what()}});
       claim_failed = true;
     }
     if (claim_failed) {
@@ -268,6 +276,12 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
     // back (their attempt does not count) and the next claim skips the kind.
     std::vector<queue::job_ref> over_limit;
     for (queue::job& job : claimed) {
+      // A job this process still tracks (its give-back or outcome committed in an outage but the
+      // answer was lost, and it became claimable again) is not run twice: it goes straight back.
+      if (running_.contains(job.ref.id)) {
+        over_limit.push_back(job.ref);
+        continue;
+      }
       const auto limit = settings_.kind_concurrency_max.find(job.kind);
       if (limit != settings_.kind_concurrency_max.end()) {
         std::uint32_t& running = kind_running_[job.kind];
@@ -356,6 +370,7 @@ void dispatcher::count_outcome(const running_job& entry, const queue::outcome& r
 boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
   running_job* entry = running_.at(id).get();
   queue::outcome result;
+  bool database_lost = false;
   const auto handler = handlers_.find(entry->job.kind);
   if (handler == handlers_.end()) {
     result = queue::outcome::failed_permanently("no handler for job kind " + entry->job.kind);
@@ -369,11 +384,16 @@ boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
     } catch (const pqxx::in_doubt_error& error) {
       result = queue::outcome::in_doubt(error.what());
     } catch (const std::exception& error) {
+      // A failover symptom (connection lost, server read-only or shutting down) is the
+      // database's, not the job's: the job is given back with its attempt uncounted, to run
+      // again once there is a primary (db/connection_problem.hpp). Its effect did not commit:
+      // a commit that may have landed is in_doubt_error, above.
+      database_lost = db::is_connection_problem(error);
       result = queue::outcome::retry(error.what());
     }
   }
   entry->handler_done = true;
-  count_outcome(*entry, result);
+  if (!database_lost) count_outcome(*entry, result);
   BW_ASSERT(handlers_running_ > 0);
   --handlers_running_;
   if (const auto limited = kind_running_.find(entry->job.kind); limited != kind_running_.end()) {
@@ -393,15 +413,59 @@ boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
     drain_timer_.cancel();
     co_return;
   }
-  pending_completions_.push_back({entry->job.ref, entry->job.attempt, std::move(result)});
+  if (database_lost) {
+    pending_releases_.push_back(entry->job.ref);
+  } else {
+    pending_completions_.push_back({entry->job.ref, entry->job.attempt, std::move(result)});
+  }
   completion_timer_.cancel();
+}
+
+boost::asio::awaitable<bool> dispatcher::write_through_outage(const char* what, std::size_t jobs,
+                                                              std::function<void()> write) {
+  // Other errors get three tries; a database outage gets as many as fit in outage_max, quietly
+  // (the pool logs the outage once), because giving up here costs the jobs an attempt each.
+  const auto outage_deadline = std::chrono::steady_clock::now() + settings_.outage_max;
+  for (int other_failures = 0; other_failures < 3;) {
+    try {
+      co_await queue::run_blocking(blocking_, [&write] { write(); });
+      co_return true;
+    } catch (const std::exception& error) {
+      if (!db::is_connection_problem(error)) {
+        ++other_failures;
+        log_.warn(what, {{"error", error.what()}, {"jobs", jobs}});
+      } else if (std::chrono::steady_clock::now() >= outage_deadline) {
+        break;
+      }
+    }
+    co_await sleep(completion_retry_timer_, settings_.retry_delay);
+  }
+  co_return false;
 }
 
 boost::asio::awaitable<void> dispatcher::completion_loop() {
   for (;;) {
-    if (pending_completions_.empty()) {
+    if (pending_completions_.empty() && pending_releases_.empty()) {
       if (finished_) break;
       co_await sleep(completion_timer_, event_wait);
+      continue;
+    }
+    if (!pending_releases_.empty()) {
+      // Jobs whose handler met a database outage go back with their attempt uncounted.
+      std::vector<queue::job_ref> back;
+      const std::size_t take = std::min(pending_releases_.size(), limits::job_batch_max);
+      back.assign(pending_releases_.begin(), pending_releases_.begin() + static_cast<std::ptrdiff_t>(take));
+      pending_releases_.erase(pending_releases_.begin(), pending_releases_.begin() + static_cast<std::ptrdiff_t>(take));
+      recording_ = back.size();
+      std::size_t released = 0;
+      const bool written = co_await write_through_outage("giving back jobs after a database outage failed", back.size(),
+                                                         [this, &back, &released] { released = jobs_.release(owner_, back); });
+      if (!written) log_.error("could not give back jobs after a database outage; they will be rescued", {{"jobs", back.size()}});
+      stats_.released += released;
+      for (const queue::job_ref& ref : back) running_.erase(ref.id);
+      recording_ = 0;
+      wake_claims();
+      drain_timer_.cancel();
       continue;
     }
     // Everything that finished while the previous batch was being written goes in one statement.
@@ -412,21 +476,13 @@ boost::asio::awaitable<void> dispatcher::completion_loop() {
     pending_completions_.erase(pending_completions_.begin(), pending_completions_.begin() + static_cast<std::ptrdiff_t>(take));
     recording_ = batch.size();
     if (claim_slots() > 0) wake_claims();
-    bool written = false;
-    for (int attempt = 0; attempt < 3 && !written; ++attempt) {
-      try {
-        const auto recorded = co_await queue::run_blocking(blocking_, [this, &batch] {
-          return jobs_.complete(owner_, batch);
-        });
-        stats_.finished += recorded.size();
-        stats_.lease_lost += batch.size() - recorded.size();
-        written = true;
-      } catch (const std::exception& error) {
-        log_.warn("recording job outcomes failed", {{"error", error.what()}, {"jobs", batch.size()}});
-      }
-      if (!written) co_await sleep(completion_retry_timer_, settings_.retry_delay);
-    }
-    if (!written) {
+    std::size_t recorded = 0;
+    const bool written = co_await write_through_outage("recording job outcomes failed", batch.size(),
+                                                       [this, &batch, &recorded] { recorded = jobs_.complete(owner_, batch).size(); });
+    if (written) {
+      stats_.finished += recorded;
+      stats_.lease_lost += batch.size() - recorded;
+    } else {
       // The leases run out and the jobs are rescued and run again: handlers are idempotent or
       // check their lease with their effect, so running again is safe, only slower.
       log_.error("giving up recording job outcomes; the jobs will run again", {{"jobs", batch.size()}});
@@ -439,12 +495,18 @@ boost::asio::awaitable<void> dispatcher::completion_loop() {
 }
 
 boost::asio::awaitable<void> dispatcher::heartbeat_loop() {
+  bool database_lost = false;
   while (!finished_) {
-    co_await sleep(heartbeat_timer_, settings_.heartbeat_interval);
+    // After a database outage the next heartbeat comes at retry_delay, not a whole interval
+    // later, so leases held across a failover are renewed as soon as there is a primary.
+    co_await sleep(heartbeat_timer_, database_lost ? settings_.retry_delay : settings_.heartbeat_interval);
     if (finished_) break;
+    database_lost = false;
+    // Jobs whose outcome or give-back waits to be written keep their lease too: through an outage
+    // that wait can outlast a lease, and a rescue would count an attempt against them.
     std::vector<queue::job_ref> live;
     for (const auto& [id, entry] : running_) {
-      if (!entry->handler_done && !entry->released) live.push_back(entry->job.ref);
+      if (!entry->released) live.push_back(entry->job.ref);
     }
     if (live.empty()) continue;
     try {
@@ -455,7 +517,8 @@ boost::asio::awaitable<void> dispatcher::heartbeat_loop() {
         if (found != running_.end()) found->second->lease_lost = true;
       }
     } catch (const std::exception& error) {
-      log_.warn("lease heartbeat failed", {{"error", error.what()}});
+      database_lost = db::is_connection_problem(error);
+      if (!database_lost) log_.warn("lease heartbeat failed", {{"error", error.what()}});
     }
   }
 }
@@ -485,7 +548,7 @@ boost::asio::awaitable<void> dispatcher::rescue_loop() {
         wake_claims();
       }
     } catch (const std::exception& error) {
-      log_.warn("rescue of expired leases failed", {{"error", error.what()}});
+      if (!db::is_connection_problem(error)) log_.warn("rescue of expired leases failed", {{"error", error.what()}});
     }
   }
 }

@@ -66,6 +66,9 @@ struct dispatcher_settings {
   std::chrono::milliseconds drain_timeout{10'000};
   // How long a failed claim or completion waits before trying again.
   std::chrono::milliseconds retry_delay{1'000};
+  // How long outcomes (and give-backs) are tried again through a database outage before the jobs
+  // are left to the rescue (which counts an attempt): far longer than a failover takes.
+  std::chrono::milliseconds outage_max{300'000};
   // Retention: finished jobs are deleted in bounded batches once they are this old, so the hot
   // table stays small. Dead jobs (failed) are kept longer for operators to inspect and retry.
   // Zero turns pruning off here: `bankworker run` leaves it to the scheduler, which runs it once
@@ -148,6 +151,8 @@ class dispatcher {
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> run_job(std::int64_t id);
   boost::asio::awaitable<void> completion_loop();
+  // Runs `write` on the DB threads until it succeeds; false once it gave up (see the definition).
+  boost::asio::awaitable<bool> write_through_outage(const char* what, std::size_t jobs, std::function<void()> write);
   boost::asio::awaitable<void> heartbeat_loop();
   boost::asio::awaitable<void> rescue_loop();
   boost::asio::awaitable<void> sleep(boost::asio::steady_timer& timer, std::chrono::milliseconds duration);
@@ -169,6 +174,8 @@ class dispatcher {
   // Strand-only state.
   std::map<std::int64_t, std::unique_ptr<running_job>> running_;
   std::vector<queue::completion> pending_completions_;
+  // Jobs whose handler met a database outage, to give back with their attempt uncounted.
+  std::vector<queue::job_ref> pending_releases_;
   bool claim_wake_ = false;
   bool stopping_ = false;
   bool finished_ = false;

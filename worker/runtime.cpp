@@ -23,6 +23,7 @@
 #include "core/limits.hpp"
 #include "db/currencies.hpp"
 #include "db/connect.hpp"
+#include "db/connection_problem.hpp"
 #include "db/migrate.hpp"
 #include "crypto/secret.hpp"
 #include "queue/queue.hpp"
@@ -103,8 +104,8 @@ asio::awaitable<std::string> check_readiness(asio::thread_pool* blocking, db::po
     co_return co_await queue::run_blocking(*blocking, [connections, schema] {
       return schema_unready_reason(*connections, *schema);
     });
-  } catch (const pqxx::broken_connection&) {
-    co_return "database unreachable";
+  } catch (const pqxx::broken_connection& error) {
+    co_return "database unreachable: " + connections->unavailable_reason().value_or(db::problem_summary(error));
   } catch (const db::pool_timeout&) {
     co_return "database unreachable: no pooled connection free (db_checkout_timeout_ms)";
   } catch (const std::exception&) {
@@ -188,8 +189,9 @@ std::vector<std::string> job_kinds(const providers_list& providers, bool unconfi
   return kinds;
 }
 
-// The pool's size and connect timeout, and the histogram of time spent waiting for a connection.
-db::pool_settings pool_settings_for(const settings& config, metrics_registry& metrics) {
+// The pool's size and connect timeout, the histogram of time spent waiting for a connection, and
+// the log lines when the database goes away and comes back.
+db::pool_settings pool_settings_for(const settings& config, metrics_registry& metrics, logger& log) {
   duration_histogram& pool_wait = metrics.add_histogram(
       "bankworker_db_pool_wait_seconds", "Time spent waiting for a free database connection from the pool.", {},
       {100, 500, 1'000, 5'000, 10'000, 50'000, 100'000, 500'000, 1'000'000, 5'000'000});
@@ -200,6 +202,12 @@ db::pool_settings pool_settings_for(const settings& config, metrics_registry& me
   pool_config.connections =
       std::min<std::size_t>(limits::db_connections_max, config.concurrency + pool_connections_extra);
   pool_config.connect_timeout = config.database_connect_timeout;
+  // A failover (or any outage) is logged once when it starts and once when it ends.
+  pool_config.on_availability = [&log](bool available, const std::string& why, std::chrono::milliseconds away) {
+    // At warn too, so that a log filtered to warnings still shows where the outage ended.
+    if (available) log.warn("database available again", {{"away_ms", static_cast<std::uint64_t>(away.count())}});
+    else log.warn("database unavailable; webhooks answer 503 and jobs wait until it is back", {{"reason", why}});
+  };
   return pool_config;
 }
 
@@ -507,7 +515,7 @@ int run_service(settings& config, providers_list configured) {
   raise_file_limit(log);
   check_schema(config);
   metrics_registry metrics;
-  const db::pool_settings pool_config = pool_settings_for(config, metrics);
+  const db::pool_settings pool_config = pool_settings_for(config, metrics, log);
   const crypto::secret listen_url = listen_url_of(config);
   db::pool connections(std::move(config.database_url), pool_config);
   const auto keys = open_key_store(config, connections);

@@ -14,6 +14,7 @@
 #include "connectors/plaid/sync_buffer.hpp"
 #include "core/json_text.hpp"
 #include "crypto/random.hpp"
+#include "db/connection_problem.hpp"
 #include "db/audit.hpp"
 #include "connectors/plaid/store.hpp"
 #include "db/rate_limits.hpp"
@@ -256,11 +257,13 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
       co_return queue::outcome::in_doubt("the link may have committed; the next attempt looks it up");
     } catch (const lease_lost_error&) {
       co_return queue::outcome::retry("lease lost");
-    } catch (const pqxx::broken_connection& error) {
-      if (attempt >= settings_.link_store_attempts_max || context.lease_lost()) store_failure = one_line(error.what());
-      else unreachable = true;
     } catch (const std::exception& error) {
-      store_failure = one_line(error.what());
+      // Any failover symptom (a read-only server too, not only a lost connection) is waited out.
+      if (!db::is_connection_problem(error) || attempt >= settings_.link_store_attempts_max || context.lease_lost()) {
+        store_failure = one_line(error.what());
+      } else {
+        unreachable = true;
+      }
     }
     if (unreachable) {
       log_.warn("plaid link: the database is unreachable; storing the new connection again shortly",

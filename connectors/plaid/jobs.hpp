@@ -77,8 +77,10 @@ struct plaid_job_settings {
   std::chrono::milliseconds rate_wait_in_job_max{2'000};
   // After a successful exchange the public token is spent and the access token lives only in the
   // job: a store that fails because the database is unreachable is tried again this many times,
-  // this far apart (a restart or failover takes seconds), before the item is given up.
-  std::uint32_t link_store_attempts_max = 10;
+  // this far apart (a restart takes seconds; a failover after a lost primary, measured by make
+  // failover, 15 s with scripts/pg-ha and 30+ s with pg_auto_failover's defaults), before the item
+  // is given up. The job's lease is renewed meanwhile.
+  std::uint32_t link_store_attempts_max = 45;
   std::chrono::milliseconds link_store_retry_delay{1'000};
 };
 

@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "core/assert.hpp"
+#include "db/connection_problem.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -150,7 +151,13 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
       // the event stored (duplicate, 2xx), and its job was enqueued with it or not at all.
       lease.discard();
       throw;
-    } catch (const pqxx::sql_error&) {
+    } catch (const pqxx::sql_error& error) {
+      // A failover symptom (the server went read-only, is shutting down): nothing is wrong with
+      // the events; answer 503 and Stripe retries (db/connection_problem.hpp).
+      if (db::is_connection_problem(error)) {
+        lease.discard();
+        throw;
+      }
       // Some event's content poisoned the batch (a jsonb PostgreSQL cannot hold, say). Write them
       // one transaction each, so only that event is rejected.
     }
@@ -166,7 +173,11 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
       } catch (const pqxx::in_doubt_error&) {
         lease.discard();
         throw;
-      } catch (const pqxx::sql_error&) {
+      } catch (const pqxx::sql_error& error) {
+        if (db::is_connection_problem(error)) {
+          lease.discard();
+          throw;
+        }
         item->outcome = inbox_outcome::rejected;
       }
     }

@@ -1,7 +1,12 @@
 // chaos_run: bankworker under a mixed load while its workers are killed, PostgreSQL restarts and
 // the providers fail, then checked against the simulators' ground truth (tests/chaos/README.md).
 //
-//   chaos_run [--seed N] [--seconds S] [--workers W] [--tenants T] [--keep]
+//   chaos_run [--seed N] [--seconds S] [--workers W] [--tenants T] [--keep] [--failover]
+//
+// With --failover (make failover, issue #18) PostgreSQL is a pg_auto_failover formation
+// (scripts/pg-ha) instead, and the run performs a planned switchover and then kills the
+// primary's host, instead of killing workers and restarting PostgreSQL; it measures the write
+// gap of each failover and checks that writes resume within 10 s of the new primary.
 //
 // Prints the seed first and a summary last; exits 0 when every invariant holds, 1 when one does
 // not, 2 on bad usage, 3 when the run itself could not be set up. The same seed gives the same
@@ -33,6 +38,7 @@
 #include <simdjson.h>
 
 #include "tests/chaos/cluster.hpp"
+#include "tests/chaos/failover.hpp"
 #include "tests/chaos/invariants.hpp"
 #include "tests/chaos/schedule.hpp"
 #include "tests/chaos/storm.hpp"
@@ -80,6 +86,15 @@ inline constexpr std::size_t reason_chars_max = 200;
 inline constexpr milliseconds supervisor_restart_pause{1'000};
 inline constexpr seconds postgres_settle{5};
 inline constexpr seconds postgres_refusal_reaped_within{60};
+// --failover: leases long enough to outlast a failover (they are renewed once it is over; a
+// rescue would count an attempt), the probe's interval, when the two failovers happen (shares of
+// the chaos phase) and how soon after the new primary takes writes every worker must write again.
+inline constexpr int failover_job_lease_s = 60;
+inline constexpr milliseconds probe_interval{200};
+inline constexpr double switchover_at = 0.25, kill_at = 0.6;
+inline constexpr double resume_within_s = 10.0;
+inline constexpr seconds between_failovers{10};
+inline constexpr int standby_refusal_timeout_ms = 90'000;
 }  // namespace limits
 
 constexpr const char* plaid_client_id = "bankworker-sim-client";
@@ -92,11 +107,12 @@ struct options {
   std::size_t workers = 3;
   std::size_t tenants = 6;
   bool keep = false;  // keep the temporary directory (worker logs) even when every invariant holds
+  bool failover = false;  // a pg_auto_failover formation and failovers instead of kills and a restart
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "chaos_run: " << why
-            << "\nusage: chaos_run [--seed N] [--seconds S] [--workers 2..8] [--tenants 1..100] [--keep]\n";
+            << "\nusage: chaos_run [--seed N] [--seconds S] [--workers 2..8] [--tenants 1..100] [--keep] [--failover]\n";
   std::exit(2);
 }
 
@@ -117,6 +133,7 @@ options parse_options(int argc, char** argv) {
     else if (flag == "--workers") o.workers = number(i);
     else if (flag == "--tenants") o.tenants = number(i);
     else if (flag == "--keep") o.keep = true;
+    else if (flag == "--failover") o.failover = true;
     else usage("unknown flag " + flag);
   }
   if (o.seconds < 5 || o.seconds > limits::seconds_max) usage("--seconds must be 5.." + std::to_string(limits::seconds_max));
@@ -300,6 +317,10 @@ class chaos_run {
   void stripe_event(const action& a);
   void restart_postgres(milliseconds down);
   void note_exits();
+  // --failover.
+  void check_standby_refused();
+  void run_failovers(clock::time_point chaos_start);
+  std::vector<invariant_result> check_failovers();
 
   // The end.
   bool settle(std::vector<std::string>& notes);
@@ -308,6 +329,16 @@ class chaos_run {
   options options_;
   std::filesystem::path dir_;
   std::unique_ptr<private_cluster> cluster_;
+  std::unique_ptr<ha_cluster> ha_;
+  std::unique_ptr<write_probe> probe_;
+  struct failover_record {
+    std::string kind;  // "switchover" or "primary killed"
+    clock::time_point started{}, ended{};
+    std::string line, error;  // scripts/pg-ha's answer, or why it failed
+  };
+  std::vector<failover_record> failovers_;  // written by failover_thread_ only until it is joined
+  std::thread failover_thread_;
+  std::string standby_refusal_;  // what `run` did with a URL naming only the standby
   std::unique_ptr<test::child_process> plaid_sim_, stripe_sim_;
   std::map<std::string, std::string> cli_env_, worker_env_;
   std::unique_ptr<fleet> fleet_;
@@ -364,8 +395,13 @@ void chaos_run::set_up() {
   if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   dir_ = pattern;
 
-  cluster_ = std::make_unique<private_cluster>(BANKWORKER_SOURCE_DIR);
-  record_.admin_url = cluster_->url();
+  if (options_.failover) {
+    ha_ = std::make_unique<ha_cluster>(BANKWORKER_SOURCE_DIR);
+    record_.admin_url = ha_->url();
+  } else {
+    cluster_ = std::make_unique<private_cluster>(BANKWORKER_SOURCE_DIR);
+    record_.admin_url = cluster_->url();
+  }
 
   // Secrets in files readable by their owner only: the root key, the Connect platform's
   // webhook secret and the platform's Stripe API key.
@@ -423,9 +459,11 @@ void chaos_run::set_up() {
                       {"BANKWORKER_STRIPE_API_BASE_URL", record_.stripe_url},
                       {"BANKWORKER_STRIPE_PLATFORM_SECRET_FILE", platform_secret_file},
                       {"BANKWORKER_STRIPE_API_KEY_FILE", api_key_file},
-                      {"BANKWORKER_JOB_LEASE", std::to_string(limits::job_lease_s)},
+                      {"BANKWORKER_JOB_LEASE", std::to_string(options_.failover ? limits::failover_job_lease_s
+                                                                                : limits::job_lease_s)},
                       {"BANKWORKER_DRAIN_TIMEOUT", std::to_string(limits::drain_timeout.count())},
                       {"BANKWORKER_LOG_LEVEL", "warn"}});
+  if (options_.failover) check_standby_refused();
   fleet_ = std::make_unique<fleet>(options_.workers, worker_env_, dir_);
   for (std::size_t i = 0; i < fleet_->size(); ++i) fleet_->start(i);
   const auto deadline = clock::now() + limits::workers_ready_timeout;
@@ -434,6 +472,12 @@ void chaos_run::set_up() {
     std::this_thread::sleep_for(milliseconds(100));
   }
   storm_ = std::make_unique<webhook_storm>(fleet_->urls(), platform_secret_, options_.seed ^ 0x5eedULL, 3);
+  if (options_.failover) {
+    probe_ = std::make_unique<write_probe>(record_.admin_url, fleet_->urls(), platform_secret_, record_.accounts[0],
+                                           limits::probe_interval, [this](const std::string& id, const std::string& body) {
+                                             storm_->add(id, body, 1);
+                                           });
+  }
   for (std::size_t t = 0; t < options_.tenants; ++t) {
     for (std::size_t i = 0; i < limits::initial_links_per_tenant; ++i) link(t);
   }
@@ -477,7 +521,7 @@ void chaos_run::run_command(deferred_command command) {
   bool database_trouble = postgres_down_;
   for (const char* phrase : {"could not connect", "connection to server", "server closed the connection",
                              "terminating connection", "Connection refused", "the database system is",
-                             "no connection to the server"}) {
+                             "no connection to the server", "read-only transaction", "names no primary"}) {
     database_trouble = database_trouble || result.err.find(phrase) != std::string::npos;
   }
   if (database_trouble && command.attempts < limits::deferred_attempts_max) {
@@ -796,10 +840,112 @@ void chaos_run::execute(const action& a) {
   }
 }
 
+// A worker given a URL that names only the standby must refuse to start with exit 78 and say
+// why, rather than spin (issue #18). It waits startup_primary_wait (20 s) first, as a failover
+// in progress would deserve.
+void chaos_run::check_standby_refused() {
+  auto env = worker_env_;
+  env["BANKWORKER_DATABASE_URL"] = ha_->standby_only(worker_env_.at("BANKWORKER_DATABASE_URL"));
+  env["BANKWORKER_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(test::free_loopback_port());
+  env["BANKWORKER_ADMIN_LISTEN"] = "127.0.0.1:" + std::to_string(test::free_loopback_port());
+  const auto started = clock::now();
+  const auto result = test::run_process(BANKWORKER_BINARY, {"run"}, env, limits::standby_refusal_timeout_ms);
+  const std::string said = trimmed(result.err).substr(0, limits::reason_chars_max);
+  if (result.exit_code != 78 || result.err.find("names no primary") == std::string::npos) {
+    standby_refusal_ = "exit " + std::to_string(result.exit_code) + ": " + said;
+  }
+  std::cout << "standby-only URL: exit " << result.exit_code << " after " << static_cast<long>(seconds_since(started))
+            << " s: " << said << std::endl;
+}
+
+// A planned switchover a quarter into the chaos phase, then the primary's host killed (its
+// pg_autoctl and postmaster get SIGKILL) after 60 % of it; each waits until the formation is
+// primary + secondary again.
+void chaos_run::run_failovers(clock::time_point chaos_start) {
+  const auto phase = seconds(options_.seconds);
+  clock::time_point earliest = chaos_start;
+  for (const auto& [share, kill] : {std::pair{limits::switchover_at, false}, std::pair{limits::kill_at, true}}) {
+    // Steady writes between the two, so that each gap is one failover's alone.
+    std::this_thread::sleep_until(std::max(earliest, chaos_start + std::chrono::duration_cast<milliseconds>(phase * share)));
+    failover_record record{kill ? "primary killed" : "switchover", clock::now(), {}, {}, {}};
+    std::cout << "  failover: " << record.kind << " at " << static_cast<long>(seconds_since(chaos_start)) << " s" << std::endl;
+    try {
+      record.line = ha_->failover(kill);
+    } catch (const std::exception& error) {
+      record.error = error.what();
+    }
+    record.ended = clock::now();
+    std::cout << "  failover: " << record.kind << " " << (record.error.empty() ? record.line : "FAILED " + record.error) << std::endl;
+    earliest = record.ended + limits::between_failovers;
+    failovers_.push_back(std::move(record));
+  }
+}
+
+// Per failover: the database's write gap through the multi-host URL, each worker's own, and how
+// soon after the new primary took its first write every worker wrote again (at most
+// resume_within_s). Then: no job's recorded error is a failover symptom, since those must give the
+// job back uncounted rather than count as its failure.
+std::vector<invariant_result> chaos_run::check_failovers() {
+  std::vector<invariant_result> results;
+  std::ostringstream detail;
+  bool passed = failovers_.size() == 2;
+  double worst = 0;
+  const auto database = probe_->database_writes();
+  for (const auto& f : failovers_) {
+    detail << "\n    " << f.kind << " (" << (f.error.empty() ? f.line : "failed: " + f.error) << "): ";
+    const auto gap = longest_gap(database, f.started, f.ended + seconds(5));
+    if (!f.error.empty() || !gap) {
+      detail << "no write after it";
+      passed = false;
+      continue;
+    }
+    worst = std::max(worst, gap->seconds());
+    detail << "database write gap " << gap->seconds() << " s; workers:";
+    for (std::size_t w = 0; w < fleet_->size(); ++w) {
+      const auto writes = probe_->worker_writes(w);
+      const auto own = longest_gap(writes, f.started, f.ended + seconds(5));
+      const auto resumed = first_write_after(writes, gap->first_after);
+      detail << " #" << w << " gap " << (own ? std::to_string(own->seconds()).substr(0, 5) : "?") << " s, wrote "
+             << (resumed ? std::to_string(*resumed).substr(0, 5) : "never") << " s after the primary;";
+      if (own) worst = std::max(worst, own->seconds());
+      if (!resumed || *resumed > limits::resume_within_s) passed = false;
+    }
+  }
+  detail << "\n    worst write gap " << worst << " s";
+  notes_.push_back("failover write gaps:" + detail.str());
+  results.push_back({"every worker writes within 10 s of the new primary, after each failover", passed, detail.str()});
+  results.push_back({"a URL naming only the standby is refused at start-up with exit 78", standby_refusal_.empty(),
+                     standby_refusal_.empty() ? "exit 78, names no primary" : standby_refusal_});
+  std::vector<std::string> symptoms;
+  try {
+    pqxx::connection db(record_.admin_url);
+    pqxx::work tx(db);
+    for (const auto& r : tx.exec("SELECT job_id, kind, left(last_error, 160) FROM bankworker.jobs WHERE last_error ~*"
+                                 " '(read-only transaction|terminating connection|server closed the connection|"
+                                 "could not connect|connection refused|lease expired|the database system is|no primary)'"
+                                 " ORDER BY job_id LIMIT 5")) {
+      symptoms.push_back(r[0].as<std::string>() + " " + r[1].as<std::string>() + ": " + r[2].as<std::string>());
+    }
+  } catch (const std::exception& error) {
+    symptoms.push_back(std::string("could not read the jobs: ") + error.what());
+  }
+  std::string listed;
+  for (const auto& symptom : symptoms) listed += "; " + symptom;
+  results.push_back({"no job carries a failover symptom as its error (none counted against it)", symptoms.empty(),
+                     symptoms.empty() ? "none of the jobs' last errors is a connection problem" : listed.substr(2)});
+  return results;
+}
+
 // Brings everything back, lets bankworker finish what it was given, and drains the workers.
 // Time is fast-forwarded over retry back-offs (jobs' run_at), as if the clock had moved on.
 bool chaos_run::settle(std::vector<std::string>& notes) {
   if (postgres_thread_.joinable()) postgres_thread_.join();
+  if (failover_thread_.joinable()) failover_thread_.join();
+  if (probe_) {
+    // Its refused events are in the storm, which delivers them below like any other.
+    probe_->stop();
+    for (auto& [id, body] : probe_->events()) record_.events[id] = {0, std::move(body)};
+  }
   if (!postgres_error_.empty()) notes.push_back("PostgreSQL restart failed: " + postgres_error_);
   test::http_post(record_.plaid_url + "/sim/faults/clear", "{}");
   for (std::size_t i = 0; i < fleet_->size(); ++i) {
@@ -916,7 +1062,14 @@ void chaos_run::print_summary(const std::vector<invariant_result>& results, doub
 int chaos_run::run() {
   std::cout << "chaos run: seed " << options_.seed << ", " << options_.seconds << " s, " << options_.workers
             << " workers, " << options_.tenants << " tenants" << std::endl;
-  const auto schedule = make_schedule({options_.seed, seconds(options_.seconds), options_.tenants});
+  auto schedule = make_schedule({options_.seed, seconds(options_.seconds), options_.tenants});
+  if (options_.failover) {
+    // The failovers are the run's only infrastructure faults: no worker is killed and PostgreSQL
+    // is not restarted, so every gap and every retried job is the failover's.
+    std::erase_if(schedule, [](const action& a) {
+      return a.kind == action_kind::kill_worker || a.kind == action_kind::restart_postgres;
+    });
+  }
   std::size_t per_kind[action_kinds_count] = {};
   for (const auto& a : schedule) ++per_kind[static_cast<std::size_t>(a.kind)];
   std::cout << "schedule: " << schedule.size() << " actions, fingerprint " << std::hex << fingerprint(schedule) << std::dec << " (";
@@ -925,6 +1078,10 @@ int chaos_run::run() {
   }
   std::cout << ")" << std::endl;
 
+  if (options_.failover && test::run_process("/bin/sh", {"-c", "command -v pg_autoctl"}, {{"PATH", std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin"}}, 10'000).exit_code != 0) {
+    std::cout << "SKIP: pg_auto_failover is not installed (Debian postgresql-15-auto-failover; scripts/install-deps installs it)" << std::endl;
+    return 77;
+  }
   try {
     set_up();
   } catch (const std::exception& error) {
@@ -934,6 +1091,7 @@ int chaos_run::run() {
   std::cout << "set up: private cluster, simulators, " << options_.workers << " workers ready; chaos begins" << std::endl;
 
   const auto chaos_start = clock::now();
+  if (options_.failover) failover_thread_ = std::thread([this, chaos_start] { run_failovers(chaos_start); });
   std::size_t next = 0;
   long last_report_s = 0;
   while (next < schedule.size() || clock::now() - chaos_start < seconds(options_.seconds)) {
@@ -976,6 +1134,9 @@ int chaos_run::run() {
   std::vector<invariant_result> results;
   if (settled) {
     results = check_invariants(record_);
+    if (options_.failover) {
+      for (auto& result : check_failovers()) results.push_back(std::move(result));
+    }
   } else {
     results.push_back({"the run settled", false, "see the notes above"});
   }
@@ -984,6 +1145,7 @@ int chaos_run::run() {
   for (const auto& r : results) all = all && r.passed;
   if (!all || options_.keep) {
     std::cout << "worker logs kept in " << dir_ << std::endl;
+    if (ha_ && options_.keep) std::cout << "PostgreSQL formation left running: " << ha_->keep() << " scripts/pg-ha status" << std::endl;
   } else {
     std::error_code ignored;
     std::filesystem::remove_all(dir_, ignored);

@@ -193,3 +193,19 @@ TEST_CASE("the log level file holds one level word, wins over BANKWORKER_LOG_LEV
   CHECK(why.find("whsec_") == std::string::npos);
   std::filesystem::remove_all(directory);
 }
+
+TEST_CASE("numeric settings accept their whole range and refuse what lies outside", "[worker][config]") {
+  const auto load = [](std::string name, std::string value) {
+    return load_settings(env_of({{std::move(name), std::move(value)}}), {});
+  };
+  CHECK(load("BANKWORKER_JOB_LEASE", "1").value.job_lease == std::chrono::seconds(1));
+  CHECK(load("BANKWORKER_JOB_LEASE", "3").value.job_lease == std::chrono::seconds(3));
+  CHECK(load("BANKWORKER_JOB_LEASE", "3600").value.job_lease == std::chrono::seconds(3600));
+  CHECK(mentions(load("BANKWORKER_JOB_LEASE", "0").problems, "BANKWORKER_JOB_LEASE: expected whole seconds"));
+  CHECK(mentions(load("BANKWORKER_JOB_LEASE", "3601").problems, "BANKWORKER_JOB_LEASE:"));
+  CHECK(load("BANKWORKER_DRAIN_TIMEOUT", "600").value.drain_timeout == std::chrono::seconds(600));
+  CHECK(mentions(load("BANKWORKER_DRAIN_TIMEOUT", "601").problems, "BANKWORKER_DRAIN_TIMEOUT:"));
+  CHECK(load("BANKWORKER_CONCURRENCY", "1").value.concurrency == 1);
+  CHECK(mentions(load("BANKWORKER_CONCURRENCY", "99999999999999999999").problems, "BANKWORKER_CONCURRENCY:"));
+  CHECK(load("BANKWORKER_DATABASE_CONNECT_TIMEOUT", "60").value.database_connect_timeout == std::chrono::seconds(60));
+}
