@@ -16,6 +16,7 @@
 #include "core/json_text.hpp"
 #include "db/keys.hpp"
 #include "connectors/plaid/store.hpp"
+#include "db/statement.hpp"
 #include "db/tenant_scope.hpp"
 #include "connectors/plaid/cli.hpp"
 #include "service/command.hpp"
@@ -41,10 +42,8 @@ constexpr auto wait_poll = std::chrono::milliseconds(100);
 constexpr int exit_ok = 0;
 constexpr int exit_job_unfinished = 1;  // the CLI's "command failed" status
 
-constexpr const char* link_sql = "SELECT bankworker.enqueue_link_request($1::uuid, $2)";
-constexpr const char* request_sync_sql = "SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)";
-constexpr const char* request_revoke_sql = "SELECT bankworker.enqueue_revoke_request($1::uuid, $2::uuid)";
-constexpr const char* job_outcome_sql = "SELECT state, failure, last_error FROM bankworker.job_outcome($1::uuid, $2::bigint)";
+constexpr db::statement job_outcome_sql{"plaid_cli_job_outcome",
+    "SELECT state, failure, last_error FROM bankworker.job_outcome($1::uuid, $2::bigint)"};
 
 struct job_outcome {
   std::string state;  // succeeded, failed, cancelled; "unknown" when the job is gone
@@ -64,7 +63,7 @@ std::optional<job_outcome> wait_for_job(db::pool& connections, const core::uuid&
   const auto deadline = std::chrono::steady_clock::now() + wait_timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     const auto outcome = db::with_tenant(connections, tenant, [&](pqxx::work& tx) -> std::optional<job_outcome> {
-      const pqxx::result rows = tx.exec_params(job_outcome_sql, tenant.to_string(), job_id);
+      const pqxx::result rows = db::exec_statement(tx, job_outcome_sql, tenant.to_string(), job_id);
       if (rows.empty()) return job_outcome{"unknown", std::nullopt, std::nullopt};
       if (!finished(rows[0][0].as<std::string>())) return std::nullopt;
       return job_outcome{rows[0][0].as<std::string>(), optional_text(rows[0][1]), optional_text(rows[0][2])};
@@ -130,10 +129,10 @@ core::uuid connection_option(const parsed_args& parsed) {
   return *id;
 }
 
-std::int64_t request(db::pool& connections, const core::uuid& tenant, const char* sql, const std::string& argument) {
-  return db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
-    return tx.exec_params1(sql, tenant.to_string(), argument)[0].as<std::int64_t>();
-  });
+// Enqueues through `enqueue` (store.hpp) in the tenant's scope; the job's id.
+template <class Enqueue>
+std::int64_t request(db::pool& connections, const core::uuid& tenant, Enqueue enqueue) {
+  return db::with_tenant(connections, tenant, [&](pqxx::work& tx) { return enqueue(tx); });
 }
 
 void append_connection_json(const core::uuid& tenant, const plaid::connection_summary& row, std::string& text) {
@@ -142,7 +141,7 @@ void append_connection_json(const core::uuid& tenant, const plaid::connection_su
   text += ",\"connection_id\":";
   core::append_json_string(row.connection.to_string(), text);
   text += ",\"status\":";
-  core::append_json_string(row.status, text);
+  core::append_json_string(to_string(row.status), text);
   text += ",\"item_id\":";
   append_optional(text, row.item_id);
   text += ",\"institution_id\":";
@@ -158,15 +157,14 @@ void append_connection_json(const core::uuid& tenant, const plaid::connection_su
   text += ",\"accounts\":" + std::to_string(row.accounts) + ",\"transactions\":" + std::to_string(row.transactions) + "}";
 }
 
-constexpr std::string_view connection_statuses[] = {"linking", "active", "needs_reauth", "revoking", "revoked"};
-
 // `connections list [--tenant T] [--status S]`: one tenant's connections, or every tenant's (each
 // line then starts with the tenant), optionally of one status only.
 void list(const parsed_args& parsed, db::pool& connections, std::ostream& out) {
-  const std::optional<std::string_view> status = parsed.option("--status");
-  if (status && std::find(std::begin(connection_statuses), std::end(connection_statuses), *status) ==
-                    std::end(connection_statuses)) {
-    throw usage_error{"--status must be linking, active, needs_reauth, revoking or revoked"};
+  const std::optional<std::string_view> status_text = parsed.option("--status");
+  const std::optional<connection_status> status =
+      status_text ? parse_connection_status(*status_text) : std::nullopt;
+  if (status_text && !status) {
+    throw usage_error{"--status must be linking, active, needs_reauth, broken, revoking or revoked"};
   }
   const bool across = !parsed.option("--tenant");
   const std::vector<core::uuid> tenants = across ? db::list_tenants(connections) : std::vector{tenant_option(parsed)};
@@ -182,7 +180,7 @@ void list(const parsed_args& parsed, db::pool& connections, std::ostream& out) {
         continue;
       }
       if (across) out << tenant.to_string() << ' ';
-      out << row.connection.to_string() << ' ' << row.status << " accounts=" << row.accounts
+      out << row.connection.to_string() << ' ' << to_string(row.status) << " accounts=" << row.accounts
           << " transactions=" << row.transactions << " last_synced_at=" << row.last_synced_at.value_or("-");
       // A revocation Plaid has not confirmed: since when, and Plaid's last answer (no token in it).
       if (row.revoking_since) out << " revoking_since=" << *row.revoking_since << " last_error=" << row.last_error.value_or("-");
@@ -205,7 +203,9 @@ int command_plaid(const parsed_args& parsed, const env_lookup& env, std::ostream
   settings config = load_or_throw(env, {.database = true});
   const auto connections = open_worker_pool(config);
   try {
-    const std::int64_t job = request(*connections, tenant, link_sql, std::string(*public_token));
+    const std::int64_t job = request(*connections, tenant, [&](pqxx::work& tx) {
+      return enqueue_link(tx, tenant, std::string(*public_token));
+    });
     return report_job(parsed, *connections, tenant, job, "plaid.link", out);
   } catch (const pqxx::broken_connection& error) {
     throw command_error{"cannot connect to the database: " + one_line(error.what())};
@@ -238,8 +238,9 @@ int command_connections(const parsed_args& parsed, const env_lookup& env, std::o
   const auto connections = open_worker_pool(config);
   try {
     const bool sync = action == "sync";
-    const std::int64_t job =
-        request(*connections, tenant, sync ? request_sync_sql : request_revoke_sql, connection.to_string());
+    const std::int64_t job = request(*connections, tenant, [&](pqxx::work& tx) {
+      return sync ? enqueue_sync(tx, tenant, connection) : enqueue_revoke(tx, tenant, connection);
+    });
     return report_job(parsed, *connections, tenant, job, sync ? "plaid.sync" : "plaid.revoke", out);
   } catch (const pqxx::broken_connection& error) {
     throw command_error{"cannot connect to the database: " + one_line(error.what())};

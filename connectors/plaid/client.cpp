@@ -298,15 +298,29 @@ client::client(connectors::http::client& http, const core::currency_table& curre
       currencies_(currencies),
       settings_(std::move(settings)),
       client_id_(std::move(client_id)),
-      api_secret_(std::move(api_secret)) {}
+      api_secret_(std::make_shared<const crypto::secret>(std::move(api_secret))) {}
+
+void client::replace_secret(crypto::secret api_secret) {
+  auto replacement = std::make_shared<const crypto::secret>(std::move(api_secret));
+  const std::lock_guard lock(secret_mutex_);
+  api_secret_.swap(replacement);
+  // The old secret is zeroed when the last request holding it finishes (its shared_ptr).
+}
+
+std::shared_ptr<const crypto::secret> client::current_secret() const {
+  const std::lock_guard lock(secret_mutex_);
+  return api_secret_;
+}
 
 boost::asio::awaitable<result<exchange_result>> client::exchange_public_token(std::string public_token) const {
+  // Held for the whole request: a SIGHUP that replaces the secret meanwhile does not touch it.
+  const std::shared_ptr<const crypto::secret> api = current_secret();
   crypto::secret body = [&] {
     const crypto::secret::view id = client_id_.reveal();
-    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view secret = api->reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"public_token", public_token}});
   }();
-  auto calling = call_plaid(http_, settings_, "/item/public_token/exchange", std::move(body), true, {&api_secret_});
+  auto calling = call_plaid(http_, settings_, "/item/public_token/exchange", std::move(body), true, {api.get()});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<exchange_result>(done);
   exchange_read read = read_exchange(done.response.secret_body);
@@ -315,13 +329,15 @@ boost::asio::awaitable<result<exchange_result>> client::exchange_public_token(st
 }
 
 boost::asio::awaitable<result<accounts_result>> client::get_accounts(const crypto::secret& access_token) const {
+  // Held for the whole request: a SIGHUP that replaces the secret meanwhile does not touch it.
+  const std::shared_ptr<const crypto::secret> api = current_secret();
   crypto::secret body = [&] {
     const crypto::secret::view id = client_id_.reveal();
-    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view secret = api->reveal();
     const crypto::secret::view token = access_token.reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"access_token", token.text()}});
   }();
-  auto calling = call_plaid(http_, settings_, "/accounts/get", std::move(body), false, {&api_secret_, &access_token});
+  auto calling = call_plaid(http_, settings_, "/accounts/get", std::move(body), false, {api.get(), &access_token});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<accounts_result>(done);
   simdjson::ondemand::parser parser;
@@ -333,10 +349,12 @@ boost::asio::awaitable<result<accounts_result>> client::get_accounts(const crypt
 boost::asio::awaitable<result<sync_page>> client::sync_transactions(const crypto::secret& access_token,
                                                                     std::string cursor,
                                                                     simdjson::ondemand::parser& parser) const {
+  // Held for the whole request: a SIGHUP that replaces the secret meanwhile does not touch it.
+  const std::shared_ptr<const crypto::secret> api = current_secret();
   const std::string count = std::to_string(settings_.sync_count);
   crypto::secret body = [&] {
     const crypto::secret::view id = client_id_.reveal();
-    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view secret = api->reveal();
     const crypto::secret::view token = access_token.reveal();
     if (cursor.empty()) {
       return json_body({{"client_id", id.text()},
@@ -351,7 +369,7 @@ boost::asio::awaitable<result<sync_page>> client::sync_transactions(const crypto
                       {"count", count, false}});
   }();
   auto calling = call_plaid(http_, settings_, "/transactions/sync", std::move(body), false,
-                             {&api_secret_, &access_token});
+                             {api.get(), &access_token});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<sync_page>(done);
   page_result read =
@@ -361,13 +379,15 @@ boost::asio::awaitable<result<sync_page>> client::sync_transactions(const crypto
 }
 
 boost::asio::awaitable<result<remove_result>> client::remove_item(const crypto::secret& access_token) const {
+  // Held for the whole request: a SIGHUP that replaces the secret meanwhile does not touch it.
+  const std::shared_ptr<const crypto::secret> api = current_secret();
   crypto::secret body = [&] {
     const crypto::secret::view id = client_id_.reveal();
-    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view secret = api->reveal();
     const crypto::secret::view token = access_token.reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"access_token", token.text()}});
   }();
-  auto calling = call_plaid(http_, settings_, "/item/remove", std::move(body), false, {&api_secret_, &access_token});
+  auto calling = call_plaid(http_, settings_, "/item/remove", std::move(body), false, {api.get(), &access_token});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<remove_result>(done);
   const std::string problem = json_object_problem(done.response.body);
@@ -376,13 +396,15 @@ boost::asio::awaitable<result<remove_result>> client::remove_item(const crypto::
 }
 
 boost::asio::awaitable<result<verification_key>> client::get_webhook_verification_key(std::string key_id) const {
+  // Held for the whole request: a SIGHUP that replaces the secret meanwhile does not touch it.
+  const std::shared_ptr<const crypto::secret> api = current_secret();
   crypto::secret body = [&] {
     const crypto::secret::view id = client_id_.reveal();
-    const crypto::secret::view secret = api_secret_.reveal();
+    const crypto::secret::view secret = api->reveal();
     return json_body({{"client_id", id.text()}, {"secret", secret.text()}, {"key_id", key_id}});
   }();
   auto calling = call_plaid(http_, settings_, "/webhook_verification_key/get", std::move(body), false,
-                             {&api_secret_});
+                             {api.get()});
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<verification_key>(done);
   key_read read = read_verification_key(done.response.body);

@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,12 +75,19 @@ class client {
 
   const client_settings& settings() const noexcept { return settings_; }
 
+  // Replaces the API secret (SIGHUP after a rotation) for every request that starts from now on; a
+  // request in flight keeps the secret it started with. Safe from any thread.
+  void replace_secret(crypto::secret api_secret);
+
  private:
   connectors::http::client& http_;
   const core::currency_table& currencies_;
   const client_settings settings_;
   crypto::secret client_id_;
-  crypto::secret api_secret_;
+  std::shared_ptr<const crypto::secret> current_secret() const;
+
+  mutable std::mutex secret_mutex_;  // guards api_secret_ (the pointer, not the secret)
+  std::shared_ptr<const crypto::secret> api_secret_;
 };
 
 }  // namespace bankworker::plaid

@@ -6,6 +6,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 
 #include "connectors/plaid/sync_page.hpp"
@@ -162,6 +163,84 @@ error classify_error(long http_status, std::string_view body, std::uint32_t& red
   out.error_type = std::move(type);
   out.error_code = std::move(code);
   return out;
+}
+
+std::string describe(const error& failure) {
+  std::string text(to_string(failure.kind));
+  if (!failure.error_code.empty()) text += " " + failure.error_code;
+  if (failure.http_status > 0) text += " (HTTP " + std::to_string(failure.http_status) + ")";
+  if (!failure.message.empty()) text += ": " + failure.message;
+  return text;
+}
+
+namespace {
+
+// The retry delay an error class asks for on any call; zero: the queue's capped backoff.
+std::chrono::milliseconds retry_delay(const error& failure, const failure_delays& delays) {
+  switch (failure.kind) {
+    case error_class::rate_limited: return std::max(failure.retry_after, delays.rate_limited_retry);
+    case error_class::institution_down: return delays.institution_down_retry;
+    case error_class::invalid_api_keys: return delays.credentials_pause;
+    default: return std::chrono::milliseconds{0};
+  }
+}
+
+// /item/remove not confirmed: the token stays sealed and the job retries until its last attempt.
+failure_plan plan_remove_failure(const error& failure, const failure_delays& delays, bool last_attempt) {
+  const std::string reason = "Plaid has not confirmed /item/remove: " + describe(failure);
+  failure_plan plan;
+  plan.pause = failure.kind == error_class::invalid_api_keys;
+  plan.connection_error = reason;
+  plan.outcome = last_attempt ? queue::outcome::needs_user_action(
+                                    reason + "; the connection stays revoking with its token sealed: run"
+                                             " `connections revoke` again once Plaid accepts the removal")
+                              : queue::outcome::retry(reason + "; the token stays sealed until Plaid confirms",
+                                                      retry_delay(failure, delays));
+  return plan;
+}
+
+}  // namespace
+
+failure_plan plan_failure(const error& failure, plaid_call call, const failure_delays& delays, bool last_attempt) {
+  if (call == plaid_call::remove) return plan_remove_failure(failure, delays, last_attempt);
+  const std::string reason = describe(failure);
+  const bool sync = call == plaid_call::sync;
+  failure_plan plan;
+  plan.outcome = queue::outcome::failed_permanently(reason);
+  plan.connection_error = reason;
+  switch (failure.kind) {
+    case error_class::rate_limited:
+    case error_class::institution_down:
+    case error_class::transient: plan.outcome = queue::outcome::retry(reason, retry_delay(failure, delays)); break;
+    case error_class::invalid_api_keys:
+      plan.pause = true;
+      plan.outcome = queue::outcome::retry(reason, retry_delay(failure, delays));
+      break;
+    case error_class::mutation_during_pagination:  // restarts exhausted: later, from the stored cursor
+      if (sync) plan.outcome = queue::outcome::retry(reason);
+      break;
+    case error_class::invalid_public_token:
+      if (!sync) plan.outcome = queue::outcome::needs_user_action(reason + "; the user must link the bank again");
+      break;
+    case error_class::needs_reauth:
+      if (!sync) break;
+      plan.new_status = connection_status::needs_reauth;
+      plan.outcome = queue::outcome::needs_user_action(reason + "; the user must re-authenticate in Link");
+      break;
+    case error_class::item_gone:
+      if (!sync) break;
+      plan.revoke = true;
+      plan.outcome = queue::outcome::failed_permanently(reason + "; the connection is being revoked");
+      break;
+    case error_class::invalid_access_token:
+      if (sync) plan.new_status = connection_status::broken;
+      break;
+    case error_class::cursor_not_associated:
+    case error_class::invalid_request:
+    case error_class::response_invalid:
+    case error_class::refused: break;
+  }
+  return plan;
 }
 
 }  // namespace bankworker::plaid

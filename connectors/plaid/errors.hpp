@@ -4,12 +4,15 @@
 // (client.hpp) classifies every non-2xx answer here; the job handlers (jobs.hpp) map it here.
 
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
 
+#include "connectors/plaid/connection_status.hpp"
 #include "crypto/secret.hpp"
+#include "queue/job.hpp"
 
 namespace bankworker::plaid {
 
@@ -58,5 +61,34 @@ error classify_error(long http_status, std::string_view body, std::uint32_t& red
 std::string kept_error_message(std::string_view text, std::uint32_t& redactions,
                                std::span<const crypto::secret* const> known = {});
 std::string short_error_field(std::string_view text);
+
+// What Plaid said, for a job's last error and the logs: class, code, HTTP status, message
+// (redacted by the client), never a token.
+std::string describe(const error& failure);
+
+// The call whose failure is being mapped: the same error means different things on each.
+enum class plaid_call { exchange, sync, remove };
+
+// The delays a mapped outcome retries after (jobs.hpp: plaid_job_settings).
+struct failure_delays {
+  std::chrono::milliseconds rate_limited_retry{30'000};
+  std::chrono::milliseconds institution_down_retry{5 * 60'000};
+  std::chrono::milliseconds credentials_pause{5 * 60'000};
+};
+
+// What a job does about a Plaid error: its outcome, and the effects that go with it.
+struct failure_plan {
+  queue::outcome outcome;
+  std::optional<connection_status> new_status;  // sync: needs_reauth or broken (from active only)
+  bool revoke = false;                          // sync: the item is gone at Plaid, enqueue plaid.revoke
+  bool pause = false;                           // the API keys were refused: pause every Plaid job
+  std::string connection_error;                 // the connection's last_error, when new_status or remove
+};
+
+// The one mapping from a Plaid error to a job's outcome (issue #5 "Errors → outcomes"; jobs.hpp
+// lists it). `last_attempt` matters for /item/remove only: an unconfirmed removal retries until
+// the job's attempts run out, then needs user action.
+failure_plan plan_failure(const error& failure, plaid_call call, const failure_delays& delays,
+                          bool last_attempt = false);
 
 }  // namespace bankworker::plaid

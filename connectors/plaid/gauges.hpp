@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "connectors/plaid/connection_status.hpp"
 #include "service/metrics.hpp"
 #include "service/provider.hpp"
 
@@ -20,15 +21,13 @@ namespace bankworker::plaid {
 inline constexpr const char* connection_gauges_sql = "SELECT status, connections FROM bankworker.connection_gauges()";
 inline constexpr const char* revoking_gauges_sql =
     "SELECT connections, oldest_s FROM bankworker.revoking_connections(NULL::timestamptz)";
-// The connection statuses shown from start-up (migration 0009's check constraint).
-inline constexpr std::array<std::string_view, 6> connection_statuses = {"linking", "active",   "needs_reauth",
-                                                                 "broken",  "revoking", "revoked"};
 
 // Connections by status, and the revocations still waiting for Plaid, read by the database gauges.
 class connection_gauges {
  public:
   explicit connection_gauges(service::metrics_registry& metrics) : metrics_(metrics) {
-    for (const std::string_view status : connection_statuses) series(std::string(status));
+    // Every status from start-up (connection_status.hpp).
+    for (const connection_status status : connection_statuses) series(std::string(to_string(status)));
     // A revocation waits in 'revoking', token sealed, until Plaid confirms the removal; the alert
     // in contrib/prometheus/alerts.yml fires on the age of the oldest one.
     metrics_.add_gauge("bankworker_plaid_connections_revoking",

@@ -36,9 +36,6 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr std::string_view actor = "worker";
-constexpr const char* request_sync_sql = "SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)";
-constexpr const char* request_revoke_sql = "SELECT bankworker.enqueue_revoke_request($1::uuid, $2::uuid)";
-constexpr const char* cancel_connection_sql = "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)";
 
 // A payload field as text, or nothing when the payload is not an object holding it as a string.
 std::optional<std::string> payload_text(const std::string& payload_json, const char* field) {
@@ -54,16 +51,6 @@ std::optional<core::uuid> payload_connection(const queue::job& job) {
   const auto text = payload_text(job.payload_json, "connection_id");
   if (!text) return std::nullopt;
   return core::uuid::parse(*text);
-}
-
-// What Plaid said, for a job's last error and the logs: class, code, message (redacted by the
-// client), never a token.
-std::string describe(const plaid::error& failure) {
-  std::string text(plaid::to_string(failure.kind));
-  if (!failure.error_code.empty()) text += " " + failure.error_code;
-  if (failure.http_status > 0) text += " (HTTP " + std::to_string(failure.http_status) + ")";
-  if (!failure.message.empty()) text += ": " + failure.message;
-  return text;
 }
 
 void append_connection_audit(pqxx::work& tx, const db::key_store& keys, const core::uuid& tenant,
@@ -167,7 +154,7 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   if (job.attempt > 1 || job.in_doubt) {
     const auto existing = co_await context.run_db([&] {
       return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<core::uuid> {
-        const auto found = plaid::connection_linked_by_job(tx, tenant, job.ref.id);
+        const auto found = connection_linked_by_job(tx, tenant, job.ref.id);
         if (found) complete_in_or_throw(tx, context, job, queue::outcome::done());
         return found;
       });
@@ -182,81 +169,63 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   count_call(exchanged.call, exchanged.ok() ? "ok" : plaid::to_string(exchanged.failure.kind));
   std::vector<db::external_call> calls{to_external_call("plaid", exchanged.call)};
   if (!exchanged.ok()) {
-    const plaid::error& failure = exchanged.failure;
-    const std::string reason = describe(failure);
-    log_.warn("plaid link failed",
-              {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"job", job.ref.id}, {"error", reason}});
-    queue::outcome result = queue::outcome::failed_permanently(reason);
-    switch (failure.kind) {
-      case plaid::error_class::rate_limited:
-        result = queue::outcome::retry(reason, std::max(failure.retry_after, settings_.rate_limited_retry));
-        break;
-      case plaid::error_class::transient: result = queue::outcome::retry(reason); break;
-      case plaid::error_class::institution_down:
-        result = queue::outcome::retry(reason, settings_.institution_down_retry);
-        break;
-      case plaid::error_class::invalid_api_keys:
-        paused_.store(true);
-        log_.error("Plaid rejected the API keys: Plaid work paused", {{"kind", job.kind}, {"job", job.ref.id}});
-        result = queue::outcome::retry(reason, settings_.credentials_pause);
-        break;
-      case plaid::error_class::invalid_public_token:
-        result = queue::outcome::needs_user_action(reason + "; the user must link the bank again");
-        break;
-      default: break;
-    }
-    const queue::outcome recorded = result;
-    co_await context.run_db([&] {
-      db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        db::append_external_calls(tx, tenant, calls);
-        complete_in_or_throw(tx, context, job, recorded);
-      });
-    });
-    context.mark_completed();
-    co_return result;
+    co_return co_await finish_failure(std::move(job), context, std::nullopt, std::move(exchanged.failure),
+                                      plaid_call::exchange, std::move(calls));
   }
+  co_return co_await store_link(std::move(job), context, std::move(*exchanged.value), std::move(calls));
+}
 
-  plaid::exchange_result& linked = *exchanged.value;
+// The new connection, its sealed token, its audit row, its first sync and the job's completion,
+// in one transaction; the connection's id.
+core::uuid plaid_jobs::store_connection(const queue::job& job, const job_context& context,
+                                        const plaid::exchange_result& linked, const core::uuid& secret_id,
+                                        const std::vector<db::external_call>& calls) {
+  const core::uuid tenant = job.ref.tenant;
+  return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> core::uuid {
+    std::optional<core::uuid> existing = find_connection_by_item(tx, tenant, linked.item_id);
+    core::uuid id = existing.value_or(crypto::random_uuid());
+    if (existing) {
+      // Linking an item again (Link's update mode): the new token replaces the old one.
+      const auto current = load_plaid_connection(tx, tenant, id, true);
+      if (current && current->token_secret) keys_.shred_secret(tx, tenant, *current->token_secret, actor);
+      set_connection_status(tx, tenant, id, connection_status::active, std::nullopt);
+    } else {
+      insert_plaid_connection(tx, tenant,
+                              {.connection = id,
+                               .environment = settings_.environment,
+                               .item_id = linked.item_id,
+                               .institution_id = std::nullopt,
+                               .linked_by_job = job.ref.id,
+                               .first_periodic_sync_in = settings_.periodic_sync_interval});
+    }
+    keys_.seal_secret(tx, token_context(tenant, secret_id, id, settings_.environment), linked.access_token, actor);
+    append_connection_audit(tx, keys_, tenant, existing ? "connection.relinked" : "connection.linked", id,
+                            json_object("item_id", linked.item_id));
+    enqueue_sync(tx, tenant, id);
+    db::append_external_calls(tx, tenant, calls);
+    complete_in_or_throw(tx, context, job, queue::outcome::done());
+    return id;
+  });
+}
+
+// Stores what the exchange returned. Retrying the whole job cannot help once the token is spent
+// (Plaid refuses a second exchange), so a database that is away for a moment is waited for here,
+// bounded; a store that cannot be done removes the item at Plaid.
+asio::awaitable<queue::outcome> plaid_jobs::store_link(queue::job job, job_context context,
+                                                       plaid::exchange_result linked,
+                                                       std::vector<db::external_call> calls) {
+  const core::uuid tenant = job.ref.tenant;
   const core::uuid secret_id = crypto::random_uuid();
   std::optional<core::uuid> connection;
   std::optional<std::string> store_failure;
-  const auto store = [&] {
-    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> core::uuid {
-      std::optional<core::uuid> existing = plaid::find_connection_by_item(tx, tenant, linked.item_id);
-      core::uuid id = existing.value_or(crypto::random_uuid());
-      if (existing) {
-        // Linking an item again (Link's update mode): the new token replaces the old one.
-        const auto current = plaid::load_plaid_connection(tx, tenant, id, true);
-        if (current && current->token_secret) keys_.shred_secret(tx, tenant, *current->token_secret, actor);
-        plaid::set_connection_status(tx, tenant, id, "active", std::nullopt);
-      } else {
-        plaid::insert_plaid_connection(tx, tenant,
-                                    {.connection = id,
-                                     .environment = settings_.environment,
-                                     .item_id = linked.item_id,
-                                     .institution_id = std::nullopt,
-                                     .linked_by_job = job.ref.id,
-                                     .first_periodic_sync_in = settings_.periodic_sync_interval});
-      }
-      keys_.seal_secret(tx, token_context(tenant, secret_id, id, settings_.environment), linked.access_token, actor);
-      append_connection_audit(tx, keys_, tenant, existing ? "connection.relinked" : "connection.linked", id,
-                              json_object("item_id", linked.item_id));
-      tx.exec_params(request_sync_sql, tenant.to_string(), id.to_string());
-      db::append_external_calls(tx, tenant, calls);
-      complete_in_or_throw(tx, context, job, queue::outcome::done());
-      return id;
-    });
-  };
-  // Retrying the whole job cannot help once the token is spent (Plaid refuses a second exchange),
-  // so a database that is away for a moment is waited for here, bounded.
   for (std::uint32_t attempt = 1; !connection && !store_failure; ++attempt) {
     bool unreachable = false;
     try {
-      connection = co_await context.run_db(store);
+      connection = co_await context.run_db([&] { return store_connection(job, context, linked, secret_id, calls); });
     } catch (const pqxx::in_doubt_error&) {
       co_return queue::outcome::in_doubt("the link may have committed; the next attempt looks it up");
     } catch (const lease_lost_error&) {
-      co_return queue::outcome::retry("lease lost");
+      throw;  // the job boundary's (worker/dispatcher.cpp): not a store failure, the item stays
     } catch (const std::exception& error) {
       // Any failover symptom (a read-only server too, not only a lost connection) is waited out.
       if (!db::is_connection_problem(error) || attempt >= settings_.link_store_attempts_max || context.lease_lost()) {
@@ -289,16 +258,6 @@ asio::awaitable<queue::outcome> plaid_jobs::link(queue::job job, job_context con
   co_return queue::outcome::done();
 }
 
-namespace {
-
-// The connection and its opened token, read at the start of a sync or a revocation.
-struct loaded_connection {
-  std::optional<plaid::plaid_connection> row;
-  crypto::secret token;
-};
-
-}  // namespace
-
 // plaid.sync: walk /transactions/sync from the stored cursor until has_more is false, buffering
 // (bounded), then apply everything and the final cursor in one transaction with the completion.
 asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context context) {
@@ -310,240 +269,216 @@ asio::awaitable<queue::outcome> plaid_jobs::sync(queue::job job, job_context con
   loaded_connection start = co_await context.run_db([&] {
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
       loaded_connection loaded;
-      loaded.row = plaid::load_plaid_connection(tx, tenant, *connection, false);
-      if (loaded.row && loaded.row->status == "active" && loaded.row->token_secret) {
-        loaded.token = keys_.open_secret(
-            tx, token_context(tenant, *loaded.row->token_secret, *connection, loaded.row->environment));
+      loaded.row = load_plaid_connection(tx, tenant, *connection, false);
+      if (loaded.row && loaded.row->status == connection_status::active && loaded.row->token_secret) {
+        loaded.token = open_token(tx, tenant, *loaded.row);
       }
       return loaded;
     });
   });
   if (!start.row) co_return queue::outcome::failed_permanently("connection " + connection->to_string() + " not found");
-  if (start.row->status != "active") {
+  if (start.row->status != connection_status::active) {
     // needs_reauth, broken, revoking, revoked: nothing to sync until someone acts.
-    log_.info("plaid sync skipped",
-              {{"kind", job.kind}, {"connection", connection->to_string()}, {"status", start.row->status}});
+    log_.info("plaid sync skipped", {{"kind", job.kind}, {"connection", connection->to_string()},
+                                     {"status", std::string(to_string(start.row->status))}});
     co_return queue::outcome::done();
   }
   if (start.token.empty()) co_return queue::outcome::needs_user_action("the connection has no access token; link again");
 
-  const std::string stored_cursor = start.row->cursor;
+  sync_walk walk = co_await walk_pages(job, context, *connection, start.token, start.row->cursor);
+  start.token = crypto::secret{};  // zeroed: the token is not needed past the walk
+  if (walk.stopped) co_return std::move(*walk.stopped);
+  if (walk.failure) {
+    co_return co_await finish_failure(std::move(job), context, *connection, std::move(*walk.failure), plaid_call::sync,
+                                      std::move(walk.calls));
+  }
+  co_return co_await apply_walk(std::move(job), context, *connection, *start.row, std::move(walk));
+}
+
+// The walk: pages from `stored_cursor` until has_more is false, restarting from the walk's first
+// cursor on a mutation during pagination and from the beginning on a cursor Plaid disowns.
+asio::awaitable<plaid_jobs::sync_walk> plaid_jobs::walk_pages(const queue::job& job, const job_context& context,
+                                                              core::uuid connection, const crypto::secret& token,
+                                                              std::string stored_cursor) {
+  sync_walk walk;
+  walk.stored_cursor = stored_cursor;
   std::string walk_cursor = stored_cursor;  // where this walk began (a mutation restarts here)
-  std::string cursor = walk_cursor;
-  bool cursor_reset = false;
-  std::uint32_t restarts = 0;
+  walk.cursor = walk_cursor;
   plaid::sync_buffer buffer(settings_.sync_rows_max);
   simdjson::ondemand::parser parser;
-  std::vector<db::external_call> calls;
-  std::optional<plaid::error> failure;
   for (;;) {
-    if (context.lease_lost()) co_return queue::outcome::retry("lease lost");
-    if (const auto later = co_await wait_for_sync_token(*connection, context)) {
-      co_return queue::outcome::retry("Plaid's /transactions/sync rate limit reached (shared limiter)", *later);
+    if (context.lease_lost()) {
+      walk.stopped = queue::outcome::retry("lease lost");
+      co_return walk;
     }
-    plaid::result<plaid::sync_page> page = co_await plaid_.sync_transactions(start.token, cursor, parser);
+    if (const auto later = co_await wait_for_sync_token(connection, context)) {
+      walk.stopped = queue::outcome::retry("Plaid's /transactions/sync rate limit reached (shared limiter)", *later);
+      co_return walk;
+    }
+    plaid::result<plaid::sync_page> page = co_await plaid_.sync_transactions(token, walk.cursor, parser);
     count_call(page.call, page.ok() ? "ok" : plaid::to_string(page.failure.kind));
-    calls.push_back(to_external_call("plaid", page.call));
+    walk.calls.push_back(to_external_call("plaid", page.call));
     if (page.ok()) {
       const bool has_more = page.value->has_more;
       std::string next = page.value->next_cursor;
       if (!buffer.add_page(std::move(*page.value))) {
-        failure = plaid::error{};
-        failure->kind = plaid::error_class::response_invalid;
-        failure->message = "the sync buffered more than sync_rows_max (" + std::to_string(buffer.rows_max()) +
-                           ") rows; raise the limit for this item";
-        break;
+        walk.failure = plaid::error{};
+        walk.failure->kind = plaid::error_class::response_invalid;
+        walk.failure->message = "the sync buffered more than sync_rows_max (" + std::to_string(buffer.rows_max()) +
+                                ") rows; raise the limit for this item";
+        co_return walk;
       }
-      cursor = std::move(next);
+      walk.cursor = std::move(next);
       if (!has_more) break;
       continue;
     }
-    if (page.failure.kind == plaid::error_class::mutation_during_pagination && restarts < settings_.sync_restarts_max) {
-      ++restarts;
+    if (page.failure.kind == plaid::error_class::mutation_during_pagination && walk.restarts < settings_.sync_restarts_max) {
+      ++walk.restarts;
       buffer.clear();
-      cursor = walk_cursor;
+      walk.cursor = walk_cursor;
       continue;
     }
-    if (page.failure.kind == plaid::error_class::cursor_not_associated && !cursor_reset) {
+    if (page.failure.kind == plaid::error_class::cursor_not_associated && !walk.cursor_reset) {
       log_.warn("plaid cursor not associated with the access token: syncing from the beginning",
-                {{"kind", job.kind}, {"connection", connection->to_string()}});
-      cursor_reset = true;
+                {{"kind", job.kind}, {"connection", connection.to_string()}});
+      walk.cursor_reset = true;
       buffer.clear();
       walk_cursor.clear();
-      cursor.clear();
+      walk.cursor.clear();
       continue;
     }
-    failure = std::move(page.failure);
-    break;
+    walk.failure = std::move(page.failure);
+    co_return walk;
   }
-  start.token = crypto::secret{};  // zeroed: the token is not needed past the walk
+  walk.changes = buffer.take();
+  co_return walk;
+}
 
-  if (failure) co_return co_await finish_sync_failure(job, context, *connection, *failure, std::move(calls));
+// One apply of a finished walk, with the job's completion: nothing when the connection left
+// 'active' or its cursor moved while the walk ran.
+queue::outcome plaid_jobs::apply_in(pqxx::work& tx, const queue::job& job, const job_context& context,
+                                    const core::uuid& connection, const sync_walk& walk, bool first_sync) {
+  const core::uuid tenant = job.ref.tenant;
+  const auto now = load_plaid_connection(tx, tenant, connection, true);
+  db::append_external_calls(tx, tenant, walk.calls);
+  if (!now || now->status != connection_status::active) {
+    // Revocation (or re-authentication) began while the walk ran: commit nothing of it.
+    complete_in_or_throw(tx, context, job, queue::outcome::done());
+    return queue::outcome::done();
+  }
+  if (now->cursor != walk.stored_cursor) {
+    const queue::outcome moved = queue::outcome::retry("the connection's cursor moved during the walk");
+    complete_in_or_throw(tx, context, job, moved);
+    return moved;
+  }
+  // Read again under the row lock: another attempt's apply may have landed since the walk began.
+  const plaid::sync_changes& changes = walk.changes;
+  const apply_counts counts = apply_sync(tx, tenant, connection, changes, walk.cursor, first_sync && !now->synced_before);
+  std::string details = "{\"added\":" + std::to_string(changes.added) +
+                        ",\"modified\":" + std::to_string(changes.modified) +
+                        ",\"removed\":" + std::to_string(changes.removed) +
+                        ",\"upserted\":" + std::to_string(counts.upserted) +
+                        ",\"tombstoned\":" + std::to_string(counts.tombstoned) +
+                        ",\"restarts\":" + std::to_string(walk.restarts) + ",\"from_beginning\":" +
+                        (walk.cursor_reset || walk.stored_cursor.empty() ? "true" : "false") + "}";
+  append_connection_audit(tx, keys_, tenant, "connection.synced", connection, std::move(details));
+  complete_in_or_throw(tx, context, job, queue::outcome::done());
+  return queue::outcome::done();
+}
 
-  plaid::sync_changes changes = buffer.take();
-  // A connection that never synced gets plain inserts (plaid::apply_sync); should a row exist after
-  // all, the apply runs again with the upsert.
-  bool first_sync = !start.row->synced_before;
+// Applies the walk. A connection that never synced gets plain inserts (apply_sync); should a row
+// exist after all, the apply runs again with the upsert.
+asio::awaitable<queue::outcome> plaid_jobs::apply_walk(queue::job job, job_context context, core::uuid connection,
+                                                       plaid_connection start, sync_walk walk) {
+  const core::uuid tenant = job.ref.tenant;
+  bool first_sync = !start.synced_before;
+  const auto apply = [&] {
+    return db::with_tenant(connections_, tenant,
+                           [&](pqxx::work& tx) { return apply_in(tx, job, context, connection, walk, first_sync); });
+  };
   try {
-    const auto apply = [&] {
-      return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> queue::outcome {
-        const auto now = plaid::load_plaid_connection(tx, tenant, *connection, true);
-        db::append_external_calls(tx, tenant, calls);
-        if (!now || now->status != "active") {
-          // Revocation (or re-authentication) began while the walk ran: commit nothing of it.
-          const queue::outcome stopped = queue::outcome::done();
-          complete_in_or_throw(tx, context, job, stopped);
-          return stopped;
-        }
-        if (now->cursor != stored_cursor) {
-          const queue::outcome moved = queue::outcome::retry("the connection's cursor moved during the walk");
-          complete_in_or_throw(tx, context, job, moved);
-          return moved;
-        }
-        // Read again under the row lock: another attempt's apply may have landed since the walk began.
-        const plaid::apply_counts counts =
-            plaid::apply_sync(tx, tenant, *connection, changes, cursor, first_sync && !now->synced_before);
-        std::string details = "{\"added\":" + std::to_string(changes.added) +
-                              ",\"modified\":" + std::to_string(changes.modified) +
-                              ",\"removed\":" + std::to_string(changes.removed) +
-                              ",\"upserted\":" + std::to_string(counts.upserted) +
-                              ",\"tombstoned\":" + std::to_string(counts.tombstoned) +
-                              ",\"restarts\":" + std::to_string(restarts) +
-                              ",\"from_beginning\":" + (cursor_reset || stored_cursor.empty() ? "true" : "false") + "}";
-        append_connection_audit(tx, keys_, tenant, "connection.synced", *connection, std::move(details));
-        complete_in_or_throw(tx, context, job, queue::outcome::done());
-        return queue::outcome::done();
-      });
-    };
     queue::outcome result;
     try {
       result = co_await context.run_db(apply);
     } catch (const pqxx::unique_violation&) {
       first_sync = false;
     }
-    if (!first_sync && !start.row->synced_before) result = co_await context.run_db(apply);
+    if (!first_sync && !start.synced_before) result = co_await context.run_db(apply);
     context.mark_completed();
-    rows_added_->fetch_add(changes.added, std::memory_order_relaxed);
-    rows_modified_->fetch_add(changes.modified, std::memory_order_relaxed);
-    rows_removed_->fetch_add(changes.removed, std::memory_order_relaxed);
+    rows_added_->fetch_add(walk.changes.added, std::memory_order_relaxed);
+    rows_modified_->fetch_add(walk.changes.modified, std::memory_order_relaxed);
+    rows_removed_->fetch_add(walk.changes.removed, std::memory_order_relaxed);
     co_return result;
   } catch (const pqxx::in_doubt_error&) {
     // The cursor moves with the rows: the next attempt starts from whichever cursor committed.
     co_return queue::outcome::in_doubt("the sync's commit may have landed; the next attempt resumes from the stored cursor");
-  } catch (const lease_lost_error&) {
-    co_return queue::outcome::retry("lease lost");
   }
 }
 
-// A walk that ended in a Plaid error: the connection's state changes the error calls for, the
-// call log, and the job's outcome, in one transaction.
-asio::awaitable<queue::outcome> plaid_jobs::finish_sync_failure(queue::job job, job_context context,
-                                                                core::uuid connection, plaid::error failure,
-                                                                std::vector<db::external_call> calls) {
+// A call that ended in a Plaid error: the outcome plan_failure maps it to, the connection's state
+// changes it calls for, the call log and the job's outcome, in one transaction.
+asio::awaitable<queue::outcome> plaid_jobs::finish_failure(queue::job job, job_context context,
+                                                           std::optional<core::uuid> connection, plaid::error failure,
+                                                           plaid_call call, std::vector<db::external_call> calls) {
   const core::uuid tenant = job.ref.tenant;
-  const std::string reason = describe(failure);
-  std::optional<std::string> new_status;
-  bool revoke = false;
-  queue::outcome result = queue::outcome::failed_permanently(reason);
-  switch (failure.kind) {
-    case plaid::error_class::rate_limited:
-      result = queue::outcome::retry(reason, std::max(failure.retry_after, settings_.rate_limited_retry));
-      break;
-    case plaid::error_class::transient:
-    case plaid::error_class::mutation_during_pagination:  // restarts exhausted: later, from the stored cursor
-      result = queue::outcome::retry(reason);
-      break;
-    case plaid::error_class::institution_down:
-      result = queue::outcome::retry(reason, settings_.institution_down_retry);
-      break;
-    case plaid::error_class::needs_reauth:
-      new_status = "needs_reauth";
-      result = queue::outcome::needs_user_action(reason + "; the user must re-authenticate in Link");
-      break;
-    case plaid::error_class::item_gone:
-      revoke = true;
-      result = queue::outcome::failed_permanently(reason + "; the connection is being revoked");
-      break;
-    case plaid::error_class::invalid_access_token:
-      new_status = "broken";
-      log_.error("Plaid no longer accepts a connection's access token: connection marked broken",
-                 {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection.to_string()}});
-      break;
-    case plaid::error_class::invalid_api_keys:
-      paused_.store(true);
-      log_.error("Plaid rejected the API keys: Plaid work paused", {{"kind", job.kind}, {"job", job.ref.id}});
-      result = queue::outcome::retry(reason, settings_.credentials_pause);
-      break;
-    case plaid::error_class::cursor_not_associated:
-    case plaid::error_class::invalid_public_token:
-    case plaid::error_class::invalid_request:
-    case plaid::error_class::response_invalid:
-    case plaid::error_class::refused:
-      break;
-  }
-  log_.warn("plaid sync failed",
-            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection.to_string()},
-                                  {"job", job.ref.id}, {"error", reason}});
-  try {
-    co_await context.run_db([&] {
-      db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        db::append_external_calls(tx, tenant, calls);
-        const auto now = plaid::load_plaid_connection(tx, tenant, connection, true);
-        if (new_status && now && now->status == "active") {
-          plaid::set_connection_status(tx, tenant, connection, *new_status, reason);
-          append_connection_audit(tx, keys_, tenant, "connection." + *new_status, connection,
-                                  json_object("error_code", failure.error_code));
-        }
-        if (revoke && now && now->status != "revoked") {
-          tx.exec_params(request_revoke_sql, tenant.to_string(), connection.to_string());
-        }
-        complete_in_or_throw(tx, context, job, result);
-      });
+  const failure_plan plan = plan_failure(failure, call, delays(), job.attempt >= job.attempts_max);
+  log_failure(job, connection, failure, call, plan);
+  co_await context.run_db([&] {
+    db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+      db::append_external_calls(tx, tenant, calls);
+      if (connection) apply_failure_plan(tx, tenant, *connection, failure, call, plan);
+      complete_in_or_throw(tx, context, job, plan.outcome);
     });
-  } catch (const lease_lost_error&) {
-    co_return queue::outcome::retry("lease lost");
-  }
+  });
   context.mark_completed();
-  co_return result;
+  co_return plan.outcome;
 }
 
-// Plaid did not confirm the removal: the token stays sealed and the connection 'revoking'; the
-// answer is recorded on the connection (connections list shows it) with the job's retry, in one
-// transaction.
-asio::awaitable<queue::outcome> plaid_jobs::finish_revoke_unconfirmed(queue::job job, job_context context,
-                                                                      core::uuid connection, plaid::error failure,
-                                                                      std::vector<db::external_call> calls) {
-  const core::uuid tenant = job.ref.tenant;
-  const std::string reason = "Plaid has not confirmed /item/remove: " + describe(failure);
-  std::chrono::milliseconds delay{0};  // the queue's capped exponential backoff
-  if (failure.kind == plaid::error_class::rate_limited) delay = std::max(failure.retry_after, settings_.rate_limited_retry);
-  if (failure.kind == plaid::error_class::institution_down) delay = settings_.institution_down_retry;
-  if (failure.kind == plaid::error_class::invalid_api_keys) {
+plaid::failure_delays plaid_jobs::delays() const {
+  return {.rate_limited_retry = settings_.rate_limited_retry,
+          .institution_down_retry = settings_.institution_down_retry,
+          .credentials_pause = settings_.credentials_pause};
+}
+
+// The connection's side of a failure plan, in the job's transaction.
+void plaid_jobs::apply_failure_plan(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                                    const plaid::error& failure, plaid_call call, const failure_plan& plan) {
+  const auto now = load_plaid_connection(tx, tenant, connection, true);
+  if (!now) return;
+  if (call == plaid_call::remove) {
+    // The token stays sealed and the connection 'revoking'; Plaid's answer is its last error
+    // (connections list shows it).
+    if (now->status == connection_status::revoking) {
+      set_connection_status(tx, tenant, connection, connection_status::revoking, plan.connection_error);
+    }
+    return;
+  }
+  if (plan.new_status && now->status == connection_status::active) {
+    set_connection_status(tx, tenant, connection, *plan.new_status, plan.connection_error);
+    append_connection_audit(tx, keys_, tenant, "connection." + std::string(to_string(*plan.new_status)), connection,
+                            json_object("error_code", failure.error_code));
+  }
+  if (plan.revoke && now->status != connection_status::revoked) enqueue_revoke(tx, tenant, connection);
+}
+
+// The failure's log lines, and the pause a refused API key starts.
+void plaid_jobs::log_failure(const queue::job& job, const std::optional<core::uuid>& connection,
+                             const plaid::error& failure, plaid_call call, const failure_plan& plan) {
+  const std::string connection_text = connection ? connection->to_string() : std::string("-");
+  if (plan.pause) {
     paused_.store(true);
-    delay = settings_.credentials_pause;
+    log_.error("Plaid rejected the API keys: Plaid work paused", {{"kind", job.kind}, {"job", job.ref.id}});
   }
-  const queue::outcome result =
-      job.attempt >= job.attempts_max
-          ? queue::outcome::needs_user_action(reason + "; the connection stays revoking with its token sealed: run"
-                                                       " `connections revoke` again once Plaid accepts the removal")
-          : queue::outcome::retry(reason + "; the token stays sealed until Plaid confirms", delay);
-  log_.warn("plaid revocation waits: Plaid has not confirmed the removal",
-            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection.to_string()}, {"job", job.ref.id},
-             {"attempt", static_cast<std::int64_t>(job.attempt)}, {"error", describe(failure)}});
-  try {
-    co_await context.run_db([&] {
-      db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        db::append_external_calls(tx, tenant, calls);
-        const auto now = plaid::load_plaid_connection(tx, tenant, connection, true);
-        if (now && now->status == "revoking") plaid::set_connection_status(tx, tenant, connection, "revoking", reason);
-        complete_in_or_throw(tx, context, job, result);
-      });
-    });
-  } catch (const lease_lost_error&) {
-    co_return queue::outcome::retry("lease lost");
+  if (plan.new_status == connection_status::broken) {
+    log_.error("Plaid no longer accepts a connection's access token: connection marked broken",
+               {{"kind", job.kind}, {"tenant", job.ref.tenant.to_string()}, {"connection", connection_text}});
   }
-  context.mark_completed();
-  co_return result;
+  const char* message = call == plaid_call::exchange ? "plaid link failed"
+                        : call == plaid_call::sync   ? "plaid sync failed"
+                                                     : "plaid revocation waits: Plaid has not confirmed the removal";
+  log_.warn(message, {{"kind", job.kind}, {"tenant", job.ref.tenant.to_string()}, {"connection", connection_text},
+                      {"job", job.ref.id}, {"attempt", static_cast<std::int64_t>(job.attempt)},
+                      {"error", describe(failure)}});
 }
 
 // plaid.revoke: mark the connection revoking (running syncs stop before their commit), cancel its
@@ -554,34 +489,11 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
   const std::optional<core::uuid> connection = payload_connection(job);
   if (!connection) co_return queue::outcome::failed_permanently("plaid.revoke payload has no connection_id");
 
-  loaded_connection start;
-  try {
-    start = co_await context.run_db([&] {
-      return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        loaded_connection loaded;
-        loaded.row = plaid::load_plaid_connection(tx, tenant, *connection, true);
-        if (!loaded.row) return loaded;
-        if (loaded.row->status == "revoked") {
-          complete_in_or_throw(tx, context, job, queue::outcome::done());
-          return loaded;
-        }
-        if (loaded.row->status != "revoking") {
-          plaid::set_connection_status(tx, tenant, *connection, "revoking", std::nullopt);
-          append_connection_audit(tx, keys_, tenant, "connection.revoking", *connection, "{}");
-        }
-        tx.exec_params(cancel_connection_sql, tenant.to_string(), connection->to_string(), job.ref.id);
-        if (loaded.row->token_secret) {
-          loaded.token = keys_.open_secret(
-              tx, token_context(tenant, *loaded.row->token_secret, *connection, loaded.row->environment));
-        }
-        return loaded;
-      });
-    });
-  } catch (const lease_lost_error&) {
-    co_return queue::outcome::retry("lease lost");
-  }
+  loaded_connection start = co_await context.run_db([&] {
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { return begin_revoke(tx, job, context, *connection); });
+  });
   if (!start.row) co_return queue::outcome::failed_permanently("connection " + connection->to_string() + " not found");
-  if (start.row->status == "revoked") {
+  if (start.row->status == connection_status::revoked) {
     context.mark_completed();
     co_return queue::outcome::done();
   }
@@ -590,41 +502,61 @@ asio::awaitable<queue::outcome> plaid_jobs::revoke(queue::job job, job_context c
   std::string plaid_answer = "no token held";
   if (!start.token.empty()) {
     if (paused()) co_return queue::outcome::retry("Plaid work paused: API keys rejected", settings_.credentials_pause);
-    const plaid::result<plaid::remove_result> removed = co_await plaid_.remove_item(start.token);
+    plaid::result<plaid::remove_result> removed = co_await plaid_.remove_item(start.token);
     count_call(removed.call, removed.ok() ? "ok" : plaid::to_string(removed.failure.kind));
     calls.push_back(to_external_call("plaid", removed.call));
     start.token = crypto::secret{};
-    if (removed.ok()) {
-      plaid_answer = "removed";
-    } else {
-      const plaid::error& failure = removed.failure;
-      const bool gone = failure.kind == plaid::error_class::item_gone ||
-                        failure.kind == plaid::error_class::invalid_access_token;
-      if (!gone) co_return co_await finish_revoke_unconfirmed(std::move(job), context, *connection, failure, std::move(calls));
-      plaid_answer = "already removed";
+    plaid_answer = removed.ok() ? "removed" : "already removed";
+    // Removed, or the item no longer exists at Plaid: either way nothing can use the token.
+    const bool gone = removed.ok() || removed.failure.kind == plaid::error_class::item_gone ||
+                      removed.failure.kind == plaid::error_class::invalid_access_token;
+    if (!gone) {
+      co_return co_await finish_failure(std::move(job), context, *connection, std::move(removed.failure),
+                                        plaid_call::remove, std::move(calls));
     }
   }
 
-  try {
-    co_await context.run_db([&] {
-      db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        const auto now = plaid::load_plaid_connection(tx, tenant, *connection, true);
-        if (now && now->token_secret) keys_.shred_secret(tx, tenant, *now->token_secret, actor);
-        plaid::mark_revoked(tx, tenant, *connection);
-        tx.exec_params(cancel_connection_sql, tenant.to_string(), connection->to_string(), job.ref.id);
-        db::append_external_calls(tx, tenant, calls);
-        append_connection_audit(tx, keys_, tenant, "connection.revoked", *connection, json_object("plaid", plaid_answer));
-        complete_in_or_throw(tx, context, job, queue::outcome::done());
-      });
+  co_await context.run_db([&] {
+    db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+      const auto now = load_plaid_connection(tx, tenant, *connection, true);
+      if (now && now->token_secret) keys_.shred_secret(tx, tenant, *now->token_secret, actor);
+      mark_revoked(tx, tenant, *connection);
+      cancel_connection_jobs(tx, tenant, *connection, job.ref.id);
+      db::append_external_calls(tx, tenant, calls);
+      append_connection_audit(tx, keys_, tenant, "connection.revoked", *connection, json_object("plaid", plaid_answer));
+      complete_in_or_throw(tx, context, job, queue::outcome::done());
     });
-  } catch (const lease_lost_error&) {
-    co_return queue::outcome::retry("lease lost");
-  }
+  });
   context.mark_completed();
-  log_.info("plaid connection revoked",
-            {{"kind", job.kind}, {"tenant", tenant.to_string()}, {"connection", connection->to_string()},
-                                         {"plaid", plaid_answer}});
+  log_.info("plaid connection revoked", {{"kind", job.kind}, {"tenant", tenant.to_string()},
+                                         {"connection", connection->to_string()}, {"plaid", plaid_answer}});
   co_return queue::outcome::done();
+}
+
+// The revocation's first transaction: the connection locked and marked revoking (audited once),
+// its waiting jobs cancelled, its token opened for /item/remove. A connection already revoked
+// completes the job here.
+plaid_jobs::loaded_connection plaid_jobs::begin_revoke(pqxx::work& tx, const queue::job& job,
+                                                       const job_context& context, const core::uuid& connection) {
+  const core::uuid tenant = job.ref.tenant;
+  loaded_connection loaded;
+  loaded.row = load_plaid_connection(tx, tenant, connection, true);
+  if (!loaded.row) return loaded;
+  if (loaded.row->status == connection_status::revoked) {
+    complete_in_or_throw(tx, context, job, queue::outcome::done());
+    return loaded;
+  }
+  if (loaded.row->status != connection_status::revoking) {
+    set_connection_status(tx, tenant, connection, connection_status::revoking, std::nullopt);
+    append_connection_audit(tx, keys_, tenant, "connection.revoking", connection, "{}");
+  }
+  cancel_connection_jobs(tx, tenant, connection, job.ref.id);
+  if (loaded.row->token_secret) loaded.token = open_token(tx, tenant, *loaded.row);
+  return loaded;
+}
+
+crypto::secret plaid_jobs::open_token(pqxx::work& tx, const core::uuid& tenant, const plaid_connection& row) {
+  return keys_.open_secret(tx, token_context(tenant, *row.token_secret, row.connection, row.environment));
 }
 
 }  // namespace bankworker::plaid

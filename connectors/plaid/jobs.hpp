@@ -5,7 +5,8 @@
 // database on the DB thread pool, and records its outcome in the same transaction as its effect
 // (complete_in), so a handler whose lease was lost commits nothing.
 //
-// Plaid's errors become outcomes here, at the job boundary (issue #5 "Errors → outcomes"):
+// Plaid's errors become outcomes at the job boundary (issue #5 "Errors → outcomes"), through the
+// one mapping in errors.hpp (plan_failure):
 //   rate limited                     → retry after Retry-After or rate_limited_retry
 //   5xx, network, malformed response → retry with backoff (transient)
 //   INSTITUTION_DOWN / NOT_RESPONDING → retry after institution_down_retry
@@ -40,6 +41,8 @@
 #include <vector>
 
 #include "connectors/plaid/client.hpp"
+#include "connectors/plaid/errors.hpp"
+#include "connectors/plaid/sync_buffer.hpp"
 #include "db/keys.hpp"
 #include "connectors/plaid/store.hpp"
 #include "db/pool.hpp"
@@ -99,15 +102,51 @@ class plaid_jobs {
   void resume() noexcept { paused_.store(false); }
 
  private:
+  // The connection and its opened token, read at the start of a sync or a revocation.
+  struct loaded_connection {
+    std::optional<plaid_connection> row;
+    crypto::secret token;
+  };
+  // What a sync's walk over /transactions/sync ended with.
+  struct sync_walk {
+    std::string stored_cursor;  // the connection's cursor when the walk began
+    std::string cursor;         // the last page's next_cursor
+    bool cursor_reset = false;  // Plaid disowned the stored cursor: walked from the beginning
+    std::uint32_t restarts = 0;
+    plaid::sync_changes changes;
+    std::vector<db::external_call> calls;
+    std::optional<plaid::error> failure;   // the walk ended in this Plaid error
+    std::optional<queue::outcome> stopped;  // the walk stopped before Plaid answered (lease, limiter)
+  };
+
   boost::asio::awaitable<queue::outcome> link(queue::job job, job_context context);
+  boost::asio::awaitable<queue::outcome> store_link(queue::job job, job_context context, plaid::exchange_result linked,
+                                                    std::vector<db::external_call> calls);
+  core::uuid store_connection(const queue::job& job, const job_context& context, const plaid::exchange_result& linked,
+                              const core::uuid& secret_id, const std::vector<db::external_call>& calls);
+
   boost::asio::awaitable<queue::outcome> sync(queue::job job, job_context context);
+  boost::asio::awaitable<sync_walk> walk_pages(const queue::job& job, const job_context& context, core::uuid connection,
+                                               const crypto::secret& token, std::string stored_cursor);
+  boost::asio::awaitable<queue::outcome> apply_walk(queue::job job, job_context context, core::uuid connection,
+                                                    plaid_connection start, sync_walk walk);
+  queue::outcome apply_in(pqxx::work& tx, const queue::job& job, const job_context& context,
+                          const core::uuid& connection, const sync_walk& walk, bool first_sync);
+
   boost::asio::awaitable<queue::outcome> revoke(queue::job job, job_context context);
-  boost::asio::awaitable<queue::outcome> finish_revoke_unconfirmed(queue::job job, job_context context,
-                                                                   core::uuid connection, plaid::error failure,
-                                                                   std::vector<db::external_call> calls);
-  boost::asio::awaitable<queue::outcome> finish_sync_failure(queue::job job, job_context context,
-                                                             core::uuid connection, plaid::error failure,
-                                                             std::vector<db::external_call> calls);
+  loaded_connection begin_revoke(pqxx::work& tx, const queue::job& job, const job_context& context,
+                                 const core::uuid& connection);
+
+  // Every Plaid error of every job ends here (errors.hpp: plan_failure says what it means).
+  boost::asio::awaitable<queue::outcome> finish_failure(queue::job job, job_context context,
+                                                        std::optional<core::uuid> connection, plaid::error failure,
+                                                        plaid_call call, std::vector<db::external_call> calls);
+  void apply_failure_plan(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                          const plaid::error& failure, plaid_call call, const failure_plan& plan);
+  void log_failure(const queue::job& job, const std::optional<core::uuid>& connection, const plaid::error& failure,
+                   plaid_call call, const failure_plan& plan);
+  plaid::failure_delays delays() const;
+  crypto::secret open_token(pqxx::work& tx, const core::uuid& tenant, const plaid_connection& row);
 
   // Takes a /transactions/sync token for the connection from the shared limiter: nothing when the
   // call may go now, or the delay after which the job should run again.

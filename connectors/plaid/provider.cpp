@@ -2,6 +2,8 @@
 // handlers, webhook route, periodic syncs and connection gauges, wired on the runtime's parts.
 
 #include <array>
+#include <filesystem>
+#include <optional>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -73,7 +75,7 @@ class plaid_provider final : public service::provider {
                "bank connections, their status and last error: one tenant's, or every tenant's (each line then "
                "starts with it)",
                "  --tenant T         one tenant (default: every tenant)\n"
-               "  --status S         linking, active, needs_reauth, revoking or revoked only\n"},
+               "  --status S         linking, active, needs_reauth, broken, revoking or revoked only\n"},
               {"connections sync", "--tenant T --connection C [--wait]", "enqueue a sync of one connection",
                connection_lines},
               {"connections revoke", "--tenant T --connection C [--wait]",
@@ -84,6 +86,7 @@ class plaid_provider final : public service::provider {
     base_url_ = env.base_url("BANKWORKER_PLAID_BASE_URL");
     if (auto id = env.get("BANKWORKER_PLAID_CLIENT_ID")) client_id_ = *id;
     secret_ = env.secret_from("BANKWORKER_PLAID_SECRET", "plaid-secret");
+    secret_source_ = secret_file_of(env);
   }
 
   bool configured() const noexcept override {
@@ -105,8 +108,10 @@ class plaid_provider final : public service::provider {
     return out;
   }
 
-  // SIGHUP: syncs paused by a rejected client secret resume.
+  // SIGHUP: the secret is read again from its file (a bad one keeps the old, with a warning that
+  // names the variable), then syncs paused by a rejected client secret resume.
   void reload() override {
+    if (api_ && secret_source_) reload_secret();
     if (handlers_) handlers_->resume();
   }
 
@@ -118,6 +123,7 @@ class plaid_provider final : public service::provider {
   void start_api(service::runtime_parts& parts, service::provider_parts& out) {
     client_settings client_config;
     client_config.base_url = base_url_;
+    log_ = &parts.log;
     api_ = std::make_unique<client>(parts.http, parts.currencies, client_config, crypto::secret::copy_of(client_id_),
                                     crypto::secret::copy_of(secret_.reveal().text()));
     plaid_job_settings jobs_config;
@@ -135,9 +141,55 @@ class plaid_provider final : public service::provider {
     out.routes.push_back(hooks_->route());
   }
 
+  // Where the secret was read from, when a file: read again on SIGHUP.
+  struct secret_file {
+    std::string variable;  // BANKWORKER_PLAID_SECRET_FILE, or $CREDENTIALS_DIRECTORY/plaid-secret
+    std::filesystem::path path;
+  };
+
+  static std::optional<secret_file> secret_file_of(service::env_reader& env) {
+    if (env.get("BANKWORKER_PLAID_SECRET")) return std::nullopt;  // inline: nothing to re-read
+    if (auto file = env.get("BANKWORKER_PLAID_SECRET_FILE")) return secret_file{"BANKWORKER_PLAID_SECRET_FILE", *file};
+    const auto directory = env.get("CREDENTIALS_DIRECTORY");
+    if (!directory) return std::nullopt;
+    const std::filesystem::path path = std::filesystem::path(*directory) / "plaid-secret";
+    std::error_code ignored;
+    if (!std::filesystem::exists(path, ignored)) return std::nullopt;
+    return secret_file{"$CREDENTIALS_DIRECTORY/plaid-secret", path};
+  }
+
+  // Reads the secret file again and hands the secret to the client for the requests that start
+  // from now on. The log's scrub list keeps the start-up secret (the logger holds its address);
+  // the client redacts the current one from everything Plaid answers.
+  void reload_secret() {
+    try {
+      crypto::secret fresh = crypto::read_secret_file(secret_source_->path);
+      if (!plausible_secret(fresh)) throw crypto::secret_file_error("not a Plaid secret (printable characters only)");
+      api_->replace_secret(std::move(fresh));
+      log_->info("Plaid secret read again", {{"variable", secret_source_->variable}});
+    } catch (const crypto::secret_file_error& error) {
+      log_->warn("Plaid secret not reloaded: the previous one stays in use",
+                 {{"variable", secret_source_->variable}, {"error", std::string(error.what())}});
+    }
+  }
+
+  // Plaid's secrets are short runs of letters and digits; a file holding a line break inside,
+  // white space or control bytes is a mistake, not a secret.
+  static bool plausible_secret(const crypto::secret& candidate) {
+    const crypto::secret::view view = candidate.reveal();
+    const std::string_view text = view.text();
+    if (text.empty()) return false;
+    for (const char c : text) {
+      if (c <= ' ' || c > '~') return false;
+    }
+    return true;
+  }
+
   std::string base_url_;
   std::string client_id_;
   crypto::secret secret_;
+  std::optional<secret_file> secret_source_;
+  service::logger* log_ = nullptr;
   std::unique_ptr<client> api_;
   std::unique_ptr<plaid_jobs> handlers_;
   std::unique_ptr<plaid_webhooks> hooks_;

@@ -1,6 +1,7 @@
 #include "connectors/plaid/store.hpp"
 
 #include <array>
+#include <stdexcept>
 #include <string_view>
 #include <unordered_set>
 
@@ -61,6 +62,8 @@ constexpr db::statement upsert_accounts_sql{"plaid_upsert_accounts",
 // transaction that rolled back were never visible). Creating it in every apply, as before, cost
 // about 1.3 ms of catalog work per transaction (pgbench, 1,000-row applies). IF NOT EXISTS
 // notices when the table is there; they are silenced for this one statement.
+// Three commands in one round trip, which a prepared statement cannot hold: the one SQL text of the
+// room that is not a db::statement.
 constexpr const char* create_stage_sql =
     "SET LOCAL client_min_messages TO warning;"
     " CREATE TEMPORARY TABLE IF NOT EXISTS plaid_stage (transaction_id text NOT NULL, account_id text NOT NULL,"
@@ -121,8 +124,16 @@ constexpr db::statement mark_revoked_sql{"plaid_mark_revoked",
     " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
 
+constexpr db::statement enqueue_link_sql{"plaid_enqueue_link", "SELECT bankworker.enqueue_link_request($1::uuid, $2)"};
+constexpr db::statement enqueue_sync_sql{"plaid_enqueue_sync",
+                                         "SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)"};
+constexpr db::statement enqueue_revoke_sql{"plaid_enqueue_revoke",
+                                           "SELECT bankworker.enqueue_revoke_request($1::uuid, $2::uuid)"};
+constexpr db::statement cancel_connection_sql{"plaid_cancel_connection_jobs",
+                                              "SELECT bankworker.cancel_connection_jobs($1::uuid, $2::uuid, $3::bigint)"};
+
 constexpr const char* utc_text = "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"";
-constexpr const char* list_connections_sql =
+constexpr db::statement list_connections_sql{"plaid_list_connections",
     "SELECT c.connection_id, c.status, c.item_id, c.institution_id,"
     " to_char(c.last_synced_at AT TIME ZONE 'UTC', $2), to_char(c.next_sync_at AT TIME ZONE 'UTC', $2),"
     " c.last_error,"
@@ -131,7 +142,7 @@ constexpr const char* list_connections_sql =
     " (SELECT count(*) FROM bankworker.transactions t WHERE t.tenant_id = c.tenant_id"
     "   AND t.connection_id = c.connection_id AND t.removed_at IS NULL),"
     " to_char(c.revoking_since AT TIME ZONE 'UTC', $2)"
-    " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid ORDER BY c.created_at, c.connection_id LIMIT 10000";
+    " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid ORDER BY c.created_at, c.connection_id LIMIT 10000"};
 
 std::optional<std::string> optional_text(const pqxx::field& field) {
   if (field.is_null()) return std::nullopt;
@@ -145,6 +156,16 @@ std::optional<std::string> number_or_null(const std::optional<std::int64_t>& val
 
 const char* or_null(const std::optional<std::string>& text) { return text ? text->c_str() : nullptr; }
 
+// A request function's job id; 0 when it returned none.
+std::int64_t job_id_of(const pqxx::field& field) { return field.is_null() ? 0 : field.as<std::int64_t>(); }
+
+// A status column (the check constraint allows only connection_status's spellings).
+connection_status status_of(const pqxx::field& field) {
+  const auto status = parse_connection_status(field.as<std::string>());
+  if (!status) throw std::runtime_error("bankworker.connections has a status this binary does not know");
+  return *status;
+}
+
 }  // namespace
 
 std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core::uuid& tenant,
@@ -155,7 +176,7 @@ std::optional<plaid_connection> load_plaid_connection(pqxx::work& tx, const core
   const pqxx::row row = rows[0];
   plaid_connection found;
   found.connection = connection;
-  found.status = row[0].as<std::string>();
+  found.status = status_of(row[0]);
   found.item_id = optional_text(row[1]);
   found.environment = row[2].as<std::string>();
   found.cursor = row[3].as<std::string>();
@@ -183,9 +204,27 @@ std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::u
 }
 
 void set_connection_status(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
-                           std::string_view status, std::optional<std::string_view> last_error) {
+                           connection_status status, std::optional<std::string_view> last_error) {
   const std::optional<std::string> error = last_error ? std::optional<std::string>(*last_error) : std::nullopt;
-  db::exec_statement(tx, set_status_sql, tenant.to_string(), connection.to_string(), std::string(status), or_null(error));
+  db::exec_statement(tx, set_status_sql, tenant.to_string(), connection.to_string(), std::string(to_string(status)),
+                     or_null(error));
+}
+
+std::int64_t enqueue_link(pqxx::work& tx, const core::uuid& tenant, const std::string& public_token) {
+  return job_id_of(db::exec_statement1(tx, enqueue_link_sql, tenant.to_string(), public_token)[0]);
+}
+
+std::int64_t enqueue_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
+  return job_id_of(db::exec_statement1(tx, enqueue_sync_sql, tenant.to_string(), connection.to_string())[0]);
+}
+
+std::int64_t enqueue_revoke(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
+  return job_id_of(db::exec_statement1(tx, enqueue_revoke_sql, tenant.to_string(), connection.to_string())[0]);
+}
+
+void cancel_connection_jobs(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                            std::int64_t except_job) {
+  db::exec_statement(tx, cancel_connection_sql, tenant.to_string(), connection.to_string(), except_job);
 }
 
 void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
@@ -282,10 +321,10 @@ void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& co
 
 std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uuid& tenant) {
   std::vector<connection_summary> out;
-  for (const pqxx::row& row : tx.exec_params(list_connections_sql, tenant.to_string(), utc_text)) {
+  for (const pqxx::row& row : db::exec_statement(tx, list_connections_sql, tenant.to_string(), utc_text)) {
     connection_summary summary;
     summary.connection = core::uuid::parse(row[0].as<std::string>()).value();
-    summary.status = row[1].as<std::string>();
+    summary.status = status_of(row[1]);
     summary.item_id = optional_text(row[2]);
     summary.institution_id = optional_text(row[3]);
     summary.last_synced_at = optional_text(row[4]);

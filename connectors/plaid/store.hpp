@@ -16,6 +16,7 @@
 
 #include <pqxx/pqxx>
 
+#include "connectors/plaid/connection_status.hpp"
 #include "connectors/plaid/sync_buffer.hpp"
 #include "core/uuid.hpp"
 #include "db/external_calls.hpp"
@@ -24,7 +25,7 @@ namespace bankworker::plaid {
 
 struct plaid_connection {
   core::uuid connection;
-  std::string status;  // linking, active, needs_reauth, broken, revoking, revoked
+  connection_status status = connection_status::linking;
   std::optional<std::string> item_id;
   std::string environment;
   std::string cursor;  // empty: sync from the beginning
@@ -54,7 +55,17 @@ void insert_plaid_connection(pqxx::work& tx, const core::uuid& tenant, const new
 std::optional<core::uuid> connection_linked_by_job(pqxx::work& tx, const core::uuid& tenant, std::int64_t job_id);
 
 void set_connection_status(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
-                           std::string_view status, std::optional<std::string_view> last_error);
+                           connection_status status, std::optional<std::string_view> last_error);
+
+// The request functions the app reaches too (bankworker.enqueue_*_request, each NOTIFYing): the
+// job's id (0: none returned). A sync or revocation already waiting absorbs the new one (its id
+// is returned).
+std::int64_t enqueue_link(pqxx::work& tx, const core::uuid& tenant, const std::string& public_token);
+std::int64_t enqueue_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
+std::int64_t enqueue_revoke(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
+// Cancels the connection's waiting jobs but `except_job` (the revocation running).
+void cancel_connection_jobs(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                            std::int64_t except_job);
 
 // Upserts the accounts Plaid reported (one statement).
 void upsert_accounts(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
@@ -85,7 +96,7 @@ void mark_revoked(pqxx::work& tx, const core::uuid& tenant, const core::uuid& co
 
 struct connection_summary {
   core::uuid connection;
-  std::string status;
+  connection_status status = connection_status::linking;
   std::optional<std::string> item_id;
   std::optional<std::string> institution_id;
   std::optional<std::string> last_synced_at;  // ISO 8601 UTC

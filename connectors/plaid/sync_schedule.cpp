@@ -7,15 +7,16 @@
 #include <pqxx/pqxx>
 
 #include "core/assert.hpp"
+#include "db/statement.hpp"
 
 namespace bankworker::plaid {
 
 namespace {
 
 // $1 is the injected time as timestamptz text, or NULL for the database clock.
-constexpr const char* schedule_syncs_sql =
+constexpr db::statement schedule_syncs_sql{"plaid_schedule_due_syncs",
     "SELECT connections, jobs FROM bankworker.schedule_due_syncs($1::timestamptz, $2::bigint, $3::bigint,"
-    " $4::bigint, $5::integer)";
+    " $4::bigint, $5::integer)"};
 
 template <class Value>
 void check_range(const char* name, Value value, Value low, Value high) {
@@ -50,7 +51,7 @@ sync_schedule_report sync_schedule::run(const std::optional<std::string>& now) {
     const auto seed = static_cast<std::int64_t>(random_() >> 1);
     db::pool::lease lease = connections_.checkout();
     pqxx::work tx(lease.connection(), "bankworker_schedule_syncs");
-    const pqxx::row row = tx.exec_params1(schedule_syncs_sql, now ? now->c_str() : nullptr, interval_ms, jitter_ms,
+    const pqxx::row row = db::exec_statement1(tx, schedule_syncs_sql, now ? now->c_str() : nullptr, interval_ms, jitter_ms,
                                           seed, static_cast<int>(settings_.sync_batch));
     tx.commit();
     const auto picked = row[0].as<std::size_t>();

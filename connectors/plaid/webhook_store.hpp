@@ -10,6 +10,7 @@
 
 #include <pqxx/pqxx>
 
+#include "connectors/plaid/connection_status.hpp"
 #include "core/uuid.hpp"
 #include "db/keys.hpp"
 
@@ -18,7 +19,7 @@ namespace bankworker::plaid {
 struct item_connection {
   core::uuid tenant;
   core::uuid connection;
-  std::string status;  // linking, active, needs_reauth, revoking, revoked
+  connection_status status = connection_status::linking;
 };
 
 // Every connection holding Plaid `item_id`, in any tenant (through the SECURITY DEFINER function

@@ -590,7 +590,7 @@ TEST_CASE("a revocation Plaid refuses stays revoking with its token intact, visi
       }
       return plaid::connection_summary{};
     });
-    CHECK(summary.status == "revoking");
+    CHECK(plaid::to_string(summary.status) == "revoking");
     CHECK(summary.revoking_since.has_value());
     CHECK_THAT(summary.last_error.value_or(""), Catch::Contains("ITEM_LOGIN_REQUIRED"));
     CHECK_THAT(summary.last_error.value_or(""), !Catch::Contains(token));
