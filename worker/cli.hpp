@@ -39,5 +39,6 @@ int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostrea
 int command_plaid(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_connections(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_scope_key(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_reconcile(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker
