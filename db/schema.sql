@@ -571,6 +571,29 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.enqueue_reconcile(p_tenants uuid[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  wanted uuid[];
+BEGIN
+  SELECT array_agg(DISTINCT t.id) INTO wanted
+    FROM unnest(p_tenants) AS t(id)
+   WHERE EXISTS (SELECT 1 FROM bankworker.reconcile_accounts m WHERE m.tenant_id = t.id);
+  IF wanted IS NULL THEN
+    RETURN;
+  END IF;
+  PERFORM bankworker.enqueue_jobs(wanted, array_fill('reconcile.match'::text, ARRAY[cardinality(wanted)]),
+                                  array_fill('{}'::jsonb, ARRAY[cardinality(wanted)]),
+                                  array_fill(100::smallint, ARRAY[cardinality(wanted)]),
+                                  array_fill(NULL::timestamptz, ARRAY[cardinality(wanted)]),
+                                  array_fill('reconcile.match'::text, ARRAY[cardinality(wanted)]),
+                                  array_fill(NULL::uuid, ARRAY[cardinality(wanted)]),
+                                  array_fill(25, ARRAY[cardinality(wanted)]));
+END
+$$;
+
 CREATE FUNCTION bankworker.enqueue_revoke_request(tenant uuid, connection uuid) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -796,6 +819,47 @@ CREATE FUNCTION bankworker.list_scope_keys() RETURNS TABLE(key_id text, fingerpr
   SELECT k.key_id, k.fingerprint, k.created_at, k.retired_at FROM bankworker.scope_keys k ORDER BY k.created_at, k.key_id
 $$;
 
+CREATE FUNCTION bankworker.note_bank_rows() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM bankworker.enqueue_reconcile(array_agg(DISTINCT c.tenant_id))
+     FROM changed c
+    WHERE EXISTS (SELECT 1 FROM bankworker.reconcile_accounts m
+                   WHERE m.tenant_id = c.tenant_id AND m.plaid_account_id = c.account_id)
+   HAVING count(*) > 0;
+  RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION bankworker.note_payout_lines() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor, currency,
+                                            expected_on)
+  SELECT l.tenant_id, left(e.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,
+         (e.occurred_at AT TIME ZONE 'UTC')::date
+    FROM changed l
+    JOIN bankworker.journal_entries e ON e.tenant_id = l.tenant_id AND e.entry_id = l.entry_id
+   WHERE e.idempotency_key LIKE '%:payout' AND l.amount_minor > 0
+  ON CONFLICT (tenant_id, payout_id) DO NOTHING;
+  UPDATE bankworker.reconcile_payouts p SET failed = true
+    FROM changed l
+    JOIN bankworker.journal_entries e ON e.tenant_id = l.tenant_id AND e.entry_id = l.entry_id
+   WHERE e.idempotency_key LIKE '%:payout_failed' AND l.amount_minor < 0
+     AND p.tenant_id = l.tenant_id AND p.payout_id = left(e.idempotency_key, -14) AND NOT p.failed;
+  PERFORM bankworker.enqueue_reconcile(array_agg(DISTINCT l.tenant_id))
+     FROM changed l
+     JOIN bankworker.journal_entries e ON e.tenant_id = l.tenant_id AND e.entry_id = l.entry_id
+    WHERE e.idempotency_key LIKE '%:payout' OR e.idempotency_key LIKE '%:payout_failed'
+   HAVING count(*) > 0;
+  RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION bankworker.notify_stripe_secret_change() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -924,6 +988,21 @@ BEGIN
      GROUP BY j.kind, j.priority
      ORDER BY j.kind, j.priority
      LIMIT p_limit;
+END
+$$;
+
+CREATE FUNCTION bankworker.reconcile_gauges() RETURNS TABLE(status text, payouts bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+BEGIN
+  PERFORM set_config('bankworker.cross_tenant', 'on', true);
+  RETURN QUERY
+    SELECT p.status, count(*) FROM bankworker.reconcile_payouts p
+     WHERE p.status IN ('pending', 'missing', 'review', 'short', 'conflict')
+     GROUP BY p.status ORDER BY p.status;
+  PERFORM set_config('bankworker.cross_tenant', 'off', true);
 END
 $$;
 
@@ -1175,6 +1254,37 @@ BEGIN
     PERFORM pg_notify('bankworker_jobs', '');
   END IF;
   RETURN QUERY SELECT picked, inserted;
+END
+$$;
+
+CREATE FUNCTION bankworker.schedule_reconcile_overdue(p_now timestamp with time zone, p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+  due uuid[];
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
+    RAISE EXCEPTION 'schedule_reconcile_overdue: limit 1..10000' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM set_config('bankworker.cross_tenant', 'on', true);
+  SELECT array_agg(t.tenant_id) INTO due FROM (
+    SELECT DISTINCT p.tenant_id FROM bankworker.reconcile_payouts p
+     WHERE p.status = 'pending' AND p.expected_on < (coalesce(p_now, now()) AT TIME ZONE 'UTC')::date - 4
+     LIMIT p_limit) t;
+  PERFORM set_config('bankworker.cross_tenant', 'off', true);
+  IF due IS NULL THEN
+    RETURN 0;
+  END IF;
+  PERFORM bankworker.enqueue_jobs(due, array_fill('reconcile.match'::text, ARRAY[cardinality(due)]),
+                                  array_fill('{}'::jsonb, ARRAY[cardinality(due)]),
+                                  array_fill(100::smallint, ARRAY[cardinality(due)]),
+                                  array_fill(NULL::timestamptz, ARRAY[cardinality(due)]),
+                                  array_fill('reconcile.match'::text, ARRAY[cardinality(due)]),
+                                  array_fill(NULL::uuid, ARRAY[cardinality(due)]),
+                                  array_fill(25, ARRAY[cardinality(due)]));
+  RETURN cardinality(due);
 END
 $$;
 
@@ -1712,6 +1822,49 @@ CREATE TABLE bankworker.rate_buckets (
     CONSTRAINT rate_buckets_per_minute_check CHECK (((per_minute >= 1) AND (per_minute <= 1000000)))
 );
 
+CREATE TABLE bankworker.reconcile_accounts (
+    tenant_id uuid NOT NULL,
+    plaid_account_id text NOT NULL COLLATE pg_catalog."C",
+    ledger_account text NOT NULL,
+    tolerance_minor bigint DEFAULT 0 NOT NULL,
+    mapped_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT reconcile_accounts_plaid_account_id_check CHECK (((length(plaid_account_id) >= 1) AND (length(plaid_account_id) <= 256))),
+    CONSTRAINT reconcile_accounts_tolerance_minor_check CHECK (((tolerance_minor >= 0) AND (tolerance_minor <= 1000000000)))
+);
+
+ALTER TABLE ONLY bankworker.reconcile_accounts FORCE ROW LEVEL SECURITY;
+
+CREATE TABLE bankworker.reconcile_payouts (
+    tenant_id uuid NOT NULL,
+    payout_id text NOT NULL COLLATE pg_catalog."C",
+    entry_id uuid NOT NULL,
+    ledger_account text NOT NULL,
+    amount_minor bigint NOT NULL,
+    currency text NOT NULL,
+    expected_on date NOT NULL,
+    descriptor text,
+    failed boolean DEFAULT false NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    transaction_id text COLLATE pg_catalog."C",
+    difference_minor bigint DEFAULT 0 NOT NULL,
+    review_reason text,
+    candidates text[] DEFAULT '{}'::text[] NOT NULL,
+    reason text DEFAULT ''::text NOT NULL,
+    decided_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT reconcile_payouts_amount_minor_check CHECK ((amount_minor > 0)),
+    CONSTRAINT reconcile_payouts_candidates_check CHECK ((cardinality(candidates) <= 16)),
+    CONSTRAINT reconcile_payouts_check CHECK (((status = ANY (ARRAY['matched'::text, 'short'::text, 'conflict'::text])) = (transaction_id IS NOT NULL))),
+    CONSTRAINT reconcile_payouts_check1 CHECK (((status = 'review'::text) = (review_reason IS NOT NULL))),
+    CONSTRAINT reconcile_payouts_descriptor_check CHECK ((length(descriptor) <= 256)),
+    CONSTRAINT reconcile_payouts_payout_id_check CHECK (((length(payout_id) >= 1) AND (length(payout_id) <= 249))),
+    CONSTRAINT reconcile_payouts_reason_check CHECK ((length(reason) <= 1024)),
+    CONSTRAINT reconcile_payouts_review_reason_check CHECK ((review_reason = ANY (ARRAY['tie'::text, 'removed'::text]))),
+    CONSTRAINT reconcile_payouts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'matched'::text, 'short'::text, 'missing'::text, 'review'::text, 'conflict'::text, 'failed'::text])))
+);
+
+ALTER TABLE ONLY bankworker.reconcile_payouts FORCE ROW LEVEL SECURITY;
+
 CREATE TABLE bankworker.schedules (
     name text NOT NULL,
     interval_ms bigint NOT NULL,
@@ -1933,6 +2086,12 @@ ALTER TABLE ONLY bankworker.plaid_quarantine
 ALTER TABLE ONLY bankworker.rate_buckets
     ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (key);
 
+ALTER TABLE ONLY bankworker.reconcile_accounts
+    ADD CONSTRAINT reconcile_accounts_pkey PRIMARY KEY (tenant_id, plaid_account_id);
+
+ALTER TABLE ONLY bankworker.reconcile_payouts
+    ADD CONSTRAINT reconcile_payouts_pkey PRIMARY KEY (tenant_id, payout_id);
+
 ALTER TABLE ONLY bankworker.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 
@@ -2000,6 +2159,14 @@ CREATE INDEX plaid_quarantine_currency ON bankworker.plaid_quarantine USING btre
 
 CREATE INDEX rate_buckets_updated_at ON bankworker.rate_buckets USING btree (updated_at);
 
+CREATE INDEX reconcile_accounts_ledger ON bankworker.reconcile_accounts USING btree (tenant_id, ledger_account);
+
+CREATE INDEX reconcile_payouts_matched ON bankworker.reconcile_payouts USING btree (tenant_id, expected_on) WHERE (transaction_id IS NOT NULL);
+
+CREATE UNIQUE INDEX reconcile_payouts_one_per_deposit ON bankworker.reconcile_payouts USING btree (tenant_id, transaction_id) WHERE (transaction_id IS NOT NULL);
+
+CREATE INDEX reconcile_payouts_open ON bankworker.reconcile_payouts USING btree (tenant_id, status, expected_on) WHERE (status = ANY (ARRAY['pending'::text, 'missing'::text, 'review'::text, 'short'::text, 'conflict'::text]));
+
 CREATE INDEX sealed_secrets_kek_version ON bankworker.sealed_secrets USING btree (tenant_id, kek_version);
 
 CREATE INDEX sealed_secrets_subject ON bankworker.sealed_secrets USING btree (tenant_id, purpose, subject_id);
@@ -2011,6 +2178,8 @@ CREATE INDEX stripe_unrouted_events_account ON bankworker.stripe_unrouted_events
 CREATE UNIQUE INDEX tenant_keys_one_primary ON bankworker.tenant_keys USING btree (tenant_id) WHERE (state = 'primary'::text);
 
 CREATE INDEX transactions_account_date ON bankworker.transactions USING btree (tenant_id, account_id, date);
+
+CREATE INDEX transactions_pending_transaction ON bankworker.transactions USING btree (tenant_id, pending_transaction_id) WHERE (pending_transaction_id IS NOT NULL);
 
 CREATE TRIGGER audit_log_immutable BEFORE DELETE OR UPDATE ON bankworker.audit_log FOR EACH ROW EXECUTE FUNCTION bankworker.reject_change();
 
@@ -2040,9 +2209,15 @@ CREATE TRIGGER journal_lines_immutable BEFORE DELETE OR UPDATE ON bankworker.jou
 
 CREATE TRIGGER journal_lines_no_truncate BEFORE TRUNCATE ON bankworker.journal_lines FOR EACH STATEMENT EXECUTE FUNCTION bankworker.reject_change();
 
+CREATE TRIGGER journal_lines_payouts AFTER INSERT ON bankworker.journal_lines REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION bankworker.note_payout_lines();
+
 CREATE TRIGGER sealed_secrets_stripe_webhook_added AFTER INSERT ON bankworker.sealed_secrets FOR EACH ROW WHEN ((new.purpose = 'stripe.webhook_secret'::text)) EXECUTE FUNCTION bankworker.notify_stripe_secret_change();
 
 CREATE TRIGGER sealed_secrets_stripe_webhook_removed AFTER DELETE ON bankworker.sealed_secrets FOR EACH ROW WHEN ((old.purpose = 'stripe.webhook_secret'::text)) EXECUTE FUNCTION bankworker.notify_stripe_secret_change();
+
+CREATE TRIGGER transactions_reconcile_insert AFTER INSERT ON bankworker.transactions REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION bankworker.note_bank_rows();
+
+CREATE TRIGGER transactions_reconcile_update AFTER UPDATE ON bankworker.transactions REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION bankworker.note_bank_rows();
 
 CREATE TRIGGER transactions_references_insert AFTER INSERT ON bankworker.transactions REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION bankworker.check_transaction_references();
 
@@ -2093,6 +2268,18 @@ ALTER TABLE ONLY bankworker.ledger_accounts
 ALTER TABLE ONLY bankworker.plaid_quarantine
     ADD CONSTRAINT plaid_quarantine_tenant_id_connection_id_fkey FOREIGN KEY (tenant_id, connection_id) REFERENCES bankworker.connections(tenant_id, connection_id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY bankworker.reconcile_accounts
+    ADD CONSTRAINT reconcile_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
+
+ALTER TABLE ONLY bankworker.reconcile_accounts
+    ADD CONSTRAINT reconcile_accounts_tenant_id_ledger_account_fkey FOREIGN KEY (tenant_id, ledger_account) REFERENCES bankworker.ledger_accounts(tenant_id, code);
+
+ALTER TABLE ONLY bankworker.reconcile_payouts
+    ADD CONSTRAINT reconcile_payouts_tenant_id_entry_id_fkey FOREIGN KEY (tenant_id, entry_id) REFERENCES bankworker.journal_entries(tenant_id, entry_id);
+
+ALTER TABLE ONLY bankworker.reconcile_payouts
+    ADD CONSTRAINT reconcile_payouts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
+
 ALTER TABLE ONLY bankworker.sealed_secrets
     ADD CONSTRAINT sealed_secrets_kek_version_exists FOREIGN KEY (tenant_id, kek_version) REFERENCES bankworker.tenant_keys(tenant_id, version);
 
@@ -2124,6 +2311,10 @@ CREATE POLICY app_scope ON bankworker.journal_lines FOR SELECT TO bankworker_app
 
 CREATE POLICY app_scope ON bankworker.ledger_accounts FOR SELECT TO bankworker_app USING ((tenant_id = ( SELECT bankworker.verified_tenant() AS verified_tenant)));
 
+CREATE POLICY app_scope ON bankworker.reconcile_accounts FOR SELECT TO bankworker_app USING ((tenant_id = ( SELECT bankworker.verified_tenant() AS verified_tenant)));
+
+CREATE POLICY app_scope ON bankworker.reconcile_payouts FOR SELECT TO bankworker_app USING ((tenant_id = ( SELECT bankworker.verified_tenant() AS verified_tenant)));
+
 CREATE POLICY app_scope ON bankworker.transactions FOR SELECT TO bankworker_app USING ((tenant_id = ( SELECT bankworker.verified_tenant() AS verified_tenant)));
 
 ALTER TABLE bankworker.audit_heads ENABLE ROW LEVEL SECURITY;
@@ -2135,6 +2326,8 @@ ALTER TABLE bankworker.connections ENABLE ROW LEVEL SECURITY;
 CREATE POLICY cross_tenant_machinery ON bankworker.connections TO bankworker_owner USING ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text)) WITH CHECK ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text));
 
 CREATE POLICY cross_tenant_machinery ON bankworker.external_calls TO bankworker_owner USING ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text)) WITH CHECK ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text));
+
+CREATE POLICY cross_tenant_machinery ON bankworker.reconcile_payouts FOR SELECT TO bankworker_owner USING ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text));
 
 CREATE POLICY cross_tenant_machinery ON bankworker.sealed_secrets FOR SELECT TO bankworker_owner USING ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text));
 
@@ -2157,6 +2350,10 @@ ALTER TABLE bankworker.ledger_accounts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE bankworker.plaid_quarantine ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY queue_machinery ON bankworker.jobs TO bankworker_owner USING (true) WITH CHECK (true);
+
+ALTER TABLE bankworker.reconcile_accounts ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE bankworker.reconcile_payouts ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE bankworker.sealed_secrets ENABLE ROW LEVEL SECURITY;
 
@@ -2189,6 +2386,10 @@ CREATE POLICY tenant_isolation ON bankworker.journal_lines TO bankworker_owner, 
 CREATE POLICY tenant_isolation ON bankworker.ledger_accounts TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
 CREATE POLICY tenant_isolation ON bankworker.plaid_quarantine TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
+
+CREATE POLICY tenant_isolation ON bankworker.reconcile_accounts TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
+
+CREATE POLICY tenant_isolation ON bankworker.reconcile_payouts TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
 CREATE POLICY tenant_isolation ON bankworker.sealed_secrets TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
@@ -2258,6 +2459,9 @@ GRANT ALL ON FUNCTION bankworker.enqueue_jobs(p_tenants uuid[], p_kinds text[], 
 REVOKE ALL ON FUNCTION bankworker.enqueue_link_request(tenant uuid, public_token text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.enqueue_link_request(tenant uuid, public_token text) TO bankworker_worker;
 
+REVOKE ALL ON FUNCTION bankworker.enqueue_reconcile(p_tenants uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.enqueue_reconcile(p_tenants uuid[]) TO bankworker_worker;
+
 REVOKE ALL ON FUNCTION bankworker.enqueue_revoke_request(tenant uuid, connection uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.enqueue_revoke_request(tenant uuid, connection uuid) TO bankworker_worker;
 
@@ -2295,6 +2499,12 @@ GRANT ALL ON FUNCTION bankworker.list_jobs(p_state text, p_kind text, p_tenant u
 REVOKE ALL ON FUNCTION bankworker.list_scope_keys() FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.list_scope_keys() TO bankworker_worker;
 
+REVOKE ALL ON FUNCTION bankworker.note_bank_rows() FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.note_bank_rows() TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.note_payout_lines() FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.note_payout_lines() TO bankworker_worker;
+
 REVOKE ALL ON FUNCTION bankworker.plaid_item_connection(item_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.plaid_item_connection(item_id text) TO bankworker_worker;
 
@@ -2309,6 +2519,9 @@ GRANT ALL ON FUNCTION bankworker.prune_rate_buckets(p_before timestamp with time
 
 REVOKE ALL ON FUNCTION bankworker.queue_depth(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.queue_depth(p_now timestamp with time zone, p_limit integer) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.reconcile_gauges() FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.reconcile_gauges() TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.reject_change() FROM PUBLIC;
 
@@ -2340,6 +2553,9 @@ GRANT ALL ON FUNCTION bankworker.route_stripe_accounts(p_accounts text[]) TO ban
 
 REVOKE ALL ON FUNCTION bankworker.schedule_due_syncs(p_now timestamp with time zone, p_interval_ms bigint, p_jitter_ms bigint, p_seed bigint, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.schedule_due_syncs(p_now timestamp with time zone, p_interval_ms bigint, p_jitter_ms bigint, p_seed bigint, p_limit integer) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.schedule_reconcile_overdue(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.schedule_reconcile_overdue(p_now timestamp with time zone, p_limit integer) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.schedule_stripe_recovery(p_platform_key boolean, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.schedule_stripe_recovery(p_platform_key boolean, p_limit integer) TO bankworker_worker;
@@ -2391,6 +2607,12 @@ GRANT SELECT ON TABLE bankworker.ledger_accounts TO bankworker_app;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE bankworker.plaid_quarantine TO bankworker_worker;
 
 GRANT SELECT ON TABLE bankworker.rate_buckets TO bankworker_worker;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE bankworker.reconcile_accounts TO bankworker_worker;
+GRANT SELECT ON TABLE bankworker.reconcile_accounts TO bankworker_app;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE bankworker.reconcile_payouts TO bankworker_worker;
+GRANT SELECT ON TABLE bankworker.reconcile_payouts TO bankworker_app;
 
 GRANT SELECT ON TABLE bankworker.schedules TO bankworker_worker;
 

@@ -30,6 +30,12 @@ constexpr const char* transactions_cursor_sql =
     " SELECT transaction_id, account_id, date::text, name, coalesce(merchant_name, ''), currency, amount_minor,"
     "        pending, removed_at IS NOT NULL"
     " FROM bankworker.transactions ORDER BY date, transaction_id";
+// Each payout's reconciliation (ledger/reconcile.hpp): its status and the bank row it matched.
+constexpr const char* reconciliation_cursor_sql =
+    "DECLARE bankworker_export_reconciliation NO SCROLL CURSOR FOR"
+    " SELECT payout_id, expected_on::text, status, coalesce(transaction_id, ''), currency, amount_minor,"
+    "        difference_minor, reason"
+    " FROM bankworker.reconcile_payouts ORDER BY expected_on, payout_id";
 
 // Exact decimal placement, in text.
 std::string place_point(std::int64_t minor, int exponent) {
@@ -186,6 +192,30 @@ void write_transactions(pqxx::work& tx, writer& w, std::ostream& out) {
   });
 }
 
+// Every payout with its reconciliation status and matched transaction, through a cursor.
+void write_reconciliation(pqxx::work& tx, writer& w, std::ostream& out) {
+  bool first = true;
+  for_each_row(tx, reconciliation_cursor_sql, "bankworker_export_reconciliation", [&](const pqxx::row& row) {
+    const std::string currency = row[4].as<std::string>();
+    const auto minor = row[5].as<std::int64_t>();
+    const std::string transaction = row[3].as<std::string>();
+    if (w.is_json()) {
+      out << (first ? "\n" : ",\n") << "{\"payout_id\":" << json(row[0].as<std::string>())
+          << ",\"expected_on\":" << json(row[1].as<std::string>()) << ",\"status\":" << json(row[2].as<std::string>())
+          << ",\"transaction_id\":" << (transaction.empty() ? "null" : json(transaction))
+          << ",\"currency\":" << json(currency) << ",\"amount_minor\":" << minor
+          << ",\"amount\":" << json(w.amount(minor, currency))
+          << ",\"difference_minor\":" << row[6].as<std::int64_t>() << ",\"reason\":" << json(row[7].as<std::string>())
+          << "}";
+    } else {
+      out << "reconciliation," << csv(row[0].as<std::string>()) << "," << row[1].as<std::string>() << ","
+          << csv(transaction) << "," << csv(currency) << "," << minor << "," << w.amount(minor, currency) << ","
+          << row[2].as<std::string>() << "\n";
+    }
+    first = false;
+  });
+}
+
 }  // namespace
 
 std::string decimal_text(std::int64_t minor, int exponent) { return place_point(minor, exponent); }
@@ -210,6 +240,8 @@ void export_books(pqxx::work& tx, export_format format, std::ostream& out) {
   write_journal(tx, w, out);
   if (w.is_json()) out << "],\n\"transactions\":[";
   write_transactions(tx, w, out);
+  if (w.is_json()) out << "],\n\"reconciliation\":[";
+  write_reconciliation(tx, w, out);
   if (w.is_json()) out << "]}\n";
   out.flush();
 }

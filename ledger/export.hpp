@@ -1,6 +1,7 @@
 #pragma once
 // A tenant's books as one document: accounts with balances, the trial balance, journal entries
-// with their lines, and bank transactions. Amounts appear twice: as integer minor units (exact,
+// with their lines, bank transactions, and each payout's reconciliation (status, matched bank
+// row). Amounts appear twice: as integer minor units (exact,
 // for machines) and as decimal text placed by the currency's exponent (for people) — never as a
 // JSON float. Rows are read through a cursor in batches, so memory stays flat however large the
 // ledger is.

@@ -29,6 +29,7 @@ constexpr command commands[] = {
     {"migrate", command_migrate},
     {"tenant", command_tenant},
     {"export", command_export},
+    {"reconcile", command_reconcile},
     {"keys", command_keys},
     {"audit", command_audit},
     {"jobs", command_jobs},

@@ -30,6 +30,18 @@ constexpr command_help head_helps[] = {
     {"tenant list", "", "every tenant: id, status, creation date, connections and name", ""},
     {"export", "--tenant T [--format json|csv]", "the tenant's accounts, balances, journal and bank transactions",
      "  --tenant T         the tenant's id (a uuid)\n  --format F         json (default) or csv\n"},
+    {"reconcile", "map|list|run ...", "payouts matched to the bank deposits they became", ""},
+    {"reconcile map", "--tenant T --plaid-account A [--ledger-account bank] [--tolerance-minor N]",
+     "map a synced bank account to a ledger bank account (audited)",
+     "  --tenant T            the tenant's id (a uuid)\n"
+     "  --plaid-account A     the bank account's id as Plaid reports it\n"
+     "  --ledger-account L    the ledger asset account its payouts post to (default bank)\n"
+     "  --tolerance-minor N   a deposit off by less than N minor units is short, not unmatched (default 0)\n"},
+    {"reconcile list", "[--tenant T] [--status S]", "payouts and their reconciliation status, newest first",
+     "  --tenant T         one tenant (default: every tenant)\n"
+     "  --status S         pending, matched, short, missing, review, conflict or failed\n"},
+    {"reconcile run", "--tenant T", "match the tenant's open payouts now (the worker also does on every change)",
+     tenant_line},
     {"keys", "status|rotate|rewrap|destroy ...", "tenant and root keys: see crypto/README.md", ""},
     {"keys status", "[--tenant T]", "each tenant's key versions and what still needs them", tenant_line},
     {"keys rotate", "--tenant T | --root --root-key-file NEW_KEY_FILE",

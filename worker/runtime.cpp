@@ -32,6 +32,7 @@
 #include "service/command.hpp"
 #include "worker/database_gauges.hpp"
 #include "worker/dispatcher.hpp"
+#include "worker/reconcile_jobs.hpp"
 #include "worker/http_server.hpp"
 #include "service/metrics.hpp"
 #include "worker/readiness.hpp"
@@ -529,7 +530,9 @@ int run_service(settings& config, providers_list configured) {
                              dispatch_settings_for(config, job_kinds(configured, true)), log);
   jobs_dispatcher.set_metrics(metrics);
   connectors::http::client http(io, {});
-  database_gauges gauges(io, blocking, connections, metrics, log, job_kinds(configured, false));
+  std::vector<std::string> gauge_kinds = job_kinds(configured, false);
+  gauge_kinds.emplace_back(reconcile_match_kind);
+  database_gauges gauges(io, blocking, connections, metrics, log, gauge_kinds);
   scheduler periodic(io, blocking, connections, jobs, scheduler_settings{}, log, &metrics);
   // Declared after every part the providers use (and before what uses them), so they are
   // destroyed first: their timers and routes go before the io_context and the pool.
@@ -537,6 +540,7 @@ int run_service(settings& config, providers_list configured) {
   std::vector<http_route> routes;
   start_providers(providers, {io, blocking, connections, *keys, currencies, jobs, http, metrics, log},
                   {jobs_dispatcher, periodic, gauges, routes});
+  add_reconciliation(jobs_dispatcher, periodic, gauges, connections, *keys, metrics);  // a built-in, no provider's
 
   std::atomic<bool> draining{false};
   const db::schema_check schema(db::embedded_migrations());

@@ -70,6 +70,13 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
      {"INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
       " VALUES ($1::text::uuid, md5($1::text || 'e')::uuid, 0, 'stripe.clearing', 1000, 'USD'),"
       " ($1::text::uuid, md5($1::text || 'e')::uuid, 1, 'revenue', -1000, 'USD')"}},
+    {"reconcile_accounts",
+     {"INSERT INTO bankworker.reconcile_accounts (tenant_id, plaid_account_id, ledger_account)"
+      " VALUES ($1::text::uuid, 'acc-' || $1::text, 'stripe.clearing')"}},
+    {"reconcile_payouts",
+     {"INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor,"
+      " currency, expected_on) VALUES ($1::text::uuid, 'po_' || md5($1::text), md5($1::text || 'e')::uuid,"
+      " 'stripe.clearing', 1000, 'USD', DATE '2026-11-01')"}},
     {"audit_log",
      {"INSERT INTO bankworker.audit_log (tenant_id, seq, actor, action, subject, prev_hash, hash, signature,"
       " signing_key_id) VALUES ($1::text::uuid, 1, 'test', 'tenant.created', $1::text, '\\x00', '\\x01', '\\x02', 'k1')"}},
