@@ -379,6 +379,9 @@ boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {
     try {
       result = co_await handler->second(
           entry->job, job_context(jobs_, blocking_, owner_, entry->lease_lost, entry->completed_by_handler));
+    } catch (const lease_lost_error&) {
+      // The handler's transaction found its lease gone and rolled back: nothing committed.
+      result = queue::outcome::retry("lease lost");
     } catch (const core::invariant_violation& error) {
       result = queue::outcome::failed_permanently(std::string("invariant violated: ") + error.what());
     } catch (const pqxx::in_doubt_error& error) {

@@ -1,5 +1,8 @@
 #include "connectors/stripe/api_jobs.hpp"
 
+#include <algorithm>
+#include <set>
+
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
@@ -20,27 +23,70 @@ namespace asio = boost::asio;
 
 namespace {
 
-// The event a stripe.post job names; nothing when the payload has none (the posting fails the job).
-std::optional<std::string> payload_event_id(std::string_view payload_json) {
-  thread_local simdjson::dom::parser parser;
-  simdjson::dom::element payload;
-  std::string_view event_id;
-  if (parser.parse(payload_json.data(), payload_json.size()).get(payload) != simdjson::SUCCESS ||
-      payload["event_id"].get(event_id) != simdjson::SUCCESS) {
-    return std::nullopt;
+// What the read transaction of a stripe.post run found: the event (read once) and the key.
+struct post_read {
+  std::optional<stored_event> event;
+  std::optional<crypto::secret> tenant_key;  // empty: none for the tenant
+};
+
+// Of a plan's legs awaiting settlement, the objects the ledger already holds a fee or conversion
+// entry of (another event about the same money settled them): those are not fetched again.
+std::set<std::string, std::less<>> settled_elsewhere(pqxx::transaction_base& tx, const posting_plan& plan) {
+  std::vector<std::string> keys;
+  std::vector<const settlement_leg*> awaiting;
+  for (const settlement_leg& leg : plan.legs) {
+    if (leg.settlement || !leg.fetch) continue;
+    const settlement_keys leg_keys = settlement_keys_of(leg);
+    keys.push_back(leg_keys.fee);
+    keys.push_back(leg_keys.fx);
+    awaiting.push_back(&leg);
   }
-  return std::string(event_id);
+  const std::set<std::string, std::less<>> existing = existing_entries(tx, keys);
+  std::set<std::string, std::less<>> settled;
+  for (const settlement_leg* leg : awaiting) {
+    const settlement_keys leg_keys = settlement_keys_of(*leg);
+    if (existing.contains(leg_keys.fee) || existing.contains(leg_keys.fx)) settled.insert(leg->object_id);
+  }
+  return settled;
 }
 
-// What the read transaction of a fee look-up found: the charge, its gross entry and the key to
-// fetch its balance transaction with.
-struct fee_request {
-  std::string charge_id;
-  std::string balance_transaction_id;
-  ledger::entry gross;
-  std::optional<std::string> account;
-  std::optional<crypto::secret> tenant_key;  // empty: use the platform key
-};
+// The parsing a stripe.post run does, in plain functions: a coroutine may resume on another thread
+// than it started on, so it must not hold a thread_local parser across a co_await.
+posting_plan plan_body(std::string_view body, const core::currency_table& currencies, bool& thin) {
+  thread_local simdjson::dom::parser parser;
+  posting_plan plan = plan_postings(parser, body, currencies);
+  thin = plan.status == plan_status::ignore && is_thin_event(parser, body);
+  return plan;
+}
+
+posting_plan complete_fetched(posting_plan plan, std::span<const fetched_object> fetched,
+                              const core::currency_table& currencies) {
+  thread_local simdjson::dom::parser parser;
+  return complete_plan(parser, std::move(plan), fetched, currencies);
+}
+
+std::optional<thin_event> parse_thin(std::string_view body, std::string& error) {
+  thread_local simdjson::dom::parser parser;
+  return parse_thin_event(parser, body, error);
+}
+
+// Whether a leg's settlement is fetched: every leg's with fetch_every_leg, else only a charge's
+// balance transaction named by id (what the stripe.post job has fetched since issue #6).
+bool fetched_leg(const settlement_leg& leg, bool fetch_every_leg) {
+  return fetch_every_leg || (leg.name == "gross" && leg.fetch->object == "balance_transaction");
+}
+
+// What of plan.to_fetch is still to be fetched: the requests of legs not settled elsewhere.
+std::vector<fetch_request> still_to_fetch(const posting_plan& plan, const std::set<std::string, std::less<>>& settled,
+                                          bool fetch_every_leg) {
+  std::vector<fetch_request> out;
+  for (const settlement_leg& leg : plan.legs) {
+    if (leg.settlement || !leg.fetch || settled.contains(leg.object_id)) continue;
+    if (!fetched_leg(leg, fetch_every_leg)) continue;
+    if (std::find(out.begin(), out.end(), *leg.fetch) == out.end()) out.push_back(*leg.fetch);
+  }
+  return out;
+}
 
 stripe::inbox_event inbox_event_of(const core::uuid& tenant, stripe::listed_event event) {
   stripe::inbox_event out;
@@ -114,121 +160,110 @@ void stripe_api_jobs::log_calls(const job_context&, const core::uuid& tenant,
   db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { db::append_external_calls(tx, tenant, rows); });
 }
 
-asio::awaitable<related_fetch> stripe_api_jobs::fetch_related_object(queue::job job, job_context context) const {
-  related_fetch out;
-  const std::optional<std::string> event_id = payload_event_id(job.payload_json);
-  if (!event_id) co_return out;
+const crypto::secret* stripe_api_jobs::key_for(const std::optional<crypto::secret>& tenant_key,
+                                               const std::optional<std::string>& account) const noexcept {
+  if (tenant_key) return &*tenant_key;
+  // The platform key reads only connected accounts' objects (Stripe-Account).
+  if (!platform_key_.empty() && account) return &platform_key_;
+  return nullptr;
+}
+
+asio::awaitable<prepared_post> stripe_api_jobs::prepare_post(queue::job job, job_context context,
+                                                             std::string event_id) const {
+  prepared_post out;
   const core::uuid tenant = job.ref.tenant;
-  struct fetch_request {
-    stripe::thin_event event;
-    std::string snapshot_type;
-    std::optional<crypto::secret> tenant_key;  // empty: use the platform key
-  };
-  // 1. A short transaction: the event, whether it is a thin event about money, the key.
-  std::optional<fetch_request> request = co_await context.run_db([&] {
-    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<fetch_request> {
-      const auto stored = stripe::load_event(tx, *event_id);
-      if (!stored || (stored->state != "received" && stored->state != "failed")) return std::nullopt;
-      thread_local simdjson::dom::parser parser;
-      if (!stripe::is_thin_event(parser, stored->body)) return std::nullopt;
-      std::string error;
-      std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, stored->body, error);
-      if (!thin) return std::nullopt;  // the posting fails it, with the reason
-      std::optional<std::string> type = stripe::snapshot_type_of(*thin);
-      if (!type) return std::nullopt;  // no money we post: the posting ignores it
-      fetch_request found{std::move(*thin), std::move(*type), stripe::load_api_key(tx, keys_, tenant)};
-      return std::optional<fetch_request>(std::move(found));
+  // 1. One short transaction: the event, and the key when the event awaits posting.
+  post_read read = co_await context.run_db([&] {
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+      post_read found;
+      found.event = load_event(tx, event_id);
+      if (found.event && awaits_posting(found.event->state)) found.tenant_key = load_api_key(tx, keys_, tenant);
+      return found;
     });
   });
-  if (!request) co_return out;
-  const std::string what = "thin event " + request->event.id + ": related " + request->event.related->type + " " +
-                           request->event.related->id;
-  // The platform key reads only connected accounts' objects (Stripe-Account).
-  if (!request->tenant_key && (platform_key_.empty() || !request->event.account)) {
-    out.stop = queue::outcome::needs_user_action(
-        what + " cannot be fetched without a Stripe API key for the tenant (bankworker stripe key set)");
-    co_return out;
+  if (!read.event) co_return out;  // the posting transaction fails the job: not in the inbox
+  out.state = read.event->state;
+  if (!awaits_posting(*out.state)) co_return out;
+  // 2. Planned once; a thin event from its fetched related object instead.
+  bool thin = false;
+  posting_plan plan = plan_body(read.event->body, currencies_, thin);
+  if (thin) {
+    auto planning = plan_thin_event(context, tenant, read.event->body, read.tenant_key, plan);
+    out.stop = co_await std::move(planning);
+    if (out.stop) co_return out;
   }
-
-  // 2. The call, with no transaction open.
-  stripe::api_credentials credentials;
-  credentials.key = request->tenant_key ? &*request->tenant_key : &platform_key_;
-  credentials.account = request->event.account;
-  auto fetching = api_.get_object(std::move(credentials), request->event.related->url, request->event.related->id,
-                                  request->event.related->type);
-  stripe::api_result<std::string> fetched = co_await std::move(fetching);
-  request->tenant_key.reset();  // zeroed now: the key is not needed past the call
-  const std::vector<stripe::api_call_record> calls{fetched.call};
-  co_await context.run_db([&] { log_calls(context, tenant, calls); });
-  if (!fetched.ok()) {
-    out.stop = outcome_of(fetched.failure, what);
-    co_return out;
+  // 3. What the plan still needs from the API, fetched with no transaction open.
+  const crypto::secret* key = key_for(read.tenant_key, plan.account);
+  if (plan.status == plan_status::post && plan.awaiting_settlement() && key != nullptr) {
+    auto settling = settle(context, tenant, *key, plan);
+    out.stop = co_await std::move(settling);
+    if (out.stop) co_return out;
   }
-  out.snapshot = stripe::snapshot_event_json(request->event, request->snapshot_type, *fetched.value);
+  read.tenant_key.reset();  // zeroed now: the key is not needed past the calls
+  out.plan = std::move(plan);
   co_return out;
 }
 
-asio::awaitable<fee_lookup> stripe_api_jobs::look_up_fees(queue::job job, job_context context,
-                                                          std::optional<std::string> snapshot) const {
-  fee_lookup out;
-  const std::optional<std::string> event_id = payload_event_id(job.payload_json);
-  if (!event_id) co_return out;
-  const core::uuid tenant = job.ref.tenant;
-  // 1. A short transaction: the event, its plan, whether the fee is posted already, the key.
-  std::optional<fee_request> request = co_await context.run_db([&] {
-    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) -> std::optional<fee_request> {
-      const auto stored = stripe::load_event(tx, *event_id);
-      if (!stored || (stored->state != "received" && stored->state != "failed")) return std::nullopt;
-      thread_local simdjson::dom::parser parser;
-      stripe::posting_plan plan = stripe::plan_postings(parser, snapshot ? *snapshot : stored->body, currencies_);
-      if (plan.status != stripe::plan_status::post || !plan.balance_transaction_id || !plan.charge_id) {
-        return std::nullopt;
-      }
-      if (stripe::journal_entry_exists(tx, *plan.charge_id + ":fee") || stripe::journal_entry_exists(tx, *plan.charge_id + ":fx")) {
-        return std::nullopt;
-      }
-      fee_request found;
-      found.charge_id = *plan.charge_id;
-      found.balance_transaction_id = *plan.balance_transaction_id;
-      found.account = plan.account;
-      bool have_gross = false;
-      for (ledger::entry& entry : plan.entries) {
-        if (entry.idempotency_key == found.charge_id + ":gross") {
-          found.gross = std::move(entry);
-          have_gross = true;
-        }
-      }
-      if (!have_gross) return std::nullopt;
-      found.tenant_key = stripe::load_api_key(tx, keys_, tenant);
-      // The platform key reads only connected accounts' objects (Stripe-Account).
-      if (!found.tenant_key && (platform_key_.empty() || !found.account)) return std::nullopt;
-      return std::optional<fee_request>(std::move(found));
-    });
-  });
-  if (!request) co_return out;  // no key, nothing to fetch, or fees already posted: gross only
-
-  // 2. The call, with no transaction open.
-  stripe::api_credentials credentials;
-  credentials.key = request->tenant_key ? &*request->tenant_key : &platform_key_;
-  credentials.account = request->account;
-  auto fetching = api_.get_balance_transaction(std::move(credentials), request->balance_transaction_id);
-  stripe::api_result<stripe::balance_transaction> fetched = co_await std::move(fetching);
-  request->tenant_key.reset();  // zeroed now: the key is not needed past the call
-  const std::vector<stripe::api_call_record> calls{fetched.call};
+asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::plan_thin_event(
+    const job_context& context, const core::uuid& tenant, std::string_view body,
+    const std::optional<crypto::secret>& tenant_key, posting_plan& plan) const {
+  std::string error;
+  const std::optional<thin_event> thin = parse_thin(body, error);
+  if (!thin) co_return queue::outcome::needs_user_action("thin event: " + error);
+  const std::optional<std::string> type = snapshot_type_of(*thin);
+  if (!type) co_return std::nullopt;  // no money we post: the plan ignores it
+  const std::string what = "thin event " + thin->id + ": related " + thin->related->type + " " + thin->related->id;
+  const crypto::secret* key = key_for(tenant_key, thin->account);
+  if (key == nullptr) {
+    co_return queue::outcome::needs_user_action(
+        what + " cannot be fetched without a Stripe API key for the tenant (bankworker stripe key set)");
+  }
+  api_credentials credentials;
+  credentials.key = key;
+  credentials.account = thin->account;
+  auto fetching = api_.get_object(std::move(credentials), thin->related->url, thin->related->id, thin->related->type);
+  api_result<std::string> fetched = co_await std::move(fetching);
+  const std::vector<api_call_record> calls{fetched.call};
   co_await context.run_db([&] { log_calls(context, tenant, calls); });
-  const std::string what = "balance transaction " + request->balance_transaction_id;
-  if (!fetched.ok()) {
-    out.stop = outcome_of(fetched.failure, what);
-    co_return out;
+  if (!fetched.ok()) co_return outcome_of(fetched.failure, what);
+  bool snapshot_thin = false;
+  plan = plan_body(snapshot_event_json(*thin, *type, *fetched.value), currencies_, snapshot_thin);
+  co_return std::nullopt;
+}
+
+asio::awaitable<std::optional<queue::outcome>> stripe_api_jobs::settle(const job_context& context,
+                                                                       const core::uuid& tenant,
+                                                                       const crypto::secret& key,
+                                                                       posting_plan& plan) const {
+  const std::set<std::string, std::less<>> settled = co_await context.run_db([&] {
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) { return settled_elsewhere(tx, plan); });
+  });
+  for (std::size_t round = 0; round < fetch_rounds_max && plan.status == plan_status::post; ++round) {
+    const std::vector<fetch_request> wanted = still_to_fetch(plan, settled, settings_.fetch_every_leg);
+    if (wanted.empty()) break;
+    BW_INVARIANT(wanted.size() <= fetched_objects_max);
+    std::vector<fetched_object> fetched;
+    std::vector<api_call_record> calls;
+    std::optional<queue::outcome> stop;
+    for (const fetch_request& request : wanted) {
+      api_credentials credentials;
+      credentials.key = &key;
+      credentials.account = plan.account;
+      auto getting = api_.get_object(std::move(credentials), request.path, request.id, request.object);
+      api_result<std::string> answer = co_await std::move(getting);
+      calls.push_back(answer.call);
+      if (!answer.ok()) {
+        stop = outcome_of(answer.failure, request.object + " " + request.id);
+        break;
+      }
+      fetched.push_back({request, std::move(*answer.value)});
+    }
+    co_await context.run_db([&] { log_calls(context, tenant, calls); });
+    if (stop) co_return stop;
+    plan = complete_fetched(std::move(plan), fetched, currencies_);
   }
-  // 3. The entries, posted by the caller with the event's own.
-  stripe::posting_plan fees = stripe::fee_entries(request->gross, request->charge_id, *fetched.value, currencies_);
-  if (fees.status != stripe::plan_status::post) {
-    out.stop = queue::outcome::failed_permanently(what + ": " + fees.reason);
-    co_return out;
-  }
-  out.entries = std::move(fees.entries);
-  co_return out;
+  if (plan.status == plan_status::fail) co_return queue::outcome::failed_permanently("event " + plan.event_id + ": " + plan.reason);
+  co_return std::nullopt;
 }
 
 job_handler stripe_api_jobs::recover_handler() {

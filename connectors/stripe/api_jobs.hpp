@@ -1,23 +1,24 @@
 #pragma once
 // The Stripe API side of the worker (DESIGN.md §1.3, issue #6 items 6 and 8).
 //
-// Fees: a charge's fee and net live on its balance transaction, which webhooks never expand. When
-// stripe.post handles an event whose plan names a balance transaction (charge.succeeded) and a key
-// is available, look_up_fees() fetches it and returns the fee (and fx) entries, which the handler
-// posts in the SAME transaction as the event's gross entry: the ledger never holds a charge
-// without its fee once a key is configured. The sequence is: a short read transaction (event,
-// plan, key), then the HTTP call with no transaction open, then the posting transaction. An API
-// failure ends the job with its outcome (429: retry after Retry-After; 5xx/network: retry;
-// 401/403: needs user action; 404 and other 4xx: failed) and posts nothing, so the gross entry
-// waits with its fee; a retry repeats the fetch (fee entries are keyed ch_…:fee, so a second post
-// is a no-op). Which key: the tenant's own sealed restricted key (`bankworker stripe key set`);
-// else, for a Connect event (`account` set), the platform key with Stripe-Account; else none, and
-// the event posts gross only, as before.
+// Posting reads once (issue #17): prepare_post() is the part of one stripe.post run before its
+// posting transaction. One short transaction reads the event and the tenant's key; the event is
+// planned once (plan_postings); a thin event about money has its related object fetched first and
+// its snapshot planned instead; then every balance transaction the plan lists in `to_fetch` is
+// fetched with no transaction open and handed to complete_plan, at most fetch_rounds_max rounds (a
+// charge named only by its id, then its balance transaction). A leg whose fee or conversion entry
+// the ledger holds already (another event about the same money settled it) is not fetched again.
+// The plan goes to the posting transaction (post_job.cpp), which posts its entries with the job's
+// completion and does not read the event's body again. An API failure ends the job with its
+// outcome (429: retry after Retry-After; 5xx/network: retry; 401/403: needs user action; 404 and
+// other 4xx: failed) and posts nothing; a retry repeats the fetch (entries are keyed by the money
+// object and leg, so a second post is a no-op). Which key: the tenant's own sealed restricted key
+// (`bankworker stripe key set`); else, for a Connect event (`account` set), the platform key with
+// Stripe-Account; else none, and the event posts its presentment side only, as before.
 //
-// Thin events (connectors/stripe/thin_event.hpp): fetch_related_object() runs before the fee
-// look-up. For a stored thin event about a money object we post, it reads the key in a short
-// transaction, GETs the related object (no transaction open) and returns the snapshot event the
-// posting rules read in its place; the fee look-up and the posting then use that snapshot. A
+// Thin events (connectors/stripe/thin_event.hpp): for a stored thin event about a money object we
+// post, prepare_post() GETs the related object (no transaction open) and plans the snapshot event
+// built from it in place of the stored body. A
 // failed fetch ends the job as any API failure does (5xx: retry; the ledger is untouched). No key:
 // needs user action. A thin event about anything else is left to the posting, which ignores it.
 //
@@ -40,6 +41,7 @@
 
 #include "connectors/stripe/api_client.hpp"
 #include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/posting.hpp"
 #include "core/currency.hpp"
 #include "crypto/secret.hpp"
 #include "db/keys.hpp"
@@ -72,19 +74,21 @@ struct stripe_api_job_settings {
   // Pages of /v1/events one scope reads per job; a backlog is read over several runs.
   std::size_t recovery_pages_max = 20;
   std::size_t recovery_page_limit = stripe::events_page_limit_max;
+  // Fetch the settlement of every leg the plan lists in to_fetch (refunds, disputes, payouts, a
+  // charge named only by its id, …); off: only a charge's balance transaction named by id, as
+  // before issue #16's wiring.
+  bool fetch_every_leg = false;
 };
 
-// What the fee look-up decided for one stripe.post job.
-struct fee_lookup {
+// What one stripe.post run read, fetched and planned before its posting transaction.
+struct prepared_post {
   std::optional<queue::outcome> stop;  // set: end the job with this outcome, post nothing
-  std::vector<ledger::entry> entries;  // fee (and fx) entries to post with the event's entries
+  std::optional<std::string> state;    // the event's state as read; nothing: not in the inbox
+  std::optional<posting_plan> plan;    // set when the event awaits posting (received or failed)
 };
 
-// What the related-object fetch decided for one stripe.post job.
-struct related_fetch {
-  std::optional<queue::outcome> stop;   // set: end the job with this outcome, post nothing
-  std::optional<std::string> snapshot;  // set: post this snapshot event instead of the stored body
-};
+// Whether an event in `state` is still to be posted (a failed one is tried again).
+inline bool awaits_posting(std::string_view state) noexcept { return state == "received" || state == "failed"; }
 
 class stripe_api_jobs {
  public:
@@ -94,10 +98,9 @@ class stripe_api_jobs {
                   const core::currency_table& currencies, crypto::secret platform_key, logger& log,
                   stripe_api_job_settings settings);
 
-  boost::asio::awaitable<related_fetch> fetch_related_object(queue::job job, job_context context) const;
-  // `snapshot`: what fetch_related_object returned, planned in place of the stored body.
-  boost::asio::awaitable<fee_lookup> look_up_fees(queue::job job, job_context context,
-                                                  std::optional<std::string> snapshot = std::nullopt) const;
+  // Reads event `event_id` of the job's tenant once, plans it and fetches what the plan still
+  // needs (see the top). `job` and `context` are the stripe.post run's.
+  boost::asio::awaitable<prepared_post> prepare_post(queue::job job, job_context context, std::string event_id) const;
   job_handler recover_handler();
   bool has_platform_key() const noexcept { return !platform_key_.empty(); }
   // Counts every Stripe API call in bankworker_provider_calls_total and its latency histogram;
@@ -111,6 +114,20 @@ class stripe_api_jobs {
                                                                       stripe::api_credentials credentials) const;
   void log_calls(const job_context& context, const core::uuid& tenant,
                  const std::vector<stripe::api_call_record>& calls) const;
+  // The key for a call about `account`'s objects: the tenant's, else the platform key for a
+  // connected account, else none.
+  const crypto::secret* key_for(const std::optional<crypto::secret>& tenant_key,
+                                const std::optional<std::string>& account) const noexcept;
+  // A thin event's plan: its related object fetched and planned as its snapshot event; or the
+  // outcome that ends the job.
+  boost::asio::awaitable<std::optional<queue::outcome>> plan_thin_event(const job_context& context,
+                                                                        const core::uuid& tenant, std::string_view body,
+                                                                        const std::optional<crypto::secret>& tenant_key,
+                                                                        posting_plan& plan) const;
+  // Fetches what `plan` lists in to_fetch, except legs the ledger has settled already, and
+  // completes it; or the outcome that ends the job.
+  boost::asio::awaitable<std::optional<queue::outcome>> settle(const job_context& context, const core::uuid& tenant,
+                                                               const crypto::secret& key, posting_plan& plan) const;
 
   db::pool& connections_;
   db::key_store& keys_;

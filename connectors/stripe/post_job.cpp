@@ -1,5 +1,8 @@
 // The stripe.post handler: posts a stored Stripe event into the tenant's ledger and records the
-// job's completion in the same transaction.
+// job's completion in the same transaction. One run reads its event once and plans it once: with
+// a Stripe API configured, stripe_api_jobs::prepare_post reads, plans and fetches before the
+// posting transaction, which posts that plan without reading the body again; without one, the
+// posting transaction reads and plans the event itself.
 //
 // Group posting. One transaction per event spent most of its time on what every transaction
 // pays (planning the completion, the commit's WAL flush), so the handlers running at the same
@@ -49,10 +52,21 @@ static_assert(batch_max <= limits::job_batch_max);
 // Batches written at once: two let one batch's commit (its WAL flush) overlap the next one's work.
 constexpr std::size_t batches_in_flight_max = 2;
 
+// The event a stripe.post job names; nothing when the payload has none.
+std::optional<std::string> payload_event_id(std::string_view payload_json) {
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element payload;
+  std::string_view event_id;
+  if (parser.parse(payload_json.data(), payload_json.size()).get(payload) != simdjson::SUCCESS ||
+      payload["event_id"].get(event_id) != simdjson::SUCCESS) {
+    return std::nullopt;
+  }
+  return std::string(event_id);
+}
+
 // A thin event about money whose related object was not fetched (no Stripe API configured): the
 // reason to wait for an operator, or nothing when it is not one (the posting rules ignore it).
-std::optional<std::string> unfetched_thin_money(std::string_view body) {
-  thread_local simdjson::dom::parser parser;
+std::optional<std::string> unfetched_thin_money(simdjson::dom::parser& parser, std::string_view body) {
   if (!stripe::is_thin_event(parser, body)) return std::nullopt;
   std::string error;
   const std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, body, error);
@@ -68,10 +82,9 @@ struct post_request {
   const queue::job* job = nullptr;
   const job_context* context = nullptr;
   std::string event_id;
-  // The charge's fee entries (stripe_api_jobs::look_up_fees), posted with the gross.
-  const std::vector<ledger::entry>* fees = nullptr;
-  // A thin event's snapshot with its fetched object, planned in place of the stored body.
-  const std::optional<std::string>* snapshot = nullptr;
+  // What stripe_api_jobs::prepare_post read and planned (the event is not read again); null: no
+  // Stripe API configured, the posting transaction reads and plans the event itself.
+  const prepared_post* prepared = nullptr;
   // Set by a batch that committed; empty when the request must post alone.
   std::optional<queue::outcome> result;
   // Guarded by the batcher's mutex: a wake-up that came before its waiter, the waiter, and the
@@ -88,29 +101,13 @@ struct event_decision {
   std::optional<std::string> new_state;  // posted, ignored; nothing: leave the event as it is
 };
 
-// The posting rules applied to one stored event (or none: not in the inbox).
-event_decision decide(const std::string& event_id, const stripe::stored_event* stored,
-                      const std::optional<std::string>& snapshot, const std::vector<ledger::entry>& fees,
-                      const core::currency_table& currencies) {
+// What a plan makes of its event: entries to post and "posted", "ignored", or a failed job.
+event_decision decide_plan(const std::string& event_id, const posting_plan& plan) {
   event_decision decision;
-  if (stored == nullptr) {
-    decision.result = queue::outcome::failed_permanently("event " + event_id + " is not in the inbox");
-    return decision;
-  }
-  if (stored->state != "received" && stored->state != "failed") return decision;  // posted or ignored before: done
-  if (!snapshot) {
-    if (auto waiting = unfetched_thin_money(stored->body)) {
-      decision.result = queue::outcome::needs_user_action(*waiting);
-      return decision;
-    }
-  }
-  thread_local simdjson::dom::parser event_parser;
-  stripe::posting_plan plan = stripe::plan_postings(event_parser, snapshot ? *snapshot : stored->body, currencies);
-  if (plan.status == stripe::plan_status::post) {
-    decision.entries = std::move(plan.entries);
-    decision.entries.insert(decision.entries.end(), fees.begin(), fees.end());
+  if (plan.status == plan_status::post) {
+    decision.entries = plan.entries;
     decision.new_state = "posted";
-  } else if (plan.status == stripe::plan_status::ignore) {
+  } else if (plan.status == plan_status::ignore) {
     decision.new_state = "ignored";
   } else {
     // Fail the job, post nothing; the event keeps its state for a person to look at.
@@ -119,12 +116,35 @@ event_decision decide(const std::string& event_id, const stripe::stored_event* s
   return decision;
 }
 
+// The posting rules applied to one event: as prepare_post planned it, or as stored (none: not in
+// the inbox), planned here.
+event_decision decide(const std::string& event_id, const prepared_post* prepared, const stored_event* stored,
+                      const core::currency_table& currencies) {
+  event_decision decision;
+  const bool found = prepared != nullptr ? prepared->state.has_value() : stored != nullptr;
+  if (!found) {
+    decision.result = queue::outcome::failed_permanently("event " + event_id + " is not in the inbox");
+    return decision;
+  }
+  if (prepared != nullptr) return prepared->plan ? decide_plan(event_id, *prepared->plan) : decision;
+  if (!awaits_posting(stored->state)) return decision;  // posted or ignored before: done
+  thread_local simdjson::dom::parser event_parser;
+  const posting_plan plan = plan_postings(event_parser, stored->body, currencies);
+  if (plan.status == plan_status::ignore) {
+    if (auto waiting = unfetched_thin_money(event_parser, stored->body)) {
+      decision.result = queue::outcome::needs_user_action(*waiting);
+      return decision;
+    }
+  }
+  return decide_plan(event_id, plan);
+}
+
 // Posts one request alone, in a transaction of its own. Runs on the DB thread pool.
 queue::outcome post_event(db::pool& connections, const core::currency_table& currencies, const post_request& request) {
   return db::with_tenant(connections, request.job->ref.tenant, [&](pqxx::work& tx) -> queue::outcome {
-    const auto stored = stripe::load_event(tx, request.event_id);
-    event_decision decision = decide(request.event_id, stored ? &*stored : nullptr, *request.snapshot,
-                                     *request.fees, currencies);
+    std::optional<stored_event> stored;
+    if (request.prepared == nullptr) stored = load_event(tx, request.event_id);
+    event_decision decision = decide(request.event_id, request.prepared, stored ? &*stored : nullptr, currencies);
     if (!decision.entries.empty()) {
       std::vector<const ledger::entry*> entries;
       for (const ledger::entry& entry : decision.entries) entries.push_back(&entry);
@@ -177,12 +197,15 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
   bool chart_ensured = false;
   std::vector<queue::outcome> results;
   db::with_tenant(connections, first.tenant, [&](pqxx::work& tx) {
-    std::vector<std::string> event_ids;
+    std::vector<std::string> event_ids;  // the events not read and planned before (no Stripe API)
     event_ids.reserve(batch.size());
-    for (const post_request* request : batch) event_ids.push_back(request->event_id);
+    for (const post_request* request : batch) {
+      if (request->prepared == nullptr) event_ids.push_back(request->event_id);
+    }
     std::sort(event_ids.begin(), event_ids.end());
     event_ids.erase(std::unique(event_ids.begin(), event_ids.end()), event_ids.end());
-    std::map<std::string, stripe::stored_event, std::less<>> stored = stripe::load_events(tx, event_ids);
+    const std::map<std::string, stored_event, std::less<>> stored = load_events(tx, event_ids);
+    std::set<std::string, std::less<>> marked;  // events this batch gave a new state
 
     std::vector<event_decision> decisions;
     decisions.reserve(batch.size());
@@ -193,13 +216,17 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
     for (const post_request* request : batch) {
       BW_INVARIANT(request->job->ref.tenant == first.tenant);
       const auto found = stored.find(request->event_id);
-      decisions.push_back(decide(request->event_id, found == stored.end() ? nullptr : &found->second,
-                                 *request->snapshot, *request->fees, currencies));
+      if (marked.contains(request->event_id)) {
+        // A second job for the same event later in this batch finds it done, as it would alone.
+        decisions.emplace_back();
+      } else {
+        decisions.push_back(decide(request->event_id, request->prepared,
+                                   found == stored.end() ? nullptr : &found->second, currencies));
+      }
       const event_decision& decision = decisions.back();
       for (const ledger::entry& entry : decision.entries) entries.push_back(&entry);
       if (decision.new_state) {
-        // A second job for the same event later in this batch finds it done, as it would alone.
-        found->second.state = *decision.new_state;
+        marked.insert(request->event_id);
         marked_ids.push_back(request->event_id);
         marked_states.push_back(*decision.new_state);
       }
@@ -350,31 +377,21 @@ job_handler stripe_post_handler(db::pool& connections, const core::currency_tabl
   auto batcher = std::make_shared<post_batcher>(connections, currencies, log);
   return [&connections, &currencies, api, batcher](queue::job job,
                                                    job_context context) -> asio::awaitable<queue::outcome> {
+    const std::optional<std::string> event_id = payload_event_id(job.payload_json);
+    if (!event_id) co_return queue::outcome::failed_permanently("stripe.post payload has no event_id");
+    post_request request;
+    request.event_id = *event_id;
+    request.job = &job;
+    request.context = &context;
+    prepared_post prepared;
+    if (api != nullptr) {
+      // Named, not a temporary inside the co_await (GCC 12 may destroy those twice).
+      auto preparing = api->prepare_post(job, context, *event_id);
+      prepared = co_await std::move(preparing);
+      if (prepared.stop) co_return *prepared.stop;
+      request.prepared = &prepared;
+    }
     try {
-      thread_local simdjson::dom::parser payload_parser;
-      simdjson::dom::element payload;
-      std::string_view event_id;
-      if (payload_parser.parse(job.payload_json).get(payload) != simdjson::SUCCESS ||
-          payload["event_id"].get(event_id) != simdjson::SUCCESS) {
-        co_return queue::outcome::failed_permanently("stripe.post payload has no event_id");
-      }
-      post_request request;
-      request.event_id = std::string(event_id);
-      fee_lookup fees;
-      related_fetch related;
-      if (api != nullptr) {
-        // Named, not temporaries inside the co_await (GCC 12 may destroy those twice).
-        auto fetching = api->fetch_related_object(job, context);
-        related = co_await std::move(fetching);
-        if (related.stop) co_return *related.stop;
-        auto looking_up = api->look_up_fees(job, context, related.snapshot);
-        fees = co_await std::move(looking_up);
-      }
-      if (fees.stop) co_return *fees.stop;
-      request.job = &job;
-      request.context = &context;
-      request.fees = &fees.entries;
-      request.snapshot = &related.snapshot;
       auto posting = batcher->post(request);
       co_await std::move(posting);
       queue::outcome result = request.result ? *request.result : queue::outcome::done();
@@ -383,8 +400,6 @@ job_handler stripe_post_handler(db::pool& connections, const core::currency_tabl
       }
       context.mark_completed();
       co_return result;
-    } catch (const lease_lost_error&) {
-      co_return queue::outcome::retry("lease lost");
     } catch (const ledger::entry_conflict& error) {
       co_return queue::outcome::failed_permanently(error.what());
     } catch (const ledger::entry_invalid& error) {

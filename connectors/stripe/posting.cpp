@@ -239,7 +239,7 @@ void add_settlement_entries(const settlement_leg& leg, const core::currency_tabl
     // Settled in another currency: move the amount out of the presentment currency into the
     // settlement currency through the fx account, balanced in each currency.
     ledger::entry fx;
-    fx.idempotency_key = leg.object_id + (gross ? ":fx" : ":" + leg.name + "_fx");
+    fx.idempotency_key = settlement_keys_of(leg).fx;
     fx.description = (gross ? "Charge " + leg.object_id : what) + " settled in " + settled.currency +
                      (bt.exchange_rate ? " at " + *bt.exchange_rate : "");
     fx.occurred_at_s = leg.occurred_at_s;
@@ -251,7 +251,7 @@ void add_settlement_entries(const settlement_leg& leg, const core::currency_tabl
     fail("balance transaction " + bt.id + " amount differs from " + (gross ? "charge " + leg.object_id + "'s gross" : what));
   }
   if (fee.minor != 0) {
-    out.push_back(two_line_entry(leg.object_id + (gross ? ":fee" : ":" + leg.name + "_fee"),
+    out.push_back(two_line_entry(settlement_keys_of(leg).fee,
                                  (leg.fee_account == "dispute.fees" ? "Dispute fee for " : "Stripe fee for ") +
                                      (gross ? leg.object_id : what),
                                  leg.occurred_at_s, bt.id, leg.fee_account, "stripe.clearing",
@@ -633,6 +633,11 @@ posting_plan complete_plan(simdjson::dom::parser& parser, posting_plan plan, std
     fail_plan(plan, error.reason);
   }
   return plan;
+}
+
+settlement_keys settlement_keys_of(const settlement_leg& leg) {
+  const bool gross = leg.name == "gross";
+  return {leg.object_id + (gross ? ":fee" : ":" + leg.name + "_fee"), leg.object_id + (gross ? ":fx" : ":" + leg.name + "_fx")};
 }
 
 posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_id, const balance_transaction& bt,

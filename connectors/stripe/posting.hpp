@@ -96,6 +96,14 @@ struct settlement_leg {
   std::optional<fetch_request> fetch;             // unknown: what to fetch to learn it
 };
 
+// The keys of a leg's settlement entries: its fee (ch_…:fee, re_…:refund_fee, …) and its
+// conversion (ch_…:fx, re_…:refund_fx, …).
+struct settlement_keys {
+  std::string fee;
+  std::string fx;
+};
+settlement_keys settlement_keys_of(const settlement_leg& leg);
+
 struct posting_plan {
   plan_status status = plan_status::fail;
   std::string reason;  // why ignored or failed; for post, a short summary

@@ -10,16 +10,20 @@ namespace bankworker::stripe {
 
 namespace {
 
-constexpr const char* tenant_exists_sql = "SELECT count(*) FROM bankworker.tenants WHERE status = 'active'";
-constexpr const char* webhook_secret_ids_sql =
+constexpr db::statement tenant_exists_sql{"stripe_tenant_exists",
+    "SELECT count(*) FROM bankworker.tenants WHERE status = 'active'"};
+constexpr db::statement webhook_secret_ids_sql{"stripe_webhook_secret_ids",
+   
     "SELECT secret_id::text FROM bankworker.sealed_secrets WHERE purpose = 'stripe.webhook_secret'"
-    " AND subject_id = $1 ORDER BY created_at DESC LIMIT $2";
-constexpr const char* webhook_secret_infos_sql =
+    " AND subject_id = $1 ORDER BY created_at DESC LIMIT $2"};
+constexpr db::statement webhook_secret_infos_sql{"stripe_webhook_secret_infos",
+   
     "SELECT secret_id::text, to_char(created_at AT TIME ZONE 'UTC', $3), to_char(rewrapped_at AT TIME ZONE 'UTC', $3),"
     " kek_version FROM bankworker.sealed_secrets WHERE purpose = 'stripe.webhook_secret' AND subject_id = $1"
-    " ORDER BY created_at DESC LIMIT $2";
-constexpr const char* is_webhook_secret_sql =
-    "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'";
+    " ORDER BY created_at DESC LIMIT $2"};
+constexpr db::statement is_webhook_secret_sql{"stripe_is_webhook_secret",
+   
+    "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'"};
 constexpr db::statement load_event_sql{"stripe_load_event",
     "SELECT body, state FROM bankworker.stripe_events WHERE event_id = $1"};
 constexpr db::statement mark_event_sql{"stripe_mark_event",
@@ -30,14 +34,18 @@ constexpr db::statement load_events_sql{"stripe_load_events",
 constexpr db::statement mark_events_sql{"stripe_mark_events",
     "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
     " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id"};
-constexpr const char* lock_account_sql =
-    "SELECT pg_advisory_xact_lock(bankworker.stripe_account_lock_key($1))";
-constexpr const char* account_tenant_sql =
-    "SELECT bankworker.stripe_account_tenant($1) = nullif(current_setting('bankworker.tenant_id', true), '')::uuid";
-constexpr const char* insert_account_sql =
+constexpr db::statement lock_account_sql{"stripe_lock_account",
+   
+    "SELECT pg_advisory_xact_lock(bankworker.stripe_account_lock_key($1))"};
+constexpr db::statement account_tenant_sql{"stripe_account_tenant",
+   
+    "SELECT bankworker.stripe_account_tenant($1) = nullif(current_setting('bankworker.tenant_id', true), '')::uuid"};
+constexpr db::statement insert_account_sql{"stripe_insert_account",
+   
     "INSERT INTO bankworker.stripe_accounts (tenant_id, account)"
-    " VALUES (nullif(current_setting('bankworker.tenant_id', true), '')::uuid, $1)";
-constexpr const char* move_unrouted_sql =
+    " VALUES (nullif(current_setting('bankworker.tenant_id', true), '')::uuid, $1)"};
+constexpr db::statement move_unrouted_sql{"stripe_move_unrouted",
+   
     "WITH moved AS ("
     "  DELETE FROM bankworker.stripe_unrouted_events u"
     "   USING (SELECT event_id FROM bankworker.stripe_unrouted_events WHERE account = $1"
@@ -49,29 +57,36 @@ constexpr const char* move_unrouted_sql =
     "  SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, m.event_id, m.type, m.account,"
     "         m.livemode, m.created_at, m.received_at, m.body FROM moved m"
     "  ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id)"
-    " SELECT s.event_id FROM stored s JOIN moved m USING (event_id) ORDER BY m.created_at, m.event_id";
-constexpr const char* api_key_ids_sql =
+    " SELECT s.event_id FROM stored s JOIN moved m USING (event_id) ORDER BY m.created_at, m.event_id"};
+constexpr db::statement api_key_ids_sql{"stripe_api_key_ids",
+   
     "SELECT secret_id::text FROM bankworker.sealed_secrets WHERE purpose = 'stripe.api_key' AND subject_id = $1"
-    " ORDER BY created_at DESC, secret_id LIMIT $2";
-constexpr const char* journal_entry_exists_sql = "SELECT 1 FROM bankworker.journal_entries WHERE idempotency_key = $1";
-constexpr const char* load_event_cursor_sql =
-    "SELECT last_event_id FROM bankworker.stripe_event_cursors WHERE scope = $1";
-constexpr const char* save_event_cursor_sql =
+    " ORDER BY created_at DESC, secret_id LIMIT $2"};
+constexpr db::statement existing_entries_sql{"stripe_existing_entries",
+    "SELECT idempotency_key FROM bankworker.journal_entries WHERE idempotency_key = ANY($1::text[])"};
+constexpr db::statement load_event_cursor_sql{"stripe_load_event_cursor",
+   
+    "SELECT last_event_id FROM bankworker.stripe_event_cursors WHERE scope = $1"};
+constexpr db::statement save_event_cursor_sql{"stripe_save_event_cursor",
+   
     "INSERT INTO bankworker.stripe_event_cursors (tenant_id, scope, last_event_id, recovered_total)"
     " VALUES (current_setting('bankworker.tenant_id')::uuid, $1, $2, $3)"
     " ON CONFLICT (tenant_id, scope) DO UPDATE SET last_event_id = excluded.last_event_id,"
-    " recovered_total = bankworker.stripe_event_cursors.recovered_total + excluded.recovered_total, updated_at = now()";
-constexpr const char* delete_event_cursor_sql = "DELETE FROM bankworker.stripe_event_cursors WHERE scope = $1";
-constexpr const char* connected_accounts_sql =
-    "SELECT account FROM bankworker.stripe_accounts ORDER BY account LIMIT $1";
-constexpr const char* schedule_stripe_recovery_sql = "SELECT bankworker.schedule_stripe_recovery($1, $2)";
+    " recovered_total = bankworker.stripe_event_cursors.recovered_total + excluded.recovered_total, updated_at = now()"};
+constexpr db::statement delete_event_cursor_sql{"stripe_delete_event_cursor",
+    "DELETE FROM bankworker.stripe_event_cursors WHERE scope = $1"};
+constexpr db::statement connected_accounts_sql{"stripe_connected_accounts",
+   
+    "SELECT account FROM bankworker.stripe_accounts ORDER BY account LIMIT $1"};
+constexpr db::statement schedule_stripe_recovery_sql{"stripe_schedule_stripe_recovery",
+    "SELECT bankworker.schedule_stripe_recovery($1, $2)"};
 // A tenant has one key; more rows than this can only come from a race of two `key set`s, and the
 // next `key set` shreds them all.
 constexpr long api_key_rows_max = 16;
 
 }  // namespace
 
-bool tenant_exists(pqxx::transaction_base& tx) { return tx.exec1(tenant_exists_sql)[0].as<int>() > 0; }
+bool tenant_exists(pqxx::transaction_base& tx) { return db::exec_statement1(tx, tenant_exists_sql)[0].as<int>() > 0; }
 
 core::uuid add_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const crypto::secret& secret,
                               std::string_view actor) {
@@ -88,13 +103,13 @@ core::uuid add_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::u
 
 bool remove_webhook_secret(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const core::uuid& secret_id,
                            std::string_view actor) {
-  if (tx.exec_params(is_webhook_secret_sql, secret_id.to_string()).empty()) return false;
+  if (db::exec_statement(tx, is_webhook_secret_sql, secret_id.to_string()).empty()) return false;
   return keys.shred_secret(tx, tenant, secret_id, actor);
 }
 
 std::vector<webhook_secret_info> list_webhook_secrets(pqxx::transaction_base& tx) {
   std::vector<webhook_secret_info> secrets;
-  const auto rows = tx.exec_params(webhook_secret_infos_sql, std::string(stripe_endpoint_subject),
+  const auto rows = db::exec_statement(tx, webhook_secret_infos_sql, std::string(stripe_endpoint_subject),
                                    static_cast<long>(limits::stripe_endpoint_secrets_max),
                                    "YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"");
   for (const auto& row : rows) {
@@ -112,7 +127,7 @@ std::vector<webhook_secret_info> list_webhook_secrets(pqxx::transaction_base& tx
 
 std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant) {
   std::vector<crypto::secret> secrets;
-  const auto rows = tx.exec_params(webhook_secret_ids_sql, std::string(stripe_endpoint_subject),
+  const auto rows = db::exec_statement(tx, webhook_secret_ids_sql, std::string(stripe_endpoint_subject),
                                    static_cast<long>(limits::stripe_endpoint_secrets_max));
   for (const auto& row : rows) {
     const auto id = core::uuid::parse(row[0].as<std::string>());
@@ -127,7 +142,7 @@ std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, db::key_store& 
 
 core::uuid set_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant, const crypto::secret& key,
                        std::string_view actor) {
-  const auto previous = tx.exec_params(api_key_ids_sql, std::string(stripe_api_key_subject), api_key_rows_max);
+  const auto previous = db::exec_statement(tx, api_key_ids_sql, std::string(stripe_api_key_subject), api_key_rows_max);
   for (const auto& row : previous) {
     keys.shred_secret(tx, tenant, *core::uuid::parse(row[0].as<std::string>()), actor);
   }
@@ -142,7 +157,7 @@ core::uuid set_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& te
 }
 
 std::optional<crypto::secret> load_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant) {
-  const auto rows = tx.exec_params(api_key_ids_sql, std::string(stripe_api_key_subject), 1L);
+  const auto rows = db::exec_statement(tx, api_key_ids_sql, std::string(stripe_api_key_subject), 1L);
   if (rows.empty()) return std::nullopt;
   crypto::secret_context context;
   context.purpose = crypto::secret_purpose::stripe_api_key;
@@ -152,34 +167,39 @@ std::optional<crypto::secret> load_api_key(pqxx::work& tx, db::key_store& keys, 
   return keys.open_secret(tx, context);
 }
 
-bool journal_entry_exists(pqxx::transaction_base& tx, std::string_view idempotency_key) {
-  return !tx.exec_params(journal_entry_exists_sql, std::string(idempotency_key)).empty();
+std::set<std::string, std::less<>> existing_entries(pqxx::transaction_base& tx, std::span<const std::string> keys) {
+  std::set<std::string, std::less<>> found;
+  if (keys.empty()) return found;
+  db::array_text texts;
+  for (const std::string& key : keys) texts.add(key);
+  for (const auto& row : db::exec_statement(tx, existing_entries_sql, texts.finish())) found.insert(row[0].as<std::string>());
+  return found;
 }
 
 std::optional<std::string> load_event_cursor(pqxx::transaction_base& tx, std::string_view scope) {
-  const auto rows = tx.exec_params(load_event_cursor_sql, std::string(scope));
+  const auto rows = db::exec_statement(tx, load_event_cursor_sql, std::string(scope));
   if (rows.empty()) return std::nullopt;
   return rows[0][0].as<std::string>();
 }
 
 void save_event_cursor(pqxx::work& tx, std::string_view scope, std::string_view last_event_id, std::int64_t recovered) {
-  tx.exec_params0(save_event_cursor_sql, std::string(scope), std::string(last_event_id), recovered);
+  db::exec_statement(tx, save_event_cursor_sql, std::string(scope), std::string(last_event_id), recovered);
 }
 
 void delete_event_cursor(pqxx::work& tx, std::string_view scope) {
-  tx.exec_params0(delete_event_cursor_sql, std::string(scope));
+  db::exec_statement(tx, delete_event_cursor_sql, std::string(scope));
 }
 
 std::vector<std::string> connected_accounts(pqxx::transaction_base& tx, std::size_t accounts_max) {
   std::vector<std::string> accounts;
-  for (const auto& row : tx.exec_params(connected_accounts_sql, static_cast<long>(accounts_max))) {
+  for (const auto& row : db::exec_statement(tx, connected_accounts_sql, static_cast<long>(accounts_max))) {
     accounts.push_back(row[0].as<std::string>());
   }
   return accounts;
 }
 
 std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uint32_t tenants_max) {
-  return tx.exec_params1(schedule_stripe_recovery_sql, platform_key, static_cast<int>(tenants_max))[0].as<std::size_t>();
+  return db::exec_statement1(tx, schedule_stripe_recovery_sql, platform_key, static_cast<int>(tenants_max))[0].as<std::size_t>();
 }
 
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id) {
@@ -215,16 +235,16 @@ void mark_events(pqxx::work& tx, std::span<const std::string> event_ids, std::sp
 
 account_claim claim_stripe_account(pqxx::work& tx, std::string_view account) {
   const std::string id(account);
-  tx.exec_params(lock_account_sql, id);
-  const pqxx::row mapped = tx.exec_params1(account_tenant_sql, id);
+  db::exec_statement(tx, lock_account_sql, id);
+  const pqxx::row mapped = db::exec_statement1(tx, account_tenant_sql, id);
   if (!mapped[0].is_null()) return mapped[0].as<bool>() ? account_claim::already_connected : account_claim::other_tenant;
-  tx.exec_params0(insert_account_sql, id);
+  db::exec_statement(tx, insert_account_sql, id);
   return account_claim::connected;
 }
 
 std::vector<std::string> move_unrouted_events(pqxx::work& tx, std::string_view account, std::size_t events_max) {
   std::vector<std::string> moved;
-  for (const auto& row : tx.exec_params(move_unrouted_sql, std::string(account), static_cast<long>(events_max))) {
+  for (const auto& row : db::exec_statement(tx, move_unrouted_sql, std::string(account), static_cast<long>(events_max))) {
     moved.push_back(row[0].as<std::string>());
   }
   return moved;

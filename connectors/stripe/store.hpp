@@ -5,8 +5,9 @@
 
 #include <cstdint>
 #include <map>
-#include <span>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -80,8 +81,8 @@ core::uuid set_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& te
 // The tenant's key, opened; nothing when it has none.
 std::optional<crypto::secret> load_api_key(pqxx::work& tx, db::key_store& keys, const core::uuid& tenant);
 
-// Whether the tenant's ledger holds an entry under `idempotency_key` (ch_…:fee, say).
-bool journal_entry_exists(pqxx::transaction_base& tx, std::string_view idempotency_key);
+// Which of `keys` (ch_…:fee, say) the tenant's ledger holds an entry under.
+std::set<std::string, std::less<>> existing_entries(pqxx::transaction_base& tx, std::span<const std::string> keys);
 
 // Missed-event recovery cursors (bankworker.stripe_event_cursors): `scope` is "tenant" for the
 // tenant's own key or a connected account's acct_… id read with the platform key.
