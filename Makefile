@@ -21,7 +21,9 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 RELEASE_DIR := build/release
 TEST_DIR := build/test
-CTEST_ARGS ?=
+# `make test` leaves out the failover run (label failover): it is not yet reliable enough to gate CI
+# (issue #18, tests/chaos/README.md); `make failover` runs it.
+CTEST_ARGS ?= -LE failover
 
 PREFIX ?= /usr/local
 SYSTEMD_DIR ?= /etc/systemd/system

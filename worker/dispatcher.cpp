@@ -239,6 +239,54 @@ std::size_t dispatcher::claim_slots() const noexcept {
   return free;
 }
 
+// Kinds at their limit are left in the queue, for this process later or for another one now;
+// kinds this process cannot run are always left.
+std::vector<std::string> dispatcher::kinds_to_skip() const {
+  std::vector<std::string> full_kinds = settings_.never_claim_kinds;
+  for (const auto& [kind, limit] : settings_.kind_concurrency_max) {
+    const auto running = kind_running_.find(kind);
+    if (running != kind_running_.end() && running->second >= limit) full_kinds.push_back(kind);
+  }
+  return full_kinds;
+}
+
+// Starts a handler for each claimed job. One claim may bring more jobs of a limited kind than it
+// has slots left; those are returned to be given back (their attempt does not count) and the next
+// claim skips the kind.
+std::vector<queue::job_ref> dispatcher::start_claimed(std::vector<queue::job>& claimed) {
+  std::vector<queue::job_ref> over_limit;
+  for (queue::job& job : claimed) {
+    // A job this process still tracks (its give-back or outcome committed in an outage but the
+    // answer was lost, and it became claimable again) is not run twice: it goes straight back.
+    if (running_.contains(job.ref.id)) {
+      over_limit.push_back(job.ref);
+      continue;
+    }
+    const auto limit = settings_.kind_concurrency_max.find(job.kind);
+    if (limit != settings_.kind_concurrency_max.end()) {
+      std::uint32_t& running = kind_running_[job.kind];
+      if (running >= limit->second) {
+        over_limit.push_back(job.ref);
+        continue;
+      }
+      ++running;
+    }
+    const std::int64_t id = job.ref.id;
+    auto entry = std::make_unique<running_job>();
+    entry->job = std::move(job);
+    running_.emplace(id, std::move(entry));
+    ++handlers_running_;
+    ++stats_.claimed;
+    if (kind_metrics* series = metrics_for(running_.at(id)->job.kind)) series->claimed->fetch_add(1, std::memory_order_relaxed);
+    boost::asio::co_spawn(strand_, run_job(id), [this, id](std::exception_ptr failure) {
+      // run_job classifies every exception itself; anything here is a bug in the dispatcher.
+      BW_INVARIANT(failure == nullptr);
+      static_cast<void>(id);
+    });
+  }
+  return over_limit;
+}
+
 boost::asio::awaitable<void> dispatcher::claim_loop() {
   while (!stopping_) {
     const std::size_t free = claim_slots();
@@ -248,13 +296,7 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       continue;
     }
     claim_wake_ = false;
-    // Kinds at their limit are left in the queue, for this process later or for another one now;
-    // kinds this process cannot run are always left.
-    std::vector<std::string> full_kinds = settings_.never_claim_kinds;
-    for (const auto& [kind, limit] : settings_.kind_concurrency_max) {
-      const auto running = kind_running_.find(kind);
-      if (running != kind_running_.end() && running->second >= limit) full_kinds.push_back(kind);
-    }
+    const std::vector<std::string> full_kinds = kinds_to_skip();
     std::vector<queue::job> claimed;
     bool claim_failed = false;
     ++stats_.claim_rounds;
@@ -272,38 +314,7 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       co_await sleep(claim_timer_, settings_.retry_delay);
       continue;
     }
-    // One claim may bring more jobs of a limited kind than it has slots left; those go straight
-    // back (their attempt does not count) and the next claim skips the kind.
-    std::vector<queue::job_ref> over_limit;
-    for (queue::job& job : claimed) {
-      // A job this process still tracks (its give-back or outcome committed in an outage but the
-      // answer was lost, and it became claimable again) is not run twice: it goes straight back.
-      if (running_.contains(job.ref.id)) {
-        over_limit.push_back(job.ref);
-        continue;
-      }
-      const auto limit = settings_.kind_concurrency_max.find(job.kind);
-      if (limit != settings_.kind_concurrency_max.end()) {
-        std::uint32_t& running = kind_running_[job.kind];
-        if (running >= limit->second) {
-          over_limit.push_back(job.ref);
-          continue;
-        }
-        ++running;
-      }
-      const std::int64_t id = job.ref.id;
-      auto entry = std::make_unique<running_job>();
-      entry->job = std::move(job);
-      running_.emplace(id, std::move(entry));
-      ++handlers_running_;
-      ++stats_.claimed;
-      if (kind_metrics* series = metrics_for(running_.at(id)->job.kind)) series->claimed->fetch_add(1, std::memory_order_relaxed);
-      boost::asio::co_spawn(strand_, run_job(id), [this, id](std::exception_ptr failure) {
-        // run_job classifies every exception itself; anything here is a bug in the dispatcher.
-        BW_INVARIANT(failure == nullptr);
-        static_cast<void>(id);
-      });
-    }
+    const std::vector<queue::job_ref> over_limit = start_claimed(claimed);
     if (!over_limit.empty()) {
       try {
         co_await queue::run_blocking(blocking_, [this, &over_limit] { return jobs_.release(owner_, over_limit); });

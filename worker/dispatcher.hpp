@@ -148,6 +148,8 @@ class dispatcher {
   kind_metrics* metrics_for(const std::string& kind);
   void count_outcome(const running_job& entry, const queue::outcome& result);
 
+  std::vector<std::string> kinds_to_skip() const;
+  std::vector<queue::job_ref> start_claimed(std::vector<queue::job>& claimed);
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> run_job(std::int64_t id);
   boost::asio::awaitable<void> completion_loop();
