@@ -521,7 +521,9 @@ int run_service(settings& config, providers_list configured) {
   db::pool connections(std::move(config.database_url), pool_config);
   const auto keys = open_key_store(config, connections);
   const core::currency_table currencies = read_currencies(connections);
-  queue::job_queue jobs(connections, queue::queue_settings{.lease = config.job_lease});
+  queue::queue_settings queue_config;
+  queue_config.lease = config.job_lease;
+  queue::job_queue jobs(connections, queue_config);
   asio::io_context io;
   asio::thread_pool blocking(pool_config.connections);
   add_process_series(metrics, *keys, connections, pool_config.connections);
