@@ -138,7 +138,9 @@ TEST_CASE("a server that is read-only from the start is refused at connect as no
   std::string url = database.runtime_url();
   url += (url.find('?') == std::string::npos ? "?" : "&");
   url += "options=-c%20default_transaction_read_only%3Don";
-  pool connections(bankworker::crypto::secret::copy_of(url), pool_settings{.connections = 1});
+  pool_settings one_connection;
+  one_connection.connections = 1;
+  pool connections(bankworker::crypto::secret::copy_of(url), one_connection);
   try {
     connections.checkout();
     FAIL("a read-only server was accepted");

@@ -14,14 +14,24 @@ constexpr ledger::epoch_day friday = 19'783;  // 2024-03-01
 constexpr ledger::epoch_day monday = friday + 3;
 
 payout_facts payout(std::int64_t amount = 10'000, std::string currency = "USD") {
-  return {.payout_id = "po_1", .currency = std::move(currency), .amount_minor = amount, .expected_day = friday,
-          .tolerance_minor = 100};
+  payout_facts facts;
+  facts.payout_id = "po_1";
+  facts.currency = std::move(currency);
+  facts.amount_minor = amount;
+  facts.expected_day = friday;
+  facts.tolerance_minor = 100;
+  return facts;
 }
 
 deposit bank(std::string id, std::int64_t amount, ledger::epoch_day day, std::string name = "STRIPE TRANSFER",
              std::string currency = "USD") {
-  return {.transaction_id = std::move(id), .currency = std::move(currency), .amount_minor = amount, .booked_day = day,
-          .name = std::move(name)};
+  deposit row;
+  row.transaction_id = std::move(id);
+  row.currency = std::move(currency);
+  row.amount_minor = amount;
+  row.booked_day = day;
+  row.name = std::move(name);
+  return row;
 }
 
 ledger::match_decision decide(const payout_facts& p, std::vector<deposit> candidates, ledger::epoch_day today = friday) {
