@@ -419,10 +419,13 @@ int main(int argc, char** argv) {
     write_private_file(directory / "root-key", random_hex(32) + "\n");
     write_private_file(directory / "webhook-secret", secret + "\n");
     const std::uint16_t port = test::free_loopback_port();
+    // /readyz is on the admin address, apart from the webhooks (README: HTTP).
+    const std::uint16_t admin_port = test::free_loopback_port();
     std::map<std::string, std::string> env = {
         {"BANKWORKER_DATABASE_URL", bench_url},
         {"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()},
         {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+        {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
         {"BANKWORKER_CONCURRENCY", std::to_string(o.concurrency)},
         {"BANKWORKER_DRAIN_TIMEOUT", "5"},
         {"BANKWORKER_LOG_LEVEL", "warn"}};
@@ -448,7 +451,7 @@ int main(int argc, char** argv) {
     std::printf("signed %zu events of %zu bytes (%zu forged) in %.2f s = %.0f signatures/s, before measuring\n",
                 events.size(), events.body_size(), events.forged_count(), signing_s,
                 static_cast<double>(events.size()) / signing_s);
-    if (!wait_until_ready(port, worker)) throw std::runtime_error("bankworker run did not become ready");
+    if (!wait_until_ready(admin_port, worker)) throw std::runtime_error("bankworker run did not become ready");
 
     pqxx::connection admin(bench_url);
     const std::string load_before = load_average();
