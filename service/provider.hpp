@@ -62,9 +62,6 @@ struct runtime_parts {
 struct job_kind_handler {
   std::string kind;
   job_handler handler;
-  // At most this many jobs of the kind run at once in this process (a provider's rate); 0: no
-  // limit beyond the dispatcher's concurrency.
-  std::uint32_t concurrency_max = 0;
 };
 
 // Periodic work the scheduler runs (worker/scheduler.hpp). Blocking, on the DB thread pool, one
