@@ -708,7 +708,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION bankworker.inbox_gauges() RETURNS TABLE(events bigint, oldest_s bigint)
+CREATE FUNCTION bankworker.inbox_gauges() RETURNS TABLE(events bigint, oldest_s bigint, failed bigint)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
@@ -716,9 +716,10 @@ CREATE FUNCTION bankworker.inbox_gauges() RETURNS TABLE(events bigint, oldest_s 
 BEGIN
   PERFORM set_config('bankworker.cross_tenant', 'on', true);
   RETURN QUERY
-    SELECT count(*), coalesce(greatest(0, floor(extract(epoch FROM now() - min(e.received_at))))::bigint, 0)
-      FROM bankworker.stripe_events e
-     WHERE e.state = 'received';
+    SELECT (SELECT count(*) FROM bankworker.stripe_events e WHERE e.state IN ('received', 'fetching')),
+           (SELECT coalesce(greatest(0, floor(extract(epoch FROM now() - min(e.received_at))))::bigint, 0)
+              FROM bankworker.stripe_events e WHERE e.state IN ('received', 'fetching')),
+           (SELECT count(*) FROM bankworker.stripe_events e WHERE e.state = 'failed');
   PERFORM set_config('bankworker.cross_tenant', 'off', true);
 END
 $$;
@@ -1356,6 +1357,32 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) RETURNS SETOF uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000 THEN
+    RAISE EXCEPTION 'stripe_ready_tenants: limit 1..1000' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM set_config('bankworker.cross_tenant', 'on', true);
+  RETURN QUERY
+    WITH RECURSIVE ready(tenant_id) AS (
+      (SELECT e.tenant_id FROM bankworker.stripe_events e
+        WHERE e.state IN ('received', 'fetching') AND e.state = 'received'
+          AND (p_after IS NULL OR e.tenant_id > p_after)
+        ORDER BY e.tenant_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT e.tenant_id FROM bankworker.stripe_events e
+               WHERE e.state IN ('received', 'fetching') AND e.state = 'received' AND e.tenant_id > r.tenant_id
+               ORDER BY e.tenant_id LIMIT 1)
+        FROM ready r WHERE r.tenant_id IS NOT NULL)
+    SELECT r.tenant_id FROM ready r WHERE r.tenant_id IS NOT NULL LIMIT p_limit;
+  PERFORM set_config('bankworker.cross_tenant', 'off', true);
+END
+$$;
+
 CREATE FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamp with time zone) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1959,9 +1986,14 @@ CREATE TABLE bankworker.stripe_events (
     body text NOT NULL,
     state text DEFAULT 'received'::text NOT NULL,
     posted_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    available_at timestamp with time zone,
+    last_error text,
     CONSTRAINT stripe_events_account_check CHECK ((length(account) <= 256)),
+    CONSTRAINT stripe_events_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT stripe_events_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 256))),
-    CONSTRAINT stripe_events_state_check CHECK ((state = ANY (ARRAY['received'::text, 'posted'::text, 'ignored'::text, 'failed'::text]))),
+    CONSTRAINT stripe_events_last_error_check CHECK ((length(last_error) <= 2000)),
+    CONSTRAINT stripe_events_state_check CHECK ((state = ANY (ARRAY['received'::text, 'fetching'::text, 'posted'::text, 'ignored'::text, 'failed'::text]))),
     CONSTRAINT stripe_events_type_check CHECK ((length(type) <= 256))
 );
 ALTER TABLE ONLY bankworker.stripe_events ALTER COLUMN body SET COMPRESSION lz4;
@@ -2171,7 +2203,9 @@ CREATE INDEX sealed_secrets_kek_version ON bankworker.sealed_secrets USING btree
 
 CREATE INDEX sealed_secrets_subject ON bankworker.sealed_secrets USING btree (tenant_id, purpose, subject_id);
 
-CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (received_at) WHERE (state = 'received'::text);
+CREATE INDEX stripe_events_failed ON bankworker.stripe_events USING btree (tenant_id, received_at) WHERE (state = 'failed'::text);
+
+CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (tenant_id, received_at) WHERE (state = ANY (ARRAY['received'::text, 'fetching'::text]));
 
 CREATE INDEX stripe_unrouted_events_account ON bankworker.stripe_unrouted_events USING btree (account);
 
@@ -2565,6 +2599,9 @@ GRANT ALL ON FUNCTION bankworker.stripe_account_lock_key(account_id text) TO ban
 
 REVOKE ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamp with time zone) TO bankworker_worker;

@@ -88,7 +88,9 @@ struct prepared_post {
 };
 
 // Whether an event in `state` is still to be posted (a failed one is tried again).
-inline bool awaits_posting(std::string_view state) noexcept { return state == "received" || state == "failed"; }
+inline bool awaits_posting(std::string_view state) noexcept {
+  return state == "received" || state == "fetching" || state == "failed";
+}
 
 class stripe_api_jobs {
  public:

@@ -50,7 +50,7 @@ struct connect_result {
 
 // `stripe connect --tenant T --account acct_…`: in one transaction, maps the account to the tenant
 // (refusing an account another tenant holds), moves the account's unrouted events into the
-// tenant's inbox with their stripe.post jobs (the running worker posts them), and audits what
+// tenant's inbox (the running worker's posters take them from there), and audits what
 // changed. Re-running for the same tenant changes nothing unless unrouted events are waiting.
 int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
   expect_only(parsed, 2, {"--tenant", "--account"});
@@ -75,10 +75,9 @@ int connect_account(const parsed_args& parsed, const env_lookup& env, std::ostre
                             " maps to one tenant only"};
       }
       for (;;) {
+        // Moved in as received: the posters take them from the inbox like any new event.
         const std::vector<std::string> ids =
             stripe::move_unrouted_events(tx, account, limits::stripe_connect_move_batch_events);
-        const std::vector<std::string_view> views(ids.begin(), ids.end());
-        enqueue_stripe_posts(tx, tenant, views);
         r.moved += ids.size();
         if (ids.size() < limits::stripe_connect_move_batch_events) break;
         if (r.moved >= limits::stripe_connect_move_events_max) {
@@ -207,6 +206,7 @@ int list_stripe_secrets(const parsed_args& parsed, const env_lookup& env, std::o
 
 int command_stripe(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {
   if (parsed.words.size() >= 2 && parsed.words[1] == "connect") return connect_account(parsed, env, out);
+  if (parsed.words.size() >= 2 && parsed.words[1] == "events") return command_stripe_events(parsed, env, out);
   if (parsed.words.size() >= 3 && parsed.words[1] == "secret" && parsed.words[2] == "list") {
     return list_stripe_secrets(parsed, env, out);
   }

@@ -1,6 +1,6 @@
 #pragma once
-// Stripe's database gauges: events received and stored but not yet posted, and the oldest one's
-// age. Read in the runtime's one pipelined round trip (worker/database_gauges.hpp) through
+// Stripe's database gauges: events received and stored but not yet posted, the oldest one's age,
+// and the dead-lettered ones. Read in the runtime's one pipelined round trip (worker/database_gauges.hpp) through
 // service::database_gauge.
 
 #include <atomic>
@@ -22,6 +22,10 @@ class inbox_gauges {
     metrics.add_gauge("bankworker_inbox_oldest_unposted_age_seconds",
                       "Seconds since the oldest unposted Stripe event was received (0: none).", {},
                       [this] { return oldest_s_.load(std::memory_order_relaxed); });
+    metrics.add_gauge("bankworker_inbox_failed_events",
+                      "Stripe events whose posting was dead-lettered (state failed): they wait for an operator "
+                      "(bankworker stripe events list --failed, stripe events retry).",
+                      {}, [this] { return failed_.load(std::memory_order_relaxed); });
   }
 
   service::database_gauge gauge() {
@@ -29,12 +33,14 @@ class inbox_gauges {
               if (rows.empty()) return;
               events_.store(rows[0][0].as<std::int64_t>(), std::memory_order_relaxed);
               oldest_s_.store(rows[0][1].as<std::int64_t>(), std::memory_order_relaxed);
+              failed_.store(rows[0][2].as<std::int64_t>(), std::memory_order_relaxed);
             }};
   }
 
  private:
   std::atomic<std::int64_t> events_{0};
   std::atomic<std::int64_t> oldest_s_{0};
+  std::atomic<std::int64_t> failed_{0};
 };
 
 }  // namespace bankworker::stripe

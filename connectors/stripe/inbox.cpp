@@ -45,10 +45,12 @@ struct inbox::pending {
   std::function<void(inbox_outcome)> complete;
 };
 
-inbox::inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store)
+inbox::inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
+             std::function<void()> on_committed)
     : connections_(connections),
       settings_(settings),
       after_store_(std::move(after_store)),
+      on_committed_(std::move(on_committed)),
       committer_([this] { run(); }) {}
 
 inbox::~inbox() {
@@ -142,6 +144,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
       pqxx::work tx(lease.connection(), "bankworker_inbox");
       write_batch(tx, batch);
       tx.commit();
+      notify_stored(batch);
       return;
     } catch (const pqxx::broken_connection&) {
       lease.discard();
@@ -167,6 +170,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
         pqxx::work tx(lease.connection(), "bankworker_inbox_single");
         write_batch(tx, one);
         tx.commit();
+        notify_stored(one);
       } catch (const pqxx::broken_connection&) {
         lease.discard();
         throw;
@@ -193,6 +197,16 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     // The hook failed (enqueueing the posting job, say): nothing of the batch committed, and the
     // senders retry. The committer itself must live on.
     for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
+  }
+}
+
+void inbox::notify_stored(std::span<const std::shared_ptr<pending>> batch) const {
+  if (!on_committed_) return;
+  for (const auto& item : batch) {
+    if (item->outcome == inbox_outcome::stored) {
+      on_committed_();
+      return;
+    }
   }
 }
 

@@ -5,8 +5,9 @@
 // Verified events from any number of concurrent requests queue here; one committer thread takes
 // up to batch_max of them at a time and writes them in ONE transaction — per tenant, a
 // SET LOCAL bankworker.tenant_id and one multi-row INSERT … ON CONFLICT DO NOTHING, so row-level
-// security holds for every row — then runs the caller's hook for the rows that were new (the
-// wiring enqueues their stripe.post jobs there, in the same transaction), commits, and only then
+// security holds for every row — then runs the caller's hook, if any, for the rows that were new
+// (in the same transaction), commits, tells the caller that new events are committed (the wiring
+// wakes the posters, connectors/stripe/poster.hpp: the inbox is their queue), and only then
 // completes each request. A request is answered 2xx only once its row is durable. While a commit
 // is in flight the next batch fills up, so the batch size follows the load by itself.
 //
@@ -69,7 +70,10 @@ using inbox_hook = std::function<void(pqxx::work& tx, const core::uuid& tenant, 
 class inbox {
  public:
   // `connections` must outlive the inbox; one connection is held by the committer while it writes.
-  inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store);
+  // `after_store` may be empty; `on_committed` (may be empty) runs on the committer's thread after
+  // each commit that stored a new event, before the requests are answered.
+  inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
+        std::function<void()> on_committed = {});
   inbox(const inbox&) = delete;
   inbox& operator=(const inbox&) = delete;
   // Completes whatever is still waiting as unavailable, then stops the committer.
@@ -92,11 +96,13 @@ class inbox {
   void run();
   void commit(std::vector<std::shared_ptr<pending>>& batch);
   void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch);
+  void notify_stored(std::span<const std::shared_ptr<pending>> batch) const;
   void enqueue(std::shared_ptr<pending> item);
 
   db::pool& connections_;  // outlives the inbox (constructor contract)
   const inbox_settings settings_;
   const inbox_hook after_store_;
+  const std::function<void()> on_committed_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<pending>> waiting_;
@@ -105,8 +111,9 @@ class inbox {
   std::thread committer_;
 };
 
-// The unposted inbox for the operators' gauges (migration 0028): one row (events bigint,
-// oldest_s bigint), the Stripe events received but not yet posted and the oldest one's age.
-inline constexpr const char* inbox_gauges_sql = "SELECT events, oldest_s FROM bankworker.inbox_gauges()";
+// The unposted inbox for the operators' gauges (migrations 0028, 0035): one row (events bigint,
+// oldest_s bigint, failed bigint), the Stripe events received but not yet posted, the oldest one's
+// age, and the events dead-lettered.
+inline constexpr const char* inbox_gauges_sql = "SELECT events, oldest_s, failed FROM bankworker.inbox_gauges()";
 
 }  // namespace bankworker::stripe

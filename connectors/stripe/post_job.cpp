@@ -30,6 +30,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <simdjson.h>
 
+#include "connectors/stripe/known_charts.hpp"
 #include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
@@ -62,18 +63,6 @@ std::optional<std::string> payload_event_id(std::string_view payload_json) {
     return std::nullopt;
   }
   return std::string(event_id);
-}
-
-// A thin event about money whose related object was not fetched (no Stripe API configured): the
-// reason to wait for an operator, or nothing when it is not one (the posting rules ignore it).
-std::optional<std::string> unfetched_thin_money(simdjson::dom::parser& parser, std::string_view body) {
-  if (!stripe::is_thin_event(parser, body)) return std::nullopt;
-  std::string error;
-  const std::optional<stripe::thin_event> thin = stripe::parse_thin_event(parser, body, error);
-  if (!thin) return "thin event: " + error;
-  if (!stripe::snapshot_type_of(*thin)) return std::nullopt;
-  return "thin event " + thin->id + " needs its related object fetched, and no Stripe API is configured"
-         " (BANKWORKER_STRIPE_API_BASE_URL)";
 }
 
 // One stripe.post job on its way into the ledger. Lives in its handler's coroutine frame, which
@@ -131,7 +120,7 @@ event_decision decide(const std::string& event_id, const prepared_post* prepared
   thread_local simdjson::dom::parser event_parser;
   const posting_plan plan = plan_postings(event_parser, stored->body, currencies);
   if (plan.status == plan_status::ignore) {
-    if (auto waiting = unfetched_thin_money(event_parser, stored->body)) {
+    if (auto waiting = stripe::unfetched_thin_money(event_parser, stored->body)) {
       decision.result = queue::outcome::needs_user_action(*waiting);
       return decision;
     }
@@ -156,28 +145,6 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
     return decision.result;
   });
 }
-
-// Tenants whose chart of accounts this process has seen committed. Ledger accounts are never
-// deleted once an entry names them (the journal's foreign key; the worker may not delete any), so a
-// batch of a tenant in this set skips ensure_chart, an INSERT ... ON CONFLICT DO NOTHING of every
-// standard account that took about 5 % of the database's time under webhook_load (310 us a call,
-// pg_stat_statements) while inserting nothing. A request that posts alone still ensures the chart:
-// that path is rare, and it is where a batch that failed for any reason ends up.
-class known_charts {
- public:
-  bool contains(const core::uuid& tenant) const {
-    std::lock_guard lock(mutex_);
-    return tenants_.contains(tenant.bytes);
-  }
-  void add(const core::uuid& tenant) {
-    std::lock_guard lock(mutex_);
-    tenants_.insert(tenant.bytes);
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::set<std::array<std::uint8_t, 16>> tenants_;  // one entry per tenant this process posted for
-};
 
 // A batch could not give every request the outcome it would have had alone: roll it back.
 class batch_abandoned : public std::runtime_error {

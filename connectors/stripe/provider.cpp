@@ -1,6 +1,7 @@
 // Stripe as a provider of the runtime (service/provider.hpp): its settings, CLI verbs, webhook
-// routes and inbox, posting and API jobs, missed-event recovery and inbox gauges, wired on the
-// runtime's parts.
+// routes and inbox, the posters that take the inbox into the ledger, the stripe.post jobs (events
+// that need the API) and API jobs, missed-event recovery and inbox gauges, wired on the runtime's
+// parts.
 
 #include <atomic>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "connectors/stripe/cli.hpp"
 #include "connectors/stripe/gauges.hpp"
 #include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/poster.hpp"
 #include "connectors/stripe/signature.hpp"
 #include "connectors/stripe/store.hpp"
 #include "connectors/stripe/webhooks.hpp"
@@ -50,7 +52,7 @@ class stripe_provider final : public service::provider {
   std::vector<service::command_group> commands() const override {
     return {{"stripe",
              stripe::command_stripe,
-             {{"stripe", "secret|connect|key ...", "Stripe webhook secrets, Connect accounts and API keys", ""},
+             {{"stripe", "secret|connect|key|events ...", "Stripe webhook secrets, Connect accounts, API keys, events", ""},
               {"stripe secret", "add|remove|list ...", "the tenant's webhook endpoint secrets", ""},
               {"stripe secret add", "--tenant T --secret-file F", "add a webhook endpoint secret (whsec_…) for the tenant",
                "  --tenant T         the tenant\n  --secret-file F    a file holding the secret\n"},
@@ -62,6 +64,14 @@ class stripe_provider final : public service::provider {
               {"stripe connect", "--tenant T --account acct_…",
                "map a Connect account to the tenant; its unrouted events move in",
                "  --tenant T         the tenant\n  --account A        the Connect account id\n"},
+              {"stripe events", "list|retry ...", "the tenant's received Stripe events and their postings", ""},
+              {"stripe events list", "--tenant T [--failed|--unposted] [--limit N]",
+               "the tenant's events, newest first: state, attempts, next retry, last error (never a body)",
+               "  --tenant T         the tenant\n  --failed           only dead-lettered postings\n"
+               "  --unposted         only events not yet posted\n  --limit N          at most N (1-1000, default 100)\n"},
+              {"stripe events retry", "--tenant T --id evt_…",
+               "give a dead-lettered event back to the posters, its attempts cleared (audited)",
+               "  --tenant T         the tenant\n  --id E             the Stripe event id\n"},
               {"stripe key", "set ...", "the tenant's Stripe API key", ""},
               {"stripe key set", "--tenant T --key-file F", "store the tenant's Stripe API key, sealed",
                "  --tenant T         the tenant\n  --key-file F       a file holding the key\n"}}}};
@@ -79,7 +89,13 @@ class stripe_provider final : public service::provider {
   service::provider_parts start(service::runtime_parts parts) override {
     std::optional<crypto::secret> platform_secret;
     if (platform_secret_file_) platform_secret = read_platform_secret(*platform_secret_file_);
-    inbox_ = std::make_unique<stripe::inbox>(parts.connections, stripe::inbox_settings{}, stripe::enqueue_stripe_posts());
+    // The inbox is the posters' queue: each commit that stored an event wakes them.
+    poster_settings posting;
+    posting.api_configured = !api_base_url_.empty();
+    poster_ = std::make_unique<stripe::poster>(parts.connections, parts.currencies, parts.log, &parts.metrics, posting);
+    stripe::poster* posters = poster_.get();
+    inbox_ = std::make_unique<stripe::inbox>(parts.connections, stripe::inbox_settings{}, stripe::inbox_hook{},
+                                             [posters] { posters->wake(); });
     service::provider_parts out;
     // The API (fees, missed-event recovery) only with BANKWORKER_STRIPE_API_BASE_URL; without it
     // events post gross only and no recovery runs.
@@ -113,6 +129,11 @@ class stripe_provider final : public service::provider {
     if (webhooks_) webhooks_->forget_secrets();
   }
 
+  // The first SIGTERM: each poster finishes the batch in hand (it commits or rolls back whole).
+  void stop() override {
+    if (poster_) poster_->stop();
+  }
+
  private:
   void start_api(service::runtime_parts& parts, service::provider_parts& out) {
     api_settings api_config;
@@ -133,6 +154,7 @@ class stripe_provider final : public service::provider {
   std::string api_base_url_;
   std::optional<std::filesystem::path> platform_secret_file_;
   std::optional<std::filesystem::path> api_key_file_;
+  std::unique_ptr<stripe::poster> poster_;  // before inbox_: the inbox wakes it until destroyed
   std::unique_ptr<stripe::inbox> inbox_;
   std::unique_ptr<api_client> api_;
   std::unique_ptr<stripe::stripe_api_jobs> api_jobs_;

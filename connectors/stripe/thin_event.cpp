@@ -211,4 +211,14 @@ std::string snapshot_event_json(const thin_event& event, std::string_view type, 
   return json;
 }
 
+std::optional<std::string> unfetched_thin_money(simdjson::dom::parser& parser, std::string_view body) {
+  if (!is_thin_event(parser, body)) return std::nullopt;
+  std::string error;
+  const std::optional<thin_event> thin = parse_thin_event(parser, body, error);
+  if (!thin) return "thin event: " + error;
+  if (!snapshot_type_of(*thin)) return std::nullopt;
+  return "thin event " + thin->id + " needs its related object fetched, and no Stripe API is configured"
+         " (BANKWORKER_STRIPE_API_BASE_URL)";
+}
+
 }  // namespace bankworker::stripe

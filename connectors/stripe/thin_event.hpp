@@ -65,4 +65,9 @@ std::optional<std::string> snapshot_type_of(const thin_event& event);
 // the fetched object (already validated JSON) as data.object.
 std::string snapshot_event_json(const thin_event& event, std::string_view type, std::string_view object_json);
 
+// A thin event about money whose related object must be fetched before it can post: why it waits
+// (for the Stripe API, or for an operator when none is configured); nothing when `body` is not a
+// thin event, or one about no money we post (the posting rules ignore it).
+std::optional<std::string> unfetched_thin_money(simdjson::dom::parser& parser, std::string_view body);
+
 }  // namespace bankworker::stripe

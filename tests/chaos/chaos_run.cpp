@@ -987,12 +987,15 @@ bool chaos_run::settle(std::vector<std::string>& notes) {
     {
       pqxx::work tx(db);
       tx.exec("UPDATE bankworker.jobs SET run_at = now() WHERE state IN ('available', 'retryable') AND run_at > now()");
-      busy = tx.exec1("SELECT count(*) FROM bankworker.jobs WHERE state IN ('available', 'retryable', 'running')")[0].as<long>();
+      // Stripe events wait in the inbox for the posters (issue #21), a failed posting its backoff.
+      tx.exec("UPDATE bankworker.stripe_events SET available_at = NULL WHERE state = 'received' AND available_at > now()");
+      busy = tx.exec1("SELECT count(*) FROM bankworker.jobs WHERE state IN ('available', 'retryable', 'running')")[0].as<long>() +
+             tx.exec1("SELECT count(*) FROM bankworker.stripe_events WHERE state IN ('received', 'fetching')")[0].as<long>();
       tx.commit();
     }
     if (busy == 0) break;
     if (clock::now() > deadline) {
-      notes.push_back(std::to_string(busy) + " job(s) still waiting or running after " +
+      notes.push_back(std::to_string(busy) + " job(s) or unposted event(s) still waiting or running after " +
                       std::to_string(limits::quiescence_timeout.count()) + " s of settling");
       break;
     }

@@ -1,0 +1,307 @@
+#include "connectors/stripe/poster.hpp"
+
+#include <span>
+#include <string>
+
+#include <simdjson.h>
+
+#include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/posting_queue.hpp"
+#include "connectors/stripe/store.hpp"
+#include "connectors/stripe/thin_event.hpp"
+#include "connectors/stripe/webhooks.hpp"
+#include "db/connection_problem.hpp"
+#include "db/tenant_scope.hpp"
+#include "ledger/ledger.hpp"
+
+namespace bankworker::stripe {
+
+namespace {
+
+enum class step { post, ignore, hand_off, retry, dead };
+
+// What the posting rules make of one waiting event.
+struct decision {
+  step what = step::retry;
+  std::vector<ledger::entry> entries;  // step::post
+  std::string error;                   // step::retry, step::dead
+};
+
+decision decide(simdjson::dom::parser& parser, const waiting_event& event, const core::currency_table& currencies,
+                bool api_configured) {
+  posting_plan plan = plan_postings(parser, event.body, currencies);
+  switch (plan.status) {
+    case plan_status::post:
+      if (api_configured && plan.awaiting_settlement()) return {step::hand_off, {}, {}};
+      return {step::post, std::move(plan.entries), {}};
+    case plan_status::ignore:
+      // A thin event is ignored by the snapshot rules until its related object is fetched.
+      if (std::optional<std::string> waiting = unfetched_thin_money(parser, event.body)) {
+        if (api_configured) return {step::hand_off, {}, {}};
+        return {step::dead, {}, std::move(*waiting)};
+      }
+      return {step::ignore, {}, {}};
+    case plan_status::fail:
+      break;
+  }
+  return {step::retry, {}, "event " + event.event_id + ": " + plan.reason};
+}
+
+// A batch's decisions and what they write, in the shapes the statements take.
+struct batch_work {
+  std::vector<decision> decisions;  // one per event; entries below point into them
+  std::vector<const ledger::entry*> entries;
+  std::vector<std::string> marked_ids, marked_states;
+  std::vector<posting_failure> failures;
+  std::vector<std::string_view> hand_offs;
+  poster_counts counts;
+};
+
+batch_work plan_batch(std::span<const waiting_event> events, const core::currency_table& currencies,
+                      bool api_configured) {
+  thread_local simdjson::dom::parser parser;
+  batch_work work;
+  work.decisions.reserve(events.size());
+  for (const waiting_event& event : events) work.decisions.push_back(decide(parser, event, currencies, api_configured));
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    decision& d = work.decisions[i];
+    const std::string& id = events[i].event_id;
+    switch (d.what) {
+      case step::post:
+        for (const ledger::entry& entry : d.entries) work.entries.push_back(&entry);
+        work.marked_ids.push_back(id);
+        work.marked_states.emplace_back("posted");
+        ++work.counts.posted;
+        break;
+      case step::ignore:
+        work.marked_ids.push_back(id);
+        work.marked_states.emplace_back("ignored");
+        ++work.counts.ignored;
+        break;
+      case step::hand_off:
+        work.marked_ids.push_back(id);
+        work.marked_states.emplace_back("fetching");
+        work.hand_offs.push_back(id);
+        ++work.counts.handed_off;
+        break;
+      case step::retry:
+      case step::dead:
+        work.failures.push_back({id, std::move(d.error), d.what == step::dead});
+        break;
+    }
+  }
+  return work;
+}
+
+// Writes a planned batch in the tenant's transaction: entries, marks, failures, hand-offs.
+void write_batch(pqxx::work& tx, const core::uuid& tenant, batch_work& work, bool ensure_chart) {
+  if (!work.entries.empty()) {
+    if (ensure_chart) ledger::ensure_chart(tx);
+    ledger::post_entries(tx, work.entries);
+  }
+  mark_events(tx, work.marked_ids, work.marked_states);
+  const std::size_t dead = record_posting_failures(tx, work.failures);
+  work.counts.dead += dead;
+  work.counts.retried += work.failures.size() - dead;
+  if (!work.hand_offs.empty()) enqueue_stripe_posts(tx, tenant, work.hand_offs);
+}
+
+// The database is away or the commit's fate unknown: nothing to blame on an event.
+bool is_outage(const std::exception& error) {
+  return db::is_connection_problem(error) || dynamic_cast<const db::pool_timeout*>(&error) != nullptr ||
+         dynamic_cast<const pqxx::in_doubt_error*>(&error) != nullptr;
+}
+
+// An entry that conflicts with one posted before, or one the rules built wrong: no retry can help.
+bool is_final(const std::exception& error) {
+  return dynamic_cast<const ledger::entry_conflict*>(&error) != nullptr ||
+         dynamic_cast<const ledger::entry_invalid*>(&error) != nullptr;
+}
+
+poster_counts& operator+=(poster_counts& total, const poster_counts& more) {
+  total.posted += more.posted;
+  total.ignored += more.ignored;
+  total.handed_off += more.handed_off;
+  total.retried += more.retried;
+  total.dead += more.dead;
+  return total;
+}
+
+}  // namespace
+
+poster::poster(db::pool& connections, const core::currency_table& currencies, service::logger& log,
+               service::metrics_registry* metrics, poster_settings settings)
+    : connections_(connections), currencies_(currencies), log_(log), settings_(settings) {
+  if (metrics != nullptr) {
+    const char* outcomes[] = {"posted", "ignored", "handed_off", "retried", "dead"};
+    for (std::size_t i = 0; i < counters_.size(); ++i) {
+      counters_[i] = &metrics->add_counter(
+          "bankworker_stripe_postings_total",
+          "Stripe events taken from the inbox by the posters, by outcome: posted or ignored by the posting rules, "
+          "handed_off to a stripe.post job (the Stripe API is needed), retried after a failure, dead (dead-lettered).",
+          {{"outcome", outcomes[i]}});
+    }
+  }
+  for (std::size_t i = 0; i < settings_.threads; ++i) threads_.emplace_back([this] { run(); });
+}
+
+poster::~poster() { stop(); }
+
+void poster::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+  }
+  wake_.notify_one();
+}
+
+void poster::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (std::thread& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
+}
+
+void poster::count(const poster_counts& counts) {
+  if (counters_[0] == nullptr) return;
+  const std::uint64_t values[] = {counts.posted, counts.ignored, counts.handed_off, counts.retried, counts.dead};
+  for (std::size_t i = 0; i < counters_.size(); ++i) {
+    if (values[i] != 0) counters_[i]->fetch_add(values[i], std::memory_order_relaxed);
+  }
+}
+
+poster_counts poster::post_round() {
+  bool busy = false;
+  return round(busy);
+}
+
+poster_counts poster::round(bool& busy) {
+  std::optional<core::uuid> after;
+  {
+    std::lock_guard lock(mutex_);
+    after = cursor_;
+  }
+  std::vector<core::uuid> tenants;
+  {
+    db::pool::lease lease = connections_.checkout();
+    try {
+      pqxx::read_transaction tx(lease.connection(), "bankworker_stripe_ready");
+      tenants = ready_tenants(tx, after, settings_.tenants_per_round);
+      tx.commit();
+    } catch (const pqxx::broken_connection&) {
+      lease.discard();
+      throw;
+    }
+  }
+  // A full list: more tenants may follow, the next round starts after the last. Otherwise the
+  // next round starts from the first tenant again (and soon, if this one began part-way).
+  const bool full = tenants.size() == settings_.tenants_per_round;
+  {
+    std::lock_guard lock(mutex_);
+    cursor_ = full ? std::optional<core::uuid>(tenants.back()) : std::nullopt;
+  }
+  busy = full || after.has_value();
+  poster_counts counts;
+  for (const core::uuid& tenant : tenants) {
+    bool more = false;
+    counts += post_tenant(tenant, more);
+    busy = busy || more;
+  }
+  count(counts);
+  return counts;
+}
+
+poster_counts poster::post_tenant(const core::uuid& tenant, bool& more) {
+  std::vector<std::string> claimed;
+  poster_counts counts;
+  const bool chart_known = charts_.contains(tenant);
+  try {
+    db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+      if (!try_lock_tenant_posting(tx)) return;  // another poster has this tenant now
+      const std::vector<waiting_event> events = claim_waiting_events(tx, settings_.batch_max);
+      more = events.size() == settings_.batch_max;
+      for (const waiting_event& event : events) claimed.push_back(event.event_id);
+      batch_work work = plan_batch(events, currencies_, settings_.api_configured);
+      write_batch(tx, tenant, work, !chart_known);
+      counts = work.counts;
+    });
+  } catch (const std::exception& error) {
+    if (is_outage(error) || claimed.empty()) throw;
+    log_.warn("stripe posting batch rolled back; its events post one at a time",
+              {{"tenant", tenant.to_string()},
+               {"events", static_cast<std::uint64_t>(claimed.size())},
+               {"reason", error.what()}});
+    return post_alone(tenant, claimed);
+  }
+  if (!chart_known && counts.posted > 0) charts_.add(tenant);  // committed with the batch
+  return counts;
+}
+
+poster_counts poster::post_alone(const core::uuid& tenant, std::span<const std::string> event_ids) {
+  poster_counts total;
+  for (const std::string& event_id : event_ids) {
+    bool locked = true;
+    std::optional<posting_failure> failure;
+    try {
+      total += db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+        if (!try_lock_tenant_posting(tx)) {
+          locked = false;
+          return poster_counts{};
+        }
+        const std::optional<waiting_event> event = claim_waiting_event(tx, event_id);
+        if (!event) return poster_counts{};  // posted or given back meanwhile
+        batch_work work = plan_batch(std::span(&*event, 1), currencies_, settings_.api_configured);
+        write_batch(tx, tenant, work, true);
+        return work.counts;
+      });
+    } catch (const std::exception& error) {
+      if (is_outage(error)) throw;
+      failure = posting_failure{event_id, error.what(), is_final(error)};
+    }
+    if (!locked) break;  // another poster took the tenant; the rest are its now
+    if (!failure) continue;
+    total += db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+      poster_counts counts;
+      if (!try_lock_tenant_posting(tx) || !claim_waiting_event(tx, event_id)) return counts;
+      const std::size_t dead = record_posting_failures(tx, std::span(&*failure, 1));
+      counts.dead = dead;
+      counts.retried = 1 - dead;
+      return counts;
+    });
+  }
+  return total;
+}
+
+void poster::run() {
+  bool database_away = false;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    bool busy = false;
+    try {
+      round(busy);
+      if (database_away) log_.info("stripe posting resumed: the database is back");
+      database_away = false;
+    } catch (const std::exception& error) {
+      busy = false;
+      if (is_outage(error)) {
+        if (!database_away) log_.warn("stripe posting paused: the database is unreachable", {{"reason", error.what()}});
+        database_away = true;
+      } else {
+        log_.error("stripe posting round failed", {{"reason", error.what()}});
+      }
+    }
+    if (busy) continue;
+    std::unique_lock lock(mutex_);
+    wake_.wait_for(lock, settings_.idle_poll, [&] { return stopping_ || woken_; });
+    woken_ = false;
+  }
+}
+
+}  // namespace bankworker::stripe

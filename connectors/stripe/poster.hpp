@@ -1,0 +1,110 @@
+#pragma once
+// The posters: Stripe events go from the inbox into the ledger without a job row each (issue 21).
+//
+// The inbox is the posting queue (migration 0035). A poster walks the tenants that have events
+// waiting, round robin (so one tenant's backlog cannot starve another's), and for each takes the
+// tenant's posting lock, claims up to batch_max of its oldest waiting events (FOR UPDATE SKIP
+// LOCKED), plans each with the posting rules, posts every entry in one statement batch and marks
+// every event, all in ONE transaction: a crash anywhere loses and doubles nothing, because the
+// entries and the marks commit together or not at all. One poster per tenant at a time (the lock)
+// keeps a tenant's postings in arrival order.
+//
+// What an event becomes:
+//   posted / ignored   as the posting rules say (posting.hpp);
+//   fetching           its posting needs the Stripe API (a thin event, a leg to fetch) and an API is
+//                      configured: it is handed to a stripe.post job in the same transaction, since
+//                      a network call is worth a job's lease, backoff and call log;
+//   received again     its posting failed (a plan error, an entry that conflicts): attempts + 1,
+//                      last_error, retried after a backoff;
+//   failed             dead-lettered: attempts ran out, or it needs an operator (a thin event with
+//                      no API configured). `bankworker stripe events retry` gives it back.
+// A batch that cannot commit as a whole (an entry conflict, say) is rolled back and its events are
+// posted one transaction each, so the failure lands on the event it belongs to.
+//
+// Posters wake when the inbox commits new events (wake()), and otherwise every idle_poll, which
+// finds retries that came due and events other processes stored.
+
+#include <array>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "connectors/stripe/known_charts.hpp"
+#include "core/currency.hpp"
+#include "core/uuid.hpp"
+#include "db/pool.hpp"
+#include "service/log.hpp"
+#include "service/metrics.hpp"
+
+namespace bankworker::stripe {
+
+struct poster_settings {
+  std::size_t threads = 2;          // posters in this process (0: only post_round, for tests)
+  std::uint32_t batch_max = 256;    // events per transaction
+  std::uint32_t tenants_per_round = 64;
+  std::chrono::milliseconds idle_poll{500};
+  bool api_configured = false;  // events whose posting needs the Stripe API go to stripe.post jobs
+};
+
+// What one round did, by outcome.
+struct poster_counts {
+  std::uint64_t posted = 0;
+  std::uint64_t ignored = 0;
+  std::uint64_t handed_off = 0;
+  std::uint64_t retried = 0;
+  std::uint64_t dead = 0;
+  std::uint64_t handled() const noexcept { return posted + ignored + handed_off + retried + dead; }
+};
+
+class poster {
+ public:
+  // Everything passed by reference outlives the poster. `metrics` may be null.
+  poster(db::pool& connections, const core::currency_table& currencies, service::logger& log,
+         service::metrics_registry* metrics, poster_settings settings);
+  poster(const poster&) = delete;
+  poster& operator=(const poster&) = delete;
+  ~poster();
+
+  // New events were committed: a sleeping poster looks now.
+  void wake();
+  // Lets each poster finish the batch in hand, then joins them. Idempotent.
+  void stop();
+
+  // One round over the tenants with waiting events, on the caller's thread. Throws what the
+  // database throws when it is unreachable.
+  poster_counts post_round();
+
+ private:
+  void run();
+  // One round; `busy`: more is waiting at once (a full batch, more tenants than one round takes).
+  poster_counts round(bool& busy);
+  poster_counts post_tenant(const core::uuid& tenant, bool& more);
+  // The events of a batch that rolled back, one transaction each; stops when another poster
+  // takes the tenant.
+  poster_counts post_alone(const core::uuid& tenant, std::span<const std::string> event_ids);
+  void count(const poster_counts& counts);
+
+  db::pool& connections_;
+  const core::currency_table& currencies_;
+  service::logger& log_;
+  const poster_settings settings_;
+  // bankworker_stripe_postings_total by outcome (posted, ignored, handed_off, retried, dead), in
+  // the registry's storage; null without metrics.
+  std::array<service::metrics_registry::counter*, 5> counters_{};
+  known_charts charts_;
+  std::mutex mutex_;                     // guards woken_, stopping_, cursor_
+  std::condition_variable wake_;
+  bool woken_ = false;
+  bool stopping_ = false;
+  std::optional<core::uuid> cursor_;  // the round robin's place among the tenants
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace bankworker::stripe

@@ -1,0 +1,283 @@
+// The posters (connectors/stripe/poster.cpp): the inbox is the posting queue. Real inbox, real
+// posters and the real ledger on the private PostgreSQL; rounds run on the test's thread where the
+// test must see each step, and on the posters' own threads where it races them.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <thread>
+
+#include <pqxx/pqxx>
+
+#include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/poster.hpp"
+#include "connectors/stripe/posting_queue.hpp"
+#include "connectors/stripe/webhooks.hpp"
+#include "db/currencies.hpp"
+#include "db/tenant_scope.hpp"
+#include "ledger/tenants.hpp"
+#include "tests/support/polling.hpp"
+#include "tests/support/scratch_database.hpp"
+#include "tests/support/test_keys.hpp"
+
+using namespace std::chrono_literals;
+using bankworker::test::scratch_database;
+namespace db = bankworker::db;
+namespace stripe = bankworker::stripe;
+namespace ledger = bankworker::ledger;
+using bankworker::core::uuid;
+
+namespace {
+
+// A payment_intent.succeeded event for charge `charge_id` of `amount` minor units of `currency`.
+std::string payment_event(const std::string& event_id, const std::string& charge_id, std::int64_t amount,
+                          const std::string& currency = "usd") {
+  const std::string units = std::to_string(amount);
+  return R"({"id":")" + event_id + R"(","object":"event","type":"payment_intent.succeeded","created":1763800000,)"
+         R"("livemode":false,"data":{"object":{"id":"pi_)" + charge_id + R"(","object":"payment_intent","amount":)" +
+         units + R"(,"amount_received":)" + units + R"(,"currency":")" + currency +
+         R"(","created":1763800000,"latest_charge":")" + charge_id + R"(","status":"succeeded"}}})";
+}
+
+// A thin event (API v2) about a payment intent: it posts only once its related object is fetched.
+std::string thin_intent_event(const std::string& event_id) {
+  return R"({"id":")" + event_id + R"(","object":"v2.core.event","type":"v1.payment_intent.succeeded",)"
+         R"("created":"2026-11-22T06:48:32.246Z","livemode":false,"context":null,"reason":null,)"
+         R"("related_object":{"id":"pi_thin","type":"payment_intent","url":"/v1/payment_intents/pi_thin"}})";
+}
+
+struct poster_world {
+  scratch_database database;
+  std::unique_ptr<db::pool> connections = [&] {
+    db::pool_settings settings;
+    settings.connections = 8;
+    return database.worker_pool(std::move(settings));
+  }();
+  std::unique_ptr<db::key_store> keys = bankworker::test::test_key_store();
+  uuid tenant = ledger::create_tenant(*connections, *keys, "posting tenant", "test");
+  bankworker::core::currency_table currencies = [&] {
+    auto lease = connections->checkout();
+    pqxx::read_transaction tx(lease.connection());
+    return db::load_currencies(tx);
+  }();
+  stripe::inbox inbox{*connections, {}, stripe::inbox_hook{}};
+  std::FILE* log_file = std::tmpfile();
+  bankworker::service::logger log{bankworker::service::log_level::info, ::fileno(log_file)};
+
+  ~poster_world() { std::fclose(log_file); }
+
+  std::string log_text() {
+    std::fflush(log_file);
+    std::rewind(log_file);
+    std::string text;
+    for (int c = std::fgetc(log_file); c != EOF; c = std::fgetc(log_file)) text.push_back(static_cast<char>(c));
+    return text;
+  }
+
+  void store(const uuid& to, const std::string& event_id, std::string body, std::string type = "payment_intent.succeeded") {
+    stripe::inbox_event event;
+    event.tenant = to;
+    event.event_id = event_id;
+    event.type = std::move(type);
+    event.created_s = 1763800000;
+    event.body = std::move(body);
+    REQUIRE(inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
+  }
+
+  // A poster that runs only when the test calls post_round.
+  std::unique_ptr<stripe::poster> manual_poster(bool api_configured = false, std::uint32_t batch_max = 256) {
+    stripe::poster_settings settings;
+    settings.threads = 0;
+    settings.batch_max = batch_max;
+    settings.api_configured = api_configured;
+    return std::make_unique<stripe::poster>(*connections, currencies, log, nullptr, settings);
+  }
+
+  long scalar(const std::string& sql) {
+    auto admin = database.connect_as_admin();
+    pqxx::read_transaction tx(*admin);
+    return tx.exec1(sql)[0].as<long>();
+  }
+  std::string text(const std::string& sql) {
+    auto admin = database.connect_as_admin();
+    pqxx::read_transaction tx(*admin);
+    const pqxx::row row = tx.exec1(sql);
+    return row[0].is_null() ? std::string("NULL") : row[0].as<std::string>();
+  }
+  void admin_exec(const std::string& sql) {
+    auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec0(sql);
+    tx.commit();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("posters post the inbox in batches, each event once, with no job row", "[pg][stripe][poster]") {
+  poster_world world;
+  constexpr int events = 600;
+  std::int64_t total = 0;
+  for (int i = 0; i < events; ++i) {
+    const std::string id = "evt_batch_" + std::to_string(i);
+    total += 100 + i;
+    world.store(world.tenant, id, payment_event(id, "ch_batch_" + std::to_string(i), 100 + i));
+  }
+  auto poster = world.manual_poster();
+  std::uint64_t posted = 0;
+  for (int round = 0; round < 10 && posted < events; ++round) posted += poster->post_round().posted;
+  CHECK(posted == events);
+  CHECK(poster->post_round().handled() == 0);  // nothing left
+
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted' AND posted_at IS NOT NULL") ==
+        events);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.jobs") == 0);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == events);
+  CHECK(world.scalar("SELECT sum(amount_minor) FROM bankworker.journal_lines WHERE account_code = 'stripe.clearing'") ==
+        total);
+  CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
+  // 600 events in batches of 256: three commits, each marking its events with its entries.
+  CHECK(world.scalar("SELECT count(DISTINCT xmin::text) FROM bankworker.journal_entries") == 3);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events e WHERE NOT EXISTS (SELECT 1 FROM "
+                     "bankworker.journal_entries j WHERE j.xmin::text = e.xmin::text)") == 0);
+}
+
+TEST_CASE("a conflicting entry dead-letters only its own event; the batch's others post", "[pg][stripe][poster]") {
+  poster_world world;
+  for (int i = 0; i < 30; ++i) {
+    const std::string id = "evt_ok_" + std::to_string(i);
+    world.store(world.tenant, id, payment_event(id, "ch_ok_" + std::to_string(i), 1000 + i));
+  }
+  // Two events about one charge that disagree on its amount: the first posting stands.
+  world.store(world.tenant, "evt_conflict_a", payment_event("evt_conflict_a", "ch_disputed", 500));
+  world.store(world.tenant, "evt_conflict_b", payment_event("evt_conflict_b", "ch_disputed", 700));
+  for (int i = 30; i < 60; ++i) {
+    const std::string id = "evt_ok_" + std::to_string(i);
+    world.store(world.tenant, id, payment_event(id, "ch_ok_" + std::to_string(i), 1000 + i));
+  }
+  auto poster = world.manual_poster();
+  const stripe::poster_counts counts = poster->post_round();
+  CHECK(counts.posted == 61);
+  CHECK(counts.dead == 1);
+
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == 61);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = 'evt_conflict_b'") == "failed");
+  CHECK(world.scalar("SELECT attempts FROM bankworker.stripe_events WHERE event_id = 'evt_conflict_b'") == 1);
+  CHECK_THAT(world.text("SELECT last_error FROM bankworker.stripe_events WHERE event_id = 'evt_conflict_b'"),
+             Catch::Contains("ch_disputed:gross") && Catch::Contains("different lines"));
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_disputed:gross'") == 1);
+  CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
+  CHECK_THAT(world.log_text(), Catch::Contains("stripe posting batch rolled back; its events post one at a time"));
+
+  // The operator retries it: it fails again (the first posting still stands) and is dead again.
+  db::with_tenant(*world.connections, world.tenant,
+                  [&](pqxx::work& tx) { REQUIRE(stripe::retry_failed_event(tx, "evt_conflict_b")); });
+  CHECK(world.scalar("SELECT attempts FROM bankworker.stripe_events WHERE event_id = 'evt_conflict_b'") == 0);
+  CHECK(poster->post_round().dead == 1);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = 'evt_conflict_b'") == "failed");
+}
+
+TEST_CASE("a posting that fails waits its backoff, counts its attempts and is dead-lettered after the last",
+          "[pg][stripe][poster]") {
+  poster_world world;
+  world.store(world.tenant, "evt_bad", payment_event("evt_bad", "ch_bad", 500, "qqq"));
+  world.store(world.tenant, "evt_good", payment_event("evt_good", "ch_good", 700));
+  auto poster = world.manual_poster();
+  stripe::poster_counts counts = poster->post_round();
+  CHECK(counts.posted == 1);
+  CHECK(counts.retried == 1);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = 'evt_bad'") == "received");
+  CHECK(world.scalar("SELECT attempts FROM bankworker.stripe_events WHERE event_id = 'evt_bad'") == 1);
+  CHECK_THAT(world.text("SELECT last_error FROM bankworker.stripe_events WHERE event_id = 'evt_bad'"),
+             Catch::Contains("currency"));
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE event_id = 'evt_bad' AND "
+                     "available_at > now() + interval '5 seconds'") == 1);
+  // Not due yet: the next round leaves it alone.
+  CHECK(poster->post_round().handled() == 0);
+  // Each time its backoff has passed it is tried again, until its attempts run out.
+  for (int attempt = 2; attempt <= stripe::posting_attempts_max; ++attempt) {
+    world.admin_exec("UPDATE bankworker.stripe_events SET available_at = now() - interval '1 second' "
+                     "WHERE event_id = 'evt_bad'");
+    counts = poster->post_round();
+    CHECK(counts.handled() == 1);
+  }
+  CHECK(counts.dead == 1);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = 'evt_bad'") == "failed");
+  CHECK(world.scalar("SELECT attempts FROM bankworker.stripe_events WHERE event_id = 'evt_bad'") ==
+        stripe::posting_attempts_max);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == 1);
+  // Visible to operators among the tenant's failed events.
+  const auto failed = db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+    return stripe::list_events(tx, stripe::event_filter::failed, 10);
+  });
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].event_id == "evt_bad");
+  CHECK(failed[0].attempts == stripe::posting_attempts_max);
+}
+
+TEST_CASE("one tenant's backlog does not starve another's", "[pg][stripe][poster]") {
+  poster_world world;
+  const uuid other = ledger::create_tenant(*world.connections, *world.keys, "small tenant", "test");
+  for (int i = 0; i < 400; ++i) {
+    const std::string id = "evt_big_" + std::to_string(i);
+    world.store(world.tenant, id, payment_event(id, "ch_big_" + std::to_string(i), 100));
+  }
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "evt_small_" + std::to_string(i);
+    world.store(other, id, payment_event(id, "ch_small_" + std::to_string(i), 100));
+  }
+  // Batches of 50: one round posts one batch of each tenant, whatever the other's backlog.
+  auto poster = world.manual_poster(false, 50);
+  CHECK(poster->post_round().posted == 55);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE tenant_id = '" + other.to_string() +
+                     "' AND state = 'posted'") == 5);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE tenant_id = '" + world.tenant.to_string() +
+                     "' AND state = 'posted'") == 50);
+  // In each tenant, oldest first.
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted' AND event_id LIKE "
+                     "'evt_big_%' AND substr(event_id, 9)::int >= 50") == 0);
+}
+
+TEST_CASE("posters in several processes racing a live inbox post every event exactly once", "[pg][stripe][poster]") {
+  poster_world world;
+  stripe::poster_settings settings;
+  settings.threads = 2;
+  settings.batch_max = 32;
+  settings.idle_poll = 20ms;
+  // Two "hosts" of two posters each, on one database.
+  stripe::poster first(*world.connections, world.currencies, world.log, nullptr, settings);
+  stripe::poster second(*world.connections, world.currencies, world.log, nullptr, settings);
+  constexpr int events = 800;
+  std::thread producer([&] {
+    for (int i = 0; i < events; ++i) {
+      const std::string id = "evt_race_" + std::to_string(i);
+      world.store(world.tenant, id, payment_event(id, "ch_race_" + std::to_string(i), 100 + i));
+      if (i % 50 == 0) first.wake();
+    }
+  });
+  producer.join();
+  const bool done = bankworker::test::eventually(
+      [&] { return world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == events; }, 60s);
+  first.stop();
+  second.stop();
+  REQUIRE(done);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == events);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE attempts > 0") == 0);
+  CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
+}
+
+TEST_CASE("a thin event is dead-lettered without an API, and handed to a stripe.post job with one",
+          "[pg][stripe][poster]") {
+  poster_world world;
+  world.store(world.tenant, "evt_thin_a", thin_intent_event("evt_thin_a"), "v1.payment_intent.succeeded");
+  CHECK(world.manual_poster(false)->post_round().dead == 1);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = 'evt_thin_a'") == "failed");
+  CHECK_THAT(world.text("SELECT last_error FROM bankworker.stripe_events WHERE event_id = 'evt_thin_a'"),
+             Catch::Contains("no Stripe API is configured"));
+
+  world.store(world.tenant, "evt_thin_b", thin_intent_event("evt_thin_b"), "v1.payment_intent.succeeded");
+  CHECK(world.manual_poster(true)->post_round().handed_off == 1);
+  CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = 'evt_thin_b'") == "fetching");
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.post' AND "
+                     "payload->>'event_id' = 'evt_thin_b' AND state = 'available'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.jobs") == 1);
+}
