@@ -837,29 +837,44 @@ $$;
 CREATE FUNCTION bankworker.note_payout_lines() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
+    AS $_$
+DECLARE
+  tenants uuid[];
+  entries uuid[];
+  payouts uuid[];
 BEGIN
-  INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor, currency,
-                                            expected_on)
-  SELECT l.tenant_id, left(e.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,
-         (e.occurred_at AT TIME ZONE 'UTC')::date
-    FROM changed l
-    JOIN bankworker.journal_entries e ON e.tenant_id = l.tenant_id AND e.entry_id = l.entry_id
-   WHERE e.idempotency_key LIKE '%:payout' AND l.amount_minor > 0
-  ON CONFLICT (tenant_id, payout_id) DO NOTHING;
-  UPDATE bankworker.reconcile_payouts p SET failed = true
-    FROM changed l
-    JOIN bankworker.journal_entries e ON e.tenant_id = l.tenant_id AND e.entry_id = l.entry_id
-   WHERE e.idempotency_key LIKE '%:payout_failed' AND l.amount_minor < 0
-     AND p.tenant_id = l.tenant_id AND p.payout_id = left(e.idempotency_key, -14) AND NOT p.failed;
-  PERFORM bankworker.enqueue_reconcile(array_agg(DISTINCT l.tenant_id))
-     FROM changed l
-     JOIN bankworker.journal_entries e ON e.tenant_id = l.tenant_id AND e.entry_id = l.entry_id
-    WHERE e.idempotency_key LIKE '%:payout' OR e.idempotency_key LIKE '%:payout_failed'
-   HAVING count(*) > 0;
+  SELECT array_agg(DISTINCT l.tenant_id), array_agg(DISTINCT l.entry_id) INTO tenants, entries FROM changed l;
+  IF entries IS NULL THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE 'SELECT array_agg(e.entry_id) FROM bankworker.journal_entries e'
+          ' WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2)'
+          '   AND (e.idempotency_key LIKE ''%:payout'' OR e.idempotency_key LIKE ''%:payout_failed'')'
+     INTO payouts USING tenants, entries;
+  IF payouts IS NULL THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE 'INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor,'
+          '                                          currency, expected_on)'
+          ' SELECT l.tenant_id, left(e.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,'
+          '        (e.occurred_at AT TIME ZONE ''UTC'')::date'
+          '   FROM bankworker.journal_entries e'
+          '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
+          '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout'''
+          '    AND l.amount_minor > 0'
+          ' ON CONFLICT (tenant_id, payout_id) DO NOTHING'
+    USING tenants, payouts;
+  EXECUTE 'UPDATE bankworker.reconcile_payouts p SET failed = true'
+          '   FROM bankworker.journal_entries e'
+          '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
+          '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout_failed'''
+          '    AND l.amount_minor < 0 AND p.tenant_id = l.tenant_id AND p.payout_id = left(e.idempotency_key, -14)'
+          '    AND NOT p.failed'
+    USING tenants, payouts;
+  PERFORM bankworker.enqueue_reconcile(tenants);
   RETURN NULL;
 END
-$$;
+$_$;
 
 CREATE FUNCTION bankworker.notify_stripe_secret_change() RETURNS trigger
     LANGUAGE plpgsql

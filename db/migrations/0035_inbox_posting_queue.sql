@@ -78,3 +78,53 @@ $$;
 REVOKE ALL ON FUNCTION bankworker.stripe_ready_tenants(uuid, integer), bankworker.inbox_gauges() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bankworker.stripe_ready_tenants(uuid, integer), bankworker.inbox_gauges()
   TO bankworker_worker;
+
+-- The payout trigger on journal lines (0034), rewritten. Its three statements joined the
+-- statement's new lines with journal_entries; PL/pgSQL plans such a statement once per session,
+-- when the ledger is small, and that plan (seen with auto_explain under bench/webhook_load) was a
+-- nested loop rescanning every entry of the tenant for each new line: 512 lines × the tenant's
+-- whole journal per posting batch, 0.3–1.3 s per batch after 20,000 events and growing without
+-- bound. Now one pass over the new lines gathers their entry ids, one primary-key probe per entry
+-- finds the payouts among them, and a statement with no payout stops there (nearly all of them).
+-- The statements that run only for payouts are planned when they run (EXECUTE), so their plans
+-- follow the table as it grows; they read the payout entries' lines, all of which this statement
+-- inserted (an entry's lines are inserted with it; a payout posted before is not in `changed`).
+CREATE OR REPLACE FUNCTION bankworker.note_payout_lines() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  tenants uuid[];
+  entries uuid[];
+  payouts uuid[];
+BEGIN
+  SELECT array_agg(DISTINCT l.tenant_id), array_agg(DISTINCT l.entry_id) INTO tenants, entries FROM changed l;
+  IF entries IS NULL THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE 'SELECT array_agg(e.entry_id) FROM bankworker.journal_entries e'
+          ' WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2)'
+          '   AND (e.idempotency_key LIKE ''%:payout'' OR e.idempotency_key LIKE ''%:payout_failed'')'
+     INTO payouts USING tenants, entries;
+  IF payouts IS NULL THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE 'INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor,'
+          '                                          currency, expected_on)'
+          ' SELECT l.tenant_id, left(e.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,'
+          '        (e.occurred_at AT TIME ZONE ''UTC'')::date'
+          '   FROM bankworker.journal_entries e'
+          '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
+          '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout'''
+          '    AND l.amount_minor > 0'
+          ' ON CONFLICT (tenant_id, payout_id) DO NOTHING'
+    USING tenants, payouts;
+  EXECUTE 'UPDATE bankworker.reconcile_payouts p SET failed = true'
+          '   FROM bankworker.journal_entries e'
+          '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
+          '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout_failed'''
+          '    AND l.amount_minor < 0 AND p.tenant_id = l.tenant_id AND p.payout_id = left(e.idempotency_key, -14)'
+          '    AND NOT p.failed'
+    USING tenants, payouts;
+  PERFORM bankworker.enqueue_reconcile(tenants);
+  RETURN NULL;
+END
+$$;
