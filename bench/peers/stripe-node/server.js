@@ -22,8 +22,9 @@ const express = require('express');
 const Stripe = require('stripe');
 const { Pool } = require('pg');
 
-// Two cores: ten connections keep PostgreSQL busy without queueing inside it.
-const poolSize = 10;
+// Two cores: ten connections keep PostgreSQL busy without queueing inside it. PG_POOL_MAX changes
+// it, to see how much of the peer's rate is commit latency (each event is its own commit).
+const poolSize = Number(process.env.PG_POOL_MAX || 10);
 const bodyLimit = '1mb';
 
 function required(name) {
