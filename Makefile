@@ -7,7 +7,8 @@
 #   make demo    release build, private PostgreSQL, the end-to-end demo
 #   make run     release build, private PostgreSQL, migrate, then `bankworker run`
 #   make schema  release build, then db/schema.sql rewritten from the migrations (scripts/dump-schema)
-#   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON)
+#   make bench   release build, every benchmark in bench/ (each prints figures; last line JSON), and
+#                webhook_load against its Node peer (scripts/install-bench-peers installs it)
 #   make install binary, systemd units and an example settings file (PREFIX, DESTDIR)
 #   make deb     the Debian package in build/release/packages, checked by lintian and installed
 #                into a scratch root by tests/package/deb_install_test
@@ -77,11 +78,15 @@ run: build
 schema: build
 	@scripts/dump-schema $(RELEASE_DIR)/worker/bankworker
 
+# The peers (bench/peers: the Node handler webhook_load --peer node measures bankworker against) are
+# installed here by scripts/install-bench-peers, from their committed lock files.
 bench: deps
+	@scripts/install-bench-peers
 	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF -DBW_BENCH=ON >/dev/null
 	@cmake --build $(RELEASE_DIR) -j $(JOBS)
 	@url=$$(scripts/pg start) && export BANKWORKER_DATABASE_URL="$${BANKWORKER_DATABASE_URL:-$$url}" && \
 	  for bench in $(RELEASE_DIR)/bench/*_bench $(RELEASE_DIR)/bench/webhook_load; do echo "== $$bench"; $$bench || exit 1; done && \
+	  echo "== $(RELEASE_DIR)/bench/webhook_load --peer node" && $(RELEASE_DIR)/bench/webhook_load --peer node && \
 	  echo "== bench/scope_token_cost" && bench/scope_token_cost $(RELEASE_DIR)/worker/bankworker
 
 # Every libFuzzer target for FUZZ_SECONDS each, seeded from fuzz/corpus/<target>; new inputs go
