@@ -855,9 +855,10 @@ BEGIN
     RETURN NULL;
   END IF;
   EXECUTE 'INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor,'
-          '                                          currency, expected_on)'
+          '                                          currency, expected_on, descriptor)'
           ' SELECT l.tenant_id, left(e.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,'
-          '        (e.occurred_at AT TIME ZONE ''UTC'')::date'
+          '        coalesce(bankworker.payout_arrival_day(e.metadata), (e.occurred_at AT TIME ZONE ''UTC'')::date),'
+          '        nullif(left(e.metadata->>''statement_descriptor'', 256), '''')'
           '   FROM bankworker.journal_entries e'
           '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
           '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout'''
@@ -889,6 +890,15 @@ BEGIN
   RETURN NULL;
 END;
 $$;
+
+CREATE FUNCTION bankworker.payout_arrival_day(p_metadata jsonb) RETURNS date
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+  SELECT CASE WHEN p_metadata->>'arrival_date' ~ '^[0-9]{1,12}$' THEN
+           CASE WHEN (p_metadata->>'arrival_date')::bigint <= 253402300799
+                THEN (to_timestamp((p_metadata->>'arrival_date')::bigint) AT TIME ZONE 'UTC')::date END END
+$_$;
 
 CREATE FUNCTION bankworker.plaid_item_connection(item_id text) RETURNS TABLE(tenant_id uuid, connection_id uuid, status text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1800,8 +1810,10 @@ CREATE TABLE bankworker.journal_entries (
     posted_at timestamp with time zone DEFAULT now() NOT NULL,
     source text,
     reverses_entry_id uuid,
+    metadata jsonb,
     CONSTRAINT journal_entries_description_check CHECK ((length(description) <= 1024)),
     CONSTRAINT journal_entries_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 256))),
+    CONSTRAINT journal_entries_metadata_check CHECK (((metadata IS NULL) OR ((jsonb_typeof(metadata) = 'object'::text) AND (octet_length((metadata)::text) <= 4096)))),
     CONSTRAINT journal_entries_source_check CHECK ((length(source) <= 256))
 );
 
@@ -2553,6 +2565,9 @@ GRANT ALL ON FUNCTION bankworker.note_bank_rows() TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.note_payout_lines() FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.note_payout_lines() TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.payout_arrival_day(p_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.payout_arrival_day(p_metadata jsonb) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.plaid_item_connection(item_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.plaid_item_connection(item_id text) TO bankworker_worker;

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "core/assert.hpp"
+#include "core/json_text.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -19,10 +20,11 @@ constexpr db::statement insert_chart_sql{"ledger_insert_chart",
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS chart(code, name, kind)"
     " ON CONFLICT (tenant_id, code) DO NOTHING"};
 constexpr db::statement insert_entries_sql{"ledger_insert_entries",
-    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source)"
+    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source,"
+    " metadata)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), e.k, e.d,"
-    " to_timestamp(e.o), nullif(e.s, '')"
-    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS e(k, d, o, s)"
+    " to_timestamp(e.o), nullif(e.s, ''), nullif(e.m, '')::jsonb"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) AS e(k, d, o, s, m)"
     " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING idempotency_key, entry_id::text"};
 constexpr db::statement insert_lines_sql{"ledger_insert_lines",
     "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
@@ -48,6 +50,35 @@ bool is_currency_code(std::string_view code) {
   return std::all_of(code.begin(), code.end(), [](char c) { return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); });
 }
 
+std::optional<std::string> check_metadata(const entry& e) {
+  if (e.metadata.size() > metadata_pairs_max) return "more than metadata_pairs_max metadata pairs";
+  for (std::size_t i = 0; i < e.metadata.size(); ++i) {
+    const auto& [key, value] = e.metadata[i];
+    if (key.empty() || key.size() > metadata_key_bytes_max) {
+      return "metadata key must be 1.." + std::to_string(metadata_key_bytes_max) + " bytes";
+    }
+    if (value.size() > metadata_value_bytes_max) return "metadata value of " + key + " longer than metadata_value_bytes_max";
+    for (std::size_t j = 0; j < i; ++j) {
+      if (e.metadata[j].first == key) return "metadata key " + key + " given twice";
+    }
+  }
+  return std::nullopt;
+}
+
+// The JSON object text of an entry's metadata, empty for none (stored as NULL).
+std::string metadata_json(const entry& e) {
+  if (e.metadata.empty()) return {};
+  std::string out = "{";
+  for (const auto& [key, value] : e.metadata) {
+    if (out.size() > 1) out += ',';
+    core::append_json_string(key, out);
+    out += ':';
+    core::append_json_string(value, out);
+  }
+  out += '}';
+  return out;
+}
+
 }  // namespace
 
 const std::vector<account>& standard_chart() {
@@ -71,6 +102,7 @@ std::optional<std::string> check_entry(const entry& e) {
     return "idempotency key must be 1.." + std::to_string(idempotency_key_bytes_max) + " bytes";
   }
   if (e.description.size() > description_bytes_max) return "description longer than description_bytes_max";
+  if (auto why = check_metadata(e)) return why;
   if (e.lines.size() < 2) return "an entry needs at least two lines";
   if (e.lines.size() > entry_lines_max) return "more than entry_lines_max lines";
   std::map<std::string, std::int64_t, std::less<>> sums;
@@ -154,16 +186,17 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
   const std::vector<const entry*> unique = unique_entries(entries, by_key);
   if (unique.empty()) return 0;
 
-  db::array_text keys, descriptions, occurred, sources;
+  db::array_text keys, descriptions, occurred, sources, metadata;
   for (const entry* e : unique) {
     keys.add(e->idempotency_key);
     descriptions.add(e->description);
     occurred.add(std::to_string(e->occurred_at_s));
     sources.add(e->source);
+    metadata.add(metadata_json(*e));
   }
   const pqxx::result inserted =
       db::exec_statement(tx, insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(),
-                         sources.finish());
+                         sources.finish(), metadata.finish());
 
   db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
   std::unordered_set<std::string_view> is_new;

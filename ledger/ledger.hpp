@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <pqxx/pqxx>
@@ -18,6 +19,9 @@ namespace bankworker::ledger {
 inline constexpr std::size_t entry_lines_max = 64;
 inline constexpr std::size_t idempotency_key_bytes_max = 256;
 inline constexpr std::size_t description_bytes_max = 1'024;
+inline constexpr std::size_t metadata_pairs_max = 8;
+inline constexpr std::size_t metadata_key_bytes_max = 64;
+inline constexpr std::size_t metadata_value_bytes_max = 256;
 
 struct line {
   std::string account;  // a code of the chart (stripe.clearing, revenue, …)
@@ -33,6 +37,12 @@ struct entry {
   std::int64_t occurred_at_s = 0;  // unix seconds: when the money moved, per the provider
   std::string source;              // what it came from, e.g. the event id
   std::vector<line> lines;
+  // Facts about the money object that are not lines but that readers of the ledger need, stored
+  // as a JSON object of strings (journal_entries.metadata, migration 0040). A payout's entry
+  // carries `arrival_date` (unix seconds) and `statement_descriptor`, which reconciliation
+  // (reconcile.hpp) matches the bank deposit by. Not part of an entry's identity: an entry posted
+  // again with other metadata is the same entry, like its description.
+  std::vector<std::pair<std::string, std::string>> metadata{};  // {}: initialisers may leave it out
 };
 
 struct account {
@@ -45,8 +55,8 @@ struct account {
 const std::vector<account>& standard_chart();
 
 // Why `e` is not a well-formed entry, or nothing: at least two lines and at most entry_lines_max,
-// no zero amounts, sums to zero in every currency, accounts in the standard chart, a key and
-// description within bounds. Money arithmetic is checked for overflow.
+// no zero amounts, sums to zero in every currency, accounts in the standard chart, a key,
+// description and metadata (distinct non-empty keys) within bounds. Money arithmetic is checked for overflow.
 std::optional<std::string> check_entry(const entry& e);
 
 // The same key was posted before with different lines: two sources disagree about one money

@@ -271,6 +271,7 @@ void rebuild(posting_plan& plan, const core::currency_table& currencies) {
                                                               "stripe.clearing", leg.counter_account, m)
                                              : two_line_entry(key, leg.description, leg.occurred_at_s, leg.source,
                                                               leg.counter_account, "stripe.clearing", m));
+    plan.entries.back().metadata = leg.metadata;
     if (leg.settlement) {
       add_settlement_entries(leg, currencies, plan.entries);
     } else if (leg.fetch &&
@@ -414,6 +415,32 @@ void plan_dispute(context& c, element dispute, std::string_view type) {
                                c.event_created), itself);
 }
 
+// What reconciliation matches a payout's deposit by: the day Stripe expects it in the bank
+// (`arrival_date`, unix seconds) and the text the bank statement shows (`statement_descriptor`).
+// Both are optional in Stripe's object (null before a payout is scheduled, or when the account's
+// default descriptor applies); an arrival_date that is not a plausible unix time is an error, as
+// the ledger turns it into a date.
+static_assert(stripe_id_bytes_max <= ledger::metadata_value_bytes_max);
+std::vector<std::pair<std::string, std::string>> payout_metadata(element payout) {
+  constexpr std::int64_t arrival_date_s_max = 253'402'300'799;  // 9999-12-31T23:59:59Z
+  std::vector<std::pair<std::string, std::string>> out;
+  if (const auto value = field(payout, "arrival_date"); value && !value->is_null()) {
+    std::int64_t arrival = 0;
+    if (value->get_int64().get(arrival) != simdjson::SUCCESS || arrival < 0 || arrival > arrival_date_s_max) {
+      fail("payout.arrival_date is not a unix time");
+    }
+    out.emplace_back("arrival_date", std::to_string(arrival));
+  }
+  // A descriptor with control characters is dropped, not stored: PostgreSQL's jsonb refuses
+  // \u0000, and a posting must not fail for the text of a bank statement.
+  const auto descriptor = optional_string(payout, "statement_descriptor");
+  if (descriptor && std::none_of(descriptor->begin(), descriptor->end(),
+                                 [](char ch) { return static_cast<unsigned char>(ch) < 0x20; })) {
+    out.emplace_back("statement_descriptor", *descriptor);
+  }
+  return out;
+}
+
 void plan_payout(context& c, element payout, std::string_view type) {
   const std::string id = string_field(payout, "id", "payout");
   const money m = money_of(payout, "amount", "payout", c.currencies);
@@ -423,7 +450,9 @@ void plan_payout(context& c, element payout, std::string_view type) {
     return;
   }
   const fetch_request itself = fetch_of("payout", id, "/v1/payouts/" + id);
-  settle_from(payout, add_leg(c, id, "payout", -1, m, "bank", "Payout " + id, c.event_created), itself);
+  settlement_leg& paid = add_leg(c, id, "payout", -1, m, "bank", "Payout " + id, c.event_created);
+  paid.metadata = payout_metadata(payout);
+  settle_from(payout, paid, itself);
   if (type == "payout.failed") {
     settle_from(payout, add_leg(c, id, "payout_failed", 1, m, "bank", "Payout " + id + " failed", c.event_created),
                 itself);

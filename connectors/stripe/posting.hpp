@@ -94,6 +94,9 @@ struct settlement_leg {
   std::string source;             // the event id
   std::optional<balance_transaction> settlement;  // known: booked now
   std::optional<fetch_request> fetch;             // unknown: what to fetch to learn it
+  // Carried by the presentment entry only (ledger::entry::metadata): a payout's arrival_date and
+  // statement_descriptor, which reconciliation matches the bank deposit by.
+  std::vector<std::pair<std::string, std::string>> metadata{};  // {}: initialisers may leave it out
 };
 
 // The keys of a leg's settlement entries: its fee (ch_…:fee, re_…:refund_fee, …) and its

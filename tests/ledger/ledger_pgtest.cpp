@@ -104,6 +104,24 @@ TEST_CASE("malformed entries never reach the database", "[pg][ledger]") {
   unknown.lines[0].account = "petty.cash";
   CHECK_THROWS_AS(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entry(tx, unknown); }),
                   ledger::entry_invalid);
+  ledger::entry twice = gross("ch_4:gross", 100);
+  twice.metadata = {{"arrival_date", "1"}, {"arrival_date", "2"}};
+  CHECK_THROWS_WITH(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entry(tx, twice); }),
+                    Catch::Contains("metadata key arrival_date given twice"));
+  ledger::entry too_long = gross("ch_5:gross", 100);
+  too_long.metadata = {{"statement_descriptor", std::string(ledger::metadata_value_bytes_max + 1, 'x')}};
+  CHECK_THROWS_AS(ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entry(tx, too_long); }),
+                  ledger::entry_invalid);
+  CHECK(ledger_db.in_tenant([](pqxx::work& tx) {
+          return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
+        }) == 0);
+  // Well-formed metadata is stored as a JSON object of strings, quotes and all.
+  ledger::entry described = gross("ch_6:gross", 100);
+  described.metadata = {{"statement_descriptor", "ACME \"Q1\""}};
+  ledger_db.in_tenant([&](pqxx::work& tx) { return ledger::post_entry(tx, described); });
+  CHECK(ledger_db.in_tenant([](pqxx::work& tx) {
+          return tx.exec1("SELECT metadata->>'statement_descriptor' FROM bankworker.journal_entries")[0].as<std::string>();
+        }) == "ACME \"Q1\"");
 }
 
 TEST_CASE("concurrent postings of one key land exactly once", "[pg][ledger]") {

@@ -106,6 +106,38 @@ TEST_CASE("a payout posted before its deposit arrives is matched, and both arriv
   CHECK(r.count("SELECT count(*) FROM bankworker.audit_log WHERE action = 'reconcile.matched' AND subject = 'po_1'") == 1);
 }
 
+TEST_CASE("the payout's arrival date, not its event's, is the expected day, and its statement descriptor ranks deposits",
+          "[pg][ledger][reconcile]") {
+  reconciliation r;
+  // Stripe's event came on Friday 2024-03-01; the payout is due Tuesday 2024-03-05 (migration 0040).
+  r.in_tenant([&](pqxx::work& tx) {
+    ledger::entry payout{"po_late:payout", "Payout po_late", friday_s, "evt_late",
+                         {{"bank", 10'000, "USD"}, {"stripe.clearing", -10'000, "USD"}}};
+    payout.metadata = {{"arrival_date", "1709596800"}, {"statement_descriptor", "Acme Payout"}};
+    ledger::post_entry(tx, payout);
+  });
+  CHECK(r.row("po_late").expected_on == "2024-03-05");
+  CHECK(r.count("SELECT count(*) FROM bankworker.reconcile_payouts WHERE descriptor = 'Acme Payout'") == 1);
+  // Friday 2024-03-08 is 3 business days after the Tuesday (5 after the event's day: outside the
+  // window). Two equal deposits that day: the one naming the descriptor wins, no tie.
+  r.deposit("t_plain", 10'000, "2024-03-08", "STRIPE TRANSFER");
+  r.deposit("t_named", 10'000, "2024-03-08", "ACME PAYOUT ST-1234");
+  r.run("2024-03-08");
+  const auto matched = r.row("po_late");
+  CHECK(matched.status == "matched");
+  CHECK(matched.transaction_id == "t_named");
+  CHECK_THAT(matched.reason, Catch::Contains("3 business day(s) after") && Catch::Contains("statement descriptor"));
+  // An arrival_date that is no unix time (only a hand-made entry could have one) falls back to the
+  // entry's own day instead of failing the posting.
+  r.in_tenant([&](pqxx::work& tx) {
+    ledger::entry odd{"po_odd:payout", "Payout po_odd", friday_s, "evt_odd",
+                      {{"bank", 7, "USD"}, {"stripe.clearing", -7, "USD"}}};
+    odd.metadata = {{"arrival_date", "tomorrow"}};
+    ledger::post_entry(tx, odd);
+  });
+  CHECK(r.row("po_odd").expected_on == "2024-03-01");
+}
+
 TEST_CASE("a deposit that arrived before its payout is matched when the payout posts", "[pg][ledger][reconcile]") {
   reconciliation r;
   r.deposit("t1", 10'000, "2024-02-29");  // the day before

@@ -99,6 +99,38 @@ TEST_CASE("a payout moves clearing to bank and a failed payout moves it back", "
   CHECK(failed.entries[1].lines == lines{{"stripe.clearing", 10000, "USD"}, {"bank", -10000, "USD"}});
 }
 
+TEST_CASE("a payout's entry carries its arrival date and statement descriptor for reconciliation, and nothing else does",
+          "[stripe][posting][reconcile]") {
+  using metadata = std::vector<std::pair<std::string, std::string>>;
+  const std::string payout = R"({"id":"po_1","amount":10000,"currency":"usd","status":"paid",)"
+                             R"("arrival_date":1700179200,"statement_descriptor":"ACME PAYOUT"})";
+  const auto paid = plan(event("payout.paid", payout));
+  REQUIRE(paid.entries.size() == 1);
+  CHECK(paid.entries[0].metadata == metadata{{"arrival_date", "1700179200"}, {"statement_descriptor", "ACME PAYOUT"}});
+  // The reversal of a failed payout is not a payout to reconcile: it carries none.
+  const auto failed = plan(event("payout.failed", payout));
+  REQUIRE(failed.entries.size() == 2);
+  CHECK(failed.entries[0].metadata == paid.entries[0].metadata);
+  CHECK(failed.entries[1].metadata.empty());
+  // Stripe's nulls (payout.json fixture: statement_descriptor null) and a descriptor with a
+  // control character (PostgreSQL's jsonb refuses \u0000) leave the field out.
+  CHECK(plan(event("payout.paid", R"({"id":"po_1","amount":1,"currency":"usd","arrival_date":null,)"
+                                  R"("statement_descriptor":null})"))
+            .entries[0]
+            .metadata.empty());
+  CHECK(plan(event("payout.paid", R"({"id":"po_1","amount":1,"currency":"usd","statement_descriptor":"A\u0000B"})"))
+            .entries[0]
+            .metadata.empty());
+  // An arrival date that is no unix time fails the plan instead of posting a wrong expected day.
+  const auto bad = plan(event("payout.paid", R"({"id":"po_1","amount":1,"currency":"usd","arrival_date":"soon"})"));
+  CHECK(bad.status == plan_status::fail);
+  CHECK_THAT(bad.reason, Catch::Contains("arrival_date"));
+  CHECK(plan(event("payout.paid", R"({"id":"po_1","amount":1,"currency":"usd","arrival_date":-1})")).status ==
+        plan_status::fail);
+  // Charges carry none.
+  CHECK(plan(event("charge.succeeded", charge)).entries[0].metadata.empty());
+}
+
 // The withdrawal's fee is its own entry (dp_…:withdrawn_fee) since issue #16, so that a withdrawal
 // posted before its balance transaction was known is completed by adding the fee, not by changing
 // the withdrawal.

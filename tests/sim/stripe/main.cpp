@@ -9,6 +9,7 @@
 // for tests:
 //   POST /sim/trigger {"kind":"payment|refund|payout|payout_failed|dispute|thin_payment|thin_unknown","amount":2000,
 //                      "currency":"usd","settlement_currency":"gbp","account":"acct_…",
+//                      "arrival_date":1700179200,"statement_descriptor":"ACME" (payouts; default: now, null),
 //                      "mode":"valid|duplicate|reorder|stale|forged","secret":"whsec_…",
 //                      "deliver_to":"http://127.0.0.1:8080/webhooks/stripe/<tenant>"}
 //     → {"events":[…],"statuses":[…]} once every delivery was answered (deliver_to may be empty:
@@ -313,6 +314,10 @@ int main(int argc, char** argv) {
                       if (doc["settlement_currency"].get(text) == simdjson::SUCCESS) s.settlement_currency = std::string(text);
                       if (doc["account"].get(text) == simdjson::SUCCESS) s.account = std::string(text);
                       if (doc["charge"].get(text) == simdjson::SUCCESS) s.charge_id = std::string(text);
+                      if (doc["arrival_date"].get(number) == simdjson::SUCCESS) s.arrival_date_s = number;
+                      if (doc["statement_descriptor"].get(text) == simdjson::SUCCESS) {
+                        s.statement_descriptor = std::string(text);
+                      }
                       if (doc["mode"].get(text) == simdjson::SUCCESS) mode_text = std::string(text);
                       if (doc["secret"].get(text) == simdjson::SUCCESS) secret = std::string(text);
                       if (doc["deliver_to"].get(text) == simdjson::SUCCESS) url = std::string(text);

@@ -177,7 +177,9 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
     const std::string payout = next_id("po");
     const std::string payout_json = "{\"id\":" + quoted(payout) + ",\"object\":\"payout\",\"amount\":" + amount +
                                     ",\"currency\":" + currency + ",\"status\":\"paid\",\"arrival_date\":" +
-                                    std::to_string(now_s) + "}";
+                                    std::to_string(s.arrival_date_s != 0 ? s.arrival_date_s : now_s) +
+                                    ",\"statement_descriptor\":" +
+                                    (s.statement_descriptor.empty() ? "null" : quoted(s.statement_descriptor)) + "}";
     add_event("payout.paid", payout_json, s.account, now_s);
     if (s.kind == "payout_failed") {
       std::string failed_json = payout_json;

@@ -39,6 +39,8 @@ struct scenario {
   std::int64_t fee = -1;            // -1: 2.9% + 30 in Stripe units
   std::string account;              // Connect account the events belong to; empty for none
   std::string charge_id;            // refund/dispute of an existing charge; empty: the latest
+  std::int64_t arrival_date_s = 0;  // payouts: the day Stripe expects it in the bank; 0: the trigger's time
+  std::string statement_descriptor{};  // payouts: what the bank statement shows; empty: null, as Stripe sends it
 };
 
 struct delivery {
