@@ -348,34 +348,24 @@ BEGIN
                                                       t_now) m;
     RETURN;
   END IF;
-  -- Up to 256 jobs, one included. Each row is first found by primary key and locked, in key order
-  -- (two completions that share jobs, which only a rescue can cause, then wait for each other
-  -- instead of deadlocking). Its lease is checked on the locked, current version: a job another owner holds
-  -- now, or that is no longer running, is left alone. Nothing can change a locked row before this
-  -- transaction ends, so the update goes by primary key alone.
-  --
-  -- The lease is deliberately not a condition of the update or of the lookup: jobs_running
-  -- (lease_owner) would then be a way into the table, and with few running jobs in its statistics
-  -- the planner nests the input array inside a scan of all of this owner's running jobs, which is
-  -- quadratic in the batch (0.6 s for 1,000 jobs, measured). Every join below is a probe by key, so
-  -- the plan is generic (made once per session; it was planned on every call before, about 1.7 ms
-  -- of each batch completion under webhook_load), with hash and merge joins off as in claim_jobs.
+  -- Locking, lease check and plan as in 0019 (every join a probe by key, generic plan).
   RETURN QUERY
     WITH held AS MATERIALIZED (
       SELECT i.tenant_id, i.job_id, i.outcome, greatest(coalesce(i.delay_ms, 0), 0) AS delay_ms,
-             left(i.error, 2048) AS error, j.attempt, j.attempts_max, j.unique_key, j.state, j.lease_owner
+             left(i.error, 2048) AS error, j.attempt, j.attempts_max, j.unique_key, j.state, j.lease_owner,
+             j.started_at
         FROM (SELECT u.tenant_id, u.job_id, u.outcome, u.delay_ms, u.error
                 FROM unnest(p_tenants, p_ids, p_outcomes, p_delays_ms, p_errors)
                   AS u(tenant_id, job_id, outcome, delay_ms, error)
                ORDER BY u.tenant_id, u.job_id) i
         CROSS JOIN LATERAL (
-          SELECT j.attempt, j.attempts_max, j.unique_key, j.state, j.lease_owner
+          SELECT j.attempt, j.attempts_max, j.unique_key, j.state, j.lease_owner, j.started_at
             FROM bankworker.jobs j
            WHERE j.tenant_id = i.tenant_id AND j.job_id = i.job_id
              FOR NO KEY UPDATE) j
     ),
     decided AS MATERIALIZED (
-      SELECT h.tenant_id, h.job_id, h.outcome, h.delay_ms, h.error,
+      SELECT h.tenant_id, h.job_id, h.outcome, h.delay_ms, h.error, h.attempt, h.started_at,
              CASE
                WHEN h.outcome = 'done' THEN 'succeeded'
                WHEN h.outcome IN ('needs_user_action', 'permanent') THEN 'failed'
@@ -404,7 +394,12 @@ BEGIN
              lease_owner = NULL, lease_expires_at = NULL
         FROM decided d
        WHERE j.tenant_id = d.tenant_id AND j.job_id = d.job_id
-      RETURNING j.tenant_id, j.job_id, j.state)
+      RETURNING j.tenant_id, j.job_id, j.state),
+    recorded AS (
+      INSERT INTO bankworker.job_attempts (tenant_id, job_id, attempt, outcome, error, worker, started_at, finished_at)
+      SELECT d.tenant_id, d.job_id, d.attempt, d.outcome, d.error, p_owner, d.started_at, t_now
+        FROM decided d
+       WHERE d.outcome <> 'done')
     SELECT * FROM updated;
 END
 $$;
@@ -454,8 +449,13 @@ BEGIN
              lease_owner = NULL, lease_expires_at = NULL
         FROM decided d
        WHERE j.tenant_id = d.tenant_id AND j.job_id = d.job_id AND j.state = 'running' AND j.lease_owner = p_owner
-      RETURNING j.tenant_id, j.job_id, j.state)
-    SELECT * FROM updated;
+      RETURNING j.tenant_id, j.job_id, j.state, j.attempt, j.started_at, d.outcome, d.error),
+    recorded AS (
+      INSERT INTO bankworker.job_attempts (tenant_id, job_id, attempt, outcome, error, worker, started_at, finished_at)
+      SELECT u.tenant_id, u.job_id, u.attempt, u.outcome, u.error, p_owner, u.started_at, t_now
+        FROM updated u
+       WHERE u.outcome <> 'done')
+    SELECT u.tenant_id, u.job_id, u.state FROM updated u;
 END
 $$;
 
@@ -724,6 +724,18 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.job_attempts(p_tenant uuid, p_job_id bigint) RETURNS TABLE(attempt integer, outcome text, error text, worker uuid, started_at timestamp with time zone, finished_at timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+  SELECT a.attempt, a.outcome, a.error, a.worker, a.started_at, a.finished_at
+    FROM bankworker.job_attempts a
+   WHERE a.tenant_id = p_tenant AND a.job_id = p_job_id
+   ORDER BY a.attempt_id DESC
+   LIMIT 100
+$$;
+
 CREATE FUNCTION bankworker.job_details(p_job_id bigint) RETURNS TABLE(job_id bigint, tenant_id uuid, kind text, state text, priority smallint, attempt integer, attempts_max integer, run_at timestamp with time zone, created_at timestamp with time zone, started_at timestamp with time zone, finished_at timestamp with time zone, failure text, last_error text, in_doubt boolean, connection_id uuid, unique_key text, payload text)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -954,17 +966,23 @@ BEGIN
   IF p_limit IS NULL OR p_limit < 1 OR p_limit > 100000 THEN
     RAISE EXCEPTION 'prune_jobs: limit 1..100000' USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  DELETE FROM bankworker.jobs j
-   USING (SELECT f.tenant_id, f.job_id FROM bankworker.jobs f
-           WHERE f.state IN ('succeeded', 'failed', 'cancelled')
-             AND f.finished_at < greatest(p_done_before, p_dead_before)
-             AND ((f.state <> 'failed' AND f.finished_at < p_done_before)
-                  OR (f.state = 'failed' AND f.finished_at < p_dead_before))
-           ORDER BY f.finished_at
-           LIMIT p_limit
-             FOR UPDATE SKIP LOCKED) old
-   WHERE j.tenant_id = old.tenant_id AND j.job_id = old.job_id;
-  GET DIAGNOSTICS pruned = ROW_COUNT;
+  WITH gone AS (
+    DELETE FROM bankworker.jobs j
+     USING (SELECT f.tenant_id, f.job_id FROM bankworker.jobs f
+             WHERE f.state IN ('succeeded', 'failed', 'cancelled')
+               AND f.finished_at < greatest(p_done_before, p_dead_before)
+               AND ((f.state <> 'failed' AND f.finished_at < p_done_before)
+                    OR (f.state = 'failed' AND f.finished_at < p_dead_before))
+             ORDER BY f.finished_at
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED) old
+     WHERE j.tenant_id = old.tenant_id AND j.job_id = old.job_id
+    RETURNING j.tenant_id, j.job_id),
+  attempts_gone AS (
+    DELETE FROM bankworker.job_attempts a
+     USING gone g
+     WHERE a.tenant_id = g.tenant_id AND a.job_id = g.job_id)
+  SELECT count(*) INTO pruned FROM gone;
   RETURN pruned;
 END
 $$;
@@ -1127,7 +1145,7 @@ BEGIN
     RAISE EXCEPTION 'rescue_expired_jobs: limit 1..10000' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   WITH expired AS (
-    SELECT j.tenant_id, j.job_id,
+    SELECT j.tenant_id, j.job_id, j.attempt, j.lease_owner, j.started_at,
            CASE
              WHEN j.attempt >= j.attempts_max THEN 'failed'
              WHEN j.unique_key IS NOT NULL AND EXISTS (
@@ -1141,14 +1159,19 @@ BEGIN
      ORDER BY j.lease_expires_at
      LIMIT p_limit
        FOR UPDATE OF j SKIP LOCKED
-  )
-  UPDATE bankworker.jobs j
-     SET state = e.new_state, run_at = t_now, lease_owner = NULL, lease_expires_at = NULL,
-         finished_at = CASE WHEN e.new_state = 'available' THEN NULL ELSE t_now END,
-         failure = CASE WHEN e.new_state = 'failed' THEN 'attempts_exhausted' END,
-         last_error = 'lease expired: the worker holding the job stopped renewing it'
-    FROM expired e
-   WHERE j.tenant_id = e.tenant_id AND j.job_id = e.job_id AND j.state = 'running';
+  ),
+  updated AS (
+    UPDATE bankworker.jobs j
+       SET state = e.new_state, run_at = t_now, lease_owner = NULL, lease_expires_at = NULL,
+           finished_at = CASE WHEN e.new_state = 'available' THEN NULL ELSE t_now END,
+           failure = CASE WHEN e.new_state = 'failed' THEN 'attempts_exhausted' END,
+           last_error = 'lease expired: the worker holding the job stopped renewing it'
+      FROM expired e
+     WHERE j.tenant_id = e.tenant_id AND j.job_id = e.job_id AND j.state = 'running'
+    RETURNING j.tenant_id, j.job_id, e.attempt, e.lease_owner, e.started_at, j.last_error)
+  INSERT INTO bankworker.job_attempts (tenant_id, job_id, attempt, outcome, error, worker, started_at, finished_at)
+  SELECT u.tenant_id, u.job_id, u.attempt, 'lease_expired', u.last_error, u.lease_owner, u.started_at, t_now
+    FROM updated u;
   GET DIAGNOSTICS rescued = ROW_COUNT;
   RETURN rescued;
 END
@@ -1755,6 +1778,32 @@ ALTER TABLE bankworker.external_calls ALTER COLUMN call_id ADD GENERATED BY DEFA
     CACHE 1
 );
 
+CREATE TABLE bankworker.job_attempts (
+    tenant_id uuid NOT NULL,
+    job_id bigint NOT NULL,
+    attempt_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    outcome text NOT NULL,
+    error text,
+    worker uuid,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone NOT NULL,
+    CONSTRAINT job_attempts_attempt_check CHECK ((attempt >= 0)),
+    CONSTRAINT job_attempts_error_check CHECK ((length(error) <= 2048)),
+    CONSTRAINT job_attempts_outcome_check CHECK ((outcome = ANY (ARRAY['retry'::text, 'in_doubt'::text, 'needs_user_action'::text, 'permanent'::text, 'lease_expired'::text])))
+);
+
+ALTER TABLE ONLY bankworker.job_attempts FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE bankworker.job_attempts ALTER COLUMN attempt_id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME bankworker.job_attempts_attempt_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE bankworker.jobs (
     tenant_id uuid NOT NULL,
     job_id bigint NOT NULL,
@@ -2124,6 +2173,9 @@ ALTER TABLE ONLY bankworker.currencies
 ALTER TABLE ONLY bankworker.external_calls
     ADD CONSTRAINT external_calls_pkey PRIMARY KEY (tenant_id, call_id);
 
+ALTER TABLE ONLY bankworker.job_attempts
+    ADD CONSTRAINT job_attempts_pkey PRIMARY KEY (tenant_id, job_id, attempt_id);
+
 ALTER TABLE ONLY bankworker.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (tenant_id, job_id);
 
@@ -2305,6 +2357,9 @@ ALTER TABLE ONLY bankworker.connections
 ALTER TABLE ONLY bankworker.external_calls
     ADD CONSTRAINT external_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
+ALTER TABLE ONLY bankworker.job_attempts
+    ADD CONSTRAINT job_attempts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
+
 ALTER TABLE ONLY bankworker.jobs
     ADD CONSTRAINT jobs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
@@ -2400,6 +2455,8 @@ CREATE POLICY cross_tenant_machinery ON bankworker.stripe_events FOR SELECT TO b
 
 ALTER TABLE bankworker.external_calls ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE bankworker.job_attempts ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE bankworker.jobs ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE bankworker.journal_entries ENABLE ROW LEVEL SECURITY;
@@ -2409,6 +2466,8 @@ ALTER TABLE bankworker.journal_lines ENABLE ROW LEVEL SECURITY;
 ALTER TABLE bankworker.ledger_accounts ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE bankworker.plaid_quarantine ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY queue_machinery ON bankworker.job_attempts TO bankworker_owner USING (true) WITH CHECK (true);
 
 CREATE POLICY queue_machinery ON bankworker.jobs TO bankworker_owner USING (true) WITH CHECK (true);
 
@@ -2437,6 +2496,8 @@ CREATE POLICY tenant_isolation ON bankworker.audit_log TO bankworker_owner, bank
 CREATE POLICY tenant_isolation ON bankworker.connections TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
 CREATE POLICY tenant_isolation ON bankworker.external_calls TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
+
+CREATE POLICY tenant_isolation ON bankworker.job_attempts TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
 CREATE POLICY tenant_isolation ON bankworker.jobs TO bankworker_owner, bankworker_worker USING ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('bankworker.tenant_id'::text, true), ''::text))::uuid));
 
@@ -2539,6 +2600,9 @@ GRANT ALL ON FUNCTION bankworker.extend_job_leases(p_owner uuid, p_tenants uuid[
 
 REVOKE ALL ON FUNCTION bankworker.inbox_gauges() FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.inbox_gauges() TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.job_attempts(p_tenant uuid, p_job_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.job_attempts(p_tenant uuid, p_job_id bigint) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.job_details(p_job_id bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.job_details(p_job_id bigint) TO bankworker_worker;

@@ -48,6 +48,8 @@ constexpr db::statement details_sql{"bw_queue_details",
     "SELECT job_id, tenant_id, kind, state, priority, attempt, attempts_max, run_at, created_at, finished_at,"
     " failure, last_error, started_at, in_doubt, connection_id, unique_key, payload"
     " FROM bankworker.job_details($1::bigint)"};
+constexpr db::statement attempts_sql{"bw_queue_attempts",
+    "SELECT attempt, outcome, error, worker, started_at, finished_at FROM bankworker.job_attempts($1::uuid, $2::bigint)"};
 constexpr db::statement change_many_sql{"bw_queue_change_many",
     "SELECT job_id, tenant_id, kind, state, changed"
     " FROM bankworker.change_jobs($1::boolean, $2::text, $3::text, $4::uuid, $5::integer, $6::boolean)"};
@@ -470,9 +472,9 @@ std::vector<job_summary> job_queue::list(const list_filter& filter) {
 
 std::optional<job_details> job_queue::details(std::int64_t job_id) {
   db::pool::lease lease = connections_.checkout();
-  pqxx::nontransaction tx(lease.connection(), "bankworker_details");
+  // One snapshot for the job and its attempts.
+  pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(lease.connection(), "bankworker_details");
   const pqxx::result rows = db::exec_statement(tx, details_sql, job_id);
-  tx.commit();
   if (rows.empty()) return std::nullopt;
   const pqxx::row row = rows[0];
   job_details details;
@@ -482,6 +484,16 @@ std::optional<job_details> job_queue::details(std::int64_t job_id) {
   details.connection = optional_text(row[14]);
   details.unique_key = optional_text(row[15]);
   details.payload = row[16].c_str();
+  for (const auto& attempt : db::exec_statement(tx, attempts_sql, details.summary.tenant.to_string(), job_id)) {
+    details.attempts.push_back({.attempt = attempt[0].as<std::uint32_t>(),
+                                .outcome = attempt[1].c_str(),
+                                .error = optional_text(attempt[2]),
+                                .worker = optional_text(attempt[3]),
+                                .started_at = optional_text(attempt[4]),
+                                .finished_at = attempt[5].c_str()});
+  }
+  tx.commit();
+  BW_INVARIANT(details.attempts.size() <= job_attempts_shown_max);
   return details;
 }
 

@@ -97,6 +97,18 @@ struct job_summary {
   std::optional<std::string> last_error;
 };
 
+// One attempt of a job that did not succeed (migration 0039): a retry, in_doubt,
+// needs_user_action or permanent outcome, or a lease that expired. `worker` is the lease owner's
+// id, which `bankworker run` logs at start as worker_id. The error is stored redacted.
+struct job_attempt {
+  std::uint32_t attempt = 0;
+  std::string outcome;
+  std::optional<std::string> error;
+  std::optional<std::string> worker;
+  std::optional<std::string> started_at;  // as PostgreSQL prints timestamptz
+  std::string finished_at;
+};
+
 // Everything the queue holds about one job (`jobs show`). The payload is as stored: mask it
 // (crypto::redact) before it leaves the process.
 struct job_details {
@@ -106,7 +118,12 @@ struct job_details {
   std::optional<std::string> connection;
   std::optional<std::string> unique_key;
   std::string payload;  // JSON text
+  // The attempts that did not succeed, newest first, at most job_attempts_shown_max.
+  std::vector<job_attempt> attempts;
 };
+
+// job_attempts() returns at most this many attempts (the newest).
+inline constexpr std::size_t job_attempts_shown_max = 100;
 
 // Which jobs a bulk retry or cancel takes; at most `limit` (1..job_batch_max), oldest first.
 struct change_filter {

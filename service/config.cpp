@@ -102,6 +102,16 @@ std::optional<std::filesystem::path> env_reader::readable_file(std::string_view 
   return std::filesystem::path(*value);
 }
 
+std::optional<std::filesystem::path> env_reader::readable_file(std::string_view name, std::string_view credential) {
+  if (get(name)) return readable_file(name);
+  const auto directory = get(credentials_directory_variable);
+  if (!directory) return std::nullopt;
+  std::filesystem::path candidate = std::filesystem::path(*directory) / std::string(credential);
+  std::error_code ignored;
+  if (!std::filesystem::exists(candidate, ignored)) return std::nullopt;
+  return candidate;
+}
+
 std::optional<std::uint64_t> env_reader::whole_number(std::string_view name, std::uint64_t low, std::uint64_t high,
                                                      std::string_view expected) {
   const std::optional<std::string> text = get(name);
@@ -244,13 +254,7 @@ namespace {
 // The root key file (or the root-key credential), the previous root key, and Vault Transit.
 void load_root_keys(env_reader& load, const settings_needs& needs, settings& s) {
   const bool root_key_named = load.get("BANKWORKER_ROOT_KEY_FILE").has_value();
-  if (root_key_named) {
-    s.root_key_file = load.readable_file("BANKWORKER_ROOT_KEY_FILE");
-  } else if (const auto directory = load.get(credentials_directory_variable)) {
-    const std::filesystem::path candidate = std::filesystem::path(*directory) / "root-key";
-    std::error_code ignored;
-    if (std::filesystem::exists(candidate, ignored)) s.root_key_file = candidate;
-  }
+  s.root_key_file = load.readable_file("BANKWORKER_ROOT_KEY_FILE", "root-key");
   s.root_key_previous_file = load.readable_file("BANKWORKER_ROOT_KEY_PREVIOUS_FILE");
   if (auto address = load.get("BANKWORKER_VAULT_ADDR")) {
     if (auto why = check_base_url(*address)) load.problem("BANKWORKER_VAULT_ADDR", *why);

@@ -93,6 +93,10 @@ class env_reader {
   crypto::secret secret_from(std::string_view name, std::string_view credential);
   // A file that must exist and be readable now; its content is read later by its owner.
   std::optional<std::filesystem::path> readable_file(std::string_view name);
+  // The file NAME names (as above) or, when NAME is unset, $CREDENTIALS_DIRECTORY/<credential>
+  // when systemd handed that credential over (LoadCredential=); nothing when neither is there.
+  // Under DynamicUser= a file elsewhere is unreadable to the service, so every secret file has one.
+  std::optional<std::filesystem::path> readable_file(std::string_view name, std::string_view credential);
   // A whole number from `low` to `high`, or nothing and the problem "expected <expected>, got …".
   std::optional<std::uint64_t> whole_number(std::string_view name, std::uint64_t low, std::uint64_t high,
                                             std::string_view expected);

@@ -73,7 +73,7 @@ constexpr command_help tail_helps[] = {
      "                     the metrics' names dead (failed) and retried (retryable) too\n"
      "  --kind K           a job kind (plaid.sync, stripe.post, …)\n"
      "  --tenant T         one tenant's jobs\n  --limit N          at most N (default 100)\n"},
-    {"jobs show", "ID", "one job: its state, attempts, last error and payload (secrets masked)", ""},
+    {"jobs show", "ID", "one job: its state, payload (secrets masked) and every failed attempt's time, worker and error", ""},
     {"jobs retry", "ID | [--state S] [--kind K] [--tenant T] [--limit N] [--dry-run]",
      "revive dead, cancelled or waiting-to-retry jobs with a fresh attempt count: one by id, or every match",
      "  --state S          failed (dead), cancelled or retryable (retried)\n"

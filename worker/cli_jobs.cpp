@@ -215,6 +215,35 @@ int change_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& 
   return exit_ok;
 }
 
+// The attempts that did not succeed, newest first: a JSON array, or one line each after a header.
+void append_attempts_json(const std::vector<queue::job_attempt>& attempts, std::string& text) {
+  text += ",\"attempts\":[";
+  for (const queue::job_attempt& attempt : attempts) {
+    if (text.back() != '[') text.push_back(',');
+    text += "{\"attempt\":" + std::to_string(attempt.attempt) + ",\"outcome\":";
+    core::append_json_string(attempt.outcome, text);
+    text += ",\"error\":";
+    append_optional(text, attempt.error);
+    text += ",\"worker\":";
+    append_optional(text, attempt.worker);
+    text += ",\"started_at\":";
+    append_optional(text, attempt.started_at);
+    text += ",\"finished_at\":";
+    core::append_json_string(attempt.finished_at, text);
+    text += "}";
+  }
+  text += "]";
+}
+
+void print_attempts(const std::vector<queue::job_attempt>& attempts, std::ostream& out) {
+  out << "failed_attempts " << attempts.size() << (attempts.size() == queue::job_attempts_shown_max ? " (newest)" : "")
+      << '\n';
+  for (const queue::job_attempt& attempt : attempts) {
+    out << "  attempt " << attempt.attempt << ' ' << attempt.outcome << " at " << attempt.finished_at << " worker "
+        << attempt.worker.value_or("-") << ": " << (attempt.error ? one_line(*attempt.error) : "-") << '\n';
+  }
+}
+
 void print_job_details(const queue::job_details& details, bool json, std::ostream& out) {
   // The payload is the one field that may carry a secret (a public token, a key): masked always.
   const std::string payload = crypto::redact(details.payload);
@@ -230,6 +259,7 @@ void print_job_details(const queue::job_details& details, bool json, std::ostrea
     append_optional(text, details.unique_key);
     text += ",\"payload\":";
     core::append_json_string(payload, text);
+    append_attempts_json(details.attempts, text);
     out << text << "}\n";
     return;
   }
@@ -240,6 +270,7 @@ void print_job_details(const queue::job_details& details, bool json, std::ostrea
       << job.finished_at.value_or("-") << "\nconnection " << details.connection.value_or("-") << "\nunique_key "
       << details.unique_key.value_or("-") << "\nfailure " << job.failure.value_or("-") << "\nlast_error "
       << (job.last_error ? one_line(*job.last_error) : "-") << "\npayload " << payload << '\n';
+  print_attempts(details.attempts, out);
 }
 
 int show_job(const parsed_args& parsed, const env_lookup& env, std::ostream& out) {

@@ -568,6 +568,8 @@ int run_service(settings& config, providers_list configured) {
   log.info("bankworker running", {{"listen", config.http_listen.host + ":" + std::to_string(server.port())},
                                   {"admin_listen", config.admin_listen.host + ":" + std::to_string(admin_server.port())},
                                   {"concurrency", config.concurrency},
+                                  // The id `jobs show` names as each failed attempt's worker.
+                                  {"worker_id", jobs_dispatcher.owner().to_string()},
                                   {"version", build_version()},
                                   {"commit", build_commit()}});
   sd_notify(0, "READY=1");

@@ -79,8 +79,8 @@ class stripe_provider final : public service::provider {
 
   void configure(service::env_reader& env) override {
     api_base_url_ = env.base_url("BANKWORKER_STRIPE_API_BASE_URL");
-    platform_secret_file_ = env.readable_file("BANKWORKER_STRIPE_PLATFORM_SECRET_FILE");
-    api_key_file_ = env.readable_file("BANKWORKER_STRIPE_API_KEY_FILE");
+    platform_secret_file_ = env.readable_file("BANKWORKER_STRIPE_PLATFORM_SECRET_FILE", "stripe-platform-secret");
+    api_key_file_ = env.readable_file("BANKWORKER_STRIPE_API_KEY_FILE", "stripe-api-key");
   }
 
   // Webhooks and postings need no setting of their own: the tenants' secrets are in the database.
@@ -109,8 +109,8 @@ class stripe_provider final : public service::provider {
       out.routes.push_back(webhooks_->platform_route(std::move(*platform_secret)));
       out.status_lines.push_back("Stripe Connect platform endpoint on: POST /webhooks/stripe");
     } else {
-      out.status_lines.push_back("Stripe Connect platform endpoint off (BANKWORKER_STRIPE_PLATFORM_SECRET_FILE not "
-                                 "set): POST /webhooks/stripe answers 404");
+      out.status_lines.push_back("Stripe Connect platform endpoint off (neither BANKWORKER_STRIPE_PLATFORM_SECRET_FILE "
+                                 "nor a stripe-platform-secret credential): POST /webhooks/stripe answers 404");
     }
     // A webhook secret added or removed anywhere (migration 0027) drops that tenant's cache entry
     // here within the notification's delivery; while the listen connection was down anything may

@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include <pqxx/pqxx>
 
@@ -299,6 +300,87 @@ TEST_CASE("an expired lease is rescued, a lost lease refuses the completion, rel
 
   // Retention prunes finished jobs in bounded batches.
   CHECK(jobs.prune(0h, 0h, 1) == 2);
+}
+
+TEST_CASE("every attempt that did not succeed is kept with its error, time and worker; successes write none",
+          "[pg][queue]") {
+  const scratch_database database;
+  insert_tenants(database);
+  const auto connections = queue_pool(database);
+  queue::job_queue jobs(*connections, {.lease = 1'000ms, .backoff = {.base = 1ms, .cap = 1ms}, .clock = {}, .seed = 0});
+  auto failing = noop_jobs(tenant_a, 1);
+  failing[0].attempts_max = 4;
+  const std::int64_t id = jobs.enqueue(failing).at(0);
+  const std::string token = "access-sandbox-4f0a2b6c-1d2e-4f3a-9b8c-7d6e5f4a3b2c";
+  const uuid first = bankworker::crypto::random_uuid();
+  const uuid second = bankworker::crypto::random_uuid();
+  const uuid vanished = bankworker::crypto::random_uuid();
+  const uuid last = bankworker::crypto::random_uuid();
+
+  // Attempt 1 retries, 2 ends in doubt, 3's worker stops renewing its lease, 4 needs the user.
+  const auto finish = [&](const uuid& owner, std::uint32_t attempt, queue::outcome result) {
+    std::this_thread::sleep_for(5ms);  // past the 1 ms backoff
+    const auto claimed = jobs.claim(owner, 1);
+    REQUIRE(claimed.size() == 1);
+    REQUIRE(claimed[0].attempt == attempt);
+    REQUIRE(jobs.complete(owner, std::vector{queue::completion{claimed[0].ref, attempt, std::move(result)}}).size() == 1);
+  };
+  finish(first, 1, queue::outcome::retry("HTTP 500 for " + token));
+  finish(second, 2, queue::outcome::in_doubt("commit outcome unknown"));
+  REQUIRE(jobs.claim(vanished, 1).size() == 1);
+  std::this_thread::sleep_for(1'100ms);
+  REQUIRE(jobs.rescue_expired() == 1);
+  finish(last, 4, queue::outcome::needs_user_action("ITEM_LOGIN_REQUIRED"));
+
+  // A job that succeeds at once leaves no attempt behind.
+  const std::int64_t healthy = jobs.enqueue(noop_jobs(tenant_a, 1)).at(0);
+  const auto claimed = jobs.claim(first, 1);
+  REQUIRE(claimed.size() == 1);
+  REQUIRE(claimed[0].ref.id == healthy);
+  REQUIRE(jobs.complete(first, std::vector{queue::completion{claimed[0].ref, 1, queue::outcome::done()}}).size() == 1);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.job_attempts WHERE job_id = " + std::to_string(healthy)) == 0);
+  REQUIRE(jobs.details(healthy).has_value());
+  CHECK(jobs.details(healthy)->attempts.empty());
+
+  const auto details = jobs.details(id);
+  REQUIRE(details.has_value());
+  CHECK(details->summary.state == queue::job_state::failed);
+  const auto& attempts = details->attempts;
+  REQUIRE(attempts.size() == 4);
+  const std::vector<std::tuple<std::uint32_t, std::string, uuid, std::string>> expected{
+      {4, "needs_user_action", last, "ITEM_LOGIN_REQUIRED"},
+      {3, "lease_expired", vanished, "lease expired"},
+      {2, "in_doubt", second, "commit outcome unknown"},
+      {1, "retry", first, "HTTP 500 for "}};
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const auto& [attempt, outcome, worker, error] = expected[i];
+    INFO("attempt " << attempt);
+    CHECK(attempts[i].attempt == attempt);
+    CHECK(attempts[i].outcome == outcome);
+    CHECK(attempts[i].worker == worker.to_string());
+    REQUIRE(attempts[i].error.has_value());
+    CHECK(attempts[i].error->find(error) != std::string::npos);
+    CHECK(attempts[i].started_at.has_value());
+    CHECK_FALSE(attempts[i].finished_at.empty());
+  }
+  CHECK(attempts[3].error->find("4f0a2b6c") == std::string::npos);  // stored redacted, like last_error
+  CHECK(attempts[0].finished_at >= attempts[3].finished_at);
+
+  // A batch of more than 256 (the set-based completion) records its failures too.
+  jobs.enqueue(noop_jobs(tenant_b, 300));
+  const auto many = jobs.claim(second, 300);
+  REQUIRE(many.size() == 300);
+  std::vector<queue::completion> outcomes;
+  for (const auto& job : many) outcomes.push_back({job.ref, 1, queue::outcome::retry("rate limited")});
+  REQUIRE(jobs.complete(second, outcomes).size() == 300);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.job_attempts WHERE tenant_id = '" + tenant_b.to_string() +
+                             "' AND outcome = 'retry' AND error = 'rate limited' AND worker = '" +
+                             second.to_string() + "'") == 300);
+
+  // Attempts go with their job when it is pruned.
+  CHECK(jobs.prune(0h, 0h) == 2);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.job_attempts WHERE job_id = " + std::to_string(id)) == 0);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.job_attempts") == 300);
 }
 
 TEST_CASE("a batch completion records only the jobs whose lease it still holds; unequal arrays are refused",

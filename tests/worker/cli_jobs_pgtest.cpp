@@ -137,6 +137,46 @@ TEST_CASE("jobs show prints one job with every field and its payload masked", "[
   CHECK(missing.err == "bankworker: no job 99\n");
 }
 
+TEST_CASE("jobs show lists every failed attempt, newest first, with its time, worker and error", "[pg][cli][queue]") {
+  const scratch_database database;
+  insert_jobs(database);
+  constexpr const char* worker_a = "0a0a0a0a-0000-4000-8000-00000000000a";
+  constexpr const char* worker_b = "0b0b0b0b-0000-4000-8000-00000000000b";
+  {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec_params("INSERT INTO bankworker.job_attempts (tenant_id, job_id, attempt, outcome, error, worker, started_at,"
+                   " finished_at) VALUES"
+                   " ($1, 1, 1, 'retry', 'HTTP 503\nfrom provider', $2, '2026-01-02 03:04:00+00', '2026-01-02 03:04:05+00'),"
+                   " ($1, 1, 2, 'lease_expired', 'lease expired', $3, '2026-01-02 03:05:00+00', '2026-01-02 03:06:00+00'),"
+                   " ($1, 1, 3, 'retry', 'HTTP 500\nfrom provider', $2, '2026-01-02 03:07:00+00', '2026-01-02 03:07:01+00')",
+                   tenant_a, worker_a, worker_b);
+    tx.commit();
+  }
+  const std::map<std::string, std::string> env = {{"BANKWORKER_DATABASE_URL", database.runtime_url()}};
+
+  const auto shown = run_bankworker({"jobs", "show", "1"}, env);
+  REQUIRE(shown.exit_code == 0);
+  CHECK(shown.out.find("\nfailed_attempts 3\n"
+                       "  attempt 3 retry at 2026-01-02 03:07:01+00 worker " + std::string(worker_a) +
+                       ": HTTP 500 from provider\n"
+                       "  attempt 2 lease_expired at 2026-01-02 03:06:00+00 worker " + std::string(worker_b) +
+                       ": lease expired\n"
+                       "  attempt 1 retry at 2026-01-02 03:04:05+00 worker " + std::string(worker_a) +
+                       ": HTTP 503 from provider\n") != std::string::npos);
+  // A job that never failed says so.
+  CHECK(run_bankworker({"jobs", "show", "2"}, env).out.find("\nfailed_attempts 0\n") != std::string::npos);
+
+  const auto json = run_bankworker({"--json", "jobs", "show", "1"}, env);
+  REQUIRE(json.exit_code == 0);
+  CHECK(json.out.find(",\"attempts\":[{\"attempt\":3,\"outcome\":\"retry\",\"error\":\"HTTP 500\\nfrom provider\","
+                      "\"worker\":\"" + std::string(worker_a) +
+                      "\",\"started_at\":\"2026-01-02 03:07:00+00\",\"finished_at\":\"2026-01-02 03:07:01+00\"},"
+                      "{\"attempt\":2,") != std::string::npos);
+  CHECK(json.out.find("{\"attempt\":1,\"outcome\":\"retry\",\"error\":\"HTTP 503\\nfrom provider\"") !=
+        std::string::npos);
+}
+
 TEST_CASE("bulk jobs retry and cancel change every match, and --dry-run changes nothing", "[pg][cli][queue]") {
   const scratch_database database;
   insert_jobs(database);
