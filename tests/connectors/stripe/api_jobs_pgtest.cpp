@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
@@ -282,6 +283,104 @@ TEST_CASE("a charge posts its gross, the fee from its balance transaction and le
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
   CHECK(world.balance("stripe.clearing") == 2000 - fee);
   CHECK(world.api_calls("balance_transactions") == 1);  // posted events are not fetched again
+}
+
+// The balance transactions Stripe holds for the events it sent (every leg's: named by id on the
+// money object, or listed on a dispute), as GET /v1/balance_transactions answers them: net per
+// settlement currency, in Stripe's units (USD's are our minor units).
+std::map<std::string, long> stripe_net_by_currency(stripe_world& world) {
+  const auto listed = bankworker::test::http_get(world.sim_url + "/v1/events?limit=100",
+                                                 {std::string("Authorization: Bearer ") + api_key});
+  REQUIRE(listed.status == 200);
+  simdjson::dom::parser parser;
+  const simdjson::dom::element list = parser.parse(listed.body);
+  std::set<std::string> ids;
+  for (const auto event : simdjson::dom::array(list["data"])) {
+    const simdjson::dom::element object = event["data"]["object"];
+    for (const char* name : {"balance_transaction", "failure_balance_transaction"}) {
+      std::string_view id;
+      if (object[name].get(id) == simdjson::SUCCESS) ids.emplace(id);
+    }
+    simdjson::dom::array embedded;
+    if (object["balance_transactions"].get(embedded) == simdjson::SUCCESS) {
+      for (const auto bt : embedded) ids.emplace(std::string_view(bt["id"]));
+    }
+  }
+  std::map<std::string, long> net;
+  for (const std::string& id : ids) {
+    const auto got = bankworker::test::http_get(world.sim_url + "/v1/balance_transactions/" + id,
+                                                {std::string("Authorization: Bearer ") + api_key});
+    REQUIRE(got.status == 200);
+    simdjson::dom::parser bt_parser;
+    std::string error;
+    const auto bt = stripe::parse_balance_transaction(bt_parser, got.body, error);
+    REQUIRE(bt);
+    std::string code = bt->currency;
+    for (char& ch : code) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    net[code] += bt->net;
+  }
+  return net;
+}
+
+TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, leave stripe.clearing equal to Stripe's"
+          " balance transactions in every currency", "[pg][stripe][stripe_api][settlement]") {
+  stripe_world world;
+  world.set_key(api_key);
+  // 10.000 KWD and 5,000 JPY, each settled in USD at the simulator's 0.8; a part of each refunded
+  // (refund.created and charge.refunded name the refund's balance transaction by id) and a part
+  // disputed (the dispute lists its withdrawal with its 15.00 USD fee).
+  for (const char* currency : {"kwd", "jpy"}) {
+    const std::string money = std::string(R"(,"currency":")") + currency + "\"";
+    world.trigger(std::string(R"("kind":"payment","amount":)") + (currency[0] == 'k' ? "10000" : "5000") + money +
+                  R"(,"settlement_currency":"usd")");
+    world.trigger(R"("kind":"refund","amount":2500)" + money);
+    world.trigger(R"("kind":"dispute","amount":3000)" + money);
+  }
+  world.trigger(R"("kind":"application_fee","amount":120,"currency":"usd")");
+  world.trigger(R"("kind":"payout_failed","amount":700,"currency":"usd")");
+  world.settle();
+  // Everything posted, but charge.dispute.created, which moves no money.
+  CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events WHERE state <> 'posted'"
+                    " AND type <> 'charge.dispute.created'") == 0);
+
+  const std::map<std::string, long> stripe_net = stripe_net_by_currency(world);
+  REQUIRE(stripe_net.size() == 1);  // every balance transaction is in USD
+  const auto clearing = [&] {
+    std::map<std::string, long> out;
+    const auto admin = world.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
+                                   " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
+      if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
+    }
+    return out;
+  };
+  // To the minor unit, and nothing left in KWD or JPY: Stripe never held either.
+  CHECK(clearing() == stripe_net);
+  CHECK(world.count("SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
+                    " HAVING sum(amount_minor) <> 0) unbalanced") == 0);
+
+  // Every event posted again changes nothing.
+  const long entries_before = world.count("SELECT count(*) FROM bankworker.journal_entries");
+  std::vector<std::string> event_ids;
+  {
+    const auto admin = world.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    for (const auto& row : tx.exec("SELECT event_id FROM bankworker.stripe_events")) event_ids.push_back(row[0].as<std::string>());
+  }
+  REQUIRE(event_ids.size() == 15);
+  for (const std::string& id : event_ids) {
+    db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+      queue::new_job job;
+      job.tenant = world.tenant;
+      job.kind = std::string(stripe::stripe_post_kind);
+      job.payload_json = "{\"event_id\":\"" + id + "\"}";
+      queue::enqueue(tx, std::vector<queue::new_job>{job});
+    });
+  }
+  world.settle();
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
+  CHECK(clearing() == stripe_net);
 }
 
 TEST_CASE("a 429 from the balance transaction call retries after Retry-After and then posts gross and fee together",
