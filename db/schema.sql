@@ -494,10 +494,10 @@ DECLARE
   known integer;
 BEGIN
   IF p_code IS NULL OR p_code !~ '^[A-Z0-9]{3,8}$' THEN
-    RAISE EXCEPTION 'a currency code is 3 to 8 of A-Z 0-9' USING ERRCODE = 'invalid_parameter_value';
+    RAISE EXCEPTION 'a currency code is 3 to 8 of A-Z 0-9' USING ERRCODE = 'check_violation';
   END IF;
   IF p_exponent IS NULL OR p_exponent < 0 OR p_exponent > 18 THEN
-    RAISE EXCEPTION 'a currency exponent is 0 to 18 (currency_exponent_max)' USING ERRCODE = 'invalid_parameter_value';
+    RAISE EXCEPTION 'a currency exponent is 0 to 18 (currency_exponent_max)' USING ERRCODE = 'check_violation';
   END IF;
   INSERT INTO bankworker.currencies AS c (code, exponent, iso) VALUES (p_code, p_exponent, false)
     ON CONFLICT (code) DO NOTHING;
