@@ -2,6 +2,7 @@
 
 #include "service/external_calls.hpp"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -382,9 +383,8 @@ queue::outcome plaid_jobs::apply_in(pqxx::work& tx, const queue::job& job, const
     return moved;
   }
   // Read again under the row lock: another attempt's apply may have landed since the walk began.
-  // A connection that never synced has no quarantine yet.
   const std::optional<plaid::sync_changes> merged =
-      now->synced_before ? with_released(tx, tenant, connection, walk, counted) : std::nullopt;
+      with_released(tx, tenant, connection, walk, now->synced_before, counted);
   const plaid::sync_changes& changes = merged ? *merged : walk.changes;
   const apply_counts counts = apply_sync(tx, tenant, connection, changes, walk.cursor, first_sync && !now->synced_before);
   counted.quarantined = quarantine_rows(tx, tenant, connection, changes, now->synced_before);
@@ -404,12 +404,31 @@ queue::outcome plaid_jobs::apply_in(pqxx::work& tx, const queue::job& job, const
 
 std::optional<plaid::sync_changes> plaid_jobs::with_released(pqxx::work& tx, const core::uuid& tenant,
                                                              const core::uuid& connection, const sync_walk& walk,
-                                                             quarantine_counts& counted) {
-  const std::vector<quarantined_row> waiting = releasable_quarantine(tx, tenant, connection);
-  if (waiting.empty()) return std::nullopt;
-  // The worker's currency table was read at start; the currency was declared since, so this
-  // apply reads the table again.
+                                                             bool synced_before, quarantine_counts& counted) {
+  const bool walk_set_aside_currency =
+      std::any_of(walk.changes.rejected.begin(), walk.changes.rejected.end(), [](const plaid::rejected_row& row) {
+        return row.reason == plaid::rejection_reason::unknown_currency;
+      });
+  // A connection that never synced has no quarantine yet.
+  std::vector<quarantined_row> waiting =
+      synced_before ? releasable_quarantine(tx, tenant, connection) : std::vector<quarantined_row>{};
+  if (waiting.empty() && !walk_set_aside_currency) return std::nullopt;
+  // The worker's currency table was read at start; a currency may have been declared since, so
+  // this apply reads the table again.
   const core::currency_table currencies = db::load_currencies(tx);
+  plaid::sync_changes merged = walk.changes;
+  // This walk's own rows in a currency declared since the worker started are read again too, in
+  // place of an older quarantined copy of the same row.
+  std::erase_if(merged.rejected, [&](plaid::rejected_row& row) {
+    if (row.reason != plaid::rejection_reason::unknown_currency || !row.currency) return false;
+    if (currencies.find(*row.currency) == nullptr) return false;
+    std::erase_if(waiting, [&](const quarantined_row& stored) {
+      return stored.kind == row.kind && stored.plaid_id == row.plaid_id;
+    });
+    waiting.push_back({row.kind, row.plaid_id, std::move(row.raw_json)});
+    return true;
+  });
+  if (waiting.empty()) return std::nullopt;
   thread_local simdjson::ondemand::parser parser;
   plaid::sync_page released;
   for (const quarantined_row& row : waiting) {
@@ -425,7 +444,6 @@ std::optional<plaid::sync_changes> plaid_jobs::with_released(pqxx::work& tx, con
     for (plaid::account& account : read.page.accounts) released.accounts.push_back(std::move(account));
     for (plaid::rejected_row& again : read.page.rejected) released.rejected.push_back(std::move(again));
   }
-  plaid::sync_changes merged = walk.changes;
   plaid::fold_released(merged, std::move(released));
   return merged;
 }

@@ -138,11 +138,12 @@ class plaid_jobs {
   queue::outcome apply_in(pqxx::work& tx, const queue::job& job, const job_context& context,
                           const core::uuid& connection, const sync_walk& walk, bool first_sync,
                           quarantine_counts& counted);
-  // The walk's changes plus the quarantined rows of the connection that apply now; nothing when
-  // none does (the walk's changes are used as they are).
+  // The walk's changes plus the quarantined rows of the connection that apply now, and the walk's
+  // own set-aside rows whose currency was declared after this process read its table; nothing
+  // when none does (the walk's changes are used as they are).
   std::optional<plaid::sync_changes> with_released(pqxx::work& tx, const core::uuid& tenant,
                                                    const core::uuid& connection, const sync_walk& walk,
-                                                   quarantine_counts& counted);
+                                                   bool synced_before, quarantine_counts& counted);
 
   boost::asio::awaitable<queue::outcome> revoke(queue::job job, job_context context);
   loaded_connection begin_revoke(pqxx::work& tx, const queue::job& job, const job_context& context,

@@ -528,6 +528,14 @@ TEST_CASE("a transaction in an undeclared currency is quarantined, the rest of i
   CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1 AND currency = 'QQQ'"
                           " AND amount_minor = -1234",
                           odd) == 1);
+  // This worker read its currency table before QQQ was declared: a new QQQ row is stored at once
+  // all the same (the apply reads the table again), not quarantined until the next sync.
+  const std::string later = add(R"("unofficial_currency_code":"QQQ","amount_minor":-4200)");
+  REQUIRE(world.wait_job(world.request_sync(connection), {"succeeded", "failed"}).state == "succeeded");
+  CHECK(quarantined() == 0);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1 AND amount_minor = 4200",
+                          later) == 1);
+  world.check_matches_truth(connection);
   // The declaration is in the tenant's chain, which still verifies.
   CHECK(world.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = $1", "currency.declared") == 1);
   CHECK_FALSE(db::verify_audit_chain(*world.connections, *world.keys, world.tenant).broken);

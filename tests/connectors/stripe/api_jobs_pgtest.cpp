@@ -211,6 +211,19 @@ struct stripe_world {
     FAIL("stripe jobs did not settle: " << text("SELECT string_agg(kind || ' ' || state || ' ' || coalesce(last_error, ''), '; ') FROM bankworker.jobs"));
   }
 
+  // Runs stripe.post again for each event, as a re-delivery would.
+  void post_again(const std::vector<std::string>& event_ids) {
+    for (const std::string& id : event_ids) {
+      db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+        queue::new_job job;
+        job.tenant = tenant;
+        job.kind = std::string(stripe::stripe_post_kind);
+        job.payload_json = "{\"event_id\":\"" + id + "\"}";
+        queue::enqueue(tx, std::vector<queue::new_job>{job});
+      });
+    }
+  }
+
   // Enqueues the recovery the way the scheduler does, and waits for it.
   std::size_t recover() {
     const std::size_t enqueued = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
@@ -275,15 +288,7 @@ TEST_CASE("a charge posts its gross, the fee from its balance transaction and le
 
   // Re-delivery: the same events again through the inbox, and stripe.post run again for each.
   const long entries_before = world.count("SELECT count(*) FROM bankworker.journal_entries");
-  for (const std::string& id : events) {
-    db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-      queue::new_job job;
-      job.tenant = world.tenant;
-      job.kind = std::string(stripe::stripe_post_kind);
-      job.payload_json = "{\"event_id\":\"" + id + "\"}";
-      queue::enqueue(tx, std::vector<queue::new_job>{job});
-    });
-  }
+  world.post_again(events);
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
   CHECK(world.balance("stripe.clearing") == 2000 - fee);
@@ -374,15 +379,7 @@ TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, lea
     for (const auto& row : tx.exec("SELECT event_id FROM bankworker.stripe_events")) event_ids.push_back(row[0].as<std::string>());
   }
   REQUIRE(event_ids.size() == 15);
-  for (const std::string& id : event_ids) {
-    db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-      queue::new_job job;
-      job.tenant = world.tenant;
-      job.kind = std::string(stripe::stripe_post_kind);
-      job.payload_json = "{\"event_id\":\"" + id + "\"}";
-      queue::enqueue(tx, std::vector<queue::new_job>{job});
-    });
-  }
+  world.post_again(event_ids);
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
   CHECK(clearing() == stripe_net);
@@ -630,13 +627,7 @@ TEST_CASE("a thin event is stored and acknowledged, and its related payment inte
                     " AND endpoint = '/v1/payment_intents' AND http_status = 200") == 1);
 
   // The job again: the event is posted, so nothing is fetched or posted a second time.
-  db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-    queue::new_job job;
-    job.tenant = world.tenant;
-    job.kind = std::string(stripe::stripe_post_kind);
-    job.payload_json = "{\"event_id\":\"" + events[0] + "\"}";
-    queue::enqueue(tx, std::vector<queue::new_job>{job});
-  });
+  world.post_again({events[0]});
   world.settle();
   CHECK(world.api_calls("objects") == 2);
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 2);
