@@ -48,6 +48,23 @@ std::int64_t now_us() {
       .count();
 }
 
+std::size_t append_audit_every_tenant(pqxx::work& tx, const key_store& keys, const audit_event& event) {
+  constexpr const char* tenants_sql = "SELECT * FROM bankworker.tenant_ids() LIMIT $1";
+  constexpr const char* scope_to_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
+  std::size_t appended = 0;
+  for (const auto& row : tx.exec_params(tenants_sql, limits::tenants_per_command_max)) {
+    const auto tenant = core::uuid::parse(row[0].c_str());
+    if (!tenant) continue;  // the column is uuid: every value parses
+    tx.exec_params(scope_to_sql, tenant->to_string());
+    audit_event each = event;
+    each.tenant = *tenant;
+    append_audit(tx, keys, each);
+    ++appended;
+  }
+  tx.exec_params(scope_to_sql, "");
+  return appended;
+}
+
 audit_entry append_audit(pqxx::work& tx, const key_store& keys, const audit_event& event, std::int64_t occurred_at_us) {
   BW_INVARIANT(event.details.size() <= limits::audit_details_bytes_max);
   BW_ASSERT(!event.action.empty());

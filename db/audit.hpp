@@ -44,6 +44,11 @@ std::int64_t now_us();
 audit_entry append_audit(pqxx::work& tx, const key_store& keys, const audit_event& event,
                          std::int64_t occurred_at_us = now_us());
 
+// Appends one row to every tenant's chain in `tx` (not scoped to a tenant: it scopes itself to
+// each in turn and leaves no tenant set), for a change that concerns every tenant alike (a scope
+// key, a declared currency). `event.tenant` is ignored. Returns how many rows were appended.
+std::size_t append_audit_every_tenant(pqxx::work& tx, const key_store& keys, const audit_event& event);
+
 // The first problem `audit verify` found in a tenant's chain; empty when the chain is honest.
 struct audit_break {
   std::int64_t seq = 0;  // the first row that does not verify (or the first missing one)

@@ -486,6 +486,44 @@ CREATE FUNCTION bankworker.current_tenant() RETURNS uuid
   SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid
 $$;
 
+CREATE FUNCTION bankworker.declare_currency(p_code text, p_exponent integer) RETURNS TABLE(declared boolean, syncs_requested bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+  known integer;
+BEGIN
+  IF p_code IS NULL OR p_code !~ '^[A-Z0-9]{3,8}$' THEN
+    RAISE EXCEPTION 'a currency code is 3 to 8 of A-Z 0-9' USING ERRCODE = 'check_violation';
+  END IF;
+  IF p_exponent IS NULL OR p_exponent < 0 OR p_exponent > 18 THEN
+    RAISE EXCEPTION 'a currency exponent is 0 to 18 (currency_exponent_max)' USING ERRCODE = 'check_violation';
+  END IF;
+  INSERT INTO bankworker.currencies AS c (code, exponent, iso) VALUES (p_code, p_exponent, false)
+    ON CONFLICT (code) DO NOTHING;
+  declared := FOUND;
+  IF NOT declared THEN
+    SELECT c.exponent INTO known FROM bankworker.currencies c WHERE c.code = p_code;
+    IF known <> p_exponent THEN
+      RAISE EXCEPTION 'currency % is declared already with exponent %; an exponent never changes', p_code, known
+        USING ERRCODE = 'unique_violation';
+    END IF;
+  END IF;
+  INSERT INTO bankworker.jobs AS j (tenant_id, kind, payload, priority, unique_key, connection_id)
+  SELECT DISTINCT q.tenant_id, 'plaid.sync', jsonb_build_object('connection_id', q.connection_id), 50,
+         'plaid.sync:' || q.connection_id::text, q.connection_id
+    FROM bankworker.plaid_quarantine q WHERE q.currency = p_code AND q.reason = 'unknown_currency'
+  ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'retryable')
+    DO NOTHING;
+  SELECT count(DISTINCT (q.tenant_id, q.connection_id)) INTO syncs_requested
+    FROM bankworker.plaid_quarantine q WHERE q.currency = p_code AND q.reason = 'unknown_currency';
+  IF syncs_requested > 0 THEN
+    PERFORM pg_notify('bankworker_jobs', '');
+  END IF;
+  RETURN NEXT;
+END
+$_$;
+
 CREATE FUNCTION bankworker.defer_schedule(p_name text, p_retry_ms bigint, p_now timestamp with time zone) RETURNS void
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2453,6 +2491,8 @@ CREATE POLICY cross_tenant_machinery ON bankworker.stripe_event_cursors FOR SELE
 
 CREATE POLICY cross_tenant_machinery ON bankworker.stripe_events FOR SELECT TO bankworker_owner USING ((current_setting('bankworker.cross_tenant'::text, true) = 'on'::text));
 
+CREATE POLICY currency_release ON bankworker.plaid_quarantine FOR SELECT TO bankworker_owner USING (true);
+
 ALTER TABLE bankworker.external_calls ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE bankworker.job_attempts ENABLE ROW LEVEL SECURITY;
@@ -2569,6 +2609,9 @@ GRANT ALL ON FUNCTION bankworker.connection_gauges() TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.current_tenant() FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.current_tenant() TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.declare_currency(p_code text, p_exponent integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.declare_currency(p_code text, p_exponent integer) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.defer_schedule(p_name text, p_retry_ms bigint, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.defer_schedule(p_name text, p_retry_ms bigint, p_now timestamp with time zone) TO bankworker_worker;

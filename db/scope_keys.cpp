@@ -19,8 +19,6 @@ constexpr const char* list_sql =
     "SELECT key_id, fingerprint, created_at::text, retired_at::text FROM bankworker.list_scope_keys()";
 constexpr const char* retire_sql = "SELECT bankworker.retire_scope_key($1)";
 constexpr const char* fingerprint_sql = "SELECT fingerprint FROM bankworker.list_scope_keys() WHERE key_id = $1";
-constexpr const char* tenants_sql = "SELECT * FROM bankworker.tenant_ids() LIMIT $1";
-constexpr const char* scope_to_sql = "SELECT set_config('bankworker.tenant_id', $1, true)";
 
 // One audit row in every tenant's chain, in `tx`: a scope key decides who can read every tenant.
 void audit_every_tenant(pqxx::work& tx, const key_store& keys, std::string_view action, std::string_view key_id,
@@ -31,14 +29,8 @@ void audit_every_tenant(pqxx::work& tx, const key_store& keys, std::string_view 
   core::append_json_string(fingerprint, details);
   details += "}";
   const std::string subject = "scope_key:" + std::string(key_id);
-  for (const auto& row : tx.exec_params(tenants_sql, limits::tenants_per_command_max)) {
-    const auto tenant = core::uuid::parse(row[0].c_str());
-    if (!tenant) continue;  // the column is uuid: every value parses
-    tx.exec_params(scope_to_sql, tenant->to_string());
-    append_audit(tx, keys, {.tenant = *tenant, .actor = actor, .action = action, .subject = subject,
-                            .details = details});
-  }
-  tx.exec_params(scope_to_sql, "");
+  append_audit_every_tenant(tx, keys, {.tenant = {}, .actor = actor, .action = action, .subject = subject,
+                                       .details = std::move(details)});
 }
 
 }  // namespace

@@ -35,6 +35,7 @@ constexpr command commands[] = {
     {"jobs", command_jobs},
     {"run", command_run},
     {"scope-key", command_scope_key},
+    {"currencies", command_currencies},
 };
 
 bool asks_for_help(std::string_view word) { return word == "--help" || word == "-h"; }

@@ -36,6 +36,7 @@ int command_audit(const parsed_args& parsed, const env_lookup& env, std::ostream
 int command_jobs(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_run(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_scope_key(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
+int command_currencies(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 int command_reconcile(const parsed_args& parsed, const env_lookup& env, std::ostream& out);
 
 }  // namespace bankworker::worker

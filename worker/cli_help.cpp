@@ -67,6 +67,10 @@ constexpr command_help tail_helps[] = {
     {"scope-key list", "", "the scope keys, active and retired (never their material)", ""},
     {"scope-key retire", "--id K", "retire a scope key: tokens under it are refused at once",
      "  --id K             the key's id\n"},
+    {"currencies", "add ...", "currencies bankworker.currencies lacks (README: quarantined bank rows)", ""},
+    {"currencies add", "CODE --exponent N", "declare a currency; rows quarantined for it apply at once (audited)",
+     "  CODE               3 to 8 of A-Z 0-9, as the provider sends it\n"
+     "  --exponent N       digits after the decimal point of one unit (0 to 18); never changes\n"},
     {"jobs", "list|show|retry|cancel ...", "the job queue", ""},
     {"jobs list", "[--state S] [--kind K] [--tenant T] [--limit N]", "jobs, newest first",
      "  --state S          available, running, retryable, succeeded, failed or cancelled;\n"

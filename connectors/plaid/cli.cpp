@@ -154,7 +154,8 @@ void append_connection_json(const core::uuid& tenant, const plaid::connection_su
   append_optional(text, row.last_error);
   text += ",\"revoking_since\":";
   append_optional(text, row.revoking_since);
-  text += ",\"accounts\":" + std::to_string(row.accounts) + ",\"transactions\":" + std::to_string(row.transactions) + "}";
+  text += ",\"accounts\":" + std::to_string(row.accounts) + ",\"transactions\":" + std::to_string(row.transactions) +
+          ",\"quarantined\":" + std::to_string(row.quarantined) + "}";
 }
 
 // `connections list [--tenant T] [--status S]`: one tenant's connections, or every tenant's (each
@@ -184,6 +185,8 @@ void list(const parsed_args& parsed, db::pool& connections, std::ostream& out) {
           << " transactions=" << row.transactions << " last_synced_at=" << row.last_synced_at.value_or("-");
       // A revocation Plaid has not confirmed: since when, and Plaid's last answer (no token in it).
       if (row.revoking_since) out << " revoking_since=" << *row.revoking_since << " last_error=" << row.last_error.value_or("-");
+      // Rows set aside for their money (issue #16): they apply once their currency is declared.
+      if (row.quarantined > 0) out << " quarantined=" << row.quarantined;
       out << '\n';
     }
   }

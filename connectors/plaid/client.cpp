@@ -373,7 +373,7 @@ boost::asio::awaitable<result<sync_page>> client::sync_transactions(const crypto
   exchange done = co_await std::move(calling);
   if (done.failure) co_return failed<sync_page>(done);
   page_result read =
-      parse_sync_page(parser, done.response.body, currencies_, done.response.body.capacity());
+      parse_sync_page(parser, done.response.body, currencies_, done.response.body.capacity(), money_rows::set_aside);
   if (!read.ok) co_return invalid<sync_page>(done, read.error);
   co_return succeeded(done, std::move(read.page));
 }

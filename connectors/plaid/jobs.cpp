@@ -2,6 +2,7 @@
 
 #include "service/external_calls.hpp"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "crypto/random.hpp"
 #include "db/connection_problem.hpp"
 #include "db/audit.hpp"
+#include "db/currencies.hpp"
 #include "connectors/plaid/store.hpp"
 #include "db/rate_limits.hpp"
 #include "db/tenant_scope.hpp"
@@ -90,6 +92,13 @@ plaid_jobs::plaid_jobs(db::pool& connections, db::key_store& keys, plaid::client
   rows_added_ = &metrics_.add_counter(rows_name, rows_help, {{"change", "added"}});
   rows_modified_ = &metrics_.add_counter(rows_name, rows_help, {{"change", "modified"}});
   rows_removed_ = &metrics_.add_counter(rows_name, rows_help, {{"change", "removed"}});
+  // Issue #16: rows whose money could not be stored (a currency not declared yet) are kept in
+  // bankworker.plaid_quarantine instead of failing their page, and applied once it is declared.
+  constexpr std::string_view quarantine_name = "bankworker_plaid_quarantine_rows_total";
+  constexpr std::string_view quarantine_help =
+      "Bank rows set aside into bankworker.plaid_quarantine for their money, and quarantined rows applied later.";
+  rows_quarantined_ = &metrics_.add_counter(quarantine_name, quarantine_help, {{"change", "quarantined"}});
+  rows_released_ = &metrics_.add_counter(quarantine_name, quarantine_help, {{"change", "released"}});
   // Every endpoint these jobs call, with every outcome (ok and each error class), exists from
   // start-up at zero, so an increase() alert sees the first rate limit or invalid_api_keys.
   for (const std::string endpoint : {"/item/public_token/exchange", "/transactions/sync", "/item/remove"}) {
@@ -357,8 +366,10 @@ asio::awaitable<plaid_jobs::sync_walk> plaid_jobs::walk_pages(const queue::job& 
 // One apply of a finished walk, with the job's completion: nothing when the connection left
 // 'active' or its cursor moved while the walk ran.
 queue::outcome plaid_jobs::apply_in(pqxx::work& tx, const queue::job& job, const job_context& context,
-                                    const core::uuid& connection, const sync_walk& walk, bool first_sync) {
+                                    const core::uuid& connection, const sync_walk& walk, bool first_sync,
+                                    quarantine_counts& counted) {
   const core::uuid tenant = job.ref.tenant;
+  counted = {};
   const auto now = load_plaid_connection(tx, tenant, connection, true);
   db::append_external_calls(tx, tenant, walk.calls);
   if (!now || now->status != connection_status::active) {
@@ -372,18 +383,69 @@ queue::outcome plaid_jobs::apply_in(pqxx::work& tx, const queue::job& job, const
     return moved;
   }
   // Read again under the row lock: another attempt's apply may have landed since the walk began.
-  const plaid::sync_changes& changes = walk.changes;
+  const std::optional<plaid::sync_changes> merged =
+      with_released(tx, tenant, connection, walk, now->synced_before, counted);
+  const plaid::sync_changes& changes = merged ? *merged : walk.changes;
   const apply_counts counts = apply_sync(tx, tenant, connection, changes, walk.cursor, first_sync && !now->synced_before);
+  counted.quarantined = quarantine_rows(tx, tenant, connection, changes, now->synced_before);
   std::string details = "{\"added\":" + std::to_string(changes.added) +
                         ",\"modified\":" + std::to_string(changes.modified) +
                         ",\"removed\":" + std::to_string(changes.removed) +
                         ",\"upserted\":" + std::to_string(counts.upserted) +
                         ",\"tombstoned\":" + std::to_string(counts.tombstoned) +
+                        ",\"quarantined\":" + std::to_string(counted.quarantined) +
+                        ",\"released\":" + std::to_string(counted.released) +
                         ",\"restarts\":" + std::to_string(walk.restarts) + ",\"from_beginning\":" +
                         (walk.cursor_reset || walk.stored_cursor.empty() ? "true" : "false") + "}";
   append_connection_audit(tx, keys_, tenant, "connection.synced", connection, std::move(details));
   complete_in_or_throw(tx, context, job, queue::outcome::done());
   return queue::outcome::done();
+}
+
+std::optional<plaid::sync_changes> plaid_jobs::with_released(pqxx::work& tx, const core::uuid& tenant,
+                                                             const core::uuid& connection, const sync_walk& walk,
+                                                             bool synced_before, quarantine_counts& counted) {
+  const bool walk_set_aside_currency =
+      std::any_of(walk.changes.rejected.begin(), walk.changes.rejected.end(), [](const plaid::rejected_row& row) {
+        return row.reason == plaid::rejection_reason::unknown_currency;
+      });
+  // A connection that never synced has no quarantine yet.
+  std::vector<quarantined_row> waiting =
+      synced_before ? releasable_quarantine(tx, tenant, connection) : std::vector<quarantined_row>{};
+  if (waiting.empty() && !walk_set_aside_currency) return std::nullopt;
+  // The worker's currency table was read at start; a currency may have been declared since, so
+  // this apply reads the table again.
+  const core::currency_table currencies = db::load_currencies(tx);
+  plaid::sync_changes merged = walk.changes;
+  // This walk's own rows in a currency declared since the worker started are read again too, in
+  // place of an older quarantined copy of the same row.
+  std::erase_if(merged.rejected, [&](plaid::rejected_row& row) {
+    if (row.reason != plaid::rejection_reason::unknown_currency || !row.currency) return false;
+    if (currencies.find(*row.currency) == nullptr) return false;
+    std::erase_if(waiting, [&](const quarantined_row& stored) {
+      return stored.kind == row.kind && stored.plaid_id == row.plaid_id;
+    });
+    waiting.push_back({row.kind, row.plaid_id, std::move(row.raw_json)});
+    return true;
+  });
+  if (waiting.empty()) return std::nullopt;
+  thread_local simdjson::ondemand::parser parser;
+  plaid::sync_page released;
+  for (const quarantined_row& row : waiting) {
+    plaid::page_result read = plaid::parse_quarantined_row(parser, row.kind, row.raw_json, currencies);
+    if (!read.ok) {
+      // Malformed apart from its money: it stays quarantined for a person (connections list).
+      log_.warn("plaid quarantined row cannot be read again; it stays quarantined",
+                {{"tenant", tenant.to_string()}, {"connection", connection.to_string()}, {"error", read.error}});
+      continue;
+    }
+    counted.released += read.page.added.size() + read.page.accounts.size();
+    for (plaid::transaction& added : read.page.added) released.added.push_back(std::move(added));
+    for (plaid::account& account : read.page.accounts) released.accounts.push_back(std::move(account));
+    for (plaid::rejected_row& again : read.page.rejected) released.rejected.push_back(std::move(again));
+  }
+  plaid::fold_released(merged, std::move(released));
+  return merged;
 }
 
 // Applies the walk. A connection that never synced gets plain inserts (apply_sync); should a row
@@ -392,9 +454,11 @@ asio::awaitable<queue::outcome> plaid_jobs::apply_walk(queue::job job, job_conte
                                                        plaid_connection start, sync_walk walk) {
   const core::uuid tenant = job.ref.tenant;
   bool first_sync = !start.synced_before;
+  quarantine_counts counted;
   const auto apply = [&] {
-    return db::with_tenant(connections_, tenant,
-                           [&](pqxx::work& tx) { return apply_in(tx, job, context, connection, walk, first_sync); });
+    return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
+      return apply_in(tx, job, context, connection, walk, first_sync, counted);
+    });
   };
   try {
     queue::outcome result;
@@ -408,6 +472,8 @@ asio::awaitable<queue::outcome> plaid_jobs::apply_walk(queue::job job, job_conte
     rows_added_->fetch_add(walk.changes.added, std::memory_order_relaxed);
     rows_modified_->fetch_add(walk.changes.modified, std::memory_order_relaxed);
     rows_removed_->fetch_add(walk.changes.removed, std::memory_order_relaxed);
+    rows_quarantined_->fetch_add(counted.quarantined, std::memory_order_relaxed);
+    rows_released_->fetch_add(counted.released, std::memory_order_relaxed);
     co_return result;
   } catch (const pqxx::in_doubt_error&) {
     // The cursor moves with the rows: the next attempt starts from whichever cursor committed.

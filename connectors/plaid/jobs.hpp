@@ -130,8 +130,20 @@ class plaid_jobs {
                                                const crypto::secret& token, std::string stored_cursor);
   boost::asio::awaitable<queue::outcome> apply_walk(queue::job job, job_context context, core::uuid connection,
                                                     plaid_connection start, sync_walk walk);
+  // What an apply did with the quarantine, counted once it committed.
+  struct quarantine_counts {
+    std::size_t quarantined = 0;  // rows stored in (or replaced in) bankworker.plaid_quarantine
+    std::size_t released = 0;     // quarantined rows applied because their currency is known now
+  };
   queue::outcome apply_in(pqxx::work& tx, const queue::job& job, const job_context& context,
-                          const core::uuid& connection, const sync_walk& walk, bool first_sync);
+                          const core::uuid& connection, const sync_walk& walk, bool first_sync,
+                          quarantine_counts& counted);
+  // The walk's changes plus the quarantined rows of the connection that apply now, and the walk's
+  // own set-aside rows whose currency was declared after this process read its table; nothing
+  // when none does (the walk's changes are used as they are).
+  std::optional<plaid::sync_changes> with_released(pqxx::work& tx, const core::uuid& tenant,
+                                                   const core::uuid& connection, const sync_walk& walk,
+                                                   bool synced_before, quarantine_counts& counted);
 
   boost::asio::awaitable<queue::outcome> revoke(queue::job job, job_context context);
   loaded_connection begin_revoke(pqxx::work& tx, const queue::job& job, const job_context& context,
@@ -164,6 +176,8 @@ class plaid_jobs {
   metrics_registry::counter* rows_added_;
   metrics_registry::counter* rows_modified_;
   metrics_registry::counter* rows_removed_;
+  metrics_registry::counter* rows_quarantined_;
+  metrics_registry::counter* rows_released_;
 };
 
 }  // namespace bankworker::plaid

@@ -123,6 +123,23 @@ constexpr db::statement mark_revoked_sql{"plaid_mark_revoked",
     "UPDATE bankworker.connections SET status = 'revoked', sync_cursor = NULL, next_sync_at = NULL,"
     " last_error = NULL, updated_at = now() WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"};
 
+// The quarantine: rows the walk has a newer word on leave it; set-aside rows enter or replace.
+constexpr db::statement unquarantine_sql{"plaid_unquarantine",
+    "DELETE FROM bankworker.plaid_quarantine WHERE tenant_id = $1::uuid AND connection_id = $2::uuid"
+    " AND ((kind = 'transaction' AND plaid_id = ANY($3::text[])) OR (kind = 'account' AND plaid_id = ANY($4::text[])))"};
+constexpr db::statement quarantine_sql{"plaid_quarantine",
+    "INSERT INTO bankworker.plaid_quarantine AS q (tenant_id, connection_id, kind, plaid_id, reason, currency, detail, raw)"
+    " SELECT $1::uuid, $2::uuid, u.kind, u.plaid_id, u.reason, u.currency, left(u.detail, 1024), u.raw"
+    " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])"
+    "  AS u(kind, plaid_id, reason, currency, detail, raw)"
+    " ON CONFLICT (tenant_id, connection_id, kind, plaid_id) DO UPDATE SET reason = excluded.reason,"
+    "  currency = excluded.currency, detail = excluded.detail, raw = excluded.raw, quarantined_at = now()"};
+// Only unknown_currency rows can start to apply by themselves; the others wait for a person.
+constexpr db::statement releasable_sql{"plaid_releasable_quarantine",
+    "SELECT q.kind, q.plaid_id, q.raw FROM bankworker.plaid_quarantine q"
+    " WHERE q.tenant_id = $1::uuid AND q.connection_id = $2::uuid AND q.reason = 'unknown_currency'"
+    " AND EXISTS (SELECT 1 FROM bankworker.currencies c WHERE c.code = q.currency)"
+    " ORDER BY q.quarantined_at, q.kind, q.plaid_id LIMIT $3::bigint"};
 
 constexpr db::statement enqueue_link_sql{"plaid_enqueue_link", "SELECT bankworker.enqueue_link_request($1::uuid, $2)"};
 constexpr db::statement enqueue_sync_sql{"plaid_enqueue_sync",
@@ -141,7 +158,9 @@ constexpr db::statement list_connections_sql{"plaid_list_connections",
     "   AND a.connection_id = c.connection_id),"
     " (SELECT count(*) FROM bankworker.transactions t WHERE t.tenant_id = c.tenant_id"
     "   AND t.connection_id = c.connection_id AND t.removed_at IS NULL),"
-    " to_char(c.revoking_since AT TIME ZONE 'UTC', $2)"
+    " to_char(c.revoking_since AT TIME ZONE 'UTC', $2),"
+    " (SELECT count(*) FROM bankworker.plaid_quarantine q WHERE q.tenant_id = c.tenant_id"
+    "   AND q.connection_id = c.connection_id)"
     " FROM bankworker.connections c WHERE c.tenant_id = $1::uuid ORDER BY c.created_at, c.connection_id LIMIT 10000"};
 
 std::optional<std::string> optional_text(const pqxx::field& field) {
@@ -311,6 +330,50 @@ apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uu
   return counts;
 }
 
+std::size_t quarantine_rows(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                            const plaid::sync_changes& changes, bool synced_before) {
+  const std::string tenant_text = tenant.to_string();
+  const std::string connection_text = connection.to_string();
+  db::array_text transaction_ids, account_ids;
+  if (synced_before) {
+    for (const plaid::transaction& row : changes.upserts) transaction_ids.add(row.transaction_id);
+    for (const std::string& id : changes.removals) transaction_ids.add(id);
+    for (const plaid::account& row : changes.accounts) account_ids.add(row.account_id);
+  }
+  if (synced_before && (!transaction_ids.empty() || !account_ids.empty())) {
+    db::exec_statement(tx, unquarantine_sql, tenant_text, connection_text, transaction_ids.finish(),
+                       account_ids.finish());
+  }
+  if (changes.rejected.empty()) return 0;
+  db::array_text kinds, ids, reasons, codes, details, raws;
+  for (const plaid::rejected_row& row : changes.rejected) {
+    kinds.add(row.kind == rejected_row::row_kind::account ? "account" : "transaction");
+    ids.add(row.plaid_id);
+    reasons.add(std::string(to_string(row.reason)));
+    codes.add(row.currency);
+    details.add(row.detail);
+    raws.add(row.raw_json);
+  }
+  return db::exec_statement(tx, quarantine_sql, tenant_text, connection_text, kinds.finish(), ids.finish(),
+                            reasons.finish(), codes.finish(), details.finish(), raws.finish())
+      .affected_rows();
+}
+
+std::vector<quarantined_row> releasable_quarantine(pqxx::work& tx, const core::uuid& tenant,
+                                                   const core::uuid& connection) {
+  std::vector<quarantined_row> out;
+  for (const pqxx::row& row : db::exec_statement(tx, releasable_sql, tenant.to_string(), connection.to_string(),
+                                                 static_cast<std::int64_t>(released_rows_max))) {
+    quarantined_row found;
+    found.kind = row[0].as<std::string>() == "account" ? rejected_row::row_kind::account
+                                                        : rejected_row::row_kind::transaction;
+    found.plaid_id = row[1].as<std::string>();
+    found.raw_json = row[2].as<std::string>();
+    out.push_back(std::move(found));
+  }
+  return out;
+}
+
 void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection) {
   db::exec_statement(tx, clear_cursor_sql, tenant.to_string(), connection.to_string());
 }
@@ -333,6 +396,7 @@ std::vector<connection_summary> list_connections(pqxx::work& tx, const core::uui
     summary.accounts = row[7].as<std::int64_t>();
     summary.transactions = row[8].as<std::int64_t>();
     summary.revoking_since = optional_text(row[9]);
+    summary.quarantined = row[10].as<std::int64_t>();
     out.push_back(std::move(summary));
   }
   return out;

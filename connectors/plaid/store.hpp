@@ -87,6 +87,23 @@ struct apply_counts {
 apply_counts apply_sync(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
                         const plaid::sync_changes& changes, std::string_view next_cursor, bool first_sync = false);
 
+// The quarantine (bankworker.plaid_quarantine, issue #16), in the apply's transaction: drops the
+// rows this walk has a newer word on (upserted, removed or accounts reported), then stores the
+// walk's set-aside rows (a row quarantined before is replaced). Returns how many were stored.
+// `synced_before` false (the connection's first apply) skips the drop: nothing is quarantined yet.
+std::size_t quarantine_rows(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection,
+                            const plaid::sync_changes& changes, bool synced_before);
+
+// A quarantined row that may apply now: its currency is in bankworker.currencies (declared since).
+struct quarantined_row {
+  rejected_row::row_kind kind = rejected_row::row_kind::transaction;
+  std::string plaid_id;
+  std::string raw_json;
+};
+inline constexpr std::size_t released_rows_max = page_items_max;  // per apply; the rest at the next sync
+std::vector<quarantined_row> releasable_quarantine(pqxx::work& tx, const core::uuid& tenant,
+                                                   const core::uuid& connection);
+
 // Forgets the cursor (Plaid no longer recognises it for this token): the next sync starts over.
 void clear_cursor(pqxx::work& tx, const core::uuid& tenant, const core::uuid& connection);
 
@@ -104,6 +121,7 @@ struct connection_summary {
   std::optional<std::string> last_error;
   std::int64_t accounts = 0;
   std::int64_t transactions = 0;  // live (not removed)
+  std::int64_t quarantined = 0;   // rows kept in bankworker.plaid_quarantine (issue #16)
   // While 'revoking': since when (Plaid has not confirmed /item/remove yet; last_error says why).
   std::optional<std::string> revoking_since;
 };

@@ -459,6 +459,19 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
   });
 }
 
+page_result parse_quarantined_row(simdjson::ondemand::parser& parser, rejected_row::row_kind kind, std::string_view raw,
+                                  const core::currency_table& currencies) {
+  if (raw.size() > rejected_raw_bytes_max) {
+    page_result result;
+    result.error = "quarantined row longer than rejected_raw_bytes_max";
+    return result;
+  }
+  std::string body = kind == rejected_row::row_kind::account ? R"({"accounts":[)" : R"({"added":[)";
+  body += raw;
+  body += R"(],"next_cursor":"","has_more":false})";
+  return parse_sync_page(parser, body, currencies, body.capacity(), money_rows::set_aside);
+}
+
 accounts_page_result parse_accounts_page(simdjson::ondemand::parser& parser, std::string_view body,
                                          const core::currency_table& currencies, money_rows rejected_rows) {
   return parse_body<accounts_page_result>(parser, body, 0,

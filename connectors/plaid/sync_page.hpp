@@ -132,6 +132,13 @@ page_result parse_sync_page(simdjson::ondemand::parser& parser, std::string_view
                             const core::currency_table& currencies, std::size_t readable_bytes = 0,
                             money_rows rejected_rows = money_rows::fail_page);
 
+// A quarantined row read again (once its currency may have been declared), as a one-row page:
+// ok with the row in `added` or `accounts`; ok with it in `rejected` when its money still cannot
+// be stored (the reason may have changed: an amount finer than the newly declared exponent); !ok
+// when the row is malformed otherwise (it stays quarantined and a person looks).
+page_result parse_quarantined_row(simdjson::ondemand::parser& parser, rejected_row::row_kind kind, std::string_view raw,
+                                  const core::currency_table& currencies);
+
 // /accounts/get: the accounts, read exactly as a sync page's, and the item they belong to.
 struct accounts_page {
   std::vector<account> accounts;

@@ -74,10 +74,11 @@ struct stripe_api_job_settings {
   // Pages of /v1/events one scope reads per job; a backlog is read over several runs.
   std::size_t recovery_pages_max = 20;
   std::size_t recovery_page_limit = stripe::events_page_limit_max;
-  // Fetch the settlement of every leg the plan lists in to_fetch (refunds, disputes, payouts, a
-  // charge named only by its id, …); off: only a charge's balance transaction named by id, as
-  // before issue #16's wiring.
-  bool fetch_every_leg = false;
+  // Fetch the settlement of every leg the plan lists in to_fetch (refunds, disputes, payouts,
+  // application fees, a charge named only by its id, …), so every leg that moves the Stripe balance
+  // is booked from its balance transaction (issue #16). Off: only a charge's balance transaction
+  // named by id, as before issue #16's wiring.
+  bool fetch_every_leg = true;
 };
 
 // What one stripe.post run read, fetched and planned before its posting transaction.

@@ -3,7 +3,9 @@
 // answering the calls the worker makes.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -13,6 +15,7 @@
 #include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/signature.hpp"
 #include "tests/support/child.hpp"
+#include "tests/support/fixture.hpp"
 #include "tests/support/http_client.hpp"
 #include "worker/http_server.hpp"
 
@@ -172,4 +175,78 @@ TEST_CASE("the events list returns what came after a given event, newest first",
   CHECK(std::string_view(data.at(0)["id"]) == ids[2]);
   CHECK(std::string_view(data.at(1)["id"]) == ids[1]);
   CHECK_FALSE(bool(list["has_more"]));
+}
+
+namespace {
+
+// The keys of a JSON object, sorted.
+std::vector<std::string> keys_of(simdjson::dom::element object) {
+  std::vector<std::string> keys;
+  for (const auto field : simdjson::dom::object(object)) keys.emplace_back(field.key);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+}  // namespace
+
+TEST_CASE("every leg's balance transaction is served as Stripe's published one is shaped, in the settlement currency",
+          "[stripe_sim]") {
+  running_sim sim;
+  simdjson::dom::parser parser;
+  simdjson::dom::parser fixture_parser;
+  const simdjson::dom::element fixture = fixture_parser.parse(test::read_fixture("stripe/balance_transaction.json"));
+  const std::vector<std::string> published = keys_of(fixture);
+  const auto events_of = [&](const std::string& trigger) {
+    const auto answer = sim.trigger(parser, "{" + trigger + R"(,"mode":"valid","secret":"whsec_x","deliver_to":""})");
+    std::vector<std::string> ids;
+    for (const auto id : simdjson::dom::array(answer["events"])) ids.emplace_back(std::string_view(id));
+    return ids;
+  };
+  events_of(R"("kind":"payment","amount":5000,"currency":"jpy","settlement_currency":"usd")");
+  events_of(R"("kind":"refund","amount":2000,"currency":"jpy")");
+  events_of(R"("kind":"dispute","amount":3000,"currency":"jpy")");
+  events_of(R"("kind":"payout_failed","amount":700,"currency":"usd")");
+  events_of(R"("kind":"application_fee","amount":120,"currency":"usd")");
+
+  // Each event's money object names its balance transaction (refund, payouts, application fee) or
+  // lists it (dispute); each one GETs with Stripe's fields and the sign and currency of its leg.
+  const auto listed = test::http_get(sim.url + "/v1/events?limit=100", {"Authorization: Bearer sk_test_bankworker_sim"});
+  REQUIRE(listed.status == 200);
+  simdjson::dom::parser list_parser;
+  const simdjson::dom::element list = list_parser.parse(listed.body);
+  std::map<std::string, std::pair<std::int64_t, std::string>> seen;  // type → amount, currency
+  for (const auto event : simdjson::dom::array(list["data"])) {
+    const simdjson::dom::element object = event["data"]["object"];
+    std::vector<std::string> ids;
+    for (const char* field : {"balance_transaction", "failure_balance_transaction"}) {
+      std::string_view id;
+      if (object[field].get(id) == simdjson::SUCCESS) ids.emplace_back(id);
+    }
+    simdjson::dom::array embedded;
+    if (object["balance_transactions"].get(embedded) == simdjson::SUCCESS) {
+      for (const auto bt : embedded) {
+        CHECK(keys_of(bt) == published);
+        ids.emplace_back(std::string_view(bt["id"]));
+      }
+    }
+    for (const std::string& id : ids) {
+      const auto got = test::http_get(sim.url + "/v1/balance_transactions/" + id, {"Authorization: Bearer sk_test_bankworker_sim"});
+      REQUIRE(got.status == 200);
+      simdjson::dom::parser bt_parser;
+      const simdjson::dom::element bt = bt_parser.parse(got.body);
+      CHECK(keys_of(bt) == published);
+      std::string error;
+      const auto parsed = stripe::parse_balance_transaction(bt_parser, got.body, error);
+      INFO(error);
+      REQUIRE(parsed);
+      seen[std::string(std::string_view(bt["type"]))] = {parsed->amount, parsed->currency};
+    }
+  }
+  // The JPY charge settled in USD at 0.8: its refund and dispute leave the balance in USD.
+  CHECK(seen["charge"] == std::pair<std::int64_t, std::string>{4000, "usd"});
+  CHECK(seen["refund"] == std::pair<std::int64_t, std::string>{-1600, "usd"});
+  CHECK(seen["adjustment"] == std::pair<std::int64_t, std::string>{-2400, "usd"});
+  CHECK(seen["payout"] == std::pair<std::int64_t, std::string>{-700, "usd"});
+  CHECK(seen["payout_failure"] == std::pair<std::int64_t, std::string>{700, "usd"});
+  CHECK(seen["application_fee"] == std::pair<std::int64_t, std::string>{120, "usd"});
 }

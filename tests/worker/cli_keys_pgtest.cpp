@@ -232,3 +232,38 @@ TEST_CASE("keys rotate --root moves every key from the root key file to Vault Tr
   CHECK(again.exit_code == 2);  // nothing to rotate to
   CHECK(f.all_output.find("hvs.cli-test") == std::string::npos);
 }
+
+TEST_CASE("currencies add declares a currency once, audited in every tenant's chain, and refuses another exponent",
+          "[pg][cli][currencies]") {
+  cli_fixture f;
+  f.create_tenant("Acme");
+  f.create_tenant("Other");
+  const auto added = f.run({"currencies", "add", "QQQ", "--exponent", "4", "--json"});
+  INFO(added.err);
+  REQUIRE(added.exit_code == 0);
+  CHECK(added.out == "{\"code\":\"QQQ\",\"exponent\":4,\"declared\":true,\"syncs_requested\":0}\n");
+  const auto admin = f.database.connect_as_admin();
+  {
+    pqxx::work tx(*admin);
+    CHECK(tx.exec1("SELECT exponent FROM bankworker.currencies WHERE code = 'QQQ' AND NOT iso")[0].as<int>() == 4);
+    CHECK(tx.exec1("SELECT count(DISTINCT tenant_id) FROM bankworker.audit_log WHERE action = 'currency.declared'"
+                   " AND subject = 'currency:QQQ'")[0].as<int>() == 2);
+  }
+  CHECK(f.run({"audit", "verify"}).exit_code == 0);
+
+  // Again with the same exponent: a no-op, not audited twice. Another exponent: refused in one line.
+  const auto again = f.run({"currencies", "add", "QQQ", "--exponent", "4"});
+  CHECK(again.exit_code == 0);
+  CHECK_THAT(again.out, Catch::Contains("was declared already"));
+  const auto changed = f.run({"currencies", "add", "QQQ", "--exponent", "2"});
+  CHECK(changed.exit_code == 1);
+  CHECK(lines_of(changed.err).size() == 1);
+  CHECK_THAT(changed.err, Catch::Contains("exponent never changes"));
+  // Bad input is a usage error before the database is asked.
+  CHECK(f.run({"currencies", "add", "QQQ"}).exit_code == 2);
+  CHECK(f.run({"currencies", "add", "QQQ", "--exponent", "19"}).exit_code == 2);
+  CHECK(f.run({"currencies", "add", "q!", "--exponent", "2"}).exit_code == 1);
+  pqxx::work tx(*admin);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.audit_log WHERE action = 'currency.declared'")[0].as<int>() == 2);
+  CHECK(tx.exec1("SELECT count(*) FROM bankworker.currencies WHERE code = 'Q!'")[0].as<int>() == 0);
+}

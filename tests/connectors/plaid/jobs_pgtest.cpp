@@ -467,6 +467,86 @@ TEST_CASE("a revocation during a running sync stops it before its commit", "[pg]
             .empty());
 }
 
+TEST_CASE("a transaction in an undeclared currency is quarantined, the rest of its page applies, and it applies once"
+          " the currency is declared", "[pg][plaid][quarantine]") {
+  plaid_world world(500);
+  const uuid connection = world.linked_connection(world.link(world.sim.public_token()));
+  world.wait_synced(connection);
+  const std::string token = world.sim.access_token_of(world.item_of(connection));
+  simdjson::dom::parser parser;
+  const auto add = [&](const std::string& fields) {
+    const std::string added = world.sim.post("/sim/transactions/add", "{\"access_token\":\"" + token + "\"," + fields + "}");
+    return std::string(parser.parse(added)["transaction"]["transaction_id"].get_string().value());
+  };
+  const std::string odd = add(R"("unofficial_currency_code":"QQQ","amount_minor":1234)");
+  const std::string gone_later = add(R"("unofficial_currency_code":"QQQ","amount_minor":99)");
+  const std::string usd = add(R"("amount_minor":500)");
+  const auto quarantined = [&] {
+    return world.admin_count("SELECT count(*) FROM bankworker.plaid_quarantine WHERE connection_id = $1::uuid"
+                             " AND reason = 'unknown_currency' AND currency = 'QQQ'",
+                             connection.to_string());
+  };
+  const auto listed_quarantined = [&] {
+    return db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+      for (const auto& row : plaid::list_connections(tx, world.tenant)) {
+        if (row.connection == connection) return row.quarantined;
+      }
+      return std::int64_t{-1};
+    });
+  };
+
+  // The sync succeeds: the USD row (and everything before) is stored, the cursor moves, the two
+  // QQQ rows wait in the quarantine, raw, and connections list counts them.
+  const auto first = world.wait_job(world.request_sync(connection), {"succeeded", "failed", "retryable"});
+  INFO(first.last_error);
+  REQUIRE(first.state == "succeeded");
+  auto expected = world.sim.truth(token);
+  std::erase_if(expected, [&](const expected_row& row) { return row.currency == "QQQ"; });
+  CHECK(world.stored(connection) == expected);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1", usd) == 1);
+  CHECK(quarantined() == 2);
+  CHECK(listed_quarantined() == 2);
+  CHECK(world.admin_text("SELECT raw FROM bankworker.plaid_quarantine WHERE plaid_id = $1", odd).find("\"QQQ\"") !=
+        std::string::npos);
+
+  // Plaid removes one of them: its quarantined copy goes too (nothing would ever apply it).
+  world.sim.post("/sim/transactions/remove", "{\"access_token\":\"" + token + "\",\"transaction_id\":\"" + gone_later + "\"}");
+  REQUIRE(world.wait_job(world.request_sync(connection), {"succeeded", "failed"}).state == "succeeded");
+  CHECK(quarantined() == 1);
+
+  // Declaring the currency (what `bankworker currencies add QQQ --exponent 2` does) requests the
+  // connection's sync by itself; its apply stores the row, exactly as the simulator holds it.
+  const db::currency_declared declared = db::declare_currency(*world.connections, *world.keys, "QQQ", 2, "test");
+  CHECK(declared.declared);
+  CHECK(declared.syncs_requested == 1);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (quarantined() > 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  CHECK(quarantined() == 0);
+  CHECK(listed_quarantined() == 0);
+  world.wait_synced(connection);
+  world.check_matches_truth(connection);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1 AND currency = 'QQQ'"
+                          " AND amount_minor = -1234",
+                          odd) == 1);
+  // This worker read its currency table before QQQ was declared: a new QQQ row is stored at once
+  // all the same (the apply reads the table again), not quarantined until the next sync.
+  const std::string later = add(R"("unofficial_currency_code":"QQQ","amount_minor":-4200)");
+  REQUIRE(world.wait_job(world.request_sync(connection), {"succeeded", "failed"}).state == "succeeded");
+  CHECK(quarantined() == 0);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.transactions WHERE transaction_id = $1 AND amount_minor = 4200",
+                          later) == 1);
+  world.check_matches_truth(connection);
+  // The declaration is in the tenant's chain, which still verifies.
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = $1", "currency.declared") == 1);
+  CHECK_FALSE(db::verify_audit_chain(*world.connections, *world.keys, world.tenant).broken);
+
+  // Declaring it again is a no-op; another exponent is refused (amounts stored under it would change value).
+  CHECK_FALSE(db::declare_currency(*world.connections, *world.keys, "QQQ", 2, "test").declared);
+  CHECK_THROWS_AS(db::declare_currency(*world.connections, *world.keys, "QQQ", 3, "test"), pqxx::unique_violation);
+  CHECK_THROWS_AS(db::declare_currency(*world.connections, *world.keys, "qq", 2, "test"), pqxx::sql_error);
+  CHECK(world.admin_count("SELECT count(*) FROM bankworker.audit_log WHERE action = $1", "currency.declared") == 1);
+}
+
 TEST_CASE("the database itself refuses a bank transaction in an undeclared currency, and keeps declared ones",
           "[pg][plaid]") {
   const scratch_database database;

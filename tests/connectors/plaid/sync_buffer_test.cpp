@@ -121,3 +121,66 @@ TEST_CASE("clearing the buffer forgets the walk (a restart after a mutation)", "
   CHECK(changes.removals.empty());
   CHECK(changes.added == 1);
 }
+
+namespace {
+
+bankworker::plaid::rejected_row set_aside_row(std::string id) {
+  bankworker::plaid::rejected_row r;
+  r.plaid_id = std::move(id);
+  r.account_id = "acc";
+  r.currency = "QQQ";
+  r.raw_json = "{}";
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a transaction set aside for its money replaces this walk's earlier state and yields to a later one",
+          "[plaid][sync][quarantine]") {
+  sync_buffer buffer(100);
+  sync_page first;
+  first.added = {row("a", -100), row("b", -200)};
+  sync_page second;
+  second.rejected = {set_aside_row("a"), set_aside_row("b")};
+  sync_page third;
+  third.modified = {row("b", -250)};
+  REQUIRE(buffer.add_page(std::move(first)));
+  REQUIRE(buffer.add_page(std::move(second)));
+  REQUIRE(buffer.add_page(std::move(third)));
+  const auto changes = buffer.take();
+  // a: its latest word is the set-aside copy, so it is quarantined and not upserted.
+  REQUIRE(changes.upserts.size() == 1);
+  CHECK(changes.upserts[0].transaction_id == "b");
+  CHECK(changes.upserts[0].amount_minor == -250);
+  REQUIRE(changes.rejected.size() == 1);
+  CHECK(changes.rejected[0].plaid_id == "a");
+  CHECK(changes.set_aside == 2);
+}
+
+TEST_CASE("set-aside rows count against the walk's bound", "[plaid][sync][quarantine]") {
+  sync_buffer buffer(2);
+  sync_page page;
+  page.added = {row("a", -1)};
+  page.rejected = {set_aside_row("b"), set_aside_row("c")};
+  CHECK_FALSE(buffer.add_page(std::move(page)));
+}
+
+TEST_CASE("released quarantined rows apply unless the walk has a newer word on them", "[plaid][sync][quarantine]") {
+  sync_buffer buffer(100);
+  sync_page page;
+  page.added = {row("new", -1)};
+  page.removed = {gone("removed-now")};
+  page.rejected = {set_aside_row("again")};
+  REQUIRE(buffer.add_page(std::move(page)));
+  auto changes = buffer.take();
+  sync_page released;
+  released.added = {row("waited", -7), row("new", -999), row("removed-now", -2), row("again", -3)};
+  released.rejected = {set_aside_row("still-odd")};
+  bankworker::plaid::fold_released(changes, std::move(released));
+  std::vector<std::string> ids;
+  for (const auto& t : changes.upserts) ids.push_back(t.transaction_id);
+  CHECK(ids == std::vector<std::string>{"new", "waited"});
+  CHECK(changes.upserts[0].amount_minor == -1);
+  REQUIRE(changes.rejected.size() == 2);
+  CHECK(changes.rejected[1].plaid_id == "still-odd");
+}

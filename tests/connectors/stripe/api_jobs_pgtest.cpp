@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <boost/asio/co_spawn.hpp>
@@ -210,6 +211,19 @@ struct stripe_world {
     FAIL("stripe jobs did not settle: " << text("SELECT string_agg(kind || ' ' || state || ' ' || coalesce(last_error, ''), '; ') FROM bankworker.jobs"));
   }
 
+  // Runs stripe.post again for each event, as a re-delivery would.
+  void post_again(const std::vector<std::string>& event_ids) {
+    for (const std::string& id : event_ids) {
+      db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
+        queue::new_job job;
+        job.tenant = tenant;
+        job.kind = std::string(stripe::stripe_post_kind);
+        job.payload_json = "{\"event_id\":\"" + id + "\"}";
+        queue::enqueue(tx, std::vector<queue::new_job>{job});
+      });
+    }
+  }
+
   // Enqueues the recovery the way the scheduler does, and waits for it.
   std::size_t recover() {
     const std::size_t enqueued = db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
@@ -263,25 +277,112 @@ TEST_CASE("a charge posts its gross, the fee from its balance transaction and le
   // The fee entry and the gross are balanced, and both events stored once.
   CHECK(world.count("SELECT count(*) FROM (SELECT entry_id FROM bankworker.journal_lines GROUP BY entry_id, currency"
                     " HAVING sum(amount_minor) <> 0) unbalanced") == 0);
-  CHECK(world.api_calls("balance_transactions") == 1);
+  // Both events settle the same charge (payment_intent.succeeded names it by id, so its leg is
+  // fetched too since issue #16): the second fetches nothing when the first posted its fee before
+  // it looked, and the same balance transaction once more when the two ran side by side.
+  const long fetched = world.api_calls("balance_transactions");
+  CHECK(fetched >= 1);
+  CHECK(fetched <= 2);
   CHECK(world.count("SELECT count(*) FROM bankworker.external_calls WHERE provider = 'stripe'"
-                    " AND endpoint = '/v1/balance_transactions' AND http_status = 200") == 1);
+                    " AND endpoint = '/v1/balance_transactions' AND http_status = 200") == fetched);
 
   // Re-delivery: the same events again through the inbox, and stripe.post run again for each.
   const long entries_before = world.count("SELECT count(*) FROM bankworker.journal_entries");
-  for (const std::string& id : events) {
-    db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-      queue::new_job job;
-      job.tenant = world.tenant;
-      job.kind = std::string(stripe::stripe_post_kind);
-      job.payload_json = "{\"event_id\":\"" + id + "\"}";
-      queue::enqueue(tx, std::vector<queue::new_job>{job});
-    });
-  }
+  world.post_again(events);
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
   CHECK(world.balance("stripe.clearing") == 2000 - fee);
-  CHECK(world.api_calls("balance_transactions") == 1);  // posted events are not fetched again
+  CHECK(world.api_calls("balance_transactions") == fetched);  // posted events are not fetched again
+}
+
+// The balance transactions Stripe holds for the events it sent (every leg's: named by id on the
+// money object, or listed on a dispute), as GET /v1/balance_transactions answers them: net per
+// settlement currency, in Stripe's units (USD's are our minor units).
+std::map<std::string, long> stripe_net_by_currency(stripe_world& world) {
+  const auto listed = bankworker::test::http_get(world.sim_url + "/v1/events?limit=100",
+                                                 {std::string("Authorization: Bearer ") + api_key});
+  REQUIRE(listed.status == 200);
+  simdjson::dom::parser parser;
+  const simdjson::dom::element list = parser.parse(listed.body);
+  std::set<std::string> ids;
+  for (const auto event : simdjson::dom::array(list["data"])) {
+    const simdjson::dom::element object = event["data"]["object"];
+    for (const char* name : {"balance_transaction", "failure_balance_transaction"}) {
+      std::string_view id;
+      if (object[name].get(id) == simdjson::SUCCESS) ids.emplace(id);
+    }
+    simdjson::dom::array embedded;
+    if (object["balance_transactions"].get(embedded) == simdjson::SUCCESS) {
+      for (const auto bt : embedded) ids.emplace(std::string_view(bt["id"]));
+    }
+  }
+  std::map<std::string, long> net;
+  for (const std::string& id : ids) {
+    const auto got = bankworker::test::http_get(world.sim_url + "/v1/balance_transactions/" + id,
+                                                {std::string("Authorization: Bearer ") + api_key});
+    REQUIRE(got.status == 200);
+    simdjson::dom::parser bt_parser;
+    std::string error;
+    const auto bt = stripe::parse_balance_transaction(bt_parser, got.body, error);
+    REQUIRE(bt);
+    std::string code = bt->currency;
+    for (char& ch : code) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    net[code] += bt->net;
+  }
+  return net;
+}
+
+TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, leave stripe.clearing equal to Stripe's"
+          " balance transactions in every currency", "[pg][stripe][stripe_api][settlement]") {
+  stripe_world world;
+  world.set_key(api_key);
+  // 10.000 KWD and 5,000 JPY, each settled in USD at the simulator's 0.8; a part of each refunded
+  // (refund.created and charge.refunded name the refund's balance transaction by id) and a part
+  // disputed (the dispute lists its withdrawal with its 15.00 USD fee).
+  for (const char* currency : {"kwd", "jpy"}) {
+    const std::string money = std::string(R"(,"currency":")") + currency + "\"";
+    world.trigger(std::string(R"("kind":"payment","amount":)") + (currency[0] == 'k' ? "10000" : "5000") + money +
+                  R"(,"settlement_currency":"usd")");
+    world.trigger(R"("kind":"refund","amount":2500)" + money);
+    world.trigger(R"("kind":"dispute","amount":3000)" + money);
+  }
+  world.trigger(R"("kind":"application_fee","amount":120,"currency":"usd")");
+  world.trigger(R"("kind":"payout_failed","amount":700,"currency":"usd")");
+  world.settle();
+  // Everything posted, but charge.dispute.created, which moves no money.
+  CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events WHERE state <> 'posted'"
+                    " AND type <> 'charge.dispute.created'") == 0);
+
+  const std::map<std::string, long> stripe_net = stripe_net_by_currency(world);
+  REQUIRE(stripe_net.size() == 1);  // every balance transaction is in USD
+  const auto clearing = [&] {
+    std::map<std::string, long> out;
+    const auto admin = world.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
+                                   " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
+      if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
+    }
+    return out;
+  };
+  // To the minor unit, and nothing left in KWD or JPY: Stripe never held either.
+  CHECK(clearing() == stripe_net);
+  CHECK(world.count("SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
+                    " HAVING sum(amount_minor) <> 0) unbalanced") == 0);
+
+  // Every event posted again changes nothing.
+  const long entries_before = world.count("SELECT count(*) FROM bankworker.journal_entries");
+  std::vector<std::string> event_ids;
+  {
+    const auto admin = world.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    for (const auto& row : tx.exec("SELECT event_id FROM bankworker.stripe_events")) event_ids.push_back(row[0].as<std::string>());
+  }
+  REQUIRE(event_ids.size() == 15);
+  world.post_again(event_ids);
+  world.settle();
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
+  CHECK(clearing() == stripe_net);
 }
 
 TEST_CASE("a 429 from the balance transaction call retries after Retry-After and then posts gross and fee together",
@@ -514,24 +615,23 @@ TEST_CASE("a thin event is stored and acknowledged, and its related payment inte
         "v2.core.event");
   world.settle();
   CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "posted");
-  CHECK(world.api_calls("objects") == 1);
+  // The payment intent, then its charge (latest_charge is an id), then the charge's balance
+  // transaction: the fee is booked with the gross (issue #16), and the net stays in clearing.
+  CHECK(world.api_calls("objects") == 2);
+  CHECK(world.api_calls("balance_transactions") == 1);
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key LIKE 'ch_%:gross'") == 1);
-  CHECK(world.balance("stripe.clearing") == 2500);
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key LIKE 'ch_%:fee'") == 1);
+  const long fee = 2500 * 29 / 1000 + 30;
+  CHECK(world.balance("stripe.clearing") == 2500 - fee);
   CHECK(world.count("SELECT count(*) FROM bankworker.external_calls WHERE provider = 'stripe'"
                     " AND endpoint = '/v1/payment_intents' AND http_status = 200") == 1);
 
   // The job again: the event is posted, so nothing is fetched or posted a second time.
-  db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
-    queue::new_job job;
-    job.tenant = world.tenant;
-    job.kind = std::string(stripe::stripe_post_kind);
-    job.payload_json = "{\"event_id\":\"" + events[0] + "\"}";
-    queue::enqueue(tx, std::vector<queue::new_job>{job});
-  });
+  world.post_again({events[0]});
   world.settle();
-  CHECK(world.api_calls("objects") == 1);
-  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 1);
-  CHECK(world.balance("stripe.clearing") == 2500);
+  CHECK(world.api_calls("objects") == 2);
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 2);
+  CHECK(world.balance("stripe.clearing") == 2500 - fee);
 }
 
 TEST_CASE("a failing fetch of a thin event's related object retries the job and leaves the ledger untouched",
@@ -566,8 +666,9 @@ TEST_CASE("a failing fetch of a thin event's related object retries the job and 
     world.settle();
     CHECK(world.count("SELECT max(attempt) FROM bankworker.jobs WHERE kind = 'stripe.post'") == 2);
     CHECK(world.text("SELECT state FROM bankworker.stripe_events WHERE event_id = $1", events[0]) == "posted");
-    CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 1);
-    CHECK(world.balance("stripe.clearing") == 2500);
+    // Gross and fee (the charge and its balance transaction are fetched after the payment intent).
+    CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == 2);
+    CHECK(world.balance("stripe.clearing") == 2500 - (2500 * 29 / 1000 + 30));
   }
 }
 

@@ -280,6 +280,10 @@ struct transaction {
   std::string transaction_type;
   bool pending = false;
   std::optional<std::string> pending_transaction_id;
+  // Set by /sim/transactions/add|modify: the transaction is reported in this unofficial currency
+  // (2 decimals) instead of its account's, as a bank may report a currency the client does not
+  // know yet (issue #16: such a row is quarantined, not its page).
+  std::optional<std::string> unofficial_currency_code;
 };
 
 enum class change_kind : std::uint8_t { added, modified, removed };
@@ -566,7 +570,7 @@ struct simulator::state {
     out += R"(],"date":)";
     append_string(out, civil_from_days(t.date_days));
     out += R"(,"datetime":null,"iso_currency_code":)";
-    if (c.official) append_string(out, c.code);
+    if (c.official && !t.unofficial_currency_code) append_string(out, c.code);
     else out += "null";
     out += R"(,"location":{"address":null,"city":null,"country":null,"lat":null,"lon":null,"postal_code":null,"region":null,"store_number":null},"logo_url":null,"merchant_entity_id":)";
     append_optional(out, t.merchant_entity_id);
@@ -591,7 +595,8 @@ struct simulator::state {
     out += R"(,"transaction_type":)";
     append_string(out, t.transaction_type);
     out += R"(,"unofficial_currency_code":)";
-    if (c.official) out += "null";
+    if (t.unofficial_currency_code) append_string(out, *t.unofficial_currency_code);
+    else if (c.official) out += "null";
     else append_string(out, c.code);
     out += R"(,"website":)";
     append_optional(out, t.website);
@@ -1189,6 +1194,12 @@ struct simulator::state {
     }
     bool pending = false;
     if (read_bool(body, "pending", pending) == field::ok) t.pending = pending;
+    if (read_string(body, "unofficial_currency_code", text) == field::ok) {
+      const bool valid = !text.empty() && text.size() <= 8 &&
+                         std::all_of(text.begin(), text.end(), [](char ch) { return (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'); });
+      if (!valid) return failure{"INVALID_FIELD", "unofficial_currency_code must be 1..8 of A-Z 0-9"};
+      t.unofficial_currency_code = std::string(text);
+    }
     return std::nullopt;
   }
 

@@ -7,7 +7,7 @@
 // (limit 1–100, default 10), Bearer auth with the API key (401 otherwise) and an optional
 // Stripe-Account header naming the connected account whose objects are read) and a control API
 // for tests:
-//   POST /sim/trigger {"kind":"payment|refund|payout|payout_failed|dispute|thin_payment|thin_unknown","amount":2000,
+//   POST /sim/trigger {"kind":"payment|refund|payout|payout_failed|dispute|application_fee|thin_payment|thin_unknown","amount":2000,
 //                      "currency":"usd","settlement_currency":"gbp","account":"acct_…",
 //                      "arrival_date":1700179200,"statement_descriptor":"ACME" (payouts; default: now, null),
 //                      "mode":"valid|duplicate|reorder|stale|forged","secret":"whsec_…",
@@ -20,8 +20,12 @@
 //        Retry-After when given) and a Stripe error object;
 //   GET /sim/api_calls → {"balance_transactions":N,"events":M,"objects":K} API calls answered 200
 //     so far (objects: GETs of what thin events' related_object.url names);
-// and, for thin events (kinds thin_payment, thin_unknown), GET of any /v1/… or /v2/… object path a
-// thin event named (/v1/payment_intents/pi_…, /v1/charges/ch_…, /v1/billing/meters/mtr_…).
+// and GET of any /v1/… or /v2/… object path an event named (/v1/payment_intents/pi_…,
+// /v1/charges/ch_…, /v1/refunds/re_…, /v1/payouts/po_…, /v1/disputes/dp_…,
+// /v1/application_fees/fee_…, /v1/billing/meters/mtr_…). Every leg that moves the balance (charge,
+// refund, dispute withdrawal, payout and its failure, application fee) has a balance transaction
+// shaped as Stripe's OpenAPI fixture, in the charge's settlement currency for refunds and disputes
+// (the made-up rate 0.8 when it differs from the presentment currency).
 
 #include <curl/curl.h>
 #include <signal.h>

@@ -101,6 +101,42 @@ std::string simulator::add_thin_event(std::string_view type, std::string_view re
   return id;
 }
 
+std::string simulator::add_balance_transaction(const std::string& id, std::string_view type, std::string_view source,
+                                               std::int64_t amount, std::int64_t fee, std::string_view currency,
+                                               bool converted, const std::string& account, std::int64_t now_s) {
+  // reporting_category as Stripe derives it from the type; fee_details itemise a non-zero fee.
+  const std::string category = type == "payout_failure" ? "payout_reversal"
+                               : type == "adjustment"   ? "dispute"
+                                                        : std::string(type);
+  const std::string fee_details =
+      fee == 0 ? std::string("[]")
+               : "[{\"amount\":" + std::to_string(fee) + ",\"application\":null,\"currency\":" + quoted(currency) +
+                     ",\"description\":" + quoted(type == "adjustment" ? "Dispute fee" : "Stripe processing fees") +
+                     ",\"type\":\"stripe_fee\"}]";
+  std::string json = "{\"id\":" + quoted(id) + ",\"object\":\"balance_transaction\",\"amount\":" +
+                     std::to_string(amount) + ",\"available_on\":" + std::to_string(now_s + 2 * 86'400) +
+                     ",\"balance_type\":\"payments\",\"created\":" + std::to_string(now_s) +
+                     ",\"currency\":" + quoted(currency) + ",\"description\":null,\"exchange_rate\":" +
+                     (converted ? "0.8" : "null") + ",\"fee\":" + std::to_string(fee) +
+                     ",\"fee_details\":" + fee_details + ",\"net\":" + std::to_string(amount - fee) +
+                     ",\"reporting_category\":" + quoted(category) + ",\"source\":" + quoted(source) +
+                     ",\"status\":\"available\",\"type\":" + quoted(type) + "}";
+  balance_transactions_.emplace_back(id, json);
+  balance_transaction_accounts_.push_back(account);
+  return json;
+}
+
+simulator::charge_settlement simulator::settlement_of(const std::string& charge_id) const {
+  for (const auto& [id, charge] : charges_) {
+    if (id == charge_id) return charge;
+  }
+  return {};
+}
+
+std::int64_t simulator::settled_amount(std::int64_t amount, const charge_settlement& charge) {
+  return charge.settlement == charge.currency ? amount : amount * 8 / 10;
+}
+
 std::size_t simulator::create_payment(const scenario& s, std::int64_t now_s) {
   const std::string amount = std::to_string(s.amount);
   const std::string currency = quoted(s.currency);
@@ -108,19 +144,12 @@ std::size_t simulator::create_payment(const scenario& s, std::int64_t now_s) {
   const std::string intent = next_id("pi");
   const std::string txn = next_id("txn");
   const std::int64_t fee = s.fee >= 0 ? s.fee : s.amount * 29 / 1000 + 30;
-  const std::string settlement = s.settlement_currency.empty() ? s.currency : s.settlement_currency;
+  const charge_settlement currencies{s.currency, s.settlement_currency.empty() ? s.currency : s.settlement_currency};
   // A settlement in another currency converts at a fixed, made-up rate of 0.8.
-  const std::int64_t settled = settlement == s.currency ? s.amount : s.amount * 8 / 10;
-  // fee_details as Stripe itemises them: here one Stripe processing fee.
-  balance_transactions_.emplace_back(
-      txn, "{\"id\":" + quoted(txn) + ",\"object\":\"balance_transaction\",\"amount\":" + std::to_string(settled) +
-               ",\"fee\":" + std::to_string(fee) + ",\"net\":" + std::to_string(settled - fee) +
-               ",\"currency\":" + quoted(settlement) + ",\"created\":" + std::to_string(now_s) +
-               ",\"status\":\"available\",\"reporting_category\":\"charge\",\"type\":\"charge\",\"source\":" +
-               quoted(charge) + ",\"fee_details\":[{\"amount\":" + std::to_string(fee) +
-               ",\"application\":null,\"currency\":" + quoted(settlement) +
-               ",\"description\":\"Stripe processing fees\",\"type\":\"stripe_fee\"}]}");
-  balance_transaction_accounts_.push_back(s.account);
+  const std::int64_t settled = settled_amount(s.amount, currencies);
+  add_balance_transaction(txn, "charge", charge, settled, fee, currencies.settlement,
+                          currencies.settlement != currencies.currency, s.account, now_s);
+  charges_.emplace_back(charge, currencies);
   const std::string charge_json = "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + amount +
                                   ",\"amount_captured\":" + amount + ",\"currency\":" + currency +
                                   ",\"captured\":true,\"paid\":true,\"status\":\"succeeded\",\"created\":" +
@@ -164,9 +193,18 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
   } else if (s.kind == "refund") {
     const std::string charge = s.charge_id.empty() ? last_charge_ : s.charge_id;
     const std::string refund = next_id("re");
+    // The refund leaves the balance in the charge's settlement currency, as its own balance
+    // transaction says (the webhook names it by id: Stripe does not expand it).
+    const charge_settlement settled_as = settlement_of(charge);
+    const std::string txn = next_id("txn");
+    add_balance_transaction(txn, "refund", refund, -settled_amount(s.amount, settled_as), 0,
+                            settled_as.settlement.empty() ? s.currency : settled_as.settlement,
+                            settled_as.settlement != settled_as.currency, s.account, now_s);
     const std::string refund_json = "{\"id\":" + quoted(refund) + ",\"object\":\"refund\",\"amount\":" + amount +
-                                    ",\"currency\":" + currency + ",\"charge\":" + quoted(charge) +
-                                    ",\"status\":\"succeeded\",\"created\":" + std::to_string(now_s) + "}";
+                                    ",\"balance_transaction\":" + quoted(txn) + ",\"currency\":" + currency +
+                                    ",\"charge\":" + quoted(charge) + ",\"status\":\"succeeded\",\"created\":" +
+                                    std::to_string(now_s) + "}";
+    objects_.push_back({"/v1/refunds/" + refund, s.account, refund_json});
     add_event("refund.created", refund_json, s.account, now_s);
     add_event("charge.refunded",
               "{\"id\":" + quoted(charge) + ",\"object\":\"charge\",\"amount\":" + std::to_string(last_charge_amount_) +
@@ -175,25 +213,57 @@ std::vector<delivery> simulator::trigger(const scenario& s, delivery_mode mode, 
               s.account, now_s);
   } else if (s.kind == "payout" || s.kind == "payout_failed") {
     const std::string payout = next_id("po");
+    const std::string txn = next_id("txn");
+    add_balance_transaction(txn, "payout", payout, -s.amount, 0, s.currency, false, s.account, now_s);
     const std::string payout_json = "{\"id\":" + quoted(payout) + ",\"object\":\"payout\",\"amount\":" + amount +
-                                    ",\"currency\":" + currency + ",\"status\":\"paid\",\"arrival_date\":" +
+                                    ",\"balance_transaction\":" + quoted(txn) + ",\"currency\":" + currency +
+                                    ",\"failure_balance_transaction\":null,\"status\":\"paid\",\"arrival_date\":" +
                                     std::to_string(s.arrival_date_s != 0 ? s.arrival_date_s : now_s) +
                                     ",\"statement_descriptor\":" +
                                     (s.statement_descriptor.empty() ? "null" : quoted(s.statement_descriptor)) + "}";
     add_event("payout.paid", payout_json, s.account, now_s);
+    objects_.push_back({"/v1/payouts/" + payout, s.account, payout_json});
     if (s.kind == "payout_failed") {
+      // The bank returned it: a payout_failure balance transaction puts the money back.
+      const std::string failure_txn = next_id("txn");
+      add_balance_transaction(failure_txn, "payout_failure", payout, s.amount, 0, s.currency, false, s.account, now_s);
       std::string failed_json = payout_json;
       failed_json.replace(failed_json.find("\"paid\""), 6, "\"failed\"");
+      const std::string_view no_failure = "\"failure_balance_transaction\":null";
+      failed_json.replace(failed_json.find(no_failure), no_failure.size(),
+                          "\"failure_balance_transaction\":" + quoted(failure_txn));
       add_event("payout.failed", failed_json, s.account, now_s);
+      objects_.back().json = failed_json;
     }
+  } else if (s.kind == "application_fee") {
+    // The platform's fee on a connected account's charge, in the charge's currency, credited to
+    // the platform's balance by its own balance transaction (named by id, as Stripe sends it).
+    const std::string fee = next_id("fee");
+    const std::string charge = s.charge_id.empty() ? last_charge_ : s.charge_id;
+    const std::string txn = next_id("txn");
+    add_balance_transaction(txn, "application_fee", fee, s.amount, 0, s.currency, false, s.account, now_s);
+    const std::string fee_json =
+        "{\"id\":" + quoted(fee) + ",\"object\":\"application_fee\",\"account\":\"acct_1SimConnected\",\"amount\":" +
+        amount + ",\"amount_refunded\":0,\"balance_transaction\":" + quoted(txn) + ",\"charge\":" + quoted(charge) +
+        ",\"created\":" + std::to_string(now_s) + ",\"currency\":" + currency +
+        ",\"livemode\":false,\"refunded\":false,\"refunds\":{\"object\":\"list\",\"data\":[],\"has_more\":false,"
+        "\"url\":\"/v1/application_fees/" + fee + "/refunds\"}}";
+    objects_.push_back({"/v1/application_fees/" + fee, s.account, fee_json});
+    add_event("application_fee.created", fee_json, s.account, now_s);
   } else if (s.kind == "dispute") {
     const std::string dispute = next_id("dp");
     const std::string charge = s.charge_id.empty() ? last_charge_ : s.charge_id;
-    const std::string dispute_json =
-        "{\"id\":" + quoted(dispute) + ",\"object\":\"dispute\",\"amount\":" + amount + ",\"currency\":" + currency +
-        ",\"charge\":" + quoted(charge) + ",\"status\":\"needs_response\",\"balance_transactions\":[{\"id\":" +
-        quoted(next_id("txn")) + ",\"amount\":" + std::to_string(-s.amount) + ",\"fee\":1500,\"net\":" +
-        std::to_string(-(s.amount + 1500)) + ",\"currency\":" + currency + "}]}";
+    // The withdrawal and its 15.00 fee leave the balance in the charge's settlement currency; the
+    // dispute lists that balance transaction expanded, as Stripe does.
+    const charge_settlement settled_as = settlement_of(charge);
+    const std::string settlement = settled_as.settlement.empty() ? s.currency : settled_as.settlement;
+    const std::string withdrawal =
+        add_balance_transaction(next_id("txn"), "adjustment", dispute, -settled_amount(s.amount, settled_as), 1500,
+                                settlement, settled_as.settlement != settled_as.currency, s.account, now_s);
+    const std::string dispute_json = "{\"id\":" + quoted(dispute) + ",\"object\":\"dispute\",\"amount\":" + amount +
+                                     ",\"currency\":" + currency + ",\"charge\":" + quoted(charge) +
+                                     ",\"status\":\"needs_response\",\"balance_transactions\":[" + withdrawal + "]}";
+    objects_.push_back({"/v1/disputes/" + dispute, s.account, dispute_json});
     add_event("charge.dispute.created", dispute_json, s.account, now_s);
     add_event("charge.dispute.funds_withdrawn", dispute_json, s.account, now_s);
   } else {

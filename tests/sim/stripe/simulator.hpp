@@ -29,7 +29,7 @@ enum class delivery_mode {
 std::optional<delivery_mode> parse_delivery_mode(std::string_view text);
 
 struct scenario {
-  // payment, refund, payout, payout_failed, dispute; thin_payment (a thin v1.payment_intent.succeeded
+  // payment, refund, payout, payout_failed, dispute, application_fee; thin_payment (a thin v1.payment_intent.succeeded
   // whose payment intent, charge and balance transaction are served by the API), thin_unknown (a
   // thin event about a billing meter, which moves no money)
   std::string kind = "payment";
@@ -84,6 +84,21 @@ class simulator {
   // Creates a charge, its payment intent and balance transaction; returns the index in objects_
   // of the charge, which the payment intent follows.
   std::size_t create_payment(const scenario& s, std::int64_t now_s);
+  // Records a balance transaction shaped as Stripe's (every field of the OpenAPI fixture,
+  // tests/fixtures/stripe/balance_transaction.json) and returns its JSON; its id is `id`.
+  // `converted`: the amount was converted from another currency at the simulator's rate.
+  std::string add_balance_transaction(const std::string& id, std::string_view type, std::string_view source,
+                                      std::int64_t amount, std::int64_t fee, std::string_view currency, bool converted,
+                                      const std::string& account, std::int64_t now_s);
+  // What a charge settled in, for the refunds and disputes of it (Stripe settles those in the
+  // charge's settlement currency at the charge's rate).
+  struct charge_settlement {
+    std::string currency;    // presentment, as sent
+    std::string settlement;  // settlement currency
+  };
+  charge_settlement settlement_of(const std::string& charge_id) const;
+  // `amount` of a charge's currency in its settlement currency (the made-up rate 0.8 when they differ).
+  static std::int64_t settled_amount(std::int64_t amount, const charge_settlement& charge);
 
   mutable std::mutex mutex_;  // the HTTP server runs handlers on several threads
   std::uint64_t state_;
@@ -99,6 +114,7 @@ class simulator {
   };
   std::vector<served_object> objects_;  // what thin events' related_object.url names
   std::vector<std::pair<std::string, std::string>> thin_events_;  // id, JSON, oldest first
+  std::vector<std::pair<std::string, charge_settlement>> charges_;  // charge id → its currencies
   std::string last_charge_;
   std::int64_t last_charge_amount_ = 0;
   std::string last_charge_currency_;
