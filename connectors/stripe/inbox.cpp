@@ -141,7 +141,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     try {
       pqxx::work tx(lease.connection(), "bankworker_inbox");
       write_batch(tx, batch);
-      tx.commit();
+      lease.commit(tx);
       return;
     } catch (const pqxx::broken_connection&) {
       lease.discard();
@@ -166,7 +166,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
       try {
         pqxx::work tx(lease.connection(), "bankworker_inbox_single");
         write_batch(tx, one);
-        tx.commit();
+        lease.commit(tx);
       } catch (const pqxx::broken_connection&) {
         lease.discard();
         throw;
