@@ -47,7 +47,12 @@ void write_probe::probe_database() {
       const std::uint64_t cancelled_before = db->cancelled_waits();
       pqxx::work tx(*db);
       tx.exec("SET LOCAL statement_timeout = 2000");
-      const int port = tx.exec1("SELECT inet_server_port(), txid_current()")[0].as<int>();
+      // pg_auto_failover fences a node it is promoting with default_transaction_read_only until the
+      // old primary is surely gone; txid_current() would still commit there (it is allowed in a
+      // read-only transaction, and libpq's read-write check let this session in), but nothing can
+      // write. Only a read-write transaction counts (no row: exec1 throws).
+      const int port = tx.exec1("SELECT inet_server_port(), txid_current() WHERE NOT pg_is_in_recovery()"
+                                " AND current_setting('transaction_read_only') = 'off'")[0].as<int>();
       tx.commit();
       std::lock_guard lock(mutex_);
       if (db->cancelled_waits() == cancelled_before) {
