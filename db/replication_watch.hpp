@@ -2,13 +2,15 @@
 // Commits that PostgreSQL acknowledged without the synchronous standby (issue #18).
 //
 // With synchronous replication a COMMIT waits until the standby has flushed it. If that wait is
-// cancelled — statement_timeout fires while the standby is gone, or the backend is told to stop —
-// PostgreSQL has already committed locally and says so only with a WARNING ("canceling wait for
+// cancelled — a cancel request (pg_cancel_backend, a client's PQcancel), or the backend told to
+// stop — PostgreSQL has already committed locally and says so only with a WARNING ("canceling wait for
 // synchronous replication …", DETAIL "The transaction has already committed locally, but might not
 // have been replicated to the standby."); the COMMIT itself succeeds. Should that node then lose
 // its primary role and be rewound, the commit is gone. So such a commit is neither done nor
 // failed: it is in doubt (STYLE.md §3), and the caller must not answer 2xx or call the job
-// complete on its strength.
+// complete on its strength. (PostgreSQL 15 does not apply statement_timeout to this wait: it
+// disables the timeout before committing, so a commit waits for a vanished standby until one of
+// the above ends it; tests/db/replication_watch_pgtest.cpp saw it wait 14 minutes under 500 ms.)
 //
 // libpqxx 6.4 passes every notice and warning of a connection to its pqxx::errorhandler objects,
 // synchronously, while the statement that drew it runs. replication_watch is one: it counts the
