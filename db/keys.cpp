@@ -650,7 +650,7 @@ std::size_t key_store::rewrap_signing_keys_to_primary_root(pool& connections) {
     const crypto::bytes rewrapped = target.wrap(seed, crypto::signing_seed_associated_data(key_id, target.key_id()));
     tx.exec_params0(set_wrapped_seed_sql, key_id, target.key_id(), as_binary(rewrapped));
   }
-  tx.commit();
+  lease.commit(tx);
   return rows.size();
 }
 

@@ -59,13 +59,13 @@ pool::pool(crypto::secret url, pool_settings settings)
 
 pool::~pool() = default;
 
-std::unique_ptr<pqxx::connection> pool::open_connection() {
+std::unique_ptr<watched_connection> pool::open_connection() {
   // libpqxx wants a std::string; zero that copy of the URL as soon as the connection exists.
   std::string url(url_.reveal().text());
   add_connect_timeout(url, settings_.connect_timeout);
-  std::unique_ptr<pqxx::connection> connection;
+  std::unique_ptr<watched_connection> connection;
   try {
-    connection = std::make_unique<pqxx::connection>(url);
+    connection = std::make_unique<watched_connection>(url);
   } catch (...) {
     sodium_memzero(url.data(), url.size());
     throw;
@@ -213,7 +213,7 @@ std::size_t pool::in_use() const {
 }
 
 void pool::give_back(std::size_t index, bool discard, bool suspect) noexcept {
-  std::unique_ptr<pqxx::connection> closing;
+  std::unique_ptr<watched_connection> closing;
   {
     std::lock_guard lock(mutex_);
     BW_ASSERT(index < slots_.size());
@@ -231,7 +231,20 @@ pool::lease::lease(lease&& other) noexcept
       slot_(other.slot_),
       connection_(other.connection_),
       discard_(other.discard_),
-      exceptions_at_checkout_(other.exceptions_at_checkout_) {}
+      exceptions_at_checkout_(other.exceptions_at_checkout_),
+      cancelled_waits_at_checkout_(other.cancelled_waits_at_checkout_) {}
+
+void pool::lease::commit(pqxx::transaction_base& tx) {
+  BW_ASSERT(&tx.conn() == connection_);
+  tx.commit();
+  if (connection_->cancelled_waits() != cancelled_waits_at_checkout_) {
+    // The connection goes: its server lost its synchronous standby or is being demoted.
+    discard();
+    throw replication_in_doubt(
+        "commit in doubt: the server stopped waiting for the synchronous standby after committing locally; the "
+        "commit may be lost in a failover");
+  }
+}
 
 pool::lease::~lease() {
   if (owner_ != nullptr) owner_->give_back(slot_, discard_, std::uncaught_exceptions() > exceptions_at_checkout_);

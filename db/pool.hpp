@@ -36,6 +36,7 @@
 #include <pqxx/connection>
 
 #include "crypto/secret.hpp"
+#include "db/replication_watch.hpp"
 
 namespace bankworker::db {
 
@@ -97,18 +98,29 @@ class pool {
     // The connection is unusable (broken, or a transaction's outcome is in doubt): close it
     // instead of handing it to the next caller.
     void discard() noexcept { discard_ = true; }
+    // Commits `tx` (a transaction on this lease's connection; for a nontransaction, whose
+    // statements committed as they ran, only the check) and throws replication_in_doubt when the
+    // server cancelled a wait for the synchronous standby at any point since checkout: the commit
+    // landed here but may be lost in a failover. Every write whose success someone acts on (a 2xx,
+    // a job's completion) commits through this, not tx.commit().
+    void commit(pqxx::transaction_base& tx);
 
    private:
     friend class pool;
-    lease(pool& owner, std::size_t slot, pqxx::connection& connection) noexcept
-        : owner_(&owner), slot_(slot), connection_(&connection), exceptions_at_checkout_(std::uncaught_exceptions()) {}
+    lease(pool& owner, std::size_t slot, watched_connection& connection) noexcept
+        : owner_(&owner),
+          slot_(slot),
+          connection_(&connection),
+          exceptions_at_checkout_(std::uncaught_exceptions()),
+          cancelled_waits_at_checkout_(connection.cancelled_waits()) {}
     pool* owner_;
     std::size_t slot_;
-    pqxx::connection* connection_;
+    watched_connection* connection_;
     bool discard_ = false;
     // More exceptions in flight at give-back than at checkout: an error escaped while the
     // connection was in use, and the connection is checked before its next use.
     int exceptions_at_checkout_ = 0;
+    std::uint64_t cancelled_waits_at_checkout_ = 0;
   };
 
   // Waits up to checkout_timeout for a free connection, opening it if needed. Throws pool_timeout,
@@ -125,13 +137,13 @@ class pool {
 
  private:
   struct slot {
-    std::unique_ptr<pqxx::connection> connection;
+    std::unique_ptr<watched_connection> connection;
     bool in_use = false;
     bool suspect = false;       // given back during an exception: check before the next use
     std::uint64_t epoch = 0;    // the pool's epoch when it opened; older ones are checked too
   };
 
-  std::unique_ptr<pqxx::connection> open_connection();
+  std::unique_ptr<watched_connection> open_connection();
   // Opens, or checks and if need be reopens, the connection of a slot the caller holds.
   void prepare_slot(slot& ours, bool check);
   void give_back(std::size_t slot, bool discard, bool suspect) noexcept;

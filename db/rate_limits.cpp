@@ -91,7 +91,7 @@ std::size_t prune_rate_buckets(pool& connections, std::chrono::system_clock::tim
   pool::lease lease = connections.checkout();
   pqxx::work tx(lease.connection(), "bankworker_prune_rate_buckets");
   const pqxx::row row = tx.exec_params1(prune_sql, microseconds_text(before), static_cast<int>(batch));
-  tx.commit();
+  lease.commit(tx);
   return row[0].as<std::size_t>();
 }
 

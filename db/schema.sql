@@ -1128,6 +1128,39 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.release_unknown_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+DECLARE
+  released integer;
+BEGIN
+  -- As release_jobs: a job whose unique key has a waiting twin is cancelled rather than doubled.
+  UPDATE bankworker.jobs j
+     SET state = CASE
+                   WHEN j.unique_key IS NOT NULL AND EXISTS (
+                          SELECT 1 FROM bankworker.jobs w
+                           WHERE w.tenant_id = j.tenant_id AND w.unique_key = j.unique_key
+                             AND w.state IN ('available', 'retryable')) THEN 'cancelled'
+                   ELSE 'available'
+                 END,
+         finished_at = CASE
+                         WHEN j.unique_key IS NOT NULL AND EXISTS (
+                                SELECT 1 FROM bankworker.jobs w
+                                 WHERE w.tenant_id = j.tenant_id AND w.unique_key = j.unique_key
+                                   AND w.state IN ('available', 'retryable')) THEN now()
+                       END,
+         attempt = greatest(j.attempt - 1, 0), run_at = now(), lease_owner = NULL, lease_expires_at = NULL
+   WHERE j.state = 'running' AND j.lease_owner = p_owner
+     AND NOT EXISTS (SELECT 1 FROM unnest(p_tenants, p_ids) AS i(tenant_id, job_id)
+                      WHERE i.tenant_id = j.tenant_id AND i.job_id = j.job_id);
+  GET DIAGNOSTICS released = ROW_COUNT;
+  RETURN released;
+END
+$$;
+
 CREATE FUNCTION bankworker.request_revoke(tenant uuid, connection uuid) RETURNS bigint
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2698,6 +2731,9 @@ REVOKE ALL ON FUNCTION bankworker.reject_change() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION bankworker.release_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.release_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[]) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.release_unknown_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.release_unknown_jobs(p_owner uuid, p_tenants uuid[], p_ids bigint[]) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.request_revoke(tenant uuid, connection uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.request_revoke(tenant uuid, connection uuid) TO bankworker_app;

@@ -70,7 +70,7 @@ std::string add_scope_key(pool& connections, const key_store& keys, std::string_
     fingerprint = tx.exec_params1(add_sql, std::string(key_id), hex)[0].as<std::string>();
     sodium_memzero(hex.data(), hex.size());
     audit_every_tenant(tx, keys, "scope_key.added", key_id, fingerprint, actor);
-    tx.commit();
+    lease.commit(tx);
   } catch (...) {
     sodium_memzero(hex.data(), hex.size());
     throw;
@@ -96,7 +96,7 @@ bool retire_scope_key(pool& connections, const key_store& keys, std::string_view
   if (!tx.exec_params1(retire_sql, std::string(key_id))[0].as<bool>()) return false;
   const std::string fingerprint = tx.exec_params1(fingerprint_sql, std::string(key_id))[0].as<std::string>();
   audit_every_tenant(tx, keys, "scope_key.retired", key_id, fingerprint, actor);
-  tx.commit();
+  lease.commit(tx);
   return true;
 }
 

@@ -5,8 +5,10 @@
 // so a pooled connection never carries one tenant's scope into the next transaction.
 //
 // Failures keep their meaning for the caller (STYLE.md §3): pqxx::in_doubt_error means the commit
-// may have landed (look the effect up by its idempotency key); pqxx::broken_connection means it
-// did not start or did not commit. Both close the connection rather than reuse it.
+// may have landed (look the effect up by its idempotency key) — that includes a commit the server
+// acknowledged without its synchronous standby (db::replication_in_doubt, pool::lease::commit);
+// pqxx::broken_connection means it did not start or did not commit. Both close the connection
+// rather than reuse it.
 
 #include <type_traits>
 #include <utility>
@@ -28,10 +30,10 @@ auto with_tenant(pool& connections, const core::uuid& tenant, Work&& work)
     tx.exec_prepared(set_tenant_statement, tenant.to_string());
     if constexpr (std::is_void_v<std::invoke_result_t<Work&, pqxx::work&>>) {
       work(tx);
-      tx.commit();
+      lease.commit(tx);
     } else {
       auto result = work(tx);
-      tx.commit();
+      lease.commit(tx);
       return result;
     }
   } catch (const pqxx::in_doubt_error&) {

@@ -32,6 +32,8 @@ constexpr db::statement rescue_sql{"bw_queue_rescue",
     "SELECT bankworker.rescue_expired_jobs($1::integer, $2::timestamptz)"};
 constexpr db::statement release_sql{"bw_queue_release",
     "SELECT bankworker.release_jobs($1::uuid, $2::uuid[], $3::bigint[])"};
+constexpr db::statement release_unknown_sql{"bw_queue_release_unknown",
+    "SELECT bankworker.release_unknown_jobs($1::uuid, $2::uuid[], $3::bigint[])"};
 constexpr db::statement cancel_sql{"bw_queue_cancel",
     "SELECT state, changed FROM bankworker.cancel_job($1::bigint)"};
 constexpr db::statement cancel_connection_sql{"bw_queue_cancel_connection",
@@ -139,7 +141,7 @@ std::optional<job_change> change_one_job(db::pool& connections, const db::statem
   db::pool::lease lease = connections.checkout();
   pqxx::nontransaction tx(lease.connection(), name);
   const pqxx::result rows = db::exec_statement(tx, sql, job_id);
-  tx.commit();
+  lease.commit(tx);
   if (rows.empty()) return std::nullopt;
   return job_change{state_of(rows[0][0]), rows[0][1].as<bool>()};
 }
@@ -272,12 +274,12 @@ std::vector<std::int64_t> job_queue::enqueue(std::span<const new_job> jobs) {
   if (jobs.size() <= limits::job_batch_max) {
     pqxx::nontransaction tx(lease.connection(), "bankworker_enqueue");
     std::vector<std::int64_t> ids = queue::enqueue(tx, jobs);
-    tx.commit();
+    lease.commit(tx);
     return ids;
   }
   pqxx::work tx(lease.connection(), "bankworker_enqueue");
   std::vector<std::int64_t> ids = queue::enqueue(tx, jobs);
-  tx.commit();
+  lease.commit(tx);
   return ids;
 }
 
@@ -297,7 +299,7 @@ std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit, st
   pqxx::nontransaction tx(lease.connection(), "bankworker_claim");
   const pqxx::result rows = db::exec_statement(tx, claim_sql, owner.to_string(), static_cast<int>(limit),
                                                static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
-  tx.commit();
+  lease.commit(tx);
   std::vector<job> jobs;
   jobs.reserve(rows.size());
   for (const auto& row : rows) {
@@ -328,7 +330,7 @@ std::vector<job_ref> job_queue::extend_leases(const core::uuid& owner, std::span
   pqxx::nontransaction tx(lease.connection(), "bankworker_heartbeat");
   const pqxx::result rows = db::exec_statement(tx, extend_sql, owner.to_string(), tenants.finish(), ids.finish(),
                                                static_cast<int>(settings_.lease.count()), or_null(now));
-  tx.commit();
+  lease.commit(tx);
   for (const auto& row : rows) held.push_back({uuid_of(row[0]), row[1].as<std::int64_t>()});
   return held;
 }
@@ -369,7 +371,7 @@ std::vector<completed> job_queue::complete(const core::uuid& owner, std::span<co
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_complete");
   std::vector<completed> result = complete_in(tx, owner, outcomes);
-  tx.commit();
+  lease.commit(tx);
   return result;
 }
 
@@ -399,7 +401,7 @@ std::size_t job_queue::rescue_expired(std::size_t limit) {
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_rescue");
   const pqxx::row row = db::exec_statement1(tx, rescue_sql, static_cast<int>(limit), or_null(now));
-  tx.commit();
+  lease.commit(tx);
   return row[0].as<std::size_t>();
 }
 
@@ -411,7 +413,18 @@ std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref>
   db::pool::lease lease = connections_.checkout();
   pqxx::nontransaction tx(lease.connection(), "bankworker_release");
   const pqxx::row row = db::exec_statement1(tx, release_sql, owner.to_string(), tenants.finish(), ids.finish());
-  tx.commit();
+  lease.commit(tx);
+  return row[0].as<std::size_t>();
+}
+
+std::size_t job_queue::release_unknown(const core::uuid& owner, std::span<const job_ref> held) {
+  BW_ASSERT(held.size() <= limits::job_batch_max);
+  array_text tenants, ids;
+  refs_to_arrays(held, tenants, ids);
+  db::pool::lease lease = connections_.checkout();
+  pqxx::nontransaction tx(lease.connection(), "bankworker_release_unknown");
+  const pqxx::row row = db::exec_statement1(tx, release_unknown_sql, owner.to_string(), tenants.finish(), ids.finish());
+  lease.commit(tx);
   return row[0].as<std::size_t>();
 }
 
@@ -442,7 +455,7 @@ std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hou
     const pqxx::row row = db::exec_statement1(tx, prune_sql, static_cast<std::int64_t>(done_retention.count()),
                                               static_cast<std::int64_t>(dead_retention.count()),
                                               static_cast<int>(batch));
-    tx.commit();
+    lease.commit(tx);
     const auto deleted = row[0].as<std::size_t>();
     pruned += deleted;
     if (deleted < batch) break;
@@ -461,7 +474,7 @@ std::vector<job_summary> job_queue::list(const list_filter& filter) {
   pqxx::nontransaction tx(lease.connection(), "bankworker_list");
   const pqxx::result rows = db::exec_statement(tx, list_sql, or_null(state), or_null(filter.kind), or_null(tenant),
                                                static_cast<int>(filter.limit));
-  tx.commit();
+  lease.commit(tx);
   std::vector<job_summary> jobs;
   jobs.reserve(rows.size());
   for (const auto& row : rows) {
@@ -508,7 +521,7 @@ std::vector<matched_job> job_queue::change_many(bool retry, const change_filter&
   pqxx::work tx(lease.connection(), "bankworker_change_many");
   const pqxx::result rows = db::exec_statement(tx, change_many_sql, retry, or_null(state), or_null(filter.kind),
                                                or_null(tenant), static_cast<int>(filter.limit), filter.dry_run);
-  tx.commit();
+  lease.commit(tx);
   std::vector<matched_job> matched;
   matched.reserve(rows.size());
   for (const auto& row : rows) {

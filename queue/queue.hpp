@@ -182,6 +182,11 @@ class job_queue {
 
   // Gives back jobs `owner` will not finish (shutdown); their attempt does not count.
   std::size_t release(const core::uuid& owner, std::span<const job_ref> jobs);
+  // Gives back every job leased to `owner` except those in `held`, their attempt uncounted; returns
+  // how many. For after a claim whose answer was lost (the connection died as it committed, or the
+  // commit was in doubt): those jobs are leased to `owner`, which never saw them. `held` must name
+  // every job `owner` still runs or has yet to record, and no claim of `owner` may run meanwhile.
+  std::size_t release_unknown(const core::uuid& owner, std::span<const job_ref> held);
 
   // Cancel one job (nothing when there is no such job), or every pending job of a connection
   // in the caller's transaction (revocation), except the revoking job itself.

@@ -296,6 +296,10 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       continue;
     }
     claim_wake_ = false;
+    if (claim_answer_lost_ && !co_await release_unknown_leases()) {
+      co_await sleep(claim_timer_, settings_.retry_delay);
+      continue;
+    }
     const std::vector<std::string> full_kinds = kinds_to_skip();
     std::vector<queue::job> claimed;
     bool claim_failed = false;
@@ -309,6 +313,10 @@ boost::asio::awaitable<void> dispatcher::claim_loop() {
       // retry_delay, so the loop never spins faster than that.
       if (!db::is_connection_problem(error)) log_.warn("claim failed; retrying", {{"error", error.what()}});
       claim_failed = true;
+      // The claim may have committed with its answer lost (a connection that died as it committed,
+      // a commit in doubt): then jobs are leased to us that we never saw. Before the next claim
+      // they go back, uncounted (release_unknown_leases).
+      claim_answer_lost_ = true;
     }
     if (claim_failed) {
       co_await sleep(claim_timer_, settings_.retry_delay);
@@ -376,6 +384,28 @@ void dispatcher::count_outcome(const running_job& entry, const queue::outcome& r
     case queue::outcome_kind::failed_permanently: break;
   }
   counter->fetch_add(1, std::memory_order_relaxed);
+}
+
+// Every job leased to this dispatcher that it does not hold goes back, its attempt uncounted: the
+// jobs of a claim whose answer was lost (issue #18), which would otherwise wait for the rescue at
+// lease expiry and be counted an attempt. It names every job in running_ (running, or done and
+// waiting for its outcome to be written); it runs in the claim loop, so no claim of ours is in
+// flight. False when it could not be done (the database is still away): try again before the
+// next claim.
+boost::asio::awaitable<bool> dispatcher::release_unknown_leases() {
+  std::vector<queue::job_ref> held;
+  held.reserve(running_.size());
+  for (const auto& [id, entry] : running_) held.push_back(entry->job.ref);
+  try {
+    const std::size_t released = co_await queue::run_blocking(
+        blocking_, [this, &held] { return jobs_.release_unknown(owner_, held); });
+    claim_answer_lost_ = false;
+    if (released > 0) log_.warn("gave back jobs of a claim whose answer was lost", {{"jobs", released}});
+    co_return true;
+  } catch (const std::exception& error) {
+    if (!db::is_connection_problem(error)) log_.warn("could not give back jobs of a lost claim", {{"error", error.what()}});
+    co_return false;
+  }
 }
 
 boost::asio::awaitable<void> dispatcher::run_job(std::int64_t id) {

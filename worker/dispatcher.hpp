@@ -151,6 +151,7 @@ class dispatcher {
   std::vector<std::string> kinds_to_skip() const;
   std::vector<queue::job_ref> start_claimed(std::vector<queue::job>& claimed);
   boost::asio::awaitable<void> claim_loop();
+  boost::asio::awaitable<bool> release_unknown_leases();
   boost::asio::awaitable<void> run_job(std::int64_t id);
   boost::asio::awaitable<void> completion_loop();
   // Runs `write` on the DB threads until it succeeds; false once it gave up (see the definition).
@@ -179,6 +180,9 @@ class dispatcher {
   // Jobs whose handler met a database outage, to give back with their attempt uncounted.
   std::vector<queue::job_ref> pending_releases_;
   bool claim_wake_ = false;
+  // A claim failed and may have committed with its answer lost: give back what we do not hold
+  // before the next claim (release_unknown_leases).
+  bool claim_answer_lost_ = false;
   bool stopping_ = false;
   bool finished_ = false;
   bool claim_loop_done_ = false;

@@ -45,7 +45,7 @@ service::scheduled_task reconcile_overdue_task_of(db::pool& connections) {
             auto lease = connections.checkout();
             pqxx::work tx(lease.connection(), "bankworker_reconcile_overdue");
             ledger::schedule_overdue_payouts(tx, now);
-            tx.commit();
+            lease.commit(tx);
             return false;
           }};
 }

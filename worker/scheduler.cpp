@@ -144,7 +144,7 @@ void scheduler::run_task(std::string_view name, std::chrono::milliseconds interv
       db::pool::lease lease = connections_.checkout();
       pqxx::work tx(lease.connection(), "bankworker_claim_schedule");
       const bool claimed = queue::claim_schedule(tx, task_name, interval, now);
-      tx.commit();
+      lease.commit(tx);
       if (!claimed) return;
     }
     report.tasks_run.push_back(task_name);
@@ -157,7 +157,7 @@ void scheduler::run_task(std::string_view name, std::chrono::milliseconds interv
       db::pool::lease lease = connections_.checkout();
       pqxx::work tx(lease.connection(), "bankworker_defer_schedule");
       queue::defer_schedule(tx, task_name, settings_.retry_delay, now);
-      tx.commit();
+      lease.commit(tx);
     } catch (const std::exception& deferral) {
       // The task simply waits for its whole interval instead.
       log_.warn("could not bring a failed maintenance task forward", {{"task", task_name}, {"error", deferral.what()}});
@@ -172,7 +172,7 @@ std::size_t scheduler::prune_external_calls(const std::optional<std::string>& no
     pqxx::work tx(lease.connection(), "bankworker_prune_external_calls");
     const std::size_t deleted = db::prune_external_calls(tx, settings_.external_calls_retention,
                                                          static_cast<int>(settings_.prune_batch), now);
-    tx.commit();
+    lease.commit(tx);
     pruned += deleted;
     if (deleted < settings_.prune_batch) break;
   }

@@ -53,7 +53,7 @@ sync_schedule_report sync_schedule::run(const std::optional<std::string>& now) {
     pqxx::work tx(lease.connection(), "bankworker_schedule_syncs");
     const pqxx::row row = db::exec_statement1(tx, schedule_syncs_sql, now ? now->c_str() : nullptr, interval_ms, jitter_ms,
                                           seed, static_cast<int>(settings_.sync_batch));
-    tx.commit();
+    lease.commit(tx);
     const auto picked = row[0].as<std::size_t>();
     BW_INVARIANT(picked <= settings_.sync_batch);
     report.connections_scheduled += picked;

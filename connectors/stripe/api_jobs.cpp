@@ -422,7 +422,7 @@ service::scheduled_task stripe_recovery_task(db::pool& connections, bool platfor
             db::pool::lease lease = pool->checkout();
             pqxx::work tx(lease.connection(), "bankworker_schedule_stripe_recovery");
             stripe::schedule_stripe_recovery(tx, platform_key_held, tenants);
-            tx.commit();
+            lease.commit(tx);
             return false;
           }};
 }

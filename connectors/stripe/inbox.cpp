@@ -143,7 +143,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     try {
       pqxx::work tx(lease.connection(), "bankworker_inbox");
       write_batch(tx, batch);
-      tx.commit();
+      lease.commit(tx);
       notify_stored(batch);
       return;
     } catch (const pqxx::broken_connection&) {
@@ -169,7 +169,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
       try {
         pqxx::work tx(lease.connection(), "bankworker_inbox_single");
         write_batch(tx, one);
-        tx.commit();
+        lease.commit(tx);
         notify_stored(one);
       } catch (const pqxx::broken_connection&) {
         lease.discard();

@@ -39,6 +39,7 @@
 
 #include "tests/chaos/cluster.hpp"
 #include "tests/chaos/failover.hpp"
+#include "tests/chaos/watchdog.hpp"
 #include "tests/chaos/invariants.hpp"
 #include "tests/chaos/schedule.hpp"
 #include "tests/chaos/storm.hpp"
@@ -95,6 +96,11 @@ inline constexpr double switchover_at = 0.25, kill_at = 0.6;
 inline constexpr double resume_within_s = 10.0;
 inline constexpr seconds between_failovers{10};
 inline constexpr int standby_refusal_timeout_ms = 90'000;
+// The whole run's hard deadline beyond --seconds (watchdog.hpp): set-up, the failovers' own waits
+// and settling. The failover budget keeps the 60 s ctest (ctest TIMEOUT 600) well inside ctest's
+// limit, so that a stuck run fails with its own message; a healthy one takes about 150 s in all.
+inline constexpr seconds run_overhead_max{900};
+inline constexpr seconds failover_run_overhead_max{390};
 }  // namespace limits
 
 constexpr const char* plaid_client_id = "bankworker-sim-client";
@@ -368,6 +374,7 @@ class chaos_run {
   std::uint64_t plaid_changes_ = 0, stripe_events_ = 0, unexpected_exits_ = 0, startup_refusals_ = 0;
   storm_counts storm_counts_;
   std::vector<std::string> notes_;
+  std::unique_ptr<run_watchdog> watchdog_;
 };
 
 test::process_result chaos_run::try_cli(const std::vector<std::string>& args) {
@@ -900,7 +907,9 @@ std::vector<invariant_result> chaos_run::check_failovers() {
       continue;
     }
     worst = std::max(worst, gap->seconds());
-    detail << "database write gap " << gap->seconds() << " s; workers:";
+    const auto before = probe_->database_port_at(gap->last_before), after = probe_->database_port_at(gap->first_after);
+    detail << "database write gap " << gap->seconds() << " s (port " << (before ? std::to_string(*before) : "?") << " -> "
+           << (after ? std::to_string(*after) : "?") << "); workers:";
     for (std::size_t w = 0; w < fleet_->size(); ++w) {
       const auto writes = probe_->worker_writes(w);
       const auto own = longest_gap(writes, f.started, f.ended + seconds(5));
@@ -911,7 +920,8 @@ std::vector<invariant_result> chaos_run::check_failovers() {
       if (!resumed || *resumed > limits::resume_within_s) passed = false;
     }
   }
-  detail << "\n    worst write gap " << worst << " s";
+  detail << "\n    worst write gap " << worst << " s; probe commits acknowledged without the standby (not counted): "
+         << probe_->unreplicated_commits();
   notes_.push_back("failover write gaps:" + detail.str());
   results.push_back({"every worker writes within 10 s of the new primary, after each failover", passed, detail.str()});
   results.push_back({"a URL naming only the standby is refused at start-up with exit 78", standby_refusal_.empty(),
@@ -939,6 +949,7 @@ std::vector<invariant_result> chaos_run::check_failovers() {
 // Brings everything back, lets bankworker finish what it was given, and drains the workers.
 // Time is fast-forwarded over retry back-offs (jobs' run_at), as if the clock had moved on.
 bool chaos_run::settle(std::vector<std::string>& notes) {
+  watchdog_->phase("settling: waiting for the PostgreSQL restart or the failovers to finish");
   if (postgres_thread_.joinable()) postgres_thread_.join();
   if (failover_thread_.joinable()) failover_thread_.join();
   if (probe_) {
@@ -954,6 +965,7 @@ bool chaos_run::settle(std::vector<std::string>& notes) {
       ++restarts_;
     }
   }
+  watchdog_->phase("settling: waiting for the workers to be ready");
   auto deadline = clock::now() + limits::workers_ready_timeout;
   while (!fleet_->all_ready()) {
     note_exits();
@@ -964,6 +976,7 @@ bool chaos_run::settle(std::vector<std::string>& notes) {
     }
     std::this_thread::sleep_for(milliseconds(100));
   }
+  watchdog_->phase("settling: delivering the webhooks still unacknowledged");
   deadline = clock::now() + limits::storm_drain_timeout;
   while (storm_->pending() > 0 || !deferred_.empty()) {
     run_deferred();
@@ -980,6 +993,7 @@ bool chaos_run::settle(std::vector<std::string>& notes) {
     const auto asked = try_cli({"connections", "sync", "--tenant", c.tenant, "--connection", c.connection});
     if (asked.exit_code != 0) notes.push_back("final sync of " + c.connection + " refused: " + trimmed(asked.err));
   }
+  watchdog_->phase("settling: waiting for every job to finish");
   deadline = clock::now() + limits::quiescence_timeout;
   pqxx::connection db(record_.admin_url);
   for (;;) {
@@ -1003,6 +1017,7 @@ bool chaos_run::settle(std::vector<std::string>& notes) {
   }
   storm_counts_ = storm_->counts();
   storm_.reset();
+  watchdog_->phase("settling: draining the workers (SIGTERM)");
   record_.drain_exit_codes = fleet_->drain();
   return true;
 }
@@ -1081,6 +1096,16 @@ int chaos_run::run() {
   }
   std::cout << ")" << std::endl;
 
+  const seconds budget = seconds(options_.seconds) + (options_.failover ? limits::failover_run_overhead_max
+                                                                         : limits::run_overhead_max);
+  // On timeout the watchdog's thread stops the database with a script of its own (a process of
+  // its own; the objects here may be mid-call on the main thread) and exits.
+  watchdog_ = std::make_unique<run_watchdog>(budget, [this] {
+    std::cout << "chaos_run: worker logs kept in " << dir_ << std::endl;
+    if (ha_) std::cout << "chaos_run: " << ha_->stop_now() << std::endl;
+    if (cluster_) cluster_->stop();
+  });
+
   if (options_.failover && test::run_process("/bin/sh", {"-c", "command -v pg_autoctl"}, {{"PATH", std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin"}}, 10'000).exit_code != 0) {
     std::cout << "SKIP: pg_auto_failover is not installed (Debian postgresql-15-auto-failover; scripts/install-deps installs it)" << std::endl;
     return 77;
@@ -1093,6 +1118,7 @@ int chaos_run::run() {
   }
   std::cout << "set up: private cluster, simulators, " << options_.workers << " workers ready; chaos begins" << std::endl;
 
+  watchdog_->phase("chaos phase");
   const auto chaos_start = clock::now();
   if (options_.failover) failover_thread_ = std::thread([this, chaos_start] { run_failovers(chaos_start); });
   std::size_t next = 0;
@@ -1136,6 +1162,7 @@ int chaos_run::run() {
   const double settle_s = seconds_since(settle_start);
   std::vector<invariant_result> results;
   if (settled) {
+    watchdog_->phase("checking the invariants");
     results = check_invariants(record_);
     if (options_.failover) {
       for (auto& result : check_failovers()) results.push_back(std::move(result));

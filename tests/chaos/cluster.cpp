@@ -16,6 +16,9 @@ namespace {
 
 // initdb, start and stop of a small cluster on a loaded machine.
 constexpr int pg_command_timeout_ms = 180'000;
+// scripts/pg-ha failover: up to 60 s for pg_autoctl's switchover, 60 s for the formation to heal,
+// then a hung old primary's immediate stop and 90 s more (scripts/pg-ha settle_after_failover).
+constexpr int failover_timeout_ms = 300'000;
 
 std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
@@ -84,13 +87,13 @@ std::string with_single_host(const std::string& url, const std::string& host) {
 
 ha_cluster::ha_cluster(std::filesystem::path source_dir)
     : script_(source_dir / "scripts" / "pg-ha"), parent_(make_parent()) {
-  url_ = trimmed(run_pg_ha({"start"}));
+  url_ = trimmed(run_pg_ha({"start"}, pg_command_timeout_ms));
 }
 
 ha_cluster::~ha_cluster() {
   if (keep_) return;
   try {
-    run_pg_ha({"destroy"});
+    run_pg_ha({"destroy"}, pg_command_timeout_ms);
   } catch (const std::exception&) {
     // Nothing more to do: the directory is removed below whatever the servers did.
   }
@@ -99,7 +102,17 @@ ha_cluster::~ha_cluster() {
 }
 
 std::string ha_cluster::failover(bool kill) {
-  return trimmed(run_pg_ha(kill ? std::vector<std::string>{"failover", "--kill"} : std::vector<std::string>{"failover"}));
+  return trimmed(run_pg_ha(kill ? std::vector<std::string>{"failover", "--kill"} : std::vector<std::string>{"failover"},
+                           failover_timeout_ms));
+}
+
+std::string ha_cluster::stop_now() const {
+  try {
+    run_pg_ha({"stop"}, pg_command_timeout_ms);
+    return "PostgreSQL formation stopped; its data and logs are in " + (parent_ / "pg-ha").string();
+  } catch (const std::exception& error) {
+    return std::string("stopping the PostgreSQL formation failed: ") + error.what();
+  }
 }
 
 std::string ha_cluster::standby_only(const std::string& url) const {
@@ -116,11 +129,11 @@ std::string ha_cluster::standby_only(const std::string& url) const {
   throw std::runtime_error("no node is a standby now");
 }
 
-std::string ha_cluster::run_pg_ha(const std::vector<std::string>& args) const {
+std::string ha_cluster::run_pg_ha(const std::vector<std::string>& args, int timeout_ms) const {
   std::map<std::string, std::string> env{{"BANKWORKER_PG_HA_DIR", (parent_ / "pg-ha").string()}};
   const char* path = std::getenv("PATH");
   env["PATH"] = path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  const auto result = test::run_process(script_.string(), args, env, pg_command_timeout_ms);
+  const auto result = test::run_process(script_.string(), args, env, timeout_ms);
   if (result.exit_code != 0) {
     throw std::runtime_error("scripts/pg-ha " + args.front() + " failed (" + std::to_string(result.exit_code) +
                              "): " + result.err);

@@ -52,6 +52,9 @@ class ha_cluster {
   // scripts/pg-ha's line ("node1 -> node2 in 3.8 s") once the formation is primary + secondary
   // again. Throws when it is not.
   std::string failover(bool kill);
+  // `scripts/pg-ha stop` (data and logs stay), bounded; safe from another thread (it only runs the
+  // script). Says what it did. For the run's watchdog.
+  std::string stop_now() const;
   // Leaves the formation running at destruction (--keep), and says where it is.
   std::string keep() {
     keep_ = true;
@@ -59,7 +62,7 @@ class ha_cluster {
   }
 
  private:
-  std::string run_pg_ha(const std::vector<std::string>& args) const;
+  std::string run_pg_ha(const std::vector<std::string>& args, int timeout_ms) const;
 
   bool keep_ = false;
   std::filesystem::path script_;

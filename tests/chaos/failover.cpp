@@ -4,6 +4,8 @@
 
 #include <pqxx/pqxx>
 
+#include "db/replication_watch.hpp"
+
 #include "tests/sim/stripe/simulator.hpp"
 #include "tests/support/http_client.hpp"
 
@@ -33,23 +35,50 @@ void write_probe::stop() {
 }
 
 // A transaction that takes an xid commits a WAL record, so with synchronous replication its
-// COMMIT returns only once the standby has it: a write in every sense that matters here.
+// COMMIT returns only once the standby has it: a write in every sense that matters here. Unless
+// the server gave up waiting for the standby (statement_timeout, 2 s here) and committed locally
+// with a warning (db/replication_watch.hpp): that is no write the new primary has, so it does not
+// count, and its connection goes.
 void write_probe::probe_database() {
-  std::unique_ptr<pqxx::connection> db;
+  std::unique_ptr<db::watched_connection> db;
   while (!stopping_) {
     try {
-      if (!db || !db->is_open()) db = std::make_unique<pqxx::connection>(database_url_ + "&connect_timeout=2");
+      if (!db || !db->is_open()) db = std::make_unique<db::watched_connection>(database_url_ + "&connect_timeout=2");
+      const std::uint64_t cancelled_before = db->cancelled_waits();
       pqxx::work tx(*db);
       tx.exec("SET LOCAL statement_timeout = 2000");
-      tx.exec("SELECT txid_current()");
+      // pg_auto_failover fences a node it is promoting with default_transaction_read_only until the
+      // old primary is surely gone; txid_current() would still commit there (it is allowed in a
+      // read-only transaction, and libpq's read-write check let this session in), but nothing can
+      // write. Only a read-write transaction counts (no row: exec1 throws).
+      const int port = tx.exec1("SELECT inet_server_port(), txid_current() WHERE NOT pg_is_in_recovery()"
+                                " AND current_setting('transaction_read_only') = 'off'")[0].as<int>();
       tx.commit();
       std::lock_guard lock(mutex_);
-      database_writes_.push_back(probe_clock::now());
+      if (db->cancelled_waits() == cancelled_before) {
+        database_writes_.push_back(probe_clock::now());
+        database_ports_.push_back(port);
+      } else {
+        ++unreplicated_commits_;
+        db.reset();
+      }
     } catch (const std::exception&) {
       db.reset();
     }
     std::this_thread::sleep_for(interval_);
   }
+}
+
+std::optional<int> write_probe::database_port_at(probe_clock::time_point at) const {
+  std::lock_guard lock(mutex_);
+  const auto found = std::find(database_writes_.begin(), database_writes_.end(), at);
+  if (found == database_writes_.end()) return std::nullopt;
+  return database_ports_[static_cast<std::size_t>(found - database_writes_.begin())];
+}
+
+std::uint64_t write_probe::unreplicated_commits() const {
+  std::lock_guard lock(mutex_);
+  return unreplicated_commits_;
 }
 
 void write_probe::probe_worker(std::size_t worker) {

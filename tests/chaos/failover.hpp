@@ -7,6 +7,7 @@
 // the writes that succeeded; a failover's write gap is the longest stretch without one.
 
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <functional>
 #include <mutex>
@@ -36,6 +37,10 @@ class write_probe {
   std::vector<std::pair<std::string, std::string>> events() const;
   std::vector<probe_clock::time_point> database_writes() const;
   std::vector<probe_clock::time_point> worker_writes(std::size_t worker) const;
+  // The port of the server that took the database write made at `at` (one of database_writes()).
+  std::optional<int> database_port_at(probe_clock::time_point at) const;
+  // Probe commits the server acknowledged without its synchronous standby (not counted as writes).
+  std::uint64_t unreplicated_commits() const;
 
  private:
   void probe_database();
@@ -48,9 +53,11 @@ class write_probe {
   const std::chrono::milliseconds interval_;
   const std::function<void(const std::string&, const std::string&)> refused_;
   std::atomic<bool> stopping_{false};
-  mutable std::mutex mutex_;  // guards the three below
+  mutable std::mutex mutex_;  // guards the five below
   std::vector<std::pair<std::string, std::string>> events_;
   std::vector<probe_clock::time_point> database_writes_;
+  std::vector<int> database_ports_;  // the server of each database write
+  std::uint64_t unreplicated_commits_ = 0;
   std::vector<std::vector<probe_clock::time_point>> worker_writes_;
   std::vector<std::thread> threads_;
 };

@@ -383,6 +383,37 @@ TEST_CASE("every attempt that did not succeed is kept with its error, time and w
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.job_attempts") == 300);
 }
 
+TEST_CASE("jobs of a claim whose answer was lost go back uncounted; the jobs the worker holds and others' stay",
+          "[pg][queue][failover]") {
+  const scratch_database database;
+  insert_tenants(database);
+  const auto connections = queue_pool(database);
+  queue::job_queue jobs(*connections, {.lease = 60'000ms, .backoff = {}, .clock = {}, .seed = 0});
+  jobs.enqueue(noop_jobs(tenant_a, 3));
+  jobs.enqueue(noop_jobs(tenant_b, 2));
+  const uuid worker = bankworker::crypto::random_uuid();
+  const uuid other = bankworker::crypto::random_uuid();
+  const auto held = jobs.claim(worker, 1);
+  const auto lost = jobs.claim(worker, 2);  // as if this claim's answer never arrived
+  const auto others = jobs.claim(other, 2);
+  REQUIRE(held.size() == 1);
+  REQUIRE(lost.size() == 2);
+  REQUIRE(others.size() == 2);
+
+  CHECK(jobs.release_unknown(worker, std::vector{held[0].ref}) == 2);
+  for (const auto& job : lost) {
+    CHECK(job_state(database, job.ref.id) == "available");
+    CHECK(scalar(database, "SELECT attempt FROM bankworker.jobs WHERE job_id = " + std::to_string(job.ref.id)) == 0);
+  }
+  CHECK(job_state(database, held[0].ref.id) == "running");
+  CHECK(jobs.extend_leases(worker, std::vector{held[0].ref}).size() == 1);
+  for (const auto& job : others) CHECK(job_state(database, job.ref.id) == "running");
+  // Holding nothing, everything still leased to it goes back; a second call finds nothing.
+  CHECK(jobs.release_unknown(worker, {}) == 1);
+  CHECK(jobs.release_unknown(worker, {}) == 0);
+  CHECK(job_state(database, others[0].ref.id) == "running");
+}
+
 TEST_CASE("a batch completion records only the jobs whose lease it still holds; unequal arrays are refused",
           "[pg][queue]") {
   // Batches of up to 256 jobs and larger ones take different statements (migration 0019).

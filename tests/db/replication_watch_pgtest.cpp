@@ -1,0 +1,155 @@
+// A primary whose synchronous standby has vanished, for real: a PostgreSQL of the test's own
+// (scripts/pg in a temporary directory, BANKWORKER_PG_DIR, as tests/chaos does) told to wait for a
+// standby that never connects. A commit then waits for it until the wait is cancelled, and
+// PostgreSQL returns success with only a WARNING although the commit exists on this server alone.
+// The pool must call that commit in doubt (db/replication_watch.hpp), never done.
+//
+// Found here: PostgreSQL 15 does not apply statement_timeout to that wait (the timeout is disabled
+// before the commit runs), so the session's 500 ms below do not end it; a cancel request does
+// (pg_cancel_backend, or a client's PQcancel), which the test sends as an operator would.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <pqxx/pqxx>
+
+#include "core/uuid.hpp"
+#include "crypto/random.hpp"
+#include "db/pool.hpp"
+#include "db/replication_watch.hpp"
+#include "db/tenant_scope.hpp"
+#include "tests/support/process.hpp"
+
+using namespace bankworker::db;
+
+namespace {
+
+constexpr int pg_command_timeout_ms = 180'000;
+
+// The test's own cluster, destroyed at the end: changing synchronous_standby_names on the shared
+// one would make every other test's commits wait.
+class own_cluster {
+ public:
+  own_cluster() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "bankworker-syncrep-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    parent_ = pattern;
+    ::chmod(parent_.c_str(), 0755);  // as root, scripts/pg hands parent_/pg to its server user
+    url_ = run_pg("start");
+    while (!url_.empty() && url_.back() == '\n') url_.pop_back();
+  }
+  own_cluster(const own_cluster&) = delete;
+  own_cluster& operator=(const own_cluster&) = delete;
+  ~own_cluster() {
+    try {
+      run_pg("destroy");
+    } catch (const std::exception&) {
+      // The directory goes below whatever the server did.
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(parent_, ignored);
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string run_pg(const std::string& command) const {
+    const auto script = std::filesystem::path(BANKWORKER_README).parent_path() / "scripts" / "pg";
+    const char* path = std::getenv("PATH");
+    const std::map<std::string, std::string> env{
+        {"BANKWORKER_PG_DIR", (parent_ / "pg").string()},
+        {"PATH", path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}};
+    const auto result = bankworker::test::run_process(script.string(), {command}, env, pg_command_timeout_ms);
+    if (result.exit_code != 0) throw std::runtime_error("scripts/pg " + command + " failed: " + result.err);
+    return result.out;
+  }
+
+  std::filesystem::path parent_;
+  std::string url_;
+};
+
+// Sets synchronous_standby_names and waits until a new session sees it (a reload is asynchronous).
+void require_standby(const own_cluster& cluster, const std::string& names) {
+  pqxx::connection admin(cluster.url());
+  {
+    pqxx::nontransaction tx(admin);
+    tx.exec("ALTER SYSTEM SET synchronous_standby_names = " + tx.quote(names));
+    tx.exec("SELECT pg_reload_conf()");
+  }
+  for (int i = 0; i < 100; ++i) {
+    pqxx::connection fresh(cluster.url());
+    pqxx::nontransaction tx(fresh);
+    if (tx.exec1("SHOW synchronous_standby_names")[0].as<std::string>() == names) {
+      // The checkpointer publishes the change to committing backends a moment after the reload.
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL("synchronous_standby_names did not become '" << names << "'");
+}
+
+// Cancels the first session found waiting for the synchronous standby (up to 20 s), from a
+// connection of its own; true when it did.
+bool cancel_standby_wait(const own_cluster& cluster) {
+  pqxx::connection admin(cluster.url());
+  for (int i = 0; i < 200; ++i) {
+    pqxx::nontransaction tx(admin);
+    if (tx.exec("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").size() > 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+long probe_rows(const own_cluster& cluster) {
+  pqxx::connection admin(cluster.url());
+  pqxx::nontransaction tx(admin);
+  return tx.exec1("SELECT count(*) FROM replication_probe")[0].as<long>();
+}
+
+}  // namespace
+
+TEST_CASE("a commit acknowledged without the synchronous standby is in doubt, not done", "[pg][failover]") {
+  const own_cluster cluster;
+  {
+    pqxx::connection admin(cluster.url());
+    pqxx::nontransaction tx(admin);
+    tx.exec("CREATE TABLE replication_probe (id int NOT NULL)");
+  }
+  pool_settings settings;
+  settings.connections = 1;
+  settings.statement_timeout = std::chrono::milliseconds(500);
+  settings.role.clear();  // the cluster's superuser: this cluster has no bankworker roles
+  pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
+  const auto tenant = bankworker::crypto::random_uuid();
+  const auto insert = [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (1)"); };
+
+  require_standby(cluster, "vanished_standby");
+  bool cancelled = false;
+  std::thread canceller([&] { cancelled = cancel_standby_wait(cluster); });
+  SECTION("a tenant-scoped transaction's commit") {
+    CHECK_THROWS_AS(with_tenant(connections, tenant, insert), replication_in_doubt);
+  }
+  SECTION("a statement in autocommit, checked by the lease") {
+    auto lease = connections.checkout();
+    pqxx::nontransaction tx(lease.connection());
+    tx.exec("INSERT INTO replication_probe VALUES (1)");
+    CHECK_THROWS_AS(lease.commit(tx), replication_in_doubt);
+  }
+  canceller.join();
+  REQUIRE(cancelled);
+  // It did land on this server: what makes it in doubt rather than failed.
+  CHECK(probe_rows(cluster) == 1);
+
+  // With no standby to wait for, a commit is done again and the pool carries on.
+  require_standby(cluster, "");
+  with_tenant(connections, tenant, insert);
+  CHECK(probe_rows(cluster) == 2);
+}
