@@ -2238,7 +2238,7 @@ CREATE INDEX stripe_unrouted_events_account ON bankworker.stripe_unrouted_events
 
 CREATE UNIQUE INDEX tenant_keys_one_primary ON bankworker.tenant_keys USING btree (tenant_id) WHERE (state = 'primary'::text);
 
-CREATE INDEX transactions_account_date ON bankworker.transactions USING btree (tenant_id, account_id, date);
+CREATE INDEX transactions_account_date_amount ON bankworker.transactions USING btree (tenant_id, account_id, date, amount_minor);
 
 CREATE INDEX transactions_pending_transaction ON bankworker.transactions USING btree (tenant_id, pending_transaction_id) WHERE (pending_transaction_id IS NOT NULL);
 
