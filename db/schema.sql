@@ -2220,7 +2220,7 @@ CREATE INDEX rate_buckets_updated_at ON bankworker.rate_buckets USING btree (upd
 
 CREATE INDEX reconcile_accounts_ledger ON bankworker.reconcile_accounts USING btree (tenant_id, ledger_account);
 
-CREATE INDEX reconcile_payouts_matched ON bankworker.reconcile_payouts USING btree (tenant_id, expected_on) WHERE (transaction_id IS NOT NULL);
+CREATE INDEX reconcile_payouts_matched ON bankworker.reconcile_payouts USING btree (tenant_id, expected_on) WHERE (status = ANY (ARRAY['matched'::text, 'short'::text, 'conflict'::text]));
 
 CREATE UNIQUE INDEX reconcile_payouts_one_per_deposit ON bankworker.reconcile_payouts USING btree (tenant_id, transaction_id) WHERE (transaction_id IS NOT NULL);
 
