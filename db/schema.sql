@@ -2343,7 +2343,7 @@ CREATE INDEX rate_buckets_updated_at ON bankworker.rate_buckets USING btree (upd
 
 CREATE INDEX reconcile_accounts_ledger ON bankworker.reconcile_accounts USING btree (tenant_id, ledger_account);
 
-CREATE INDEX reconcile_payouts_matched ON bankworker.reconcile_payouts USING btree (tenant_id, expected_on) WHERE (transaction_id IS NOT NULL);
+CREATE INDEX reconcile_payouts_matched ON bankworker.reconcile_payouts USING btree (tenant_id, expected_on) WHERE (status = ANY (ARRAY['matched'::text, 'short'::text, 'conflict'::text]));
 
 CREATE UNIQUE INDEX reconcile_payouts_one_per_deposit ON bankworker.reconcile_payouts USING btree (tenant_id, transaction_id) WHERE (transaction_id IS NOT NULL);
 
@@ -2361,7 +2361,7 @@ CREATE INDEX stripe_unrouted_events_account ON bankworker.stripe_unrouted_events
 
 CREATE UNIQUE INDEX tenant_keys_one_primary ON bankworker.tenant_keys USING btree (tenant_id) WHERE (state = 'primary'::text);
 
-CREATE INDEX transactions_account_date ON bankworker.transactions USING btree (tenant_id, account_id, date);
+CREATE INDEX transactions_account_date_amount ON bankworker.transactions USING btree (tenant_id, account_id, date, amount_minor);
 
 CREATE INDEX transactions_pending_transaction ON bankworker.transactions USING btree (tenant_id, pending_transaction_id) WHERE (pending_transaction_id IS NOT NULL);
 
