@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "console/cli_operator.hpp"
 #include "worker/cli_help.hpp"
 #include "service/command.hpp"
 #include "service/provider.hpp"
@@ -35,6 +36,7 @@ constexpr command commands[] = {
     {"jobs", command_jobs},
     {"run", command_run},
     {"scope-key", command_scope_key},
+    {"operator", console::command_operator},
 };
 
 bool asks_for_help(std::string_view word) { return word == "--help" || word == "-h"; }
