@@ -38,8 +38,8 @@ std::string added_password(const std::string& out) {
 
 }  // namespace
 
-TEST_CASE("in Chromium: sign in, open a dead job, retry it, see it available; CSP blocks an injected script; "
-          "the tenant's pages leave audit rows", "[pg][browser][console]") {
+TEST_CASE("in Chromium: sign in, open a dead job, retry it and see it available, the CSP blocks an injected "
+          "script, and the tenant's pages leave audit rows", "[pg][browser][console]") {
   REQUIRE(std::filesystem::exists(BANKWORKER_CHROMIUM));
   REQUIRE(std::filesystem::exists(std::filesystem::path(BANKWORKER_BROWSER_DIR) / "node_modules" / "playwright-core"));
   const test::scratch_database database;
