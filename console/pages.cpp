@@ -25,7 +25,7 @@ constexpr std::size_t bulk_jobs_max = 1'000;
 
 std::string escaped(std::string_view text) { return escape_html(text); }
 
-std::string cell(std::string_view text) { return "<td>" + escaped(text) + "</td>"; }
+std::string cell(std::string_view text) { return service::table_cell(text); }
 
 // A filter a page could not read: 400 with the reason on the page.
 struct bad_filter {

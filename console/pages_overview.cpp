@@ -15,7 +15,7 @@ namespace {
 
 constexpr std::size_t reconcile_page_rows_max = 200;
 
-std::string cell(std::string_view text) { return "<td>" + escape_html(text) + "</td>"; }
+std::string cell(std::string_view text) { return service::table_cell(text); }
 
 // The tenant a page was asked about: nothing when the field is empty (the page shows its form),
 // 400 when it is not a uuid, 404 when there is no such tenant.

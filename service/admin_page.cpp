@@ -24,6 +24,16 @@ std::string escape_html(std::string_view text) {
   return out;
 }
 
+std::string table_cell(std::string_view text) {
+  std::string html = "<td>";
+  append_escaped_html(text, html);
+  return html + "</td>";
+}
+
+admin_answer admin_refusal(unsigned status, std::string_view reason) {
+  return {status, "<p class=\"error\">" + escape_html(reason) + "</p>", {}, {}};
+}
+
 namespace {
 
 int hex_value(char c) noexcept {

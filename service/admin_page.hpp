@@ -24,6 +24,8 @@ namespace bankworker::service {
 // and in a quoted attribute value.
 std::string escape_html(std::string_view text);
 void append_escaped_html(std::string_view text, std::string& out);
+// <td>escaped text</td>
+std::string table_cell(std::string_view text);
 
 // A query string or form body (application/x-www-form-urlencoded) decoded into its fields, in
 // order; nothing when it is malformed (a bad %-escape). '+' is a space.
@@ -55,6 +57,9 @@ struct admin_answer {
   std::vector<admin_audit> audited;
   std::string redirect;  // after a POST: where the browser goes next (303), relative to /console
 };
+
+// A page's refusal: `status` (400, 404, …) with the reason, escaped, on the page.
+admin_answer admin_refusal(unsigned status, std::string_view reason);
 
 struct admin_page {
   std::string path;   // under /console/p/, e.g. "plaid/connections"

@@ -19,11 +19,7 @@ using service::escape_html;
 
 constexpr std::string_view page_path = "plaid/connections";
 
-std::string cell(std::string_view text) { return "<td>" + escape_html(text) + "</td>"; }
-
-admin_answer refused(unsigned status, std::string_view reason) {
-  return {status, "<p class=\"error\">" + escape_html(reason) + "</p>", {}, {}};
-}
+using service::table_cell;
 
 std::string tenant_form(const std::optional<core::uuid>& tenant, std::string_view status) {
   return "<form method=\"get\" action=\"/console/p/plaid/connections\"><label>Tenant <input name=\"tenant\" size=\"40\" "
@@ -32,10 +28,10 @@ std::string tenant_form(const std::optional<core::uuid>& tenant, std::string_vie
 }
 
 std::string connection_row(const connection_summary& c, const admin_request& request, const core::uuid& tenant) {
-  std::string html = "<tr>" + cell(c.connection.to_string()) + cell(to_string(c.status)) +
-                     cell(c.institution_id.value_or("")) + cell(c.last_synced_at.value_or("never")) +
-                     cell(c.next_sync_at.value_or("-")) + cell(crypto::redact(c.last_error.value_or(""))) +
-                     cell(std::to_string(c.accounts)) + cell(std::to_string(c.transactions)) + "<td>";
+  std::string html = "<tr>" + table_cell(c.connection.to_string()) + table_cell(to_string(c.status)) +
+                     table_cell(c.institution_id.value_or("")) + table_cell(c.last_synced_at.value_or("never")) +
+                     table_cell(c.next_sync_at.value_or("-")) + table_cell(crypto::redact(c.last_error.value_or(""))) +
+                     table_cell(std::to_string(c.accounts)) + table_cell(std::to_string(c.transactions)) + "<td>";
   if (c.status == connection_status::active || c.status == connection_status::needs_reauth) {
     html += "<form method=\"post\" action=\"/console/p/plaid/connections\">" + request.csrf_input +
             "<input type=\"hidden\" name=\"tenant\" value=\"" + tenant.to_string() +
@@ -56,19 +52,19 @@ admin_answer show(db::pool& connections, const admin_request& request) {
   std::optional<connection_status> status;
   if (!status_text.empty()) {
     status = parse_connection_status(status_text);
-    if (!status) return refused(400, "status must be linking, active, needs_reauth, broken, revoking or revoked");
+    if (!status) return service::admin_refusal(400, "status must be linking, active, needs_reauth, broken, revoking or revoked");
   }
   if (tenant_text.empty()) {
     return {200, tenant_form(std::nullopt, status_text) + "<p>Give a tenant to see its connections.</p>", {}, {}};
   }
   const auto tenant = core::uuid::parse(tenant_text);
-  if (!tenant) return refused(400, "tenant must be a uuid, not '" + std::string(tenant_text) + "'");
+  if (!tenant) return service::admin_refusal(400, "tenant must be a uuid, not '" + std::string(tenant_text) + "'");
   const tenant_connections found = db::with_tenant(connections, *tenant, [&](pqxx::work& tx) {
     tenant_connections read{ledger::describe_tenant(tx), {}};
     if (read.tenant) read.connections = list_connections(tx, *tenant);
     return read;
   });
-  if (!found.tenant) return refused(404, "No tenant " + tenant->to_string() + ".");
+  if (!found.tenant) return service::admin_refusal(404, "No tenant " + tenant->to_string() + ".");
   std::string body = tenant_form(tenant, status_text) + "<p>Tenant <strong>" + escape_html(found.tenant->name) +
                      "</strong> <code>" + tenant->to_string() + "</code></p>";
   if (request.field("requested")) body += "<p class=\"ok\">Sync requested.</p>";
@@ -88,7 +84,7 @@ admin_answer show(db::pool& connections, const admin_request& request) {
 admin_answer request_sync(db::pool& connections, const admin_request& request) {
   const auto tenant = core::uuid::parse(request.field("tenant").value_or(""));
   const auto connection = core::uuid::parse(request.field("connection").value_or(""));
-  if (!tenant || !connection) return refused(400, "tenant and connection must be uuids");
+  if (!tenant || !connection) return service::admin_refusal(400, "tenant and connection must be uuids");
   const bool known = db::with_tenant(connections, *tenant, [&](pqxx::work& tx) {
     for (const connection_summary& c : list_connections(tx, *tenant)) {
       if (c.connection == *connection) {
@@ -98,7 +94,7 @@ admin_answer request_sync(db::pool& connections, const admin_request& request) {
     }
     return false;
   });
-  if (!known) return refused(404, "No connection " + connection->to_string() + " of tenant " + tenant->to_string() + ".");
+  if (!known) return service::admin_refusal(404, "No connection " + connection->to_string() + " of tenant " + tenant->to_string() + ".");
   return {303, {}, {{*tenant, "console.plaid.sync_requested", connection->to_string()}},
           std::string(page_path) + "?tenant=" + tenant->to_string() + "&requested=1"};
 }
@@ -108,7 +104,7 @@ std::string overview(db::pool& connections) {
   pqxx::read_transaction tx(lease.connection());
   std::string html = "<h2>Bank connections (Plaid)</h2><table><tr><th>Status</th><th>Connections</th></tr>";
   for (const auto& row : tx.exec(connection_gauges_sql)) {
-    html += "<tr>" + cell(row[0].as<std::string>()) + cell(std::to_string(row[1].as<std::int64_t>())) + "</tr>";
+    html += "<tr>" + table_cell(row[0].as<std::string>()) + table_cell(std::to_string(row[1].as<std::int64_t>())) + "</tr>";
   }
   return html + "</table>";
 }

@@ -32,11 +32,7 @@ constexpr db::statement reopen_failed_event{
     "stripe_console_reopen_failed_event",
     "UPDATE bankworker.stripe_events SET state = 'received' WHERE event_id = $1 AND state = 'failed'"};
 
-std::string cell(std::string_view text) { return "<td>" + escape_html(text) + "</td>"; }
-
-admin_answer refused(unsigned status, std::string_view reason) {
-  return {status, "<p class=\"error\">" + escape_html(reason) + "</p>", {}, {}};
-}
+using service::table_cell;
 
 std::string filter_form(std::string_view tenant, std::string_view state) {
   return "<form method=\"get\" action=\"/console/p/stripe/inbox\"><label>Tenant <input name=\"tenant\" size=\"40\" "
@@ -53,11 +49,11 @@ admin_answer show(db::pool& connections, const admin_request& request) {
   const std::string_view tenant_text = request.field("tenant").value_or("");
   const std::string_view state = request.field("state").value_or("");
   if (!state.empty() && state != "received" && state != "posted" && state != "ignored" && state != "failed") {
-    return refused(400, "state must be received (unposted), posted, ignored or failed");
+    return service::admin_refusal(400, "state must be received (unposted), posted, ignored or failed");
   }
   if (tenant_text.empty()) return {200, filter_form("", state) + "<p>Give a tenant to see its inbox.</p>", {}, {}};
   const auto tenant = core::uuid::parse(tenant_text);
-  if (!tenant) return refused(400, "tenant must be a uuid, not '" + std::string(tenant_text) + "'");
+  if (!tenant) return service::admin_refusal(400, "tenant must be a uuid, not '" + std::string(tenant_text) + "'");
   const inbox_view view = db::with_tenant(connections, *tenant, [&](pqxx::work& tx) {
     inbox_view read{ledger::describe_tenant(tx), {}};
     if (read.tenant) {
@@ -65,7 +61,7 @@ admin_answer show(db::pool& connections, const admin_request& request) {
     }
     return read;
   });
-  if (!view.tenant) return refused(404, "No tenant " + tenant->to_string() + ".");
+  if (!view.tenant) return service::admin_refusal(404, "No tenant " + tenant->to_string() + ".");
   std::string body = filter_form(tenant_text, state) + "<p>Tenant <strong>" + escape_html(view.tenant->name) +
                      "</strong> <code>" + tenant->to_string() + "</code></p>";
   if (request.field("reposted")) body += "<p class=\"ok\">Posting enqueued again.</p>";
@@ -73,8 +69,8 @@ admin_answer show(db::pool& connections, const admin_request& request) {
           ".</p><table><tr><th>Event</th><th>Type</th><th>State</th><th>Received</th><th>Posted</th><th></th></tr>";
   for (const auto& row : view.events) {
     const std::string event_id = row[0].as<std::string>();
-    body += "<tr>" + cell(event_id) + cell(row[1].as<std::string>()) + cell(row[2].as<std::string>()) +
-            cell(row[3].as<std::string>()) + cell(row[4].as<std::string>()) + "<td>";
+    body += "<tr>" + table_cell(event_id) + table_cell(row[1].as<std::string>()) + table_cell(row[2].as<std::string>()) +
+            table_cell(row[3].as<std::string>()) + table_cell(row[4].as<std::string>()) + "<td>";
     if (row[2].as<std::string>() == "failed") {
       body += "<form method=\"post\" action=\"/console/p/stripe/inbox\">" + request.csrf_input +
               "<input type=\"hidden\" name=\"tenant\" value=\"" + tenant->to_string() +
@@ -90,14 +86,14 @@ admin_answer show(db::pool& connections, const admin_request& request) {
 admin_answer repost(db::pool& connections, const admin_request& request) {
   const auto tenant = core::uuid::parse(request.field("tenant").value_or(""));
   const std::string event_id(request.field("event").value_or(""));
-  if (!tenant || event_id.empty()) return refused(400, "tenant must be a uuid and event an event id");
+  if (!tenant || event_id.empty()) return service::admin_refusal(400, "tenant must be a uuid and event an event id");
   const bool reopened = db::with_tenant(connections, *tenant, [&](pqxx::work& tx) {
     if (db::exec_statement(tx, reopen_failed_event, event_id).affected_rows() == 0) return false;
     const std::string_view ids[] = {event_id};
     enqueue_stripe_posts(tx, *tenant, ids);
     return true;
   });
-  if (!reopened) return refused(404, "No failed event " + event_id + " of tenant " + tenant->to_string() + ".");
+  if (!reopened) return service::admin_refusal(404, "No failed event " + event_id + " of tenant " + tenant->to_string() + ".");
   return {303, {}, {{*tenant, "console.stripe.event.reposted", event_id}},
           std::string(page_path) + "?tenant=" + tenant->to_string() + "&reposted=1"};
 }
@@ -107,7 +103,7 @@ std::string overview(db::pool& connections) {
   pqxx::read_transaction tx(lease.connection());
   const auto row = tx.exec1(inbox_gauges_sql);
   return "<h2>Webhook inbox (Stripe)</h2><table><tr><th>Unposted events</th><th>Oldest unposted (s)</th></tr><tr>" +
-         cell(std::to_string(row[0].as<std::int64_t>())) + cell(std::to_string(row[1].as<std::int64_t>())) +
+         table_cell(std::to_string(row[0].as<std::int64_t>())) + table_cell(std::to_string(row[1].as<std::int64_t>())) +
          "</tr></table>";
 }
 
