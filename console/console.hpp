@@ -11,8 +11,9 @@
 //     session's CSRF token (missing or stale: 403);
 //   - a page or action that shows or changes one tenant's data appends a row (actor
 //     "operator:NAME", what, when) to that tenant's audit chain before the page is answered; if
-//     the append fails the operator gets a 500 and not the data (for an action, the row is
-//     appended before the change);
+//     the append fails the operator gets a 500 and not the data (for the console's own actions,
+//     retry and cancel, the row is appended before the change; a provider's action names its
+//     tenants only in its answer, so its row follows the change);
 //   - unknown ids are 404, malformed filters 400 with the reason on the page; no session (or an
 //     expired one) is sent to the login page.
 
