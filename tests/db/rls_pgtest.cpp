@@ -26,6 +26,10 @@ const std::set<std::string> shared_tables = {
     "schedules",          // periodic maintenance tasks, claimed by one process per interval
     "rate_buckets",       // provider rate limits shared by all processes; keys name limits, never secrets
     "scope_keys",         // the app's scope-token keys: owner-only, checked below to be unreadable
+    // The operator console's accounts (argon2id hashes) and sessions (hashes of their cookies):
+    // operators work across tenants; their reads are audited in each tenant's chain instead.
+    "operators",
+    "operator_sessions",
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
@@ -324,7 +328,7 @@ TEST_CASE_METHOD(two_tenants, "bankworker_app reads only its tenant's bank data 
   }
   for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
                             "stripe_accounts", "stripe_event_cursors", "stripe_unrouted_events", "tenant_keys", "audit_heads",
-                            "audit_signing_keys", "scope_keys"}) {
+                            "audit_signing_keys", "scope_keys", "operators", "operator_sessions"}) {
     INFO(table);
     const outcome read = run_as_app(app, token_a, std::string("SELECT count(*) FROM bankworker.") + table);
     CHECK(read.failed);
