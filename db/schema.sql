@@ -1965,6 +1965,25 @@ CREATE TABLE bankworker.ledger_accounts (
 
 ALTER TABLE ONLY bankworker.ledger_accounts FORCE ROW LEVEL SECURITY;
 
+CREATE TABLE bankworker.operator_sessions (
+    session_hash bytea NOT NULL,
+    operator_id uuid NOT NULL,
+    csrf_token text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT operator_sessions_csrf_token_check CHECK ((length(csrf_token) = 64)),
+    CONSTRAINT operator_sessions_session_hash_check CHECK ((length(session_hash) = 32))
+);
+
+CREATE TABLE bankworker.operators (
+    operator_id uuid NOT NULL,
+    name text NOT NULL,
+    password_hash text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT operators_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9._@-]{0,63}$'::text)),
+    CONSTRAINT operators_password_hash_check CHECK (((password_hash ~~ '$argon2id$%'::text) AND (length(password_hash) <= 256)))
+);
+
 CREATE TABLE bankworker.plaid_quarantine (
     tenant_id uuid NOT NULL,
     connection_id uuid NOT NULL,
@@ -2262,6 +2281,15 @@ ALTER TABLE ONLY bankworker.journal_lines
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_pkey PRIMARY KEY (tenant_id, code);
 
+ALTER TABLE ONLY bankworker.operator_sessions
+    ADD CONSTRAINT operator_sessions_pkey PRIMARY KEY (session_hash);
+
+ALTER TABLE ONLY bankworker.operators
+    ADD CONSTRAINT operators_name_key UNIQUE (name);
+
+ALTER TABLE ONLY bankworker.operators
+    ADD CONSTRAINT operators_pkey PRIMARY KEY (operator_id);
+
 ALTER TABLE ONLY bankworker.plaid_quarantine
     ADD CONSTRAINT plaid_quarantine_pkey PRIMARY KEY (tenant_id, connection_id, kind, plaid_id);
 
@@ -2336,6 +2364,10 @@ CREATE INDEX jobs_running ON bankworker.jobs USING btree (lease_owner) WHERE (st
 CREATE UNIQUE INDEX jobs_unique_running ON bankworker.jobs USING btree (tenant_id, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = 'running'::text));
 
 CREATE UNIQUE INDEX jobs_unique_waiting ON bankworker.jobs USING btree (tenant_id, unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['available'::text, 'retryable'::text])));
+
+CREATE INDEX operator_sessions_expiry ON bankworker.operator_sessions USING btree (expires_at);
+
+CREATE INDEX operator_sessions_operator ON bankworker.operator_sessions USING btree (operator_id);
 
 CREATE INDEX plaid_quarantine_currency ON bankworker.plaid_quarantine USING btree (currency) WHERE (currency IS NOT NULL);
 
@@ -2451,6 +2483,9 @@ ALTER TABLE ONLY bankworker.journal_lines
 
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
+
+ALTER TABLE ONLY bankworker.operator_sessions
+    ADD CONSTRAINT operator_sessions_operator_id_fkey FOREIGN KEY (operator_id) REFERENCES bankworker.operators(operator_id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY bankworker.plaid_quarantine
     ADD CONSTRAINT plaid_quarantine_tenant_id_connection_id_fkey FOREIGN KEY (tenant_id, connection_id) REFERENCES bankworker.connections(tenant_id, connection_id) ON DELETE CASCADE;
@@ -2813,6 +2848,10 @@ GRANT SELECT ON TABLE bankworker.journal_lines TO bankworker_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE bankworker.ledger_accounts TO bankworker_worker;
 GRANT SELECT ON TABLE bankworker.ledger_accounts TO bankworker_app;
+
+GRANT SELECT,INSERT,DELETE ON TABLE bankworker.operator_sessions TO bankworker_worker;
+
+GRANT SELECT,INSERT,DELETE ON TABLE bankworker.operators TO bankworker_worker;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE bankworker.plaid_quarantine TO bankworker_worker;
 

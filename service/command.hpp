@@ -55,7 +55,7 @@ inline constexpr std::string_view value_options[] = {
     "--name",    "--tenant", "--connection", "--secret-file", "--id",    "--account", "--key-file",
     "--public-token", "--format", "--state",   "--kind",        "--limit", "--root-key-file", "--batch-rows",
     "--database-url", "--status", "--plaid-account", "--ledger-account", "--tolerance-minor",
-    "--exponent"};
+    "--exponent", "--password-file"};
 
 parsed_args parse_args(std::span<const std::string_view> args);
 

@@ -37,6 +37,7 @@
 #include "db/pool.hpp"
 #include "queue/listener.hpp"
 #include "queue/queue.hpp"
+#include "service/admin_page.hpp"
 #include "service/command.hpp"
 #include "service/config.hpp"
 #include "service/http.hpp"
@@ -93,6 +94,7 @@ struct provider_parts {
   std::vector<scheduled_task> tasks;
   std::vector<database_gauge> gauges;
   std::vector<std::string> status_lines;              // said once at start ("Stripe Connect endpoint on: …")
+  std::vector<admin_page> admin_pages;                // the operator console's pages (admin address)
 };
 
 // A CLI verb group ("plaid", "stripe", "connections") and the help of each of its commands.

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "console/cli_operator.hpp"
 #include "worker/cli_help.hpp"
 #include "service/command.hpp"
 #include "service/provider.hpp"
@@ -36,6 +37,7 @@ constexpr command commands[] = {
     {"run", command_run},
     {"scope-key", command_scope_key},
     {"currencies", command_currencies},
+    {"operator", console::command_operator},
 };
 
 bool asks_for_help(std::string_view word) { return word == "--help" || word == "-h"; }

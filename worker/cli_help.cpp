@@ -24,7 +24,7 @@ constexpr command_help head_helps[] = {
     {"migrate", "[--dry-run|--status]", "apply pending database migrations (as BANKWORKER_MIGRATE_DATABASE_URL's login)",
      "  --dry-run          list what would apply, change nothing\n"
      "  --status           every migration, applied or pending; change nothing\n"},
-    {"run", "", "the service: job dispatcher, webhooks, /healthz /readyz /metrics", ""},
+    {"run", "", "the service: job dispatcher, webhooks; on the admin address /healthz /readyz /metrics and the operator console (/console/)", ""},
     {"tenant", "create|list ...", "tenants", ""},
     {"tenant create", "--name NAME", "create a tenant and print its id", "  --name NAME        a display name\n"},
     {"tenant list", "", "every tenant: id, status, creation date, connections and name", ""},
@@ -90,6 +90,12 @@ constexpr command_help tail_helps[] = {
      "  --kind K           a job kind\n  --tenant T         one tenant's jobs\n"
      "  --limit N          at most N, oldest first (default 1000)\n"
      "  --dry-run          only name the jobs that would change\n"},
+    {"operator", "add|remove|list ...", "the operator console's accounts (on the admin address, /console/)", ""},
+    {"operator add", "NAME [--password-file F]",
+     "add an operator; without a file, print a random password once",
+     "  --password-file F  the password (12..1024 bytes; one trailing newline dropped)\n"},
+    {"operator remove", "NAME", "remove an operator and end their sessions", ""},
+    {"operator list", "", "the operators (never their password hashes)", ""},
     {"help", "[COMMAND...]", "this text, or one command's", "", false},
     {"man", "", "print the man page (troff) generated from this help text", "", false},
     {"completion", "bash", "print the bash completion script generated from this help text", "", false},

@@ -226,7 +226,11 @@ struct http_server::state : std::enable_shared_from_this<state> {
     http::response<http::string_body> response{static_cast<http::status>(answer.status), version};
     response.set(http::field::server, "bankworker");
     response.set(http::field::content_type, answer.content_type);
-    for (const auto& [name, value] : answer.headers) response.set(name, value);
+    // Set-Cookie is the one field a response repeats (RFC 6265 §3); every other replaces the default.
+  for (const auto& [name, value] : answer.headers) {
+    if (equal_ignoring_case(name, "Set-Cookie")) response.insert(name, value);
+    else response.set(name, value);
+  }
     response.body() = answer.body;
     response.keep_alive(keep_alive);
     response.prepare_payload();

@@ -20,6 +20,7 @@
 #include <pqxx/pqxx>
 
 #include "connectors/http/client.hpp"
+#include "console/console.hpp"
 #include "core/limits.hpp"
 #include "db/currencies.hpp"
 #include "db/connect.hpp"
@@ -63,7 +64,7 @@ namespace {
 
 constexpr unsigned io_threads = 2;
 constexpr std::size_t admin_connections_max = 64;
-constexpr std::size_t admin_body_bytes_max = 4'096;  // only GETs are routed there
+constexpr std::size_t admin_body_bytes_max = 8'192;  // the console's small forms (a password is at most 1 KiB)
 constexpr std::size_t pool_connections_extra = 6;  // inbox committer, readiness, secrets, listener, scheduler, gauges
 
 void check_schema(const settings& config) {
@@ -264,6 +265,7 @@ struct plug_points {
   scheduler& periodic;
   database_gauges& gauges;
   std::vector<http_route>& routes;
+  std::vector<service::admin_page>& admin_pages;
 };
 
 // Starts every provider on the runtime's parts and plugs in what it adds.
@@ -278,6 +280,7 @@ void start_providers(providers_list& providers, const service::runtime_parts& pa
       into.jobs.add_handler(std::move(handler.kind), std::move(handler.handler));
     }
     for (http_route& route : added.routes) into.routes.push_back(std::move(route));
+    for (service::admin_page& page : added.admin_pages) into.admin_pages.push_back(std::move(page));
     for (queue::listener_channel& channel : added.channels) into.jobs.listen_also(std::move(channel));
     for (service::scheduled_task& task : added.tasks) into.periodic.add_task(std::move(task));
     for (service::database_gauge& gauge : added.gauges) into.gauges.add_gauge(std::move(gauge));
@@ -540,8 +543,9 @@ int run_service(settings& config, providers_list configured) {
   // destroyed first: their timers and routes go before the io_context and the pool.
   providers_list providers = std::move(configured);
   std::vector<http_route> routes;
+  std::vector<service::admin_page> admin_pages;
   start_providers(providers, {io, blocking, connections, *keys, currencies, jobs, http, metrics, log},
-                  {jobs_dispatcher, periodic, gauges, routes});
+                  {jobs_dispatcher, periodic, gauges, routes, admin_pages});
   add_reconciliation(jobs_dispatcher, periodic, gauges, connections, *keys, metrics);  // a built-in, no provider's
 
   std::atomic<bool> draining{false};
@@ -552,6 +556,11 @@ int run_service(settings& config, providers_list configured) {
                              "Database checks /readyz made (at most one per readyz_database_check_interval_ms).", {},
                              [&ready] { return ready.checks(); });
   std::vector<http_route> admin = admin_routes(metrics, ready, draining);
+  // The operator console on the admin address (issue #22); declared before the server, so it
+  // outlives the routes that refer to it.
+  console::console operator_console({blocking, connections, *keys, jobs}, console::console_settings{},
+                                    std::move(admin_pages));
+  for (http_route& route : operator_console.routes()) admin.push_back(std::move(route));
   const http_observers observers(metrics, log, routes, admin);
   auto [webhook_config, admin_config] = server_settings(config, observers);
   http_server server(io, std::move(webhook_config), std::move(routes));

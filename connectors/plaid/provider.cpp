@@ -14,6 +14,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
+#include "connectors/plaid/console_page.hpp"
 #include "connectors/plaid/client.hpp"
 #include "service/provider.hpp"
 #include "connectors/plaid/cli.hpp"
@@ -104,6 +105,7 @@ class plaid_provider final : public service::provider {
     out.tasks.push_back({"plaid.schedule_syncs", std::chrono::milliseconds(0),
                          [this](const std::optional<std::string>& now) { return schedule_->run(now).backlog; }});
     out.gauges = gauges_->gauges();
+    out.admin_pages.push_back(connections_console_page(parts.connections));
     if (configured()) start_api(parts, out);
     return out;
   }

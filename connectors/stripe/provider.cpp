@@ -11,6 +11,7 @@
 #include "connectors/stripe/api_client.hpp"
 #include "connectors/stripe/api_jobs.hpp"
 #include "connectors/stripe/cli.hpp"
+#include "connectors/stripe/console_page.hpp"
 #include "connectors/stripe/gauges.hpp"
 #include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/poster.hpp"
@@ -105,6 +106,7 @@ class stripe_provider final : public service::provider {
     webhooks_ = std::make_unique<stripe::stripe_webhooks>(parts.connections, parts.keys, *inbox_, parts.blocking,
                                                           parts.metrics, parts.log, stripe::stripe_webhook_settings{});
     out.routes.push_back(webhooks_->tenant_route());
+    out.admin_pages.push_back(inbox_console_page(parts.connections));
     if (platform_secret) {
       out.routes.push_back(webhooks_->platform_route(std::move(*platform_secret)));
       out.status_lines.push_back("Stripe Connect platform endpoint on: POST /webhooks/stripe");

@@ -26,6 +26,10 @@ const std::set<std::string> shared_tables = {
     "schedules",          // periodic maintenance tasks, claimed by one process per interval
     "rate_buckets",       // provider rate limits shared by all processes; keys name limits, never secrets
     "scope_keys",         // the app's scope-token keys: owner-only, checked below to be unreadable
+    // The operator console's accounts (argon2id hashes) and sessions (hashes of their cookies):
+    // operators work across tenants; their reads are audited in each tenant's chain instead.
+    "operators",
+    "operator_sessions",
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
@@ -93,6 +97,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
      {"INSERT INTO bankworker.jobs (tenant_id, kind, payload, unique_key, connection_id)"
       " VALUES ($1::text::uuid, 'plaid.sync', '{}'::jsonb, 'plaid.sync:' || md5($1::text || 'c'),"
       " md5($1::text || 'c')::uuid)"}},
+    {"job_attempts",
+     {"INSERT INTO bankworker.job_attempts (tenant_id, job_id, attempt, outcome, error, finished_at)"
+      " VALUES ($1::text::uuid, 1, 1, 'retry', 'fixture', now())"}},
     {"external_calls",
      {"INSERT INTO bankworker.external_calls (tenant_id, provider, endpoint, http_status, bytes_sent,"
       " bytes_received, latency_us) VALUES ($1::text::uuid, 'plaid', '/transactions/sync', 200, 10, 20, 30)"}},
@@ -256,6 +263,23 @@ TEST_CASE_METHOD(two_tenants, "every tenant table isolates tenants under forced 
       const std::string before_b = fingerprint(*admin, table.name, tenant_b);
       const std::string before_a = fingerprint(*admin, table.name, tenant_a);
 
+      if (!has_privilege(*admin, role, table.name, "SELECT")) {
+        // The worker reaches this table only through SECURITY DEFINER functions (job_attempts):
+        // every direct read or write of it is refused outright, whatever the tenant scope.
+        for (const std::string& sql : {count_sql, "DELETE FROM " + quoted, "UPDATE " + quoted + " SET tenant_id = tenant_id"}) {
+          const outcome refused = run_as(worker, role, tenant_a, sql);
+          CHECK(refused.failed);
+          CHECK_THAT(refused.message, Catch::Contains("permission denied"));
+        }
+        const outcome insert_b = run_as(worker, role, tenant_a, "INSERT INTO " + quoted + " (tenant_id) VALUES ($1::text::uuid)",
+                                        tenant_b);
+        CHECK(insert_b.failed);
+        CHECK_THAT(insert_b.message, Catch::Contains("permission denied"));
+        CHECK(fingerprint(*admin, table.name, tenant_b) == before_b);
+        CHECK(fingerprint(*admin, table.name, tenant_a) == before_a);
+        continue;
+      }
+
       // No tenant set: nothing visible, nothing insertable.
       const outcome no_tenant_count = run_as(worker, role, "", count_sql);
       REQUIRE_FALSE(no_tenant_count.failed);
@@ -324,7 +348,7 @@ TEST_CASE_METHOD(two_tenants, "bankworker_app reads only its tenant's bank data 
   }
   for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
                             "stripe_accounts", "stripe_event_cursors", "stripe_unrouted_events", "tenant_keys", "audit_heads",
-                            "audit_signing_keys", "scope_keys"}) {
+                            "audit_signing_keys", "scope_keys", "operators", "operator_sessions"}) {
     INFO(table);
     const outcome read = run_as_app(app, token_a, std::string("SELECT count(*) FROM bankworker.") + table);
     CHECK(read.failed);
