@@ -510,6 +510,18 @@ void run_io(asio::io_context& io, asio::thread_pool& blocking) {
   blocking.join();
 }
 
+// The line that says the process is up, with the addresses it serves.
+void log_running(logger& log, const settings& config, const http_server& server, const http_server& admin_server,
+                 const dispatcher& jobs_dispatcher) {
+  log.info("bankworker running", {{"listen", config.http_listen.host + ":" + std::to_string(server.port())},
+                                  {"admin_listen", config.admin_listen.host + ":" + std::to_string(admin_server.port())},
+                                  {"concurrency", config.concurrency},
+                                  // The id `jobs show` names as each failed attempt's worker.
+                                  {"worker_id", jobs_dispatcher.owner().to_string()},
+                                  {"version", build_version()},
+                                  {"commit", build_commit()}});
+}
+
 }  // namespace
 
 // The wiring, top to bottom: database, keys and queue; the dispatcher, scheduler and gauges; the
@@ -574,13 +586,7 @@ int run_service(settings& config, providers_list configured) {
   signals.start(draining, running, jobs_dispatcher, providers);
   bool clean = false;
   spawn_loops(io, periodic, gauges, jobs_dispatcher, running, signals, http, log, clean);
-  log.info("bankworker running", {{"listen", config.http_listen.host + ":" + std::to_string(server.port())},
-                                  {"admin_listen", config.admin_listen.host + ":" + std::to_string(admin_server.port())},
-                                  {"concurrency", config.concurrency},
-                                  // The id `jobs show` names as each failed attempt's worker.
-                                  {"worker_id", jobs_dispatcher.owner().to_string()},
-                                  {"version", build_version()},
-                                  {"commit", build_commit()}});
+  log_running(log, config, server, admin_server, jobs_dispatcher);
   sd_notify(0, "READY=1");
   run_io(io, blocking);
   log.info("bankworker stopped", {{"clean", clean}});
