@@ -215,6 +215,14 @@ page_result job_page(const page_context& context, std::int64_t job_id) {
   row("Failure", job.failure.value_or("-"));
   body += "</table><h2>Last attempt's error</h2><pre>" +
           escaped(job.last_error ? crypto::redact(*job.last_error) : "(none)") + "</pre>";
+  // Every attempt that did not succeed (migration 0039), newest first; errors stored redacted.
+  body += "<h2>Attempts that failed</h2><table><tr><th>Attempt</th><th>Outcome</th><th>Finished</th><th>Worker</th>"
+          "<th>Error</th></tr>";
+  for (const queue::job_attempt& attempt : details->attempts) {
+    body += "<tr>" + cell(std::to_string(attempt.attempt)) + cell(attempt.outcome) + cell(attempt.finished_at) +
+            cell(attempt.worker.value_or("-")) + cell(attempt.error ? crypto::redact(*attempt.error) : "") + "</tr>";
+  }
+  body += "</table>";
   // The payload is the one field that may carry a secret (a public token, a key): masked always.
   body += "<h2>Payload (secrets masked)</h2><pre>" + escaped(crypto::redact(details->payload)) + "</pre>";
   const bool retryable = job.state == queue::job_state::failed || job.state == queue::job_state::cancelled ||

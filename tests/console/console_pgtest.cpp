@@ -4,6 +4,8 @@
 // routes call, on a real io_context and DB thread pool.
 #include <catch2/catch.hpp>
 
+#include "crypto/random.hpp"
+
 #include <pqxx/pqxx>
 
 #include "db/audit.hpp"
@@ -119,6 +121,32 @@ TEST_CASE("a tenant named <script> shows as text, the payload's token is masked,
   CHECK(fixture.console_audit_rows(tenant) == std::vector<std::string>{"operator:alice console.job.viewed " + std::to_string(job)});
   // The chain with the console's rows in it still verifies.
   CHECK_FALSE(db::verify_audit_chain(*fixture.connections, *fixture.keys, tenant).broken);
+}
+
+TEST_CASE("a job's page lists every failed attempt with its worker, its error escaped and masked", "[pg][console]") {
+  console_fixture fixture;
+  const core::uuid tenant = ledger::create_tenant(*fixture.connections, *fixture.keys, "Attempts Ltd");
+  queue::new_job job;
+  job.tenant = tenant;
+  job.kind = "plaid.sync";
+  job.payload_json = "{}";
+  const std::int64_t id = fixture.jobs.enqueue(std::vector<queue::new_job>{job}).at(0);
+  const core::uuid worker = bankworker::crypto::random_uuid();
+  const auto claimed = fixture.jobs.claim(worker, 1);
+  REQUIRE(claimed.size() == 1);
+  REQUIRE(fixture.jobs
+              .complete(worker, std::vector{queue::completion{
+                                    claimed[0].ref, 1,
+                                    queue::outcome::retry("HTTP 503 <i>busy</i> for access-sandbox-4f0a2b6c-1d2e-4f3a-9b8c-7d6e5f4a3b2c")}})
+              .size() == 1);
+  const auto page = fixture.call("GET", "/console/jobs/" + std::to_string(id), fixture.session_cookie());
+  REQUIRE(page.status == 200);
+  const std::size_t attempts = page.body.find("Attempts that failed");
+  REQUIRE(attempts != std::string::npos);
+  CHECK(page.body.find("HTTP 503 &lt;i&gt;busy&lt;/i&gt;", attempts) != std::string::npos);
+  CHECK(page.body.find(worker.to_string(), attempts) != std::string::npos);
+  CHECK(page.body.find(">retry<", attempts) != std::string::npos);
+  CHECK(page.body.find("4f0a2b6c") == std::string::npos);
 }
 
 TEST_CASE("the overview's counts are not a tenant read: no audit row", "[pg][console]") {
