@@ -213,6 +213,17 @@ int main(int argc, char** argv) {
     dispatcher.add_handler(std::string(plaid::plaid_sync_kind), handlers.sync_handler());
     asio::co_spawn(dispatcher.executor(), dispatcher.run(), [](std::exception_ptr) {});
     std::thread io_thread([&io] { io.run(); });
+    // On an error below, stop the runtime so the thread joins and the error is printed, not lost
+    // to std::terminate.
+    struct join_on_exit {
+      asio::io_context& io;
+      std::thread& thread;
+      ~join_on_exit() {
+        if (!thread.joinable()) return;
+        io.stop();
+        thread.join();
+      }
+    } io_guard{io, io_thread};
 
     pqxx::connection admin(bench_url);
     const auto start = std::chrono::steady_clock::now();
@@ -223,7 +234,9 @@ int main(int argc, char** argv) {
     const double database_cpu_before = bench::database_backends_cpu_s(scratch->name());
     for (const auto& [tenant, connection] : linked) {
       db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
-        tx.exec_params("SELECT bankworker.request_sync($1::uuid, $2::uuid)", tenant.to_string(), connection.to_string());
+        // The worker's own request function: the app's request_sync demands a scope token (0025).
+        tx.exec_params("SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)", tenant.to_string(),
+                       connection.to_string());
       });
     }
     const long expected = static_cast<long>(linked.size());
