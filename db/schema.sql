@@ -884,48 +884,32 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION bankworker.note_payout_lines() RETURNS trigger
+CREATE FUNCTION bankworker.note_payout_entry() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
-DECLARE
-  tenants uuid[];
-  entries uuid[];
-  payouts uuid[];
+    AS $$
 BEGIN
-  SELECT array_agg(DISTINCT l.tenant_id), array_agg(DISTINCT l.entry_id) INTO tenants, entries FROM changed l;
-  IF entries IS NULL THEN
-    RETURN NULL;
+  IF NEW.idempotency_key LIKE '%:payout' THEN
+    INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor, currency,
+                                              expected_on, descriptor)
+    SELECT l.tenant_id, left(NEW.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,
+           coalesce(bankworker.payout_arrival_day(NEW.metadata), (NEW.occurred_at AT TIME ZONE 'UTC')::date),
+           nullif(left(NEW.metadata->>'statement_descriptor', 256), '')
+      FROM bankworker.journal_lines l
+     WHERE l.tenant_id = NEW.tenant_id AND l.entry_id = NEW.entry_id AND l.amount_minor > 0
+    ON CONFLICT (tenant_id, payout_id) DO NOTHING;
+  ELSE
+    UPDATE bankworker.reconcile_payouts p SET failed = true
+      FROM bankworker.journal_lines l
+     WHERE l.tenant_id = NEW.tenant_id AND l.entry_id = NEW.entry_id AND l.amount_minor < 0
+       AND p.tenant_id = NEW.tenant_id AND p.payout_id = left(NEW.idempotency_key, -14) AND NOT p.failed;
   END IF;
-  EXECUTE 'SELECT array_agg(e.entry_id) FROM bankworker.journal_entries e'
-          ' WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2)'
-          '   AND (e.idempotency_key LIKE ''%:payout'' OR e.idempotency_key LIKE ''%:payout_failed'')'
-     INTO payouts USING tenants, entries;
-  IF payouts IS NULL THEN
-    RETURN NULL;
-  END IF;
-  EXECUTE 'INSERT INTO bankworker.reconcile_payouts (tenant_id, payout_id, entry_id, ledger_account, amount_minor,'
-          '                                          currency, expected_on, descriptor)'
-          ' SELECT l.tenant_id, left(e.idempotency_key, -7), l.entry_id, l.account_code, l.amount_minor, l.currency,'
-          '        coalesce(bankworker.payout_arrival_day(e.metadata), (e.occurred_at AT TIME ZONE ''UTC'')::date),'
-          '        nullif(left(e.metadata->>''statement_descriptor'', 256), '''')'
-          '   FROM bankworker.journal_entries e'
-          '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
-          '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout'''
-          '    AND l.amount_minor > 0'
-          ' ON CONFLICT (tenant_id, payout_id) DO NOTHING'
-    USING tenants, payouts;
-  EXECUTE 'UPDATE bankworker.reconcile_payouts p SET failed = true'
-          '   FROM bankworker.journal_entries e'
-          '   JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id'
-          '  WHERE e.tenant_id = ANY($1) AND e.entry_id = ANY($2) AND e.idempotency_key LIKE ''%:payout_failed'''
-          '    AND l.amount_minor < 0 AND p.tenant_id = l.tenant_id AND p.payout_id = left(e.idempotency_key, -14)'
-          '    AND NOT p.failed'
-    USING tenants, payouts;
-  PERFORM bankworker.enqueue_reconcile(tenants);
+  PERFORM bankworker.enqueue_reconcile(ARRAY[NEW.tenant_id]);
   RETURN NULL;
 END
-$_$;
+$$;
+
+ALTER FUNCTION bankworker.note_payout_entry() OWNER TO bankworker_admin;
 
 CREATE FUNCTION bankworker.notify_stripe_secret_change() RETURNS trigger
     LANGUAGE plpgsql
@@ -2387,7 +2371,7 @@ CREATE INDEX sealed_secrets_subject ON bankworker.sealed_secrets USING btree (te
 
 CREATE INDEX stripe_events_failed ON bankworker.stripe_events USING btree (tenant_id, received_at) WHERE (state = 'failed'::text);
 
-CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (tenant_id, received_at) WHERE (state = ANY (ARRAY['received'::text, 'fetching'::text]));
+CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (tenant_id, received_at, event_id) WHERE (state = ANY (ARRAY['received'::text, 'fetching'::text]));
 
 CREATE INDEX stripe_unrouted_events_account ON bankworker.stripe_unrouted_events USING btree (account);
 
@@ -2419,13 +2403,13 @@ CREATE TRIGGER journal_entries_no_truncate BEFORE TRUNCATE ON bankworker.journal
 
 CREATE CONSTRAINT TRIGGER journal_entry_balanced AFTER INSERT ON bankworker.journal_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bankworker.check_entry_balanced();
 
+CREATE CONSTRAINT TRIGGER journal_entry_payout AFTER INSERT ON bankworker.journal_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.idempotency_key ~~ '%:payout'::text) OR (new.idempotency_key ~~ '%:payout_failed'::text))) EXECUTE FUNCTION bankworker.note_payout_entry();
+
 CREATE CONSTRAINT TRIGGER journal_line_balanced AFTER INSERT ON bankworker.journal_lines DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bankworker.check_entry_balanced();
 
 CREATE TRIGGER journal_lines_immutable BEFORE DELETE OR UPDATE ON bankworker.journal_lines FOR EACH ROW EXECUTE FUNCTION bankworker.reject_change();
 
 CREATE TRIGGER journal_lines_no_truncate BEFORE TRUNCATE ON bankworker.journal_lines FOR EACH STATEMENT EXECUTE FUNCTION bankworker.reject_change();
-
-CREATE TRIGGER journal_lines_payouts AFTER INSERT ON bankworker.journal_lines REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION bankworker.note_payout_lines();
 
 CREATE TRIGGER sealed_secrets_stripe_webhook_added AFTER INSERT ON bankworker.sealed_secrets FOR EACH ROW WHEN ((new.purpose = 'stripe.webhook_secret'::text)) EXECUTE FUNCTION bankworker.notify_stripe_secret_change();
 
@@ -2477,9 +2461,6 @@ ALTER TABLE ONLY bankworker.journal_lines
 
 ALTER TABLE ONLY bankworker.journal_lines
     ADD CONSTRAINT journal_lines_tenant_id_entry_id_fkey FOREIGN KEY (tenant_id, entry_id) REFERENCES bankworker.journal_entries(tenant_id, entry_id);
-
-ALTER TABLE ONLY bankworker.journal_lines
-    ADD CONSTRAINT journal_lines_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
@@ -2738,8 +2719,8 @@ GRANT ALL ON FUNCTION bankworker.list_scope_keys() TO bankworker_worker;
 REVOKE ALL ON FUNCTION bankworker.note_bank_rows() FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.note_bank_rows() TO bankworker_worker;
 
-REVOKE ALL ON FUNCTION bankworker.note_payout_lines() FROM PUBLIC;
-GRANT ALL ON FUNCTION bankworker.note_payout_lines() TO bankworker_worker;
+REVOKE ALL ON FUNCTION bankworker.note_payout_entry() FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.note_payout_entry() TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.payout_arrival_day(p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.payout_arrival_day(p_metadata jsonb) TO bankworker_worker;

@@ -46,7 +46,7 @@ struct inbox::pending {
 };
 
 inbox::inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
-             std::function<void()> on_committed)
+             std::function<void(std::span<const core::uuid>)> on_committed)
     : connections_(connections),
       settings_(settings),
       after_store_(std::move(after_store)),
@@ -141,10 +141,11 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
   try {
     auto lease = connections_.checkout();
     try {
+      std::vector<core::uuid> stored_tenants;
       pqxx::work tx(lease.connection(), "bankworker_inbox");
-      write_batch(tx, batch);
+      write_batch(tx, batch, stored_tenants);
       lease.commit(tx);
-      notify_stored(batch);
+      notify_stored(stored_tenants);
       return;
     } catch (const pqxx::broken_connection&) {
       lease.discard();
@@ -167,10 +168,11 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     for (auto& item : batch) {
       const std::shared_ptr<pending> one[] = {item};
       try {
+        std::vector<core::uuid> stored_tenants;
         pqxx::work tx(lease.connection(), "bankworker_inbox_single");
-        write_batch(tx, one);
+        write_batch(tx, one, stored_tenants);
         lease.commit(tx);
-        notify_stored(one);
+        notify_stored(stored_tenants);
       } catch (const pqxx::broken_connection&) {
         lease.discard();
         throw;
@@ -200,17 +202,12 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
   }
 }
 
-void inbox::notify_stored(std::span<const std::shared_ptr<pending>> batch) const {
-  if (!on_committed_) return;
-  for (const auto& item : batch) {
-    if (item->outcome == inbox_outcome::stored) {
-      on_committed_();
-      return;
-    }
-  }
+void inbox::notify_stored(std::span<const core::uuid> stored_tenants) const {
+  if (on_committed_ && !stored_tenants.empty()) on_committed_(stored_tenants);
 }
 
-void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch) {
+void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
+                        std::vector<core::uuid>& stored_tenants) {
   // Platform events are routed by account first, in this transaction (the function's locks hold
   // until it commits). Routing is not remembered across attempts: a retry routes again.
   std::map<std::string, std::string, std::less<>> tenant_of_account;
@@ -269,7 +266,10 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
         p->outcome = inbox_outcome::duplicate;
       }
     }
-    if (routed && !stored.empty() && after_store_) after_store_(tx, *core::uuid::parse(tenant_text), stored);
+    if (!routed || stored.empty()) continue;
+    const core::uuid tenant = *core::uuid::parse(tenant_text);
+    stored_tenants.push_back(tenant);  // the groups are keyed by tenant: each comes once
+    if (after_store_) after_store_(tx, tenant, stored);
   }
 }
 

@@ -71,9 +71,10 @@ class inbox {
  public:
   // `connections` must outlive the inbox; one connection is held by the committer while it writes.
   // `after_store` may be empty; `on_committed` (may be empty) runs on the committer's thread after
-  // each commit that stored a new event, before the requests are answered.
+  // each commit that stored a new event, before the requests are answered, with the tenants that
+  // got new events (each once).
   inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
-        std::function<void()> on_committed = {});
+        std::function<void(std::span<const core::uuid>)> on_committed = {});
   inbox(const inbox&) = delete;
   inbox& operator=(const inbox&) = delete;
   // Completes whatever is still waiting as unavailable, then stops the committer.
@@ -95,14 +96,16 @@ class inbox {
   struct pending;
   void run();
   void commit(std::vector<std::shared_ptr<pending>>& batch);
-  void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch);
-  void notify_stored(std::span<const std::shared_ptr<pending>> batch) const;
+  // Writes the batch; `stored_tenants` gets each tenant that got a new event, once.
+  void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
+                   std::vector<core::uuid>& stored_tenants);
+  void notify_stored(std::span<const core::uuid> stored_tenants) const;
   void enqueue(std::shared_ptr<pending> item);
 
   db::pool& connections_;  // outlives the inbox (constructor contract)
   const inbox_settings settings_;
   const inbox_hook after_store_;
-  const std::function<void()> on_committed_;
+  const std::function<void(std::span<const core::uuid>)> on_committed_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<pending>> waiting_;

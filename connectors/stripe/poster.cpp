@@ -1,5 +1,6 @@
 #include "connectors/stripe/poster.hpp"
 
+#include <algorithm>
 #include <span>
 #include <string>
 
@@ -155,6 +156,67 @@ void poster::wake() {
   wake_.notify_one();
 }
 
+void poster::wake(std::span<const core::uuid> tenants) {
+  {
+    std::lock_guard lock(mutex_);
+    for (const core::uuid& tenant : tenants) {
+      if (std::find(woken_tenants_.begin(), woken_tenants_.end(), tenant) == woken_tenants_.end()) {
+        woken_tenants_.push_back(tenant);
+      }
+    }
+  }
+  wake_.notify_one();
+}
+
+bool poster::has_takeable_locked() const {
+  return std::any_of(woken_tenants_.begin(), woken_tenants_.end(), [this](const core::uuid& tenant) {
+    return std::find(posting_now_.begin(), posting_now_.end(), tenant) == posting_now_.end();
+  });
+}
+
+std::vector<core::uuid> poster::take_woken_locked() {
+  std::vector<core::uuid> taken;
+  std::erase_if(woken_tenants_, [&](const core::uuid& tenant) {
+    if (std::find(posting_now_.begin(), posting_now_.end(), tenant) != posting_now_.end()) return false;
+    taken.push_back(tenant);
+    return true;
+  });
+  posting_now_.insert(posting_now_.end(), taken.begin(), taken.end());
+  return taken;
+}
+
+poster_counts poster::post_woken(std::span<const core::uuid> tenants) {
+  std::vector<core::uuid> again;
+  poster_counts counts;
+  // Whatever happens, the tenants leave posting_now_ (a full round finds what is left).
+  struct release {
+    poster& self;
+    std::span<const core::uuid> tenants;
+    std::vector<core::uuid>& again;
+    ~release() {
+      {
+        std::lock_guard lock(self.mutex_);
+        std::erase_if(self.posting_now_, [&](const core::uuid& tenant) {
+          return std::find(tenants.begin(), tenants.end(), tenant) != tenants.end();
+        });
+        for (const core::uuid& tenant : again) {
+          if (std::find(self.woken_tenants_.begin(), self.woken_tenants_.end(), tenant) == self.woken_tenants_.end()) {
+            self.woken_tenants_.push_back(tenant);
+          }
+        }
+      }
+      self.wake_.notify_all();
+    }
+  } releaser{*this, tenants, again};
+  for (const core::uuid& tenant : tenants) {
+    bool more = false;
+    counts += post_tenant(tenant, more);
+    if (more) again.push_back(tenant);
+  }
+  count(counts);
+  return counts;
+}
+
 void poster::stop() {
   {
     std::lock_guard lock(mutex_);
@@ -278,14 +340,27 @@ poster_counts poster::post_alone(const core::uuid& tenant, std::span<const std::
 
 void poster::run() {
   bool database_away = false;
+  auto next_round = std::chrono::steady_clock::now();  // a full round at start
   for (;;) {
+    std::vector<core::uuid> tenants;
+    bool full_round = false;
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      wake_.wait_until(lock, next_round, [&] { return stopping_ || woken_ || has_takeable_locked(); });
       if (stopping_) return;
+      tenants = take_woken_locked();
+      if (tenants.empty()) {
+        full_round = true;  // asked for, or idle_poll passed (or another poster holds the woken ones)
+        woken_ = false;
+      }
     }
     bool busy = false;
     try {
-      round(busy);
+      if (full_round) {
+        round(busy);
+      } else {
+        post_woken(tenants);
+      }
       if (database_away) log_.info("stripe posting resumed: the database is back");
       database_away = false;
     } catch (const std::exception& error) {
@@ -297,10 +372,7 @@ void poster::run() {
         log_.error("stripe posting round failed", {{"reason", error.what()}});
       }
     }
-    if (busy) continue;
-    std::unique_lock lock(mutex_);
-    wake_.wait_for(lock, settings_.idle_poll, [&] { return stopping_ || woken_; });
-    woken_ = false;
+    if (full_round) next_round = std::chrono::steady_clock::now() + (busy ? std::chrono::milliseconds(0) : settings_.idle_poll);
   }
 }
 

@@ -21,8 +21,13 @@
 // A batch that cannot commit as a whole (an entry conflict, say) is rolled back and its events are
 // posted one transaction each, so the failure lands on the event it belongs to.
 //
-// Posters wake when the inbox commits new events (wake()), and otherwise every idle_poll, which
-// finds retries that came due and events other processes stored.
+// Posters wake when the inbox commits new events (wake(tenants)) and go straight to those tenants;
+// a poster never takes a tenant another poster of this process is posting (the lock would turn it
+// away after a wasted transaction), it leaves it to that poster, which looks again when it is done.
+// A full round over the database's list of waiting tenants runs every idle_poll (and at once when
+// the last one was busy): it finds retries that came due and events other processes stored. The
+// list is a skip scan that also steps over the index entries of events posted since the last
+// vacuum, so a round per commit (what the posters did first) cost a scan per commit.
 
 #include <array>
 #include <chrono>
@@ -72,8 +77,10 @@ class poster {
   poster& operator=(const poster&) = delete;
   ~poster();
 
-  // New events were committed: a sleeping poster looks now.
+  // Something may be waiting anywhere: a poster makes a full round now.
   void wake();
+  // These tenants got new events: a poster posts them now.
+  void wake(std::span<const core::uuid> tenants);
   // Lets each poster finish the batch in hand, then joins them. Idempotent.
   void stop();
 
@@ -86,6 +93,12 @@ class poster {
   // One round; `busy`: more is waiting at once (a full batch, more tenants than one round takes).
   poster_counts round(bool& busy);
   poster_counts post_tenant(const core::uuid& tenant, bool& more);
+  // Posts the tenants taken from woken_tenants_ (one batch each), then gives them back: to
+  // woken_tenants_ when more is waiting for one, and out of posting_now_.
+  poster_counts post_woken(std::span<const core::uuid> tenants);
+  // Under mutex_: the woken tenants no poster is posting now, moved into posting_now_.
+  std::vector<core::uuid> take_woken_locked();
+  bool has_takeable_locked() const;
   // The events of a batch that rolled back, one transaction each; stops when another poster
   // takes the tenant.
   poster_counts post_alone(const core::uuid& tenant, std::span<const std::string> event_ids);
@@ -99,9 +112,11 @@ class poster {
   // the registry's storage; null without metrics.
   std::array<service::metrics_registry::counter*, 5> counters_{};
   known_charts charts_;
-  std::mutex mutex_;                     // guards woken_, stopping_, cursor_
+  std::mutex mutex_;  // guards woken_, woken_tenants_, posting_now_, stopping_, cursor_
   std::condition_variable wake_;
-  bool woken_ = false;
+  bool woken_ = false;                    // a full round is asked for
+  std::vector<core::uuid> woken_tenants_;  // tenants with new events, each once
+  std::vector<core::uuid> posting_now_;    // tenants a poster of this process is posting
   bool stopping_ = false;
   std::optional<core::uuid> cursor_;  // the round robin's place among the tenants
   std::vector<std::thread> threads_;

@@ -265,6 +265,37 @@ TEST_CASE("posters in several processes racing a live inbox post every event exa
   CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
 }
 
+TEST_CASE("a commit's tenants are posted at once, not at the next poll, and a backlog drains without full rounds",
+          "[pg][stripe][poster]") {
+  poster_world world;
+  stripe::poster_settings settings;
+  settings.threads = 2;
+  settings.batch_max = 16;
+  settings.idle_poll = std::chrono::hours(1);  // after the start-up round, only wakes move the posters
+  stripe::poster posters(*world.connections, world.currencies, world.log, nullptr, settings);
+  // The inbox hands each commit's tenants to the posters, as bankworker run wires them.
+  stripe::inbox woken_inbox{*world.connections, {}, stripe::inbox_hook{},
+                            [&](std::span<const uuid> tenants) { posters.wake(tenants); }};
+  std::this_thread::sleep_for(200ms);  // the start-up round has found nothing
+  constexpr int events = 100;           // more than six batches: `more` keeps the tenant woken
+  for (int i = 0; i < events; ++i) {
+    const std::string id = "evt_woken_" + std::to_string(i);
+    stripe::inbox_event event;
+    event.tenant = world.tenant;
+    event.event_id = id;
+    event.type = "payment_intent.succeeded";
+    event.created_s = 1763800000;
+    event.body = payment_event(id, "ch_woken_" + std::to_string(i), 100 + i);
+    REQUIRE(woken_inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
+  }
+  const bool done = bankworker::test::eventually(
+      [&] { return world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == events; }, 20s);
+  posters.stop();
+  REQUIRE(done);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == events);
+  CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
+}
+
 TEST_CASE("a thin event is dead-lettered without an API, and handed to a stripe.post job with one",
           "[pg][stripe][poster]") {
   poster_world world;
