@@ -1799,7 +1799,8 @@ CREATE TABLE bankworker.currencies (
     iso boolean DEFAULT true NOT NULL,
     CONSTRAINT currencies_code_check CHECK ((code ~ '^[A-Z0-9]{3,8}$'::text)),
     CONSTRAINT currencies_exponent_check CHECK (((exponent >= 0) AND (exponent <= 18)))
-);
+)
+WITH (fillfactor='10');
 
 CREATE TABLE bankworker.external_calls (
     tenant_id uuid NOT NULL,
@@ -2243,6 +2244,8 @@ ALTER TABLE ONLY bankworker.connections
 
 ALTER TABLE ONLY bankworker.currencies
     ADD CONSTRAINT currencies_pkey PRIMARY KEY (code);
+
+ALTER TABLE bankworker.currencies CLUSTER ON currencies_pkey;
 
 ALTER TABLE ONLY bankworker.external_calls
     ADD CONSTRAINT external_calls_pkey PRIMARY KEY (tenant_id, call_id);
