@@ -332,6 +332,18 @@ std::map<std::string, long> stripe_net_by_currency(stripe_world& world) {
   return net;
 }
 
+// stripe.clearing per currency, zero balances left out: what Stripe's balance should hold.
+std::map<std::string, long> clearing_by_currency(stripe_world& world) {
+  std::map<std::string, long> out;
+  const auto admin = world.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
+                                 " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
+    if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
+  }
+  return out;
+}
+
 TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, leave stripe.clearing equal to Stripe's"
           " balance transactions in every currency", "[pg][stripe][stripe_api][settlement]") {
   stripe_world world;
@@ -355,16 +367,7 @@ TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, lea
 
   const std::map<std::string, long> stripe_net = stripe_net_by_currency(world);
   REQUIRE(stripe_net.size() == 1);  // every balance transaction is in USD
-  const auto clearing = [&] {
-    std::map<std::string, long> out;
-    const auto admin = world.database.connect_as_admin();
-    pqxx::work tx(*admin);
-    for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
-                                   " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
-      if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
-    }
-    return out;
-  };
+  const auto clearing = [&] { return clearing_by_currency(world); };
   // To the minor unit, and nothing left in KWD or JPY: Stripe never held either.
   CHECK(clearing() == stripe_net);
   CHECK(world.count("SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
@@ -393,16 +396,7 @@ TEST_CASE("without a key a KWD charge settled in USD posts its presentment side 
   world.settle();
   const std::string charge = world.charge_of(events[0]);
   REQUIRE(charge.starts_with("ch_"));
-  const auto clearing = [&] {
-    std::map<std::string, long> out;
-    const auto admin = world.database.connect_as_admin();
-    pqxx::work tx(*admin);
-    for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
-                                   " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
-      if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
-    }
-    return out;
-  };
+  const auto clearing = [&] { return clearing_by_currency(world); };
   const auto unbalanced = [&] {
     return world.count("SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
                        " HAVING sum(amount_minor) <> 0) unbalanced");
