@@ -1486,6 +1486,21 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.stripe_settlement_gauges() RETURNS TABLE(events bigint, oldest_s bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+BEGIN
+  PERFORM set_config('bankworker.cross_tenant', 'on', true);
+  RETURN QUERY
+    SELECT count(*), coalesce(greatest(0, floor(extract(epoch FROM now() - min(e.settlement_awaited_since))))::bigint, 0)
+      FROM bankworker.stripe_events e
+     WHERE e.settlement_awaited_since IS NOT NULL;
+  PERFORM set_config('bankworker.cross_tenant', 'off', true);
+END
+$$;
+
 CREATE FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamp with time zone) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2140,10 +2155,14 @@ CREATE TABLE bankworker.stripe_events (
     attempts integer DEFAULT 0 NOT NULL,
     available_at timestamp with time zone,
     last_error text,
+    settlement_awaited_since timestamp with time zone,
+    settlement_awaited text[],
     CONSTRAINT stripe_events_account_check CHECK ((length(account) <= 256)),
     CONSTRAINT stripe_events_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT stripe_events_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 256))),
     CONSTRAINT stripe_events_last_error_check CHECK ((length(last_error) <= 2000)),
+    CONSTRAINT stripe_events_settlement_awaited_both CHECK (((settlement_awaited_since IS NULL) = (settlement_awaited IS NULL))),
+    CONSTRAINT stripe_events_settlement_awaited_check CHECK (((cardinality(settlement_awaited) >= 1) AND (cardinality(settlement_awaited) <= 400))),
     CONSTRAINT stripe_events_state_check CHECK ((state = ANY (ARRAY['received'::text, 'fetching'::text, 'posted'::text, 'ignored'::text, 'failed'::text]))),
     CONSTRAINT stripe_events_type_check CHECK ((length(type) <= 256))
 );
@@ -2373,6 +2392,10 @@ CREATE INDEX sealed_secrets_kek_version ON bankworker.sealed_secrets USING btree
 CREATE INDEX sealed_secrets_subject ON bankworker.sealed_secrets USING btree (tenant_id, purpose, subject_id);
 
 CREATE INDEX stripe_events_failed ON bankworker.stripe_events USING btree (tenant_id, received_at) WHERE (state = 'failed'::text);
+
+CREATE INDEX stripe_events_settlement_awaited ON bankworker.stripe_events USING btree (tenant_id, settlement_awaited_since) WHERE (settlement_awaited_since IS NOT NULL);
+
+CREATE INDEX stripe_events_settlement_awaited_legs ON bankworker.stripe_events USING gin (settlement_awaited) WHERE (settlement_awaited_since IS NOT NULL);
 
 CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (tenant_id, received_at, event_id) WHERE (state = ANY (ARRAY['received'::text, 'fetching'::text]));
 
@@ -2794,6 +2817,9 @@ GRANT ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) TO bankw
 
 REVOKE ALL ON FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.stripe_settlement_gauges() FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.stripe_settlement_gauges() TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.take_rate_tokens(p_keys text[], p_per_minute integer[], p_now timestamp with time zone) TO bankworker_worker;

@@ -6,6 +6,7 @@
 #include <simdjson.h>
 
 #include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/settlement_marks.hpp"
 #include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "core/assert.hpp"
@@ -177,13 +178,16 @@ asio::awaitable<prepared_post> stripe_api_jobs::prepare_post(queue::job job, job
     return db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
       post_read found;
       found.event = load_event(tx, event_id);
-      if (found.event && awaits_posting(found.event->state)) found.tenant_key = load_api_key(tx, keys_, tenant);
+      if (found.event && (awaits_posting(found.event->state) || found.event->settlement_awaited)) {
+        found.tenant_key = load_api_key(tx, keys_, tenant);
+      }
       return found;
     });
   });
   if (!read.event) co_return out;  // the posting transaction fails the job: not in the inbox
   out.state = read.event->state;
-  if (!awaits_posting(*out.state)) co_return out;
+  // A posted event awaiting settlement is planned again: the fetch below completes it.
+  if (!awaits_posting(*out.state) && !read.event->settlement_awaited) co_return out;
   // 2. Planned once; a thin event from its fetched related object instead.
   bool thin = false;
   posting_plan plan = plan_body(read.event->body, currencies_, thin);
@@ -283,6 +287,9 @@ asio::awaitable<queue::outcome> stripe_api_jobs::recover(queue::job job, job_con
       scopes s;
       s.tenant_key = stripe::load_api_key(tx, keys_, tenant);
       if (!platform_key_.empty()) s.accounts = stripe::connected_accounts(tx, recovery_accounts_max);
+      // Events posted while no key could fetch their balance transactions: stripe.post completes
+      // them now that one is here (settlement_marks.hpp).
+      if (s.tenant_key || !s.accounts.empty()) enqueue_settlement_completions(tx, tenant, settlement_completions_max);
       return s;
     });
   });

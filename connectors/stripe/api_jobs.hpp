@@ -30,6 +30,9 @@
 // same transaction); the cursor moves only after a page's events are durable. First run (no
 // cursor): walks back from the newest event with starting_after, at most recovery_pages_max pages;
 // later runs read forward with ending_before, a page at a time, oldest page first.
+// Each run also hands up to settlement_completions_max events awaiting settlement (posted on their
+// presentment side while no key was configured) back to stripe.post, which fetches their balance
+// transactions and posts the conversion and fee entries (settlement_marks.hpp).
 
 #include <chrono>
 #include <cstddef>
@@ -85,7 +88,8 @@ struct stripe_api_job_settings {
 struct prepared_post {
   std::optional<queue::outcome> stop;  // set: end the job with this outcome, post nothing
   std::optional<std::string> state;    // the event's state as read; nothing: not in the inbox
-  std::optional<posting_plan> plan;    // set when the event awaits posting (received or failed)
+  std::optional<posting_plan> plan;    // set when the event awaits posting (received, fetching or
+                                       // failed) or, posted, awaits settlement (migration 0043)
 };
 
 // Whether an event in `state` is still to be posted (a failed one is tried again).

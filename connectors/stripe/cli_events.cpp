@@ -51,17 +51,29 @@ void append_event_json(const event_summary& event, std::string& text) {
   text += ",\"last_error\":";
   if (event.last_error) core::append_json_string(*event.last_error, text);
   else text += "null";
-  text += '}';
+  text += ",\"settlement_awaited_since\":";
+  if (event.settlement_awaited_since) core::append_json_string(*event.settlement_awaited_since, text);
+  else text += "null";
+  text += ",\"settlement_awaited\":[";
+  for (const std::string& leg : event.settlement_awaited) {
+    if (text.back() != '[') text.push_back(',');
+    core::append_json_string(leg, text);
+  }
+  text += "]}";
 }
 
-// `stripe events list --tenant T [--failed | --unposted] [--limit N]`: newest first, never a body.
+// `stripe events list --tenant T [--failed | --unposted | --awaiting-settlement] [--limit N]`:
+// newest first, never a body.
 int list_stripe_events(const parsed_args& parsed, const service::env_lookup& env, std::ostream& out) {
-  expect_only(parsed, 3, {"--tenant", "--failed", "--unposted", "--limit"});
+  expect_only(parsed, 3, {"--tenant", "--failed", "--unposted", "--awaiting-settlement", "--limit"});
   const core::uuid tenant = tenant_option(parsed);
-  if (parsed.flag("--failed") && parsed.flag("--unposted")) throw usage_error{"--failed and --unposted exclude each other"};
-  const event_filter filter = parsed.flag("--failed")     ? event_filter::failed
-                              : parsed.flag("--unposted") ? event_filter::unposted
-                                                          : event_filter::all;
+  if (int(parsed.flag("--failed")) + int(parsed.flag("--unposted")) + int(parsed.flag("--awaiting-settlement")) > 1) {
+    throw usage_error{"--failed, --unposted and --awaiting-settlement exclude each other"};
+  }
+  const event_filter filter = parsed.flag("--failed")                ? event_filter::failed
+                              : parsed.flag("--unposted")            ? event_filter::unposted
+                              : parsed.flag("--awaiting-settlement") ? event_filter::awaiting_settlement
+                                                                     : event_filter::all;
   std::uint32_t limit = events_list_default;
   if (const auto text = parsed.option("--limit")) {
     const auto [end, error] = std::from_chars(text->data(), text->data() + text->size(), limit);
@@ -94,7 +106,14 @@ int list_stripe_events(const parsed_args& parsed, const service::env_lookup& env
   for (const event_summary& event : events) {
     out << event.event_id << ' ' << event.type << ' ' << event.state << " attempts=" << event.attempts
         << " received_at=" << event.received_at << " available_at=" << event.available_at.value_or("-")
-        << " last_error=" << (event.last_error ? one_line(*event.last_error) : "-") << '\n';
+        << " last_error=" << (event.last_error ? one_line(*event.last_error) : "-");
+    if (event.settlement_awaited_since) {
+      out << " awaiting_settlement_since=" << *event.settlement_awaited_since << " awaiting=";
+      for (std::size_t i = 0; i < event.settlement_awaited.size(); ++i) {
+        out << (i == 0 ? "" : ",") << event.settlement_awaited[i];
+      }
+    }
+    out << '\n';
   }
   return exit_ok;
 }

@@ -32,6 +32,7 @@
 
 #include "connectors/stripe/known_charts.hpp"
 #include "connectors/stripe/posting.hpp"
+#include "connectors/stripe/settlement_marks.hpp"
 #include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "connectors/stripe/webhooks.hpp"
@@ -88,6 +89,7 @@ struct event_decision {
   queue::outcome result = queue::outcome::done();
   std::vector<ledger::entry> entries;
   std::optional<std::string> new_state;  // posted, ignored; nothing: leave the event as it is
+  settlement_summary settlement;          // posted: the legs settled, and those left awaiting
 };
 
 // What a plan makes of its event: entries to post and "posted", "ignored", or a failed job.
@@ -96,6 +98,7 @@ event_decision decide_plan(const std::string& event_id, const posting_plan& plan
   if (plan.status == plan_status::post) {
     decision.entries = plan.entries;
     decision.new_state = "posted";
+    decision.settlement = settlement_summary_of(plan);
   } else if (plan.status == plan_status::ignore) {
     decision.new_state = "ignored";
   } else {
@@ -141,6 +144,9 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
       ledger::post_entries(tx, entries);
     }
     if (decision.new_state) stripe::mark_event(tx, request.event_id, *decision.new_state);
+    settlement_marks marks;
+    marks.add(request.event_id, decision.settlement);
+    marks.write(tx);
     complete_in_or_throw(tx, *request.context, *request.job, decision.result);
     return decision.result;
   });
@@ -180,6 +186,7 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
     std::vector<std::string> marked_ids, marked_states;
     std::vector<queue::completion> completions;
     completions.reserve(batch.size());
+    settlement_marks marks;
     for (const post_request* request : batch) {
       BW_INVARIANT(request->job->ref.tenant == first.tenant);
       const auto found = stored.find(request->event_id);
@@ -193,6 +200,7 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
       const event_decision& decision = decisions.back();
       for (const ledger::entry& entry : decision.entries) entries.push_back(&entry);
       if (decision.new_state) {
+        marks.add(request->event_id, decision.settlement);
         marked.insert(request->event_id);
         marked_ids.push_back(request->event_id);
         marked_states.push_back(*decision.new_state);
@@ -208,6 +216,7 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
       ledger::post_entries(tx, entries);
     }
     stripe::mark_events(tx, marked_ids, marked_states);
+    marks.write(tx);
     const std::vector<queue::completed> completed = context.jobs().complete_in(tx, context.owner(), completions);
     if (completed.size() != completions.size()) throw batch_abandoned("a lease was lost");
   });

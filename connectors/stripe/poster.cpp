@@ -8,6 +8,7 @@
 
 #include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/posting_queue.hpp"
+#include "connectors/stripe/settlement_marks.hpp"
 #include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "connectors/stripe/webhooks.hpp"
@@ -26,6 +27,7 @@ struct decision {
   step what = step::retry;
   std::vector<ledger::entry> entries;  // step::post
   std::string error;                   // step::retry, step::dead
+  settlement_summary settlement;       // step::post: which legs it settles, which it leaves awaiting
 };
 
 decision decide(simdjson::dom::parser& parser, const waiting_event& event, const core::currency_table& currencies,
@@ -33,19 +35,21 @@ decision decide(simdjson::dom::parser& parser, const waiting_event& event, const
   posting_plan plan = plan_postings(parser, event.body, currencies);
   switch (plan.status) {
     case plan_status::post:
-      if (api_configured && plan.awaiting_settlement()) return {step::hand_off, {}, {}};
-      return {step::post, std::move(plan.entries), {}};
+      if (api_configured && plan.awaiting_settlement()) return {step::hand_off, {}, {}, {}};
+      // Without an API the presentment side posts and the event is marked awaiting settlement
+      // (settlement_marks.hpp) until a later event brings the balance transaction.
+      return {step::post, std::move(plan.entries), {}, settlement_summary_of(plan)};
     case plan_status::ignore:
       // A thin event is ignored by the snapshot rules until its related object is fetched.
       if (std::optional<std::string> waiting = unfetched_thin_money(parser, event.body)) {
-        if (api_configured) return {step::hand_off, {}, {}};
-        return {step::dead, {}, std::move(*waiting)};
+        if (api_configured) return {step::hand_off, {}, {}, {}};
+        return {step::dead, {}, std::move(*waiting), {}};
       }
-      return {step::ignore, {}, {}};
+      return {step::ignore, {}, {}, {}};
     case plan_status::fail:
       break;
   }
-  return {step::retry, {}, "event " + event.event_id + ": " + plan.reason};
+  return {step::retry, {}, "event " + event.event_id + ": " + plan.reason, {}};
 }
 
 // A batch's decisions and what they write, in the shapes the statements take.
@@ -55,6 +59,7 @@ struct batch_work {
   std::vector<std::string> marked_ids, marked_states;
   std::vector<posting_failure> failures;
   std::vector<std::string_view> hand_offs;
+  settlement_marks marks;
   poster_counts counts;
 };
 
@@ -72,6 +77,7 @@ batch_work plan_batch(std::span<const waiting_event> events, const core::currenc
         for (const ledger::entry& entry : d.entries) work.entries.push_back(&entry);
         work.marked_ids.push_back(id);
         work.marked_states.emplace_back("posted");
+        work.marks.add(id, d.settlement);
         ++work.counts.posted;
         break;
       case step::ignore:
@@ -94,13 +100,15 @@ batch_work plan_batch(std::span<const waiting_event> events, const core::currenc
   return work;
 }
 
-// Writes a planned batch in the tenant's transaction: entries, marks, failures, hand-offs.
+// Writes a planned batch in the tenant's transaction: entries, marks (states and awaited
+// settlements), failures, hand-offs.
 void write_batch(pqxx::work& tx, const core::uuid& tenant, batch_work& work, bool ensure_chart) {
   if (!work.entries.empty()) {
     if (ensure_chart) ledger::ensure_chart(tx);
     ledger::post_entries(tx, work.entries);
   }
   mark_events(tx, work.marked_ids, work.marked_states);
+  work.marks.write(tx);
   const std::size_t dead = record_posting_failures(tx, work.failures);
   work.counts.dead += dead;
   work.counts.retried += work.failures.size() - dead;

@@ -10,7 +10,9 @@
 // keeps a tenant's postings in arrival order.
 //
 // What an event becomes:
-//   posted / ignored   as the posting rules say (posting.hpp);
+//   posted / ignored   as the posting rules say (posting.hpp); posted with a leg whose balance
+//                      transaction is unknown (no API), it is also marked awaiting settlement
+//                      (settlement_marks.hpp) until a later event brings it;
 //   fetching           its posting needs the Stripe API (a thin event, a leg to fetch) and an API is
 //                      configured: it is handed to a stripe.post job in the same transaction, since
 //                      a network call is worth a job's lease, backoff and call log;

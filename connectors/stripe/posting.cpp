@@ -4,6 +4,8 @@
 #include <array>
 #include <cctype>
 
+#include "core/assert.hpp"
+
 namespace bankworker::stripe {
 
 namespace {
@@ -667,6 +669,21 @@ posting_plan complete_plan(simdjson::dom::parser& parser, posting_plan plan, std
 settlement_keys settlement_keys_of(const settlement_leg& leg) {
   const bool gross = leg.name == "gross";
   return {leg.object_id + (gross ? ":fee" : ":" + leg.name + "_fee"), leg.object_id + (gross ? ":fx" : ":" + leg.name + "_fx")};
+}
+
+settlement_summary settlement_summary_of(const posting_plan& plan) {
+  settlement_summary summary;
+  if (plan.status != plan_status::post) return summary;
+  BW_INVARIANT(plan.legs.size() <= plan_legs_max);
+  for (const settlement_leg& leg : plan.legs) {
+    std::string key = leg.object_id + ":" + leg.name;
+    if (leg.settlement) {
+      summary.settled.push_back(std::move(key));
+    } else {
+      summary.awaited.push_back({std::move(key), settlement_keys_of(leg)});
+    }
+  }
+  return summary;
 }
 
 posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_id, const balance_transaction& bt,

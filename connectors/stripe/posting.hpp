@@ -131,6 +131,20 @@ struct posting_plan {
   bool awaiting_settlement() const noexcept { return !to_fetch.empty(); }
 };
 
+// A posted plan's legs by what is known of their settlement, for the awaiting-settlement marks on
+// the event rows (migration 0043). A leg is named by its presentment entry's key (ch_…:gross).
+struct awaited_leg {
+  std::string leg_key;   // ch_…:gross
+  settlement_keys keys;  // the entries that will settle it: ch_…:fee, ch_…:fx
+};
+struct settlement_summary {
+  std::vector<std::string> settled;  // legs whose balance transaction the plan booked
+  std::vector<awaited_leg> awaited;  // legs posted on their presentment side only
+};
+// At most this many legs per plan (a charge's listed refunds, each with its failure, and room).
+inline constexpr std::size_t plan_legs_max = 4 * listed_refunds_max;
+settlement_summary settlement_summary_of(const posting_plan& plan);
+
 // An answer to one fetch_request: the request and the 2xx body as received.
 struct fetched_object {
   fetch_request request;

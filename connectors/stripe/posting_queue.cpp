@@ -1,5 +1,6 @@
 #include "connectors/stripe/posting_queue.hpp"
 
+#include "connectors/stripe/settlement_marks.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -28,10 +29,12 @@ constexpr db::statement record_failures_sql{"stripe_record_posting_failures",
     " WHERE s.event_id = f.event_id RETURNING s.state"};
 constexpr db::statement list_events_sql{"stripe_list_events",
     "SELECT event_id, type, state, attempts, to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-    " to_char(available_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), last_error"
+    " to_char(available_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), last_error,"
+    " to_char(settlement_awaited_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+    " array_to_string(settlement_awaited, ',')"
     " FROM bankworker.stripe_events"
     " WHERE CASE $1 WHEN 'failed' THEN state = 'failed' WHEN 'unposted' THEN state IN ('received', 'fetching')"
-    " ELSE true END"
+    " WHEN 'awaiting' THEN settlement_awaited_since IS NOT NULL ELSE true END"
     " ORDER BY received_at DESC, event_id DESC LIMIT $2"};
 constexpr db::statement retry_failed_sql{"stripe_retry_failed_event",
     "UPDATE bankworker.stripe_events SET state = 'received', attempts = 0, available_at = NULL"
@@ -88,7 +91,10 @@ std::size_t record_posting_failures(pqxx::work& tx, std::span<const posting_fail
 }
 
 std::vector<event_summary> list_events(pqxx::transaction_base& tx, event_filter filter, std::uint32_t limit) {
-  const char* which = filter == event_filter::failed ? "failed" : filter == event_filter::unposted ? "unposted" : "all";
+  const char* which = filter == event_filter::failed                ? "failed"
+                      : filter == event_filter::unposted            ? "unposted"
+                      : filter == event_filter::awaiting_settlement ? "awaiting"
+                                                                    : "all";
   std::vector<event_summary> events;
   for (const auto& row : db::exec_statement(tx, list_events_sql, std::string(which), static_cast<long>(limit))) {
     event_summary event;
@@ -99,6 +105,8 @@ std::vector<event_summary> list_events(pqxx::transaction_base& tx, event_filter 
     event.received_at = row[4].as<std::string>();
     if (!row[5].is_null()) event.available_at = row[5].as<std::string>();
     if (!row[6].is_null()) event.last_error = row[6].as<std::string>();
+    if (!row[7].is_null()) event.settlement_awaited_since = row[7].as<std::string>();
+    if (!row[8].is_null()) event.settlement_awaited = split_leg_keys(row[8].as<std::string>());
     events.push_back(std::move(event));
   }
   return events;

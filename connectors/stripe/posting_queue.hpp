@@ -64,10 +64,14 @@ struct event_summary {
   std::string received_at;                  // ISO 8601 UTC
   std::optional<std::string> available_at;  // when a retry is due
   std::optional<std::string> last_error;
+  // Posted on its presentment side only (migration 0043): since when, and the legs (ch_…:gross)
+  // whose balance transaction is awaited.
+  std::optional<std::string> settlement_awaited_since;
+  std::vector<std::string> settlement_awaited;
 };
-// The tenant's events, newest first, at most `limit`; only failed (dead-lettered) ones, or only
-// those not yet posted (received or fetching), when asked.
-enum class event_filter { all, failed, unposted };
+// The tenant's events, newest first, at most `limit`; only failed (dead-lettered) ones, only
+// those not yet posted (received or fetching), or only those awaiting settlement, when asked.
+enum class event_filter { all, failed, unposted, awaiting_settlement };
 std::vector<event_summary> list_events(pqxx::transaction_base& tx, event_filter filter, std::uint32_t limit);
 // Sets a failed event back to received with its attempts cleared; false when the tenant has no
 // failed event with this id.

@@ -66,10 +66,13 @@ class stripe_provider final : public service::provider {
                "map a Connect account to the tenant; its unrouted events move in",
                "  --tenant T         the tenant\n  --account A        the Connect account id\n"},
               {"stripe events", "list|retry ...", "the tenant's received Stripe events and their postings", ""},
-              {"stripe events list", "--tenant T [--failed|--unposted] [--limit N]",
-               "the tenant's events, newest first: state, attempts, next retry, last error (never a body)",
+              {"stripe events list", "--tenant T [--failed|--unposted|--awaiting-settlement] [--limit N]",
+               "the tenant's events, newest first: state, attempts, next retry, last error, the legs awaiting "
+               "settlement (never a body)",
                "  --tenant T         the tenant\n  --failed           only dead-lettered postings\n"
-               "  --unposted         only events not yet posted\n  --limit N          at most N (1-1000, default 100)\n"},
+               "  --unposted         only events not yet posted\n"
+               "  --awaiting-settlement  only events posted without a leg's balance transaction\n"
+               "  --limit N          at most N (1-1000, default 100)\n"},
               {"stripe events retry", "--tenant T --id evt_…",
                "give a dead-lettered event back to the posters, its attempts cleared (audited)",
                "  --tenant T         the tenant\n  --id E             the Stripe event id\n"},
@@ -123,6 +126,8 @@ class stripe_provider final : public service::provider {
                             .on_listening = [hooks] { hooks->forget_secrets(); }});
     gauges_ = std::make_unique<stripe::inbox_gauges>(parts.metrics);
     out.gauges.push_back(gauges_->gauge());
+    settlement_gauges_ = std::make_unique<stripe::settlement_gauges>(parts.metrics);
+    out.gauges.push_back(settlement_gauges_->gauge());
     return out;
   }
 
@@ -162,6 +167,7 @@ class stripe_provider final : public service::provider {
   std::unique_ptr<stripe::stripe_api_jobs> api_jobs_;
   std::unique_ptr<stripe::stripe_webhooks> webhooks_;
   std::unique_ptr<stripe::inbox_gauges> gauges_;
+  std::unique_ptr<stripe::settlement_gauges> settlement_gauges_;
 };
 
 }  // namespace

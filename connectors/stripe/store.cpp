@@ -25,12 +25,13 @@ constexpr db::statement is_webhook_secret_sql{"stripe_is_webhook_secret",
    
     "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'"};
 constexpr db::statement load_event_sql{"stripe_load_event",
-    "SELECT body, state FROM bankworker.stripe_events WHERE event_id = $1"};
+    "SELECT body, state, settlement_awaited_since IS NOT NULL FROM bankworker.stripe_events WHERE event_id = $1"};
 constexpr db::statement mark_event_sql{"stripe_mark_event",
     "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
     " WHERE event_id = $1"};
 constexpr db::statement load_events_sql{"stripe_load_events",
-    "SELECT event_id, body, state FROM bankworker.stripe_events WHERE event_id = ANY($1::text[])"};
+    "SELECT event_id, body, state, settlement_awaited_since IS NOT NULL FROM bankworker.stripe_events"
+    " WHERE event_id = ANY($1::text[])"};
 constexpr db::statement mark_events_sql{"stripe_mark_events",
     "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
     " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id"};
@@ -205,7 +206,7 @@ std::size_t schedule_stripe_recovery(pqxx::work& tx, bool platform_key, std::uin
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id) {
   const auto rows = db::exec_statement(tx, load_event_sql, std::string(event_id));
   if (rows.empty()) return std::nullopt;
-  return stored_event{rows[0][0].as<std::string>(), rows[0][1].as<std::string>()};
+  return stored_event{rows[0][0].as<std::string>(), rows[0][1].as<std::string>(), rows[0][2].as<bool>()};
 }
 
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state) {
@@ -219,7 +220,8 @@ std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_b
   db::array_text ids;
   for (const std::string& id : event_ids) ids.add(id);
   for (const auto& row : db::exec_statement(tx, load_events_sql, ids.finish())) {
-    events.emplace(row[0].as<std::string>(), stored_event{row[1].as<std::string>(), row[2].as<std::string>()});
+    events.emplace(row[0].as<std::string>(),
+                   stored_event{row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<bool>()});
   }
   return events;
 }

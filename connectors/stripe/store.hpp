@@ -47,7 +47,10 @@ std::vector<crypto::secret> load_webhook_secrets(pqxx::work& tx, db::key_store& 
 
 struct stored_event {
   std::string body;
-  std::string state;  // received, posted, ignored, failed
+  std::string state;  // received, fetching, posted, ignored, failed
+  // Posted with a leg awaiting its balance transaction (migration 0043): a stripe.post with a key
+  // completes it.
+  bool settlement_awaited = false;
 };
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id);
 void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state);

@@ -332,6 +332,18 @@ std::map<std::string, long> stripe_net_by_currency(stripe_world& world) {
   return net;
 }
 
+// stripe.clearing per currency, zero balances left out: what Stripe's balance should hold.
+std::map<std::string, long> clearing_by_currency(stripe_world& world) {
+  std::map<std::string, long> out;
+  const auto admin = world.database.connect_as_admin();
+  pqxx::work tx(*admin);
+  for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
+                                 " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
+    if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
+  }
+  return out;
+}
+
 TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, leave stripe.clearing equal to Stripe's"
           " balance transactions in every currency", "[pg][stripe][stripe_api][settlement]") {
   stripe_world world;
@@ -355,16 +367,7 @@ TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, lea
 
   const std::map<std::string, long> stripe_net = stripe_net_by_currency(world);
   REQUIRE(stripe_net.size() == 1);  // every balance transaction is in USD
-  const auto clearing = [&] {
-    std::map<std::string, long> out;
-    const auto admin = world.database.connect_as_admin();
-    pqxx::work tx(*admin);
-    for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
-                                   " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
-      if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
-    }
-    return out;
-  };
+  const auto clearing = [&] { return clearing_by_currency(world); };
   // To the minor unit, and nothing left in KWD or JPY: Stripe never held either.
   CHECK(clearing() == stripe_net);
   CHECK(world.count("SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
@@ -383,6 +386,61 @@ TEST_CASE("KWD and JPY charges settled in USD, partly refunded and disputed, lea
   world.settle();
   CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
   CHECK(clearing() == stripe_net);
+}
+
+TEST_CASE("without a key a KWD charge settled in USD posts its presentment side and awaits settlement; once a key is"
+          " set the recovery completes it once", "[pg][stripe][stripe_api][settlement]") {
+  stripe_world world;
+  const auto events = world.trigger(R"("kind":"payment","amount":10000,"currency":"kwd","settlement_currency":"usd")");
+  REQUIRE(events.size() == 2);
+  world.settle();
+  const std::string charge = world.charge_of(events[0]);
+  REQUIRE(charge.starts_with("ch_"));
+  const auto clearing = [&] { return clearing_by_currency(world); };
+  const auto unbalanced = [&] {
+    return world.count("SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
+                       " HAVING sum(amount_minor) <> 0) unbalanced");
+  };
+  // The presentment side: 10.000 KWD, nothing in USD (no rate is guessed), no fee, no call made.
+  CHECK(world.entries(charge + ":gross") == 1);
+  CHECK(world.entries(charge + ":fx") == 0);
+  CHECK(world.entries(charge + ":fee") == 0);
+  CHECK(clearing() == std::map<std::string, long>{{"KWD", 10000}});
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_lines WHERE currency = 'USD'") == 0);
+  CHECK(unbalanced() == 0);
+  CHECK(world.api_calls("balance_transactions") == 0);
+  // Both events (charge.succeeded, payment_intent.succeeded) are posted and await the charge's leg.
+  CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'"
+                    " AND settlement_awaited_since IS NOT NULL AND settlement_awaited = ARRAY[$1::text]",
+                    charge + ":gross") == 2);
+  CHECK(world.count("SELECT events FROM bankworker.stripe_settlement_gauges()") == 2);
+
+  // A key, and the recovery job's next run: it hands both events back to stripe.post, which
+  // fetches the balance transaction and posts the conversion and the fee once.
+  world.set_key(api_key);
+  CHECK(world.recover() == 1);
+  world.settle();
+  CHECK(world.entries(charge + ":gross") == 1);
+  CHECK(world.entries(charge + ":fx") == 1);
+  CHECK(world.entries(charge + ":fee") == 1);
+  CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events WHERE settlement_awaited_since IS NOT NULL") == 0);
+  CHECK(world.count("SELECT events FROM bankworker.stripe_settlement_gauges()") == 0);
+  const std::map<std::string, long> stripe_net = stripe_net_by_currency(world);
+  REQUIRE(stripe_net.size() == 1);
+  CHECK(stripe_net.begin()->first == "USD");
+  CHECK(clearing() == stripe_net);
+  CHECK(unbalanced() == 0);
+
+  // Replaying the events, and another recovery run, change nothing and fetch nothing more.
+  const long entries_before = world.count("SELECT count(*) FROM bankworker.journal_entries");
+  const long fetched = world.api_calls("balance_transactions");
+  world.post_again(events);
+  world.settle();
+  world.recover();
+  CHECK(world.count("SELECT count(*) FROM bankworker.journal_entries") == entries_before);
+  CHECK(world.api_calls("balance_transactions") == fetched);
+  CHECK(clearing() == stripe_net);
+  CHECK(world.count("SELECT count(*) FROM bankworker.stripe_events WHERE settlement_awaited_since IS NOT NULL") == 0);
 }
 
 TEST_CASE("a 429 from the balance transaction call retries after Retry-After and then posts gross and fee together",

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <map>
 #include <thread>
 
 #include <pqxx/pqxx>
@@ -11,6 +12,7 @@
 #include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/poster.hpp"
 #include "connectors/stripe/posting_queue.hpp"
+#include "connectors/stripe/settlement_marks.hpp"
 #include "connectors/stripe/webhooks.hpp"
 #include "db/currencies.hpp"
 #include "db/tenant_scope.hpp"
@@ -110,6 +112,52 @@ struct poster_world {
     tx.commit();
   }
 };
+
+// 10.000 KWD (Stripe's and ISO's unit for KWD are both thousandths).
+constexpr std::int64_t kwd_amount = 10000;
+// Its balance transaction as Stripe would expand it: 32.60 USD at 0.326, a 1.25 USD fee.
+constexpr const char* balance_transaction =
+    R"({"id":"txn_kwd","object":"balance_transaction","amount":3260,"currency":"usd","fee":125,"net":3135,)"
+    R"("exchange_rate":0.326,"type":"charge","created":1763800000})";
+
+// payment_intent.succeeded (API 2022-11-15 on): latest_charge is an id, so the leg's settlement is unknown.
+std::string intent_event(const std::string& event_id) {
+  return R"({"id":")" + event_id + R"(","object":"event","type":"payment_intent.succeeded","created":1763800000,)"
+         R"("livemode":false,"data":{"object":{"id":"pi_kwd","object":"payment_intent","amount":10000,)"
+         R"("amount_received":10000,"currency":"kwd","created":1763800000,"latest_charge":"ch_kwd",)"
+         R"("status":"succeeded"}}})";
+}
+
+// charge.succeeded with its balance transaction expanded.
+std::string charge_event(const std::string& event_id) {
+  return R"({"id":")" + event_id + R"(","object":"event","type":"charge.succeeded","created":1763800060,)"
+         R"("livemode":false,"data":{"object":{"id":"ch_kwd","object":"charge","amount":10000,)"
+         R"("amount_captured":10000,"captured":true,"currency":"kwd","created":1763800000,)"
+         R"("balance_transaction":)" + std::string(balance_transaction) + R"(}}})";
+}
+
+// stripe.clearing per currency, zero balances left out.
+std::map<std::string, long> clearing(poster_world& world) {
+  std::map<std::string, long> out;
+  auto admin = world.database.connect_as_admin();
+  pqxx::read_transaction tx(*admin);
+  for (const auto& row : tx.exec("SELECT currency, sum(amount_minor) FROM bankworker.journal_lines"
+                                 " WHERE account_code = 'stripe.clearing' GROUP BY currency")) {
+    if (row[1].as<long>() != 0) out[row[0].as<std::string>()] = row[1].as<long>();
+  }
+  return out;
+}
+
+// Currencies whose lines do not sum to zero over the whole ledger (the trial balance).
+constexpr const char* unbalanced_currencies_sql =
+    "SELECT count(*) FROM (SELECT currency FROM bankworker.journal_lines GROUP BY currency"
+    " HAVING sum(amount_minor) <> 0) unbalanced";
+
+std::vector<stripe::event_summary> awaiting(poster_world& world) {
+  return db::with_tenant(*world.connections, world.tenant, [&](pqxx::work& tx) {
+    return stripe::list_events(tx, stripe::event_filter::awaiting_settlement, 10);
+  });
+}
 
 }  // namespace
 
@@ -311,4 +359,79 @@ TEST_CASE("a thin event is dead-lettered without an API, and handed to a stripe.
   CHECK(world.scalar("SELECT count(*) FROM bankworker.jobs WHERE kind = 'stripe.post' AND "
                      "payload->>'event_id' = 'evt_thin_b' AND state = 'available'") == 1);
   CHECK(world.scalar("SELECT count(*) FROM bankworker.jobs") == 1);
+}
+
+// Postings awaiting settlement (connectors/stripe/settlement_marks.hpp, issue #16), completed by a
+// later event through the posters with no Stripe API. A payment in KWD settled in USD arrives first
+// without its balance transaction: its presentment side posts and the event is marked; the charge's
+// own event, carrying the balance transaction, then posts the conversion and the fee once and
+// clears the mark. (The completion by a key and the recovery job, against the Stripe simulator, is
+// in api_jobs_pgtest.cpp.)
+TEST_CASE("a KWD payment without its balance transaction posts its presentment side and awaits settlement; the "
+          "charge's event carrying it completes the posting once and clears the mark",
+          "[pg][stripe][poster][settlement]") {
+  poster_world world;
+  auto poster = world.manual_poster();
+  world.store(world.tenant, "evt_intent", intent_event("evt_intent"));
+  CHECK(poster->post_round().posted == 1);
+
+  // The presentment side only: 10.000 KWD in stripe.clearing, no USD guessed, no fee.
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_kwd:gross'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key IN ('ch_kwd:fx', 'ch_kwd:fee')") == 0);
+  CHECK(clearing(world) == std::map<std::string, long>{{"KWD", kwd_amount}});
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_lines WHERE currency = 'USD'") == 0);
+  CHECK(world.scalar(unbalanced_currencies_sql) == 0);
+  // Marked, and visible to operators: the listing names the leg, the gauge counts the event.
+  const std::vector<stripe::event_summary> listed = awaiting(world);
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].event_id == "evt_intent");
+  CHECK(listed[0].state == "posted");
+  CHECK(listed[0].settlement_awaited_since.has_value());
+  CHECK(listed[0].settlement_awaited == std::vector<std::string>{"ch_kwd:gross"});
+  CHECK(world.scalar(stripe::settlement_gauges_sql) == 1);
+
+  // The charge's own event brings the balance transaction: the conversion and the fee post, the
+  // mark goes, in the same transaction.
+  world.store(world.tenant, "evt_charge", charge_event("evt_charge"), "charge.succeeded");
+  CHECK(poster->post_round().posted == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_kwd:gross'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_kwd:fx'") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_kwd:fee'") == 1);
+  CHECK(world.scalar("SELECT count(DISTINCT xmin::text) FROM bankworker.stripe_events e WHERE e.event_id = 'evt_charge'"
+                     " OR e.event_id = 'evt_intent'") == 1);  // the mark cleared with the charge's posting
+  // Stripe's balance moved 31.35 USD net (the balance transaction's net), and nothing else.
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
+  CHECK(world.scalar("SELECT sum(amount_minor) FROM bankworker.journal_lines WHERE account_code = 'stripe.fees'") == 125);
+  CHECK(world.scalar(unbalanced_currencies_sql) == 0);
+  CHECK(awaiting(world).empty());
+  CHECK(world.scalar(stripe::settlement_gauges_sql) == 0);
+
+  // Replaying both events (an operator's re-post, a re-delivery) changes nothing, and the intent's
+  // re-post finds its leg settled: no mark comes back.
+  const long entries = world.scalar("SELECT count(*) FROM bankworker.journal_entries");
+  world.admin_exec("UPDATE bankworker.stripe_events SET state = 'received'");
+  CHECK(poster->post_round().posted == 2);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == entries);
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
+  CHECK(awaiting(world).empty());
+}
+
+TEST_CASE("an event whose balance transaction is already in the ledger is not marked awaiting settlement",
+          "[pg][stripe][poster][settlement]") {
+  poster_world world;
+  auto poster = world.manual_poster();
+  SECTION("the charge's event posted first, in a round of its own") {
+    world.store(world.tenant, "evt_charge", charge_event("evt_charge"), "charge.succeeded");
+    CHECK(poster->post_round().posted == 1);
+    world.store(world.tenant, "evt_intent", intent_event("evt_intent"));
+    CHECK(poster->post_round().posted == 1);
+  }
+  SECTION("both in one batch, the intent first") {
+    world.store(world.tenant, "evt_intent", intent_event("evt_intent"));
+    world.store(world.tenant, "evt_charge", charge_event("evt_charge"), "charge.succeeded");
+    CHECK(poster->post_round().posted == 2);
+  }
+  CHECK(awaiting(world).empty());
+  CHECK(world.scalar(stripe::settlement_gauges_sql) == 0);
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
 }
