@@ -75,7 +75,8 @@ class database_gauges {
   void add_gauge(service::database_gauge gauge);
 
   // Beats for `process` from now on, its heartbeat interval after `registered_at` first (the
-  // runtime registers the process before the loops start). Before run(); `process` outlives this.
+  // runtime registers the process before the loops start). Before run(); `process` outlives the
+  // last refresh.
   void add_heartbeat(queue::worker_process_record& process,
                      std::chrono::steady_clock::time_point registered_at = std::chrono::steady_clock::now());
 
