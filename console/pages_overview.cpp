@@ -1,5 +1,6 @@
-// The console's overview (aggregate counts only: not a tenant read, not audited), the audit chain
-// page (a tenant's chain verified on demand) and the reconciliation exceptions page.
+// The console's overview (aggregate counts and the worker processes: not a tenant read, not
+// audited), the audit chain page (a tenant's chain verified on demand) and the reconciliation
+// exceptions page.
 #include <map>
 
 #include "console/html.hpp"
@@ -8,12 +9,14 @@
 #include "db/audit.hpp"
 #include "db/tenant_scope.hpp"
 #include "ledger/reconcile.hpp"
+#include "queue/worker_processes.hpp"
 
 namespace bankworker::console {
 
 namespace {
 
 constexpr std::size_t reconcile_page_rows_max = 200;
+constexpr std::size_t process_rows_max = 200;
 
 std::string cell(std::string_view text) { return service::table_cell(text); }
 
@@ -81,6 +84,24 @@ std::string reconcile_counts(pqxx::transaction_base& tx) {
   return html + "</table>";
 }
 
+// The `bankworker run` processes (migration 0042): live ones first. Not tenant data.
+std::string worker_processes(pqxx::transaction_base& tx) {
+  std::string html = "<h2>Worker processes</h2><table><tr><th>Host</th><th>PID</th><th>Version</th><th>Started</th>"
+                     "<th>Last heartbeat</th><th>State</th><th>Worker id</th></tr>";
+  const auto processes = queue::list_worker_processes(tx, process_rows_max);
+  for (const queue::worker_process_row& process : processes) {
+    // A silent process is the one an operator looks for: it may hold leases until they expire.
+    const std::string_view style = process.state == "alive" ? "ok" : process.state == "silent" ? "error" : "";
+    html += "<tr>" + cell(process.hostname) + cell(std::to_string(process.pid)) + cell(process.version) +
+            cell(process.started_at) + cell(std::to_string(process.heartbeat_age_s) + " s ago") +
+            "<td class=\"" + std::string(style) + "\">" + escape_html(process.state) +
+            (process.stopped_at ? " at " + escape_html(*process.stopped_at) : std::string()) + "</td>" +
+            cell(process.process_id) + "</tr>";
+  }
+  if (processes.empty()) html += "<tr><td colspan=\"7\">No worker process has registered.</td></tr>";
+  return html + "</table>";
+}
+
 }  // namespace
 
 page_result overview_page(const page_context& context) {
@@ -90,6 +111,7 @@ page_result overview_page(const page_context& context) {
     pqxx::read_transaction tx(lease.connection());
     body += job_counts(tx);
     body += reconcile_counts(tx);
+    body += worker_processes(tx);
   }
   for (const service::admin_page& page : context.pages) {
     if (page.overview_html) body += page.overview_html();

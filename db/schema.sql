@@ -48,6 +48,28 @@ BEGIN
 END
 $_$;
 
+CREATE FUNCTION bankworker.beat_worker_process(p_process uuid, p_hostname text, p_pid integer, p_version text, p_interval_ms integer, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+  t_now timestamptz := coalesce(p_now, now());
+BEGIN
+  INSERT INTO bankworker.worker_processes AS w (process_id, hostname, os_pid, version, heartbeat_interval_ms,
+                                                 started_at, last_heartbeat_at)
+  VALUES (p_process, p_hostname, p_pid, p_version, p_interval_ms, t_now, t_now)
+  ON CONFLICT (process_id) DO UPDATE
+    SET last_heartbeat_at = greatest(w.last_heartbeat_at, t_now)
+    WHERE w.stopped_at IS NULL;
+  DELETE FROM bankworker.worker_processes d
+   WHERE d.process_id IN (SELECT o.process_id FROM bankworker.worker_processes o
+                           WHERE coalesce(o.stopped_at, o.last_heartbeat_at) < t_now - interval '1 day'
+                           LIMIT 100
+                             FOR UPDATE SKIP LOCKED);
+END
+$$;
+
 CREATE FUNCTION bankworker.cancel_connection_jobs(p_tenant uuid, p_connection uuid, p_except bigint) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1433,6 +1455,21 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.stop_worker_process(p_process uuid, p_now timestamp with time zone) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+  t_now timestamptz := coalesce(p_now, now());
+BEGIN
+  UPDATE bankworker.worker_processes w
+     SET stopped_at = greatest(w.last_heartbeat_at, t_now), last_heartbeat_at = greatest(w.last_heartbeat_at, t_now)
+   WHERE w.process_id = p_process AND w.stopped_at IS NULL;
+  RETURN FOUND;
+END
+$$;
+
 CREATE FUNCTION bankworker.stripe_account_lock_key(account_id text) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1709,6 +1746,32 @@ BEGIN
   RETURN part[3]::uuid;
 END
 $_$;
+
+CREATE FUNCTION bankworker.worker_processes(p_limit integer, p_now timestamp with time zone) RETURNS TABLE(process_id uuid, hostname text, os_pid integer, version text, started_at timestamp with time zone, last_heartbeat_at timestamp with time zone, stopped_at timestamp with time zone, heartbeat_age_s bigint, state text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET jit TO 'off'
+    AS $$
+#variable_conflict use_column
+DECLARE
+  t_now timestamptz := coalesce(p_now, now());
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000 THEN
+    RAISE EXCEPTION 'worker_processes: limit 1..1000' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN QUERY
+    SELECT s.process_id, s.hostname, s.os_pid, s.version, s.started_at, s.last_heartbeat_at, s.stopped_at,
+           s.heartbeat_age_s, s.state
+      FROM (SELECT w.*, greatest(0, floor(extract(epoch FROM t_now - w.last_heartbeat_at)))::bigint AS heartbeat_age_s,
+                   CASE WHEN w.stopped_at IS NOT NULL THEN 'stopped'
+                        WHEN t_now - w.last_heartbeat_at <= 3 * w.heartbeat_interval_ms * interval '1 millisecond'
+                          THEN 'alive'
+                        ELSE 'silent' END AS state
+              FROM bankworker.worker_processes w) s
+     ORDER BY s.state = 'stopped', s.state = 'silent', s.hostname, s.started_at, s.process_id
+     LIMIT p_limit;
+END
+$$;
 
 CREATE TABLE bankworker.accounts (
     tenant_id uuid NOT NULL,
@@ -2243,6 +2306,23 @@ CREATE TABLE bankworker.transactions (
 
 ALTER TABLE ONLY bankworker.transactions FORCE ROW LEVEL SECURITY;
 
+CREATE TABLE bankworker.worker_processes (
+    process_id uuid NOT NULL,
+    hostname text NOT NULL,
+    os_pid integer NOT NULL,
+    version text NOT NULL,
+    heartbeat_interval_ms integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    last_heartbeat_at timestamp with time zone NOT NULL,
+    stopped_at timestamp with time zone,
+    CONSTRAINT worker_processes_check CHECK ((last_heartbeat_at >= started_at)),
+    CONSTRAINT worker_processes_check1 CHECK (((stopped_at IS NULL) OR (stopped_at >= started_at))),
+    CONSTRAINT worker_processes_heartbeat_interval_ms_check CHECK (((heartbeat_interval_ms >= 100) AND (heartbeat_interval_ms <= 3600000))),
+    CONSTRAINT worker_processes_hostname_check CHECK (((length(hostname) >= 1) AND (length(hostname) <= 255))),
+    CONSTRAINT worker_processes_os_pid_check CHECK ((os_pid > 0)),
+    CONSTRAINT worker_processes_version_check CHECK ((length(version) <= 64))
+);
+
 ALTER TABLE ONLY bankworker.accounts
     ADD CONSTRAINT accounts_pkey PRIMARY KEY (tenant_id, account_id);
 
@@ -2346,6 +2426,9 @@ ALTER TABLE ONLY bankworker.tenants
 
 ALTER TABLE ONLY bankworker.transactions
     ADD CONSTRAINT transactions_pkey PRIMARY KEY (tenant_id, transaction_id);
+
+ALTER TABLE ONLY bankworker.worker_processes
+    ADD CONSTRAINT worker_processes_pkey PRIMARY KEY (process_id);
 
 CREATE UNIQUE INDEX audit_signing_keys_one_active ON bankworker.audit_signing_keys USING btree ((true)) WHERE (state = 'active'::text);
 
@@ -2656,6 +2739,9 @@ GRANT USAGE ON SCHEMA bankworker TO bankworker_app;
 REVOKE ALL ON FUNCTION bankworker.add_scope_key(p_key_id text, p_key bytea) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.add_scope_key(p_key_id text, p_key bytea) TO bankworker_worker;
 
+REVOKE ALL ON FUNCTION bankworker.beat_worker_process(p_process uuid, p_hostname text, p_pid integer, p_version text, p_interval_ms integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.beat_worker_process(p_process uuid, p_hostname text, p_pid integer, p_version text, p_interval_ms integer, p_now timestamp with time zone) TO bankworker_worker;
+
 REVOKE ALL ON FUNCTION bankworker.cancel_connection_jobs(p_tenant uuid, p_connection uuid, p_except bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.cancel_connection_jobs(p_tenant uuid, p_connection uuid, p_except bigint) TO bankworker_worker;
 
@@ -2809,6 +2895,9 @@ GRANT ALL ON FUNCTION bankworker.schedule_reconcile_overdue(p_now timestamp with
 REVOKE ALL ON FUNCTION bankworker.schedule_stripe_recovery(p_platform_key boolean, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.schedule_stripe_recovery(p_platform_key boolean, p_limit integer) TO bankworker_worker;
 
+REVOKE ALL ON FUNCTION bankworker.stop_worker_process(p_process uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.stop_worker_process(p_process uuid, p_now timestamp with time zone) TO bankworker_worker;
+
 REVOKE ALL ON FUNCTION bankworker.stripe_account_lock_key(account_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_account_lock_key(account_id text) TO bankworker_worker;
 
@@ -2831,6 +2920,9 @@ REVOKE ALL ON FUNCTION bankworker.verified_tenant() FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.verified_tenant() TO bankworker_app;
 
 REVOKE ALL ON FUNCTION bankworker.verify_scope_token(token text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION bankworker.worker_processes(p_limit integer, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.worker_processes(p_limit integer, p_now timestamp with time zone) TO bankworker_worker;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE bankworker.accounts TO bankworker_worker;
 GRANT SELECT ON TABLE bankworker.accounts TO bankworker_app;

@@ -27,9 +27,10 @@ constexpr std::string_view oldest_name = "bankworker_jobs_oldest_available_age_s
 constexpr std::string_view oldest_help =
     "Seconds the oldest due job of a kind (available or retryable, not running) has waited (0: none).";
 
-std::ptrdiff_t state_index(std::string_view state) {
-  for (std::size_t i = 0; i < std::size(job_gauge_states); ++i) {
-    if (job_gauge_states[i] == state) return static_cast<std::ptrdiff_t>(i);
+template <std::size_t N>
+std::ptrdiff_t state_index(const std::string_view (&states)[N], std::string_view state) {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (states[i] == state) return static_cast<std::ptrdiff_t>(i);
   }
   return -1;
 }
@@ -54,6 +55,14 @@ database_gauges::database_gauges(boost::asio::io_context& io, boost::asio::threa
   metrics_.add_gauge("bankworker_database_up",
                      "1 when this process's last read of the database gauges reached the database, else 0.", {},
                      [this] { return database_up_.load(std::memory_order_relaxed); });
+  for (std::size_t i = 0; i < std::size(queue::worker_process_states); ++i) {
+    metrics_.add_gauge("bankworker_worker_processes",
+                       "bankworker run processes by state, read from the database: alive (a heartbeat within three "
+                       "heartbeat intervals), silent (older: killed, or cut off from the database), stopped "
+                       "(shut down gracefully; kept a day).",
+                       {{"state", std::string(queue::worker_process_states[i])}},
+                       [value = &processes_[i]] { return value->load(std::memory_order_relaxed); });
+  }
 }
 
 database_gauges::kind_series* database_gauges::series_for(const std::string& kind) {
@@ -77,8 +86,23 @@ void database_gauges::add_gauge(service::database_gauge gauge) {
   gauges_.push_back(std::move(gauge));
 }
 
+void database_gauges::add_heartbeat(queue::worker_process_record& process,
+                                    std::chrono::steady_clock::time_point registered_at) {
+  heartbeat_ = &process;
+  last_beat_ = registered_at;
+}
+
+void database_gauges::beat_if_due() {
+  if (heartbeat_ == nullptr) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_beat_ < heartbeat_->identity().heartbeat_interval) return;
+  heartbeat_->beat();
+  last_beat_ = now;
+}
+
 void database_gauges::read_database() {
   pqxx::result job_rows;
+  pqxx::result process_rows;
   std::vector<pqxx::result> provider_rows(gauges_.size());
   {
     db::pool::lease lease = connections_.checkout();
@@ -86,10 +110,12 @@ void database_gauges::read_database() {
     // One round trip: the pipeline sends every statement together and reads the answers.
     pqxx::pipeline pipe(tx);
     const auto jobs_query = pipe.insert(queue::job_gauges_sql);
+    const auto processes_query = pipe.insert(queue::worker_process_gauges_sql);
     std::vector<pqxx::pipeline::query_id> queries;
     queries.reserve(gauges_.size());
     for (const service::database_gauge& gauge : gauges_) queries.push_back(pipe.insert(gauge.sql));
     job_rows = pipe.retrieve(jobs_query);
+    process_rows = pipe.retrieve(processes_query);
     for (std::size_t i = 0; i < queries.size(); ++i) provider_rows[i] = pipe.retrieve(queries[i]);
   }
   BW_ASSERT(job_rows.size() <= queue::job_gauge_rows_max);
@@ -100,7 +126,7 @@ void database_gauges::read_database() {
   }
   for (const pqxx::row& row : job_rows) {
     kind_series* series = series_for(row[0].as<std::string>());
-    const std::ptrdiff_t state = state_index(row[1].as<std::string>());
+    const std::ptrdiff_t state = state_index(job_gauge_states, row[1].as<std::string>());
     if (series == nullptr || state < 0) continue;
     series->jobs[static_cast<std::size_t>(state)].store(row[2].as<std::int64_t>(), std::memory_order_relaxed);
     const std::int64_t oldest_s = row[3].as<std::int64_t>();
@@ -108,11 +134,18 @@ void database_gauges::read_database() {
       series->oldest_due_s.store(oldest_s, std::memory_order_relaxed);
     }
   }
+  std::int64_t processes[std::size(queue::worker_process_states)]{};
+  for (const pqxx::row& row : process_rows) {
+    const std::ptrdiff_t state = state_index(queue::worker_process_states, row[0].as<std::string>());
+    if (state >= 0) processes[static_cast<std::size_t>(state)] = row[1].as<std::int64_t>();
+  }
+  for (std::size_t i = 0; i < std::size(processes); ++i) processes_[i].store(processes[i], std::memory_order_relaxed);
   for (std::size_t i = 0; i < gauges_.size(); ++i) gauges_[i].read(provider_rows[i]);
 }
 
 bool database_gauges::refresh() {
   try {
+    beat_if_due();
     read_database();
   } catch (const pqxx::broken_connection&) {
     database_up_.store(0, std::memory_order_relaxed);

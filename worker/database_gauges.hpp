@@ -14,6 +14,11 @@
 //
 // The database going away and coming back are each logged once (error, then info), not once per
 // refresh.
+//
+// The same loop carries this process's heartbeat (queue/worker_processes.hpp): a refresh beats
+// first when the process's heartbeat interval has passed since the last beat, so a failing gauge
+// statement does not silence the process, and counts every process by state
+// (bankworker_worker_processes) in its pipeline.
 
 #include <atomic>
 #include <chrono>
@@ -32,6 +37,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "db/pool.hpp"
+#include "queue/worker_processes.hpp"
 #include "service/log.hpp"
 #include "service/provider.hpp"
 #include "service/metrics.hpp"
@@ -68,6 +74,12 @@ class database_gauges {
   // Adds a provider's statement and reader; before run() or the first refresh().
   void add_gauge(service::database_gauge gauge);
 
+  // Beats for `process` from now on, its heartbeat interval after `registered_at` first (the
+  // runtime registers the process before the loops start). Before run(); `process` outlives the
+  // last refresh.
+  void add_heartbeat(queue::worker_process_record& process,
+                     std::chrono::steady_clock::time_point registered_at = std::chrono::steady_clock::now());
+
   // Refreshes until stop(). Spawn it on executor().
   boost::asio::awaitable<void> run();
   void stop();
@@ -84,6 +96,7 @@ class database_gauges {
   };
 
   kind_series* series_for(const std::string& kind);
+  void beat_if_due();
   void read_database();
 
   boost::asio::thread_pool& blocking_;
@@ -99,6 +112,9 @@ class database_gauges {
   std::deque<kind_series> kind_storage_;
   std::vector<service::database_gauge> gauges_;
   std::atomic<std::int64_t> database_up_{0};
+  std::atomic<std::int64_t> processes_[std::size(queue::worker_process_states)]{};
+  queue::worker_process_record* heartbeat_ = nullptr;
+  std::chrono::steady_clock::time_point last_beat_{};
   // Start-up has just reached the database (run_service checks the schema first).
   bool was_up_ = true;
 };

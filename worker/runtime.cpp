@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include <atomic>
@@ -29,6 +30,7 @@
 #include "crypto/secret.hpp"
 #include "queue/queue.hpp"
 #include "queue/run_blocking.hpp"
+#include "queue/worker_processes.hpp"
 #include "worker/build_info.hpp"
 #include "service/command.hpp"
 #include "worker/database_gauges.hpp"
@@ -65,6 +67,9 @@ namespace {
 constexpr unsigned io_threads = 2;
 constexpr std::size_t admin_connections_max = 64;
 constexpr std::size_t admin_body_bytes_max = 8'192;  // the console's small forms (a password is at most 1 KiB)
+// How often a process records that it is alive (from the gauges' loop, whose refresh_interval is
+// finer); the console calls a process silent after three intervals without one.
+constexpr std::chrono::seconds process_heartbeat_interval{15};
 constexpr std::size_t pool_connections_extra = 6;  // inbox committer, readiness, secrets, listener, scheduler, gauges
 
 void check_schema(const settings& config) {
@@ -522,6 +527,26 @@ void log_running(logger& log, const settings& config, const http_server& server,
                                   {"commit", build_commit()}});
 }
 
+// This process as the console's process list shows it: the dispatcher's id (the worker_id of the
+// log line and of every failed attempt), host, pid and version.
+queue::worker_process_identity process_identity(const dispatcher& jobs_dispatcher) {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return {.id = jobs_dispatcher.owner(), .hostname = host, .pid = static_cast<std::int32_t>(::getpid()),
+          .version = std::string(build_version()), .heartbeat_interval = process_heartbeat_interval};
+}
+
+// Marks the process stopped once everything has stopped. A process that cannot (the database is
+// away) stays in the list as silent until its row is pruned: nothing else depends on the mark.
+void mark_stopped(queue::worker_process_record& process, logger& log) {
+  try {
+    process.stop();
+  } catch (const std::exception& error) {
+    log.warn("could not mark this process stopped in the process list; the console shows it silent",
+             {{"error", one_line(error.what())}});
+  }
+}
+
 }  // namespace
 
 // The wiring, top to bottom: database, keys and queue; the dispatcher, scheduler and gauges; the
@@ -550,6 +575,9 @@ int run_service(settings& config, providers_list configured) {
   std::vector<std::string> gauge_kinds = job_kinds(configured, false);
   gauge_kinds.emplace_back(reconcile_match_kind);
   database_gauges gauges(io, blocking, connections, metrics, log, gauge_kinds);
+  queue::worker_process_record process(connections, process_identity(jobs_dispatcher));
+  process.beat();  // registered before any job is claimed; the gauges' loop beats from here on
+  gauges.add_heartbeat(process);
   scheduler periodic(io, blocking, connections, jobs, scheduler_settings{}, log, &metrics);
   // Declared after every part the providers use (and before what uses them), so they are
   // destroyed first: their timers and routes go before the io_context and the pool.
@@ -589,6 +617,7 @@ int run_service(settings& config, providers_list configured) {
   log_running(log, config, server, admin_server, jobs_dispatcher);
   sd_notify(0, "READY=1");
   run_io(io, blocking);
+  mark_stopped(process, log);
   log.info("bankworker stopped", {{"clean", clean}});
   return clean ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 // The operator console in a real browser: headless Chromium (Debian's) driven by playwright-core.
 // Run by tests/console/browser_pgtest.cpp, which starts `bankworker run` on a scratch database with
 // a tenant named <script>…</script>, a dead job of it and an operator, and passes them here:
-//   CONSOLE_URL, OPERATOR, PASSWORD, JOB_ID, TENANT_ID, TENANT_NAME, OUTPUT_DIR, CHROMIUM.
+//   CONSOLE_URL, OPERATOR, PASSWORD, JOB_ID, TENANT_ID, TENANT_NAME, WORKER_PID, OUTPUT_DIR, CHROMIUM.
 // Signs in, finds the dead job, opens it, retries it, sees it available, opens the tenant's audit
 // page, and checks that the CSP blocks an inline script injected into a page. Saves a screenshot
 // of each page in OUTPUT_DIR. Prints one line per step; exits 1 at the first failed check.
@@ -19,6 +19,7 @@ const base = env('CONSOLE_URL');
 const jobId = env('JOB_ID');
 const tenantId = env('TENANT_ID');
 const tenantName = env('TENANT_NAME');
+const workerPid = env('WORKER_PID');
 const outputDir = env('OUTPUT_DIR');
 mkdirSync(outputDir, { recursive: true });
 
@@ -52,6 +53,8 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
   check(new URL(page.url()).pathname === '/console/', 'signing in lands on the overview');
   check((await main()).includes('plaid.sync'), 'the overview counts the dead plaid.sync job');
+  const processRow = page.locator('main tr', { hasText: 'alive' }).filter({ has: page.locator(`td:text-is("${workerPid}")`) });
+  check(await processRow.count() === 1, `the overview lists the worker process ${workerPid} as alive`);
   await shot('02-overview');
 
   await page.goto(`${base}/console/jobs?state=dead`);

@@ -1,6 +1,7 @@
 // The operator console in a real browser (issue #22): a real `bankworker run` on a scratch
 // database, an operator made with `bankworker operator add`, and headless Chromium driven by
-// playwright-core (tests/browser/console_test.mjs) through the console's pages. Afterwards the
+// playwright-core (tests/browser/console_test.mjs) through the console's pages (the overview
+// listing the worker's own process alive). Afterwards the
 // database must hold what the browser did: the job revived, and the audit rows of the tenant's
 // pages the operator opened. Screenshots of each page are left in the build folder
 // (tests/console-screenshots) for a reviewer.
@@ -89,6 +90,7 @@ TEST_CASE("in Chromium: sign in, open a dead job, retry it and see it available,
        {"JOB_ID", std::to_string(ids[0])},
        {"TENANT_ID", tenant.to_string()},
        {"TENANT_NAME", tenant_name},
+       {"WORKER_PID", std::to_string(worker.pid())},
        {"OUTPUT_DIR", output.string()},
        {"CHROMIUM", BANKWORKER_CHROMIUM}},
       180'000);

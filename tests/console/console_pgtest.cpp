@@ -10,6 +10,7 @@
 
 #include "db/audit.hpp"
 #include "ledger/tenants.hpp"
+#include "queue/worker_processes.hpp"
 #include "tests/console/console_fixture.hpp"
 
 using namespace bankworker;
@@ -165,6 +166,39 @@ TEST_CASE("the overview's counts are not a tenant read: no audit row", "[pg][con
   const auto one = fixture.call("GET", "/console/jobs?tenant=" + tenant.to_string(), cookie);
   CHECK(one.body.find("from provider") != std::string::npos);
   CHECK(fixture.console_audit_rows(tenant).size() == 1);
+}
+
+TEST_CASE("the overview lists the worker processes, live first, each value escaped, stopped ones as stopped",
+          "[pg][console][worker_processes]") {
+  console_fixture fixture;
+  const core::uuid tenant = ledger::create_tenant(*fixture.connections, *fixture.keys, "Processes Ltd");
+  const auto identity = [](std::string host, std::int32_t pid) {
+    return queue::worker_process_identity{.id = crypto::random_uuid(), .hostname = std::move(host), .pid = pid,
+                                          .version = "1.2.3<b>", .heartbeat_interval = std::chrono::seconds(15)};
+  };
+  queue::worker_process_record hostile(*fixture.connections, identity("<script>alert(1)</script>", 4101));
+  queue::worker_process_record gone(*fixture.connections, identity("gone-host", 4102));
+  hostile.beat();
+  gone.beat();
+  gone.stop();
+  const auto overview = fixture.call("GET", "/console/", fixture.session_cookie());
+  REQUIRE(overview.status == 200);
+  const std::size_t section = overview.body.find("Worker processes");
+  REQUIRE(section != std::string::npos);
+  const std::size_t hostile_at = overview.body.find("&lt;script&gt;alert(1)&lt;/script&gt;", section);
+  const std::size_t gone_at = overview.body.find("gone-host", section);
+  REQUIRE(hostile_at != std::string::npos);
+  REQUIRE(gone_at != std::string::npos);
+  CHECK(hostile_at < gone_at);  // alive before stopped
+  CHECK(overview.body.find("<script") == std::string::npos);
+  CHECK(overview.body.find("1.2.3&lt;b&gt;", section) != std::string::npos);
+  CHECK(overview.body.find("4101", section) != std::string::npos);
+  CHECK(overview.body.find(hostile.identity().id.to_string(), section) != std::string::npos);
+  CHECK(overview.body.find(">alive<", hostile_at) < gone_at);
+  CHECK(overview.body.find(">stopped at ", gone_at) != std::string::npos);
+  CHECK(overview.body.find(" s ago</td>", section) != std::string::npos);
+  // Not a tenant read: no audit row anywhere.
+  CHECK(fixture.console_audit_rows(tenant).empty());
 }
 
 TEST_CASE("retry needs the session's CSRF token: missing or stale is 403 and changes nothing", "[pg][console]") {

@@ -30,6 +30,9 @@ const std::set<std::string> shared_tables = {
     // operators work across tenants; their reads are audited in each tenant's chain instead.
     "operators",
     "operator_sessions",
+    // The `bankworker run` processes and their heartbeats (0042): hosts and pids, no tenant's data;
+    // the worker reaches it only through functions (tests/queue/worker_processes_pgtest.cpp).
+    "worker_processes",
 };
 
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
@@ -348,7 +351,8 @@ TEST_CASE_METHOD(two_tenants, "bankworker_app reads only its tenant's bank data 
   }
   for (const char* table : {"tenants", "connections", "audit_log", "external_calls", "stripe_events",
                             "stripe_accounts", "stripe_event_cursors", "stripe_unrouted_events", "tenant_keys", "audit_heads",
-                            "audit_signing_keys", "scope_keys", "operators", "operator_sessions"}) {
+                            "audit_signing_keys", "scope_keys", "operators", "operator_sessions",
+                            "worker_processes"}) {
     INFO(table);
     const outcome read = run_as_app(app, token_a, std::string("SELECT count(*) FROM bankworker.") + table);
     CHECK(read.failed);

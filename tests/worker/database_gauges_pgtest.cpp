@@ -7,7 +7,11 @@
 #include <boost/asio/thread_pool.hpp>
 #include <pqxx/pqxx>
 
+#include <thread>
+
 #include "connectors/stripe/gauges.hpp"
+#include "crypto/random.hpp"
+#include "queue/worker_processes.hpp"
 #include "service/metrics.hpp"
 #include "tests/support/scratch_database.hpp"
 #include "worker/database_gauges.hpp"
@@ -97,6 +101,52 @@ TEST_CASE("every job kind's states, every connection status and the inbox are on
   }
   CHECK(series_value(exposition, "bankworker_inbox_unposted_events") == 0);
   CHECK(series_value(exposition, "bankworker_inbox_oldest_unposted_age_seconds") == 0);
+  for (const std::string_view state : bankworker::queue::worker_process_states) {
+    CHECK(series_value(exposition, "bankworker_worker_processes{state=\"" + std::string(state) + "\"}") == 0);
+  }
+}
+
+TEST_CASE("the refresh beats for this process once its heartbeat interval has passed, and counts processes by state",
+          "[pg][database_gauges][worker_processes]") {
+  const scratch_database database;
+  test_gauges test(database, {});
+  namespace queue = bankworker::queue;
+  queue::worker_process_record process(
+      *test.connections, {.id = bankworker::crypto::random_uuid(), .hostname = "gauges-host", .pid = 77,
+                          .version = "test", .heartbeat_interval = std::chrono::milliseconds(200)});
+  process.beat();
+  queue::worker_process_record stopped(
+      *test.connections, {.id = bankworker::crypto::random_uuid(), .hostname = "stopped-host", .pid = 78,
+                          .version = "test", .heartbeat_interval = std::chrono::milliseconds(200)});
+  stopped.beat();
+  stopped.stop();
+  test.gauges.add_heartbeat(process);
+  const auto last_beat = [&] {
+    const auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    return tx.exec1("SELECT last_heartbeat_at FROM bankworker.worker_processes WHERE hostname = 'gauges-host'")[0]
+        .as<std::string>();
+  };
+  const std::string registered = last_beat();
+
+  // Within the interval: the refresh does not beat.
+  REQUIRE(test.gauges.refresh());
+  CHECK(last_beat() == registered);
+  const std::string seen = test.metrics.render();
+  CHECK(series_value(seen, "bankworker_worker_processes{state=\"alive\"}") == 1);
+  CHECK(series_value(seen, "bankworker_worker_processes{state=\"stopped\"}") == 1);
+  CHECK(series_value(seen, "bankworker_worker_processes{state=\"silent\"}") == 0);
+
+  // Past it: the next refresh beats.
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  REQUIRE(test.gauges.refresh());
+  CHECK(last_beat() > registered);
+
+  // Three intervals without a beat (no refresh ran): the next refresh counts it silent only if
+  // it does not beat first, and it does, so the process stays alive.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  REQUIRE(test.gauges.refresh());
+  CHECK(series_value(test.metrics.render(), "bankworker_worker_processes{state=\"alive\"}") == 1);
 }
 
 TEST_CASE("one refresh counts jobs by kind and state, connections by status and the unposted inbox, then zeroes what left",

@@ -189,6 +189,36 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
   CHECK(worker.wait(std::chrono::seconds(20)) == 0);
 }
 
+TEST_CASE("run registers its process in the process list before it is ready and marks it stopped on SIGTERM",
+          "[pg][run][worker_processes]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const std::uint16_t admin_port = test::free_loopback_port();
+  const std::string admin_base = "http://127.0.0.1:" + std::to_string(admin_port);
+  test::child_process worker(BANKWORKER_BINARY, {"run"},
+                             {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
+                              {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                              {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(test::free_loopback_port())},
+                              {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
+                              {"BANKWORKER_LOG_LEVEL", "error"}});
+  REQUIRE(eventually([&] { return test::http_get(admin_base + "/readyz").status == 200; }));
+  const auto admin = database.connect_as_admin();
+  const auto state_of_worker = [&] {
+    pqxx::work tx(*admin);
+    const auto rows = tx.exec_params("SELECT state, hostname FROM bankworker.worker_processes(100, NULL) WHERE os_pid = $1",
+                                     static_cast<int>(worker.pid()));
+    return rows.size() == 1 ? rows[0][0].as<std::string>() : "rows: " + std::to_string(rows.size());
+  };
+  CHECK(state_of_worker() == "alive");
+  // The gauges' first refresh counts it.
+  CHECK(eventually([&] {
+    return metric_value(test::http_get(admin_base + "/metrics").body, "bankworker_worker_processes{state=\"alive\"}") == 1;
+  }));
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
+  CHECK(state_of_worker() == "stopped");
+}
+
 TEST_CASE("/readyz hammered from four clients asks the database at most once a second", "[pg][run][attack]") {
   const test::scratch_database database;
   const test::root_key_file key;
