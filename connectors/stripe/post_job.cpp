@@ -143,10 +143,14 @@ queue::outcome post_event(db::pool& connections, const core::currency_table& cur
       ledger::ensure_chart(tx);
       ledger::post_entries(tx, entries);
     }
-    if (decision.new_state) stripe::mark_event(tx, request.event_id, *decision.new_state);
     settlement_marks marks;
     marks.add(request.event_id, decision.settlement);
-    marks.write(tx);
+    std::vector<std::string> ids, states;
+    if (decision.new_state) {
+      ids.push_back(request.event_id);
+      states.push_back(*decision.new_state);
+    }
+    marks.write(tx, ids, states);
     complete_in_or_throw(tx, *request.context, *request.job, decision.result);
     return decision.result;
   });
@@ -215,8 +219,7 @@ void post_batch(db::pool& connections, const core::currency_table& currencies, k
       }
       ledger::post_entries(tx, entries);
     }
-    stripe::mark_events(tx, marked_ids, marked_states);
-    marks.write(tx);
+    marks.write(tx, marked_ids, marked_states);
     const std::vector<queue::completed> completed = context.jobs().complete_in(tx, context.owner(), completions);
     if (completed.size() != completions.size()) throw batch_abandoned("a lease was lost");
   });

@@ -107,8 +107,7 @@ void write_batch(pqxx::work& tx, const core::uuid& tenant, batch_work& work, boo
     if (ensure_chart) ledger::ensure_chart(tx);
     ledger::post_entries(tx, work.entries);
   }
-  mark_events(tx, work.marked_ids, work.marked_states);
-  work.marks.write(tx);
+  work.marks.write(tx, work.marked_ids, work.marked_states);
   const std::size_t dead = record_posting_failures(tx, work.failures);
   work.counts.dead += dead;
   work.counts.retried += work.failures.size() - dead;

@@ -21,6 +21,7 @@
 // stripe.post with a key fetches it (the mark then clears, posting nothing).
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -38,8 +39,9 @@ class settlement_marks {
   // A posted plan's legs (settlement_summary_of) for event `event_id`.
   void add(const std::string& event_id, const settlement_summary& summary);
   bool empty() const noexcept { return awaiting_.empty() && settled_.empty(); }
-  // Writes the marks in the posting transaction, after its entries are posted.
-  void write(pqxx::work& tx) const;
+  // Writes the events' new states (event_ids[i] becomes states[i]) and the marks, in the posting
+  // transaction after its entries are posted: one update per event row.
+  void write(pqxx::work& tx, std::span<const std::string> event_ids, std::span<const std::string> states) const;
 
  private:
   std::vector<std::pair<std::string, std::vector<awaited_leg>>> awaiting_;  // events with unsettled legs

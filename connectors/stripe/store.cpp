@@ -26,15 +26,9 @@ constexpr db::statement is_webhook_secret_sql{"stripe_is_webhook_secret",
     "SELECT 1 FROM bankworker.sealed_secrets WHERE secret_id = $1::text::uuid AND purpose = 'stripe.webhook_secret'"};
 constexpr db::statement load_event_sql{"stripe_load_event",
     "SELECT body, state, settlement_awaited_since IS NOT NULL FROM bankworker.stripe_events WHERE event_id = $1"};
-constexpr db::statement mark_event_sql{"stripe_mark_event",
-    "UPDATE bankworker.stripe_events SET state = $2, posted_at = CASE WHEN $2 = 'posted' THEN now() END"
-    " WHERE event_id = $1"};
 constexpr db::statement load_events_sql{"stripe_load_events",
     "SELECT event_id, body, state, settlement_awaited_since IS NOT NULL FROM bankworker.stripe_events"
     " WHERE event_id = ANY($1::text[])"};
-constexpr db::statement mark_events_sql{"stripe_mark_events",
-    "UPDATE bankworker.stripe_events s SET state = m.state, posted_at = CASE WHEN m.state = 'posted' THEN now() END"
-    " FROM unnest($1::text[], $2::text[]) AS m(event_id, state) WHERE s.event_id = m.event_id"};
 constexpr db::statement lock_account_sql{"stripe_lock_account",
    
     "SELECT pg_advisory_xact_lock(bankworker.stripe_account_lock_key($1))"};
@@ -209,10 +203,6 @@ std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_v
   return stored_event{rows[0][0].as<std::string>(), rows[0][1].as<std::string>(), rows[0][2].as<bool>()};
 }
 
-void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state) {
-  db::exec_statement(tx, mark_event_sql, std::string(event_id), std::string(state));
-}
-
 std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_base& tx,
                                                              std::span<const std::string> event_ids) {
   std::map<std::string, stored_event, std::less<>> events;
@@ -224,15 +214,6 @@ std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_b
                    stored_event{row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<bool>()});
   }
   return events;
-}
-
-void mark_events(pqxx::work& tx, std::span<const std::string> event_ids, std::span<const std::string> states) {
-  BW_ASSERT(event_ids.size() == states.size());
-  if (event_ids.empty()) return;
-  db::array_text ids, texts;
-  for (const std::string& id : event_ids) ids.add(id);
-  for (const std::string& state : states) texts.add(state);
-  db::exec_statement(tx, mark_events_sql, ids.finish(), texts.finish());
 }
 
 account_claim claim_stripe_account(pqxx::work& tx, std::string_view account) {

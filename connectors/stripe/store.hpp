@@ -53,12 +53,10 @@ struct stored_event {
   bool settlement_awaited = false;
 };
 std::optional<stored_event> load_event(pqxx::transaction_base& tx, std::string_view event_id);
-void mark_event(pqxx::work& tx, std::string_view event_id, std::string_view state);
-// The same for many events in one statement each: the events found, by id, and new states
-// (states[i] for event_ids[i]; an id may not repeat).
+// The same for many events in one statement: the events found, by id. (Many events' new states
+// are written with their settlement marks: settlement_marks::write.)
 std::map<std::string, stored_event, std::less<>> load_events(pqxx::transaction_base& tx,
                                                              std::span<const std::string> event_ids);
-void mark_events(pqxx::work& tx, std::span<const std::string> event_ids, std::span<const std::string> states);
 
 // Connect accounts (`bankworker stripe connect`). Each call runs in `tx`, scoped to the tenant.
 //
