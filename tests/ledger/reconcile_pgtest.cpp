@@ -39,6 +39,13 @@ struct reconciliation {
     tx.exec_params(sql, tenant.to_string());
     tx.commit();
   }
+  void set_connection_status(const std::string& status) {
+    const auto connection = database.connect_as_admin();
+    pqxx::work tx(*connection);
+    tx.exec_params("UPDATE bankworker.connections SET status = $2 WHERE tenant_id = $1::text::uuid",
+                   tenant.to_string(), status);
+    tx.commit();
+  }
   template <class F>
   auto in_tenant(F&& work) {
     return db::with_tenant(*connections, tenant, std::forward<F>(work));
@@ -263,7 +270,7 @@ TEST_CASE("a revoked connection keeps its matches", "[pg][ledger][reconcile]") {
   r.post_payout("po_1", 10'000);
   r.deposit("t1", 10'000, "2024-03-01");
   r.run();
-  r.admin("UPDATE bankworker.connections SET status = 'revoked' WHERE tenant_id = $1::text::uuid");
+  r.set_connection_status("revoked");
   r.run();
   CHECK(r.row("po_1").status == "matched");
   CHECK(r.row("po_1").transaction_id == "t1");
@@ -282,12 +289,12 @@ TEST_CASE("a revoked connection keeps its matches", "[pg][ledger][reconcile]") {
 TEST_CASE("a connection being revoked gives no new matches either", "[pg][ledger][reconcile]") {
   reconciliation r;
   r.deposit("t1", 10'000, "2024-03-01");
-  r.admin("UPDATE bankworker.connections SET status = 'revoking' WHERE tenant_id = $1::text::uuid");
+  r.set_connection_status("revoking");
   r.post_payout("po_1", 10'000);
   r.run();
   CHECK(r.row("po_1").status == "pending");
   // The connection's status is what keeps the deposit out: active again, the deposit is found.
-  r.admin("UPDATE bankworker.connections SET status = 'active' WHERE tenant_id = $1::text::uuid");
+  r.set_connection_status("active");
   r.run();
   CHECK(r.row("po_1").status == "matched");
   CHECK(r.row("po_1").transaction_id == "t1");
