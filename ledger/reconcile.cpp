@@ -90,7 +90,9 @@ constexpr statement open_payouts{
 // payouts against 40,000 rows). Its LIMIT is the batch cap, so a payout with too many candidates
 // still fails the batch below. transactions_account_date_amount checks the window and the amount
 // in the index, so the heap is read for the one or two rows that qualify. current_tenant() runs
-// once, as an InitPlan, not once per row.
+// once, as an InitPlan, not once per row. A row of a connection the user revoked (or is revoking)
+// stays in the books, and a match made on it stays, but it is no new payout's deposit: one
+// primary-key probe of connections for each row that qualified.
 constexpr statement candidate_deposits{
     "reconcile_candidates",
     "WITH w AS MATERIALIZED ("
@@ -110,6 +112,8 @@ constexpr statement candidate_deposits{
     "    AND t.account_id = w.plaid_account_id AND t.date BETWEEN w.first_day AND w.last_day"
     "    AND t.amount_minor BETWEEN w.least_minor AND w.most_minor"
     "    AND t.currency = w.currency AND t.removed_at IS NULL"
+    "    AND NOT EXISTS (SELECT 1 FROM bankworker.connections k WHERE k.tenant_id = t.tenant_id"
+    "                     AND k.connection_id = t.connection_id AND k.status IN ('revoking', 'revoked'))"
     "    AND NOT EXISTS (SELECT 1 FROM bankworker.reconcile_payouts o WHERE o.tenant_id = t.tenant_id"
     "                     AND o.transaction_id = t.transaction_id AND o.payout_id <> w.payout_id)"
     "  LIMIT $4) c"

@@ -6,9 +6,10 @@
 // (migration 0034 keeps the rows and enqueues reconcile.match when either side arrives).
 //
 // The rules:
-//   - a candidate is a live (not removed) bank row in a mapped account, in the payout's currency,
-//     an inflow within `tolerance_minor` of the payout's amount (strictly less than the tolerance
-//     away, or exact), booked from 1 business day before to 4 after the expected day (weekends
+//   - a candidate is a live (not removed) bank row in a mapped account, of a connection neither
+//     revoked nor being revoked (its earlier matches stay; it gives no new ones), in the payout's
+//     currency, an inflow within `tolerance_minor` of the payout's amount (strictly less than the
+//     tolerance away, or exact), booked from 1 business day before to 4 after the expected day (weekends
 //     are not business days; no holiday calendar);
 //   - candidates rank by exact amount first, then descriptor evidence (the payout id as trace
 //     id 3, the payout's statement descriptor 2, STRIPE 1, in the bank row's name or merchant),

@@ -39,6 +39,13 @@ struct reconciliation {
     tx.exec_params(sql, tenant.to_string());
     tx.commit();
   }
+  void set_connection_status(const std::string& status) {
+    const auto connection = database.connect_as_admin();
+    pqxx::work tx(*connection);
+    tx.exec_params("UPDATE bankworker.connections SET status = $2 WHERE tenant_id = $1::text::uuid",
+                   tenant.to_string(), status);
+    tx.commit();
+  }
   template <class F>
   auto in_tenant(F&& work) {
     return db::with_tenant(*connections, tenant, std::forward<F>(work));
@@ -263,10 +270,100 @@ TEST_CASE("a revoked connection keeps its matches", "[pg][ledger][reconcile]") {
   r.post_payout("po_1", 10'000);
   r.deposit("t1", 10'000, "2024-03-01");
   r.run();
-  r.admin("UPDATE bankworker.connections SET status = 'revoked' WHERE tenant_id = $1::text::uuid");
+  r.set_connection_status("revoked");
   r.run();
   CHECK(r.row("po_1").status == "matched");
   CHECK(r.row("po_1").transaction_id == "t1");
+
+  // No new ones: a bank row the revoked connection left behind is no payout's deposit.
+  r.deposit("t2", 20'000, "2024-03-01");
+  r.post_payout("po_2", 20'000);
+  r.run();
+  CHECK(r.row("po_2").status == "pending");
+  CHECK(r.row("po_2").transaction_id.empty());
+  CHECK(r.run("2024-03-15").changed == 1);
+  CHECK(r.row("po_2").status == "missing");
+  CHECK(r.row("po_1").transaction_id == "t1");
+}
+
+TEST_CASE("a connection being revoked gives no new matches either", "[pg][ledger][reconcile]") {
+  reconciliation r;
+  r.deposit("t1", 10'000, "2024-03-01");
+  r.set_connection_status("revoking");
+  r.post_payout("po_1", 10'000);
+  r.run();
+  CHECK(r.row("po_1").status == "pending");
+  // The connection's status is what keeps the deposit out: active again, the deposit is found.
+  r.set_connection_status("active");
+  r.run();
+  CHECK(r.row("po_1").status == "matched");
+  CHECK(r.row("po_1").transaction_id == "t1");
+}
+
+TEST_CASE("one run audits each changed decision once, with its status, bank row and difference, and nothing else",
+          "[pg][ledger][reconcile]") {
+  reconciliation r;
+  r.post_payout("po_matched", 10'000);
+  r.post_payout("po_short", 20'000);
+  r.post_payout("po_tie", 30'000);
+  r.post_payout("po_missing", 40'000, friday_s - 14 * 86'400);
+  r.post_payout("po_waiting", 50'000);
+  r.deposit("t_matched", 10'000, "2024-03-01");
+  r.deposit("t_short", 19'950, "2024-03-01");
+  r.deposit("t_tie_a", 30'000, "2024-03-01");
+  r.deposit("t_tie_b", 30'000, "2024-03-01");
+  const auto report = r.run();
+  CHECK(report.payouts_examined == 5);
+  CHECK(report.changed == 4);
+  const std::string decisions =
+      "SELECT count(*) FROM bankworker.audit_log WHERE action LIKE 'reconcile.%' AND action <> 'reconcile.account_mapped'";
+  CHECK(r.count(decisions) == 4);
+  const auto audited = [&](const std::string& payout, const std::string& action, const std::string& details) {
+    return r.in_tenant([&](pqxx::work& tx) {
+      return tx.exec_params1("SELECT count(*) FROM bankworker.audit_log WHERE subject = $1 AND action = $2"
+                             " AND details = $3::jsonb",
+                             payout, action, details)[0]
+          .as<std::int64_t>();
+    });
+  };
+  CHECK(audited("po_matched", "reconcile.matched", R"({"transaction_id":"t_matched","difference_minor":0})") == 1);
+  CHECK(audited("po_short", "reconcile.short", R"({"transaction_id":"t_short","difference_minor":-50})") == 1);
+  CHECK(audited("po_tie", "reconcile.review", R"({"transaction_id":"","difference_minor":0})") == 1);
+  CHECK(audited("po_missing", "reconcile.missing", R"({"transaction_id":"","difference_minor":0})") == 1);
+  CHECK(r.count("SELECT count(*) FROM bankworker.audit_log WHERE subject = 'po_waiting'") == 0);
+  // The tie is decided again on every run, and audited again only if its decision changes.
+  r.run();
+  CHECK(r.count(decisions) == 4);
+}
+
+TEST_CASE("a run over more payouts than one batch decides and audits each once", "[pg][ledger][reconcile]") {
+  reconciliation r;
+  constexpr std::int64_t payouts = static_cast<std::int64_t>(ledger::reconcile_batch_payouts_max) + 5;
+  // Amounts 1,000 minor units apart: no payout's deposit is within another's tolerance.
+  r.in_tenant([&](pqxx::work& tx) {
+    for (std::int64_t i = 0; i < payouts; ++i) {
+      const std::string id = "po_" + std::to_string(i);
+      const std::int64_t amount = 10'000 + 1'000 * i;
+      ledger::post_entry(tx, {id + ":payout", "Payout " + id, friday_s, "evt_" + id,
+                              {{"bank", amount, "USD"}, {"stripe.clearing", -amount, "USD"}}});
+    }
+    tx.exec_params("INSERT INTO bankworker.transactions (tenant_id, transaction_id, account_id, connection_id,"
+                   " amount_minor, currency, date, name, pending)"
+                   " SELECT bankworker.current_tenant(), 't_' || i, 'acc_checking', $1::uuid, 10000 + 1000 * i, 'USD',"
+                   " date '2024-03-01', 'STRIPE', false FROM generate_series(0, $2 - 1) AS i",
+                   connection_id, payouts);
+  });
+  const auto report = r.run();
+  CHECK(report.payouts_examined == static_cast<std::size_t>(payouts));
+  CHECK(report.changed == static_cast<std::size_t>(payouts));
+  CHECK(r.count("SELECT count(*) FROM bankworker.reconcile_payouts WHERE status = 'matched'"
+                " AND transaction_id = 't_' || substr(payout_id, 4)") == payouts);
+  CHECK(r.count("SELECT count(*) FROM bankworker.audit_log WHERE action = 'reconcile.matched'") == payouts);
+  CHECK(r.count("SELECT count(DISTINCT subject) FROM bankworker.audit_log WHERE action = 'reconcile.matched'") ==
+        payouts);
+  CHECK(r.run().changed == 0);
+  CHECK(r.count("SELECT count(*) FROM bankworker.audit_log WHERE action LIKE 'reconcile.%'"
+                " AND action <> 'reconcile.account_mapped'") == payouts);
 }
 
 TEST_CASE("mapping refuses an unknown bank account and a non-asset ledger account", "[pg][ledger][reconcile]") {
