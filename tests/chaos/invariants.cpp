@@ -224,6 +224,20 @@ invariant_result check_revocations(const run_record& record, pqxx::connection& d
                           std::to_string(stragglers) + " in-flight page call(s) Plaid refused after removal");
 }
 
+// A balance transaction as the Stripe simulator serves it to the tenant's Connect account
+// (GET /v1/balance_transactions/{id}), or nullopt when it does not know it. Failures the run
+// injected (/sim/fail) may still be armed: they run out after a few calls.
+std::optional<std::string> fetch_balance_transaction(const run_record& record, std::size_t tenant, const std::string& id) {
+  test::http_result answer;
+  for (int attempt = 0; attempt < stripe_api_attempts_max; ++attempt) {
+    answer = test::http_get(record.stripe_url + "/v1/balance_transactions/" + id,
+                            {"Authorization: Bearer " + record.stripe_api_key, "Stripe-Account: " + record.accounts[tenant]});
+    if (answer.status != 429 && answer.status < 500) break;
+  }
+  if (answer.status != 200) return std::nullopt;
+  return answer.body;
+}
+
 struct expected_entry {
   std::size_t tenant = 0;
   std::int64_t amount = 0;
@@ -246,19 +260,12 @@ std::map<std::string, expected_entry> expected_entries(const run_record& record,
     if (type == "charge.succeeded") {
       expected[object_id + ":gross"] = money(object);
       const std::string bt(object["balance_transaction"].get_string().value());
-      // Failures the run injected (/sim/fail) may still be armed: they run out after a few calls.
-      test::http_result answer;
-      for (int attempt = 0; attempt < stripe_api_attempts_max; ++attempt) {
-        answer = test::http_get(record.stripe_url + "/v1/balance_transactions/" + bt,
-                                {"Authorization: Bearer " + record.stripe_api_key,
-                                 "Stripe-Account: " + record.accounts[event.tenant]});
-        if (answer.status != 429 && answer.status < 500) break;
-      }
-      if (answer.status != 200) {
+      const auto answer = fetch_balance_transaction(record, event.tenant, bt);
+      if (!answer) {
         found.add("the Stripe simulator does not know balance transaction " + bt);
         continue;
       }
-      simdjson::dom::element b = bt_parser.parse(answer.body);
+      simdjson::dom::element b = bt_parser.parse(*answer);
       expected[object_id + ":fee"] = {event.tenant, b["fee"].get_int64().value(), upper(std::string(b["currency"].get_string().value()))};
     } else if (type == "refund.created") {
       expected[object_id + ":refund"] = money(object);
@@ -332,6 +339,93 @@ invariant_result check_stripe(const run_record& record, pqxx::connection& db) {
   return found.result("every Stripe money object posted exactly once",
                       std::to_string(record.events.size()) + " events stored once each, " + std::to_string(expected.size()) +
                           " entries (gross, fee, refund, payout, dispute legs) posted once each with their amounts");
+}
+
+// The balance transactions a money object names, by id (`balance_transaction` of a charge,
+// refund, payout or application fee; a failed payout's `failure_balance_transaction`; the refunds
+// a charge.refunded lists) or expanded (a dispute's `balance_transactions`, or an expanded
+// `balance_transaction`): id → the expanded JSON, empty when only named.
+void named_balance_transactions(simdjson::dom::element object, std::map<std::string, std::string>& named) {
+  const auto add = [&](simdjson::dom::element field) {
+    if (field.is_string()) named.try_emplace(std::string(field.get_string().value()));
+    else if (field.is_object()) named[std::string(field["id"].get_string().value())] = simdjson::minify(field);
+  };
+  for (const char* key : {"balance_transaction", "failure_balance_transaction"}) {
+    simdjson::dom::element field;
+    if (object[key].get(field) == simdjson::SUCCESS) add(field);
+  }
+  simdjson::dom::array listed;
+  if (object["balance_transactions"].get(listed) == simdjson::SUCCESS) {
+    for (simdjson::dom::element bt : listed) add(bt);
+  }
+  if (object["refunds"]["data"].get(listed) == simdjson::SUCCESS) {
+    for (simdjson::dom::element refund : listed) named_balance_transactions(refund, named);
+  }
+}
+
+// Stripe's balance per tenant and currency as its balance transactions say: the sum of `net` of
+// every distinct balance transaction the triggered events name (an event and its companion may
+// name the same one). Keyed by tenant index and uppercase currency.
+std::map<std::pair<std::size_t, std::string>, std::int64_t> stripe_balances(const run_record& record, problems& found) {
+  std::vector<std::map<std::string, std::string>> named(record.tenants.size());
+  simdjson::dom::parser parser;
+  for (const auto& [id, event] : record.events) {
+    simdjson::dom::element object;
+    if (parser.parse(event.body)["data"]["object"].get(object) != simdjson::SUCCESS) continue;  // thin events name none
+    named_balance_transactions(object, named[event.tenant]);
+  }
+  std::map<std::pair<std::size_t, std::string>, std::int64_t> balances;
+  for (std::size_t tenant = 0; tenant < named.size(); ++tenant) {
+    for (const auto& [id, expanded] : named[tenant]) {
+      std::string json = expanded;
+      if (json.empty()) {
+        auto answer = fetch_balance_transaction(record, tenant, id);
+        if (!answer) {
+          found.add("the Stripe simulator does not know balance transaction " + id);
+          continue;
+        }
+        json = std::move(*answer);
+      }
+      simdjson::dom::element bt = parser.parse(json);
+      balances[{tenant, upper(std::string(bt["currency"].get_string().value()))}] += bt["net"].get_int64().value();
+    }
+  }
+  return balances;
+}
+
+// stripe.clearing ("Stripe balance") per tenant and currency equals, to the minor unit, the sum
+// of `net` of the balance transactions Stripe created for the tenant's events (issue #16).
+invariant_result check_stripe_clearing(const run_record& record, pqxx::connection& db) {
+  problems found;
+  auto expected = stripe_balances(record, found);
+  std::map<std::string, std::size_t> tenant_index;
+  for (std::size_t i = 0; i < record.tenants.size(); ++i) tenant_index[record.tenants[i]] = i;
+  pqxx::work tx(db);
+  const long awaiting = tx.exec1("SELECT count(*) FROM bankworker.stripe_events WHERE settlement_awaited_since IS NOT NULL")[0].as<long>();
+  if (awaiting != 0) found.add(std::to_string(awaiting) + " event(s) still awaiting settlement");
+  std::map<std::pair<std::size_t, std::string>, std::int64_t> booked;
+  for (const auto& r : tx.exec("SELECT tenant_id::text, currency, sum(amount_minor) FROM bankworker.journal_lines"
+                               " WHERE account_code = 'stripe.clearing' GROUP BY 1, 2")) {
+    const auto tenant = tenant_index.find(r[0].as<std::string>());
+    if (tenant == tenant_index.end()) {
+      found.add("stripe.clearing booked for tenant " + r[0].as<std::string>() + ", which the run never made");
+      continue;
+    }
+    booked[{tenant->second, r[1].as<std::string>()}] = r[2].as<std::int64_t>();
+  }
+  std::set<std::pair<std::size_t, std::string>> pairs;
+  for (const auto& [key, net] : expected) pairs.insert(key);
+  for (const auto& [key, sum] : booked) pairs.insert(key);
+  for (const auto& key : pairs) {
+    const std::int64_t want = expected[key], have = booked[key];
+    if (want != have) {
+      found.add("tenant " + record.tenants[key.first] + " " + key.second + ": stripe.clearing " + std::to_string(have) +
+                ", Stripe's balance transactions net " + std::to_string(want));
+    }
+  }
+  return found.result("stripe.clearing per tenant and currency equals Stripe's balance transactions",
+                      std::to_string(pairs.size()) + " tenant/currency pair(s) equal to the sum of net of their balance"
+                      " transactions, none awaiting settlement");
 }
 
 invariant_result check_trial_balance(pqxx::connection& db) {
@@ -410,6 +504,7 @@ std::vector<invariant_result> check_invariants(const run_record& record) {
   results.push_back(guarded("plaid links", [&] { return check_links(record, db); }));
   results.push_back(guarded("revocations", [&] { return check_revocations(record, db); }));
   results.push_back(guarded("stripe postings", [&] { return check_stripe(record, db); }));
+  results.push_back(guarded("stripe clearing", [&] { return check_stripe_clearing(record, db); }));
   results.push_back(guarded("trial balance", [&] { return check_trial_balance(db); }));
   results.push_back(guarded("jobs", [&] { return check_jobs(db); }));
   results.push_back(guarded("audit", [&] { return check_audit(record); }));
