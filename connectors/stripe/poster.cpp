@@ -135,6 +135,14 @@ poster_counts& operator+=(poster_counts& total, const poster_counts& more) {
   return total;
 }
 
+bool contains(std::span<const core::uuid> tenants, const core::uuid& tenant) {
+  return std::find(tenants.begin(), tenants.end(), tenant) != tenants.end();
+}
+
+void add_once(std::vector<core::uuid>& tenants, const core::uuid& tenant) {
+  if (!contains(tenants, tenant)) tenants.push_back(tenant);
+}
+
 }  // namespace
 
 poster::poster(db::pool& connections, const core::currency_table& currencies, service::logger& log,
@@ -166,25 +174,21 @@ void poster::wake() {
 void poster::wake(std::span<const core::uuid> tenants) {
   {
     std::lock_guard lock(mutex_);
-    for (const core::uuid& tenant : tenants) {
-      if (std::find(woken_tenants_.begin(), woken_tenants_.end(), tenant) == woken_tenants_.end()) {
-        woken_tenants_.push_back(tenant);
-      }
-    }
+    for (const core::uuid& tenant : tenants) add_once(woken_tenants_, tenant);
   }
   wake_.notify_one();
 }
 
 bool poster::has_takeable_locked() const {
   return std::any_of(woken_tenants_.begin(), woken_tenants_.end(), [this](const core::uuid& tenant) {
-    return std::find(posting_now_.begin(), posting_now_.end(), tenant) == posting_now_.end();
+    return !contains(posting_now_, tenant);
   });
 }
 
 std::vector<core::uuid> poster::take_woken_locked() {
   std::vector<core::uuid> taken;
   std::erase_if(woken_tenants_, [&](const core::uuid& tenant) {
-    if (std::find(posting_now_.begin(), posting_now_.end(), tenant) != posting_now_.end()) return false;
+    if (contains(posting_now_, tenant)) return false;
     taken.push_back(tenant);
     return true;
   });
@@ -203,14 +207,8 @@ poster_counts poster::post_woken(std::span<const core::uuid> tenants) {
     ~release() {
       {
         std::lock_guard lock(self.mutex_);
-        std::erase_if(self.posting_now_, [&](const core::uuid& tenant) {
-          return std::find(tenants.begin(), tenants.end(), tenant) != tenants.end();
-        });
-        for (const core::uuid& tenant : again) {
-          if (std::find(self.woken_tenants_.begin(), self.woken_tenants_.end(), tenant) == self.woken_tenants_.end()) {
-            self.woken_tenants_.push_back(tenant);
-          }
-        }
+        std::erase_if(self.posting_now_, [&](const core::uuid& tenant) { return contains(tenants, tenant); });
+        for (const core::uuid& tenant : again) add_once(self.woken_tenants_, tenant);
       }
       self.wake_.notify_all();
     }
