@@ -30,7 +30,7 @@ constexpr const char* set_tenant_sql = "SELECT set_config('bankworker.tenant_id'
 
 std::string milliseconds_text(std::chrono::milliseconds value) { return std::to_string(value.count()); }
 
-void check_settings(const pool_settings& settings) {
+const pool_settings& checked(const pool_settings& settings) {
   if (settings.connections == 0 || settings.connections > limits::db_connections_max) {
     throw pool_settings_error("pool connections must be 1.." + std::to_string(limits::db_connections_max));
   }
@@ -44,16 +44,16 @@ void check_settings(const pool_settings& settings) {
     return value.count() > 0 && value <= limits::db_statement_timeout_max;
   };
   if (!in_range(settings.statement_timeout) || !in_range(settings.lock_timeout) ||
-      !in_range(settings.idle_in_transaction_timeout)) {
+      !in_range(settings.idle_in_transaction_timeout) || !in_range(settings.commit_wait_max)) {
     throw pool_settings_error("pool timeouts must be positive and at most db_statement_timeout_max");
   }
+  return settings;
 }
 
 }  // namespace
 
 pool::pool(crypto::secret url, pool_settings settings)
-    : url_(std::move(url)), settings_(std::move(settings)) {
-  check_settings(settings_);
+    : url_(std::move(url)), settings_(checked(settings)), commits_(settings_.commit_wait_max) {
   slots_.resize(settings_.connections);
 }
 
@@ -117,6 +117,7 @@ pool::lease pool::checkout() {
   {
     std::lock_guard lock(mutex_);
     check = ours.suspect || ours.epoch != epoch_;
+    if (ours.epoch < retired_below_) ours.connection.reset();  // retired: a new one opens below
   }
   try {
     prepare_slot(ours, check);
@@ -234,12 +235,35 @@ pool::lease::lease(lease&& other) noexcept
       exceptions_at_checkout_(other.exceptions_at_checkout_),
       cancelled_waits_at_checkout_(other.cancelled_waits_at_checkout_) {}
 
+void pool::retire_open_connections() {
+  std::lock_guard lock(mutex_);
+  ++epoch_;
+  retired_below_ = epoch_;
+}
+
 void pool::lease::commit(pqxx::transaction_base& tx) {
   BW_ASSERT(&tx.conn() == connection_);
-  tx.commit();
-  if (connection_->cancelled_waits() != cancelled_waits_at_checkout_) {
-    // The connection goes: its server lost its synchronous standby or is being demoted.
+  try {
+    if (owner_ != nullptr) {
+      const commit_watch::ticket deadline = owner_->commits_.watch(*connection_);
+      tx.commit();
+    } else {
+      tx.commit();
+    }
+  } catch (const pqxx::sql_error& error) {
+    // Cancelled (by the commit watch, or an operator) before it committed: it rolled back, but the
+    // server is one whose commits hang, so the caller gets what a hung commit means.
+    if (error.sqlstate() != "57014") throw;
     discard();
+    if (owner_ != nullptr) owner_->retire_open_connections();
+    throw replication_in_doubt("commit cancelled after waiting longer than commit_wait_max; the server may have "
+                               "lost its synchronous standby");
+  }
+  if (connection_->cancelled_waits() != cancelled_waits_at_checkout_) {
+    // The connection goes, and the others open to that server: it lost its synchronous standby
+    // or is being demoted, and a commit on any of them would wait (or be in doubt) the same way.
+    discard();
+    if (owner_ != nullptr) owner_->retire_open_connections();
     throw replication_in_doubt(
         "commit in doubt: the server stopped waiting for the synchronous standby after committing locally; the "
         "commit may be lost in a failover");

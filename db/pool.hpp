@@ -36,6 +36,7 @@
 #include <pqxx/connection>
 
 #include "crypto/secret.hpp"
+#include "db/commit_watch.hpp"
 #include "db/replication_watch.hpp"
 
 namespace bankworker::db {
@@ -49,6 +50,11 @@ struct pool_settings {
   std::chrono::milliseconds statement_timeout{30'000};
   std::chrono::milliseconds lock_timeout{10'000};
   std::chrono::milliseconds idle_in_transaction_timeout{60'000};
+  // A COMMIT through lease::commit still running after this is cancelled (db/commit_watch.hpp):
+  // with synchronous replication, a commit waiting for a standby that is gone (PostgreSQL does not
+  // apply statement_timeout to that wait). It is then in doubt, and every connection the pool had
+  // open to that server is closed rather than reused.
+  std::chrono::milliseconds commit_wait_max{10'000};
   // SET ROLE after connecting; empty keeps the login role (migrations and tests of the owner).
   std::string role = "bankworker_worker";
   std::string application_name = "bankworker";
@@ -142,6 +148,9 @@ class pool {
     bool suspect = false;       // given back during an exception: check before the next use
     std::uint64_t epoch = 0;    // the pool's epoch when it opened; older ones are checked too
   };
+  // A commit in doubt: connections opened before now are closed at their next checkout (the
+  // server they reach lost its standby or is being demoted, and may hold their commits too).
+  void retire_open_connections();
 
   std::unique_ptr<watched_connection> open_connection();
   // Opens, or checks and if need be reopens, the connection of a slot the caller holds.
@@ -157,9 +166,12 @@ class pool {
   std::vector<slot> slots_;  // fixed size; guarded by mutex_
   // Availability, guarded by mutex_: bumped at each transition to unavailable.
   std::uint64_t epoch_ = 0;
+  // Connections of an epoch below this are closed, not checked (retire_open_connections).
+  std::uint64_t retired_below_ = 0;
   bool available_ = true;
   std::string unavailable_reason_;
   std::chrono::steady_clock::time_point unavailable_since_{};
+  commit_watch commits_;  // last: its thread stops first
 };
 
 }  // namespace bankworker::db

@@ -153,3 +153,59 @@ TEST_CASE("a commit acknowledged without the synchronous standby is in doubt, no
   with_tenant(connections, tenant, insert);
   CHECK(probe_rows(cluster) == 2);
 }
+
+// No operator cancels here: the pool's commit deadline does (db/commit_watch.hpp). Without it the
+// commit waits as long as the standby stays away (an hour here would be no different), which is
+// how `make failover` saw three workers hang for two minutes behind an old primary whose shutdown
+// had stalled, while the new primary took writes.
+TEST_CASE("a commit left waiting for a vanished standby is cancelled after commit_wait_max, in doubt, and the "
+          "pool's connections to that server are replaced",
+          "[pg][failover]") {
+  const own_cluster cluster;
+  {
+    pqxx::connection admin(cluster.url());
+    pqxx::nontransaction tx(admin);
+    tx.exec("CREATE TABLE replication_probe (id int NOT NULL)");
+  }
+  pool_settings settings;
+  settings.connections = 2;
+  settings.commit_wait_max = std::chrono::milliseconds(1'000);
+  settings.role.clear();
+  pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
+  const auto tenant = bankworker::crypto::random_uuid();
+  const auto backend_pid = [&] {
+    auto lease = connections.checkout();
+    pqxx::nontransaction tx(lease.connection());
+    return tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+  };
+  // Both connections open, so the one left idle is one the pool had open to that server.
+  int idle_before = 0;
+  {
+    auto first = connections.checkout();
+    auto second = connections.checkout();
+    idle_before = pqxx::nontransaction(second.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+  }
+
+  require_standby(cluster, "vanished_standby");
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(with_tenant(connections, tenant,
+                              [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (1)"); }),
+                  replication_in_doubt);
+  const auto waited = std::chrono::steady_clock::now() - started;
+  CHECK(waited >= std::chrono::milliseconds(1'000));
+  CHECK(waited < std::chrono::seconds(10));
+  CHECK(probe_rows(cluster) == 1);  // committed locally: in doubt, not failed
+
+  // Neither connection the pool had before is handed out again.
+  require_standby(cluster, "");
+  const int after_first = backend_pid();
+  const int after_second = [&] {
+    auto a = connections.checkout();
+    auto b = connections.checkout();
+    return pqxx::nontransaction(b.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+  }();
+  CHECK(after_first != idle_before);
+  CHECK(after_second != idle_before);
+  with_tenant(connections, tenant, [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (2)"); });
+  CHECK(probe_rows(cluster) == 2);
+}
