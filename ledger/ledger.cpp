@@ -165,7 +165,7 @@ void check_earlier_lines(pqxx::work& tx, const std::vector<const entry*>& unique
     if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
   }
   std::map<std::string, std::vector<line>, std::less<>> existing;
-  for (const auto& row : db::exec_statement(tx, existing_lines_sql, earlier_keys.finish())) {
+  for (const auto& row : db::exec_replanned(tx, existing_lines_sql, earlier_keys.finish())) {
     existing[row[0].as<std::string>()].push_back(
         {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
   }

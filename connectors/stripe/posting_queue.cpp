@@ -62,7 +62,7 @@ bool try_lock_tenant_posting(pqxx::work& tx) { return db::exec_statement1(tx, lo
 
 std::vector<waiting_event> claim_waiting_events(pqxx::work& tx, std::uint32_t limit) {
   std::vector<waiting_event> events;
-  const pqxx::result rows = db::exec_statement(tx, claim_sql, static_cast<long>(limit));
+  const pqxx::result rows = db::exec_replanned(tx, claim_sql, static_cast<long>(limit));
   events.reserve(rows.size());
   for (const auto& row : rows) events.push_back(waiting_of(row));
   return events;

@@ -105,7 +105,7 @@ void settlement_marks::write(pqxx::work& tx, std::span<const std::string> event_
     for (std::size_t i = 0; i < event_ids.size(); ++i) add(event_ids[i], std::string_view(states[i]));
     // Awaiting events whose state this transaction does not change (none today) keep their state.
     while (!legs_of.empty()) add(std::string(legs_of.begin()->first), std::nullopt);
-    db::exec_statement(tx, mark_events_sql, ids.finish(), state_texts.finish(), legs_texts.finish());
+    db::exec_replanned(tx, mark_events_sql, ids.finish(), state_texts.finish(), legs_texts.finish());
   }
   if (!settled.empty()) {
     db::array_text keys;

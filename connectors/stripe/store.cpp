@@ -167,7 +167,7 @@ std::set<std::string, std::less<>> existing_entries(pqxx::transaction_base& tx, 
   if (keys.empty()) return found;
   db::array_text texts;
   for (const std::string& key : keys) texts.add(key);
-  for (const auto& row : db::exec_statement(tx, existing_entries_sql, texts.finish())) found.insert(row[0].as<std::string>());
+  for (const auto& row : db::exec_replanned(tx, existing_entries_sql, texts.finish())) found.insert(row[0].as<std::string>());
   return found;
 }
 
