@@ -2220,10 +2220,12 @@ CREATE TABLE bankworker.stripe_events (
     last_error text,
     settlement_awaited_since timestamp with time zone,
     settlement_awaited text[],
+    posting_lane smallint DEFAULT 0 NOT NULL,
     CONSTRAINT stripe_events_account_check CHECK ((length(account) <= 256)),
     CONSTRAINT stripe_events_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT stripe_events_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 256))),
     CONSTRAINT stripe_events_last_error_check CHECK ((length(last_error) <= 2000)),
+    CONSTRAINT stripe_events_posting_lane_check CHECK (((posting_lane >= 0) AND (posting_lane < 16))),
     CONSTRAINT stripe_events_settlement_awaited_both CHECK (((settlement_awaited_since IS NULL) = (settlement_awaited IS NULL))),
     CONSTRAINT stripe_events_settlement_awaited_check CHECK (((cardinality(settlement_awaited) >= 1) AND (cardinality(settlement_awaited) <= 400))),
     CONSTRAINT stripe_events_state_check CHECK ((state = ANY (ARRAY['received'::text, 'fetching'::text, 'posted'::text, 'ignored'::text, 'failed'::text]))),
@@ -2480,7 +2482,7 @@ CREATE INDEX stripe_events_settlement_awaited ON bankworker.stripe_events USING 
 
 CREATE INDEX stripe_events_settlement_awaited_legs ON bankworker.stripe_events USING gin (settlement_awaited) WHERE (settlement_awaited_since IS NOT NULL);
 
-CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (tenant_id, received_at, event_id) WHERE (state = ANY (ARRAY['received'::text, 'fetching'::text]));
+CREATE INDEX stripe_events_unposted ON bankworker.stripe_events USING btree (tenant_id, posting_lane, received_at, event_id) WHERE (state = ANY (ARRAY['received'::text, 'fetching'::text]));
 
 CREATE INDEX stripe_unrouted_events_account ON bankworker.stripe_unrouted_events USING btree (account);
 

@@ -21,11 +21,12 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr db::statement insert_events_sql{"inbox_insert_events",
-    "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body)"
+    "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body,"
+    " posting_lane)"
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.id, e.type, e.account, e.livemode,"
-    "        to_timestamp(e.created), e.body"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
-    "      AS e(id, type, account, livemode, created, body)"
+    "        to_timestamp(e.created), e.body, e.lane"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[], $7::smallint[])"
+    "      AS e(id, type, account, livemode, created, body, lane)"
     " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"};
 constexpr db::statement insert_unrouted_sql{"inbox_insert_unrouted",
     "INSERT INTO bankworker.stripe_unrouted_events (event_id, account, type, livemode, created_at, body)"
@@ -37,6 +38,16 @@ constexpr db::statement route_accounts_sql{
     "inbox_route_accounts", "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])"};
 
 }  // namespace
+
+std::uint8_t posting_lane_of(std::string_view money_object_id) noexcept {
+  if (money_object_id.empty()) return 0;
+  std::uint32_t hash = 2166136261u;
+  for (const char c : money_object_id) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 16777619u;
+  }
+  return static_cast<std::uint8_t>(hash % posting_lanes);
+}
 
 struct inbox::pending {
   inbox_event event;
@@ -235,7 +246,7 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     groups[key].push_back(item.get());
   }
   for (auto& [tenant_text, items] : groups) {
-    db::array_text ids, types, accounts, livemodes, created, bodies;
+    db::array_text ids, types, accounts, livemodes, created, bodies, lanes;
     std::size_t body_bytes = 0;
     for (const pending* p : items) body_bytes += p->event.body.size() + p->event.body.size() / 8 + 4;
     bodies.reserve(body_bytes);
@@ -246,13 +257,17 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
       livemodes.add(p->event.livemode ? "true" : "false");
       created.add(std::to_string(p->event.created_s));
       bodies.add(p->event.body);
+      lanes.add(std::to_string(p->event.posting_lane));
     }
 
     const bool routed = !tenant_text.empty();
     if (routed) tx.exec_prepared(db::set_tenant_statement, tenant_text);
+    // An unrouted event has no lane yet: it is in lane 0 when its account is routed later.
     const pqxx::result inserted =
-        db::exec_statement(tx, routed ? insert_events_sql : insert_unrouted_sql, ids.finish(), types.finish(),
-                       accounts.finish(), livemodes.finish(), created.finish(), bodies.finish());
+        routed ? db::exec_statement(tx, insert_events_sql, ids.finish(), types.finish(), accounts.finish(),
+                                    livemodes.finish(), created.finish(), bodies.finish(), lanes.finish())
+               : db::exec_statement(tx, insert_unrouted_sql, ids.finish(), types.finish(), accounts.finish(),
+                                    livemodes.finish(), created.finish(), bodies.finish());
     std::unordered_set<std::string> new_ids;
     for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
 

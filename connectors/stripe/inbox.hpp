@@ -30,6 +30,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -48,7 +49,15 @@ struct inbox_event {
   bool livemode = false;
   std::int64_t created_s = 0;
   std::string body;  // the raw body as received and verified: valid JSON
+  std::uint8_t posting_lane = 0;  // posting_lane_of the event's money object (migration 0046)
 };
+
+// A tenant's events post in this many lanes side by side, each in arrival order (migration 0046).
+inline constexpr std::uint8_t posting_lanes = 4;
+
+// The lane of the events about one money object: a stable hash of its id (FNV-1a, so every worker
+// and every release agrees), modulo posting_lanes; lane 0 for an event that names none.
+std::uint8_t posting_lane_of(std::string_view money_object_id) noexcept;
 
 enum class inbox_outcome {
   stored,       // durable now (in a tenant's inbox): answer 2xx

@@ -6,6 +6,7 @@
 
 #include <simdjson.h>
 
+#include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/posting_queue.hpp"
 #include "connectors/stripe/settlement_marks.hpp"
@@ -135,12 +136,12 @@ poster_counts& operator+=(poster_counts& total, const poster_counts& more) {
   return total;
 }
 
-bool contains(std::span<const core::uuid> tenants, const core::uuid& tenant) {
-  return std::find(tenants.begin(), tenants.end(), tenant) != tenants.end();
+bool contains(std::span<const tenant_lane> lanes, const tenant_lane& lane) {
+  return std::find(lanes.begin(), lanes.end(), lane) != lanes.end();
 }
 
-void add_once(std::vector<core::uuid>& tenants, const core::uuid& tenant) {
-  if (!contains(tenants, tenant)) tenants.push_back(tenant);
+void add_once(std::vector<tenant_lane>& lanes, const tenant_lane& lane) {
+  if (!contains(lanes, lane)) lanes.push_back(lane);
 }
 
 }  // namespace
@@ -174,50 +175,46 @@ void poster::wake() {
 void poster::wake(std::span<const core::uuid> tenants) {
   {
     std::lock_guard lock(mutex_);
-    for (const core::uuid& tenant : tenants) add_once(woken_tenants_, tenant);
+    for (const core::uuid& tenant : tenants) {
+      for (std::uint8_t lane = 0; lane < posting_lanes; ++lane) add_once(woken_lanes_, {tenant, lane});
+    }
   }
   wake_.notify_one();
 }
 
 bool poster::has_takeable_locked() const {
-  return std::any_of(woken_tenants_.begin(), woken_tenants_.end(), [this](const core::uuid& tenant) {
-    return !contains(posting_now_, tenant);
-  });
+  return std::any_of(woken_lanes_.begin(), woken_lanes_.end(),
+                     [this](const tenant_lane& at) { return !contains(posting_now_, at); });
 }
 
-std::vector<core::uuid> poster::take_woken_locked() {
-  std::vector<core::uuid> taken;
-  std::erase_if(woken_tenants_, [&](const core::uuid& tenant) {
-    if (contains(posting_now_, tenant)) return false;
-    taken.push_back(tenant);
-    return true;
-  });
-  posting_now_.insert(posting_now_.end(), taken.begin(), taken.end());
+std::optional<tenant_lane> poster::take_woken_locked() {
+  const auto found = std::find_if(woken_lanes_.begin(), woken_lanes_.end(),
+                                  [this](const tenant_lane& at) { return !contains(posting_now_, at); });
+  if (found == woken_lanes_.end()) return std::nullopt;
+  const tenant_lane taken = *found;
+  woken_lanes_.erase(found);
+  posting_now_.push_back(taken);
   return taken;
 }
 
-poster_counts poster::post_woken(std::span<const core::uuid> tenants) {
-  std::vector<core::uuid> again;
-  poster_counts counts;
-  // Whatever happens, the tenants leave posting_now_ (a full round finds what is left).
+poster_counts poster::post_woken(const tenant_lane& at) {
+  bool more = false;
+  // Whatever happens, the lane leaves posting_now_ (a full round finds what is left), and goes to
+  // the back of woken_lanes_ when more is waiting in it: the other lanes and tenants come first.
   struct release {
     poster& self;
-    std::span<const core::uuid> tenants;
-    std::vector<core::uuid>& again;
+    const tenant_lane& at;
+    const bool& more;
     ~release() {
       {
         std::lock_guard lock(self.mutex_);
-        std::erase_if(self.posting_now_, [&](const core::uuid& tenant) { return contains(tenants, tenant); });
-        for (const core::uuid& tenant : again) add_once(self.woken_tenants_, tenant);
+        std::erase(self.posting_now_, at);
+        if (more) add_once(self.woken_lanes_, at);
       }
       self.wake_.notify_all();
     }
-  } releaser{*this, tenants, again};
-  for (const core::uuid& tenant : tenants) {
-    bool more = false;
-    counts += post_tenant(tenant, more);
-    if (more) again.push_back(tenant);
-  }
+  } releaser{*this, at, more};
+  const poster_counts counts = post_lane(at, more);
   count(counts);
   return counts;
 }
@@ -274,22 +271,25 @@ poster_counts poster::round(bool& busy) {
   busy = full || after.has_value();
   poster_counts counts;
   for (const core::uuid& tenant : tenants) {
-    bool more = false;
-    counts += post_tenant(tenant, more);
-    busy = busy || more;
+    for (std::uint8_t lane = 0; lane < posting_lanes; ++lane) {
+      bool more = false;
+      counts += post_lane({tenant, lane}, more);
+      busy = busy || more;
+    }
   }
   count(counts);
   return counts;
 }
 
-poster_counts poster::post_tenant(const core::uuid& tenant, bool& more) {
+poster_counts poster::post_lane(const tenant_lane& at, bool& more) {
+  const core::uuid& tenant = at.tenant;
   std::vector<std::string> claimed;
   poster_counts counts;
   const bool chart_known = charts_.contains(tenant);
   try {
     db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-      if (!try_lock_tenant_posting(tx)) return;  // another poster has this tenant now
-      const std::vector<waiting_event> events = claim_waiting_events(tx, settings_.batch_max);
+      if (!try_lock_posting_lane(tx, at.lane)) return;  // another poster has this lane now
+      const std::vector<waiting_event> events = claim_waiting_events(tx, at.lane, settings_.batch_max);
       more = events.size() == settings_.batch_max;
       for (const waiting_event& event : events) claimed.push_back(event.event_id);
       batch_work work = plan_batch(events, currencies_, settings_.api_configured);
@@ -302,20 +302,21 @@ poster_counts poster::post_tenant(const core::uuid& tenant, bool& more) {
               {{"tenant", tenant.to_string()},
                {"events", static_cast<std::uint64_t>(claimed.size())},
                {"reason", error.what()}});
-    return post_alone(tenant, claimed);
+    return post_alone(at, claimed);
   }
   if (!chart_known && counts.posted > 0) charts_.add(tenant);  // committed with the batch
   return counts;
 }
 
-poster_counts poster::post_alone(const core::uuid& tenant, std::span<const std::string> event_ids) {
+poster_counts poster::post_alone(const tenant_lane& at, std::span<const std::string> event_ids) {
+  const core::uuid& tenant = at.tenant;
   poster_counts total;
   for (const std::string& event_id : event_ids) {
     bool locked = true;
     std::optional<posting_failure> failure;
     try {
       total += db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
-        if (!try_lock_tenant_posting(tx)) {
+        if (!try_lock_posting_lane(tx, at.lane)) {
           locked = false;
           return poster_counts{};
         }
@@ -329,11 +330,11 @@ poster_counts poster::post_alone(const core::uuid& tenant, std::span<const std::
       if (is_outage(error)) throw;
       failure = posting_failure{event_id, error.what(), is_final(error)};
     }
-    if (!locked) break;  // another poster took the tenant; the rest are its now
+    if (!locked) break;  // another poster took the lane; the rest are its now
     if (!failure) continue;
     total += db::with_tenant(connections_, tenant, [&](pqxx::work& tx) {
       poster_counts counts;
-      if (!try_lock_tenant_posting(tx) || !claim_waiting_event(tx, event_id)) return counts;
+      if (!try_lock_posting_lane(tx, at.lane) || !claim_waiting_event(tx, event_id)) return counts;
       const std::size_t dead = record_posting_failures(tx, std::span(&*failure, 1));
       counts.dead = dead;
       counts.retried = 1 - dead;
@@ -347,14 +348,14 @@ void poster::run() {
   bool database_away = false;
   auto next_round = std::chrono::steady_clock::now();  // a full round at start
   for (;;) {
-    std::vector<core::uuid> tenants;
+    std::optional<tenant_lane> woken;
     bool full_round = false;
     {
       std::unique_lock lock(mutex_);
       wake_.wait_until(lock, next_round, [&] { return stopping_ || woken_ || has_takeable_locked(); });
       if (stopping_) return;
-      tenants = take_woken_locked();
-      if (tenants.empty()) {
+      woken = take_woken_locked();
+      if (!woken) {
         full_round = true;  // asked for, or idle_poll passed (or another poster holds the woken ones)
         woken_ = false;
       }
@@ -364,7 +365,7 @@ void poster::run() {
       if (full_round) {
         round(busy);
       } else {
-        post_woken(tenants);
+        post_woken(*woken);
       }
       if (database_away) log_.info("stripe posting resumed: the database is back");
       database_away = false;

@@ -3,11 +3,11 @@
 //
 // The inbox is the posting queue (migration 0035). A poster walks the tenants that have events
 // waiting, round robin (so one tenant's backlog cannot starve another's), and for each takes the
-// tenant's posting lock, claims up to batch_max of its oldest waiting events (FOR UPDATE SKIP
-// LOCKED), plans each with the posting rules, posts every entry in one statement batch and marks
+// posting lock of one of the tenant's lanes (migration 0046: the events of one money object share a
+// lane), claims up to batch_max of the lane's oldest waiting events (FOR UPDATE SKIP LOCKED), plans each with the posting rules, posts every entry in one statement batch and marks
 // every event, all in ONE transaction: a crash anywhere loses and doubles nothing, because the
-// entries and the marks commit together or not at all. One poster per tenant at a time (the lock)
-// keeps a tenant's postings in arrival order.
+// entries and the marks commit together or not at all. One poster per lane at a time (the lock)
+// keeps each money object's postings in arrival order, and a busy tenant's lanes post side by side.
 //
 // What an event becomes:
 //   posted / ignored   as the posting rules say (posting.hpp); posted with a leg whose balance
@@ -24,7 +24,7 @@
 // posted one transaction each, so the failure lands on the event it belongs to.
 //
 // Posters wake when the inbox commits new events (wake(tenants)) and go straight to those tenants;
-// a poster never takes a tenant another poster of this process is posting (the lock would turn it
+// a poster never takes a lane another poster of this process is posting (the lock would turn it
 // away after a wasted transaction), it leaves it to that poster, which looks again when it is done.
 // A full round over the database's list of waiting tenants runs every idle_poll (and at once when
 // the last one was busy): it finds retries that came due and events other processes stored. The
@@ -70,6 +70,13 @@ struct poster_counts {
   std::uint64_t handled() const noexcept { return posted + ignored + handed_off + retried + dead; }
 };
 
+// One posting lane of one tenant (migration 0046): what a poster locks, claims from and posts.
+struct tenant_lane {
+  core::uuid tenant;
+  std::uint8_t lane = 0;
+  bool operator==(const tenant_lane&) const = default;
+};
+
 class poster {
  public:
   // Everything passed by reference outlives the poster. `metrics` may be null.
@@ -94,16 +101,18 @@ class poster {
   void run();
   // One round; `busy`: more is waiting at once (a full batch, more tenants than one round takes).
   poster_counts round(bool& busy);
-  poster_counts post_tenant(const core::uuid& tenant, bool& more);
-  // Posts the tenants taken from woken_tenants_ (one batch each), then gives them back: to
-  // woken_tenants_ when more is waiting for one, and out of posting_now_.
-  poster_counts post_woken(std::span<const core::uuid> tenants);
-  // Under mutex_: the woken tenants no poster is posting now, moved into posting_now_.
-  std::vector<core::uuid> take_woken_locked();
+  // One batch of one lane of one tenant (posting_queue.hpp); `more`: a full batch was taken.
+  poster_counts post_lane(const tenant_lane& at, bool& more);
+  // Posts the lane taken from woken_lanes_ (one batch), then gives it back: to woken_lanes_ when
+  // more is waiting in it, and out of posting_now_.
+  poster_counts post_woken(const tenant_lane& at);
+  // Under mutex_: the first woken lane no poster is posting now, moved into posting_now_. One at
+  // a time, so that the posters share a busy tenant's lanes rather than one taking them all.
+  std::optional<tenant_lane> take_woken_locked();
   bool has_takeable_locked() const;
   // The events of a batch that rolled back, one transaction each; stops when another poster
-  // takes the tenant.
-  poster_counts post_alone(const core::uuid& tenant, std::span<const std::string> event_ids);
+  // takes the lane.
+  poster_counts post_alone(const tenant_lane& at, std::span<const std::string> event_ids);
   void count(const poster_counts& counts);
 
   db::pool& connections_;
@@ -114,11 +123,11 @@ class poster {
   // the registry's storage; null without metrics.
   std::array<service::metrics_registry::counter*, 5> counters_{};
   known_charts charts_;
-  std::mutex mutex_;  // guards woken_, woken_tenants_, posting_now_, stopping_, cursor_
+  std::mutex mutex_;  // guards woken_, woken_lanes_, posting_now_, stopping_, cursor_
   std::condition_variable wake_;
   bool woken_ = false;                    // a full round is asked for
-  std::vector<core::uuid> woken_tenants_;  // tenants with new events, each once
-  std::vector<core::uuid> posting_now_;    // tenants a poster of this process is posting
+  std::vector<tenant_lane> woken_lanes_;  // lanes of tenants with new events, each once
+  std::vector<tenant_lane> posting_now_;  // lanes a poster of this process is posting
   bool stopping_ = false;
   std::optional<core::uuid> cursor_;  // the round robin's place among the tenants
   std::vector<std::thread> threads_;

@@ -718,4 +718,20 @@ posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_i
   return plan;
 }
 
+std::string_view money_object_of(simdjson::dom::element event) {
+  simdjson::dom::element object;
+  if (event["data"]["object"].get(object) != simdjson::SUCCESS) return {};
+  std::string_view text;
+  if (object["object"].get(text) == simdjson::SUCCESS && text == "charge") {
+    return object["id"].get(text) == simdjson::SUCCESS ? text : std::string_view{};
+  }
+  for (const char* field : {"charge", "latest_charge"}) {
+    simdjson::dom::element named;
+    if (object[field].get(named) != simdjson::SUCCESS) continue;
+    if (named.get(text) == simdjson::SUCCESS && !text.empty()) return text;
+    if (named["id"].get(text) == simdjson::SUCCESS && !text.empty()) return text;
+  }
+  return object["id"].get(text) == simdjson::SUCCESS ? text : std::string_view{};
+}
+
 }  // namespace bankworker::stripe

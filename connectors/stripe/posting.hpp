@@ -192,4 +192,10 @@ std::optional<balance_transaction> parse_balance_transaction(simdjson::dom::pars
 posting_plan fee_entries(const ledger::entry& gross, const std::string& charge_id, const balance_transaction& bt,
                          const core::currency_table& currencies);
 
+// The id of the money object an event is about, which chooses its posting lane (inbox.hpp): a
+// charge's own id; the charge a refund, dispute, application fee, invoice or payment intent names
+// (`charge`, or `latest_charge`, as an id or expanded); else the object's id (a payout). Empty for
+// an event without data.object (a thin event). A view into `event`'s parser.
+std::string_view money_object_of(simdjson::dom::element event);
+
 }  // namespace bankworker::stripe

@@ -1,6 +1,8 @@
 #include "connectors/stripe/posting_queue.hpp"
 
+#include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/settlement_marks.hpp"
+#include "core/assert.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -12,11 +14,13 @@ constexpr db::statement ready_tenants_sql{"stripe_ready_tenants",
     "SELECT t::text FROM bankworker.stripe_ready_tenants($1::uuid, $2) AS t"};
 // A 64-bit key per tenant, in a namespace of its own ("stripe.post:" …) so that it cannot meet the
 // Connect account locks (migration 0010), which hash other text.
-constexpr db::statement lock_tenant_sql{"stripe_lock_tenant_posting",
-    "SELECT pg_try_advisory_xact_lock(hashtextextended('stripe.post:' || current_setting('bankworker.tenant_id'), 0))"};
+// One key per tenant and posting lane (migration 0046).
+constexpr db::statement lock_lane_sql{"stripe_lock_posting_lane",
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('stripe.post:' || current_setting('bankworker.tenant_id')"
+    " || '/' || $1::int, 0))"};
 constexpr db::statement claim_sql{"stripe_claim_waiting",
     "SELECT event_id, body, attempts FROM bankworker.stripe_events"
-    " WHERE state = 'received' AND (available_at IS NULL OR available_at <= now())"
+    " WHERE state = 'received' AND posting_lane = $2 AND (available_at IS NULL OR available_at <= now())"
     " ORDER BY received_at, event_id LIMIT $1 FOR UPDATE SKIP LOCKED"};
 constexpr db::statement claim_one_sql{"stripe_claim_waiting_one",
     "SELECT event_id, body, attempts FROM bankworker.stripe_events"
@@ -58,11 +62,14 @@ std::vector<core::uuid> ready_tenants(pqxx::transaction_base& tx, const std::opt
   return tenants;
 }
 
-bool try_lock_tenant_posting(pqxx::work& tx) { return db::exec_statement1(tx, lock_tenant_sql)[0].as<bool>(); }
+bool try_lock_posting_lane(pqxx::work& tx, std::uint8_t lane) {
+  BW_ASSERT(lane < posting_lanes);
+  return db::exec_statement1(tx, lock_lane_sql, static_cast<int>(lane))[0].as<bool>();
+}
 
-std::vector<waiting_event> claim_waiting_events(pqxx::work& tx, std::uint32_t limit) {
+std::vector<waiting_event> claim_waiting_events(pqxx::work& tx, std::uint8_t lane, std::uint32_t limit) {
   std::vector<waiting_event> events;
-  const pqxx::result rows = db::exec_replanned(tx, claim_sql, static_cast<long>(limit));
+  const pqxx::result rows = db::exec_replanned(tx, claim_sql, static_cast<long>(limit), static_cast<int>(lane));
   events.reserve(rows.size());
   for (const auto& row : rows) events.push_back(waiting_of(row));
   return events;

@@ -28,19 +28,20 @@ inline constexpr std::int32_t posting_attempts_max = 8;
 std::vector<core::uuid> ready_tenants(pqxx::transaction_base& tx, const std::optional<core::uuid>& after,
                                       std::uint32_t limit);
 
-// Takes the transaction's tenant's posting lock (held until the transaction ends); false when
-// another poster, in this process or another, holds it. One poster per tenant at a time keeps a
-// tenant's postings in arrival order.
-bool try_lock_tenant_posting(pqxx::work& tx);
+// Takes the posting lock of the transaction's tenant's lane (held until the transaction ends);
+// false when another poster, in this process or another, holds it. One poster per lane at a time
+// keeps the postings of each money object in arrival order (a money object's events share a lane:
+// inbox.hpp, posting_lane_of).
+bool try_lock_posting_lane(pqxx::work& tx, std::uint8_t lane);
 
 struct waiting_event {
   std::string event_id;
   std::string body;
   std::int32_t attempts = 0;
 };
-// Locks and returns up to `limit` of the tenant's events waiting for a poster (state received,
-// due), oldest first; rows another transaction holds are skipped.
-std::vector<waiting_event> claim_waiting_events(pqxx::work& tx, std::uint32_t limit);
+// Locks and returns up to `limit` of the tenant's events in `lane` waiting for a poster (state
+// received, due), oldest first; rows another transaction holds are skipped.
+std::vector<waiting_event> claim_waiting_events(pqxx::work& tx, std::uint8_t lane, std::uint32_t limit);
 // The same for one event: nothing when it is not waiting (posted meanwhile) or locked.
 std::optional<waiting_event> claim_waiting_event(pqxx::work& tx, std::string_view event_id);
 

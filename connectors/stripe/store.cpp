@@ -57,8 +57,12 @@ constexpr db::statement api_key_ids_sql{"stripe_api_key_ids",
    
     "SELECT secret_id::text FROM bankworker.sealed_secrets WHERE purpose = 'stripe.api_key' AND subject_id = $1"
     " ORDER BY created_at DESC, secret_id LIMIT $2"};
+// One unique-index probe per key (the LATERAL's LIMIT keeps it a nested loop): `= ANY($1)` let the
+// planner, on statistics from when the journal was small, read the tenant's whole range of the
+// index and filter it for the keys (6.5 ms for 80 keys under webhook_load, against 0.4 ms).
 constexpr db::statement existing_entries_sql{"stripe_existing_entries",
-    "SELECT idempotency_key FROM bankworker.journal_entries WHERE idempotency_key = ANY($1::text[])"};
+    "SELECT k.key FROM unnest($1::text[]) AS k(key)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM bankworker.journal_entries e WHERE e.idempotency_key = k.key LIMIT 1) found"};
 constexpr db::statement load_event_cursor_sql{"stripe_load_event_cursor",
    
     "SELECT last_event_id FROM bankworker.stripe_event_cursors WHERE scope = $1"};

@@ -6,6 +6,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/store.hpp"
 #include "connectors/stripe/thin_event.hpp"
 #include "core/assert.hpp"
@@ -64,6 +65,7 @@ std::optional<stripe::inbox_event> read_envelope(std::string body) {
   bool livemode = false;
   if (event["livemode"].get(livemode) == simdjson::SUCCESS) e.livemode = livemode;
   if (event["account"].get(text) == simdjson::SUCCESS && !text.empty()) e.account = std::string(text);
+  e.posting_lane = stripe::posting_lane_of(stripe::money_object_of(event));
   e.body = std::move(body);
   return e;
 }

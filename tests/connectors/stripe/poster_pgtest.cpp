@@ -435,3 +435,48 @@ TEST_CASE("an event whose balance transaction is already in the ledger is not ma
   CHECK(world.scalar(stripe::settlement_gauges_sql) == 0);
   CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
 }
+
+// Migration 0046: a busy tenant's events post in posting_lanes streams side by side, one poster per
+// lane at a time. Here another poster (this test, holding one lane's lock as a poster's transaction
+// would) keeps one lane busy: the tenant's other lanes post regardless, that lane's events wait,
+// untouched and in order, and post once it is free.
+TEST_CASE("a tenant's posting lanes post side by side; a lane another poster holds waits alone",
+          "[pg][stripe][poster]") {
+  poster_world world;
+  constexpr int events = 64;
+  std::map<int, int> per_lane;
+  for (int i = 0; i < events; ++i) {
+    const std::string id = "evt_lane_" + std::to_string(i);
+    const std::string charge = "ch_lane_" + std::to_string(i);
+    stripe::inbox_event event;
+    event.tenant = world.tenant;
+    event.event_id = id;
+    event.type = "payment_intent.succeeded";
+    event.created_s = 1763800000;
+    event.body = payment_event(id, charge, 100 + i);
+    event.posting_lane = stripe::posting_lane_of(charge);
+    ++per_lane[event.posting_lane];
+    REQUIRE(world.inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
+  }
+  REQUIRE(per_lane.size() >= 2);  // 64 charges fill more than one lane
+  const int held_lane = per_lane.begin()->first;
+  const int held_events = per_lane.begin()->second;
+  CHECK(world.scalar("SELECT count(DISTINCT posting_lane) FROM bankworker.stripe_events") ==
+        static_cast<long>(per_lane.size()));
+
+  auto holder = world.database.connect_as_admin();
+  pqxx::work held(*holder);
+  held.exec_params("SELECT pg_advisory_xact_lock(hashtextextended('stripe.post:' || $1 || '/' || $2::int, 0))",
+                   world.tenant.to_string(), held_lane);
+  auto poster = world.manual_poster();
+  CHECK(poster->post_round().posted == static_cast<std::uint64_t>(events - held_events));
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'received' AND posting_lane = " +
+                     std::to_string(held_lane)) == held_events);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'received'") == held_events);
+  held.commit();  // the other poster is done with its lane
+
+  CHECK(poster->post_round().posted == static_cast<std::uint64_t>(held_events));
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == events);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == events);
+  CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
+}

@@ -1,6 +1,11 @@
 // Posting rules as a table: event in, entries out. Amounts are Stripe's integers.
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/posting.hpp"
 
 using namespace bankworker;
@@ -257,5 +262,59 @@ TEST_CASE("a charge settled for a non-positive amount fails instead of posting",
     CHECK(fees.status == plan_status::fail);
     CHECK(fees.entries.empty());
     CHECK_THAT(fees.reason, Catch::Contains("non-positive"));
+  }
+}
+
+// Posting lanes (migration 0046): the events of one money object must share a lane, or two posters
+// could post them side by side and out of arrival order.
+TEST_CASE("every event about one charge names that charge as its money object, so they share a posting lane",
+          "[stripe][posting]") {
+  const auto money_object = [](const std::string& json) {
+    simdjson::dom::parser parser;
+    return std::string(stripe::money_object_of(parser.parse(json).value()));
+  };
+  const std::string about_ch_a[] = {
+      R"({"id":"evt_1","type":"charge.succeeded","data":{"object":{"id":"ch_A","object":"charge","amount":100}}})",
+      R"({"id":"evt_2","type":"charge.refunded","data":{"object":{"id":"ch_A","object":"charge","refunded":true}}})",
+      R"({"id":"evt_3","type":"refund.created","data":{"object":{"id":"re_1","object":"refund","charge":"ch_A"}}})",
+      R"({"id":"evt_4","type":"charge.dispute.created","data":{"object":{"id":"dp_1","object":"dispute","charge":"ch_A"}}})",
+      R"({"id":"evt_5","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","object":"payment_intent","latest_charge":"ch_A"}}})",
+      R"({"id":"evt_6","type":"application_fee.created","data":{"object":{"id":"fee_1","object":"application_fee","charge":"ch_A"}}})",
+      // An expanded charge names it by its id.
+      R"({"id":"evt_7","type":"refund.updated","data":{"object":{"id":"re_2","object":"refund","charge":{"id":"ch_A","object":"charge"}}}})",
+  };
+  for (const std::string& json : about_ch_a) {
+    INFO(json);
+    CHECK(money_object(json) == "ch_A");
+    CHECK(stripe::posting_lane_of(money_object(json)) == stripe::posting_lane_of("ch_A"));
+  }
+  // A payout is its own money object; an event without data.object (a thin event) names none.
+  CHECK(money_object(R"({"id":"evt_8","type":"payout.paid","data":{"object":{"id":"po_1","object":"payout"}}})") == "po_1");
+  CHECK(money_object(R"({"id":"evt_9","type":"v1.payment_intent.succeeded","related_object":{"id":"pi_2"}})").empty());
+  CHECK(stripe::posting_lane_of("") == 0);
+}
+
+TEST_CASE("posting lanes are spread evenly and stable across releases", "[stripe][posting]") {
+  // Stable: a rolling upgrade has old and new workers storing one tenant's events side by side,
+  // so the lane of an id must never change: it is FNV-1a 32-bit (checked against the published
+  // test vectors) modulo posting_lanes.
+  const auto fnv1a = [](std::string_view text) {
+    std::uint32_t hash = 2166136261u;
+    for (const char c : text) {
+      hash ^= static_cast<unsigned char>(c);
+      hash *= 16777619u;
+    }
+    return hash;
+  };
+  CHECK(fnv1a("a") == 0xe40c292cu);  // the FNV-1a 32-bit test vector for "a"
+  CHECK(fnv1a("foobar") == 0xbf9cf968u);
+  for (const char* id : {"ch_A", "ch_3MmlLrLkdIwHu7ix0snN0B15", "po_1OaFDbEcg9tTZuTgNYmX9ABC", "a"}) {
+    CHECK(stripe::posting_lane_of(id) == fnv1a(id) % stripe::posting_lanes);
+  }
+  std::array<int, stripe::posting_lanes> per_lane{};
+  for (int i = 0; i < 4000; ++i) ++per_lane.at(stripe::posting_lane_of("ch_" + std::to_string(1'000'000 + i * 7919)));
+  for (const int count : per_lane) {
+    CHECK(count > 4000 / stripe::posting_lanes * 8 / 10);
+    CHECK(count < 4000 / stripe::posting_lanes * 12 / 10);
   }
 }
