@@ -182,14 +182,25 @@ void poster::wake(std::span<const core::uuid> tenants) {
   wake_.notify_one();
 }
 
-bool poster::has_takeable_locked() const {
-  return std::any_of(woken_lanes_.begin(), woken_lanes_.end(),
-                     [this](const tenant_lane& at) { return !contains(posting_now_, at); });
+bool poster::resting_locked(const tenant_lane& at, std::chrono::steady_clock::time_point now) const {
+  return std::any_of(resting_.begin(), resting_.end(),
+                     [&](const auto& rest) { return rest.first == at && rest.second > now; });
+}
+
+std::chrono::steady_clock::time_point poster::rest_end_locked() const {
+  auto earliest = std::chrono::steady_clock::time_point::max();
+  for (const auto& [at, until] : resting_) {
+    if (contains(woken_lanes_, at) && !contains(posting_now_, at)) earliest = std::min(earliest, until);
+  }
+  return earliest;
 }
 
 std::optional<tenant_lane> poster::take_woken_locked() {
-  const auto found = std::find_if(woken_lanes_.begin(), woken_lanes_.end(),
-                                  [this](const tenant_lane& at) { return !contains(posting_now_, at); });
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(resting_, [&](const auto& rest) { return rest.second <= now; });
+  const auto found = std::find_if(woken_lanes_.begin(), woken_lanes_.end(), [&](const tenant_lane& at) {
+    return !contains(posting_now_, at) && !resting_locked(at, now);
+  });
   if (found == woken_lanes_.end()) return std::nullopt;
   const tenant_lane taken = *found;
   woken_lanes_.erase(found);
@@ -210,6 +221,12 @@ poster_counts poster::post_woken(const tenant_lane& at) {
         std::lock_guard lock(self.mutex_);
         std::erase(self.posting_now_, at);
         if (more) add_once(self.woken_lanes_, at);
+        // A lane that had less than a batch waiting rests a moment, so that under load its next
+        // batch is fuller (batch_rest); a full one goes on at once.
+        std::erase_if(self.resting_, [&](const auto& rest) { return rest.first == at; });
+        if (!more && self.settings_.batch_rest.count() > 0) {
+          self.resting_.emplace_back(at, std::chrono::steady_clock::now() + self.settings_.batch_rest);
+        }
       }
       self.wake_.notify_all();
     }
@@ -352,12 +369,17 @@ void poster::run() {
     bool full_round = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_until(lock, next_round, [&] { return stopping_ || woken_ || has_takeable_locked(); });
-      if (stopping_) return;
-      woken = take_woken_locked();
-      if (!woken) {
-        full_round = true;  // asked for, or idle_poll passed (or another poster holds the woken ones)
-        woken_ = false;
+      for (;;) {
+        if (stopping_) return;
+        woken = take_woken_locked();
+        if (woken) break;
+        if (woken_ || std::chrono::steady_clock::now() >= next_round) {
+          full_round = true;  // asked for, or idle_poll passed
+          woken_ = false;
+          break;
+        }
+        // Until the round is due, or a woken lane's rest ends, or a wake.
+        wake_.wait_until(lock, std::min(next_round, rest_end_locked()));
       }
     }
     bool busy = false;

@@ -480,3 +480,38 @@ TEST_CASE("a tenant's posting lanes post side by side; a lane another poster hol
   CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == events);
   CHECK(world.scalar("SELECT coalesce(sum(amount_minor), 0) FROM bankworker.journal_lines") == 0);
 }
+
+// batch_rest: a lane whose batch was not full rests before its next one (so batches fill under
+// load), and an event that arrives meanwhile still posts once the rest is over.
+TEST_CASE("a lane rests batch_rest after a batch that was not full; what arrives meanwhile posts after it",
+          "[pg][stripe][poster]") {
+  poster_world world;
+  stripe::poster_settings settings;
+  settings.threads = 1;
+  settings.idle_poll = std::chrono::hours(1);
+  settings.batch_rest = 2s;
+  stripe::poster posters(*world.connections, world.currencies, world.log, nullptr, settings);
+  stripe::inbox woken_inbox{*world.connections, {}, stripe::inbox_hook{},
+                            [&](std::span<const uuid> tenants) { posters.wake(tenants); }};
+  std::this_thread::sleep_for(200ms);  // the start-up round has found nothing
+  const auto store = [&](const std::string& id) {
+    stripe::inbox_event event;
+    event.tenant = world.tenant;
+    event.event_id = id;
+    event.type = "payment_intent.succeeded";
+    event.created_s = 1763800000;
+    event.body = payment_event(id, "ch_rest", 100);  // one charge: one lane
+    event.posting_lane = stripe::posting_lane_of("ch_rest");
+    REQUIRE(woken_inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
+  };
+  const auto posted = [&] { return world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'"); };
+  store("evt_rest_1");
+  REQUIRE(bankworker::test::eventually([&] { return posted() == 1; }, 10s));  // a lane at rest posts at once
+  const auto first_posted = std::chrono::steady_clock::now();
+  store("evt_rest_2");
+  std::this_thread::sleep_for(500ms);
+  if (std::chrono::steady_clock::now() - first_posted < 1500ms) CHECK(posted() == 1);  // resting
+  CHECK(bankworker::test::eventually([&] { return posted() == 2; }, 10s));
+  CHECK(std::chrono::steady_clock::now() - first_posted >= 1900ms);
+  posters.stop();
+}
