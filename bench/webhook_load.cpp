@@ -84,6 +84,21 @@
 // Two separate runs posted 4,465 and 4,599/s against 7,647 and 8,416 stored/s. One tenant's
 // postings are one serial stream (about 40 ms of PostgreSQL per 250-event batch), so a storm on
 // one tenant still outruns its posting.
+//
+// Posting that keeps up (later the same day): per-batch lookups planned afresh (a generic plan made
+// while the journal was small filtered the tenant's whole journal: 61 ms per batch), the
+// existing-entries lookup as one unique probe per key, four posting lanes per tenant (migration
+// 0046) and a 100 ms rest for a lane whose batch was not full. 30 s runs, interleaved node/
+// bankworker, three pairs, host load average about 2 before each:
+//   pair | Node stored/s, p99 | bankworker stored/s = posted/s, p99, unposted at end | ratio
+//   1    | 3,657  40.4 ms     | 6,645  27.1 ms  0                                    | 1.82
+//   2    | 3,933  37.8 ms     | 7,030  22.1 ms  0                                    | 1.79
+//   3    | 3,931  38.0 ms     | 7,100  21.1 ms  0                                    | 1.81
+// CPU us per request: bankworker 59-63 worker + 179-189 PostgreSQL + 9-10 loader (storing and
+// posting); Node 248-270 + 129-136 + 20-21 (storing only; its one thread is the limit: 18 % of
+// the host idle). Every event is posted by the end of each run; before the lanes the same bench
+// ended with 32,000-96,000 unposted. The issue's 3x is out of reach this way: at 250 us of CPU per
+// event stored and posted, two cores carry about 8,000/s (notes in issue #21).
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>

@@ -1,12 +1,14 @@
 #include "db/commit_watch.hpp"
 
+#include <algorithm>
 #include <exception>
 
 #include "core/assert.hpp"
 
 namespace bankworker::db {
 
-commit_watch::commit_watch(std::chrono::milliseconds limit) : limit_(limit), thread_([this] { run(); }) {
+commit_watch::commit_watch(std::chrono::milliseconds limit)
+    : limit_(limit), tick_(std::max(limit / 4, std::chrono::milliseconds(1))), thread_([this] { run(); }) {
   BW_ASSERT(limit.count() > 0);
 }
 
@@ -20,13 +22,9 @@ commit_watch::~commit_watch() {
 }
 
 commit_watch::ticket commit_watch::watch(pqxx::connection_base& connection) {
-  std::list<entry>::iterator at;
-  {
-    std::lock_guard lock(mutex_);
-    at = entries_.insert(entries_.end(), entry{&connection, clock::now() + limit_});
-  }
-  changed_.notify_all();
-  return ticket(*this, at);
+  // No wake-up: the watch looks every tick_ (a commit costs a list insert, not a context switch).
+  std::lock_guard lock(mutex_);
+  return ticket(*this, entries_.insert(entries_.end(), entry{&connection, clock::now() + limit_}));
 }
 
 commit_watch::ticket::~ticket() {
@@ -43,20 +41,12 @@ std::uint64_t commit_watch::cancelled() const {
 void commit_watch::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    // The next to expire (at most one entry per pooled connection: a short list).
-    auto next = entries_.end();
-    for (auto at = entries_.begin(); at != entries_.end(); ++at) {
-      if (!at->cancelling && at->deadline != clock::time_point::max() &&
-          (next == entries_.end() || at->deadline < next->deadline)) {
-        next = at;
-      }
-    }
+    // One commit past its deadline (at most one entry per pooled connection: a short list).
+    const auto now = clock::now();
+    const auto next = std::find_if(entries_.begin(), entries_.end(),
+                                   [&](const entry& e) { return !e.cancelling && e.deadline <= now; });
     if (next == entries_.end()) {
-      changed_.wait(lock);
-      continue;
-    }
-    if (const clock::time_point deadline = next->deadline; clock::now() < deadline) {
-      changed_.wait_until(lock, deadline);  // a copy: the entry may go while this waits
+      changed_.wait_for(lock, tick_);
       continue;
     }
     next->cancelling = true;

@@ -8,14 +8,14 @@
 // switchover promoted the standby 10 s in, but the old primary did not stop for two minutes), every
 // worker's committing connection hung with it, although the new primary took writes.
 //
-// commit_watch is the deadline: a commit still running after `limit` is cancelled (libpq's
-// PQcancel through pqxx::connection_base::cancel_query, from the watch's own thread, which is
-// what that call is for). A cancelled replication wait makes PostgreSQL return the COMMIT with
-// the "canceling wait for synchronous replication" warning, so the pool's lease reports the
-// commit in doubt and its connection goes; a commit cancelled before it committed fails with
-// query_canceled and rolls back. Either way the caller is free and reconnects through the URL.
-// A cancel that arrives after the commit finished is harmless: the server ignores a cancel for a
-// session that is idle.
+// commit_watch is the deadline: a commit still running after `limit` (looked at every limit / 4)
+// is cancelled (libpq's PQcancel through pqxx::connection_base::cancel_query, from the watch's own
+// thread, which is what that call is for). A cancelled replication wait makes PostgreSQL return
+// the COMMIT with the "canceling wait for synchronous replication" warning, so the pool's lease
+// reports the commit in doubt and its connection goes; a commit cancelled before it committed
+// fails with query_canceled and rolls back. Either way the caller is free and reconnects through
+// the URL. A cancel that arrives after the commit finished is harmless: the server ignores a
+// cancel for a session that is idle.
 
 #include <chrono>
 #include <condition_variable>
@@ -69,6 +69,9 @@ class commit_watch {
   void run();
 
   const std::chrono::milliseconds limit_;
+  // How often the watch looks for commits past their deadline: a quarter of the limit, so a hung
+  // commit is cancelled between limit and 1.25 x limit after it began.
+  const std::chrono::milliseconds tick_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::list<entry> entries_;  // guarded by mutex_; one per commit running now

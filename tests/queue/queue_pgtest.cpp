@@ -327,6 +327,7 @@ TEST_CASE("every attempt that did not succeed is kept with its error, time and w
   };
   finish(first, 1, queue::outcome::retry("HTTP 500 for " + token));
   finish(second, 2, queue::outcome::in_doubt("commit outcome unknown"));
+  std::this_thread::sleep_for(5ms);  // past the 1 ms backoff, as finish() waits
   REQUIRE(jobs.claim(vanished, 1).size() == 1);
   std::this_thread::sleep_for(1'100ms);
   REQUIRE(jobs.rescue_expired() == 1);
