@@ -57,7 +57,7 @@ struct inbox::pending {
 };
 
 inbox::inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
-             std::function<void(std::span<const core::uuid>)> on_committed)
+             std::function<void(std::span<const tenant_lane>)> on_committed)
     : connections_(connections),
       settings_(settings),
       after_store_(std::move(after_store)),
@@ -152,11 +152,11 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
   try {
     auto lease = connections_.checkout();
     try {
-      std::vector<core::uuid> stored_tenants;
+      std::vector<tenant_lane> stored;
       pqxx::work tx(lease.connection(), "bankworker_inbox");
-      write_batch(tx, batch, stored_tenants);
+      write_batch(tx, batch, stored);
       lease.commit(tx);
-      notify_stored(stored_tenants);
+      notify_stored(stored);
       return;
     } catch (const pqxx::broken_connection&) {
       lease.discard();
@@ -179,11 +179,11 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     for (auto& item : batch) {
       const std::shared_ptr<pending> one[] = {item};
       try {
-        std::vector<core::uuid> stored_tenants;
+        std::vector<tenant_lane> stored;
         pqxx::work tx(lease.connection(), "bankworker_inbox_single");
-        write_batch(tx, one, stored_tenants);
+        write_batch(tx, one, stored);
         lease.commit(tx);
-        notify_stored(stored_tenants);
+        notify_stored(stored);
       } catch (const pqxx::broken_connection&) {
         lease.discard();
         throw;
@@ -213,12 +213,12 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
   }
 }
 
-void inbox::notify_stored(std::span<const core::uuid> stored_tenants) const {
-  if (on_committed_ && !stored_tenants.empty()) on_committed_(stored_tenants);
+void inbox::notify_stored(std::span<const tenant_lane> stored) const {
+  if (on_committed_ && !stored.empty()) on_committed_(stored);
 }
 
 void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
-                        std::vector<core::uuid>& stored_tenants) {
+                        std::vector<tenant_lane>& stored_lanes) {
   // Platform events are routed by account first, in this transaction (the function's locks hold
   // until it commits). Routing is not remembered across attempts: a retry routes again.
   std::map<std::string, std::string, std::less<>> tenant_of_account;
@@ -283,7 +283,11 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     }
     if (!routed || stored.empty()) continue;
     const core::uuid tenant = *core::uuid::parse(tenant_text);
-    stored_tenants.push_back(tenant);  // the groups are keyed by tenant: each comes once
+    // The groups are keyed by tenant: a tenant's lanes come from this group alone.
+    for (const inbox_event* event : stored) {
+      const tenant_lane at{tenant, event->posting_lane};
+      if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
+    }
     if (after_store_) after_store_(tx, tenant, stored);
   }
 }

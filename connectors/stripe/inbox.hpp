@@ -59,6 +59,13 @@ inline constexpr std::uint8_t posting_lanes = 4;
 // and every release agrees), modulo posting_lanes; lane 0 for an event that names none.
 std::uint8_t posting_lane_of(std::string_view money_object_id) noexcept;
 
+// One posting lane of one tenant: what a poster locks, claims from and posts (poster.hpp).
+struct tenant_lane {
+  core::uuid tenant;
+  std::uint8_t lane = 0;
+  bool operator==(const tenant_lane&) const = default;
+};
+
 enum class inbox_outcome {
   stored,       // durable now (in a tenant's inbox): answer 2xx
   unrouted,     // durable now, in stripe_unrouted_events (no tenant claims the account): answer 2xx
@@ -80,10 +87,10 @@ class inbox {
  public:
   // `connections` must outlive the inbox; one connection is held by the committer while it writes.
   // `after_store` may be empty; `on_committed` (may be empty) runs on the committer's thread after
-  // each commit that stored a new event, before the requests are answered, with the tenants that
-  // got new events (each once).
+  // each commit that stored a new event, before the requests are answered, with the tenants' lanes
+  // that got new events (each once).
   inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
-        std::function<void(std::span<const core::uuid>)> on_committed = {});
+        std::function<void(std::span<const tenant_lane>)> on_committed = {});
   inbox(const inbox&) = delete;
   inbox& operator=(const inbox&) = delete;
   // Completes whatever is still waiting as unavailable, then stops the committer.
@@ -105,16 +112,16 @@ class inbox {
   struct pending;
   void run();
   void commit(std::vector<std::shared_ptr<pending>>& batch);
-  // Writes the batch; `stored_tenants` gets each tenant that got a new event, once.
+  // Writes the batch; `stored` gets each tenant lane that got a new event, once.
   void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
-                   std::vector<core::uuid>& stored_tenants);
-  void notify_stored(std::span<const core::uuid> stored_tenants) const;
+                   std::vector<tenant_lane>& stored);
+  void notify_stored(std::span<const tenant_lane> stored) const;
   void enqueue(std::shared_ptr<pending> item);
 
   db::pool& connections_;  // outlives the inbox (constructor contract)
   const inbox_settings settings_;
   const inbox_hook after_store_;
-  const std::function<void(std::span<const core::uuid>)> on_committed_;
+  const std::function<void(std::span<const tenant_lane>)> on_committed_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<pending>> waiting_;

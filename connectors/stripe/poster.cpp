@@ -172,12 +172,10 @@ void poster::wake() {
   wake_.notify_one();
 }
 
-void poster::wake(std::span<const core::uuid> tenants) {
+void poster::wake(std::span<const tenant_lane> lanes) {
   {
     std::lock_guard lock(mutex_);
-    for (const core::uuid& tenant : tenants) {
-      for (std::uint8_t lane = 0; lane < posting_lanes; ++lane) add_once(woken_lanes_, {tenant, lane});
-    }
+    for (const tenant_lane& at : lanes) add_once(woken_lanes_, at);
   }
   wake_.notify_one();
 }

@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/known_charts.hpp"
 #include "core/currency.hpp"
 #include "core/uuid.hpp"
@@ -76,13 +77,6 @@ struct poster_counts {
   std::uint64_t handled() const noexcept { return posted + ignored + handed_off + retried + dead; }
 };
 
-// One posting lane of one tenant (migration 0046): what a poster locks, claims from and posts.
-struct tenant_lane {
-  core::uuid tenant;
-  std::uint8_t lane = 0;
-  bool operator==(const tenant_lane&) const = default;
-};
-
 class poster {
  public:
   // Everything passed by reference outlives the poster. `metrics` may be null.
@@ -94,8 +88,8 @@ class poster {
 
   // Something may be waiting anywhere: a poster makes a full round now.
   void wake();
-  // These tenants got new events: a poster posts them now.
-  void wake(std::span<const core::uuid> tenants);
+  // These tenants' lanes got new events (inbox::on_committed): a poster posts them now.
+  void wake(std::span<const tenant_lane> lanes);
   // Lets each poster finish the batch in hand, then joins them. Idempotent.
   void stop();
 

@@ -99,7 +99,7 @@ class stripe_provider final : public service::provider {
     poster_ = std::make_unique<stripe::poster>(parts.connections, parts.currencies, parts.log, &parts.metrics, posting);
     stripe::poster* posters = poster_.get();
     inbox_ = std::make_unique<stripe::inbox>(parts.connections, stripe::inbox_settings{}, stripe::inbox_hook{},
-                                             [posters](std::span<const core::uuid> tenants) { posters->wake(tenants); });
+                                             [posters](std::span<const stripe::tenant_lane> lanes) { posters->wake(lanes); });
     service::provider_parts out;
     // The API (fees, missed-event recovery) only with BANKWORKER_STRIPE_API_BASE_URL; without it
     // events post gross only and no recovery runs.

@@ -323,7 +323,7 @@ TEST_CASE("a commit's tenants are posted at once, not at the next poll, and a ba
   stripe::poster posters(*world.connections, world.currencies, world.log, nullptr, settings);
   // The inbox hands each commit's tenants to the posters, as bankworker run wires them.
   stripe::inbox woken_inbox{*world.connections, {}, stripe::inbox_hook{},
-                            [&](std::span<const uuid> tenants) { posters.wake(tenants); }};
+                            [&](std::span<const stripe::tenant_lane> lanes) { posters.wake(lanes); }};
   std::this_thread::sleep_for(200ms);  // the start-up round has found nothing
   constexpr int events = 100;           // more than six batches: `more` keeps the tenant woken
   for (int i = 0; i < events; ++i) {
@@ -492,7 +492,7 @@ TEST_CASE("a lane rests batch_rest after a batch that was not full; what arrives
   settings.batch_rest = 2s;
   stripe::poster posters(*world.connections, world.currencies, world.log, nullptr, settings);
   stripe::inbox woken_inbox{*world.connections, {}, stripe::inbox_hook{},
-                            [&](std::span<const uuid> tenants) { posters.wake(tenants); }};
+                            [&](std::span<const stripe::tenant_lane> lanes) { posters.wake(lanes); }};
   std::this_thread::sleep_for(200ms);  // the start-up round has found nothing
   const auto store = [&](const std::string& id) {
     stripe::inbox_event event;
