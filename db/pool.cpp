@@ -241,6 +241,11 @@ void pool::retire_open_connections() {
   retired_below_ = epoch_;
 }
 
+commit_watch::ticket pool::lease::watch_autocommit() {
+  BW_ASSERT(owner_ != nullptr);
+  return owner_->commits_.watch(*connection_);
+}
+
 void pool::lease::commit(pqxx::transaction_base& tx) {
   BW_ASSERT(&tx.conn() == connection_);
   try {

@@ -110,6 +110,11 @@ class pool {
     // landed here but may be lost in a failover. Every write whose success someone acts on (a 2xx,
     // a job's completion) commits through this, not tx.commit().
     void commit(pqxx::transaction_base& tx);
+    // For writes in autocommit (a nontransaction): each statement commits as it ends and, with
+    // synchronous replication, waits for the standby there, where statement_timeout does not
+    // apply. Hold the returned ticket while they run: one still running after commit_wait_max is
+    // cancelled (db/commit_watch.hpp), and commit(tx) then reports it in doubt.
+    [[nodiscard]] commit_watch::ticket watch_autocommit();
 
    private:
     friend class pool;

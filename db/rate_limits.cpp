@@ -81,6 +81,7 @@ std::chrono::milliseconds take_rate_tokens(pool& connections, std::span<const ra
   // One statement in autocommit: its implicit transaction ends with the statement, so the bucket
   // rows it locks are released without waiting for a client round trip, and the function itself
   // turns off the WAL flush wait of that commit (see migration 0023).
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_rate_limit");
   return take_rate_tokens(tx, buckets, now);
 }

@@ -139,6 +139,7 @@ const char* or_null(const std::optional<std::string>& text) { return text ? text
 std::optional<job_change> change_one_job(db::pool& connections, const db::statement& sql, const char* name,
                                          std::int64_t job_id) {
   db::pool::lease lease = connections.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), name);
   const pqxx::result rows = db::exec_statement(tx, sql, job_id);
   lease.commit(tx);
@@ -272,6 +273,7 @@ std::vector<std::int64_t> job_queue::enqueue(std::span<const new_job> jobs) {
   // BEGIN and COMMIT round trips, a tenth of a millisecond each on the enqueue-to-start path.
   // More jobs take several statements, which must commit together.
   if (jobs.size() <= limits::job_batch_max) {
+    const db::commit_watch::ticket deadline = lease.watch_autocommit();
     pqxx::nontransaction tx(lease.connection(), "bankworker_enqueue");
     std::vector<std::int64_t> ids = queue::enqueue(tx, jobs);
     lease.commit(tx);
@@ -296,6 +298,7 @@ std::vector<job> job_queue::claim(const core::uuid& owner, std::size_t limit, st
     skip = kinds.finish();
   }
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_claim");
   const pqxx::result rows = db::exec_statement(tx, claim_sql, owner.to_string(), static_cast<int>(limit),
                                                static_cast<int>(settings_.lease.count()), or_null(now), or_null(skip));
@@ -327,6 +330,7 @@ std::vector<job_ref> job_queue::extend_leases(const core::uuid& owner, std::span
   refs_to_arrays(jobs, tenants, ids);
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_heartbeat");
   const pqxx::result rows = db::exec_statement(tx, extend_sql, owner.to_string(), tenants.finish(), ids.finish(),
                                                static_cast<int>(settings_.lease.count()), or_null(now));
@@ -369,6 +373,7 @@ pqxx::result run_complete(pqxx::transaction_base& tx, job_queue& queue, const co
 std::vector<completed> job_queue::complete(const core::uuid& owner, std::span<const completion> outcomes) {
   if (outcomes.empty()) return {};
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_complete");
   std::vector<completed> result = complete_in(tx, owner, outcomes);
   lease.commit(tx);
@@ -399,6 +404,7 @@ std::size_t job_queue::rescue_expired(std::size_t limit) {
   BW_ASSERT(limit <= limits::job_batch_max);
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_rescue");
   const pqxx::row row = db::exec_statement1(tx, rescue_sql, static_cast<int>(limit), or_null(now));
   lease.commit(tx);
@@ -411,6 +417,7 @@ std::size_t job_queue::release(const core::uuid& owner, std::span<const job_ref>
   array_text tenants, ids;
   refs_to_arrays(jobs, tenants, ids);
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_release");
   const pqxx::row row = db::exec_statement1(tx, release_sql, owner.to_string(), tenants.finish(), ids.finish());
   lease.commit(tx);
@@ -422,6 +429,7 @@ std::size_t job_queue::release_unknown(const core::uuid& owner, std::span<const 
   array_text tenants, ids;
   refs_to_arrays(held, tenants, ids);
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_release_unknown");
   const pqxx::row row = db::exec_statement1(tx, release_unknown_sql, owner.to_string(), tenants.finish(), ids.finish());
   lease.commit(tx);
@@ -451,6 +459,7 @@ std::size_t job_queue::prune(std::chrono::hours done_retention, std::chrono::hou
   std::size_t pruned = 0;
   for (std::size_t i = 0; i < batches; ++i) {
     db::pool::lease lease = connections_.checkout();
+    const db::commit_watch::ticket deadline = lease.watch_autocommit();
     pqxx::nontransaction tx(lease.connection(), "bankworker_prune");
     const pqxx::row row = db::exec_statement1(tx, prune_sql, static_cast<std::int64_t>(done_retention.count()),
                                               static_cast<std::int64_t>(dead_retention.count()),

@@ -55,6 +55,7 @@ std::optional<std::string> worker_process_record::now_text() const {
 void worker_process_record::beat() {
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_worker_process_beat");
   db::exec_statement(tx, beat_sql, identity_.id.to_string(), identity_.hostname, identity_.pid, identity_.version,
                      static_cast<std::int32_t>(identity_.heartbeat_interval.count()), or_null(now));
@@ -64,6 +65,7 @@ void worker_process_record::beat() {
 bool worker_process_record::stop() {
   const std::optional<std::string> now = now_text();
   db::pool::lease lease = connections_.checkout();
+  const db::commit_watch::ticket deadline = lease.watch_autocommit();
   pqxx::nontransaction tx(lease.connection(), "bankworker_worker_process_stop");
   const pqxx::row row = db::exec_statement1(tx, stop_sql, identity_.id.to_string(), or_null(now));
   lease.commit(tx);

@@ -209,3 +209,38 @@ TEST_CASE("a commit left waiting for a vanished standby is cancelled after commi
   with_tenant(connections, tenant, [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (2)"); });
   CHECK(probe_rows(cluster) == 2);
 }
+
+// The queue's operations are single statements in autocommit: each waits for the standby as it
+// ends, inside the statement, where neither statement_timeout nor lease::commit's deadline
+// reaches. Held around them, watch_autocommit's ticket does (a worker's claims, heartbeats and
+// completions once hung on a stalled old primary in `make failover` until its pool ran dry).
+TEST_CASE("a statement in autocommit left waiting for a vanished standby is cancelled under watch_autocommit and "
+          "is in doubt",
+          "[pg][failover]") {
+  const own_cluster cluster;
+  {
+    pqxx::connection admin(cluster.url());
+    pqxx::nontransaction tx(admin);
+    tx.exec("CREATE TABLE replication_probe (id int NOT NULL)");
+  }
+  pool_settings settings;
+  settings.connections = 1;
+  settings.commit_wait_max = std::chrono::milliseconds(1'000);
+  settings.role.clear();
+  pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
+
+  require_standby(cluster, "vanished_standby");
+  const auto started = std::chrono::steady_clock::now();
+  {
+    auto lease = connections.checkout();
+    const commit_watch::ticket deadline = lease.watch_autocommit();
+    pqxx::nontransaction tx(lease.connection());
+    tx.exec("INSERT INTO replication_probe VALUES (1)");
+    CHECK_THROWS_AS(lease.commit(tx), replication_in_doubt);
+  }
+  const auto waited = std::chrono::steady_clock::now() - started;
+  CHECK(waited >= std::chrono::milliseconds(1'000));
+  CHECK(waited < std::chrono::seconds(10));
+  CHECK(probe_rows(cluster) == 1);
+  require_standby(cluster, "");
+}
