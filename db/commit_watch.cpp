@@ -33,11 +33,6 @@ commit_watch::ticket::~ticket() {
   watch_->entries_.erase(at_);
 }
 
-std::uint64_t commit_watch::cancelled() const {
-  std::lock_guard lock(mutex_);
-  return cancelled_;
-}
-
 void commit_watch::run() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
@@ -60,7 +55,6 @@ void commit_watch::run() {
     lock.lock();
     next->cancelling = false;
     next->deadline = clock::time_point::max();  // cancelled once; never again
-    ++cancelled_;
     changed_.notify_all();
   }
 }

@@ -19,7 +19,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -62,9 +61,6 @@ class commit_watch {
   // Starts watching a commit on `connection` (which the caller uses on its own thread meanwhile).
   [[nodiscard]] ticket watch(pqxx::connection_base& connection);
 
-  // Commits cancelled so far (for tests and the log).
-  std::uint64_t cancelled() const;
-
  private:
   void run();
 
@@ -75,7 +71,6 @@ class commit_watch {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::list<entry> entries_;  // guarded by mutex_; one per commit running now
-  std::uint64_t cancelled_ = 0;
   bool stopping_ = false;
   std::thread thread_;  // last: starts after the members it reads
 };

@@ -235,7 +235,7 @@ pool::lease::lease(lease&& other) noexcept
       exceptions_at_checkout_(other.exceptions_at_checkout_),
       cancelled_waits_at_checkout_(other.cancelled_waits_at_checkout_) {}
 
-void pool::retire_open_connections() {
+void pool::retire_open_connections() noexcept {
   std::lock_guard lock(mutex_);
   ++epoch_;
   retired_below_ = epoch_;
@@ -246,29 +246,28 @@ commit_watch::ticket pool::lease::watch_autocommit() {
   return owner_->commits_.watch(*connection_);
 }
 
+void pool::lease::leave_server() noexcept {
+  // The connection goes, and the others open to that server: it lost its synchronous standby or
+  // is being demoted, and a commit on any of them would wait (or be in doubt) the same way.
+  discard();
+  owner_->retire_open_connections();
+}
+
 void pool::lease::commit(pqxx::transaction_base& tx) {
   BW_ASSERT(&tx.conn() == connection_);
   try {
-    if (owner_ != nullptr) {
-      const commit_watch::ticket deadline = owner_->commits_.watch(*connection_);
-      tx.commit();
-    } else {
-      tx.commit();
-    }
+    const commit_watch::ticket deadline = watch_autocommit();
+    tx.commit();
   } catch (const pqxx::sql_error& error) {
     // Cancelled (by the commit watch, or an operator) before it committed: it rolled back, but the
     // server is one whose commits hang, so the caller gets what a hung commit means.
     if (error.sqlstate() != "57014") throw;
-    discard();
-    if (owner_ != nullptr) owner_->retire_open_connections();
+    leave_server();
     throw replication_in_doubt("commit cancelled after waiting longer than commit_wait_max; the server may have "
                                "lost its synchronous standby");
   }
   if (connection_->cancelled_waits() != cancelled_waits_at_checkout_) {
-    // The connection goes, and the others open to that server: it lost its synchronous standby
-    // or is being demoted, and a commit on any of them would wait (or be in doubt) the same way.
-    discard();
-    if (owner_ != nullptr) owner_->retire_open_connections();
+    leave_server();
     throw replication_in_doubt(
         "commit in doubt: the server stopped waiting for the synchronous standby after committing locally; the "
         "commit may be lost in a failover");

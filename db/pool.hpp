@@ -118,6 +118,8 @@ class pool {
 
    private:
     friend class pool;
+    // After a commit in doubt: this connection and every other one the pool had open go.
+    void leave_server() noexcept;
     lease(pool& owner, std::size_t slot, watched_connection& connection) noexcept
         : owner_(&owner),
           slot_(slot),
@@ -155,7 +157,7 @@ class pool {
   };
   // A commit in doubt: connections opened before now are closed at their next checkout (the
   // server they reach lost its standby or is being demoted, and may hold their commits too).
-  void retire_open_connections();
+  void retire_open_connections() noexcept;
 
   std::unique_ptr<watched_connection> open_connection();
   // Opens, or checks and if need be reopens, the connection of a slot the caller holds.

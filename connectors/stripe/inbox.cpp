@@ -217,8 +217,8 @@ void inbox::notify_stored(std::span<const tenant_lane> stored) const {
   if (on_committed_ && !stored.empty()) on_committed_(stored);
 }
 
-void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
-                        std::vector<tenant_lane>& stored_lanes) {
+std::map<std::string, std::vector<inbox::pending*>> inbox::group_by_tenant(
+    pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch) {
   // Platform events are routed by account first, in this transaction (the function's locks hold
   // until it commits). Routing is not remembered across attempts: a retry routes again.
   std::map<std::string, std::string, std::less<>> tenant_of_account;
@@ -245,6 +245,12 @@ void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>
     }
     groups[key].push_back(item.get());
   }
+  return groups;
+}
+
+void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
+                        std::vector<tenant_lane>& stored_lanes) {
+  std::map<std::string, std::vector<pending*>> groups = group_by_tenant(tx, batch);
   for (auto& [tenant_text, items] : groups) {
     db::array_text ids, types, accounts, livemodes, created, bodies, lanes;
     std::size_t body_bytes = 0;

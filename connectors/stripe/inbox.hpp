@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -112,6 +113,10 @@ class inbox {
   struct pending;
   void run();
   void commit(std::vector<std::shared_ptr<pending>>& batch);
+  // The batch's events by tenant (text; unrouted ones under ""), platform events routed by account
+  // in `tx`, arrival order kept within each.
+  static std::map<std::string, std::vector<pending*>> group_by_tenant(pqxx::work& tx,
+                                                                      std::span<const std::shared_ptr<pending>> batch);
   // Writes the batch; `stored` gets each tenant lane that got a new event, once.
   void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
                    std::vector<tenant_lane>& stored);

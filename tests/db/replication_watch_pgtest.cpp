@@ -35,7 +35,7 @@ namespace {
 constexpr int pg_command_timeout_ms = 180'000;
 
 // The test's own cluster, destroyed at the end: changing synchronous_standby_names on the shared
-// one would make every other test's commits wait.
+// one would make every other test's commits wait. It starts with an empty table replication_probe.
 class own_cluster {
  public:
   own_cluster() {
@@ -45,6 +45,8 @@ class own_cluster {
     ::chmod(parent_.c_str(), 0755);  // as root, scripts/pg hands parent_/pg to its server user
     url_ = run_pg("start");
     while (!url_.empty() && url_.back() == '\n') url_.pop_back();
+    pqxx::connection admin(url_);
+    pqxx::nontransaction(admin).exec("CREATE TABLE replication_probe (id int NOT NULL)");
   }
   own_cluster(const own_cluster&) = delete;
   own_cluster& operator=(const own_cluster&) = delete;
@@ -108,6 +110,14 @@ bool cancel_standby_wait(const own_cluster& cluster) {
   return false;
 }
 
+// A pool of `connections` as the cluster's superuser (this cluster has no bankworker roles).
+pool_settings superuser_pool(std::size_t connections) {
+  pool_settings settings;
+  settings.connections = connections;
+  settings.role.clear();
+  return settings;
+}
+
 long probe_rows(const own_cluster& cluster) {
   pqxx::connection admin(cluster.url());
   pqxx::nontransaction tx(admin);
@@ -118,15 +128,8 @@ long probe_rows(const own_cluster& cluster) {
 
 TEST_CASE("a commit acknowledged without the synchronous standby is in doubt, not done", "[pg][failover]") {
   const own_cluster cluster;
-  {
-    pqxx::connection admin(cluster.url());
-    pqxx::nontransaction tx(admin);
-    tx.exec("CREATE TABLE replication_probe (id int NOT NULL)");
-  }
-  pool_settings settings;
-  settings.connections = 1;
+  pool_settings settings = superuser_pool(1);
   settings.statement_timeout = std::chrono::milliseconds(500);
-  settings.role.clear();  // the cluster's superuser: this cluster has no bankworker roles
   pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
   const auto tenant = bankworker::crypto::random_uuid();
   const auto insert = [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (1)"); };
@@ -162,15 +165,8 @@ TEST_CASE("a commit left waiting for a vanished standby is cancelled after commi
           "pool's connections to that server are replaced",
           "[pg][failover]") {
   const own_cluster cluster;
-  {
-    pqxx::connection admin(cluster.url());
-    pqxx::nontransaction tx(admin);
-    tx.exec("CREATE TABLE replication_probe (id int NOT NULL)");
-  }
-  pool_settings settings;
-  settings.connections = 2;
+  pool_settings settings = superuser_pool(2);
   settings.commit_wait_max = std::chrono::milliseconds(1'000);
-  settings.role.clear();
   pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
   const auto tenant = bankworker::crypto::random_uuid();
   const auto backend_pid = [&] {
@@ -218,15 +214,8 @@ TEST_CASE("a statement in autocommit left waiting for a vanished standby is canc
           "is in doubt",
           "[pg][failover]") {
   const own_cluster cluster;
-  {
-    pqxx::connection admin(cluster.url());
-    pqxx::nontransaction tx(admin);
-    tx.exec("CREATE TABLE replication_probe (id int NOT NULL)");
-  }
-  pool_settings settings;
-  settings.connections = 1;
+  pool_settings settings = superuser_pool(1);
   settings.commit_wait_max = std::chrono::milliseconds(1'000);
-  settings.role.clear();
   pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
 
   require_standby(cluster, "vanished_standby");

@@ -40,6 +40,19 @@ std::string payment_event(const std::string& event_id, const std::string& charge
          R"(","created":1763800000,"latest_charge":")" + charge_id + R"(","status":"succeeded"}}})";
 }
 
+// That event as the webhook route hands it to the inbox: in its charge's posting lane.
+stripe::inbox_event payment_inbox_event(const uuid& tenant, const std::string& event_id, const std::string& charge_id,
+                                        std::int64_t amount) {
+  stripe::inbox_event event;
+  event.tenant = tenant;
+  event.event_id = event_id;
+  event.type = "payment_intent.succeeded";
+  event.created_s = 1763800000;
+  event.body = payment_event(event_id, charge_id, amount);
+  event.posting_lane = stripe::posting_lane_of(charge_id);
+  return event;
+}
+
 // A thin event (API v2) about a payment intent: it posts only once its related object is fetched.
 std::string thin_intent_event(const std::string& event_id) {
   return R"({"id":")" + event_id + R"(","object":"v2.core.event","type":"v1.payment_intent.succeeded",)"
@@ -328,13 +341,8 @@ TEST_CASE("a commit's tenants are posted at once, not at the next poll, and a ba
   constexpr int events = 100;           // more than six batches: `more` keeps the tenant woken
   for (int i = 0; i < events; ++i) {
     const std::string id = "evt_woken_" + std::to_string(i);
-    stripe::inbox_event event;
-    event.tenant = world.tenant;
-    event.event_id = id;
-    event.type = "payment_intent.succeeded";
-    event.created_s = 1763800000;
-    event.body = payment_event(id, "ch_woken_" + std::to_string(i), 100 + i);
-    REQUIRE(woken_inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
+    REQUIRE(woken_inbox.store_blocking(payment_inbox_event(world.tenant, id, "ch_woken_" + std::to_string(i), 100 + i)) ==
+            stripe::inbox_outcome::stored);
   }
   const bool done = bankworker::test::eventually(
       [&] { return world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == events; }, 20s);
@@ -447,14 +455,7 @@ TEST_CASE("a tenant's posting lanes post side by side; a lane another poster hol
   std::map<int, int> per_lane;
   for (int i = 0; i < events; ++i) {
     const std::string id = "evt_lane_" + std::to_string(i);
-    const std::string charge = "ch_lane_" + std::to_string(i);
-    stripe::inbox_event event;
-    event.tenant = world.tenant;
-    event.event_id = id;
-    event.type = "payment_intent.succeeded";
-    event.created_s = 1763800000;
-    event.body = payment_event(id, charge, 100 + i);
-    event.posting_lane = stripe::posting_lane_of(charge);
+    stripe::inbox_event event = payment_inbox_event(world.tenant, id, "ch_lane_" + std::to_string(i), 100 + i);
     ++per_lane[event.posting_lane];
     REQUIRE(world.inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
   }
@@ -494,15 +495,9 @@ TEST_CASE("a lane rests batch_rest after a batch that was not full; what arrives
   stripe::inbox woken_inbox{*world.connections, {}, stripe::inbox_hook{},
                             [&](std::span<const stripe::tenant_lane> lanes) { posters.wake(lanes); }};
   std::this_thread::sleep_for(200ms);  // the start-up round has found nothing
-  const auto store = [&](const std::string& id) {
-    stripe::inbox_event event;
-    event.tenant = world.tenant;
-    event.event_id = id;
-    event.type = "payment_intent.succeeded";
-    event.created_s = 1763800000;
-    event.body = payment_event(id, "ch_rest", 100);  // one charge: one lane
-    event.posting_lane = stripe::posting_lane_of("ch_rest");
-    REQUIRE(woken_inbox.store_blocking(std::move(event)) == stripe::inbox_outcome::stored);
+  const auto store = [&](const std::string& id) {  // one charge: one lane
+    REQUIRE(woken_inbox.store_blocking(payment_inbox_event(world.tenant, id, "ch_rest", 100)) ==
+            stripe::inbox_outcome::stored);
   };
   const auto posted = [&] { return world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'"); };
   store("evt_rest_1");
