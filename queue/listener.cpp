@@ -66,6 +66,12 @@ void listener::add_channel(listener_channel extra) {
   extra_channels_.push_back(std::move(extra));
 }
 
+void listener::when_listening(std::function<void()> callback) {
+  BW_ASSERT(!session_);
+  BW_ASSERT(callback != nullptr);
+  listening_callbacks_.push_back(std::move(callback));
+}
+
 void listener::stop() {
   stopping_ = true;
   retry_timer_.cancel();
@@ -103,12 +109,13 @@ boost::asio::awaitable<void> listener::run() {
       if (fd < 0) throw std::runtime_error("dup of the listen socket failed");
       opened->socket = std::make_unique<boost::asio::posix::stream_descriptor>(executor_, fd);
       session_ = std::move(opened);
-      listening_ = true;
       // Anything enqueued while we were not listening is found by the first claim after this.
       on_notify_();
       for (const listener_channel& extra : extra_channels_) {
         if (extra.on_listening) extra.on_listening();
       }
+      listening_ = true;  // after the channels' callbacks: a caller that sees it sees their effects
+      for (const auto& callback : listening_callbacks_) callback();
       while (!stopping_) {
         boost::system::error_code error;
         co_await session_->socket->async_wait(boost::asio::posix::stream_descriptor::wait_read,

@@ -56,9 +56,12 @@ class listener {
   boost::asio::awaitable<void> run();
   // Listens on `extra` too, from the next connection on. Call before run().
   void add_channel(listener_channel extra);
+  // Calls `callback` each time the LISTEN is in place, after the channels' on_listening. Call
+  // before run().
+  void when_listening(std::function<void()> callback);
   // Ends run() soon. Call on the listener's executor.
   void stop();
-  // Whether the LISTEN is in place right now (tests wait for it).
+  // Whether the LISTEN is in place right now (and every on_listening has run).
   bool listening() const noexcept { return listening_.load(); }
 
  private:
@@ -70,6 +73,7 @@ class listener {
   const listener_settings settings_;
   std::function<void()> on_notify_;
   std::vector<listener_channel> extra_channels_;
+  std::vector<std::function<void()>> listening_callbacks_;
   std::unique_ptr<session> session_;
   boost::asio::steady_timer retry_timer_;
   bool stopping_ = false;

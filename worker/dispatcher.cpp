@@ -113,6 +113,10 @@ void dispatcher::listen_also(queue::listener_channel extra) {
   if (listener_) listener_->add_channel(std::move(extra));
 }
 
+void dispatcher::when_listening(std::function<void()> callback) {
+  if (listener_) listener_->when_listening(std::move(callback));
+}
+
 void dispatcher::stop() {
   boost::asio::post(strand_, [this] {
     if (stopping_) return;

@@ -114,6 +114,8 @@ class dispatcher {
   // Listens on a further channel on the job channel's LISTEN connection (nothing when
   // settings.listen is false); its callbacks run on executor(). Call before run().
   void listen_also(queue::listener_channel extra);
+  // Calls `callback` (on executor()) each time the LISTEN connection is in place. Call before run().
+  void when_listening(std::function<void()> callback);
 
   // Runs until stop() and the drain that follows. Spawn it on executor().
   boost::asio::awaitable<void> run();

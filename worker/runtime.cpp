@@ -10,6 +10,7 @@
 #include <map>
 #include <cstdlib>
 #include <thread>
+#include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -294,15 +295,19 @@ void start_providers(providers_list& providers, const service::runtime_parts& pa
 }
 
 // The admin address serves health, readiness and metrics; the webhook port serves webhooks only.
-std::vector<http_route> admin_routes(metrics_registry& metrics, readiness& ready, const std::atomic<bool>& draining) {
+// /readyz also wants the LISTEN connection in place: until it is, a secret removed elsewhere is not
+// forgotten here, and jobs are found by the poll fallback only.
+std::vector<http_route> admin_routes(metrics_registry& metrics, readiness& ready, const std::atomic<bool>& draining,
+                                     const dispatcher& jobs) {
   std::vector<http_route> routes;
   routes.push_back({"GET", "/healthz", false, [](http_request) -> asio::awaitable<http_response> {
                       co_return text(200, "ok\n");
                     }});
-  routes.push_back({"GET", "/readyz", false, [&ready, &draining](http_request) -> asio::awaitable<http_response> {
+  routes.push_back({"GET", "/readyz", false, [&ready, &draining, &jobs](http_request) -> asio::awaitable<http_response> {
                       if (draining.load()) co_return text(503, "draining\n");
                       const std::string unready = co_await ready.unready_reason();
                       if (!unready.empty()) co_return text(503, unready + "\n");
+                      if (!jobs.listening()) co_return text(503, "not yet listening for notifications\n");
                       co_return text(200, "ready\n");
                     }});
   routes.push_back({"GET", "/metrics", false, [&metrics](http_request) -> asio::awaitable<http_response> {
@@ -595,7 +600,7 @@ int run_service(settings& config, providers_list configured) {
   metrics.add_counter_reader("bankworker_readyz_database_checks_total",
                              "Database checks /readyz made (at most one per readyz_database_check_interval_ms).", {},
                              [&ready] { return ready.checks(); });
-  std::vector<http_route> admin = admin_routes(metrics, ready, draining);
+  std::vector<http_route> admin = admin_routes(metrics, ready, draining, jobs_dispatcher);
   // The operator console on the admin address (issue #22); declared before the server, so it
   // outlives the routes that refer to it.
   console::console operator_console({blocking, connections, *keys, jobs}, console::console_settings{},
@@ -613,9 +618,12 @@ int run_service(settings& config, providers_list configured) {
   process_signals signals(io, blocking, connections, config, log);
   signals.start(draining, running, jobs_dispatcher, providers);
   bool clean = false;
+  // systemd hears READY=1 when /readyz would say ready: once the LISTEN connection is in place.
+  jobs_dispatcher.when_listening([told = false]() mutable {
+    if (!std::exchange(told, true)) sd_notify(0, "READY=1");
+  });
   spawn_loops(io, periodic, gauges, jobs_dispatcher, running, signals, http, log, clean);
   log_running(log, config, server, admin_server, jobs_dispatcher);
-  sd_notify(0, "READY=1");
   run_io(io, blocking);
   mark_stopped(process, log);
   log.info("bankworker stopped", {{"clean", clean}});

@@ -149,8 +149,7 @@ asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::lo
 // Nothing when the sender's budget is spent; a lookup whose `found` is still `miss` when the
 // database could not be asked (or another request's load did not finish in time).
 asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::load_once(core::uuid tenant,
-                                                                                       std::string_view source,
-                                                                                       std::uint64_t generation) {
+                                                                                       std::string_view source) {
   const std::string key = tenant.to_string();
   bool loader = false;
   {
@@ -177,8 +176,12 @@ asio::awaitable<std::optional<webhook_secret_cache::lookup>> stripe_webhooks::lo
       self.loading_.erase(key);
     }
   } done{*this, key};
+  // A load that finished between the caller's miss and this request becoming the loader has
+  // cached the tenant already (its store happens before its loading_ entry goes): use it.
+  webhook_secret_cache::lookup cached = cache_.find(tenant, std::chrono::steady_clock::now());
+  if (cached.found != webhook_secret_cache::state::miss) co_return cached;
   if (!lookups_.try_take(source, std::chrono::steady_clock::now())) co_return std::nullopt;
-  auto loaded = co_await load_secrets(tenant, generation);
+  auto loaded = co_await load_secrets(tenant, cached.generation);
   if (!loaded) co_return webhook_secret_cache::lookup{};
   co_return loaded;
 }
@@ -200,7 +203,7 @@ asio::awaitable<http_response> stripe_webhooks::handle(http_request request) {
   }
   webhook_secret_cache::lookup secrets = cache_.find(*tenant, std::chrono::steady_clock::now());
   if (secrets.found == webhook_secret_cache::state::miss) {
-    auto loaded = co_await load_once(*tenant, request.remote_address, secrets.generation);
+    auto loaded = co_await load_once(*tenant, request.remote_address);
     if (!loaded) {
       outcome("over_budget").fetch_add(1, std::memory_order_relaxed);
       http_response refused = reply(429, "too many lookups of uncached tenants (lookups per_source_max)");

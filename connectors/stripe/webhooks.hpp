@@ -115,8 +115,7 @@ class stripe_webhooks {
   // budget), the others asking for the same tenant meanwhile wait for that load and read the
   // cache, so a burst of genuine deliveries after a start or an invalidation costs one lookup.
   boost::asio::awaitable<std::optional<webhook_secret_cache::lookup>> load_once(core::uuid tenant,
-                                                                                std::string_view source,
-                                                                                std::uint64_t generation);
+                                                                                std::string_view source);
 
   db::pool& connections_;
   db::key_store& keys_;

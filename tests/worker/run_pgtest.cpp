@@ -189,6 +189,37 @@ TEST_CASE("/readyz is unready, naming the migration, when the schema loses one u
   CHECK(worker.wait(std::chrono::seconds(20)) == 0);
 }
 
+TEST_CASE("/readyz is unready while the LISTEN connection is lost and ready once it listens again", "[pg][run]") {
+  const test::scratch_database database;
+  const test::root_key_file key;
+  const std::uint16_t admin_port = test::free_loopback_port();
+  const std::string readyz = "http://127.0.0.1:" + std::to_string(admin_port) + "/readyz";
+  test::child_process worker(BANKWORKER_BINARY, {"run"},
+                             {{"BANKWORKER_DATABASE_URL", database.runtime_url()},
+                              {"BANKWORKER_ROOT_KEY_FILE", key.path_text()},
+                              {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(test::free_loopback_port())},
+                              {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
+                              {"BANKWORKER_LOG_LEVEL", "error"}});
+  REQUIRE(eventually([&] { return test::http_get(readyz).status == 200; }));
+  const auto admin = database.connect_as_admin();
+  {
+    // Until the listener reconnects (a second later), a secret removed elsewhere would not be
+    // forgotten here: the worker must not call itself ready.
+    pqxx::nontransaction tx(*admin);
+    const long ended = tx.exec_params1("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE datname = $1 AND query LIKE 'LISTEN %'",
+                                       database.name())[0]
+                           .as<long>();
+    REQUIRE(ended == 1);
+  }
+  test::http_result unready;
+  CHECK(eventually([&] { return (unready = test::http_get(readyz)).status == 503; }, std::chrono::seconds(1)));
+  CHECK_THAT(unready.body, Catch::Contains("not yet listening for notifications"));
+  CHECK(eventually([&] { return test::http_get(readyz).status == 200; }, std::chrono::seconds(10)));
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(20)) == 0);
+}
+
 TEST_CASE("run registers its process in the process list before it is ready and marks it stopped on SIGTERM",
           "[pg][run][worker_processes]") {
   const test::scratch_database database;
@@ -287,7 +318,8 @@ TEST_CASE("run verifies, stores once, posts and drains: Stripe events end to end
 
   test::child_process worker(BANKWORKER_BINARY, {"run"}, env);
   REQUIRE(eventually([&] { return test::http_get(admin_base + "/healthz").status == 200; }));
-  CHECK(test::http_get(admin_base + "/readyz").status == 200);
+  // Ready once its LISTEN connection is in place too, a moment after it is alive.
+  CHECK(eventually([&] { return test::http_get(admin_base + "/readyz").status == 200; }, std::chrono::seconds(5)));
 
   test::child_process stripe(STRIPE_SIM_BINARY, {"--port", "0"}, {});
   const std::string sim = test::base_url_from(stripe);
