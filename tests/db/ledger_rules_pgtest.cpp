@@ -27,16 +27,28 @@ struct ledger_fixture {
   core::uuid tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Ledger Ltd");
   std::string id = tenant.to_string();  // its chart of accounts (stripe.clearing, revenue, ...) came with it
 
-  // Posts one entry with the given lines (account, amount, currency) in one transaction.
+  // Posts one entry with the given lines (account, amount, currency) in one transaction: the
+  // entry, then its lines in one statement (migration 0047: lines balance at the end of each).
   void post(const std::string& entry, const std::string& key,
             const std::vector<std::tuple<std::string, long, std::string>>& lines) {
     db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
       tx.exec_params(entry_sql, id, entry, key);
-      int line_no = 0;
-      for (const auto& [account, amount, currency] : lines) {
-        tx.exec_params(line_sql, id, entry, line_no++, account, amount, currency);
-      }
+      if (!lines.empty()) add_lines(tx, entry, 0, lines);
     });
+  }
+
+  // Inserts `lines` into `entry` in one statement, numbered from `first_line`.
+  void add_lines(pqxx::work& tx, const std::string& entry, int first_line,
+                 const std::vector<std::tuple<std::string, long, std::string>>& lines) {
+    std::string sql =
+        "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency) VALUES ";
+    int line_no = first_line;
+    for (const auto& [account, amount, currency] : lines) {
+      if (line_no != first_line) sql += ", ";
+      sql += "(" + tx.quote(id) + "::uuid, " + tx.quote(entry) + "::uuid, " + std::to_string(line_no++) + ", " +
+             tx.quote(account) + ", " + std::to_string(amount) + ", " + tx.quote(currency) + ")";
+    }
+    tx.exec(sql);
   }
 };
 
@@ -52,7 +64,7 @@ TEST_CASE("a balanced entry commits", "[pg][ledger]") {
   CHECK(lines == 2);
 }
 
-TEST_CASE("the database rejects an unbalanced entry at commit", "[pg][ledger]") {
+TEST_CASE("the database rejects an unbalanced entry, and one without lines at commit", "[pg][ledger]") {
   ledger_fixture ledger;
   CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000002", "ch_2:gross",
                                 {{"stripe.clearing", 1000, "USD"}, {"revenue", -999, "USD"}}),
@@ -77,7 +89,7 @@ TEST_CASE("the database rejects an unbalanced entry at commit", "[pg][ledger]") 
   CHECK(entries == 0);
 }
 
-TEST_CASE("a line added later to a posted entry must keep it balanced", "[pg][ledger]") {
+TEST_CASE("lines added later to a posted entry must keep it balanced at the end of their statement", "[pg][ledger]") {
   ledger_fixture ledger;
   const std::string entry = "00000000-0000-4000-8000-00000000000a";
   ledger.post(entry, "ch_10:gross", {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
@@ -86,14 +98,66 @@ TEST_CASE("a line added later to a posted entry must keep it balanced", "[pg][le
                                       tx.exec_params(line_sql, ledger.id, entry, 2, "revenue", 1, "USD");
                                     }),
                     Catch::Contains("does not balance in USD"));
-  // Two lines that cancel out keep it balanced, so they are accepted.
+  // Two lines that cancel out, one statement each: the entry would be unbalanced between them,
+  // which no statement may leave it (migration 0047), even if the next one would mend it.
+  CHECK_THROWS_WITH(db::with_tenant(*ledger.connections, ledger.tenant,
+                                    [&](pqxx::work& tx) {
+                                      tx.exec_params(line_sql, ledger.id, entry, 2, "revenue", 1, "USD");
+                                      tx.exec_params(line_sql, ledger.id, entry, 3, "stripe.clearing", -1, "USD");
+                                    }),
+                    Catch::Contains("does not balance in USD"));
+  // In one statement they keep it balanced, so they are accepted.
   db::with_tenant(*ledger.connections, ledger.tenant, [&](pqxx::work& tx) {
-    tx.exec_params(line_sql, ledger.id, entry, 2, "revenue", 1, "USD");
-    tx.exec_params(line_sql, ledger.id, entry, 3, "stripe.clearing", -1, "USD");
+    ledger.add_lines(tx, entry, 2, {{"revenue", 1, "USD"}, {"stripe.clearing", -1, "USD"}});
   });
   CHECK(db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
           return tx.exec1("SELECT count(*) FROM bankworker.journal_lines")[0].as<int>();
         }) == 4);
+}
+
+TEST_CASE("a line must name an account of its tenant and a known currency", "[pg][ledger]") {
+  ledger_fixture ledger;
+  const std::string entry = "00000000-0000-4000-8000-00000000000b";
+  CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "USD"}, {"no.such.account", -1000, "USD"}}),
+                    Catch::Contains("names ledger account no.such.account, which does not exist"));
+  CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "ZZZ"}, {"revenue", -1000, "ZZZ"}}),
+                    Catch::Contains("names currency ZZZ"));
+  // Another tenant's account of the same code does not count: accounts are per tenant.
+  const core::uuid other = ledger::create_tenant(*ledger.connections, *test::test_key_store(), "Other Ltd");
+  {
+    const auto admin = ledger.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec_params("INSERT INTO bankworker.ledger_accounts (tenant_id, code, name, kind)"
+                   " VALUES ($1::text::uuid, 'only.other', 'Other''s own', 'asset')",
+                   other.to_string());
+    tx.commit();
+  }
+  CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "USD"}, {"only.other", -1000, "USD"}}),
+                    Catch::Contains("names ledger account only.other"));
+  CHECK(db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
+          return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
+        }) == 0);
+}
+
+TEST_CASE("a ledger account is never deleted or renamed, so no line loses its account", "[pg][ledger]") {
+  ledger_fixture ledger;
+  ledger.post("00000000-0000-4000-8000-00000000000c", "ch_12:gross",
+              {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  const core::uuid other = ledger::create_tenant(*ledger.connections, *test::test_key_store(), "Other Ltd");
+  const auto admin = ledger.database.connect_as_admin();
+  const std::string move = "UPDATE bankworker.ledger_accounts SET tenant_id = '" + other.to_string() +
+                           "', code = 'revenue.moved' WHERE tenant_id = '" + ledger.id + "' AND code = 'revenue'";
+  for (const std::string& sql : {std::string("DELETE FROM bankworker.ledger_accounts WHERE code = 'revenue'"),
+                                std::string("UPDATE bankworker.ledger_accounts SET code = 'revenue.renamed' WHERE code = 'revenue'"),
+                                move, std::string("TRUNCATE bankworker.ledger_accounts CASCADE")}) {
+    INFO(sql);
+    pqxx::work tx(*admin);
+    CHECK_THROWS_WITH(tx.exec(sql), Catch::Contains("never removed"));
+  }
+  // Its name and kind may change.
+  pqxx::work tx(*admin);
+  CHECK(tx.exec("UPDATE bankworker.ledger_accounts SET name = 'Sales' WHERE code = 'revenue' AND tenant_id = '" + ledger.id +
+                "'").affected_rows() == 1);
 }
 
 TEST_CASE("posted journal rows cannot be updated, deleted or truncated, even by the cluster admin", "[pg][ledger]") {
