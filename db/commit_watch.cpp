@@ -2,10 +2,19 @@
 
 #include <algorithm>
 #include <exception>
+#include <system_error>
+#include <utility>
 
 #include "core/assert.hpp"
 
 namespace bankworker::db {
+
+namespace {
+
+// How often a ticket whose cancel is in flight looks whether it is done.
+constexpr std::chrono::milliseconds cancel_poll{5};
+
+}  // namespace
 
 commit_watch::commit_watch(std::chrono::milliseconds limit)
     : limit_(limit), tick_(std::max(limit / 4, std::chrono::milliseconds(1))), thread_([this] { run(); }) {
@@ -21,16 +30,24 @@ commit_watch::~commit_watch() {
   thread_.join();
 }
 
-commit_watch::ticket commit_watch::watch(pqxx::connection_base& connection) {
+commit_watch::ticket commit_watch::watch(std::shared_ptr<watched_connection> connection) {
+  BW_ASSERT(connection != nullptr);
   // No wake-up: the watch looks every tick_ (a commit costs a list insert, not a context switch).
   std::lock_guard lock(mutex_);
-  return ticket(*this, entries_.insert(entries_.end(), entry{&connection, clock::now() + limit_}));
+  return ticket(*this, entries_.insert(entries_.end(), entry{std::move(connection), clock::now() + limit_}));
 }
 
 commit_watch::ticket::~ticket() {
-  std::unique_lock lock(watch_->mutex_);
-  watch_->changed_.wait(lock, [&] { return !at_->cancelling; });
-  watch_->entries_.erase(at_);
+  std::shared_ptr<watched_connection> connection;
+  {
+    std::lock_guard lock(watch_->mutex_);
+    connection = std::move(at_->connection);
+    watch_->entries_.erase(at_);
+  }
+  // A cancel sent to this commit: give it cancel_wait to reach the server. One still on its way
+  // after that leaves the connection marked, and the pool closes it instead of reusing it.
+  const auto give_up = clock::now() + cancel_wait;
+  while (connection->cancel_pending() && clock::now() < give_up) std::this_thread::sleep_for(cancel_poll);
 }
 
 void commit_watch::run() {
@@ -38,24 +55,31 @@ void commit_watch::run() {
   while (!stopping_) {
     // One commit past its deadline (at most one entry per pooled connection: a short list).
     const auto now = clock::now();
-    const auto next = std::find_if(entries_.begin(), entries_.end(),
-                                   [&](const entry& e) { return !e.cancelling && e.deadline <= now; });
+    const auto next = std::find_if(entries_.begin(), entries_.end(), [&](const entry& e) { return e.deadline <= now; });
     if (next == entries_.end()) {
       changed_.wait_for(lock, tick_);
       continue;
     }
-    next->cancelling = true;
-    pqxx::connection_base* connection = next->connection;
-    lock.unlock();
-    try {
-      connection->cancel_query();
-    } catch (const std::exception&) {
-      // The server could not be told (it is gone): the commit ends with the connection instead.
-    }
-    lock.lock();
-    next->cancelling = false;
     next->deadline = clock::time_point::max();  // cancelled once; never again
-    changed_.notify_all();
+    next->connection->set_cancel_pending(true);  // before the ticket could look
+    // Its own thread, detached: PQcancel may wait for a hung server for as long as it lives, and
+    // the thread touches nothing but the connection it co-owns.
+    const auto send = [connection = next->connection] {
+      try {
+        connection->cancel_query();
+      } catch (const std::exception&) {
+        // The server could not be told (it is gone): the commit ends with the connection instead.
+      }
+      connection->set_cancel_pending(false);
+    };
+    try {
+      std::thread(send).detach();
+    } catch (const std::system_error&) {
+      // No thread to spare: send it from here, as the watch did before it had helpers.
+      lock.unlock();
+      send();
+      lock.lock();
+    }
   }
 }
 

@@ -9,21 +9,29 @@
 // worker's committing connection hung with it, although the new primary took writes.
 //
 // commit_watch is the deadline: a commit still running after `limit` (looked at every limit / 4)
-// is cancelled (libpq's PQcancel through pqxx::connection_base::cancel_query, from the watch's own
-// thread, which is what that call is for). A cancelled replication wait makes PostgreSQL return
-// the COMMIT with the "canceling wait for synchronous replication" warning, so the pool's lease
-// reports the commit in doubt and its connection goes; a commit cancelled before it committed
-// fails with query_canceled and rolls back. Either way the caller is free and reconnects through
-// the URL. A cancel that arrives after the commit finished is harmless: the server ignores a
-// cancel for a session that is idle.
+// is cancelled (libpq's PQcancel through pqxx::connection_base::cancel_query). A cancelled
+// replication wait makes PostgreSQL return the COMMIT with the "canceling wait for synchronous
+// replication" warning, so the pool's lease reports the commit in doubt and its connection goes; a
+// commit cancelled before it committed fails with query_canceled and rolls back. Either way the
+// caller is free and reconnects through the URL. A cancel that arrives after the commit finished
+// is harmless: the server ignores a cancel for a session that is idle.
+//
+// PQcancel itself has no timeout: it opens a connection to the server, sends the request and waits
+// for the server to close it. A server whose postmaster is hung (the stalled demotion above) may
+// accept the TCP connection and never answer, and the cancel waits until the server dies. So each
+// cancel runs on a thread of its own that holds the connection object alive (shared ownership),
+// the watch goes on watching, and a ticket's end waits for a cancel in flight at most
+// cancel_wait; after that the connection is marked cancel_pending() and the pool closes it rather
+// than hand it on (a late cancel must not hit some later caller's statement).
 
 #include <chrono>
 #include <condition_variable>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <thread>
 
-#include <pqxx/connection>
+#include "db/replication_watch.hpp"
 
 namespace bankworker::db {
 
@@ -38,14 +46,16 @@ class commit_watch {
 
  private:
   struct entry {
-    pqxx::connection_base* connection;
+    std::shared_ptr<watched_connection> connection;
     clock::time_point deadline;
-    bool cancelling = false;  // the watch thread is sending the cancel now
   };
 
  public:
-  // Held while one COMMIT runs; its destructor waits for a cancel being sent to finish, so the
-  // connection is never touched by the watch after the commit returned.
+  // How long a ticket's end waits for its cancel to reach the server before giving up on it.
+  static constexpr std::chrono::milliseconds cancel_wait{2'000};
+
+  // Held while one COMMIT runs; its destructor waits (at most cancel_wait) for a cancel sent to it
+  // to finish, so a cancel that did finish never reaches the connection's next statement.
   class ticket {
    public:
     ticket(commit_watch& watch, std::list<entry>::iterator at) noexcept : watch_(&watch), at_(at) {}
@@ -59,7 +69,7 @@ class commit_watch {
   };
 
   // Starts watching a commit on `connection` (which the caller uses on its own thread meanwhile).
-  [[nodiscard]] ticket watch(pqxx::connection_base& connection);
+  [[nodiscard]] ticket watch(std::shared_ptr<watched_connection> connection);
 
  private:
   void run();

@@ -59,13 +59,13 @@ pool::pool(crypto::secret url, pool_settings settings)
 
 pool::~pool() = default;
 
-std::unique_ptr<watched_connection> pool::open_connection() {
+std::shared_ptr<watched_connection> pool::open_connection() {
   // libpqxx wants a std::string; zero that copy of the URL as soon as the connection exists.
   std::string url(url_.reveal().text());
   add_connect_timeout(url, settings_.connect_timeout);
-  std::unique_ptr<watched_connection> connection;
+  std::shared_ptr<watched_connection> connection;
   try {
-    connection = std::make_unique<watched_connection>(url);
+    connection = std::make_shared<watched_connection>(url);
   } catch (...) {
     sodium_memzero(url.data(), url.size());
     throw;
@@ -214,11 +214,19 @@ std::size_t pool::in_use() const {
 }
 
 void pool::give_back(std::size_t index, bool discard, bool suspect) noexcept {
-  std::unique_ptr<watched_connection> closing;
+  std::shared_ptr<watched_connection> closing;
   {
     std::lock_guard lock(mutex_);
     BW_ASSERT(index < slots_.size());
     BW_ASSERT(slots_[index].in_use);
+    const std::shared_ptr<watched_connection>& connection = slots_[index].connection;
+    if (connection && connection->cancel_pending()) {
+      // A cancel still on its way to a server that did not answer it (db/commit_watch.hpp): that
+      // server is hung, and the cancel could hit this connection's next statement.
+      discard = true;
+      ++epoch_;
+      retired_below_ = epoch_;
+    }
     if (discard) closing = std::move(slots_[index].connection);
     slots_[index].suspect = slots_[index].suspect || suspect;
     slots_[index].in_use = false;
@@ -243,7 +251,7 @@ void pool::retire_open_connections() noexcept {
 
 commit_watch::ticket pool::lease::watch_autocommit() {
   BW_ASSERT(owner_ != nullptr);
-  return owner_->commits_.watch(*connection_);
+  return owner_->commits_.watch(owner_->slots_[slot_].connection);  // the slot is ours while leased
 }
 
 void pool::lease::leave_server() noexcept {

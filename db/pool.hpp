@@ -150,7 +150,7 @@ class pool {
 
  private:
   struct slot {
-    std::unique_ptr<watched_connection> connection;
+    std::shared_ptr<watched_connection> connection;  // shared only with a cancel in flight (commit_watch)
     bool in_use = false;
     bool suspect = false;       // given back during an exception: check before the next use
     std::uint64_t epoch = 0;    // the pool's epoch when it opened; older ones are checked too
@@ -159,7 +159,7 @@ class pool {
   // server they reach lost its standby or is being demoted, and may hold their commits too).
   void retire_open_connections() noexcept;
 
-  std::unique_ptr<watched_connection> open_connection();
+  std::shared_ptr<watched_connection> open_connection();
   // Opens, or checks and if need be reopens, the connection of a slot the caller holds.
   void prepare_slot(slot& ours, bool check);
   void give_back(std::size_t slot, bool discard, bool suspect) noexcept;

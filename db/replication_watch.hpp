@@ -19,6 +19,7 @@
 // The match is on PostgreSQL's English text: a server with lc_messages in another language is not
 // recognised (the pool's servers run with the cluster default, C).
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -60,9 +61,14 @@ class watched_connection final : public pqxx::connection {
  public:
   explicit watched_connection(const std::string& options) : pqxx::connection(options), watch_(*this) {}
   std::uint64_t cancelled_waits() const noexcept { return watch_.cancelled_waits(); }
+  // A cancel request for this connection's session is on its way (db/commit_watch.hpp): until it
+  // is done the session must run nothing else, or the cancel may hit that instead.
+  bool cancel_pending() const noexcept { return cancel_pending_.load(std::memory_order_acquire); }
+  void set_cancel_pending(bool pending) noexcept { cancel_pending_.store(pending, std::memory_order_release); }
 
  private:
   replication_watch watch_;
+  std::atomic<bool> cancel_pending_{false};
 };
 
 }  // namespace bankworker::db

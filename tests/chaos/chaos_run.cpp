@@ -168,6 +168,23 @@ double seconds_since(clock::time_point start) {
 
 // The worker processes, one per slot; a slot keeps its port across restarts so the storm and
 // the Plaid webhooks always know where to send.
+// A worker that stopped writing while the database took writes (write_probe): every thread's stack,
+// from gdb, appended to worker-N.stacks beside its log, so a stall is explained after the run.
+void record_stacks(pid_t pid, const std::filesystem::path& dir, std::size_t worker) {
+  const auto file = dir / ("worker-" + std::to_string(worker) + ".stacks");
+  std::ofstream out(file, std::ios::app);
+  out << "== worker " << worker << " (pid " << pid << ") wrote nothing for " << write_probe::stall_after.count()
+      << " s while the database took writes\n";
+  try {
+    const auto result = test::run_process("gdb", {"-p", std::to_string(pid), "-batch", "-ex", "thread apply all bt"},
+                                          {{"PATH", "/usr/bin:/bin"}}, 120'000);
+    out << result.out << result.err << "\n";
+  } catch (const std::exception& error) {
+    out << "gdb could not be run: " << error.what() << "\n";
+  }
+  std::cout << "  failover: worker " << worker << " stalled; its stacks are in " << file.string() << std::endl;
+}
+
 class fleet {
  public:
   fleet(std::size_t workers, std::map<std::string, std::string> env, std::filesystem::path log_dir)
@@ -183,6 +200,8 @@ class fleet {
     return out;
   }
   bool up(std::size_t i) const { return slots_[i].process != nullptr; }
+  pid_t pid(std::size_t i) const { return slots_[i].process ? slots_[i].process->pid() : -1; }
+  const std::filesystem::path& log_dir() const { return log_dir_; }
 
   void start(std::size_t i) {
     auto env = env_;
@@ -480,10 +499,13 @@ void chaos_run::set_up() {
   }
   storm_ = std::make_unique<webhook_storm>(fleet_->urls(), platform_secret_, options_.seed ^ 0x5eedULL, 3);
   if (options_.failover) {
-    probe_ = std::make_unique<write_probe>(record_.admin_url, fleet_->urls(), platform_secret_, record_.accounts[0],
-                                           limits::probe_interval, [this](const std::string& id, const std::string& body) {
-                                             storm_->add(id, body, 1);
-                                           });
+    // Failover runs restart no worker, so each keeps the pid it has now.
+    std::vector<pid_t> pids;
+    for (std::size_t i = 0; i < fleet_->size(); ++i) pids.push_back(fleet_->pid(i));
+    probe_ = std::make_unique<write_probe>(
+        record_.admin_url, fleet_->urls(), platform_secret_, record_.accounts[0], limits::probe_interval,
+        [this](const std::string& id, const std::string& body) { storm_->add(id, body, 1); },
+        [pids, dir = fleet_->log_dir()](std::size_t worker) { record_stacks(pids.at(worker), dir, worker); });
   }
   for (std::size_t t = 0; t < options_.tenants; ++t) {
     for (std::size_t i = 0; i < limits::initial_links_per_tenant; ++i) link(t);

@@ -13,13 +13,15 @@ namespace bankworker::chaos {
 
 write_probe::write_probe(std::string database_url, std::vector<std::string> worker_urls, std::string platform_secret,
                          std::string account, std::chrono::milliseconds interval,
-                         std::function<void(const std::string&, const std::string&)> refused)
+                         std::function<void(const std::string&, const std::string&)> refused,
+                         std::function<void(std::size_t)> stalled)
     : database_url_(std::move(database_url)),
       worker_urls_(std::move(worker_urls)),
       platform_secret_(std::move(platform_secret)),
       account_(std::move(account)),
       interval_(interval),
       refused_(std::move(refused)),
+      stalled_(std::move(stalled)),
       worker_writes_(worker_urls_.size()) {
   threads_.emplace_back([this] { probe_database(); });
   for (std::size_t i = 0; i < worker_urls_.size(); ++i) threads_.emplace_back([this, i] { probe_worker(i); });
@@ -81,8 +83,21 @@ std::uint64_t write_probe::unreplicated_commits() const {
   return unreplicated_commits_;
 }
 
+bool write_probe::worker_stalled(std::size_t worker) const {
+  const auto now = probe_clock::now();
+  std::lock_guard lock(mutex_);
+  const auto& writes = worker_writes_[worker];
+  if (writes.empty() || database_writes_.empty()) return false;
+  return now - writes.back() > stall_after && now - database_writes_.back() < 2 * interval_;
+}
+
 void write_probe::probe_worker(std::size_t worker) {
+  bool reported = false;  // this stall's stacks are taken
   for (std::uint64_t n = 0; !stopping_; ++n) {
+    if (stalled_ && !reported && worker_stalled(worker)) {
+      stalled_(worker);
+      reported = true;
+    }
     const auto now_s =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     const std::string id = "evt_probe_" + std::to_string(worker) + "_" + std::to_string(n);
@@ -96,7 +111,10 @@ void write_probe::probe_worker(std::size_t worker) {
     {
       std::lock_guard lock(mutex_);
       events_.emplace_back(id, body);
-      if (answer.status >= 200 && answer.status < 300) worker_writes_[worker].push_back(probe_clock::now());
+      if (answer.status >= 200 && answer.status < 300) {
+        worker_writes_[worker].push_back(probe_clock::now());
+        reported = false;
+      }
     }
     if (answer.status < 200 || answer.status >= 300) refused_(id, body);
     std::this_thread::sleep_for(interval_);

@@ -25,9 +25,14 @@ class write_probe {
  public:
   // `refused(id, body)` gets every probe event a worker did not acknowledge, to deliver until it
   // is (the storm does, as Stripe would); it is called on the probe's threads.
+  // `stalled(worker)` is called (on the probe's thread) once per stall: a worker that has not
+  // written for stall_after while the database took writes, for the run to record what it is
+  // doing (its threads' stacks) before it recovers or the run ends.
   write_probe(std::string database_url, std::vector<std::string> worker_urls, std::string platform_secret,
               std::string account, std::chrono::milliseconds interval,
-              std::function<void(const std::string& id, const std::string& body)> refused);
+              std::function<void(const std::string& id, const std::string& body)> refused,
+              std::function<void(std::size_t worker)> stalled);
+  static constexpr std::chrono::seconds stall_after{20};
   write_probe(const write_probe&) = delete;
   write_probe& operator=(const write_probe&) = delete;
   ~write_probe();
@@ -45,6 +50,9 @@ class write_probe {
  private:
   void probe_database();
   void probe_worker(std::size_t worker);
+  // Whether `worker` has not written for stall_after while the database took a write within the
+  // last two intervals.
+  bool worker_stalled(std::size_t worker) const;
 
   const std::string database_url_;
   const std::vector<std::string> worker_urls_;
@@ -52,6 +60,7 @@ class write_probe {
   const std::string account_;
   const std::chrono::milliseconds interval_;
   const std::function<void(const std::string&, const std::string&)> refused_;
+  const std::function<void(std::size_t)> stalled_;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;  // guards the five below
   std::vector<std::pair<std::string, std::string>> events_;

@@ -9,11 +9,19 @@
 // (pg_cancel_backend, or a client's PQcancel), which the test sends as an operator would.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <utility>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -232,4 +240,91 @@ TEST_CASE("a statement in autocommit left waiting for a vanished standby is canc
   CHECK(waited < std::chrono::seconds(10));
   CHECK(probe_rows(cluster) == 1);
   require_standby(cluster, "");
+}
+
+namespace {
+
+// The parent of a backend: its postmaster.
+pid_t parent_of(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis.
+  std::istringstream rest(text.substr(text.rfind(')') + 2));
+  char state = 0;
+  pid_t parent = 0;
+  rest >> state >> parent;
+  return parent;
+}
+
+// Stops a process (SIGSTOP) and resumes it when it goes, whatever the test did meanwhile.
+class stopped_process {
+ public:
+  explicit stopped_process(pid_t pid) : pid_(pid) { ::kill(pid_, SIGSTOP); }
+  stopped_process(const stopped_process&) = delete;
+  stopped_process& operator=(const stopped_process&) = delete;
+  ~stopped_process() { resume(); }
+  void resume() {
+    if (pid_ != 0) ::kill(std::exchange(pid_, 0), SIGCONT);
+  }
+
+ private:
+  pid_t pid_;
+};
+
+}  // namespace
+
+// PQcancel has no timeout: it connects to the server and waits for it to close the connection. A
+// postmaster that is hung (here stopped with SIGSTOP; in `make failover`, an old primary whose
+// shutdown stalled) accepts the TCP connection in the kernel and never answers, so a cancel sent
+// to it waits until the server dies. The commit it was sent for may end another way (its backend
+// terminated, as a fast shutdown does); the caller must then be free at once, not wait for the
+// cancel, and the connection must not be reused while the cancel may still arrive.
+TEST_CASE("a cancel the server never answers holds no caller up, and its connection is not reused",
+          "[pg][failover]") {
+  const own_cluster cluster;
+  pool_settings settings = superuser_pool(1);
+  settings.commit_wait_max = std::chrono::milliseconds(1'000);
+  pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
+  const auto tenant = bankworker::crypto::random_uuid();
+  const int backend = [&] {
+    auto lease = connections.checkout();
+    return pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+  }();
+  const pid_t postmaster = parent_of(backend);
+  REQUIRE(postmaster > 1);
+
+  require_standby(cluster, "vanished_standby");
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool returned = false;
+  std::optional<std::chrono::steady_clock::time_point> terminated;
+  std::thread operator_([&] {
+    // The commit is waiting for the standby; the server stops answering new connections, so the
+    // watch's cancel (due after 1 s) hangs; then the backend is terminated, ending the commit.
+    std::unique_lock lock(mutex);
+    if (changed.wait_for(lock, std::chrono::milliseconds(300), [&] { return returned; })) return;
+    stopped_process hung(postmaster);
+    if (changed.wait_for(lock, std::chrono::milliseconds(2'500), [&] { return returned; })) return;
+    terminated = std::chrono::steady_clock::now();
+    ::kill(backend, SIGTERM);
+    // A pool that waited for the cancel would wait until the postmaster answers: 20 s here.
+    changed.wait_for(lock, std::chrono::seconds(20), [&] { return returned; });
+  });
+  CHECK_THROWS(with_tenant(connections, tenant, [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (1)"); }));
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mutex);
+    returned = true;
+  }
+  changed.notify_all();
+  operator_.join();  // the postmaster answers again (and the cancel with it)
+  REQUIRE(terminated.has_value());
+  // Free within the cancel's grace (commit_watch::cancel_wait, 2 s) of the commit's end, not
+  // when the server answers again (20 s).
+  CHECK(now - *terminated < std::chrono::seconds(5));
+  CHECK(connections.in_use() == 0);
+
+  require_standby(cluster, "");
+  auto lease = connections.checkout();
+  CHECK(pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>() != backend);
 }
