@@ -199,11 +199,14 @@ DECLARE
   line_count bigint;
   unbalanced text;
 BEGIN
-  SELECT n.account_code INTO missing
-    FROM (SELECT DISTINCT tenant_id, account_code FROM new_lines) n
-   WHERE NOT EXISTS (SELECT 1 FROM bankworker.ledger_accounts a WHERE a.tenant_id = n.tenant_id AND a.code = n.account_code)
-   ORDER BY n.account_code LIMIT 1;
-  IF FOUND THEN
+  -- The lookups of tables that grow are planned afresh each time (EXECUTE): a plan cached while
+  -- they were small would read the whole of them for every statement once they are not.
+  EXECUTE 'SELECT n.account_code FROM (SELECT DISTINCT tenant_id, account_code FROM new_lines) n'
+          ' WHERE NOT EXISTS (SELECT 1 FROM bankworker.ledger_accounts a'
+          '                    WHERE a.tenant_id = n.tenant_id AND a.code = n.account_code)'
+          ' ORDER BY n.account_code LIMIT 1'
+    INTO missing;
+  IF missing IS NOT NULL THEN
     RAISE EXCEPTION 'journal line names ledger account %, which does not exist', missing
       USING ERRCODE = 'foreign_key_violation';
   END IF;
@@ -215,8 +218,6 @@ BEGIN
     RAISE EXCEPTION 'journal line names currency %, which is not in bankworker.currencies', missing
       USING ERRCODE = 'foreign_key_violation';
   END IF;
-  -- Planned afresh each time (EXECUTE): a plan cached while the journal was small would read the
-  -- whole of it for every statement once it is not.
   EXECUTE 'SELECT e.entry_id, e.line_count, e.unbalanced'
           ' FROM (SELECT t.entry_id, sum(c.lines) AS line_count,'
           '              min(c.currency) FILTER (WHERE c.total <> 0) AS unbalanced'

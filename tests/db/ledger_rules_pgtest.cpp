@@ -115,9 +115,14 @@ TEST_CASE("lines added later to a posted entry must keep it balanced at the end 
         }) == 4);
 }
 
-TEST_CASE("a line must name an account of its tenant and a known currency", "[pg][ledger]") {
+TEST_CASE("a line must name an entry and an account of its tenant and a known currency", "[pg][ledger]") {
   ledger_fixture ledger;
   const std::string entry = "00000000-0000-4000-8000-00000000000b";
+  CHECK_THROWS_WITH(db::with_tenant(*ledger.connections, ledger.tenant,
+                                    [&](pqxx::work& tx) {
+                                      ledger.add_lines(tx, entry, 0, {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+                                    }),
+                    Catch::Contains("journal_lines_tenant_id_entry_id_fkey"));
   CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "USD"}, {"no.such.account", -1000, "USD"}}),
                     Catch::Contains("names ledger account no.such.account, which does not exist"));
   CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "ZZZ"}, {"revenue", -1000, "ZZZ"}}),
