@@ -541,6 +541,13 @@ queue::worker_process_identity process_identity(const dispatcher& jobs_dispatche
           .version = std::string(build_version()), .heartbeat_interval = process_heartbeat_interval};
 }
 
+// systemd hears READY=1 when /readyz would say ready: once the LISTEN connection is in place.
+void notify_ready_when_listening(dispatcher& jobs_dispatcher) {
+  jobs_dispatcher.when_listening([told = false]() mutable {
+    if (!std::exchange(told, true)) sd_notify(0, "READY=1");
+  });
+}
+
 // Marks the process stopped once everything has stopped. A process that cannot (the database is
 // away) stays in the list as silent until its row is pruned: nothing else depends on the mark.
 void mark_stopped(queue::worker_process_record& process, logger& log) {
@@ -618,10 +625,7 @@ int run_service(settings& config, providers_list configured) {
   process_signals signals(io, blocking, connections, config, log);
   signals.start(draining, running, jobs_dispatcher, providers);
   bool clean = false;
-  // systemd hears READY=1 when /readyz would say ready: once the LISTEN connection is in place.
-  jobs_dispatcher.when_listening([told = false]() mutable {
-    if (!std::exchange(told, true)) sd_notify(0, "READY=1");
-  });
+  notify_ready_when_listening(jobs_dispatcher);
   spawn_loops(io, periodic, gauges, jobs_dispatcher, running, signals, http, log, clean);
   log_running(log, config, server, admin_server, jobs_dispatcher);
   run_io(io, blocking);
