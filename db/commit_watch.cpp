@@ -1,5 +1,7 @@
 #include "db/commit_watch.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <exception>
 #include <system_error>
@@ -39,13 +41,17 @@ commit_watch::ticket commit_watch::watch(std::shared_ptr<watched_connection> con
 
 commit_watch::ticket::~ticket() {
   std::shared_ptr<watched_connection> connection;
+  bool cut_off = false;
   {
     std::lock_guard lock(watch_->mutex_);
     connection = std::move(at_->connection);
+    cut_off = at_->cut_off;
     watch_->entries_.erase(at_);
   }
-  // A cancel sent to this commit: give it cancel_wait to reach the server. One still on its way
-  // after that leaves the connection marked, and the pool closes it instead of reusing it.
+  // A cancel sent to this commit: give it cancel_wait to reach the server (unless the connection
+  // was cut off, which no late cancel can harm). One still on its way after that leaves the
+  // connection marked, and the pool closes it instead of reusing it.
+  if (cut_off) return;
   const auto give_up = clock::now() + cancel_wait;
   while (connection->cancel_pending() && clock::now() < give_up) std::this_thread::sleep_for(cancel_poll);
 }
@@ -60,26 +66,39 @@ void commit_watch::run() {
       changed_.wait_for(lock, tick_);
       continue;
     }
-    next->deadline = clock::time_point::max();  // cancelled once; never again
-    next->connection->set_cancel_pending(true);  // before the ticket could look
-    // Its own thread, detached: PQcancel may wait for a hung server for as long as it lives, and
-    // the thread touches nothing but the connection it co-owns.
-    const auto send = [connection = next->connection] {
-      try {
-        connection->cancel_query();
-      } catch (const std::exception&) {
-        // The server could not be told (it is gone): the commit ends with the connection instead.
-      }
-      connection->set_cancel_pending(false);
-    };
-    try {
-      std::thread(send).detach();
-    } catch (const std::system_error&) {
-      // No thread to spare: send it from here, as the watch did before it had helpers.
-      lock.unlock();
-      send();
-      lock.lock();
+    if (next->cancelled) {
+      // The cancel got no answer within cancel_wait and the commit still runs: the server is hung.
+      // Cut the connection off; the blocked call in the committing thread ends with it.
+      next->deadline = clock::time_point::max();
+      next->cut_off = true;
+      ::shutdown(next->connection->sock(), SHUT_RDWR);
+      continue;
     }
+    next->cancelled = true;
+    next->deadline = now + cancel_wait;
+    next->connection->set_cancel_pending(true);  // before the ticket could look
+    send_cancel(lock, next->connection);
+  }
+}
+
+void commit_watch::send_cancel(std::unique_lock<std::mutex>& lock, std::shared_ptr<watched_connection> connection) {
+  const auto send = [connection = std::move(connection)] {
+    try {
+      connection->cancel_query();
+    } catch (const std::exception&) {
+      // The server could not be told (it is gone): the commit ends with the connection instead.
+    }
+    connection->set_cancel_pending(false);
+  };
+  // Its own thread, detached: PQcancel may wait for a hung server for as long as it lives, and
+  // the thread touches nothing but the connection it co-owns.
+  try {
+    std::thread(send).detach();
+  } catch (const std::system_error&) {
+    // No thread to spare: send it from here, as the watch did before it had helpers.
+    lock.unlock();
+    send();
+    lock.lock();
   }
 }
 

@@ -23,6 +23,13 @@
 // the watch goes on watching, and a ticket's end waits for a cancel in flight at most
 // cancel_wait; after that the connection is marked cancel_pending() and the pool closes it rather
 // than hand it on (a late cancel must not hit some later caller's statement).
+//
+// A server that never answers the cancel never ends the commit either (seen in `make failover`:
+// every worker's webhook intake stuck for two minutes behind a stalled old primary, while their
+// jobs, on other connections, went on). So a commit still running cancel_wait after its cancel
+// was sent is cut off: the watch shuts the connection's socket down (shutdown(2), from its own
+// thread; the descriptor stays open until the connection object goes), libpq's wait ends with the
+// connection lost, and the caller gets a commit in doubt, as for any commit whose answer was lost.
 
 #include <chrono>
 #include <condition_variable>
@@ -47,7 +54,9 @@ class commit_watch {
  private:
   struct entry {
     std::shared_ptr<watched_connection> connection;
-    clock::time_point deadline;
+    clock::time_point deadline;  // when to cancel; then when to cut the connection off
+    bool cancelled = false;
+    bool cut_off = false;  // its socket was shut down: nothing can reach the session any more
   };
 
  public:
@@ -73,6 +82,8 @@ class commit_watch {
 
  private:
   void run();
+  // Sends a cancel to `connection` on a thread of its own (mutex_ held by `lock` on entry and exit).
+  static void send_cancel(std::unique_lock<std::mutex>& lock, std::shared_ptr<watched_connection> connection);
 
   const std::chrono::milliseconds limit_;
   // How often the watch looks for commits past their deadline: a quarter of the limit, so a hung

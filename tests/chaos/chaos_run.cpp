@@ -176,8 +176,10 @@ void record_stacks(pid_t pid, const std::filesystem::path& dir, std::size_t work
   out << "== worker " << worker << " (pid " << pid << ") wrote nothing for " << write_probe::stall_after.count()
       << " s while the database took writes\n";
   try {
-    const auto result = test::run_process("gdb", {"-p", std::to_string(pid), "-batch", "-ex", "thread apply all bt"},
-                                          {{"PATH", "/usr/bin:/bin"}}, 120'000);
+    // Through env, which finds gdb on PATH (run_process does not search it).
+    const auto result = test::run_process("/usr/bin/env", {"gdb", "-p", std::to_string(pid), "-batch", "-ex",
+                                                           "thread apply all bt"},
+                                          {{"PATH", "/usr/local/bin:/usr/bin:/bin"}}, 120'000);
     out << result.out << result.err << "\n";
   } catch (const std::exception& error) {
     out << "gdb could not be run: " << error.what() << "\n";

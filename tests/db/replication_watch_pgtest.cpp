@@ -328,3 +328,54 @@ TEST_CASE("a cancel the server never answers holds no caller up, and its connect
   auto lease = connections.checkout();
   CHECK(pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>() != backend);
 }
+
+// The other half: a server that answers neither the cancel nor the commit. The watch cuts the
+// connection off cancel_wait after its cancel, so the caller is free after commit_wait_max plus
+// that, with the commit in doubt, however long the server stays hung.
+TEST_CASE("a commit on a server that answers nothing is cut off after its cancel's grace, in doubt",
+          "[pg][failover]") {
+  const own_cluster cluster;
+  pool_settings settings = superuser_pool(1);
+  settings.commit_wait_max = std::chrono::milliseconds(1'000);
+  pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
+  const auto tenant = bankworker::crypto::random_uuid();
+  const int backend = [&] {
+    auto lease = connections.checkout();
+    return pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+  }();
+  const pid_t postmaster = parent_of(backend);
+  REQUIRE(postmaster > 1);
+
+  require_standby(cluster, "vanished_standby");
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool returned = false;
+  std::thread operator_([&] {
+    // The server stops answering new connections before the watch's cancel is due, and resumes
+    // only after 20 s, or when the commit returned.
+    std::unique_lock lock(mutex);
+    if (changed.wait_for(lock, std::chrono::milliseconds(300), [&] { return returned; })) return;
+    stopped_process hung(postmaster);
+    changed.wait_for(lock, std::chrono::seconds(20), [&] { return returned; });
+  });
+  const auto started = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(with_tenant(connections, tenant,
+                              [](pqxx::work& tx) { tx.exec("INSERT INTO replication_probe VALUES (1)"); }),
+                  pqxx::in_doubt_error);
+  const auto waited = std::chrono::steady_clock::now() - started;
+  {
+    std::lock_guard lock(mutex);
+    returned = true;
+  }
+  changed.notify_all();
+  operator_.join();
+  // commit_wait_max (1 s) + a tick + cancel_wait (2 s) + a tick, not the 20 s the server stayed hung.
+  CHECK(waited >= std::chrono::milliseconds(3'000));
+  CHECK(waited < std::chrono::seconds(6));
+  CHECK(connections.in_use() == 0);
+
+  // The session it cut off is gone; the pool's next connection is a new one.
+  require_standby(cluster, "");
+  auto lease = connections.checkout();
+  CHECK(pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>() != backend);
+}
