@@ -32,11 +32,13 @@ commit_watch::~commit_watch() {
   thread_.join();
 }
 
-commit_watch::ticket commit_watch::watch(std::shared_ptr<watched_connection> connection) {
+commit_watch::ticket commit_watch::watch(std::shared_ptr<watched_connection> connection,
+                                         std::optional<std::chrono::milliseconds> limit) {
   BW_ASSERT(connection != nullptr);
   // No wake-up: the watch looks every tick_ (a commit costs a list insert, not a context switch).
   std::lock_guard lock(mutex_);
-  return ticket(*this, entries_.insert(entries_.end(), entry{std::move(connection), clock::now() + limit_}));
+  const auto deadline = clock::now() + limit.value_or(limit_);
+  return ticket(*this, entries_.insert(entries_.end(), entry{std::move(connection), deadline}));
 }
 
 commit_watch::ticket::~ticket() {

@@ -36,6 +36,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "db/replication_watch.hpp"
@@ -77,8 +78,10 @@ class commit_watch {
     std::list<entry>::iterator at_;
   };
 
-  // Starts watching a commit on `connection` (which the caller uses on its own thread meanwhile).
-  [[nodiscard]] ticket watch(std::shared_ptr<watched_connection> connection);
+  // Starts watching a commit on `connection` (which the caller uses on its own thread meanwhile),
+  // cancelled after `limit` (the watch's own unless given; looked at every tick all the same).
+  [[nodiscard]] ticket watch(std::shared_ptr<watched_connection> connection,
+                             std::optional<std::chrono::milliseconds> limit = std::nullopt);
 
  private:
   void run();

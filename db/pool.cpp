@@ -145,8 +145,12 @@ bool idle_socket_readable(const pqxx::connection& connection) noexcept {
 void pool::prepare_slot(slot& ours, bool check) {
   if (ours.connection && ours.connection->is_open() && (check || idle_socket_readable(*ours.connection))) {
     // After an error, or opened before the database was last away: is it still a writable
-    // primary? A failed check only means this connection goes; a new one is opened below.
+    // primary? A failed check only means this connection goes; a new one is opened below. The
+    // check may meet a server that answers nothing (an old primary whose demotion stalled: seen
+    // in `make failover`, webhook intake stuck in this check for two minutes), so it runs under
+    // the commit watch with connect_timeout as its limit: cancelled, then cut off.
     try {
+      const commit_watch::ticket deadline = commits_.watch(ours.connection, settings_.connect_timeout);
       require_primary(*ours.connection);
       std::lock_guard lock(mutex_);
       ours.suspect = false;

@@ -379,3 +379,58 @@ TEST_CASE("a commit on a server that answers nothing is cut off after its cancel
   auto lease = connections.checkout();
   CHECK(pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>() != backend);
 }
+
+// The pool checks a connection before reusing it after an error. On a server that answers
+// nothing (in `make failover`, an old primary whose demotion stalled) that check would wait
+// forever and, with it, whoever checked the connection out: it runs under the commit watch with
+// connect_timeout as its limit. Here the session's own backend is stopped, so the check gets no
+// answer and no cancel reaches it; the pool must cut it off and open a new connection.
+TEST_CASE("a pooled connection whose server answers nothing is cut off at its check, and a new one opened",
+          "[pg][failover]") {
+  const own_cluster cluster;
+  pool_settings settings = superuser_pool(1);
+  settings.commit_wait_max = std::chrono::milliseconds(1'000);
+  settings.connect_timeout = std::chrono::milliseconds(2'000);
+  pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
+  int backend = 0;
+  try {
+    auto lease = connections.checkout();
+    backend = pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+    throw std::runtime_error("an error while the connection is out: it is checked before its next use");
+  } catch (const std::runtime_error&) {
+  }
+  REQUIRE(backend > 0);
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool returned = false;
+  bool stopped = false;
+  std::thread operator_([&] {
+    // The session's backend stops; it resumes when the checkout returned, or after 20 s.
+    std::unique_lock lock(mutex);
+    stopped_process hung(backend);
+    stopped = true;
+    changed.notify_all();
+    changed.wait_for(lock, std::chrono::seconds(20), [&] { return returned; });
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return stopped; });
+  }
+  const auto started = std::chrono::steady_clock::now();
+  int fresh = 0;
+  {
+    auto lease = connections.checkout();
+    fresh = pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+  }
+  const auto waited = std::chrono::steady_clock::now() - started;
+  {
+    std::lock_guard lock(mutex);
+    returned = true;
+  }
+  changed.notify_all();
+  operator_.join();
+  CHECK(fresh != backend);
+  // connect_timeout (2 s) + a tick + cancel_wait (2 s) + a tick, not for as long as the server is hung.
+  CHECK(waited >= std::chrono::milliseconds(2'000));
+  CHECK(waited < std::chrono::seconds(8));
+}
