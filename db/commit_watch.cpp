@@ -53,6 +53,8 @@ commit_watch::ticket::~ticket() {
   // A cancel sent to this commit: give it cancel_wait to reach the server (unless the connection
   // was cut off, which no late cancel can harm). One still on its way after that leaves the
   // connection marked, and the pool closes it instead of reusing it.
+  // The wait sleeps: tickets are held by pool users, which run on the DB threads or threads of
+  // their own (the pool's checkout blocks too), never on the io_context's.
   if (cut_off) return;
   const auto give_up = clock::now() + cancel_wait;
   while (connection->cancel_pending() && clock::now() < give_up) std::this_thread::sleep_for(cancel_poll);

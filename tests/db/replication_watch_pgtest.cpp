@@ -118,6 +118,17 @@ bool cancel_standby_wait(const own_cluster& cluster) {
   return false;
 }
 
+// The server process of a session.
+int backend_pid(pqxx::connection& connection) {
+  return pqxx::nontransaction(connection).exec1("SELECT pg_backend_pid()")[0].as<int>();
+}
+
+// The server process behind the pool's next free connection.
+int pooled_backend_pid(pool& connections) {
+  auto lease = connections.checkout();
+  return backend_pid(lease.connection());
+}
+
 // A pool of `connections` as the cluster's superuser (this cluster has no bankworker roles).
 pool_settings superuser_pool(std::size_t connections) {
   pool_settings settings;
@@ -177,17 +188,12 @@ TEST_CASE("a commit left waiting for a vanished standby is cancelled after commi
   settings.commit_wait_max = std::chrono::milliseconds(1'000);
   pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
   const auto tenant = bankworker::crypto::random_uuid();
-  const auto backend_pid = [&] {
-    auto lease = connections.checkout();
-    pqxx::nontransaction tx(lease.connection());
-    return tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
-  };
   // Both connections open, so the one left idle is one the pool had open to that server.
   int idle_before = 0;
   {
     auto first = connections.checkout();
     auto second = connections.checkout();
-    idle_before = pqxx::nontransaction(second.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+    idle_before = backend_pid(second.connection());
   }
 
   require_standby(cluster, "vanished_standby");
@@ -202,11 +208,11 @@ TEST_CASE("a commit left waiting for a vanished standby is cancelled after commi
 
   // Neither connection the pool had before is handed out again.
   require_standby(cluster, "");
-  const int after_first = backend_pid();
+  const int after_first = pooled_backend_pid(connections);
   const int after_second = [&] {
     auto a = connections.checkout();
     auto b = connections.checkout();
-    return pqxx::nontransaction(b.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+    return backend_pid(b.connection());
   }();
   CHECK(after_first != idle_before);
   CHECK(after_second != idle_before);
@@ -286,10 +292,7 @@ TEST_CASE("a cancel the server never answers holds no caller up, and its connect
   settings.commit_wait_max = std::chrono::milliseconds(1'000);
   pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
   const auto tenant = bankworker::crypto::random_uuid();
-  const int backend = [&] {
-    auto lease = connections.checkout();
-    return pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
-  }();
+  const int backend = pooled_backend_pid(connections);
   const pid_t postmaster = parent_of(backend);
   REQUIRE(postmaster > 1);
 
@@ -326,7 +329,7 @@ TEST_CASE("a cancel the server never answers holds no caller up, and its connect
 
   require_standby(cluster, "");
   auto lease = connections.checkout();
-  CHECK(pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>() != backend);
+  CHECK(backend_pid(lease.connection()) != backend);
 }
 
 // The other half: a server that answers neither the cancel nor the commit. The watch cuts the
@@ -339,10 +342,7 @@ TEST_CASE("a commit on a server that answers nothing is cut off after its cancel
   settings.commit_wait_max = std::chrono::milliseconds(1'000);
   pool connections(bankworker::crypto::secret::copy_of(cluster.url()), settings);
   const auto tenant = bankworker::crypto::random_uuid();
-  const int backend = [&] {
-    auto lease = connections.checkout();
-    return pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
-  }();
+  const int backend = pooled_backend_pid(connections);
   const pid_t postmaster = parent_of(backend);
   REQUIRE(postmaster > 1);
 
@@ -377,7 +377,7 @@ TEST_CASE("a commit on a server that answers nothing is cut off after its cancel
   // The session it cut off is gone; the pool's next connection is a new one.
   require_standby(cluster, "");
   auto lease = connections.checkout();
-  CHECK(pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>() != backend);
+  CHECK(backend_pid(lease.connection()) != backend);
 }
 
 // The pool checks a connection before reusing it after an error. On a server that answers
@@ -395,7 +395,7 @@ TEST_CASE("a pooled connection whose server answers nothing is cut off at its ch
   int backend = 0;
   try {
     auto lease = connections.checkout();
-    backend = pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+    backend = backend_pid(lease.connection());
     throw std::runtime_error("an error while the connection is out: it is checked before its next use");
   } catch (const std::runtime_error&) {
   }
@@ -420,7 +420,7 @@ TEST_CASE("a pooled connection whose server answers nothing is cut off at its ch
   int fresh = 0;
   {
     auto lease = connections.checkout();
-    fresh = pqxx::nontransaction(lease.connection()).exec1("SELECT pg_backend_pid()")[0].as<int>();
+    fresh = backend_pid(lease.connection());
   }
   const auto waited = std::chrono::steady_clock::now() - started;
   {
