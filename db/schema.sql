@@ -585,11 +585,13 @@ BEGIN
     END IF;
   END IF;
   INSERT INTO bankworker.jobs AS j (tenant_id, kind, payload, priority, unique_key, connection_id)
-  SELECT DISTINCT q.tenant_id, 'plaid.sync', jsonb_build_object('connection_id', q.connection_id), 50,
+  SELECT q.tenant_id, 'plaid.sync', jsonb_build_object('connection_id', q.connection_id), 50,
          'plaid.sync:' || q.connection_id::text, q.connection_id
-    FROM bankworker.plaid_quarantine q WHERE q.currency = p_code AND q.reason = 'unknown_currency'
+    FROM (SELECT DISTINCT tenant_id, connection_id FROM bankworker.plaid_quarantine
+           WHERE currency = p_code AND reason = 'unknown_currency') q
+   ORDER BY q.tenant_id, q.connection_id
   ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'retryable')
-    DO NOTHING;
+    DO UPDATE SET run_at = j.run_at;
   SELECT count(DISTINCT (q.tenant_id, q.connection_id)) INTO syncs_requested
     FROM bankworker.plaid_quarantine q WHERE q.currency = p_code AND q.reason = 'unknown_currency';
   IF syncs_requested > 0 THEN
@@ -649,14 +651,25 @@ BEGIN
       USING ERRCODE = 'insufficient_privilege';
   END IF;
   RETURN QUERY
-    INSERT INTO bankworker.jobs AS j (tenant_id, kind, payload, priority, run_at, unique_key, connection_id, attempts_max)
-    SELECT i.tenant_id, i.kind, i.payload, i.priority, coalesce(i.run_at, now()), i.unique_key, i.connection_id,
-           i.attempts_max
-      FROM unnest(p_tenants, p_kinds, p_payloads, p_priorities, p_run_ats, p_unique_keys, p_connections,
-                  p_attempts_max) AS i(tenant_id, kind, payload, priority, run_at, unique_key, connection_id, attempts_max)
-    ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'retryable')
-      DO NOTHING
-    RETURNING j.job_id;
+    WITH given AS (
+      SELECT DISTINCT ON (i.tenant_id, i.unique_key, CASE WHEN i.unique_key IS NULL THEN i.ord END) i.*
+        FROM unnest(p_tenants, p_kinds, p_payloads, p_priorities, p_run_ats, p_unique_keys, p_connections,
+                    p_attempts_max) WITH ORDINALITY
+             AS i(tenant_id, kind, payload, priority, run_at, unique_key, connection_id, attempts_max, ord)
+       ORDER BY i.tenant_id, i.unique_key, CASE WHEN i.unique_key IS NULL THEN i.ord END, i.ord
+    ),
+    written AS (
+      INSERT INTO bankworker.jobs AS j (tenant_id, kind, payload, priority, run_at, unique_key, connection_id,
+                                        attempts_max)
+      SELECT g.tenant_id, g.kind, g.payload, g.priority, coalesce(g.run_at, now()), g.unique_key, g.connection_id,
+             g.attempts_max
+        FROM given g
+       ORDER BY g.unique_key IS NULL, g.tenant_id, g.unique_key, g.ord
+      ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'retryable')
+        DO UPDATE SET run_at = j.run_at
+      RETURNING j.job_id, j.xmax = 0 AS inserted
+    )
+    SELECT w.job_id FROM written w WHERE w.inserted;
   IF n > 0 THEN
     PERFORM pg_notify('bankworker_jobs', '');
   END IF;
@@ -721,14 +734,9 @@ BEGIN
   INSERT INTO bankworker.jobs AS j (tenant_id, kind, payload, priority, unique_key, connection_id)
   VALUES (tenant, 'plaid.revoke', jsonb_build_object('connection_id', connection), 0, key, connection)
   ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'retryable')
-    DO NOTHING
+    DO UPDATE SET run_at = j.run_at
   RETURNING j.job_id INTO id;
-  IF id IS NULL THEN
-    SELECT j.job_id INTO id FROM bankworker.jobs j
-     WHERE j.tenant_id = tenant AND j.unique_key = key AND j.state IN ('available', 'retryable');
-  ELSE
-    PERFORM pg_notify('bankworker_jobs', '');
-  END IF;
+  PERFORM pg_notify('bankworker_jobs', '');
   RETURN id;
 END
 $$;
@@ -751,14 +759,9 @@ BEGIN
   INSERT INTO bankworker.jobs AS j (tenant_id, kind, payload, priority, unique_key, connection_id)
   VALUES (tenant, 'plaid.sync', jsonb_build_object('connection_id', connection), 50, key, connection)
   ON CONFLICT (tenant_id, unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'retryable')
-    DO NOTHING
+    DO UPDATE SET run_at = j.run_at
   RETURNING j.job_id INTO id;
-  IF id IS NULL THEN
-    SELECT j.job_id INTO id FROM bankworker.jobs j
-     WHERE j.tenant_id = tenant AND j.unique_key = key AND j.state IN ('available', 'retryable');
-  ELSE
-    PERFORM pg_notify('bankworker_jobs', '');
-  END IF;
+  PERFORM pg_notify('bankworker_jobs', '');
   RETURN id;
 END
 $$;

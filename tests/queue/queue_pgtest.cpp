@@ -708,3 +708,68 @@ TEST_CASE("a running sync that fails or loses its lease while its follow-up wait
   CHECK(job_state(database, third[0]) == "available");
   CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE state IN ('available', 'retryable', 'running')") == 1);
 }
+
+TEST_CASE("a request folded into a waiting job keeps that job from running until the requester commits",
+          "[pg][queue]") {
+  // The demo's race: a sync stored deposits and asked for a match in one transaction; the match job
+  // already waiting ran before the sync committed and never saw the deposits.
+  const scratch_database database;
+  insert_tenants(database);
+  const auto connections = queue_pool(database, 3);
+  queue::job_queue jobs(*connections, {});
+  const auto match_job = [](const uuid& tenant) {
+    auto job = noop_jobs(tenant, 1);
+    job[0].kind = "reconcile.match";
+    job[0].unique_key = "reconcile.match";
+    return job;
+  };
+  const auto waiting = jobs.enqueue(match_job(tenant_a));
+  REQUIRE(waiting.size() == 1);
+  const uuid owner = bankworker::crypto::random_uuid();
+
+  db::pool::lease requester = connections->checkout();
+  auto open = std::make_unique<pqxx::work>(requester.connection());
+  open->exec_prepared(db::set_tenant_statement, tenant_a.to_string());
+  // Folded: no new job and no id, as before.
+  CHECK(queue::enqueue(*open, match_job(tenant_a)).empty());
+  // While the requester's transaction is open the waiting job is not claimed; other work is.
+  jobs.enqueue(match_job(tenant_b));
+  const auto meanwhile = jobs.claim(owner, 10);
+  REQUIRE(meanwhile.size() == 1);
+  CHECK(meanwhile[0].ref.tenant == tenant_b);
+  open->commit();
+  open.reset();
+  const auto after = jobs.claim(owner, 10);
+  REQUIRE(after.size() == 1);
+  CHECK(after[0].ref.id == waiting[0]);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE kind = 'reconcile.match'") == 2);
+
+  // A requester whose transaction rolls back leaves the waiting job as it was, claimable (once the
+  // running job of its key is done: never two runs of one key at once).
+  const std::vector<queue::completion> done{{after[0].ref, 1, queue::outcome::done()}};
+  jobs.complete(owner, done);
+  const auto next = jobs.enqueue(match_job(tenant_a));
+  REQUIRE(next.size() == 1);
+  {
+    pqxx::work rolled_back(requester.connection());
+    rolled_back.exec_prepared(db::set_tenant_statement, tenant_a.to_string());
+    CHECK(queue::enqueue(rolled_back, match_job(tenant_a)).empty());
+  }
+  const auto claimed = jobs.claim(owner, 10);
+  REQUIRE(claimed.size() == 1);
+  CHECK(claimed[0].ref.id == next[0]);
+}
+
+TEST_CASE("a batch that names one unique key twice enqueues it once", "[pg][queue]") {
+  const scratch_database database;
+  insert_tenants(database);
+  const auto connections = queue_pool(database);
+  queue::job_queue jobs(*connections, {});
+  auto batch = noop_jobs(tenant_a, 5);
+  batch[1].unique_key = "k";
+  batch[3].unique_key = "k";
+  batch[4].unique_key = "j";
+  CHECK(jobs.enqueue(batch).size() == 4);
+  CHECK(scalar(database, "SELECT count(*) FROM bankworker.jobs WHERE unique_key = 'k'") == 1);
+  CHECK(jobs.enqueue(batch).size() == 2);  // the two unkeyed jobs; both keys fold into their waiting jobs
+}
