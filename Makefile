@@ -22,9 +22,9 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 RELEASE_DIR := build/release
 TEST_DIR := build/test
-# `make test` leaves out the failover run (label failover): it is not yet reliable enough to gate CI
-# (issue #18, tests/chaos/README.md); `make failover` runs it.
-CTEST_ARGS ?= -LE failover
+# `make test` runs every test, the 60 s failover run included (label failover; issue #18,
+# tests/chaos/README.md). CTEST_ARGS narrows it (e.g. CTEST_ARGS='-LE failover').
+CTEST_ARGS ?=
 
 PREFIX ?= /usr/local
 SYSTEMD_DIR ?= /etc/systemd/system
