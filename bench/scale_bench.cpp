@@ -72,10 +72,10 @@ constexpr const char* plaid_secret = "bankworker-sim-secret";
 
 struct options {
   std::vector<std::size_t> processes{1, 2, 4};
-  std::size_t seconds = 10;
+  std::size_t seconds = 20;
   std::size_t connections = 64;
-  // 200 items × 1,000 transactions: about 5 s of syncing on two cores, long enough to sample.
-  std::size_t items = 200;
+  // 300 items × 1,000 transactions: about 6 s of syncing on two cores, long enough to sample.
+  std::size_t items = 300;
   std::size_t transactions = 1'000;
   std::size_t tenants = 10;
   std::size_t concurrency = 0;  // 0: the worker's default (BANKWORKER_CONCURRENCY unset)
@@ -395,6 +395,7 @@ void print_syncs(const std::vector<round_result>& rounds, const options& o) {
   std::printf("\nsyncs (%zu items x %zu transactions over %zu tenants; CPU per transaction)\n", o.items,
               o.transactions, o.tenants);
   std::printf("  P | transactions/s  seconds | CPU us: workers   PG  sim  total | host idle | conns: workers all\n");
+  std::printf("    (total includes this process, which enqueues and polls)\n");
   for (const round_result& round : rounds) {
     const phase_result& s = round.syncs;
     const long n = s.divisor();
@@ -440,9 +441,9 @@ long max_connections_of(const std::string& cluster_url) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const options o = parse_options(argc, argv);
   if (sodium_init() < 0) return 1;
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  const options o = parse_options(argc, argv);
   const std::string cluster_url = bench::cluster_url("scale_bench");
   char directory_template[] = "/tmp/bw_scale_bench_XXXXXX";
   const std::filesystem::path directory = ::mkdtemp(directory_template);
