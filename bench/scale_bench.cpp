@@ -350,7 +350,13 @@ round_result run_round(const options& o, std::size_t processes, const std::strin
                        const std::filesystem::path& directory, const std::string& sim_url,
                        const std::string& simulator_pid, const std::string& secret) {
   round_result result{processes, {}, {}};
-  const std::string runtime_login = "bw_scale_bench_" + std::to_string(::getpid()) + "_runtime";
+  // The runtime login outlives its database only until the round ends, however it ends.
+  struct login_dropper {
+    const std::string& cluster_url;
+    std::string login;
+    ~login_dropper() { bench::drop_login(cluster_url, login); }
+  } const runtime{cluster_url, "bw_scale_bench_" + std::to_string(::getpid()) + "_runtime"};
+  const std::string& runtime_login = runtime.login;
   {
     bench::scratch_database scratch(cluster_url, "bw_scale_bench");
     const bench::worker_setup setup = bench::set_up_worker(BANKWORKER_BINARY, scratch.url(), runtime_login,
@@ -371,7 +377,6 @@ round_result run_round(const options& o, std::size_t processes, const std::strin
     result.syncs = measure_syncs(context, connections, linked);
     workers.stop();
   }
-  bench::drop_login(cluster_url, runtime_login);
   return result;
 }
 
