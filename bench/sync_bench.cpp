@@ -28,19 +28,15 @@
 #include <boost/asio/thread_pool.hpp>
 #include <curl/curl.h>
 #include <pqxx/pqxx>
-#include <simdjson.h>
 
 #include "bench/bench_support.hpp"
+#include "bench/plaid_seed.hpp"
 #include "connectors/http/client.hpp"
 #include "connectors/plaid/client.hpp"
 #include "connectors/stripe/store.hpp"
 #include "core/limits.hpp"
-#include "crypto/random.hpp"
 #include "db/currencies.hpp"
 #include "db/migrate.hpp"
-#include "connectors/plaid/store.hpp"
-#include "db/tenant_scope.hpp"
-#include "ledger/tenants.hpp"
 #include "queue/queue.hpp"
 #include "tests/support/child.hpp"
 #include "worker/dispatcher.hpp"
@@ -88,31 +84,6 @@ options parse_options(int argc, char** argv) {
   return o;
 }
 
-std::size_t append_body(char* data, std::size_t size, std::size_t count, void* out) {
-  static_cast<std::string*>(out)->append(data, size * count);
-  return size * count;
-}
-
-// A control call to the simulator from the main thread (setup only; not on the io_context).
-std::string sim_post(const std::string& url, const std::string& body) {
-  CURL* curl = curl_easy_init();
-  std::string answer;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 120'000L);
-  const CURLcode code = curl_easy_perform(curl);
-  curl_easy_cleanup(curl);
-  if (code != CURLE_OK) throw std::runtime_error(std::string("simulator call failed: ") + curl_easy_strerror(code));
-  return answer;
-}
-
-struct sim_item {
-  std::string item_id;
-  std::string access_token;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,47 +112,12 @@ int main(int argc, char** argv) {
                              std::to_string(o.transactions)},
                             {});
     const std::string sim_url = test::base_url_from(sim);
-    std::vector<sim_item> items;
-    {
-      simdjson::dom::parser parser;
-      const std::string body = sim_post(sim_url + "/sim/items", "{}");
-      for (simdjson::dom::element item : parser.parse(body)["items"].get_array()) {
-        items.push_back({std::string(item["item_id"].get_string().value()),
-                         std::string(item["access_token"].get_string().value())});
-      }
-    }
-
     db::pool_settings pool_config;
     pool_config.connections = o.concurrency + 4;
     db::pool connections(crypto::secret::copy_of(bench_url), pool_config);
     db::key_store keys(crypto::root_key_ring(std::make_unique<crypto::file_root_key>(crypto::secret::random(32))));
-    std::vector<core::uuid> tenants;
-    for (std::size_t t = 0; t < o.tenants; ++t) {
-      tenants.push_back(ledger::create_tenant(connections, keys, "Bench tenant " + std::to_string(t), "bench"));
-    }
-    // Link every item as plaid.link would: a connection and its sealed token.
-    std::vector<std::pair<core::uuid, core::uuid>> linked;  // tenant, connection
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const core::uuid tenant = tenants[i % tenants.size()];
-      const core::uuid connection = crypto::random_uuid();
-      db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
-        plaid::insert_plaid_connection(tx, tenant,
-                                    {.connection = connection,
-                                     .environment = "sandbox",
-                                     .item_id = items[i].item_id,
-                                     .institution_id = std::nullopt,
-                                     .linked_by_job = 0,
-                                     .first_periodic_sync_in = std::chrono::seconds(6 * 3600)});
-        keys.seal_secret(tx,
-                         {.purpose = crypto::secret_purpose::plaid_access_token,
-                          .tenant = tenant,
-                          .secret_id = crypto::random_uuid(),
-                          .subject_id = connection.to_string(),
-                          .environment = "sandbox"},
-                         crypto::secret::copy_of(items[i].access_token), "bench");
-      });
-      linked.emplace_back(tenant, connection);
-    }
+    const std::vector<bench::linked_connection> linked =
+        bench::link_sim_items(connections, keys, sim_url, o.tenants);
     core::currency_table currencies;
     {
       auto lease = connections.checkout();
@@ -232,19 +168,9 @@ int main(int argc, char** argv) {
     const double worker_cpu_before = bench::process_cpu_s("self");
     const double simulator_cpu_before = bench::process_cpu_s(sim_pid);
     const double database_cpu_before = bench::database_backends_cpu_s(scratch->name());
-    for (const auto& [tenant, connection] : linked) {
-      db::with_tenant(connections, tenant, [&](pqxx::work& tx) {
-        // The worker's own request function: the app's request_sync demands a scope token (0025).
-        tx.exec_params("SELECT bankworker.enqueue_sync_request($1::uuid, $2::uuid)", tenant.to_string(),
-                       connection.to_string());
-      });
-    }
+    bench::enqueue_syncs(connections, linked);
     const long expected = static_cast<long>(linked.size());
-    const auto deadline = start + std::chrono::minutes(10);
-    while (bench::count_of(admin, "SELECT count(*) FROM bankworker.connections WHERE last_synced_at IS NOT NULL") < expected &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    bench::wait_until_synced(admin, expected, std::chrono::minutes(10));
     seconds = seconds_since(start);
     host = bench::cpu_between(cpu_before, bench::sample_cpu());
     worker_cpu_s = bench::process_cpu_s("self") - worker_cpu_before;

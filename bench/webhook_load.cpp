@@ -120,58 +120,34 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <sstream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <pqxx/pqxx>
 
 #include "bench/bench_support.hpp"
+#include "bench/webhook_events.hpp"
 #include "connectors/stripe/signature.hpp"
 #include "crypto/secret.hpp"
-#include "tests/sim/stripe/simulator.hpp"
 #include "tests/support/child.hpp"
-#include "tests/support/logins.hpp"
 #include "tests/support/process.hpp"
 
 namespace {
 
 using namespace bankworker;
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
 using steady = std::chrono::steady_clock;
 using bench::seconds_since;
 
-constexpr std::size_t body_bytes = 2048;
 constexpr std::size_t connections_max = 1'000;
 constexpr std::size_t events_max_max = 20'000'000;
-constexpr std::chrono::seconds request_timeout{10};
-constexpr std::chrono::seconds ready_timeout{60};
-constexpr auto as_result = asio::as_tuple(asio::use_awaitable);
 
 struct options {
   std::size_t seconds = 30;
@@ -225,252 +201,8 @@ options parse_options(int argc, char** argv) {
   return o;
 }
 
-std::string random_hex(std::size_t bytes) {
-  std::vector<unsigned char> raw(bytes);
-  randombytes_buf(raw.data(), raw.size());
-  std::string hex(2 * bytes + 1, '\0');
-  sodium_bin2hex(hex.data(), hex.size(), raw.data(), raw.size());
-  hex.pop_back();
-  return hex;
-}
-
-// A file only its owner may read (the worker refuses key and secret files open to others).
-void write_private_file(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-                               std::filesystem::perm_options::replace);
-}
-
-std::string trimmed(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
-  return text;
-}
-
-// The events: one shared ~2 KB prefix (everything a payment intent carries that does not identify
-// it) and, per event, a fixed-length tail with its payment intent, charge and event ids, so every
-// request has the same Content-Length and only the tail and the signature differ.
-class event_set {
- public:
-  static constexpr std::size_t signature_hex_bytes = 64;
-
-  event_set(std::size_t count, std::size_t forged_percent, std::string_view secret, std::int64_t timestamp_s)
-      : timestamp_s_(timestamp_s) {
-    prefix_ = R"({"object":"event","api_version":"2024-06-20","created":)" + std::to_string(timestamp_s) +
-              R"(,"livemode":false,"pending_webhooks":1,"request":{"id":null,"idempotency_key":null},)"
-              R"("type":"payment_intent.succeeded","data":{"object":{"object":"payment_intent","amount":2000,)"
-              R"("amount_capturable":0,"amount_details":{"tip":{}},"amount_received":2000,"application":null,)"
-              R"("application_fee_amount":null,"automatic_payment_methods":{"allow_redirects":"always","enabled":true},)"
-              R"("canceled_at":null,"cancellation_reason":null,"capture_method":"automatic",)"
-              R"("confirmation_method":"automatic","created":)" +
-              std::to_string(timestamp_s) +
-              R"(,"currency":"usd","customer":null,"invoice":null,"last_payment_error":null,"livemode":false,)"
-              R"("metadata":{"order_id":"6735","channel":"web"},"next_action":null,"on_behalf_of":null,)"
-              R"("payment_method":"pm_1QkX2bLkdIwHu7ix0abcdEFG","payment_method_configuration_details":null,)"
-              R"("payment_method_options":{"card":{"installments":null,"mandate_options":null,"network":null,)"
-              R"("request_three_d_secure":"automatic"}},"payment_method_types":["card"],"processing":null,)"
-              R"("receipt_email":null,"review":null,"setup_future_usage":null,"shipping":null,"source":null,)"
-              R"("statement_descriptor":null,"statement_descriptor_suffix":null,"status":"succeeded",)"
-              R"("transfer_data":null,"transfer_group":null,"description":")";
-    // The description pads the body to body_bytes; the tail starts at the next field.
-    const std::size_t tail_size = tail_of(0, false).size();
-    constexpr std::string_view description_end = "\",";
-    if (prefix_.size() + description_end.size() + tail_size > body_bytes) throw std::logic_error("event prefix too long");
-    prefix_.append(body_bytes - prefix_.size() - description_end.size() - tail_size, 'x');
-    prefix_ += description_end;
-    tail_bytes_ = tail_size;
-
-    tails_.reserve(count * tail_bytes_);
-    signatures_.reserve(count * signature_hex_bytes);
-    forged_.reserve(count);
-    std::string body = prefix_;
-    for (std::size_t i = 0; i < count; ++i) {
-      const bool forged = forged_percent > 0 && i % 100 < forged_percent;
-      const std::string tail = tail_of(i, forged);
-      body.resize(prefix_.size());
-      body += tail;
-      const std::string header =
-          sim::stripe::simulator::sign(body, forged ? std::string_view("whsec_forged_by_webhook_load") : secret,
-                                       timestamp_s);
-      tails_ += tail;
-      signatures_.append(header, header.size() - signature_hex_bytes, signature_hex_bytes);
-      forged_.push_back(forged);
-      forged_count_ += forged ? 1 : 0;
-    }
-  }
-
-  std::size_t size() const noexcept { return forged_.size(); }
-  std::size_t forged_count() const noexcept { return forged_count_; }
-  bool forged(std::size_t i) const noexcept { return forged_[i]; }
-  std::size_t body_size() const noexcept { return prefix_.size() + tail_bytes_; }
-  std::int64_t timestamp_s() const noexcept { return timestamp_s_; }
-  const std::string& prefix() const noexcept { return prefix_; }
-  std::string_view tail(std::size_t i) const noexcept {
-    return std::string_view(tails_).substr(i * tail_bytes_, tail_bytes_);
-  }
-  std::string_view signature(std::size_t i) const noexcept {
-    return std::string_view(signatures_).substr(i * signature_hex_bytes, signature_hex_bytes);
-  }
-  std::string body(std::size_t i) const { return prefix_ + std::string(tail(i)); }
-
- private:
-  // Ids of one length whatever the index; forged events' ids say so ("evt_wlf…"), so the check
-  // that none was stored is one query.
-  static std::string tail_of(std::size_t i, bool forged) {
-    char tail[160];
-    std::snprintf(tail, sizeof tail,
-                  R"("id":"pi_wl%014zu","latest_charge":"ch_wl%014zu"}},"id":"evt_wl%c%014zu"})", i, i,
-                  forged ? 'f' : 'v', i);
-    return tail;
-  }
-
-  std::int64_t timestamp_s_;
-  std::string prefix_;
-  std::size_t tail_bytes_ = 0;
-  std::string tails_;
-  std::string signatures_;
-  std::vector<bool> forged_;
-  std::size_t forged_count_ = 0;
-};
-
-struct load_result {
-  std::vector<std::uint32_t> latencies_us;  // of 2xx answers
-  std::size_t sent = 0;
-  std::size_t accepted = 0;         // 2xx
-  std::size_t forged_rejected = 0;  // forged events answered 400
-  std::size_t forged_accepted = 0;  // forged events answered anything but 400 (must stay 0)
-  std::size_t other_status = 0;     // genuine events answered anything but 2xx (503 under overload, say)
-  std::size_t connection_errors = 0;
-  std::map<unsigned, std::size_t> statuses;
-  double seconds = 0;
-  bool ran_out = false;
-};
-
-struct load_state {
-  const event_set& events;
-  std::string head_before_signature;  // request line and headers up to "v1="
-  std::string after_signature;        // "\r\n\r\n" and the shared body prefix
-  tcp::endpoint server;
-  steady::time_point deadline;
-  std::size_t next = 0;  // the io_context runs on one thread: no atomics needed
-  load_result result;
-};
-
-// One keep-alive connection sending events one at a time until the deadline. `state` outlives
-// the io_context run.
-asio::awaitable<void> drive(load_state* state) {
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
-  beast::flat_buffer buffer;
-  bool connected = false;
-  while (steady::now() < state->deadline) {
-    if (!connected) {
-      stream.expires_after(request_timeout);
-      auto [error] = co_await stream.async_connect(state->server, as_result);
-      if (error) {
-        ++state->result.connection_errors;
-        co_return;
-      }
-      stream.socket().set_option(tcp::no_delay(true));
-      buffer.clear();
-      connected = true;
-    }
-    if (state->next >= state->events.size()) {
-      state->result.ran_out = true;
-      break;
-    }
-    const std::size_t i = state->next++;
-    const std::array<asio::const_buffer, 4> request = {
-        asio::buffer(state->head_before_signature), asio::buffer(state->events.signature(i)),
-        asio::buffer(state->after_signature), asio::buffer(state->events.tail(i))};
-    const auto started = steady::now();
-    stream.expires_after(request_timeout);
-    auto [write_error, written] = co_await asio::async_write(stream, request, as_result);
-    http::response<http::string_body> response;
-    beast::error_code read_error;
-    if (!write_error) {
-      auto [error, read] = co_await http::async_read(stream, buffer, response, as_result);
-      read_error = error;
-    }
-    ++state->result.sent;
-    if (write_error || read_error) {
-      ++state->result.connection_errors;
-      beast::error_code ignored;
-      stream.socket().close(ignored);
-      connected = false;
-      continue;
-    }
-    const unsigned status = response.result_int();
-    ++state->result.statuses[status];
-    if (state->events.forged(i)) {
-      (status == 400 ? state->result.forged_rejected : state->result.forged_accepted) += 1;
-    } else if (status / 100 == 2) {
-      ++state->result.accepted;
-      state->result.latencies_us.push_back(static_cast<std::uint32_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - started).count()));
-    } else {
-      ++state->result.other_status;
-    }
-    if (!response.keep_alive()) {
-      beast::error_code ignored;
-      stream.socket().close(ignored);
-      connected = false;
-    }
-  }
-  beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-}
-
-load_result run_load(const event_set& events, const std::string& path, std::uint16_t port, const options& o) {
-  const std::string host = "127.0.0.1:" + std::to_string(port);
-  load_state state{events, {}, {}, tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port), {}, 0, {}};
-  state.head_before_signature = "POST " + path + " HTTP/1.1\r\nHost: " + host +
-                                "\r\nUser-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)\r\n"
-                                "Content-Type: application/json; charset=utf-8\r\nContent-Length: " +
-                                std::to_string(events.body_size()) + "\r\nStripe-Signature: t=" +
-                                std::to_string(events.timestamp_s()) + ",v1=";
-  state.after_signature = "\r\n\r\n" + events.prefix();
-  state.result.latencies_us.reserve(events.size());
-  asio::io_context io(1);
-  const auto start = steady::now();
-  state.deadline = start + std::chrono::seconds(o.seconds);
-  for (std::size_t c = 0; c < o.connections; ++c) asio::co_spawn(io, drive(&state), asio::detached);
-  io.run();
-  state.result.seconds = seconds_since(start);
-  return std::move(state.result);
-}
-
-// GET `path` (bankworker's /readyz, the peer's /healthz) until it answers 200 or the deadline passes.
-bool wait_until_ready(std::uint16_t port, const std::string& path, test::child_process& worker) {
-  const auto deadline = steady::now() + ready_timeout;
-  while (steady::now() < deadline) {
-    if (worker.wait(std::chrono::milliseconds(0))) return false;  // it exited
-    try {
-      asio::io_context io;
-      beast::tcp_stream stream(io);
-      stream.expires_after(std::chrono::seconds(2));
-      stream.connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port));
-      http::request<http::empty_body> request{http::verb::get, path, 11};
-      request.set(http::field::host, "127.0.0.1");
-      http::write(stream, request);
-      beast::flat_buffer buffer;
-      http::response<http::string_body> response;
-      http::read(stream, buffer, response);
-      if (response.result_int() == 200) return true;
-    } catch (const std::exception&) {
-      // Not listening yet.
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
-double percentile_ms(const std::vector<std::uint32_t>& sorted, double fraction) {
-  if (sorted.empty()) return 0;
-  const auto index = static_cast<std::size_t>(fraction * static_cast<double>(sorted.size() - 1) + 0.5);
-  return static_cast<double>(sorted[std::min(index, sorted.size() - 1)]) / 1000.0;
-}
-
 // stripe::verify_signature on one 2 KB event with one active secret, best of three rounds.
-double verifications_per_s(const event_set& events, std::string_view secret) {
+double verifications_per_s(const bench::event_set& events, std::string_view secret) {
   std::size_t genuine = 0;
   while (events.forged(genuine)) ++genuine;
   const std::string body = events.body(genuine);
@@ -489,15 +221,6 @@ double verifications_per_s(const event_set& events, std::string_view secret) {
   }
   return verified == 3 * iterations ? best : 0;
 }
-
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one + " " + five + " " + fifteen;
-}
-
 
 // What the load is aimed at: `bankworker run` or the Node peer, started (ready once its
 // readiness path answers 200) and where its stored events are counted.
@@ -518,28 +241,17 @@ target start_bankworker(const options& o, const std::string& bench_url, const st
   const std::uint16_t port = test::free_loopback_port();
   // /readyz is on the admin address, apart from the webhooks (README: HTTP).
   const std::uint16_t admin_port = test::free_loopback_port();
-  std::map<std::string, std::string> env = {
-      {"BANKWORKER_DATABASE_URL", bench_url},
-      {"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()},
-      {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
-      {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
-      {"BANKWORKER_CONCURRENCY", std::to_string(o.concurrency)},
-      {"BANKWORKER_DRAIN_TIMEOUT", "5"},
-      {"BANKWORKER_LOG_LEVEL", "warn"}};
-  // The worker's own migrations, so an older binary (--bankworker) runs on the schema it knows.
-  const test::process_result migrated = test::run_process(o.bankworker, {"migrate"}, env);
-  if (migrated.exit_code != 0) throw std::runtime_error("bankworker migrate failed: " + migrated.err);
-  // Everything else runs as a runtime login, as a deployment must (README: roles and logins).
-  env["BANKWORKER_DATABASE_URL"] = test::create_login(bench_url, bench_url, runtime_login, "bankworker_worker");
-  const test::process_result created = test::run_process(o.bankworker, {"tenant", "create", "--name", "webhook load"}, env);
-  if (created.exit_code != 0) throw std::runtime_error("tenant create failed: " + created.err);
-  const std::string tenant = trimmed(created.out);
-  const test::process_result added = test::run_process(
-      o.bankworker, {"stripe", "secret", "add", "--tenant", tenant, "--secret-file", (directory / "webhook-secret").string()},
-      env);
-  if (added.exit_code != 0) throw std::runtime_error("stripe secret add failed: " + added.err);
-  auto worker = std::make_unique<test::child_process>(o.bankworker, std::vector<std::string>{"run"}, env);
-  return {"bankworker", "bankworker.stripe_events", std::move(worker), port, "/webhooks/stripe/" + tenant, admin_port,
+  bench::worker_setup setup = bench::set_up_worker(
+      o.bankworker, bench_url, runtime_login,
+      {{"BANKWORKER_ROOT_KEY_FILE", (directory / "root-key").string()},
+       {"BANKWORKER_HTTP_LISTEN", "127.0.0.1:" + std::to_string(port)},
+       {"BANKWORKER_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port)},
+       {"BANKWORKER_CONCURRENCY", std::to_string(o.concurrency)},
+       {"BANKWORKER_DRAIN_TIMEOUT", "5"},
+       {"BANKWORKER_LOG_LEVEL", "warn"}},
+      "webhook load", directory / "webhook-secret");
+  auto worker = std::make_unique<test::child_process>(o.bankworker, std::vector<std::string>{"run"}, setup.env);
+  return {"bankworker", "bankworker.stripe_events", std::move(worker), port, "/webhooks/stripe/" + setup.tenant, admin_port,
           "/readyz"};
 }
 
@@ -591,22 +303,22 @@ store_counts count_stored(pqxx::connection& admin, const target& t) {
 // One measurement, from the first CPU sample to the JSON line (returned; `consistent` says whether
 // the rows match the answers). Longer than 70 lines because it is the report: it prints about
 // twenty figures that only this function has, and splitting it would pass them all around.
-std::string measure(const options& o, target& t, const event_set& events, const std::string& secret,
+std::string measure(const options& o, target& t, const bench::event_set& events, const std::string& secret,
                     const std::string& database, const std::string& bench_url, bool& consistent) {
   const bool bankworker = t.name == std::string_view("bankworker");
   pqxx::connection admin(bench_url);
-  const std::string load_before = load_average();
+  const std::string load_before = bench::load_average();
   const std::string worker_pid = std::to_string(t.process->pid());
   const double worker_cpu_before = bench::process_cpu_s(worker_pid);
   const double database_cpu_before = bench::database_backends_cpu_s(database);
   const double loader_cpu_before = bench::process_cpu_s("self");
   const bench::cpu_sample host_before = bench::sample_cpu();
-  load_result result = run_load(events, t.request_path, t.port, o);
+  bench::load_result result = bench::run_load(events, t.request_path, {t.port}, o.connections, std::chrono::seconds(o.seconds));
   const bench::cpu_share host = bench::cpu_between(host_before, bench::sample_cpu());
   const double worker_cpu_s = bench::process_cpu_s(worker_pid) - worker_cpu_before;
   const double database_cpu_s = bench::database_backends_cpu_s(database) - database_cpu_before;
   const double loader_cpu_s = bench::process_cpu_s("self") - loader_cpu_before;
-  const std::string load_after = load_average();
+  const std::string load_after = bench::load_average();
   const store_counts counts = count_stored(admin, t);
   t.process->signal(SIGTERM);
   t.process->wait(std::chrono::seconds(30));
@@ -614,10 +326,10 @@ std::string measure(const options& o, target& t, const event_set& events, const 
   std::sort(result.latencies_us.begin(), result.latencies_us.end());
   const long stored = counts.stored;
   const double per_s = static_cast<double>(stored) / result.seconds;
-  const double p50 = percentile_ms(result.latencies_us, 0.50);
-  const double p90 = percentile_ms(result.latencies_us, 0.90);
-  const double p99 = percentile_ms(result.latencies_us, 0.99);
-  const double p999 = percentile_ms(result.latencies_us, 0.999);
+  const double p50 = bench::percentile_ms(result.latencies_us, 0.50);
+  const double p90 = bench::percentile_ms(result.latencies_us, 0.90);
+  const double p99 = bench::percentile_ms(result.latencies_us, 0.99);
+  const double p999 = bench::percentile_ms(result.latencies_us, 0.999);
   const double max_ms = result.latencies_us.empty() ? 0 : result.latencies_us.back() / 1000.0;
   const std::size_t forged_sent = result.forged_rejected + result.forged_accepted;
   const double forged_reject_rate =
@@ -694,20 +406,13 @@ int main(int argc, char** argv) {
   bool consistent = false;
   std::string json = "{\"bench\":\"webhook_load\",\"error\":\"did not run\"}";
   try {
-    const std::string secret = "whsec_" + random_hex(24);
-    write_private_file(directory / "root-key", random_hex(32) + "\n");
-    write_private_file(directory / "webhook-secret", secret + "\n");
+    const std::string secret = "whsec_" + bench::random_hex(24);
+    bench::write_private_file(directory / "root-key", bench::random_hex(32) + "\n");
+    bench::write_private_file(directory / "webhook-secret", secret + "\n");
     target t = o.node_peer ? start_node_peer(o, bench_url, directory)
                            : start_bankworker(o, bench_url, runtime_login, directory);
-    const auto signing_start = steady::now();
-    const std::int64_t now_s =
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-    const event_set events(o.events_max, o.forged_percent, secret, now_s);
-    const double signing_s = seconds_since(signing_start);
-    std::printf("signed %zu events of %zu bytes (%zu forged) in %.2f s = %.0f signatures/s, before measuring\n",
-                events.size(), events.body_size(), events.forged_count(), signing_s,
-                static_cast<double>(events.size()) / signing_s);
-    if (!wait_until_ready(t.ready_port, t.ready_path, *t.process)) {
+    const bench::event_set events = bench::sign_events(o.events_max, o.forged_percent, secret);
+    if (!bench::wait_until_ready(t.ready_port, t.ready_path, *t.process)) {
       throw std::runtime_error(std::string(o.node_peer ? "the Node peer" : "bankworker run") + " did not become ready");
     }
     json = measure(o, t, events, secret, database, bench_url, consistent);
@@ -717,12 +422,7 @@ int main(int argc, char** argv) {
   std::error_code ignored;
   std::filesystem::remove_all(directory, ignored);
   scratch.reset();
-  try {  // the runtime login outlives its database only until here
-    pqxx::connection admin(bench::cluster_url("webhook_load"));
-    pqxx::nontransaction(admin).exec("DROP ROLE IF EXISTS " + admin.quote_name(runtime_login));
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "could not drop the bench login %s: %s\n", runtime_login.c_str(), error.what());
-  }
+  bench::drop_login(bench::cluster_url("webhook_load"), runtime_login);  // it outlives its database only until here
   std::printf("%s\n", json.c_str());
   return consistent ? 0 : 1;
 }
