@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -11,8 +13,29 @@
 
 namespace bankworker::chaos {
 
+namespace {
+
+// The signal that asked the run to stop (SIGTERM, SIGINT, SIGHUP), or 0. The handler only sets it;
+// the watchdog's thread looks at it between waits and does the stopping.
+volatile std::sig_atomic_t stop_signal = 0;
+
+extern "C" void note_stop_signal(int signal_number) { stop_signal = signal_number; }
+
+// Handled signals go back to their defaults across exec, so the workers and scripts started after
+// this still stop on SIGTERM as before.
+void catch_stop_signals() {
+  struct sigaction action {};
+  action.sa_handler = note_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (const int signal_number : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(signal_number, &action, nullptr);
+}
+
+}  // namespace
+
 run_watchdog::run_watchdog(std::chrono::seconds budget, std::function<void()> stop_database)
     : budget_(budget), started_(std::chrono::steady_clock::now()), stop_database_(std::move(stop_database)) {
+  catch_stop_signals();
   thread_ = std::thread([this] { watch(); });
 }
 
@@ -32,22 +55,39 @@ void run_watchdog::phase(std::string name) {
 
 void run_watchdog::watch() {
   std::string stuck_in;
+  std::string why;
   {
     std::unique_lock lock(mutex_);
-    if (disarmed_.wait_until(lock, started_ + budget_, [this] { return done_; })) return;
+    const auto deadline = started_ + budget_;
+    while (true) {
+      const auto next = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+      if (disarmed_.wait_until(lock, next, [this] { return done_; })) return;
+      if (stop_signal != 0) {
+        why = "stopped by signal " + std::to_string(stop_signal);
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        why = "timeout after " + std::to_string(budget_.count()) + " s";
+        std::cout << "chaos_run: TIMEOUT: the run has not finished after " << budget_.count()
+                  << " s (its budget); stuck in: " << phase_ << std::endl;
+        break;
+      }
+    }
     stuck_in = phase_;
   }
-  std::cout << "chaos_run: TIMEOUT: the run has not finished after " << budget_.count() << " s (its budget); stuck in: "
-            << stuck_in << std::endl;
+  end_run(why, stuck_in);
+}
+
+void run_watchdog::end_run(const std::string& why, const std::string& stuck_in) {
   const int killed = kill_children();
-  std::cout << "chaos_run: killed " << killed << " child process(es); stopping PostgreSQL (its data and logs stay)"
-            << std::endl;
+  std::cout << "chaos_run: " << why << "; killed " << killed
+            << " child process(es); stopping PostgreSQL (its data and logs stay)" << std::endl;
   try {
     if (stop_database_) stop_database_();
   } catch (const std::exception& error) {
     std::cout << "chaos_run: stopping PostgreSQL failed: " << error.what() << std::endl;
   }
-  std::cout << "result: FAIL — timeout after " << budget_.count() << " s in: " << stuck_in << std::endl;
+  std::cout << "result: FAIL — " << why << " in: " << stuck_in << std::endl;
   std::_Exit(1);
 }
 
