@@ -47,6 +47,14 @@ uuid uuid::from_random_bytes(std::array<std::uint8_t, 16> random) noexcept {
   return result;
 }
 
+uuid uuid::time_ordered(std::uint64_t unix_ms, std::array<std::uint8_t, 16> random) noexcept {
+  uuid result{random};
+  for (int i = 0; i < 6; ++i) result.bytes[i] = static_cast<std::uint8_t>(unix_ms >> (8 * (5 - i)));
+  result.bytes[6] = static_cast<std::uint8_t>((result.bytes[6] & 0x0f) | 0x70);  // version 7
+  result.bytes[8] = static_cast<std::uint8_t>((result.bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  return result;
+}
+
 std::string uuid::to_string() const {
   static constexpr char digits[] = "0123456789abcdef";
   std::string text;

@@ -6,5 +6,7 @@
 namespace bankworker::crypto {
 
 core::uuid random_uuid();
+// A version 7 uuid: the wall clock's milliseconds, then 74 random bits (core::uuid::time_ordered).
+core::uuid time_ordered_uuid();
 
 }  // namespace bankworker::crypto

@@ -7,6 +7,7 @@
 
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
+#include "crypto/random.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -19,17 +20,26 @@ constexpr db::statement insert_chart_sql{"ledger_insert_chart",
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, code, name, kind"
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS chart(code, name, kind)"
     " ON CONFLICT (tenant_id, code) DO NOTHING"};
-constexpr db::statement insert_entries_sql{"ledger_insert_entries",
-    "INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source,"
-    " metadata)"
-    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, gen_random_uuid(), e.k, e.d,"
-    " to_timestamp(e.o), nullif(e.s, ''), nullif(e.m, '')::jsonb"
-    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) AS e(k, d, o, s, m)"
-    " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING idempotency_key, entry_id::text"};
-constexpr db::statement insert_lines_sql{"ledger_insert_lines",
-    "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
-    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c"
-    " FROM unnest($1::uuid[], $2::smallint[], $3::text[], $4::bigint[], $5::text[]) AS l(e, n, a, m, c)"};
+// Entries and their lines in one statement: the entries are inserted first (a key posted before is
+// skipped), then the lines of the entries that were inserted, and the statement answers with those
+// entries' keys. The worker makes the entry ids (time-ordered uuids, crypto::time_ordered_uuid), so
+// the lines need no answer from the entries first, and the two tables' keys grow at their right
+// edge. The lines' statement trigger (check_new_lines, 0047) runs after the whole statement, when
+// the entries exist; each entry's deferred check still runs at commit.
+constexpr db::statement insert_entries_sql{"ledger_insert_entries_and_lines",
+    "WITH new_entries AS ("
+    "  INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source,"
+    "   metadata)"
+    "  SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.i, e.k, e.d, to_timestamp(e.o),"
+    "   nullif(e.s, ''), nullif(e.m, '')::jsonb"
+    "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS e(i, k, d, o, s, m)"
+    "  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING entry_id, idempotency_key),"
+    " new_lines AS ("
+    "  INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
+    "  SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c"
+    "  FROM unnest($7::uuid[], $8::smallint[], $9::text[], $10::bigint[], $11::text[]) AS l(e, n, a, m, c)"
+    "  WHERE l.e IN (SELECT entry_id FROM new_entries))"
+    " SELECT idempotency_key FROM new_entries"};
 constexpr db::statement existing_lines_sql{"ledger_existing_lines",
     "SELECT e.idempotency_key, l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
     " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
@@ -186,24 +196,16 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
   const std::vector<const entry*> unique = unique_entries(entries, by_key);
   if (unique.empty()) return 0;
 
-  db::array_text keys, descriptions, occurred, sources, metadata;
+  db::array_text ids, keys, descriptions, occurred, sources, metadata;
+  db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
   for (const entry* e : unique) {
+    const std::string id = crypto::time_ordered_uuid().to_string();
+    ids.add(id);
     keys.add(e->idempotency_key);
     descriptions.add(e->description);
     occurred.add(std::to_string(e->occurred_at_s));
     sources.add(e->source);
     metadata.add(metadata_json(*e));
-  }
-  const pqxx::result inserted =
-      db::exec_statement(tx, insert_entries_sql, keys.finish(), descriptions.finish(), occurred.finish(),
-                         sources.finish(), metadata.finish());
-
-  db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
-  std::unordered_set<std::string_view> is_new;
-  for (const auto& row : inserted) {
-    const entry* e = by_key.at(std::string_view(row[0].c_str(), row[0].size()));
-    is_new.insert(e->idempotency_key);
-    const std::string id = row[1].as<std::string>();
     for (std::size_t n = 0; n < e->lines.size(); ++n) {
       const line& l = e->lines[n];
       entry_ids.add(id);
@@ -213,9 +215,13 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
       currencies.add(l.currency);
     }
   }
-  if (!inserted.empty()) {
-    db::exec_statement(tx, insert_lines_sql, entry_ids.finish(), line_numbers.finish(), accounts.finish(),
-                       amounts.finish(), currencies.finish());
+  const pqxx::result inserted = db::exec_statement(
+      tx, insert_entries_sql, ids.finish(), keys.finish(), descriptions.finish(), occurred.finish(), sources.finish(),
+      metadata.finish(), entry_ids.finish(), line_numbers.finish(), accounts.finish(), amounts.finish(),
+      currencies.finish());
+  std::unordered_set<std::string_view> is_new;
+  for (const auto& row : inserted) {
+    is_new.insert(by_key.at(std::string_view(row[0].c_str(), row[0].size()))->idempotency_key);
   }
   if (inserted.size() != unique.size()) check_earlier_lines(tx, unique, is_new);
   return inserted.size();

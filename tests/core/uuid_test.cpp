@@ -31,3 +31,21 @@ TEST_CASE("a uuid from random bytes is version 4 with the RFC 4122 variant", "[c
   CHECK((text[19] == '8' || text[19] == '9' || text[19] == 'a' || text[19] == 'b'));
   CHECK(uuid::parse(text) == id);
 }
+
+TEST_CASE("a time-ordered uuid is version 7, leads with its milliseconds, and sorts by them", "[core][uuid]") {
+  std::array<std::uint8_t, 16> high;
+  high.fill(0xff);
+  std::array<std::uint8_t, 16> low{};
+  // A moment in 2025, in milliseconds since the epoch.
+  const uuid id = uuid::time_ordered(0x019AF6A2A67BULL, high);
+  const std::string text = id.to_string();
+  CHECK(text.substr(0, 13) == "019af6a2-a67b");
+  CHECK(text[14] == '7');
+  CHECK((text[19] == '8' || text[19] == '9' || text[19] == 'a' || text[19] == 'b'));
+  CHECK(uuid::parse(text) == id);
+  // One millisecond later sorts after it whatever the random bits (as text and as bytes, which is
+  // how PostgreSQL orders uuids).
+  const uuid later = uuid::time_ordered(0x019AF6A2A67CULL, low);
+  CHECK(later.to_string() > text);
+  CHECK(later.bytes > id.bytes);
+}
