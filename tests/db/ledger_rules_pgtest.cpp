@@ -27,19 +27,26 @@ struct ledger_fixture {
   core::uuid tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Ledger Ltd");
   std::string id = tenant.to_string();  // its chart of accounts (stripe.clearing, revenue, ...) came with it
 
-  // Posts one entry with the given lines (account, amount, currency) in one transaction: the
-  // entry, then its lines in one statement (migration 0047: lines balance at the end of each).
+  // Posts one entry with the given lines (account, amount, currency) in one transaction and one
+  // statement, the entry and its lines together (migration 0049: an entry's lines come in the
+  // statement that inserts it; 0047: they balance at the end of it).
   void post(const std::string& entry, const std::string& key,
             const std::vector<std::tuple<std::string, long, std::string>>& lines) {
     db::with_tenant(*connections, tenant, [&](pqxx::work& tx) {
-      tx.exec_params(entry_sql, id, entry, key);
-      if (!lines.empty()) add_lines(tx, entry, 0, lines);
+      std::string sql = "WITH e AS (INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key,"
+                        " description, occurred_at) VALUES (" + tx.quote(id) + "::uuid, " + tx.quote(entry) + "::uuid, " +
+                        tx.quote(key) + ", 'test', now()) RETURNING entry_id)";
+      if (lines.empty()) {
+        tx.exec(sql + " SELECT count(*) FROM e");
+        return;
+      }
+      tx.exec(sql + " " + lines_insert(tx, entry, 0, lines));
     });
   }
 
-  // Inserts `lines` into `entry` in one statement, numbered from `first_line`.
-  void add_lines(pqxx::work& tx, const std::string& entry, int first_line,
-                 const std::vector<std::tuple<std::string, long, std::string>>& lines) {
+  // The INSERT of `lines` into `entry`, numbered from `first_line`.
+  std::string lines_insert(pqxx::work& tx, const std::string& entry, int first_line,
+                           const std::vector<std::tuple<std::string, long, std::string>>& lines) const {
     std::string sql =
         "INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency) VALUES ";
     int line_no = first_line;
@@ -48,7 +55,13 @@ struct ledger_fixture {
       sql += "(" + tx.quote(id) + "::uuid, " + tx.quote(entry) + "::uuid, " + std::to_string(line_no++) + ", " +
              tx.quote(account) + ", " + std::to_string(amount) + ", " + tx.quote(currency) + ")";
     }
-    tx.exec(sql);
+    return sql;
+  }
+
+  // Inserts `lines` into `entry` in one statement, numbered from `first_line`.
+  void add_lines(pqxx::work& tx, const std::string& entry, int first_line,
+                 const std::vector<std::tuple<std::string, long, std::string>>& lines) {
+    tx.exec(lines_insert(tx, entry, first_line, lines));
   }
 };
 
@@ -64,7 +77,7 @@ TEST_CASE("a balanced entry commits", "[pg][ledger]") {
   CHECK(lines == 2);
 }
 
-TEST_CASE("the database rejects an unbalanced entry, and one without lines at commit", "[pg][ledger]") {
+TEST_CASE("the database rejects an unbalanced entry, and one without lines", "[pg][ledger]") {
   ledger_fixture ledger;
   CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-000000000002", "ch_2:gross",
                                 {{"stripe.clearing", 1000, "USD"}, {"revenue", -999, "USD"}}),
@@ -87,6 +100,24 @@ TEST_CASE("the database rejects an unbalanced entry, and one without lines at co
     return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
   });
   CHECK(entries == 0);
+}
+
+TEST_CASE("an entry whose lines come in a later statement is refused at its own statement", "[pg][ledger]") {
+  // Migration 0049: an entry and its lines arrive in one statement; an entry never exists without
+  // them, even inside a transaction that would add them next.
+  ledger_fixture ledger;
+  const std::string entry = "00000000-0000-4000-8000-00000000000f";
+  CHECK_THROWS_WITH(db::with_tenant(*ledger.connections, ledger.tenant,
+                                    [&](pqxx::work& tx) {
+                                      tx.exec_params(entry_sql, ledger.id, entry, "ch_15:gross");
+                                      ledger.add_lines(tx, entry, 0, {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+                                    }),
+                    Catch::Contains("has 0 line(s)"));
+  // The same entry and lines in one statement are posted.
+  ledger.post(entry, "ch_15:gross", {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  CHECK(db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
+          return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
+        }) == 1);
 }
 
 TEST_CASE("lines added later to a posted entry must keep it balanced at the end of their statement", "[pg][ledger]") {

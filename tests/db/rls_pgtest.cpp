@@ -35,6 +35,16 @@ const std::set<std::string> shared_tables = {
     "worker_processes",
 };
 
+// One journal entry of the tenant ($1), its id md5(tenant || suffix), with two balanced lines.
+std::string entry_with_lines_sql(const std::string& suffix, const std::string& key) {
+  return "WITH e AS (INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at)"
+         " VALUES ($1::text::uuid, md5($1::text || '" + suffix + "')::uuid, '" + key + "', 'Charge', now())"
+         " RETURNING tenant_id, entry_id)"
+         " INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
+         " SELECT e.tenant_id, e.entry_id, l.n, l.a, l.m, 'USD' FROM e"
+         " CROSS JOIN (VALUES (0, 'stripe.clearing', 1000), (1, 'revenue', -1000)) AS l(n, a, m)";
+}
+
 // One row per tenant for every tenant table, inserted as the cluster admin (who bypasses RLS).
 // $1 is the tenant id as text. Order matters: foreign keys.
 const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
@@ -70,13 +80,10 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> fixtures = {
      {"INSERT INTO bankworker.ledger_accounts (tenant_id, code, name, kind) VALUES"
       " ($1::text::uuid, 'stripe.clearing', 'Stripe clearing', 'asset'),"
       " ($1::text::uuid, 'revenue', 'Revenue', 'revenue')"}},
-    {"journal_entries",
-     {"INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at)"
-      " VALUES ($1::text::uuid, md5($1::text || 'e')::uuid, 'ch_1:gross', 'Charge', now())"}},
-    {"journal_lines",
-     {"INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
-      " VALUES ($1::text::uuid, md5($1::text || 'e')::uuid, 0, 'stripe.clearing', 1000, 'USD'),"
-      " ($1::text::uuid, md5($1::text || 'e')::uuid, 1, 'revenue', -1000, 'USD')"}},
+    // An entry's lines come in its own statement (migration 0049): each of these two is an entry
+    // with its lines.
+    {"journal_entries", {entry_with_lines_sql("e", "ch_1:gross")}},
+    {"journal_lines", {entry_with_lines_sql("e2", "ch_2:gross")}},
     {"reconcile_accounts",
      {"INSERT INTO bankworker.reconcile_accounts (tenant_id, plaid_account_id, ledger_account)"
       " VALUES ($1::text::uuid, 'acc-' || $1::text, 'stripe.clearing')"}},
