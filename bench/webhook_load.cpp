@@ -122,6 +122,13 @@
 // 7,988/7,129, 8,054/7,286, 7,449/7,757, 7,800/7,294, 7,403/7,146, 7,075/6,842 (ratio 0.96-1.12,
 // median 1.06); PostgreSQL CPU per event 131/159, 134/152, 150/148, 140/157, 148/158, 155/169 us
 // (median -14 us); worker 59-66 us either way.
+// Then (same day, three interleaved pairs each, old first, load average 1.6-3.3):
+// - migration 0049, each entry's lines checked once per statement instead of a deferred check per
+//   entry: stored = posted/s new/old 7,482/7,117, 7,884/7,709, 7,934/7,730; PostgreSQL CPU per
+//   event 137/149, 130/139, 129/137 us.
+// - the inbox's bodies as one binary text[] parameter (db::binary_text_array) instead of an
+//   escaped array literal: 8,332/8,015, 7,765/7,493, 8,065/7,412; PostgreSQL 123/129, 137/142,
+//   128/142 us; worker 59/61, 63/64, 62/67 us.
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>

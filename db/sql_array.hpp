@@ -1,9 +1,10 @@
 #pragma once
 // Text of a PostgreSQL array literal, for passing many values as one parameter ($1::text[]).
 // Every element is quoted with backslash and quote escaped, so any text survives; an absent
-// optional is NULL.
+// optional is NULL. binary_text_array is the same for long texts in PostgreSQL's binary format.
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,6 +48,55 @@ class array_text {
 
  private:
   std::string text_ = "{";
+};
+
+// An array of texts (no NULLs) in PostgreSQL's binary array format, as array_recv reads it: a
+// header (dimensions, flags, element type text), then each element's length and bytes. For long
+// elements (event bodies): nothing is escaped here and nothing parsed there, where the literal of
+// array_text costs an escaping pass in the worker and array_in's character-by-character parse in
+// PostgreSQL. Pass finish() as a binary parameter (pqxx::binarystring) for a $n::text[]
+// placeholder. The server checks each element's encoding as it does any text, so an element that
+// is not valid UTF-8, or holds a NUL, fails the statement.
+class binary_text_array {
+ public:
+  binary_text_array() : bytes_(header_bytes, '\0') {}
+  void add(std::string_view element) {
+    append_u32(static_cast<std::uint32_t>(element.size()));
+    bytes_.append(element);
+    ++count_;
+  }
+  // Room for `bytes` more of elements (their lengths included by the caller or not: 4 each).
+  void reserve(std::size_t bytes) { bytes_.reserve(bytes_.size() + bytes); }
+  std::size_t size() const noexcept { return count_; }
+  // Writes the header and returns the array's bytes (no copy); call once, after the last add().
+  const std::string& finish() {
+    std::string header;
+    const auto put = [&header](std::uint32_t value) {
+      for (int shift = 24; shift >= 0; shift -= 8) header.push_back(static_cast<char>((value >> shift) & 0xff));
+    };
+    constexpr std::uint32_t text_type = 25;  // pg_type.oid of text
+    put(count_ == 0 ? 0 : 1);                // dimensions: an empty array has none
+    put(0);                                  // flags: no NULL elements
+    put(text_type);
+    if (count_ == 0) {
+      bytes_.replace(0, header_bytes, header);
+      return bytes_;
+    }
+    put(static_cast<std::uint32_t>(count_));  // the dimension's length
+    put(1);                                   // and its lower bound
+    bytes_.replace(0, header_bytes, header);
+    return bytes_;
+  }
+
+ private:
+  static constexpr std::size_t header_bytes = 20;
+  void append_u32(std::uint32_t value) {
+    const char be[4] = {static_cast<char>(value >> 24), static_cast<char>((value >> 16) & 0xff),
+                        static_cast<char>((value >> 8) & 0xff), static_cast<char>(value & 0xff)};
+    bytes_.append(be, 4);
+  }
+  std::string bytes_;
+  std::size_t count_ = 0;
 };
 
 }  // namespace bankworker::db

@@ -4,6 +4,7 @@
 
 #include <pqxx/pqxx>
 
+#include "db/sql_array.hpp"
 #include "db/statement.hpp"
 #include "tests/support/scratch_database.hpp"
 
@@ -82,4 +83,38 @@ TEST_CASE("a second statement under a name already in use is refused rather than
   constexpr statement other{"test_statement_sum", "SELECT $1::integer * $2::integer"};
   CHECK_THROWS_AS(exec_statement(tx, other, 2, 3), pqxx::argument_error);
   CHECK(exec_statement(tx, sum_sql, 2, 3)[0][0].as<int>() == 5);
+}
+
+TEST_CASE("a binary text array reaches the server as the texts given, and bad UTF-8 is refused", "[pg][statement]") {
+  one_connection session;
+  constexpr statement unnest_sql{"test_statement_unnest_binary",
+                                 "SELECT t, octet_length(t), cardinality($1::text[]) FROM unnest($1::text[]) AS t"};
+  const std::vector<std::string> texts = {R"({"a":"quo\"te","b":"back\\slash"})", "", "{\"x\"}, NULL", "€ and ü",
+                                          std::string(5000, 'z')};
+  binary_text_array array;
+  for (const auto& text : texts) array.add(text);
+  const std::string& bytes = array.finish();
+  {
+    pqxx::work tx(session.lease.connection());
+    const pqxx::result rows = exec_statement(tx, unnest_sql, pqxx::binarystring(bytes.data(), bytes.size()));
+    REQUIRE(rows.size() == texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      CHECK(rows[i][0].as<std::string>() == texts[i]);
+      CHECK(rows[i][1].as<std::size_t>() == texts[i].size());
+      CHECK(rows[i][2].as<std::size_t>() == texts.size());
+    }
+  }
+  binary_text_array none;
+  const std::string& empty = none.finish();
+  {
+    pqxx::work tx(session.lease.connection());
+    CHECK(exec_statement(tx, unnest_sql, pqxx::binarystring(empty.data(), empty.size())).empty());
+  }
+  binary_text_array bad;
+  bad.add("ok");
+  bad.add(std::string("\xff\xfe not UTF-8"));
+  const std::string& bad_bytes = bad.finish();
+  pqxx::work tx(session.lease.connection());
+  CHECK_THROWS_AS(exec_statement(tx, unnest_sql, pqxx::binarystring(bad_bytes.data(), bad_bytes.size())),
+                  pqxx::data_exception);
 }
