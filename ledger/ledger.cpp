@@ -24,8 +24,9 @@ constexpr db::statement insert_chart_sql{"ledger_insert_chart",
 // skipped), then the lines of the entries that were inserted, and the statement answers with those
 // entries' keys. The worker makes the entry ids (time-ordered uuids, crypto::time_ordered_uuid), so
 // the lines need no answer from the entries first, and the two tables' keys grow at their right
-// edge. The lines' statement trigger (check_new_lines, 0047) runs after the whole statement, when
-// the entries exist; each entry's deferred check still runs at commit.
+// edge. The statement triggers run after the whole statement, when entries and lines both exist:
+// the lines' (check_new_lines, 0047: accounts, currencies, balance) and the entries' (check_new_
+// entries, 0049: every new entry has its lines, which must come in this same statement).
 constexpr db::statement insert_entries_sql{"ledger_insert_entries_and_lines",
     "WITH new_entries AS ("
     "  INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source,"
