@@ -16,9 +16,10 @@ namespace {
 
 // initdb, start and stop of a small cluster on a loaded machine.
 constexpr int pg_command_timeout_ms = 180'000;
-// scripts/pg-ha failover: up to 60 s for pg_autoctl's switchover, 60 s for the formation to heal,
-// then a hung old primary's immediate stop and 90 s more (scripts/pg-ha settle_after_failover).
-constexpr int failover_timeout_ms = 300'000;
+// scripts/pg-ha failover: up to 60 s for pg_autoctl's switchover, then its remedies for an old
+// primary that does not rejoin, each after the one before has had its time (70 s from the start, 60 s
+// and 90 s later; scripts/pg-ha settle_after_failover), and 180 s for a rebuilt standby.
+constexpr int failover_timeout_ms = 480'000;
 
 std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
