@@ -70,30 +70,30 @@ class binary_text_array {
   std::size_t size() const noexcept { return count_; }
   // Writes the header and returns the array's bytes (no copy); call once, after the last add().
   const std::string& finish() {
-    std::string header;
-    const auto put = [&header](std::uint32_t value) {
-      for (int shift = 24; shift >= 0; shift -= 8) header.push_back(static_cast<char>((value >> shift) & 0xff));
-    };
     constexpr std::uint32_t text_type = 25;  // pg_type.oid of text
-    put(count_ == 0 ? 0 : 1);                // dimensions: an empty array has none
-    put(0);                                  // flags: no NULL elements
-    put(text_type);
-    if (count_ == 0) {
-      bytes_.replace(0, header_bytes, header);
-      return bytes_;
-    }
-    put(static_cast<std::uint32_t>(count_));  // the dimension's length
-    put(1);                                   // and its lower bound
-    bytes_.replace(0, header_bytes, header);
+    // An empty array has no dimension, so no length and lower bound: its header is 12 bytes.
+    if (count_ == 0) bytes_.resize(empty_header_bytes);
+    char* at = bytes_.data();
+    at = put_u32(at, count_ == 0 ? 0 : 1);  // dimensions
+    at = put_u32(at, 0);                    // flags: no NULL elements
+    at = put_u32(at, text_type);
+    if (count_ == 0) return bytes_;
+    at = put_u32(at, static_cast<std::uint32_t>(count_));  // the dimension's length
+    put_u32(at, 1);                                         // and its lower bound
     return bytes_;
   }
 
  private:
-  static constexpr std::size_t header_bytes = 20;
+  static constexpr std::size_t header_bytes = 20, empty_header_bytes = 12;
+  // Writes `value` big-endian (network order, as array_recv reads it) at `at`; returns the end.
+  static char* put_u32(char* at, std::uint32_t value) {
+    for (int shift = 24; shift >= 0; shift -= 8) *at++ = static_cast<char>((value >> shift) & 0xff);
+    return at;
+  }
   void append_u32(std::uint32_t value) {
-    const char be[4] = {static_cast<char>(value >> 24), static_cast<char>((value >> 16) & 0xff),
-                        static_cast<char>((value >> 8) & 0xff), static_cast<char>(value & 0xff)};
-    bytes_.append(be, 4);
+    char bytes[4];
+    put_u32(bytes, value);
+    bytes_.append(bytes, 4);
   }
   std::string bytes_;
   std::size_t count_ = 0;

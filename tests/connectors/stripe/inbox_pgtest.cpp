@@ -84,6 +84,35 @@ TEST_CASE("concurrent deliveries share commits and every event lands exactly onc
   CHECK(inbox.stats().batches < static_cast<std::uint64_t>(threads_count * per_thread));
 }
 
+TEST_CASE("batches commit in the order they were written, so none is seen before an earlier one", "[pg][inbox]") {
+  // The posters claim in arrival order: a batch written after another must not become visible
+  // first (a design that writes or commits batches side by side must keep this). A deferred
+  // trigger of this test's own makes one event's commit take a second.
+  test::scratch_database database;
+  {
+    auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec(
+        "CREATE FUNCTION bankworker.test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;"
+        "CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON bankworker.stripe_events"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.event_id = 'evt_slow')"
+        " EXECUTE FUNCTION bankworker.test_slow_commit()");
+    tx.commit();
+  }
+  auto connections = database.worker_pool();
+  const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Order Ltd");
+  stripe::inbox inbox(*connections, {}, nullptr);
+  std::thread slow([&] { CHECK(inbox.store_blocking(event_for(tenant, "evt_slow")) == inbox_outcome::stored); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // evt_slow is committing by now
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(inbox.store_blocking(event_for(tenant, "evt_after")) == inbox_outcome::stored);
+  // Answered only once the batch before it is committed: both are visible.
+  CHECK(count_events(*connections, tenant) == 2);
+  CHECK(std::chrono::steady_clock::now() - started > std::chrono::milliseconds(300));
+  slow.join();
+}
+
 TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates are stored", "[pg][inbox]") {
   test::scratch_database database;
   auto connections = database.worker_pool();
