@@ -5,24 +5,35 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <new>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "core/assert.hpp"
 #include "core/limits.hpp"
 
 namespace bankworker::crypto {
 
-// How many views of one secret are open; the pages are readable exactly while it is non-zero.
+// How many views of one secret are open and whether its pages are readable: always while a view
+// is open, and after the last lingering view until close_at (lingering_pages closes them).
 struct secret::access_state {
   std::mutex mutex;
   std::size_t readers = 0;
+  bool open = false;        // the pages are readable now
+  bool registered = false;  // lingering_pages holds it
+  bool lingered = false;    // it was ever registered (release() must then deregister it)
+  std::chrono::steady_clock::time_point close_at;
+  unsigned char* bytes = nullptr;
 };
 
 secret::secret() noexcept = default;
@@ -31,6 +42,7 @@ secret::secret(std::size_t size) : size_(size), access_(std::make_unique<access_
   BW_ASSERT(size > 0);
   bytes_ = static_cast<unsigned char*>(sodium_malloc(size));
   if (bytes_ == nullptr) throw std::bad_alloc();
+  access_->bytes = bytes_;
   // sodium_malloc already tries to lock the region but ignores the outcome; asking again is
   // harmless and tells us whether these bytes can reach swap.
   locked_ = sodium_mlock(bytes_, size) == 0;
@@ -46,6 +58,60 @@ void close_pages(unsigned char* bytes) {
 }
 
 }  // namespace
+
+// The closer of lingering pages (secret.hpp): one thread for the process, started by the first
+// lingering view and never stopped. It is never destroyed either, so a secret released during
+// exit still finds it; it holds no secret of its own. Lock order: a secret's mutex, then this
+// one's; the closer holds this one and only tries a secret's (a busy secret is looked at again
+// next round).
+class lingering_pages {
+ public:
+  static lingering_pages& instance() {
+    static lingering_pages* const pages = new lingering_pages();
+    return *pages;
+  }
+
+  // Called with the secret's mutex held.
+  void add(secret::access_state* state) {
+    std::lock_guard lock(mutex_);
+    open_.push_back(state);
+    if (open_.size() == 1) wake_.notify_one();
+  }
+
+  // Called without the secret's mutex; afterwards the closer no longer touches `state`.
+  void remove(secret::access_state* state) {
+    std::lock_guard lock(mutex_);
+    std::erase(open_, state);
+  }
+
+ private:
+  lingering_pages() {
+    std::thread([this] { run(); }).detach();
+  }
+
+  [[noreturn]] void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return !open_.empty(); });
+      wake_.wait_for(lock, limits::secret_linger);
+      const auto now = std::chrono::steady_clock::now();
+      std::erase_if(open_, [now](secret::access_state* state) {
+        std::unique_lock held(state->mutex, std::try_to_lock);
+        if (!held.owns_lock()) return false;
+        if (state->open && state->readers == 0 && now >= state->close_at) {
+          close_pages(state->bytes);
+          state->open = false;
+        }
+        state->registered = state->open;
+        return !state->open;  // closed now, or by a plain view meanwhile
+      });
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<secret::access_state*> open_;
+};
 
 secret secret::copy_of(std::string_view plaintext) {
   if (plaintext.empty()) return secret{};
@@ -100,6 +166,7 @@ secret::~secret() { release(); }
 void secret::release() noexcept {
   if (bytes_ != nullptr) {
     BW_ASSERT(access_ == nullptr || access_->readers == 0);
+    if (access_ != nullptr && lingered()) lingering_pages::instance().remove(access_.get());
     // The pages may be closed; sodium_free opens them, zeroes the region and unmaps it (and
     // unlocks what sodium_malloc locked).
     sodium_free(bytes_);
@@ -110,37 +177,59 @@ void secret::release() noexcept {
   access_.reset();
 }
 
+bool secret::lingered() const {
+  std::lock_guard lock(access_->mutex);
+  return access_->lingered;
+}
+
 void secret::open_for_read() const {
   if (bytes_ == nullptr) return;
   std::lock_guard lock(access_->mutex);
-  if (access_->readers == 0) {
+  if (!access_->open) {
     const int opened = sodium_mprotect_readonly(bytes_);
     BW_INVARIANT(opened == 0);
+    access_->open = true;
   }
   ++access_->readers;
 }
 
-void secret::close_after_read() const noexcept {
+void secret::close_after_read(bool linger) const noexcept {
   if (bytes_ == nullptr) return;
   std::lock_guard lock(access_->mutex);
   BW_ASSERT(access_->readers > 0);
-  if (--access_->readers == 0) sodium_mprotect_noaccess(bytes_);
+  if (--access_->readers != 0) return;
+  if (!linger) {
+    close_pages(bytes_);
+    access_->open = false;
+    return;
+  }
+  access_->close_at = std::chrono::steady_clock::now() + limits::secret_linger;
+  if (!access_->registered) {
+    access_->registered = true;
+    access_->lingered = true;
+    lingering_pages::instance().add(access_.get());
+  }
 }
 
-secret::view::view(const secret* owner) noexcept : owner_(owner) {
+secret::view::view(const secret* owner, bool linger) noexcept : owner_(owner), linger_(linger) {
   if (owner_->bytes_ != nullptr) text_ = std::string_view(reinterpret_cast<const char*>(owner_->bytes_), owner_->size_);
 }
 
 secret::view::view(view&& other) noexcept
-    : owner_(std::exchange(other.owner_, nullptr)), text_(std::exchange(other.text_, {})) {}
+    : owner_(std::exchange(other.owner_, nullptr)), text_(std::exchange(other.text_, {})), linger_(other.linger_) {}
 
 secret::view::~view() {
-  if (owner_ != nullptr) owner_->close_after_read();
+  if (owner_ != nullptr) owner_->close_after_read(linger_);
 }
 
 secret::view secret::reveal() const {
   open_for_read();
-  return view(this);
+  return view(this, false);
+}
+
+secret::view secret::reveal_lingering() const {
+  open_for_read();
+  return view(this, true);
 }
 
 bool secret::equals(const secret& other) const {

@@ -12,7 +12,19 @@
 //
 // Views of one secret may be taken from several threads at once: a per-secret counter under a
 // mutex decides who opens and who closes the pages.
+//
+// A secret read thousands of times a second (a webhook signing secret under a delivery storm) is
+// read with reveal_lingering() instead: its pages stay readable for limits::secret_linger after
+// the last view ends, so the next request's view opens nothing, and one closer thread for the
+// process closes them once that time has passed with no view (within two lingers of the last
+// one). The reason is cost: each open and each close is an mprotect, and in a multi-threaded
+// process every mprotect that changes a page's access flushes the TLB of every core the process
+// runs on. One pair per webhook request cost the whole request path 30-40 us of worker CPU and
+// slowed PostgreSQL on the other core (bench/webhook_load, issue #21). The trade: while a
+// tenant's webhooks keep arriving its secret's pages stay readable, and they close 100-200 ms
+// after the last one.
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <functional>
@@ -20,6 +32,13 @@
 #include <memory>
 #include <stdexcept>
 #include <string_view>
+
+namespace bankworker::limits {
+
+// How long a lingering view's pages stay readable after the last view of that secret ended.
+inline constexpr std::chrono::milliseconds secret_linger{100};
+
+}  // namespace bankworker::limits
 
 namespace bankworker::crypto {
 
@@ -47,9 +66,10 @@ class secret {
 
    private:
     friend class secret;
-    explicit view(const secret* owner) noexcept;
+    view(const secret* owner, bool linger) noexcept;
     const secret* owner_;
     std::string_view text_;
+    bool linger_ = false;
   };
 
   secret() noexcept;
@@ -76,6 +96,9 @@ class secret {
 
   // Scoped read access to the plaintext. Never log it.
   view reveal() const;
+  // The same, for a secret read many times a second: the pages close limits::secret_linger after
+  // the last view rather than at once (see the top of this file).
+  view reveal_lingering() const;
 
   // Constant-time for equal lengths; the length itself is not secret.
   bool equals(const secret& other) const;
@@ -84,10 +107,12 @@ class secret {
 
  private:
   friend secret read_secret_file(const std::filesystem::path&, file_permissions);
+  friend class lingering_pages;
   struct access_state;
   explicit secret(std::size_t size);
   void open_for_read() const;
-  void close_after_read() const noexcept;
+  void close_after_read(bool linger) const noexcept;
+  bool lingered() const;
   void release() noexcept;
 
   unsigned char* bytes_ = nullptr;

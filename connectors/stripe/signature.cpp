@@ -296,7 +296,8 @@ signature_check verify_signature(std::string_view header, std::string_view body,
     for (std::size_t i = 0; i < secrets.size() && !matched; ++i) {
       // An empty key is public knowledge: a secret that is somehow empty must never verify.
       if (secrets[i].empty()) continue;
-      const crypto::secret::view key = secrets[i].reveal();  // readable only while it is used
+      // Readable while requests use it, and a moment after (crypto/secret.hpp, reveal_lingering).
+      const crypto::secret::view key = secrets[i].reveal_lingering();
       const digest expected = hmac_sha256(context.get(), key.text(), signed_header.timestamp_text, body);
       for (std::size_t j = 0; j < signed_header.signature_count; ++j) {
         if (CRYPTO_memcmp(expected.data(), signed_header.signatures[j].data(), expected.size()) == 0) {

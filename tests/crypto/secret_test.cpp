@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 #include <atomic>
+#include <chrono>
 #include <vector>
 
 #include "core/limits.hpp"
@@ -92,15 +93,8 @@ TEST_CASE("unusable secret files are refused with the reason and never the conte
   }
 }
 
-TEST_CASE("a secret's pages are unreadable while no view is open", "[crypto][secret]") {
-  const secret key = secret::copy_of("0123456789abcdef0123456789abcdef");
-  const char* address = nullptr;
-  {
-    const secret::view view = key.reveal();
-    address = view.text().data();
-    CHECK(view.text() == "0123456789abcdef0123456789abcdef");
-  }
-  // Reading through a stale pointer must fault; do it in a child so the test survives.
+// Whether reading one byte at `address` faults: read in a child, so the test survives the fault.
+bool read_faults(const char* address) {
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
@@ -116,7 +110,56 @@ TEST_CASE("a secret's pages are unreadable while no view is open", "[crypto][sec
   }
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
-  CHECK_FALSE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("a secret's pages are unreadable while no view is open", "[crypto][secret]") {
+  const secret key = secret::copy_of("0123456789abcdef0123456789abcdef");
+  const char* address = nullptr;
+  {
+    const secret::view view = key.reveal();
+    address = view.text().data();
+    CHECK(view.text() == "0123456789abcdef0123456789abcdef");
+  }
+  CHECK(read_faults(address));
+}
+
+TEST_CASE("a lingering view's pages close within two lingers of the last view", "[crypto][secret]") {
+  using bankworker::limits::secret_linger;
+  const secret key = secret::copy_of("whsec_lingering-webhook-secret");
+  const char* address = nullptr;
+  {
+    const secret::view view = key.reveal_lingering();
+    address = view.text().data();
+    CHECK(view == "whsec_lingering-webhook-secret");
+  }
+  // Views from several threads, lingering and plain mixed, while the closer runs.
+  std::vector<std::thread> readers;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      const auto until = std::chrono::steady_clock::now() + 3 * secret_linger;
+      while (std::chrono::steady_clock::now() < until) {
+        const secret::view view = t % 2 == 0 ? key.reveal_lingering() : key.reveal();
+        if (view.text() != "whsec_lingering-webhook-secret") ++mismatches;
+      }
+    });
+  }
+  for (auto& reader : readers) reader.join();
+  CHECK(mismatches == 0);
+  {
+    const secret::view last = key.reveal_lingering();
+    CHECK(last == "whsec_lingering-webhook-secret");
+  }
+  std::this_thread::sleep_for(2 * secret_linger + std::chrono::milliseconds(50));
+  CHECK(read_faults(address));
+  // A secret released while its pages linger leaves the closer nothing to touch (ASan would see it).
+  {
+    const secret brief = secret::copy_of("released-while-lingering");
+    CHECK(brief.reveal_lingering() == "released-while-lingering");
+  }
+  std::this_thread::sleep_for(2 * secret_linger + std::chrono::milliseconds(50));
+  CHECK(key.reveal_lingering() == "whsec_lingering-webhook-secret");
 }
 
 TEST_CASE("nested and concurrent views keep a secret readable until the last one ends", "[crypto][secret]") {
