@@ -129,6 +129,19 @@
 // - the inbox's bodies as one binary text[] parameter (db::binary_text_array) instead of an
 //   escaped array literal: 8,332/8,015, 7,765/7,493, 8,065/7,412; PostgreSQL 123/129, 137/142,
 //   128/142 us; worker 59/61, 63/64, 62/67 us.
+//
+// Webhook secrets read with reveal_lingering (crypto/secret.hpp, 2026-12-07, on a slower host
+// where the same code stored 4,500-5,400/s and the worker spent 116-154 us per event): perf on the
+// worker put 12-15 % of its CPU in mprotect's TLB shootdowns (smp_call_function_many_cond under
+// __mprotect), one pair per request. Interleaved new/old, 30 s each, two pairs: stored = posted/s
+// 6,060/5,284 and 4,968/4,522; worker CPU per event 83/121 and 105/138 us; PostgreSQL 163/168 and
+// 186/194 us (the shootdowns interrupted the other core too). Then side by side with the Node peer,
+// 30 s runs interleaved node/bankworker, three pairs, load average 3.1-3.3 before each:
+//   pair | Node stored/s, p99 | bankworker stored/s = posted/s, p99, unposted at end | ratio
+//   1    | 2,777  55.7 ms     | 5,662  28.9 ms  0                                    | 2.04
+//   2    | 2,669  60.8 ms     | 5,608  30.0 ms  0                                    | 2.10
+//   3    | 2,810  56.9 ms     | 5,639  30.6 ms  0                                    | 2.01
+// CPU us per request: bankworker 92-95 worker + 159-165 PostgreSQL; Node 326-342 + 203-221.
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
