@@ -30,8 +30,7 @@ struct secret::access_state {
   std::mutex mutex;
   std::size_t readers = 0;
   bool open = false;        // the pages are readable now
-  bool registered = false;  // lingering_pages holds it
-  bool lingered = false;    // it was ever registered (release() must then deregister it)
+  bool registered = false;  // lingering_pages holds it (release() must then take it out)
   std::chrono::steady_clock::time_point close_at;
   unsigned char* bytes = nullptr;
 };
@@ -177,9 +176,11 @@ void secret::release() noexcept {
   access_.reset();
 }
 
+// Whether its pages linger open now, held by lingering_pages (which sets `registered` false only
+// as it lets go of them).
 bool secret::lingered() const {
   std::lock_guard lock(access_->mutex);
-  return access_->lingered;
+  return access_->registered;
 }
 
 void secret::open_for_read() const {
@@ -206,7 +207,6 @@ void secret::close_after_read(bool linger) const noexcept {
   access_->close_at = std::chrono::steady_clock::now() + limits::secret_linger;
   if (!access_->registered) {
     access_->registered = true;
-    access_->lingered = true;
     lingering_pages::instance().add(access_.get());
   }
 }

@@ -38,6 +38,26 @@ struct temp_file {
   ~temp_file() { std::filesystem::remove_all(directory); }
 };
 
+// Whether reading one byte at `address` faults: read in a child, so the test survives the fault.
+bool read_faults(const char* address) {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Die quietly of the fault itself, not through Catch's or a sanitizer's reporting handler.
+    const int null_fd = ::open("/dev/null", O_WRONLY);
+    ::dup2(null_fd, 1);
+    ::dup2(null_fd, 2);
+    ::signal(SIGSEGV, SIG_DFL);
+    ::signal(SIGBUS, SIG_DFL);
+    volatile char c = *address;
+    (void)c;
+    ::_exit(0);  // reached only if the read succeeded
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 }  // namespace
 
 TEST_CASE("a secret prints as <redacted> and reveals its bytes only on request", "[crypto][secret]") {
@@ -91,26 +111,6 @@ TEST_CASE("unusable secret files are refused with the reason and never the conte
     temp_file file("x", 0600);
     CHECK_THROWS_AS(read_secret_file(file.directory), secret_file_error);
   }
-}
-
-// Whether reading one byte at `address` faults: read in a child, so the test survives the fault.
-bool read_faults(const char* address) {
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    // Die quietly of the fault itself, not through Catch's or a sanitizer's reporting handler.
-    const int null_fd = ::open("/dev/null", O_WRONLY);
-    ::dup2(null_fd, 1);
-    ::dup2(null_fd, 2);
-    ::signal(SIGSEGV, SIG_DFL);
-    ::signal(SIGBUS, SIG_DFL);
-    volatile char c = *address;
-    (void)c;
-    ::_exit(0);  // reached only if the read succeeded
-  }
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("a secret's pages are unreadable while no view is open", "[crypto][secret]") {
