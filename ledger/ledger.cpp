@@ -199,8 +199,10 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
 
   db::array_text ids, keys, descriptions, occurred, sources, metadata;
   db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
-  for (const entry* e : unique) {
-    const std::string id = crypto::time_ordered_uuid().to_string();
+  const std::vector<core::uuid> new_ids = crypto::time_ordered_uuids(unique.size());
+  for (std::size_t i = 0; i < unique.size(); ++i) {
+    const entry* e = unique[i];
+    const std::string id = new_ids[i].to_string();
     ids.add(id);
     keys.add(e->idempotency_key);
     descriptions.add(e->description);
