@@ -9,10 +9,9 @@
 namespace bankworker::crypto {
 
 core::uuid random_uuid();
-// A version 7 uuid: the wall clock's milliseconds, then 74 random bits (core::uuid::time_ordered).
-core::uuid time_ordered_uuid();
-// `count` of them from one draw of the CSPRNG (one getrandom call instead of one per id), for
-// batches: the ledger's entry ids.
+// `count` version 7 uuids: the wall clock's milliseconds, then 74 random bits each
+// (core::uuid::time_ordered), all from one draw of the CSPRNG (one getrandom call for the batch,
+// not one per id): the ledger's entry ids.
 std::vector<core::uuid> time_ordered_uuids(std::size_t count);
 
 }  // namespace bankworker::crypto

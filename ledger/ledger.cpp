@@ -22,7 +22,7 @@ constexpr db::statement insert_chart_sql{"ledger_insert_chart",
     " ON CONFLICT (tenant_id, code) DO NOTHING"};
 // Entries and their lines in one statement: the entries are inserted first (a key posted before is
 // skipped), then the lines of the entries that were inserted, and the statement answers with those
-// entries' keys. The worker makes the entry ids (time-ordered uuids, crypto::time_ordered_uuid), so
+// entries' keys. The worker makes the entry ids (time-ordered uuids, crypto::time_ordered_uuids), so
 // the lines need no answer from the entries first, and the two tables' keys grow at their right
 // edge. The statement triggers run after the whole statement, when entries and lines both exist:
 // the lines' (check_new_lines, 0047: accounts, currencies, balance) and the entries' (check_new_
