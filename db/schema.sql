@@ -1593,13 +1593,24 @@ CREATE FUNCTION bankworker.stripe_settlement_gauges() RETURNS TABLE(events bigin
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
+    SET max_parallel_workers_per_gather TO '0'
     AS $$
 BEGIN
   PERFORM set_config('bankworker.cross_tenant', 'on', true);
   RETURN QUERY
-    SELECT count(*), coalesce(greatest(0, floor(extract(epoch FROM now() - min(e.settlement_awaited_since))))::bigint, 0)
-      FROM bankworker.stripe_events e
-     WHERE e.settlement_awaited_since IS NOT NULL;
+    WITH RECURSIVE oldest(tenant_id, since) AS (
+      (SELECT e.tenant_id, e.settlement_awaited_since FROM bankworker.stripe_events e
+        WHERE e.settlement_awaited_since IS NOT NULL
+        ORDER BY e.tenant_id, e.settlement_awaited_since LIMIT 1)
+      UNION ALL
+      SELECT n.tenant_id, n.since
+        FROM oldest o
+        CROSS JOIN LATERAL (SELECT e.tenant_id, e.settlement_awaited_since AS since FROM bankworker.stripe_events e
+                             WHERE e.settlement_awaited_since IS NOT NULL AND e.tenant_id > o.tenant_id
+                             ORDER BY e.tenant_id, e.settlement_awaited_since LIMIT 1) n)
+    SELECT (SELECT count(*) FROM (SELECT FROM bankworker.stripe_events e
+                                   WHERE e.settlement_awaited_since IS NOT NULL LIMIT 10000) capped),
+           (SELECT coalesce(greatest(0, floor(extract(epoch FROM now() - min(o.since))))::bigint, 0) FROM oldest o);
   PERFORM set_config('bankworker.cross_tenant', 'off', true);
 END
 $$;

@@ -51,7 +51,8 @@ class settlement_gauges {
   explicit settlement_gauges(service::metrics_registry& metrics) {
     metrics.add_gauge("bankworker_stripe_awaiting_settlement_events",
                       "Stripe events posted on their presentment side only: a leg's balance transaction (fee, "
-                      "settlement currency) is not known yet (bankworker stripe events list --awaiting-settlement).",
+                      "settlement currency) is not known yet (bankworker stripe events list --awaiting-settlement). "
+                      "Counted up to 10000: 10000 means 10000 or more.",
                       {}, [this] { return events_.load(std::memory_order_relaxed); });
     metrics.add_gauge("bankworker_stripe_awaiting_settlement_oldest_age_seconds",
                       "Seconds since the oldest Stripe event awaiting settlement was first posted (0: none).", {},

@@ -67,7 +67,9 @@ inline constexpr std::uint32_t settlement_completions_max = 100;
 std::size_t enqueue_settlement_completions(pqxx::work& tx, const core::uuid& tenant, std::uint32_t limit);
 
 // The SQL of the gauges (events awaiting settlement, oldest one's age), read by the runtime's
-// database gauges.
+// database gauges. The count stops at settlement_gauge_count_max, so that a refresh costs the same
+// however many events wait (migration 0050); the oldest one's age is exact.
+inline constexpr std::int64_t settlement_gauge_count_max = 10000;
 inline constexpr const char* settlement_gauges_sql = "SELECT events, oldest_s FROM bankworker.stripe_settlement_gauges()";
 
 }  // namespace bankworker::stripe

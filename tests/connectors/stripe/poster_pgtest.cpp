@@ -444,6 +444,46 @@ TEST_CASE("an event whose balance transaction is already in the ledger is not ma
   CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
 }
 
+TEST_CASE("the awaiting-settlement gauges cost the same however many events wait: the count stops at 10,000, "
+          "the oldest age stays exact across tenants",
+          "[pg][stripe][settlement]") {
+  poster_world world;
+  const uuid second = ledger::create_tenant(*world.connections, *world.keys, "second tenant", "test");
+  // The walk goes tenant by tenant in uuid order: the oldest wait belongs to the later tenant.
+  const bool second_later = second.to_string() > world.tenant.to_string();
+  const uuid& earlier = second_later ? world.tenant : second;
+  const uuid& later = second_later ? second : world.tenant;
+  const std::string awaiting_rows =
+      "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, livemode, created_at, body, state, posted_at,"
+      " settlement_awaited_since, settlement_awaited)"
+      " SELECT $T$, 'evt_' || i, 'payment_intent.succeeded', false, now(), '{}', 'posted', now(), now() - $AGE$,"
+      " ARRAY['ch_' || i || ':gross'] FROM generate_series(1, $N$) AS i";
+  const auto rows = [&](const uuid& tenant, const std::string& age, int count) {
+    std::string sql = awaiting_rows;
+    sql.replace(sql.find("$T$"), 3, "'" + tenant.to_string() + "'");
+    sql.replace(sql.find("$AGE$"), 5, age);
+    sql.replace(sql.find("$N$"), 3, std::to_string(count));
+    return sql;
+  };
+  world.admin_exec(rows(earlier, "i * interval '100 ms'", 10050));  // the last waits 1,005 s
+  world.admin_exec(rows(later, "interval '2 days'", 3));
+  world.admin_exec("ANALYZE bankworker.stripe_events");
+
+  CHECK(world.scalar("SELECT events FROM bankworker.stripe_settlement_gauges()") == stripe::settlement_gauge_count_max);
+  const long oldest_s = world.scalar("SELECT oldest_s FROM bankworker.stripe_settlement_gauges()");
+  CHECK(oldest_s >= 2 * 86400);
+  CHECK(oldest_s < 2 * 86400 + 600);
+
+  // The later tenant's events settle: the oldest is the earlier tenant's; below the cap the count is exact.
+  world.admin_exec("UPDATE bankworker.stripe_events SET settlement_awaited = NULL, settlement_awaited_since = NULL"
+                   " WHERE tenant_id = '" + later.to_string() + "' OR event_id NOT IN ('evt_1', 'evt_2')");
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE settlement_awaited IS NOT NULL") == 2);
+  CHECK(world.scalar("SELECT events FROM bankworker.stripe_settlement_gauges()") == 2);
+  const long left_s = world.scalar("SELECT oldest_s FROM bankworker.stripe_settlement_gauges()");
+  CHECK(left_s >= 0);
+  CHECK(left_s < 600);
+}
+
 // Migration 0046: a busy tenant's events post in posting_lanes streams side by side, one poster per
 // lane at a time. Here another poster (this test, holding one lane's lock as a poster's transaction
 // would) keeps one lane busy: the tenant's other lanes post regardless, that lane's events wait,
