@@ -202,6 +202,16 @@ DECLARE
 BEGIN
   -- The lookups of tables that grow are planned afresh each time (EXECUTE): a plan cached while
   -- they were small would read the whole of them for every statement once they are not.
+  -- Each entry once, not each line; no lock on the entry: entries are never deleted or changed.
+  EXECUTE 'SELECT n.entry_id FROM (SELECT DISTINCT tenant_id, entry_id FROM new_lines) n'
+          ' WHERE NOT EXISTS (SELECT 1 FROM bankworker.journal_entries e'
+          '                    WHERE e.tenant_id = n.tenant_id AND e.entry_id = n.entry_id)'
+          ' ORDER BY n.entry_id LIMIT 1'
+    INTO offending;
+  IF offending IS NOT NULL THEN
+    RAISE EXCEPTION 'journal line names journal entry %, which does not exist', offending
+      USING ERRCODE = 'foreign_key_violation';
+  END IF;
   EXECUTE 'SELECT n.account_code FROM (SELECT DISTINCT tenant_id, account_code FROM new_lines) n'
           ' WHERE NOT EXISTS (SELECT 1 FROM bankworker.ledger_accounts a'
           '                    WHERE a.tenant_id = n.tenant_id AND a.code = n.account_code)'
@@ -2643,9 +2653,6 @@ ALTER TABLE ONLY bankworker.jobs
 
 ALTER TABLE ONLY bankworker.journal_entries
     ADD CONSTRAINT journal_entries_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
-
-ALTER TABLE ONLY bankworker.journal_lines
-    ADD CONSTRAINT journal_lines_tenant_id_entry_id_fkey FOREIGN KEY (tenant_id, entry_id) REFERENCES bankworker.journal_entries(tenant_id, entry_id);
 
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);

@@ -153,7 +153,7 @@ TEST_CASE("a line must name an entry and an account of its tenant and a known cu
                                     [&](pqxx::work& tx) {
                                       ledger.add_lines(tx, entry, 0, {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
                                     }),
-                    Catch::Contains("journal_lines_tenant_id_entry_id_fkey"));
+                    Catch::Contains("names journal entry " + entry + ", which does not exist"));
   CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "USD"}, {"no.such.account", -1000, "USD"}}),
                     Catch::Contains("names ledger account no.such.account, which does not exist"));
   CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "ZZZ"}, {"revenue", -1000, "ZZZ"}}),
@@ -170,6 +170,20 @@ TEST_CASE("a line must name an entry and an account of its tenant and a known cu
   }
   CHECK_THROWS_WITH(ledger.post(entry, "ch_11:gross", {{"stripe.clearing", 1000, "USD"}, {"only.other", -1000, "USD"}}),
                     Catch::Contains("names ledger account only.other"));
+  // Nor does another tenant's entry of the same id: a line names an entry of its own tenant.
+  const std::string others_entry = "00000000-0000-4000-8000-00000000000c";
+  const core::uuid mine = ledger.tenant;
+  ledger.tenant = other;
+  ledger.id = other.to_string();
+  ledger.post(others_entry, "ch_12:gross", {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+  ledger.tenant = mine;
+  ledger.id = mine.to_string();
+  CHECK_THROWS_WITH(db::with_tenant(*ledger.connections, ledger.tenant,
+                                    [&](pqxx::work& tx) {
+                                      ledger.add_lines(tx, others_entry, 0,
+                                                       {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}});
+                                    }),
+                    Catch::Contains("names journal entry " + others_entry + ", which does not exist"));
   CHECK(db::with_tenant(*ledger.connections, ledger.tenant, [](pqxx::work& tx) {
           return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
         }) == 0);
