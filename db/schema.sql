@@ -249,6 +249,26 @@ BEGIN
 END
 $_$;
 
+CREATE FUNCTION bankworker.check_scoped_tenant() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  scoped uuid := nullif(current_setting('bankworker.tenant_id', true), '')::uuid;
+BEGIN
+  -- Without a scope, row security let no row in (tenant_id = NULL holds for none).
+  IF scoped IS NULL THEN
+    RETURN NULL;
+  END IF;
+  PERFORM 1 FROM bankworker.tenants t WHERE t.tenant_id = scoped FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'insert into %.% names tenant %, which does not exist', TG_TABLE_SCHEMA, TG_TABLE_NAME, scoped
+      USING ERRCODE = 'foreign_key_violation';
+  END IF;
+  RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION bankworker.check_transaction_references() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -926,6 +946,27 @@ CREATE FUNCTION bankworker.keep_ledger_account() RETURNS trigger
 BEGIN
   RAISE EXCEPTION '% on bankworker.ledger_accounts is not allowed: journal lines name accounts by tenant and code, so an account is never removed and its tenant and code never change', TG_OP
     USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE FUNCTION bankworker.keep_tenant_with_rows() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  scope text := current_setting('bankworker.tenant_id', true);
+  has_rows boolean;
+BEGIN
+  -- Row security shows the deleter only its scope's rows: look in the deleted tenant's scope.
+  PERFORM set_config('bankworker.tenant_id', OLD.tenant_id::text, true);
+  has_rows := EXISTS (SELECT 1 FROM bankworker.stripe_events e WHERE e.tenant_id = OLD.tenant_id)
+              OR EXISTS (SELECT 1 FROM bankworker.journal_entries e WHERE e.tenant_id = OLD.tenant_id);
+  PERFORM set_config('bankworker.tenant_id', coalesce(scope, ''), true);
+  IF has_rows THEN
+    RAISE EXCEPTION 'tenant % still has Stripe events or journal entries; it cannot be deleted', OLD.tenant_id
+      USING ERRCODE = 'foreign_key_violation';
+  END IF;
+  RETURN OLD;
 END
 $$;
 
@@ -2598,6 +2639,8 @@ CREATE TRIGGER journal_entries_immutable BEFORE DELETE OR UPDATE ON bankworker.j
 
 CREATE TRIGGER journal_entries_no_truncate BEFORE TRUNCATE ON bankworker.journal_entries FOR EACH STATEMENT EXECUTE FUNCTION bankworker.reject_change();
 
+CREATE TRIGGER journal_entries_tenant_exists AFTER INSERT ON bankworker.journal_entries FOR EACH STATEMENT EXECUTE FUNCTION bankworker.check_scoped_tenant();
+
 CREATE CONSTRAINT TRIGGER journal_entry_payout AFTER INSERT ON bankworker.journal_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.idempotency_key ~~ '%:payout'::text) OR (new.idempotency_key ~~ '%:payout_failed'::text))) EXECUTE FUNCTION bankworker.note_payout_entry();
 
 CREATE TRIGGER journal_lines_checked AFTER INSERT ON bankworker.journal_lines REFERENCING NEW TABLE AS new_lines FOR EACH STATEMENT EXECUTE FUNCTION bankworker.check_new_lines();
@@ -2615,6 +2658,10 @@ CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON bankworker.ledger_
 CREATE TRIGGER sealed_secrets_stripe_webhook_added AFTER INSERT ON bankworker.sealed_secrets FOR EACH ROW WHEN ((new.purpose = 'stripe.webhook_secret'::text)) EXECUTE FUNCTION bankworker.notify_stripe_secret_change();
 
 CREATE TRIGGER sealed_secrets_stripe_webhook_removed AFTER DELETE ON bankworker.sealed_secrets FOR EACH ROW WHEN ((old.purpose = 'stripe.webhook_secret'::text)) EXECUTE FUNCTION bankworker.notify_stripe_secret_change();
+
+CREATE TRIGGER stripe_events_tenant_exists AFTER INSERT ON bankworker.stripe_events FOR EACH STATEMENT EXECUTE FUNCTION bankworker.check_scoped_tenant();
+
+CREATE TRIGGER tenants_keep_rows BEFORE DELETE ON bankworker.tenants FOR EACH ROW EXECUTE FUNCTION bankworker.keep_tenant_with_rows();
 
 CREATE TRIGGER transactions_reconcile_insert AFTER INSERT ON bankworker.transactions REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION bankworker.note_bank_rows();
 
@@ -2651,9 +2698,6 @@ ALTER TABLE ONLY bankworker.job_attempts
 ALTER TABLE ONLY bankworker.jobs
     ADD CONSTRAINT jobs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
-ALTER TABLE ONLY bankworker.journal_entries
-    ADD CONSTRAINT journal_entries_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
-
 ALTER TABLE ONLY bankworker.ledger_accounts
     ADD CONSTRAINT ledger_accounts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
@@ -2689,9 +2733,6 @@ ALTER TABLE ONLY bankworker.stripe_accounts
 
 ALTER TABLE ONLY bankworker.stripe_event_cursors
     ADD CONSTRAINT stripe_event_cursors_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
-
-ALTER TABLE ONLY bankworker.stripe_events
-    ADD CONSTRAINT stripe_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);
 
 ALTER TABLE ONLY bankworker.tenant_keys
     ADD CONSTRAINT tenant_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES bankworker.tenants(tenant_id);

@@ -233,3 +233,52 @@ TEST_CASE("an idempotency key is unique per tenant", "[pg][ledger]") {
                               {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}}),
                   pqxx::unique_violation);
 }
+
+TEST_CASE("no event or entry names a tenant that does not exist, and a tenant with them is not deleted",
+          "[pg][ledger][rls]") {
+  // Migration 0053: stripe_events and journal_entries check their tenant once per statement, by
+  // the scope that row security holds every row to, instead of a foreign key per row.
+  ledger_fixture ledger;
+  const std::string nobody = "00000000-0000-4000-8000-0000000000ee";
+  const std::string event_sql =
+      "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, livemode, created_at, body)"
+      " VALUES ($1::text::uuid, $2, 'payment_intent.succeeded', false, now(), '{}')";
+  // The worker in the scope of a tenant that does not exist: row security lets the row in, the
+  // tenant check refuses it.
+  CHECK_THROWS_WITH(db::with_tenant(*ledger.connections, *core::uuid::parse(nobody),
+                                    [&](pqxx::work& tx) { tx.exec_params(event_sql, nobody, "evt_nobody"); }),
+                    Catch::Contains("names tenant " + nobody + ", which does not exist"));
+  ledger.tenant = *core::uuid::parse(nobody);
+  ledger.id = nobody;
+  CHECK_THROWS_WITH(ledger.post("00000000-0000-4000-8000-0000000000e1", "ch_nobody:gross",
+                                {{"stripe.clearing", 1000, "USD"}, {"revenue", -1000, "USD"}}),
+                    Catch::Contains("which does not exist"));
+  {
+    const auto admin = ledger.database.connect_as_admin();
+    pqxx::work tx(*admin);
+    CHECK(tx.exec1("SELECT count(*) FROM bankworker.stripe_events")[0].as<int>() == 0);
+    CHECK(tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>() == 0);
+  }
+
+  // A tenant that has nothing but a Stripe event (no keys, no accounts: no other foreign key holds
+  // it) is not deleted while the event is there, and is once it is gone.
+  const std::string bare = "00000000-0000-4000-8000-0000000000ef";
+  const auto admin = ledger.database.connect_as_admin();
+  {
+    pqxx::work tx(*admin);
+    tx.exec_params("INSERT INTO bankworker.tenants (tenant_id, name) VALUES ($1::text::uuid, 'Bare Ltd')", bare);
+    tx.exec_params(event_sql, bare, "evt_bare");
+    tx.commit();
+  }
+  {
+    pqxx::work tx(*admin);
+    CHECK_THROWS_WITH(tx.exec_params("DELETE FROM bankworker.tenants WHERE tenant_id = $1::text::uuid", bare),
+                      Catch::Contains("still has Stripe events or journal entries"));
+  }
+  {
+    pqxx::work tx(*admin);
+    tx.exec_params("DELETE FROM bankworker.stripe_events WHERE tenant_id = $1::text::uuid", bare);
+    CHECK(tx.exec_params("DELETE FROM bankworker.tenants WHERE tenant_id = $1::text::uuid", bare).affected_rows() == 1);
+    tx.commit();
+  }
+}
