@@ -167,19 +167,18 @@ $$;
 CREATE FUNCTION bankworker.check_new_entries() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET enable_seqscan TO 'off'
     AS $$
 DECLARE
   offending uuid;
   line_count bigint;
 BEGIN
-  -- Planned per statement (EXECUTE), as in check_new_lines: journal_lines grows.
-  EXECUTE 'SELECT n.entry_id, (SELECT count(*) FROM bankworker.journal_lines l'
-          '                     WHERE l.tenant_id = n.tenant_id AND l.entry_id = n.entry_id) AS lines'
-          ' FROM new_entries n'
-          ' WHERE (SELECT count(*) FROM bankworker.journal_lines l'
-          '         WHERE l.tenant_id = n.tenant_id AND l.entry_id = n.entry_id) < 2'
-          ' ORDER BY n.entry_id LIMIT 1'
-    INTO offending, line_count;
+  SELECT n.entry_id, c.lines INTO offending, line_count
+    FROM new_entries n
+   CROSS JOIN LATERAL (SELECT (SELECT count(*) FROM bankworker.journal_lines l
+                                WHERE l.tenant_id = n.tenant_id AND l.entry_id = n.entry_id) AS lines) c
+   WHERE c.lines < 2
+   ORDER BY n.entry_id LIMIT 1;
   IF offending IS NOT NULL THEN
     RAISE EXCEPTION 'journal entry % has % line(s); an entry needs at least two, inserted in the entry''s own statement',
       offending, line_count
@@ -192,7 +191,8 @@ $$;
 CREATE FUNCTION bankworker.check_new_lines() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $_$
+    SET enable_seqscan TO 'off'
+    AS $$
 DECLARE
   missing text;
   offending_tenant uuid;
@@ -200,36 +200,34 @@ DECLARE
   line_count bigint;
   unbalanced text;
 BEGIN
-  -- The lookups of tables that grow are planned afresh each time (EXECUTE): a plan cached while
-  -- they were small would read the whole of them for every statement once they are not.
   -- Each entry once, not each line; no lock on the entry: entries are never deleted or changed.
-  EXECUTE 'SELECT n.entry_id FROM (SELECT DISTINCT tenant_id, entry_id FROM new_lines) n'
-          ' WHERE NOT EXISTS (SELECT 1 FROM bankworker.journal_entries e'
-          '                    WHERE e.tenant_id = n.tenant_id AND e.entry_id = n.entry_id)'
-          ' ORDER BY n.entry_id LIMIT 1'
-    INTO offending;
+  SELECT n.entry_id INTO offending
+    FROM (SELECT DISTINCT tenant_id, entry_id FROM new_lines) n
+   WHERE (SELECT count(*) FROM bankworker.journal_entries e
+           WHERE e.tenant_id = n.tenant_id AND e.entry_id = n.entry_id) = 0
+   ORDER BY n.entry_id LIMIT 1;
   IF offending IS NOT NULL THEN
     RAISE EXCEPTION 'journal line names journal entry %, which does not exist', offending
       USING ERRCODE = 'foreign_key_violation';
   END IF;
-  EXECUTE 'SELECT n.account_code FROM (SELECT DISTINCT tenant_id, account_code FROM new_lines) n'
-          ' WHERE NOT EXISTS (SELECT 1 FROM bankworker.ledger_accounts a'
-          '                    WHERE a.tenant_id = n.tenant_id AND a.code = n.account_code)'
-          ' ORDER BY n.account_code LIMIT 1'
-    INTO missing;
-  IF missing IS NOT NULL THEN
+  SELECT n.account_code INTO missing
+    FROM (SELECT DISTINCT tenant_id, account_code FROM new_lines) n
+   WHERE (SELECT count(*) FROM bankworker.ledger_accounts a
+           WHERE a.tenant_id = n.tenant_id AND a.code = n.account_code) = 0
+   ORDER BY n.account_code LIMIT 1;
+  IF FOUND THEN
     RAISE EXCEPTION 'journal line names ledger account %, which does not exist', missing
       USING ERRCODE = 'foreign_key_violation';
   END IF;
   SELECT n.currency INTO missing
     FROM (SELECT DISTINCT currency FROM new_lines) n
-   WHERE NOT EXISTS (SELECT 1 FROM bankworker.currencies c WHERE c.code = n.currency)
+   WHERE (SELECT count(*) FROM bankworker.currencies c WHERE c.code = n.currency) = 0
    ORDER BY n.currency LIMIT 1;
   IF FOUND THEN
     RAISE EXCEPTION 'journal line names currency %, which is not in bankworker.currencies', missing
       USING ERRCODE = 'foreign_key_violation';
   END IF;
-  -- Only the transition table: nothing here grows with journal_lines, so the cached plan holds.
+  -- Only the statement's lines (0051).
   SELECT n.tenant_id, n.entry_id, n.currency INTO offending_tenant, offending, unbalanced
     FROM new_lines n
    GROUP BY n.tenant_id, n.entry_id, n.currency
@@ -238,8 +236,8 @@ BEGIN
   IF NOT FOUND THEN
     RETURN NULL;
   END IF;
-  EXECUTE 'SELECT count(*) FROM bankworker.journal_lines l WHERE l.tenant_id = $1 AND l.entry_id = $2'
-    INTO line_count USING offending_tenant, offending;
+  SELECT count(*) INTO line_count FROM bankworker.journal_lines l
+   WHERE l.tenant_id = offending_tenant AND l.entry_id = offending;
   IF line_count < 2 THEN
     RAISE EXCEPTION 'journal entry % has % line(s); an entry needs at least two', offending, line_count
       USING ERRCODE = 'check_violation';
@@ -247,7 +245,7 @@ BEGIN
   RAISE EXCEPTION 'journal entry % does not balance in %', offending, unbalanced
     USING ERRCODE = 'check_violation';
 END
-$_$;
+$$;
 
 CREATE FUNCTION bankworker.check_scoped_tenant() RETURNS trigger
     LANGUAGE plpgsql
