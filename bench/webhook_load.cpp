@@ -158,6 +158,28 @@
 //   5    | 2,124  73.3 ms     | 5,780  29.7 ms  0                                    | 2.72
 // Median ratio 2.43. CPU us per request: bankworker 75-85 worker + 171-201 PostgreSQL; Node
 // 381-566 + 230-346.
+//
+// PostgreSQL's share of posting cut down (2026-12-07, migrations 0050-0054; pg_stat_statements and
+// auto_explain under this bench): the awaiting-settlement gauge counts at most 10,000 rows (it read
+// every awaiting event each 5 s: 10 us per event at the end of a run); new journal lines balance
+// by their own statement's sums; a line's entry and an event's or entry's tenant are checked once
+// per statement instead of a foreign key per row (the tenant's row was a multixact every check
+// looked into); the ledger triggers' lookups keep their plans; the worker's heap stops returning
+// each batch's memory to the kernel. Per stored event: inbox insert 38-45 -> 29 us, entries and
+// lines 84-86 -> 75-78 us (before 0052 and 0054). Interleaved new (abde042, 0050-0053) / old
+// (76751f9), pg_stat_statements loaded for both, three pairs: stored = posted/s 6,495/6,258,
+// 5,489/4,980, 5,848/4,881; PostgreSQL CPU per event 150/157, 184/209, 170/215 us. Then the whole
+// (7f99494) beside the Node peer, without pg_stat_statements, 30 s runs interleaved
+// node/bankworker, five pairs, load average 1.0-3.0 before each:
+//   pair | Node stored/s, p99 | bankworker stored/s = posted/s, p99, unposted at end | ratio
+//   1    | 2,874  64.4 ms     | 7,080  30.2 ms  0                                    | 2.46
+//   2    | 2,995  52.9 ms     | 6,038  25.8 ms  0                                    | 2.02
+//   3    | 2,617  75.0 ms     | 7,730  22.1 ms  0                                    | 2.95
+//   4    | 2,526  63.3 ms     | 6,681  25.0 ms  0                                    | 2.64
+//   5    | 2,182  79.4 ms     | 6,881  24.2 ms  0                                    | 3.15
+// Median ratio 2.64. CPU us per request: bankworker 57-88 worker + 124-151 PostgreSQL; Node
+// 309-414 + 184-262. The Node peer stored 20-30 % more than in the pairs above on this host, so
+// the ratio moved less than bankworker did (PostgreSQL 124-151 us per event against 171-201).
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
