@@ -1609,6 +1609,25 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.stripe_inbox_store(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[]) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF p_tenant IS NULL THEN
+    RAISE EXCEPTION 'stripe_inbox_store: no tenant' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM set_config('bankworker.tenant_id', p_tenant::text, true);
+  RETURN QUERY
+    INSERT INTO bankworker.stripe_events AS s (tenant_id, event_id, type, account, livemode, created_at, body,
+                                              posting_lane)
+    SELECT p_tenant, e.id, e.type, e.account, e.livemode, to_timestamp(e.created), e.body, e.lane
+      FROM unnest(p_ids, p_types, p_accounts, p_livemodes, p_created, p_bodies, p_lanes)
+           AS e(id, type, account, livemode, created, body, lane)
+    ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING s.event_id;
+END
+$$;
+
 CREATE FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) RETURNS SETOF uuid
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -3025,6 +3044,9 @@ GRANT ALL ON FUNCTION bankworker.stripe_account_lock_key(account_id text) TO ban
 
 REVOKE ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.stripe_inbox_store(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.stripe_inbox_store(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[]) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_ready_tenants(p_after uuid, p_limit integer) TO bankworker_worker;

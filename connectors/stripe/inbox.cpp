@@ -20,14 +20,10 @@ namespace asio = boost::asio;
 
 namespace {
 
+// Sets the tenant scope and inserts (migration 0055): in autocommit, the whole batch in one round trip.
 constexpr db::statement insert_events_sql{"inbox_insert_events",
-    "INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, account, livemode, created_at, body,"
-    " posting_lane)"
-    " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.id, e.type, e.account, e.livemode,"
-    "        to_timestamp(e.created), e.body, e.lane"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[], $7::smallint[])"
-    "      AS e(id, type, account, livemode, created, body, lane)"
-    " ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"};
+    "SELECT e FROM bankworker.stripe_inbox_store($1::uuid, $2::text[], $3::text[], $4::text[], $5::boolean[],"
+    " $6::bigint[], $7::text[], $8::smallint[]) AS e"};
 constexpr db::statement insert_unrouted_sql{"inbox_insert_unrouted",
     "INSERT INTO bankworker.stripe_unrouted_events (event_id, account, type, livemode, created_at, body)"
     " SELECT e.id, e.account, e.type, e.livemode, to_timestamp(e.created), e.body"
@@ -153,9 +149,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
     auto lease = connections_.checkout();
     try {
       std::vector<tenant_lane> stored;
-      pqxx::work tx(lease.connection(), "bankworker_inbox");
-      write_batch(tx, batch, stored);
-      lease.commit(tx);
+      write_whole(lease, batch, stored);
       notify_stored(stored);
       return;
     } catch (const pqxx::broken_connection&) {
@@ -180,9 +174,7 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
       const std::shared_ptr<pending> one[] = {item};
       try {
         std::vector<tenant_lane> stored;
-        pqxx::work tx(lease.connection(), "bankworker_inbox_single");
-        write_batch(tx, one, stored);
-        lease.commit(tx);
+        write_whole(lease, one, stored);
         notify_stored(stored);
       } catch (const pqxx::broken_connection&) {
         lease.discard();
@@ -248,56 +240,91 @@ std::map<std::string, std::vector<inbox::pending*>> inbox::group_by_tenant(
   return groups;
 }
 
+std::optional<std::string> inbox::sole_tenant(std::span<const std::shared_ptr<pending>> batch) const {
+  if (after_store_ || batch.empty()) return std::nullopt;
+  const std::optional<core::uuid>& first = batch.front()->event.tenant;
+  if (!first) return std::nullopt;
+  for (const auto& item : batch) {
+    if (item->event.tenant != first) return std::nullopt;
+  }
+  return first->to_string();
+}
+
+void inbox::write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch,
+                        std::vector<tenant_lane>& stored_lanes) {
+  if (const std::optional<std::string> tenant = sole_tenant(batch)) {
+    // One statement and nothing else in its transaction: autocommit, so the server commits it
+    // before answering (the WAL flush of a COMMIT) and the batch costs one round trip.
+    std::vector<pending*> items;
+    items.reserve(batch.size());
+    for (const auto& item : batch) items.push_back(item.get());
+    const db::commit_watch::ticket deadline = lease.watch_autocommit();
+    pqxx::nontransaction tx(lease.connection(), "bankworker_inbox");
+    store_group(tx, *tenant, items, stored_lanes);
+    lease.commit(tx);
+    return;
+  }
+  pqxx::work tx(lease.connection(), "bankworker_inbox");
+  write_batch(tx, batch, stored_lanes);
+  lease.commit(tx);
+}
+
+std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
+                                                   std::span<pending* const> items,
+                                                   std::vector<tenant_lane>& stored_lanes) {
+  db::array_text ids, types, accounts, livemodes, created, lanes;
+  db::binary_text_array bodies;  // the ~2 KB bodies: no escaping here, no array_in there
+  std::size_t body_bytes = 0;
+  for (const pending* p : items) body_bytes += p->event.body.size() + 4;
+  bodies.reserve(body_bytes);
+  for (const pending* p : items) {
+    ids.add(p->event.event_id);
+    types.add(p->event.type);
+    accounts.add(p->event.account ? std::optional<std::string_view>(*p->event.account) : std::nullopt);
+    livemodes.add(p->event.livemode ? "true" : "false");
+    created.add(std::to_string(p->event.created_s));
+    bodies.add(p->event.body);
+    lanes.add(std::to_string(p->event.posting_lane));
+  }
+  const bool routed = !tenant_text.empty();
+  // An unrouted event has no lane yet: it is in lane 0 when its account is routed later.
+  const std::string& body_bytes_all = bodies.finish();
+  const pqxx::binarystring body_array(body_bytes_all.data(), body_bytes_all.size());
+  const pqxx::result inserted =
+      routed ? db::exec_statement(tx, insert_events_sql, tenant_text, ids.finish(), types.finish(), accounts.finish(),
+                                  livemodes.finish(), created.finish(), body_array, lanes.finish())
+             : db::exec_statement(tx, insert_unrouted_sql, ids.finish(), types.finish(), accounts.finish(),
+                                  livemodes.finish(), created.finish(), body_array);
+  std::unordered_set<std::string> new_ids;
+  for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
+
+  std::vector<const inbox_event*> stored;
+  for (pending* p : items) {
+    // The first copy of a new id was stored; any other copy in this batch is a duplicate.
+    if (new_ids.erase(p->event.event_id) > 0) {
+      p->outcome = routed ? inbox_outcome::stored : inbox_outcome::unrouted;
+      stored.push_back(&p->event);
+    } else {
+      p->outcome = inbox_outcome::duplicate;
+    }
+  }
+  if (!routed) return {};
+  // Each tenant's events are one group: its lanes come from this group alone.
+  const core::uuid tenant = *core::uuid::parse(tenant_text);
+  for (const inbox_event* event : stored) {
+    const tenant_lane at{tenant, event->posting_lane};
+    if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
+  }
+  return stored;
+}
+
 void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
                         std::vector<tenant_lane>& stored_lanes) {
   std::map<std::string, std::vector<pending*>> groups = group_by_tenant(tx, batch);
   for (auto& [tenant_text, items] : groups) {
-    db::array_text ids, types, accounts, livemodes, created, lanes;
-    db::binary_text_array bodies;  // the ~2 KB bodies: no escaping here, no array_in there
-    std::size_t body_bytes = 0;
-    for (const pending* p : items) body_bytes += p->event.body.size() + 4;
-    bodies.reserve(body_bytes);
-    for (pending* p : items) {
-      ids.add(p->event.event_id);
-      types.add(p->event.type);
-      accounts.add(p->event.account ? std::optional<std::string_view>(*p->event.account) : std::nullopt);
-      livemodes.add(p->event.livemode ? "true" : "false");
-      created.add(std::to_string(p->event.created_s));
-      bodies.add(p->event.body);
-      lanes.add(std::to_string(p->event.posting_lane));
-    }
-
-    const bool routed = !tenant_text.empty();
-    if (routed) tx.exec_prepared(db::set_tenant_statement, tenant_text);
-    // An unrouted event has no lane yet: it is in lane 0 when its account is routed later.
-    const std::string& body_bytes_all = bodies.finish();
-    const pqxx::binarystring body_array(body_bytes_all.data(), body_bytes_all.size());
-    const pqxx::result inserted =
-        routed ? db::exec_statement(tx, insert_events_sql, ids.finish(), types.finish(), accounts.finish(),
-                                    livemodes.finish(), created.finish(), body_array, lanes.finish())
-               : db::exec_statement(tx, insert_unrouted_sql, ids.finish(), types.finish(), accounts.finish(),
-                                    livemodes.finish(), created.finish(), body_array);
-    std::unordered_set<std::string> new_ids;
-    for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
-
-    std::vector<const inbox_event*> stored;
-    for (pending* p : items) {
-      // The first copy of a new id was stored; any other copy in this batch is a duplicate.
-      if (new_ids.erase(p->event.event_id) > 0) {
-        p->outcome = routed ? inbox_outcome::stored : inbox_outcome::unrouted;
-        stored.push_back(&p->event);
-      } else {
-        p->outcome = inbox_outcome::duplicate;
-      }
-    }
-    if (!routed || stored.empty()) continue;
-    const core::uuid tenant = *core::uuid::parse(tenant_text);
-    // The groups are keyed by tenant: a tenant's lanes come from this group alone.
-    for (const inbox_event* event : stored) {
-      const tenant_lane at{tenant, event->posting_lane};
-      if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
-    }
-    if (after_store_) after_store_(tx, tenant, stored);
+    const std::vector<const inbox_event*> stored = store_group(tx, tenant_text, items, stored_lanes);
+    if (stored.empty() || !after_store_) continue;
+    after_store_(tx, *core::uuid::parse(tenant_text), stored);
   }
 }
 

@@ -3,13 +3,16 @@
 // requests share one commit before each request is answered").
 //
 // Verified events from any number of concurrent requests queue here; one committer thread takes
-// up to batch_max of them at a time and writes them in ONE transaction — per tenant, a
-// SET LOCAL bankworker.tenant_id and one multi-row INSERT … ON CONFLICT DO NOTHING, so row-level
-// security holds for every row — then runs the caller's hook, if any, for the rows that were new
-// (in the same transaction), commits, tells the caller that new events are committed (the wiring
+// up to batch_max of them at a time and writes them in ONE transaction — per tenant, one call of
+// bankworker.stripe_inbox_store, which sets bankworker.tenant_id for the transaction and inserts
+// the events (a multi-row INSERT … ON CONFLICT DO NOTHING), so row-level security holds for every
+// row — then runs the caller's hook, if any, for the rows that were new (in the same transaction),
+// commits, tells the caller that new events are committed (the wiring
 // wakes the posters, connectors/stripe/poster.hpp: the inbox is their queue), and only then
 // completes each request. A request is answered 2xx only once its row is durable. While a commit
-// is in flight the next batch fills up, so the batch size follows the load by itself.
+// is in flight the next batch fills up, so the batch size follows the load by itself. A batch of
+// one tenant's events with no hook (the webhook route's usual batch) is that one call alone, sent
+// in autocommit: one round trip, committed (WAL flushed) before the server answers it.
 //
 // Events of the Connect platform endpoint come without a tenant: the committer routes them by
 // their `account` in the same transaction (bankworker.route_stripe_accounts, which also locks the
@@ -117,9 +120,19 @@ class inbox {
   // in `tx`, arrival order kept within each.
   static std::map<std::string, std::vector<pending*>> group_by_tenant(pqxx::work& tx,
                                                                       std::span<const std::shared_ptr<pending>> batch);
-  // Writes the batch; `stored` gets each tenant lane that got a new event, once.
+  // The batch's one tenant when every event names it and there is no after_store hook: the batch
+  // is then one statement, written in autocommit.
+  std::optional<std::string> sole_tenant(std::span<const std::shared_ptr<pending>> batch) const;
+  // Writes and commits the batch on `lease`; `stored` gets each tenant lane that got a new event, once.
+  void write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch,
+                   std::vector<tenant_lane>& stored);
+  // Writes the batch in `tx` (several tenants, routing or the hook); `stored` as write_whole's.
   void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
                    std::vector<tenant_lane>& stored);
+  // Inserts one group's events (a tenant's, scoping tx to it, or the unrouted ones for "") and
+  // sets their outcomes; returns the new events of a tenant and adds their lanes to `stored`.
+  static std::vector<const inbox_event*> store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
+                                                     std::span<pending* const> items, std::vector<tenant_lane>& stored);
   void notify_stored(std::span<const tenant_lane> stored) const;
   void enqueue(std::shared_ptr<pending> item);
 
