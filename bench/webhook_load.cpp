@@ -180,6 +180,25 @@
 // Median ratio 2.64. CPU us per request: bankworker 57-88 worker + 124-151 PostgreSQL; Node
 // 309-414 + 184-262. The Node peer stored 20-30 % more than in the pairs above on this host, so
 // the ratio moved less than bankworker did (PostgreSQL 124-151 us per event against 171-201).
+//
+// The inbox's batch as one statement in autocommit (2026-12-07, migration 0055): the committer made
+// four round trips per batch (BEGIN, the tenant scope's set_config, INSERT, COMMIT; strace of its
+// thread: 0.2, 0.3, 1.3 and 2.6 ms of a cycle of about 7 ms that the 64 senders wait on), now one
+// call of bankworker.stripe_inbox_store. Interleaved new/old (72561bd / 8d89b44), three pairs:
+// stored = posted/s 8,349/6,959, 6,495/7,267, 8,660/6,219; host idle 13-15 % against 17-22 %. Then
+// beside the Node peer, without pg_stat_statements, 30 s runs interleaved node/bankworker, eight
+// pairs (three, then five):
+//   pair | Node stored/s, p99 | bankworker stored/s = posted/s, p99, unposted at end | ratio
+//   1    | 2,015  76.1 ms     | 6,908  23.3 ms  0                                    | 3.43
+//   2    | 2,005  73.4 ms     | 7,664  22.7 ms  0                                    | 3.82
+//   3    | 2,668  58.4 ms     | 7,722  21.9 ms  0                                    | 2.89
+//   4    | 2,632  59.0 ms     | 8,352  26.7 ms  0                                    | 3.17
+//   5    | 2,432  62.6 ms     | 8,248  19.9 ms  0                                    | 3.39
+//   6    | 2,764  54.8 ms     | 6,966  22.9 ms  0                                    | 2.52
+//   7    | 2,673  60.9 ms     | 7,022  24.3 ms  0                                    | 2.63
+//   8    | 2,509  61.7 ms     | 7,481  23.4 ms  0                                    | 2.98
+// Median ratio 3.08 (2.52-3.82). CPU us per request: bankworker 58-72 worker + 119-148 PostgreSQL;
+// Node 336-462 + 203-274.
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
