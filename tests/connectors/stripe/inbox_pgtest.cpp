@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "connectors/stripe/inbox.hpp"
 #include "db/tenant_scope.hpp"
@@ -135,6 +136,48 @@ TEST_CASE("an event the database cannot hold is rejected alone; its batch-mates 
   CHECK(rejected == 1);
   CHECK(stored == 7);
   CHECK(count_events(*connections, tenant) == 7);
+}
+
+TEST_CASE("an event refused only at commit is rejected alone; no batch-mate is answered before it commits",
+          "[pg][inbox]") {
+  // A batch of one tenant's events is one statement in autocommit (migration 0055): the commit is
+  // the end of that statement, so an error raised there must still fail the batch, not answer it.
+  // A deferred trigger of this test's own refuses one event when its transaction commits.
+  test::scratch_database database;
+  {
+    auto admin = database.connect_as_admin();
+    pqxx::work tx(*admin);
+    tx.exec(
+        "CREATE FUNCTION bankworker.test_refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation'; END $$;"
+        "CREATE CONSTRAINT TRIGGER test_refuse_at_commit AFTER INSERT ON bankworker.stripe_events"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.event_id = 'evt_refused')"
+        " EXECUTE FUNCTION bankworker.test_refuse_at_commit()");
+    tx.commit();
+  }
+  auto connections = database.worker_pool();
+  const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Deferred Ltd");
+  stripe::inbox inbox(*connections, {}, nullptr);
+  std::vector<std::thread> threads;
+  std::atomic<int> rejected{0};
+  std::atomic<int> stored{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      const auto outcome = inbox.store_blocking(event_for(tenant, i == 5 ? "evt_refused" : "evt_fine_" + std::to_string(i)));
+      if (outcome == inbox_outcome::rejected) ++rejected;
+      if (outcome == inbox_outcome::stored) ++stored;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  CHECK(rejected == 1);
+  CHECK(stored == 7);
+  CHECK(count_events(*connections, tenant) == 7);
+  CHECK(db::with_tenant(*connections, tenant, [](pqxx::work& tx) {
+          return tx.exec1("SELECT count(*) FROM bankworker.stripe_events WHERE event_id = 'evt_refused'")[0].as<int>();
+        }) == 0);
+  // Stored events are answered stored again as duplicates, and the refused one is refused again.
+  CHECK(inbox.store_blocking(event_for(tenant, "evt_fine_0")) == inbox_outcome::duplicate);
+  CHECK(inbox.store_blocking(event_for(tenant, "evt_refused")) == inbox_outcome::rejected);
 }
 
 TEST_CASE("an event's body is stored byte for byte, whatever valid JSON it holds", "[pg][inbox]") {
