@@ -186,8 +186,8 @@
 // thread: 0.2, 0.3, 1.3 and 2.6 ms of a cycle of about 7 ms that the 64 senders wait on), now one
 // call of bankworker.stripe_inbox_store. Interleaved new/old (72561bd / 8d89b44), three pairs:
 // stored = posted/s 8,349/6,959, 6,495/7,267, 8,660/6,219; host idle 13-15 % against 17-22 %. Then
-// beside the Node peer, without pg_stat_statements, 30 s runs interleaved node/bankworker, eight
-// pairs (three, then five):
+// beside the Node peer, without pg_stat_statements, 30 s runs interleaved node/bankworker, twelve
+// pairs (three, five, then four an hour later with load average 0.1-3.4 before each):
 //   pair | Node stored/s, p99 | bankworker stored/s = posted/s, p99, unposted at end | ratio
 //   1    | 2,015  76.1 ms     | 6,908  23.3 ms  0                                    | 3.43
 //   2    | 2,005  73.4 ms     | 7,664  22.7 ms  0                                    | 3.82
@@ -197,8 +197,13 @@
 //   6    | 2,764  54.8 ms     | 6,966  22.9 ms  0                                    | 2.52
 //   7    | 2,673  60.9 ms     | 7,022  24.3 ms  0                                    | 2.63
 //   8    | 2,509  61.7 ms     | 7,481  23.4 ms  0                                    | 2.98
-// Median ratio 3.08 (2.52-3.82). CPU us per request: bankworker 58-72 worker + 119-148 PostgreSQL;
-// Node 336-462 + 203-274.
+//   9    | 3,037  54.0 ms     | 7,824  23.1 ms  0                                    | 2.58
+//   10   | 2,280  70.4 ms     | 7,900  20.9 ms  0                                    | 3.46
+//   11   | 2,467  59.4 ms     | 8,941  20.0 ms  0                                    | 3.62
+//   12   | 2,909  54.6 ms     | 8,980  19.0 ms  0                                    | 3.09
+// Median ratio 3.13 (2.52-3.82; seven pairs of twelve at 3 or more). CPU us per request:
+// bankworker 51-72 worker + 108-148 PostgreSQL; Node 307-462 + 182-274. Still short of the
+// issue's per-event targets (30 us each).
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
