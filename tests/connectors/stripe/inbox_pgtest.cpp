@@ -29,6 +29,20 @@ int count_events(db::pool& connections, const core::uuid& tenant) {
   });
 }
 
+// Installs a deferred trigger of the test's own: `body` (PL/pgSQL) runs when the transaction that
+// inserted the event `event_id` commits.
+void run_at_commit_of(test::scratch_database& database, const std::string& event_id, const std::string& name,
+                      const std::string& body) {
+  auto admin = database.connect_as_admin();
+  pqxx::work tx(*admin);
+  tx.exec("CREATE FUNCTION bankworker." + name + "() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body +
+          " END $$;"
+          "CREATE CONSTRAINT TRIGGER " + name + " AFTER INSERT ON bankworker.stripe_events"
+          " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.event_id = " + tx.quote(event_id) + ")"
+          " EXECUTE FUNCTION bankworker." + name + "()");
+  tx.commit();
+}
+
 }  // namespace
 
 TEST_CASE("an event is stored once; its redelivery is a duplicate that changes nothing", "[pg][inbox]") {
@@ -90,17 +104,7 @@ TEST_CASE("batches commit in the order they were written, so none is seen before
   // first (a design that writes or commits batches side by side must keep this). A deferred
   // trigger of this test's own makes one event's commit take a second.
   test::scratch_database database;
-  {
-    auto admin = database.connect_as_admin();
-    pqxx::work tx(*admin);
-    tx.exec(
-        "CREATE FUNCTION bankworker.test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-        " $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;"
-        "CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON bankworker.stripe_events"
-        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.event_id = 'evt_slow')"
-        " EXECUTE FUNCTION bankworker.test_slow_commit()");
-    tx.commit();
-  }
+  run_at_commit_of(database, "evt_slow", "test_slow_commit", "PERFORM pg_sleep(1); RETURN NULL;");
   auto connections = database.worker_pool();
   const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Order Ltd");
   stripe::inbox inbox(*connections, {}, nullptr);
@@ -144,17 +148,8 @@ TEST_CASE("an event refused only at commit is rejected alone; no batch-mate is a
   // the end of that statement, so an error raised there must still fail the batch, not answer it.
   // A deferred trigger of this test's own refuses one event when its transaction commits.
   test::scratch_database database;
-  {
-    auto admin = database.connect_as_admin();
-    pqxx::work tx(*admin);
-    tx.exec(
-        "CREATE FUNCTION bankworker.test_refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS"
-        " $$ BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation'; END $$;"
-        "CREATE CONSTRAINT TRIGGER test_refuse_at_commit AFTER INSERT ON bankworker.stripe_events"
-        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.event_id = 'evt_refused')"
-        " EXECUTE FUNCTION bankworker.test_refuse_at_commit()");
-    tx.commit();
-  }
+  run_at_commit_of(database, "evt_refused", "test_refuse_at_commit",
+                   "RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation';");
   auto connections = database.worker_pool();
   const auto tenant = ledger::create_tenant(*connections, *test::test_key_store(), "Deferred Ltd");
   stripe::inbox inbox(*connections, {}, nullptr);
