@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
+#include <span>
 #include <exception>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -43,6 +46,10 @@ constexpr std::size_t linger_read_bytes = 16 * 1024;
 // it while idle (at most connections_max of them: 16 MiB).
 constexpr std::size_t connection_read_bytes = 8 * 1024;
 
+// What each connection reserves for its responses' heads: a webhook answer's head is ~120 bytes,
+// the console's with its security fields ~500.
+constexpr std::size_t response_head_bytes = 512;
+
 std::string_view trim_whitespace(std::string_view text) noexcept {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
   while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
@@ -76,6 +83,80 @@ http_response plain(unsigned status, std::string body) {
 void limit_request_parser(http_request_parser& parser, const http_settings& settings) {
   parser.header_limit(static_cast<std::uint32_t>(settings.header_bytes_max));
   parser.body_limit(settings.body_bytes_max);
+}
+
+namespace {
+
+// RFC 9110 §5.1 and §5.5: a field name is a token; a value holds no CR, LF or NUL (each could end
+// the field, or the head, early: response splitting).
+bool is_token_char(char c) noexcept {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_field_safe(std::string_view name, std::string_view value) noexcept {
+  if (name.empty() || !std::all_of(name.begin(), name.end(), is_token_char)) return false;
+  return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+// The fields the server frames itself: a handler that sets them is refused, not obeyed.
+bool is_framing_field(std::string_view name) noexcept {
+  return equal_ignoring_case(name, "Content-Length") || equal_ignoring_case(name, "Transfer-Encoding") ||
+         equal_ignoring_case(name, "Connection");
+}
+
+// Whether a handler field replaces the default of that name, or a later field of its own replaces
+// it: Set-Cookie is the one field a response repeats (RFC 6265 §3); every other is set once.
+bool is_replaced(std::span<const std::pair<std::string, std::string>> fields, std::size_t at) {
+  const std::string_view name = fields[at].first;
+  if (equal_ignoring_case(name, "Set-Cookie")) return false;
+  return std::any_of(fields.begin() + static_cast<std::ptrdiff_t>(at) + 1, fields.end(),
+                     [&](const auto& later) { return equal_ignoring_case(later.first, name); });
+}
+
+bool has_field(std::span<const std::pair<std::string, std::string>> fields, std::string_view name) {
+  return std::any_of(fields.begin(), fields.end(), [&](const auto& f) { return equal_ignoring_case(f.first, name); });
+}
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name).append(": ").append(value).append("\r\n");
+}
+
+}  // namespace
+
+bool format_response_head(const http_response& answer, unsigned version, bool keep_alive, std::string& out) {
+  out.clear();
+  const auto status = static_cast<http::status>(answer.status);
+  // RFC 9110 §15.2, §15.3.5, §15.4.5: no content, and no Content-Length, in these.
+  const bool bodiless = answer.status / 100 == 1 || answer.status == 204 || answer.status == 304;
+  if (answer.status < 100 || answer.status > 999 || (bodiless && !answer.body.empty())) return false;
+  for (const auto& [name, value] : answer.headers) {
+    if (!is_field_safe(name, value) || is_framing_field(name)) return false;
+  }
+  if (!is_field_safe("Content-Type", answer.content_type)) return false;
+  // The status line as Beast writes it: the request's version, the code, the reason phrase.
+  out.append("HTTP/").push_back(static_cast<char>('0' + (version / 10) % 10));
+  out.push_back('.');
+  out.push_back(static_cast<char>('0' + version % 10));
+  out.push_back(' ');
+  std::array<char, 4> code{};
+  std::to_chars(code.data(), code.data() + code.size(), answer.status);
+  out.append(code.data(), 3).push_back(' ');
+  out.append(http::obsolete_reason(status)).append("\r\n");
+  if (!has_field(answer.headers, "Server")) append_field(out, "Server", "bankworker");
+  if (!has_field(answer.headers, "Content-Type")) append_field(out, "Content-Type", answer.content_type);
+  for (std::size_t i = 0; i < answer.headers.size(); ++i) {
+    if (!is_replaced(answer.headers, i)) append_field(out, answer.headers[i].first, answer.headers[i].second);
+  }
+  if (!bodiless) {
+    std::array<char, 24> length{};
+    const auto end = std::to_chars(length.data(), length.data() + length.size(), answer.body.size()).ptr;
+    append_field(out, "Content-Length", std::string_view(length.data(), static_cast<std::size_t>(end - length.data())));
+  }
+  // HTTP/1.1 keeps a connection alive unless told; HTTP/1.0 closes it unless told (RFC 9112 §9.3).
+  if (version >= 11 && !keep_alive) append_field(out, "Connection", "close");
+  if (version < 11 && keep_alive) append_field(out, "Connection", "keep-alive");
+  out.append("\r\n");
+  return true;
 }
 
 read_verdict judge_head_error(const beast::error_code& error) {
@@ -228,21 +309,22 @@ struct http_server::state : std::enable_shared_from_this<state> {
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   }
 
+  // Writes `answer`: its head formatted into `head` (the connection's, reused), its body from
+  // where it lies, in one gathered write.
   static asio::awaitable<void> write(beast::tcp_stream& stream, const http_response& answer, unsigned version,
-                                     bool keep_alive, std::chrono::milliseconds timeout, beast::error_code& ec) {
-    http::response<http::string_body> response{static_cast<http::status>(answer.status), version};
-    response.set(http::field::server, "bankworker");
-    response.set(http::field::content_type, answer.content_type);
-    // Set-Cookie is the one field a response repeats (RFC 6265 §3); every other replaces the default.
-  for (const auto& [name, value] : answer.headers) {
-    if (equal_ignoring_case(name, "Set-Cookie")) response.insert(name, value);
-    else response.set(name, value);
-  }
-    response.body() = answer.body;
-    response.keep_alive(keep_alive);
-    response.prepare_payload();
+                                     bool keep_alive, std::chrono::milliseconds timeout, std::string& head,
+                                     beast::error_code& ec) {
+    const http_response* sent = &answer;
+    http_response refused;
+    if (!format_response_head(answer, version, keep_alive, head)) {
+      // A handler's field that could split the head (or that the server frames itself): never sent.
+      refused = plain(500, "internal error");
+      format_response_head(refused, version, keep_alive, head);
+      sent = &refused;
+    }
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(head), asio::buffer(sent->body)};
     stream.expires_after(timeout);
-    std::tie(ec, std::ignore) = co_await http::async_write(stream, response, as_result);
+    std::tie(ec, std::ignore) = co_await asio::async_write(stream, buffers, as_result);
   }
 
   // The lingering close after a refusal (see http_server.hpp): stop writing, then read and drop
@@ -269,7 +351,9 @@ struct http_server::state : std::enable_shared_from_this<state> {
     if (verdict.counted == &http_counters::too_large) observe_too_large(parser);
     if (verdict.status == 0) co_return;  // the client left or timed out: nothing to answer
     beast::error_code ec;
-    co_await write(stream, plain(verdict.status, std::string(verdict.reason)), version, false, settings.write_timeout, ec);
+    std::string head;
+    co_await write(stream, plain(verdict.status, std::string(verdict.reason)), version, false, settings.write_timeout,
+                   head, ec);
     if (!ec) co_await linger(stream, settings);
   }
 
@@ -307,6 +391,8 @@ struct http_server::state : std::enable_shared_from_this<state> {
     const http_settings& s = self->settings;
     beast::flat_buffer buffer;
     buffer.reserve(connection_read_bytes);
+    std::string head;  // each response's head, formatted here
+    head.reserve(response_head_bytes);
     for (std::size_t served = 0; served < s.requests_per_connection_max; ++served) {
       http_request_parser parser;
       limit_request_parser(parser, s);
@@ -324,7 +410,7 @@ struct http_server::state : std::enable_shared_from_this<state> {
         keep_alive = keep_alive && !self->stopping;
       }
       beast::error_code write_error;
-      co_await write(*stream, answer, version, keep_alive, s.write_timeout, write_error);
+      co_await write(*stream, answer, version, keep_alive, s.write_timeout, head, write_error);
       if (write_error || !keep_alive) break;
     }
     beast::error_code ignored;

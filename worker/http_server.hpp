@@ -79,6 +79,15 @@ struct http_counters {
   std::uint64_t bad_requests = 0;
 };
 
+// Formats the status line and fields of `answer` into `out` (replacing what it held), as written
+// before its body: Server and Content-Type unless the handler set its own, the handler's fields
+// (Set-Cookie may repeat; any other field set twice keeps its last value), Content-Length, and
+// Connection when `keep_alive` differs from the version's default. False, with nothing usable in
+// `out`, when a field could split the head (a name that is not a token; CR, LF or NUL in a value),
+// names a field the server frames itself (Content-Length, Transfer-Encoding, Connection), or the
+// status cannot carry the body.
+bool format_response_head(const http_response& answer, unsigned version, bool keep_alive, std::string& out);
+
 class http_server {
  public:
   // `io` must outlive the server; the routes are fixed for its lifetime.

@@ -43,6 +43,11 @@ struct running_server {
     routes.push_back({"POST", "/webhooks/", true, [](http_request request) -> asio::awaitable<http_response> {
                         co_return http_response{202, "text/plain", request.path, {}};
                       }});
+    // Puts the request's body into a response field, as a handler that copies what a client sent
+    // (a redirect target, say) would: the response-splitting attack below.
+    routes.push_back({"POST", "/reflect", false, [](http_request request) -> asio::awaitable<http_response> {
+                        co_return http_response{200, "text/plain", "reflected\n", {{"X-Reflected", request.body}}};
+                      }});
     routes.push_back({"POST", "/boom", false, [](http_request) -> asio::awaitable<http_response> {
                         throw std::runtime_error("handler failed");
                         co_return http_response{};
@@ -91,6 +96,69 @@ TEST_CASE("requests are routed and a kept-alive connection serves several", "[ht
   CHECK(second.ends_with("5 hello"));
   c.send("POST /webhooks/stripe/some-tenant HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
   CHECK(c.read_response().ends_with("/webhooks/stripe/some-tenant"));
+}
+
+TEST_CASE("a response head has the status line, the server's fields and the handler's, as written", "[http]") {
+  std::string head;
+  http_response answer{202, "application/json", "{}", {}};
+  REQUIRE(format_response_head(answer, 11, true, head));
+  CHECK(head == "HTTP/1.1 202 Accepted\r\nServer: bankworker\r\nContent-Type: application/json\r\n"
+                "Content-Length: 2\r\n\r\n");
+  // Closing: HTTP/1.1 says so; HTTP/1.0 says so when it stays open instead.
+  REQUIRE(format_response_head(answer, 11, false, head));
+  CHECK(head.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"));
+  REQUIRE(format_response_head(answer, 10, true, head));
+  CHECK(head.starts_with("HTTP/1.0 202 Accepted\r\n"));
+  CHECK(head.ends_with("Content-Length: 2\r\nConnection: keep-alive\r\n\r\n"));
+  REQUIRE(format_response_head(answer, 10, false, head));
+  CHECK(head.ends_with("Content-Length: 2\r\n\r\n"));
+
+  // A handler's Content-Type or Server replaces the default; Set-Cookie repeats; any other field
+  // set twice keeps its last value.
+  answer = {303, "text/html", "", {{"content-type", "text/plain"}, {"Set-Cookie", "a=1"}, {"Location", "/one"},
+                                   {"Set-Cookie", "b=2"}, {"Location", "/two"}}};
+  REQUIRE(format_response_head(answer, 11, true, head));
+  CHECK(head == "HTTP/1.1 303 See Other\r\nServer: bankworker\r\ncontent-type: text/plain\r\nSet-Cookie: a=1\r\n"
+                "Set-Cookie: b=2\r\nLocation: /two\r\nContent-Length: 0\r\n\r\n");
+  // No Content-Length where the status has no content.
+  answer = {204, "text/plain", "", {}};
+  REQUIRE(format_response_head(answer, 11, true, head));
+  CHECK(head == "HTTP/1.1 204 No Content\r\nServer: bankworker\r\nContent-Type: text/plain\r\n\r\n");
+}
+
+TEST_CASE("a field that could split the response head is never written", "[http]") {
+  std::string head;
+  const auto refused = [&](std::vector<std::pair<std::string, std::string>> fields, std::string content_type = "x/y") {
+    return !format_response_head(http_response{200, std::move(content_type), "", std::move(fields)}, 11, true, head);
+  };
+  CHECK(refused({{"X-A", "1\r\nSet-Cookie: evil=1"}}));
+  CHECK(refused({{"X-A", "1\nSet-Cookie: evil=1"}}));
+  CHECK(refused({{"X-A", std::string("1\0" "2", 3)}}));
+  CHECK(refused({{"X-A: 1\r\nX-B", "2"}}));
+  CHECK(refused({{"", "2"}}));
+  CHECK(refused({}, "text/plain\r\nSet-Cookie: evil=1"));
+  // The framing is the server's: a handler cannot set it.
+  CHECK(refused({{"Content-Length", "0"}}));
+  CHECK(refused({{"transfer-encoding", "chunked"}}));
+  CHECK(refused({{"Connection", "keep-alive"}}));
+  CHECK(!format_response_head(http_response{204, "x/y", "body", {}}, 11, true, head));
+  CHECK_FALSE(refused({{"X-A", "a value with spaces, commas; and \"quotes\""}}));
+
+  // Over the wire: the handler's reflected CR LF becomes a 500 whose head carries no injected field.
+  running_server s(small_limits());
+  client c(s.server->port());
+  const std::string attack = "x\r\nSet-Cookie: session=attacker\r\n\r\n<script>";
+  c.send("POST /reflect HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(attack.size()) + "\r\n\r\n" +
+         attack);
+  const std::string response = c.read_response();
+  CHECK(status_line(response) == "HTTP/1.1 500 Internal Server Error");
+  CHECK(response.find("Set-Cookie") == std::string::npos);
+  CHECK(response.find("reflected") == std::string::npos);
+  // The connection lives on, and a clean value is reflected as sent.
+  c.send("POST /reflect HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nplain");
+  const std::string clean = c.read_response();
+  CHECK(status_line(clean) == "HTTP/1.1 200 OK");
+  CHECK(clean.find("X-Reflected: plain\r\n") != std::string::npos);
 }
 
 TEST_CASE("unknown paths are 404 and known paths with another method 405 with Allow", "[http]") {
