@@ -48,9 +48,16 @@ std::uint8_t posting_lane_of(std::string_view money_object_id) noexcept {
 struct inbox::pending {
   inbox_event event;
   inbox_outcome outcome = inbox_outcome::unavailable;
-  // Resumes the waiter on its own executor with the outcome; set by store().
-  std::function<void(inbox_outcome)> complete;
+  // Resumes the waiter with `outcome`, taking the item: set by store() and store_blocking().
+  std::function<void(std::shared_ptr<pending>)> complete;
 };
+
+void inbox::finish(std::shared_ptr<pending> item, inbox_outcome outcome) {
+  item->outcome = outcome;
+  // Out of the item first: the completion may free it (on another thread) while this still runs.
+  const auto complete = std::move(item->complete);
+  complete(std::move(item));
+}
 
 inbox::inbox(db::pool& connections, inbox_settings settings, inbox_hook after_store,
              std::function<void(std::span<const tenant_lane>)> on_committed)
@@ -78,7 +85,7 @@ void inbox::enqueue(std::shared_ptr<pending> item) {
     }
   }
   if (item) {
-    item->complete(inbox_outcome::unavailable);  // full or stopping: the sender retries later
+    finish(std::move(item), inbox_outcome::unavailable);  // full or stopping: the sender retries later
     return;
   }
   wake_.notify_one();
@@ -89,9 +96,15 @@ asio::awaitable<inbox_outcome> inbox::store(inbox_event event) {
     auto item = std::make_shared<pending>();
     item->event = std::move(e);
     auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
-    item->complete = [shared_handler](inbox_outcome outcome) {
+    item->complete = [shared_handler](std::shared_ptr<pending> done) {
       auto executor = asio::get_associated_executor(*shared_handler);
-      asio::dispatch(executor, [shared_handler, outcome]() mutable { std::move (*shared_handler)(outcome); });
+      asio::dispatch(executor, [shared_handler, done = std::move(done)]() mutable {
+        const inbox_outcome outcome = done->outcome;
+        // The event (its ~2 KB body) is freed on the request's thread, which allocated it, not on
+        // the committer's: memory freed across threads cost the allocator its arena locks.
+        done.reset();
+        std::move (*shared_handler)(outcome);
+      });
     };
     enqueue(std::move(item));
   };
@@ -104,7 +117,7 @@ inbox_outcome inbox::store_blocking(inbox_event event) {
   item->event = std::move(event);
   auto promise = std::make_shared<std::promise<inbox_outcome>>();
   auto result = promise->get_future();
-  item->complete = [promise](inbox_outcome outcome) { promise->set_value(outcome); };
+  item->complete = [promise](std::shared_ptr<pending> done) { promise->set_value(done->outcome); };
   enqueue(std::move(item));
   return result.get();
 }
@@ -124,7 +137,7 @@ void inbox::run() {
         for (auto& item : waiting_) batch.push_back(std::move(item));
         waiting_.clear();
         lock.unlock();
-        for (auto& item : batch) item->complete(inbox_outcome::unavailable);
+        for (auto& item : batch) finish(std::move(item), inbox_outcome::unavailable);
         return;
       }
       const std::size_t take = std::min(settings_.batch_max, waiting_.size());
@@ -139,7 +152,10 @@ void inbox::run() {
       ++stats_.batches;
       stats_.events += batch.size();
     }
-    for (auto& item : batch) item->complete(item->outcome);
+    for (auto& item : batch) {
+      const inbox_outcome outcome = item->outcome;
+      finish(std::move(item), outcome);
+    }
   }
 }
 

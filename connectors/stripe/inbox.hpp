@@ -135,6 +135,8 @@ class inbox {
                                                      std::span<pending* const> items, std::vector<tenant_lane>& stored);
   void notify_stored(std::span<const tenant_lane> stored) const;
   void enqueue(std::shared_ptr<pending> item);
+  // Gives the item its outcome and hands it to its completion, which resumes the waiter.
+  static void finish(std::shared_ptr<pending> item, inbox_outcome outcome);
 
   db::pool& connections_;  // outlives the inbox (constructor contract)
   const inbox_settings settings_;
