@@ -4,18 +4,19 @@
 #include <array>
 #include <cctype>
 #include <charconv>
-#include <span>
 #include <exception>
+#include <optional>
+#include <span>
 #include <utility>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -90,7 +91,8 @@ namespace {
 // RFC 9110 §5.1 and §5.5: a field name is a token; a value holds no CR, LF or NUL (each could end
 // the field, or the head, early: response splitting).
 bool is_token_char(char c) noexcept {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
 bool is_field_safe(std::string_view name, std::string_view value) noexcept {
@@ -315,12 +317,11 @@ struct http_server::state : std::enable_shared_from_this<state> {
                                      bool keep_alive, std::chrono::milliseconds timeout, std::string& head,
                                      beast::error_code& ec) {
     const http_response* sent = &answer;
-    http_response refused;
+    std::optional<http_response> refused;  // built only when needed: nothing allocated per response
     if (!format_response_head(answer, version, keep_alive, head)) {
       // A handler's field that could split the head (or that the server frames itself): never sent.
-      refused = plain(500, "internal error");
-      format_response_head(refused, version, keep_alive, head);
-      sent = &refused;
+      sent = &refused.emplace(plain(500, "internal error"));
+      format_response_head(*sent, version, keep_alive, head);
     }
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(head), asio::buffer(sent->body)};
     stream.expires_after(timeout);
