@@ -1084,6 +1084,59 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.post_journal_entries(p_ids uuid[], p_keys text[], p_descriptions text[], p_occurred bigint[], p_sources text[], p_metadata text[], p_line_entries uuid[], p_line_nos smallint[], p_line_accounts text[], p_line_amounts bigint[], p_line_currencies text[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  inserted uuid[];
+  conflicting text;
+BEGIN
+  WITH new_entries AS (
+    INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source,
+                                            metadata)
+    SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.i, e.k, e.d, to_timestamp(e.o),
+           nullif(e.s, ''), nullif(e.m, '')::jsonb
+      FROM unnest(p_ids, p_keys, p_descriptions, p_occurred, p_sources, p_metadata) AS e(i, k, d, o, s, m)
+     ORDER BY e.k
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING entry_id),
+  new_lines AS (
+    INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)
+    SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c
+      FROM unnest(p_line_entries, p_line_nos, p_line_accounts, p_line_amounts, p_line_currencies) AS l(e, n, a, m, c)
+     WHERE l.e IN (SELECT entry_id FROM new_entries))
+  SELECT coalesce(array_agg(entry_id), '{}') INTO inserted FROM new_entries;
+
+  IF cardinality(inserted) < coalesce(cardinality(p_ids), 0) THEN
+    -- A new statement, so a new snapshot: it sees the entries of transactions that committed while
+    -- the insert waited on their keys, and this call's own.
+    WITH skipped AS (
+      SELECT e.i, e.k FROM unnest(p_ids, p_keys) AS e(i, k) WHERE e.i NOT IN (SELECT unnest(inserted))),
+    given AS (
+      SELECT s.k, array_agg(ROW(l.a, l.m, l.c)::text ORDER BY l.n) AS lines
+        FROM skipped s
+        JOIN unnest(p_line_entries, p_line_nos, p_line_accounts, p_line_amounts, p_line_currencies) AS l(e, n, a, m, c)
+          ON l.e = s.i
+       GROUP BY s.i, s.k),
+    stored AS (
+      SELECT j.idempotency_key AS k,
+             array_agg(ROW(jl.account_code, jl.amount_minor, jl.currency)::text ORDER BY jl.line_no) AS lines
+        FROM bankworker.journal_entries j
+        JOIN bankworker.journal_lines jl ON jl.tenant_id = j.tenant_id AND jl.entry_id = j.entry_id
+       WHERE j.idempotency_key IN (SELECT k FROM skipped)
+       GROUP BY j.idempotency_key)
+    SELECT g.k INTO conflicting
+      FROM given g LEFT JOIN stored s ON s.k = g.k
+     WHERE s.lines IS DISTINCT FROM g.lines
+     ORDER BY g.k LIMIT 1;
+    IF conflicting IS NOT NULL THEN
+      RAISE EXCEPTION 'entry % was already posted with different lines', conflicting USING ERRCODE = 'BWE01';
+    END IF;
+  END IF;
+  RETURN cardinality(inserted);
+END
+$$;
+
 CREATE FUNCTION bankworker.prune_external_calls(p_before timestamp with time zone, p_limit integer) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -2980,6 +3033,9 @@ GRANT ALL ON FUNCTION bankworker.payout_arrival_day(p_metadata jsonb) TO bankwor
 
 REVOKE ALL ON FUNCTION bankworker.plaid_item_connection(item_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.plaid_item_connection(item_id text) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.post_journal_entries(p_ids uuid[], p_keys text[], p_descriptions text[], p_occurred bigint[], p_sources text[], p_metadata text[], p_line_entries uuid[], p_line_nos smallint[], p_line_accounts text[], p_line_amounts bigint[], p_line_currencies text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.post_journal_entries(p_ids uuid[], p_keys text[], p_descriptions text[], p_occurred bigint[], p_sources text[], p_metadata text[], p_line_entries uuid[], p_line_nos smallint[], p_line_accounts text[], p_line_amounts bigint[], p_line_currencies text[]) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.prune_external_calls(p_before timestamp with time zone, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.prune_external_calls(p_before timestamp with time zone, p_limit integer) TO bankworker_worker;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <map>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
@@ -20,31 +19,10 @@ constexpr db::statement insert_chart_sql{"ledger_insert_chart",
     " SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, code, name, kind"
     " FROM unnest($1::text[], $2::text[], $3::text[]) AS chart(code, name, kind)"
     " ON CONFLICT (tenant_id, code) DO NOTHING"};
-// Entries and their lines in one statement: the entries are inserted first (a key posted before is
-// skipped), then the lines of the entries that were inserted, and the statement answers with those
-// entries' keys. The worker makes the entry ids (time-ordered uuids, crypto::time_ordered_uuids), so
-// the lines need no answer from the entries first, and the two tables' keys grow at their right
-// edge. The statement triggers run after the whole statement, when entries and lines both exist:
-// the lines' (check_new_lines, 0047: accounts, currencies, balance) and the entries' (check_new_
-// entries, 0049: every new entry has its lines, which must come in this same statement).
-constexpr db::statement insert_entries_sql{"ledger_insert_entries_and_lines",
-    "WITH new_entries AS ("
-    "  INSERT INTO bankworker.journal_entries (tenant_id, entry_id, idempotency_key, description, occurred_at, source,"
-    "   metadata)"
-    "  SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, e.i, e.k, e.d, to_timestamp(e.o),"
-    "   nullif(e.s, ''), nullif(e.m, '')::jsonb"
-    "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS e(i, k, d, o, s, m)"
-    "  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING entry_id, idempotency_key),"
-    " new_lines AS ("
-    "  INSERT INTO bankworker.journal_lines (tenant_id, entry_id, line_no, account_code, amount_minor, currency)"
-    "  SELECT nullif(current_setting('bankworker.tenant_id', true), '')::uuid, l.e, l.n, l.a, l.m, l.c"
-    "  FROM unnest($7::uuid[], $8::smallint[], $9::text[], $10::bigint[], $11::text[]) AS l(e, n, a, m, c)"
-    "  WHERE l.e IN (SELECT entry_id FROM new_entries))"
-    " SELECT idempotency_key FROM new_entries"};
-constexpr db::statement existing_lines_sql{"ledger_existing_lines",
-    "SELECT e.idempotency_key, l.account_code, l.amount_minor, l.currency FROM bankworker.journal_entries e"
-    " JOIN bankworker.journal_lines l ON l.tenant_id = e.tenant_id AND l.entry_id = e.entry_id"
-    " WHERE e.idempotency_key = ANY($1::text[]) ORDER BY e.idempotency_key, l.line_no"};
+// Entries and their lines, and the check of the keys posted before (migration 0056).
+constexpr db::statement post_entries_sql{"ledger_post_entries",
+    "SELECT bankworker.post_journal_entries($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],"
+    " $7::uuid[], $8::smallint[], $9::text[], $10::bigint[], $11::text[])"};
 constexpr const char* balances_sql =
     "SELECT account_code, currency, sum(amount_minor)::bigint FROM bankworker.journal_lines"
     " GROUP BY account_code, currency ORDER BY account_code, currency";
@@ -146,6 +124,13 @@ post_outcome post_entry(pqxx::work& tx, const entry& e) {
 
 namespace {
 
+// The first line of a server error's text, without its "ERROR:  " prefix: what the function raised.
+std::string first_line_of_message(std::string_view text) {
+  constexpr std::string_view prefix = "ERROR:  ";
+  if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
+  return std::string(text.substr(0, text.find('\n')));
+}
+
 // One entry per key, each checked; a key given twice must carry the same lines both times. In key
 // order, so two transactions posting overlapping keys (two events about one charge, in two
 // batches) wait for each other's keys in the same order instead of deadlocking.
@@ -167,29 +152,26 @@ std::vector<const entry*> unique_entries(const std::vector<const entry*>& entrie
   return unique;
 }
 
-// Posted before (by an earlier attempt, or from another event about the same money): the lines
-// stored must be the lines given.
-void check_earlier_lines(pqxx::work& tx, const std::vector<const entry*>& unique,
-                         const std::unordered_set<std::string_view>& is_new) {
-  db::array_text earlier_keys;
-  for (const entry* e : unique) {
-    if (!is_new.contains(e->idempotency_key)) earlier_keys.add(e->idempotency_key);
-  }
-  std::map<std::string, std::vector<line>, std::less<>> existing;
-  for (const auto& row : db::exec_replanned(tx, existing_lines_sql, earlier_keys.finish())) {
-    existing[row[0].as<std::string>()].push_back(
-        {row[1].as<std::string>(), row[2].as<std::int64_t>(), row[3].as<std::string>()});
-  }
-  for (const entry* e : unique) {
-    if (is_new.contains(e->idempotency_key)) continue;
-    const auto found = existing.find(e->idempotency_key);
-    if (found == existing.end() || found->second != e->lines) {
-      throw entry_conflict("entry " + e->idempotency_key + " was already posted with different lines");
-    }
+}  // namespace
+
+void entry_arrays::add(const entry& e, const core::uuid& id) {
+  const std::string id_text = id.to_string();
+  ++entries;
+  ids.add(id_text);
+  keys.add(e.idempotency_key);
+  descriptions.add(e.description);
+  occurred.add(std::to_string(e.occurred_at_s));
+  sources.add(e.source);
+  metadata.add(metadata_json(e));
+  for (std::size_t n = 0; n < e.lines.size(); ++n) {
+    const line& l = e.lines[n];
+    line_entries.add(id_text);
+    line_numbers.add(std::to_string(n));
+    accounts.add(l.account);
+    amounts.add(std::to_string(l.amount_minor));
+    currencies.add(l.currency);
   }
 }
-
-}  // namespace
 
 std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries) {
   BW_ASSERT(entries.size() <= entries_batch_max);
@@ -197,37 +179,19 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
   const std::vector<const entry*> unique = unique_entries(entries, by_key);
   if (unique.empty()) return 0;
 
-  db::array_text ids, keys, descriptions, occurred, sources, metadata;
-  db::array_text entry_ids, line_numbers, accounts, amounts, currencies;
+  entry_arrays arrays;
   const std::vector<core::uuid> new_ids = crypto::time_ordered_uuids(unique.size());
-  for (std::size_t i = 0; i < unique.size(); ++i) {
-    const entry* e = unique[i];
-    const std::string id = new_ids[i].to_string();
-    ids.add(id);
-    keys.add(e->idempotency_key);
-    descriptions.add(e->description);
-    occurred.add(std::to_string(e->occurred_at_s));
-    sources.add(e->source);
-    metadata.add(metadata_json(*e));
-    for (std::size_t n = 0; n < e->lines.size(); ++n) {
-      const line& l = e->lines[n];
-      entry_ids.add(id);
-      line_numbers.add(std::to_string(n));
-      accounts.add(l.account);
-      amounts.add(std::to_string(l.amount_minor));
-      currencies.add(l.currency);
-    }
+  for (std::size_t i = 0; i < unique.size(); ++i) arrays.add(*unique[i], new_ids[i]);
+  try {
+    const pqxx::row inserted = db::exec_statement1(
+        tx, post_entries_sql, arrays.ids.finish(), arrays.keys.finish(), arrays.descriptions.finish(),
+        arrays.occurred.finish(), arrays.sources.finish(), arrays.metadata.finish(), arrays.line_entries.finish(),
+        arrays.line_numbers.finish(), arrays.accounts.finish(), arrays.amounts.finish(), arrays.currencies.finish());
+    return inserted[0].as<std::size_t>();
+  } catch (const pqxx::sql_error& error) {
+    if (error.sqlstate() != entry_conflict_sqlstate) throw;
+    throw entry_conflict(first_line_of_message(error.what()));
   }
-  const pqxx::result inserted = db::exec_statement(
-      tx, insert_entries_sql, ids.finish(), keys.finish(), descriptions.finish(), occurred.finish(), sources.finish(),
-      metadata.finish(), entry_ids.finish(), line_numbers.finish(), accounts.finish(), amounts.finish(),
-      currencies.finish());
-  std::unordered_set<std::string_view> is_new;
-  for (const auto& row : inserted) {
-    is_new.insert(by_key.at(std::string_view(row[0].c_str(), row[0].size()))->idempotency_key);
-  }
-  if (inserted.size() != unique.size()) check_earlier_lines(tx, unique, is_new);
-  return inserted.size();
 }
 
 std::vector<balance> balances(pqxx::work& tx) {

@@ -14,6 +14,9 @@
 
 #include <pqxx/pqxx>
 
+#include "core/uuid.hpp"
+#include "db/sql_array.hpp"
+
 namespace bankworker::ledger {
 
 inline constexpr std::size_t entry_lines_max = 64;
@@ -86,6 +89,21 @@ enum class post_outcome {
 // newly inserted.
 inline constexpr std::size_t entries_batch_max = 4'096;
 std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entries);
+
+// Entries in the shape bankworker.post_journal_entries takes (migration 0056): eleven parallel
+// arrays, the entries' six and their lines' five, each entry under an id its caller made
+// (crypto::time_ordered_uuids). post_entries builds them; so does the Stripe inbox, which passes
+// them through its own function (migration 0057) to post events as it stores them. The entries
+// must have passed check_entry.
+struct entry_arrays {
+  void add(const entry& e, const core::uuid& id);
+  std::size_t entries = 0;
+  db::array_text ids, keys, descriptions, occurred, sources, metadata;
+  db::array_text line_entries, line_numbers, accounts, amounts, currencies;
+};
+
+// The SQLSTATE bankworker.post_journal_entries raises for a key posted before with other lines.
+inline constexpr const char* entry_conflict_sqlstate = "BWE01";
 
 // Creates the standard chart for the transaction's tenant (idempotent).
 void ensure_chart(pqxx::work& tx);

@@ -94,6 +94,42 @@ TEST_CASE("posting many entries at once: each once, repeats are no-ops, a disagr
   CHECK(after == 52);
 }
 
+TEST_CASE("the journal function takes a key given twice once, and refuses it with other lines", "[pg][ledger]") {
+  // bankworker.post_journal_entries (migration 0056) is also called with entries straight from the
+  // Stripe inbox (0057), where two events about one charge may both carry ch_…:gross.
+  ledger_database ledger_db;
+  const auto call = [&](std::int64_t second_amount) {
+    return ledger_db.in_tenant([&](pqxx::work& tx) {
+      ledger::entry_arrays arrays;
+      arrays.add(gross("ch_twice:gross", 700), core::uuid::parse("00000000-0000-7000-8000-000000000001").value());
+      arrays.add(gross("ch_twice:gross", second_amount),
+                 core::uuid::parse("00000000-0000-7000-8000-000000000002").value());
+      return tx.exec1("SELECT bankworker.post_journal_entries(" + tx.quote(arrays.ids.finish()) + "::uuid[], " +
+                      tx.quote(arrays.keys.finish()) + ", " + tx.quote(arrays.descriptions.finish()) + ", " +
+                      tx.quote(arrays.occurred.finish()) + "::bigint[], " + tx.quote(arrays.sources.finish()) + ", " +
+                      tx.quote(arrays.metadata.finish()) + ", " + tx.quote(arrays.line_entries.finish()) +
+                      "::uuid[], " + tx.quote(arrays.line_numbers.finish()) + "::smallint[], " +
+                      tx.quote(arrays.accounts.finish()) + ", " + tx.quote(arrays.amounts.finish()) + "::bigint[], " +
+                      tx.quote(arrays.currencies.finish()) + ")")[0]
+          .as<int>();
+    });
+  };
+  // Other lines under the repeated key: the call fails whole, nothing stays.
+  CHECK_THROWS_WITH(call(701), Catch::Contains("ch_twice:gross") && Catch::Contains("different lines"));
+  CHECK(ledger_db.in_tenant([](pqxx::work& tx) {
+    return tx.exec1("SELECT count(*) FROM bankworker.journal_entries")[0].as<int>();
+  }) == 0);
+  // The same lines twice: one entry, two lines.
+  CHECK(call(700) == 1);
+  const auto rows = ledger_db.in_tenant([](pqxx::work& tx) {
+    return tx.exec1("SELECT (SELECT count(*) FROM bankworker.journal_entries), count(*), sum(amount_minor)"
+                    " FROM bankworker.journal_lines");
+  });
+  CHECK(rows[0].as<int>() == 1);
+  CHECK(rows[1].as<int>() == 2);
+  CHECK(rows[2].as<std::int64_t>() == 0);
+}
+
 TEST_CASE("malformed entries never reach the database", "[pg][ledger]") {
   ledger_database ledger_db;
   ledger::entry unbalanced = gross("ch_2:gross", 100);
