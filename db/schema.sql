@@ -1662,6 +1662,82 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION bankworker.stripe_inbox_post(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[], p_states text[], p_legs text[], p_leg_fees text[], p_leg_fxs text[], p_entry_events text[], p_entry_ids uuid[], p_keys text[], p_descriptions text[], p_occurred bigint[], p_sources text[], p_metadata text[], p_line_entries uuid[], p_line_nos smallint[], p_line_accounts text[], p_line_amounts bigint[], p_line_currencies text[]) RETURNS TABLE(stored_event_id text, stored_state text)
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  locked smallint[];
+  free smallint[];
+  stored_ids text[];
+  stored_states text[];
+  posted_ids text[];
+  e_ids uuid[];
+  e_keys text[];
+  e_descriptions text[];
+  e_occurred bigint[];
+  e_sources text[];
+  e_metadata text[];
+BEGIN
+  IF p_tenant IS NULL THEN
+    RAISE EXCEPTION 'stripe_inbox_post: no tenant' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM set_config('bankworker.tenant_id', p_tenant::text, true);
+
+  SELECT coalesce(array_agg(l.lane), '{}') INTO locked
+    FROM (SELECT DISTINCT x.lane FROM unnest(p_lanes, p_states) AS x(lane, st) WHERE x.st IS NOT NULL ORDER BY 1) l
+   WHERE pg_try_advisory_xact_lock(
+           hashtextextended('stripe.post:' || current_setting('bankworker.tenant_id') || '/' || l.lane::int, 0));
+  SELECT coalesce(array_agg(l.lane), '{}') INTO free
+    FROM unnest(locked) AS l(lane)
+   WHERE NOT EXISTS (SELECT 1 FROM bankworker.stripe_events w
+                      WHERE w.tenant_id = p_tenant AND w.posting_lane = l.lane AND w.state = 'received');
+
+  WITH planned AS (
+    SELECT e.*, e.lane = ANY(free) AND e.st IS NOT NULL AS now_final
+      FROM unnest(p_ids, p_types, p_accounts, p_livemodes, p_created, p_bodies, p_lanes, p_states, p_legs, p_leg_fees,
+                  p_leg_fxs) AS e(id, type, account, livemode, created, body, lane, st, legs, fees, fxs)),
+  marked AS (
+    SELECT p.*, CASE WHEN p.now_final THEN
+                  (SELECT array_agg(x.leg ORDER BY x.n)
+                     FROM unnest(string_to_array(p.legs, ','), string_to_array(p.fees, ','), string_to_array(p.fxs, ','))
+                          WITH ORDINALITY AS x(leg, fee, fx, n)
+                    WHERE NOT EXISTS (SELECT 1 FROM bankworker.journal_entries j
+                                       WHERE j.idempotency_key IN (x.fee, x.fx)))
+                END AS awaited
+      FROM planned p),
+  inserted AS (
+    INSERT INTO bankworker.stripe_events AS s (tenant_id, event_id, type, account, livemode, created_at, body,
+                                              posting_lane, state, posted_at, settlement_awaited,
+                                              settlement_awaited_since)
+    SELECT p_tenant, m.id, m.type, m.account, m.livemode, to_timestamp(m.created), m.body, m.lane,
+           CASE WHEN m.now_final THEN m.st ELSE 'received' END,
+           CASE WHEN m.now_final AND m.st = 'posted' THEN now() END,
+           m.awaited,
+           CASE WHEN m.awaited IS NOT NULL THEN now() END
+      FROM marked m
+    ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING s.event_id, s.state)
+  SELECT coalesce(array_agg(i.event_id), '{}'), coalesce(array_agg(i.state), '{}') INTO stored_ids, stored_states
+    FROM inserted i;
+
+  SELECT coalesce(array_agg(i.id), '{}') INTO posted_ids
+    FROM unnest(stored_ids, stored_states) AS i(id, st) WHERE i.st = 'posted';
+  IF cardinality(posted_ids) > 0 AND coalesce(cardinality(p_entry_ids), 0) > 0 THEN
+    SELECT array_agg(e.i), array_agg(e.k), array_agg(e.d), array_agg(e.o), array_agg(e.s), array_agg(e.m)
+      INTO e_ids, e_keys, e_descriptions, e_occurred, e_sources, e_metadata
+      FROM unnest(p_entry_events, p_entry_ids, p_keys, p_descriptions, p_occurred, p_sources, p_metadata)
+           AS e(ev, i, k, d, o, s, m)
+     WHERE e.ev IN (SELECT unnest(posted_ids));
+    IF e_ids IS NOT NULL THEN
+      PERFORM bankworker.post_journal_entries(e_ids, e_keys, e_descriptions, e_occurred, e_sources, e_metadata,
+                                              p_line_entries, p_line_nos, p_line_accounts, p_line_amounts,
+                                              p_line_currencies);
+    END IF;
+  END IF;
+  RETURN QUERY SELECT i.id, i.st FROM unnest(stored_ids, stored_states) AS i(id, st);
+END
+$$;
+
 CREATE FUNCTION bankworker.stripe_inbox_store(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[]) RETURNS SETOF text
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -3100,6 +3176,9 @@ GRANT ALL ON FUNCTION bankworker.stripe_account_lock_key(account_id text) TO ban
 
 REVOKE ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_account_tenant(account_id text) TO bankworker_worker;
+
+REVOKE ALL ON FUNCTION bankworker.stripe_inbox_post(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[], p_states text[], p_legs text[], p_leg_fees text[], p_leg_fxs text[], p_entry_events text[], p_entry_ids uuid[], p_keys text[], p_descriptions text[], p_occurred bigint[], p_sources text[], p_metadata text[], p_line_entries uuid[], p_line_nos smallint[], p_line_accounts text[], p_line_amounts bigint[], p_line_currencies text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION bankworker.stripe_inbox_post(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[], p_states text[], p_legs text[], p_leg_fees text[], p_leg_fxs text[], p_entry_events text[], p_entry_ids uuid[], p_keys text[], p_descriptions text[], p_occurred bigint[], p_sources text[], p_metadata text[], p_line_entries uuid[], p_line_nos smallint[], p_line_accounts text[], p_line_amounts bigint[], p_line_currencies text[]) TO bankworker_worker;
 
 REVOKE ALL ON FUNCTION bankworker.stripe_inbox_store(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION bankworker.stripe_inbox_store(p_tenant uuid, p_ids text[], p_types text[], p_accounts text[], p_livemodes boolean[], p_created bigint[], p_bodies text[], p_lanes smallint[]) TO bankworker_worker;

@@ -3,16 +3,19 @@
 #include <algorithm>
 #include <future>
 #include <map>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "connectors/stripe/intake.hpp"
 #include "core/assert.hpp"
 #include "db/connection_problem.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
+#include "ledger/ledger.hpp"
 
 namespace bankworker::stripe {
 
@@ -30,8 +33,40 @@ constexpr db::statement insert_unrouted_sql{"inbox_insert_unrouted",
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::text[])"
     "      AS e(id, type, account, livemode, created, body)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"};
+// Sets the tenant scope, stores the events and posts those the committer planned final, in lanes
+// no poster holds and no event waits in (migration 0057): in autocommit, one round trip.
+constexpr db::statement post_events_sql{"inbox_post_events",
+    "SELECT stored_event_id, stored_state FROM bankworker.stripe_inbox_post($1::uuid, $2::text[], $3::text[],"
+    " $4::text[], $5::boolean[], $6::bigint[], $7::text[], $8::smallint[], $9::text[], $10::text[], $11::text[],"
+    " $12::text[], $13::text[], $14::uuid[], $15::text[], $16::text[], $17::bigint[], $18::text[], $19::text[],"
+    " $20::uuid[], $21::smallint[], $22::text[], $23::bigint[], $24::text[])"};
 constexpr db::statement route_accounts_sql{
     "inbox_route_accounts", "SELECT account, tenant_id::text FROM bankworker.route_stripe_accounts($1::text[])"};
+
+// A batch's events as the inbox functions take them, in the batch's order.
+struct event_arrays {
+  db::array_text ids, types, accounts, livemodes, created, lanes;
+  db::binary_text_array bodies;  // the ~2 KB bodies: no escaping here, no array_in there
+
+  explicit event_arrays(std::span<const inbox_event* const> events) {
+    std::size_t bytes = 0;
+    for (const inbox_event* e : events) bytes += e->body.size() + 4;
+    bodies.reserve(bytes);
+    for (const inbox_event* e : events) {
+      ids.add(e->event_id);
+      types.add(e->type);
+      accounts.add(e->account ? std::optional<std::string_view>(*e->account) : std::nullopt);
+      livemodes.add(e->livemode ? "true" : "false");
+      created.add(std::to_string(e->created_s));
+      bodies.add(e->body);
+      lanes.add(std::to_string(e->posting_lane));
+    }
+  }
+  pqxx::binarystring body_array() {
+    const std::string& all = bodies.finish();
+    return pqxx::binarystring(all.data(), all.size());
+  }
+};
 
 }  // namespace
 
@@ -274,6 +309,7 @@ void inbox::write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<
     std::vector<pending*> items;
     items.reserve(batch.size());
     for (const auto& item : batch) items.push_back(item.get());
+    if (settings_.post_at_intake != nullptr && write_posting(lease, *tenant, items, stored_lanes)) return;
     const db::commit_watch::ticket deadline = lease.watch_autocommit();
     pqxx::nontransaction tx(lease.connection(), "bankworker_inbox");
     store_group(tx, *tenant, items, stored_lanes);
@@ -288,29 +324,20 @@ void inbox::write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<
 std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
                                                    std::span<pending* const> items,
                                                    std::vector<tenant_lane>& stored_lanes) {
-  db::array_text ids, types, accounts, livemodes, created, lanes;
-  db::binary_text_array bodies;  // the ~2 KB bodies: no escaping here, no array_in there
-  std::size_t body_bytes = 0;
-  for (const pending* p : items) body_bytes += p->event.body.size() + 4;
-  bodies.reserve(body_bytes);
-  for (const pending* p : items) {
-    ids.add(p->event.event_id);
-    types.add(p->event.type);
-    accounts.add(p->event.account ? std::optional<std::string_view>(*p->event.account) : std::nullopt);
-    livemodes.add(p->event.livemode ? "true" : "false");
-    created.add(std::to_string(p->event.created_s));
-    bodies.add(p->event.body);
-    lanes.add(std::to_string(p->event.posting_lane));
-  }
+  std::vector<const inbox_event*> events;
+  events.reserve(items.size());
+  for (const pending* p : items) events.push_back(&p->event);
+  event_arrays arrays(events);
   const bool routed = !tenant_text.empty();
   // An unrouted event has no lane yet: it is in lane 0 when its account is routed later.
-  const std::string& body_bytes_all = bodies.finish();
-  const pqxx::binarystring body_array(body_bytes_all.data(), body_bytes_all.size());
+  const pqxx::binarystring body_array = arrays.body_array();
   const pqxx::result inserted =
-      routed ? db::exec_statement(tx, insert_events_sql, tenant_text, ids.finish(), types.finish(), accounts.finish(),
-                                  livemodes.finish(), created.finish(), body_array, lanes.finish())
-             : db::exec_statement(tx, insert_unrouted_sql, ids.finish(), types.finish(), accounts.finish(),
-                                  livemodes.finish(), created.finish(), body_array);
+      routed ? db::exec_statement(tx, insert_events_sql, tenant_text, arrays.ids.finish(), arrays.types.finish(),
+                                  arrays.accounts.finish(), arrays.livemodes.finish(), arrays.created.finish(),
+                                  body_array, arrays.lanes.finish())
+             : db::exec_statement(tx, insert_unrouted_sql, arrays.ids.finish(), arrays.types.finish(),
+                                  arrays.accounts.finish(), arrays.livemodes.finish(), arrays.created.finish(),
+                                  body_array);
   std::unordered_set<std::string> new_ids;
   for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
 
@@ -332,6 +359,67 @@ std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, c
     if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
   }
   return stored;
+}
+
+bool inbox::write_posting(db::pool::lease& lease, const std::string& tenant_text, std::span<pending* const> items,
+                          std::vector<tenant_lane>& stored_lanes) {
+  intake_planner& planner = *settings_.post_at_intake;
+  const core::uuid tenant = *core::uuid::parse(tenant_text);
+  std::vector<const inbox_event*> events;
+  events.reserve(items.size());
+  for (const pending* p : items) events.push_back(&p->event);
+  std::unordered_map<std::string, std::string> state_of;  // each stored event's state: received, posted, ignored
+  try {
+    if (!planner.chart_known(tenant)) {
+      // The journal's lines name the tenant's accounts: once per tenant and process, before its
+      // first posting (the posters do the same, known_charts.hpp).
+      pqxx::work tx(lease.connection(), "bankworker_inbox_chart");
+      tx.exec_prepared(db::set_tenant_statement, tenant_text);
+      ledger::ensure_chart(tx);
+      lease.commit(tx);
+      planner.chart_ensured(tenant);
+    }
+    intake_plan plan = planner.plan(events);
+    event_arrays arrays(events);
+    const pqxx::binarystring body_array = arrays.body_array();
+    ledger::entry_arrays& entries = plan.entries;
+    const db::commit_watch::ticket deadline = lease.watch_autocommit();
+    pqxx::nontransaction tx(lease.connection(), "bankworker_inbox");
+    const pqxx::result rows = db::exec_statement(
+        tx, post_events_sql, tenant_text, arrays.ids.finish(), arrays.types.finish(), arrays.accounts.finish(),
+        arrays.livemodes.finish(), arrays.created.finish(), body_array, arrays.lanes.finish(), plan.states.finish(),
+        plan.legs.finish(), plan.fees.finish(), plan.fxs.finish(), plan.entry_events.finish(), entries.ids.finish(),
+        entries.keys.finish(), entries.descriptions.finish(), entries.occurred.finish(), entries.sources.finish(),
+        entries.metadata.finish(), entries.line_entries.finish(), entries.line_numbers.finish(),
+        entries.accounts.finish(), entries.amounts.finish(), entries.currencies.finish());
+    lease.commit(tx);
+    for (const auto& row : rows) state_of.emplace(row[0].as<std::string>(), row[1].as<std::string>());
+  } catch (const pqxx::sql_error& error) {
+    if (db::is_connection_problem(error)) throw;
+    planner.fell_back(error.what());
+    return false;
+  }
+  std::uint64_t posted = 0, ignored = 0;
+  for (pending* p : items) {
+    // The first copy of a new id was stored; any other copy in this batch is a duplicate.
+    const auto found = state_of.find(p->event.event_id);
+    if (found == state_of.end()) {
+      p->outcome = inbox_outcome::duplicate;
+      continue;
+    }
+    p->outcome = inbox_outcome::stored;
+    if (found->second == "posted") {
+      ++posted;
+    } else if (found->second == "ignored") {
+      ++ignored;
+    } else {
+      const tenant_lane at{tenant, p->event.posting_lane};
+      if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
+    }
+    state_of.erase(found);
+  }
+  planner.committed(posted, ignored);
+  return true;
 }
 
 void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,

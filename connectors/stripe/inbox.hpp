@@ -12,7 +12,9 @@
 // completes each request. A request is answered 2xx only once its row is durable. While a commit
 // is in flight the next batch fills up, so the batch size follows the load by itself. A batch of
 // one tenant's events with no hook (the webhook route's usual batch) is that one call alone, sent
-// in autocommit: one round trip, committed (WAL flushed) before the server answers it.
+// in autocommit: one round trip, committed (WAL flushed) before the server answers it. With
+// post_at_intake set, that call is bankworker.stripe_inbox_post instead, which also posts the
+// events the posting rules settle from their bodies (intake.hpp), so those never wait for a poster.
 //
 // Events of the Connect platform endpoint come without a tenant: the committer routes them by
 // their `account` in the same transaction (bankworker.route_stripe_accounts, which also locks the
@@ -78,9 +80,15 @@ enum class inbox_outcome {
   unavailable,  // the database is unreachable or the inbox is full: answer 503, Stripe retries
 };
 
+class intake_planner;  // intake.hpp
+
 struct inbox_settings {
   std::size_t batch_max = 1'000;
   std::size_t pending_max = 20'000;  // more waiting than this: answer 503 at once (back-pressure)
+  // Set: a batch of one tenant's events is posted as it is stored, what the posting rules can
+  // settle from the bodies alone (intake.hpp); the lanes the committer reports are then those that
+  // got events left for the posters. Outlives the inbox. Null: every event is stored received.
+  intake_planner* post_at_intake = nullptr;
 };
 
 // Called in the batch's transaction, per tenant, with the events that were new (not duplicates),
@@ -126,6 +134,10 @@ class inbox {
   // Writes and commits the batch on `lease`; `stored` gets each tenant lane that got a new event, once.
   void write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch,
                    std::vector<tenant_lane>& stored);
+  // Stores and posts one tenant's batch in one statement (intake.hpp) and sets the outcomes; false,
+  // with nothing stored, when the batch must be stored without posting (an entry conflict, say).
+  bool write_posting(db::pool::lease& lease, const std::string& tenant_text, std::span<pending* const> items,
+                     std::vector<tenant_lane>& stored);
   // Writes the batch in `tx` (several tenants, routing or the hook); `stored` as write_whole's.
   void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
                    std::vector<tenant_lane>& stored);

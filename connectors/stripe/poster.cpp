@@ -9,9 +9,9 @@
 #include "connectors/stripe/inbox.hpp"
 #include "connectors/stripe/posting.hpp"
 #include "connectors/stripe/posting_queue.hpp"
+#include "connectors/stripe/posting_step.hpp"
 #include "connectors/stripe/settlement_marks.hpp"
 #include "connectors/stripe/store.hpp"
-#include "connectors/stripe/thin_event.hpp"
 #include "connectors/stripe/webhooks.hpp"
 #include "db/connection_problem.hpp"
 #include "db/tenant_scope.hpp"
@@ -21,41 +21,9 @@ namespace bankworker::stripe {
 
 namespace {
 
-enum class step { post, ignore, hand_off, retry, dead };
-
-// What the posting rules make of one waiting event.
-struct decision {
-  step what = step::retry;
-  std::vector<ledger::entry> entries;  // step::post
-  std::string error;                   // step::retry, step::dead
-  settlement_summary settlement;       // step::post: which legs it settles, which it leaves awaiting
-};
-
-decision decide(simdjson::dom::parser& parser, const waiting_event& event, const core::currency_table& currencies,
-                bool api_configured) {
-  posting_plan plan = plan_postings(parser, event.body, currencies);
-  switch (plan.status) {
-    case plan_status::post:
-      if (api_configured && plan.awaiting_settlement()) return {step::hand_off, {}, {}, {}};
-      // Without an API the presentment side posts and the event is marked awaiting settlement
-      // (settlement_marks.hpp) until a later event brings the balance transaction.
-      return {step::post, std::move(plan.entries), {}, settlement_summary_of(plan)};
-    case plan_status::ignore:
-      // A thin event is ignored by the snapshot rules until its related object is fetched.
-      if (std::optional<std::string> waiting = unfetched_thin_money(parser, event.body)) {
-        if (api_configured) return {step::hand_off, {}, {}, {}};
-        return {step::dead, {}, std::move(*waiting), {}};
-      }
-      return {step::ignore, {}, {}, {}};
-    case plan_status::fail:
-      break;
-  }
-  return {step::retry, {}, "event " + event.event_id + ": " + plan.reason, {}};
-}
-
 // A batch's decisions and what they write, in the shapes the statements take.
 struct batch_work {
-  std::vector<decision> decisions;  // one per event; entries below point into them
+  std::vector<posting_decision> decisions;  // one per event; entries below point into them
   std::vector<const ledger::entry*> entries;
   std::vector<std::string> marked_ids, marked_states;
   std::vector<posting_failure> failures;
@@ -69,32 +37,34 @@ batch_work plan_batch(std::span<const waiting_event> events, const core::currenc
   thread_local simdjson::dom::parser parser;
   batch_work work;
   work.decisions.reserve(events.size());
-  for (const waiting_event& event : events) work.decisions.push_back(decide(parser, event, currencies, api_configured));
+  for (const waiting_event& event : events) {
+    work.decisions.push_back(decide_posting(parser, event.event_id, event.body, currencies, api_configured));
+  }
   for (std::size_t i = 0; i < events.size(); ++i) {
-    decision& d = work.decisions[i];
+    posting_decision& d = work.decisions[i];
     const std::string& id = events[i].event_id;
     switch (d.what) {
-      case step::post:
+      case posting_step::post:
         for (const ledger::entry& entry : d.entries) work.entries.push_back(&entry);
         work.marked_ids.push_back(id);
         work.marked_states.emplace_back("posted");
         work.marks.add(id, d.settlement);
         ++work.counts.posted;
         break;
-      case step::ignore:
+      case posting_step::ignore:
         work.marked_ids.push_back(id);
         work.marked_states.emplace_back("ignored");
         ++work.counts.ignored;
         break;
-      case step::hand_off:
+      case posting_step::hand_off:
         work.marked_ids.push_back(id);
         work.marked_states.emplace_back("fetching");
         work.hand_offs.push_back(id);
         ++work.counts.handed_off;
         break;
-      case step::retry:
-      case step::dead:
-        work.failures.push_back({id, std::move(d.error), d.what == step::dead});
+      case posting_step::retry:
+      case posting_step::dead:
+        work.failures.push_back({id, std::move(d.error), d.what == posting_step::dead});
         break;
     }
   }

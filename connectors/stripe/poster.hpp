@@ -97,6 +97,10 @@ class poster {
   // database throws when it is unreachable.
   poster_counts post_round();
 
+  // Adds `counts` to bankworker_stripe_postings_total: the posters' own, and the events the inbox
+  // posted as it stored them (intake.hpp). Thread-safe.
+  void count(const poster_counts& counts);
+
  private:
   void run();
   // One round; `busy`: more is waiting at once (a full batch, more tenants than one round takes).
@@ -115,7 +119,6 @@ class poster {
   // The events of a batch that rolled back, one transaction each; stops when another poster
   // takes the lane.
   poster_counts post_alone(const tenant_lane& at, std::span<const std::string> event_ids);
-  void count(const poster_counts& counts);
 
   db::pool& connections_;
   const core::currency_table& currencies_;

@@ -14,6 +14,7 @@
 #include "connectors/stripe/console_page.hpp"
 #include "connectors/stripe/gauges.hpp"
 #include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/intake.hpp"
 #include "connectors/stripe/poster.hpp"
 #include "connectors/stripe/signature.hpp"
 #include "connectors/stripe/store.hpp"
@@ -98,7 +99,13 @@ class stripe_provider final : public service::provider {
     posting.api_configured = !api_base_url_.empty();
     poster_ = std::make_unique<stripe::poster>(parts.connections, parts.currencies, parts.log, &parts.metrics, posting);
     stripe::poster* posters = poster_.get();
-    inbox_ = std::make_unique<stripe::inbox>(parts.connections, stripe::inbox_settings{}, stripe::inbox_hook{},
+    // What the posting rules settle from an event's body is posted as the inbox stores it; the
+    // rest wakes the posters (intake.hpp).
+    intake_ = std::make_unique<stripe::intake_planner>(parts.currencies, parts.log, posting.api_configured,
+                                                       [posters](const stripe::poster_counts& counts) { posters->count(counts); });
+    stripe::inbox_settings inbox_settings;
+    inbox_settings.post_at_intake = intake_.get();
+    inbox_ = std::make_unique<stripe::inbox>(parts.connections, inbox_settings, stripe::inbox_hook{},
                                              [posters](std::span<const stripe::tenant_lane> lanes) { posters->wake(lanes); });
     service::provider_parts out;
     // The API (fees, missed-event recovery) only with BANKWORKER_STRIPE_API_BASE_URL; without it
@@ -162,6 +169,7 @@ class stripe_provider final : public service::provider {
   std::optional<std::filesystem::path> platform_secret_file_;
   std::optional<std::filesystem::path> api_key_file_;
   std::unique_ptr<stripe::poster> poster_;  // before inbox_: the inbox wakes it until destroyed
+  std::unique_ptr<stripe::intake_planner> intake_;  // the same: the inbox posts through it
   std::unique_ptr<stripe::inbox> inbox_;
   std::unique_ptr<api_client> api_;
   std::unique_ptr<stripe::stripe_api_jobs> api_jobs_;

@@ -3,13 +3,16 @@
 // test must see each step, and on the posters' own threads where it races them.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include <pqxx/pqxx>
 
 #include "connectors/stripe/inbox.hpp"
+#include "connectors/stripe/intake.hpp"
 #include "connectors/stripe/poster.hpp"
 #include "connectors/stripe/posting_queue.hpp"
 #include "connectors/stripe/settlement_marks.hpp"
@@ -549,4 +552,208 @@ TEST_CASE("a lane rests batch_rest after a batch that was not full; what arrives
   CHECK(bankworker::test::eventually([&] { return posted() == 2; }, 10s));
   CHECK(std::chrono::steady_clock::now() - first_posted >= 1900ms);
   posters.stop();
+}
+
+// Posting at intake (connectors/stripe/intake.hpp): the inbox as the webhook route has it.
+namespace {
+
+struct intake_world : poster_world {
+  std::atomic<std::uint64_t> counted_posted{0};
+  std::atomic<std::uint64_t> counted_ignored{0};
+  std::mutex woken_mutex;
+  std::vector<stripe::tenant_lane> woken;  // what the inbox asked the posters to post
+  stripe::intake_planner planner{currencies, log, false, [this](const stripe::poster_counts& counts) {
+                                   counted_posted += counts.posted;
+                                   counted_ignored += counts.ignored;
+                                 }};
+  stripe::inbox posting_inbox{*connections,
+                              [this] {
+                                stripe::inbox_settings settings;
+                                settings.post_at_intake = &planner;
+                                return settings;
+                              }(),
+                              stripe::inbox_hook{}, [this](std::span<const stripe::tenant_lane> lanes) {
+                                std::lock_guard lock(woken_mutex);
+                                woken.insert(woken.end(), lanes.begin(), lanes.end());
+                              }};
+
+  stripe::inbox_outcome deliver(stripe::inbox_event event) { return posting_inbox.store_blocking(std::move(event)); }
+  stripe::inbox_outcome deliver(const std::string& event_id, const std::string& charge_id, std::int64_t amount) {
+    return deliver(payment_inbox_event(tenant, event_id, charge_id, amount));
+  }
+  std::string state_of(const std::string& event_id) {
+    return text("SELECT state FROM bankworker.stripe_events WHERE event_id = '" + event_id + "'");
+  }
+  std::size_t woken_count() {
+    std::lock_guard lock(woken_mutex);
+    return woken.size();
+  }
+};
+
+// A charge id (prefix + n) whose events post in `lane`.
+std::string charge_in_lane(std::uint8_t lane, const std::string& prefix) {
+  for (int n = 0;; ++n) {
+    std::string id = prefix + std::to_string(n);
+    if (stripe::posting_lane_of(id) == lane) return id;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the inbox posts an event as it stores it when its body is all the rules need; the posters find nothing",
+          "[pg][stripe][intake]") {
+  intake_world world;
+  REQUIRE(world.deliver("evt_now", "ch_now", 1250) == stripe::inbox_outcome::stored);
+  // Posted by the statement that stored it: the entry, its lines, the state and the awaited leg.
+  CHECK(world.state_of("evt_now") == "posted");
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE posted_at IS NOT NULL") == 1);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE idempotency_key = 'ch_now:gross'") == 1);
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 1250}});
+  CHECK(world.scalar(unbalanced_currencies_sql) == 0);
+  CHECK(world.text("SELECT array_to_string(settlement_awaited, ',') FROM bankworker.stripe_events") == "ch_now:gross");
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE settlement_awaited_since IS NOT NULL") == 1);
+  CHECK(world.counted_posted == 1);
+  CHECK(world.woken_count() == 0);  // nothing was left for the posters
+
+  // Its redelivery is a duplicate; another event about the same charge posts, the entry stays one.
+  CHECK(world.deliver("evt_now", "ch_now", 1250) == stripe::inbox_outcome::duplicate);
+  REQUIRE(world.deliver("evt_now_again", "ch_now", 1250) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_now_again") == "posted");
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries") == 1);
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 1250}});
+  CHECK(world.counted_posted == 2);
+
+  // An event that moves no money is ignored at once.
+  stripe::inbox_event customer;
+  customer.tenant = world.tenant;
+  customer.event_id = "evt_customer";
+  customer.type = "customer.created";
+  customer.body = R"({"id":"evt_customer","object":"event","type":"customer.created","created":1763800000,)"
+                  R"("livemode":false,"data":{"object":{"id":"cus_1","object":"customer"}}})";
+  REQUIRE(world.deliver(std::move(customer)) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_customer") == "ignored");
+  CHECK(world.counted_ignored == 1);
+
+  // A leg whose fee is in the ledger already is settled: the event that posts it awaits nothing.
+  db::with_tenant(*world.connections, world.tenant, [](pqxx::work& tx) {
+    const ledger::entry fee{"ch_paid:fee", "fee", 1763800000, "test", {{"stripe.fees", 30, "USD"}, {"stripe.clearing", -30, "USD"}}};
+    ledger::post_entries(tx, {&fee});
+  });
+  REQUIRE(world.deliver("evt_paid", "ch_paid", 1000) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_paid") == "posted");
+  CHECK(world.text("SELECT settlement_awaited FROM bankworker.stripe_events WHERE event_id = 'evt_paid'") == "NULL");
+
+  auto poster = world.manual_poster();
+  CHECK(poster->post_round().handled() == 0);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'received'") == 0);
+}
+
+TEST_CASE("a lane a poster holds, or where an event waits, keeps its events for the posters, in arrival order",
+          "[pg][stripe][intake]") {
+  intake_world world;
+  const std::uint8_t lane = stripe::posting_lane_of("ch_busy");
+  const std::string same_lane = charge_in_lane(lane, "ch_next_");
+  const std::string other_lane = charge_in_lane(static_cast<std::uint8_t>((lane + 1) % stripe::posting_lanes), "ch_free_");
+  {
+    // A poster (another process's) is posting the lane: the event is stored received, the posters woken.
+    auto holder = world.database.connect_as_admin();
+    pqxx::work held(*holder);
+    held.exec_params("SELECT pg_advisory_xact_lock(hashtextextended('stripe.post:' || $1 || '/' || $2::int, 0))",
+                     world.tenant.to_string(), static_cast<int>(lane));
+    REQUIRE(world.deliver("evt_busy", "ch_busy", 300) == stripe::inbox_outcome::stored);
+    CHECK(world.state_of("evt_busy") == "received");
+    CHECK(world.woken_count() == 1);
+    held.commit();
+  }
+  // Nobody holds the lane now, but evt_busy waits in it: a later event of the lane waits behind it.
+  REQUIRE(world.deliver("evt_next", same_lane, 400) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_next") == "received");
+  // Another lane is free: its event posts at once.
+  REQUIRE(world.deliver("evt_free", other_lane, 500) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_free") == "posted");
+  CHECK(world.counted_posted == 1);
+
+  // The posters post the two waiting, oldest first (one batch, in arrival order), ...
+  auto poster = world.manual_poster();
+  CHECK(poster->post_round().posted == 2);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == 3);
+  // ... and then the lane is free again.
+  REQUIRE(world.deliver("evt_later", charge_in_lane(lane, "ch_later_"), 600) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_later") == "posted");
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 1800}});
+  CHECK(world.scalar(unbalanced_currencies_sql) == 0);
+}
+
+TEST_CASE("in a batch, an event the rules cannot post from its body holds back the later events of its lane",
+          "[pg][stripe][intake]") {
+  intake_world world;
+  const std::uint8_t lane = stripe::posting_lane_of("ch_bad");
+  stripe::inbox_event bad = payment_inbox_event(world.tenant, "evt_bad", "ch_bad", 500);
+  bad.body = payment_event("evt_bad", "ch_bad", 500, "qqq");  // a currency the rules refuse: a poster retries it
+  const stripe::inbox_event behind = payment_inbox_event(world.tenant, "evt_behind", charge_in_lane(lane, "ch_b_"), 600);
+  const std::string beside_charge = charge_in_lane(static_cast<std::uint8_t>((lane + 2) % stripe::posting_lanes), "ch_s_");
+  const stripe::inbox_event beside = payment_inbox_event(world.tenant, "evt_beside", beside_charge, 700);
+  const stripe::inbox_event* batch[] = {&bad, &behind, &beside};
+  stripe::intake_plan plan = world.planner.plan(batch);
+  CHECK(plan.states.finish() == R"({NULL,NULL,"posted"})");
+  CHECK(plan.entries.entries == 1);
+  CHECK(plan.entry_events.finish() == R"({"evt_beside"})");
+  CHECK(plan.legs.finish() == R"({NULL,NULL,")" + beside_charge + R"(:gross"})");
+  CHECK(plan.fees.finish() == R"({NULL,NULL,")" + beside_charge + R"(:fee"})");
+
+  // Stored that way, evt_bad waits for a poster and evt_behind behind it.
+  for (const stripe::inbox_event* event : batch) REQUIRE(world.deliver(*event) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_bad") == "received");
+  CHECK(world.state_of("evt_behind") == "received");
+  CHECK(world.state_of("evt_beside") == "posted");
+}
+
+TEST_CASE("an entry posted before with other lines: the batch is stored without posting and the posters record the "
+          "conflict on its event",
+          "[pg][stripe][intake]") {
+  intake_world world;
+  db::with_tenant(*world.connections, world.tenant, [](pqxx::work& tx) {
+    ledger::ensure_chart(tx);
+    const ledger::entry first{"ch_clash:gross", "first", 1763800000, "evt_first",
+                              {{"stripe.clearing", 999, "USD"}, {"revenue", -999, "USD"}}};
+    ledger::post_entries(tx, {&first});
+  });
+  REQUIRE(world.deliver("evt_clash", "ch_clash", 500) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_clash") == "received");
+  CHECK(world.woken_count() == 1);
+  CHECK(world.counted_posted == 0);
+  CHECK_THAT(world.log_text(), Catch::Contains("stored without posting") && Catch::Contains("ch_clash:gross"));
+
+  auto poster = world.manual_poster();
+  CHECK(poster->post_round().dead == 1);
+  CHECK(world.state_of("evt_clash") == "failed");
+  CHECK_THAT(world.text("SELECT last_error FROM bankworker.stripe_events WHERE event_id = 'evt_clash'"),
+             Catch::Contains("ch_clash:gross") && Catch::Contains("different lines"));
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 999}});
+}
+
+TEST_CASE("an event that settles a leg is left to the posters, which clear the mark its payment left at intake",
+          "[pg][stripe][intake][settlement]") {
+  intake_world world;
+  stripe::inbox_event intent;
+  intent.tenant = world.tenant;
+  intent.event_id = "evt_intent";
+  intent.type = "payment_intent.succeeded";
+  intent.body = intent_event("evt_intent");
+  intent.posting_lane = stripe::posting_lane_of("ch_kwd");
+  stripe::inbox_event charge = intent;
+  charge.event_id = "evt_charge";
+  charge.type = "charge.succeeded";
+  charge.body = charge_event("evt_charge");
+  REQUIRE(world.deliver(std::move(intent)) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_intent") == "posted");
+  CHECK(awaiting(world).size() == 1);
+  REQUIRE(world.deliver(std::move(charge)) == stripe::inbox_outcome::stored);
+  CHECK(world.state_of("evt_charge") == "received");
+
+  auto poster = world.manual_poster();
+  CHECK(poster->post_round().posted == 1);
+  CHECK(awaiting(world).empty());
+  CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
+  CHECK(world.scalar(unbalanced_currencies_sql) == 0);
 }
