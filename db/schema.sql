@@ -1698,14 +1698,19 @@ BEGIN
       FROM unnest(p_ids, p_types, p_accounts, p_livemodes, p_created, p_bodies, p_lanes, p_states, p_legs, p_leg_fees,
                   p_leg_fxs) AS e(id, type, account, livemode, created, body, lane, st, legs, fees, fxs)),
   marked AS (
-    SELECT p.*, CASE WHEN p.now_final THEN
-                  (SELECT array_agg(x.leg ORDER BY x.n)
-                     FROM unnest(string_to_array(p.legs, ','), string_to_array(p.fees, ','), string_to_array(p.fxs, ','))
-                          WITH ORDINALITY AS x(leg, fee, fx, n)
-                    WHERE NOT EXISTS (SELECT 1 FROM bankworker.journal_entries j
-                                       WHERE j.idempotency_key IN (x.fee, x.fx)))
-                END AS awaited
-      FROM planned p),
+    -- Each key probed by itself, one index look-up each: as a scalar subquery with LIMIT, so the
+    -- planner cannot turn it into a join (NOT EXISTS was planned as an anti join over the tenant's
+    -- whole journal, from the statistics of a young table, and kept in the function's cached plan).
+    SELECT p.*, a.awaited
+      FROM planned p
+      CROSS JOIN LATERAL (
+        SELECT CASE WHEN p.now_final THEN
+                 (SELECT array_agg(x.leg ORDER BY x.n)
+                    FROM unnest(string_to_array(p.legs, ','), string_to_array(p.fees, ','),
+                                string_to_array(p.fxs, ',')) WITH ORDINALITY AS x(leg, fee, fx, n)
+                   WHERE (SELECT 1 FROM bankworker.journal_entries j WHERE j.idempotency_key = x.fee LIMIT 1) IS NULL
+                     AND (SELECT 1 FROM bankworker.journal_entries j WHERE j.idempotency_key = x.fx LIMIT 1) IS NULL)
+               END AS awaited) a),
   inserted AS (
     INSERT INTO bankworker.stripe_events AS s (tenant_id, event_id, type, account, livemode, created_at, body,
                                               posting_lane, state, posted_at, settlement_awaited,

@@ -4,7 +4,6 @@
 #include <future>
 #include <map>
 #include <unordered_map>
-#include <unordered_set>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -198,48 +197,41 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
   for (auto& item : batch) item->outcome = inbox_outcome::unavailable;
   try {
     auto lease = connections_.checkout();
-    try {
-      std::vector<tenant_lane> stored;
-      write_whole(lease, batch, stored);
-      notify_stored(stored);
-      return;
-    } catch (const pqxx::broken_connection&) {
-      lease.discard();
-      throw;
-    } catch (const pqxx::in_doubt_error&) {
-      // The commit may have landed. Answering 503 is safe: Stripe redelivers and the retry finds
-      // the event stored (duplicate, 2xx), and its job was enqueued with it or not at all.
-      lease.discard();
-      throw;
-    } catch (const pqxx::sql_error& error) {
-      // A failover symptom (the server went read-only, is shutting down): nothing is wrong with
-      // the events; answer 503 and Stripe retries (db/connection_problem.hpp).
-      if (db::is_connection_problem(error)) {
-        lease.discard();
-        throw;
-      }
-      // Some event's content poisoned the batch (a jsonb PostgreSQL cannot hold, say). Write them
-      // one transaction each, so only that event is rejected.
-    }
-    for (auto& item : batch) {
-      const std::shared_ptr<pending> one[] = {item};
+    // Writes and commits `part`; false when a statement failed on its content (the database is fine).
+    const auto attempt = [&](std::span<const std::shared_ptr<pending>> part, bool posting) {
       try {
-        std::vector<tenant_lane> stored;
-        write_whole(lease, one, stored);
-        notify_stored(stored);
+        written out;
+        write_whole(lease, part, posting, out);
+        committed(out);
+        return true;
       } catch (const pqxx::broken_connection&) {
         lease.discard();
         throw;
       } catch (const pqxx::in_doubt_error&) {
+        // The commit may have landed. Answering 503 is safe: Stripe redelivers and the retry finds
+        // the event stored (duplicate, 2xx), and its job was enqueued with it or not at all.
         lease.discard();
         throw;
       } catch (const pqxx::sql_error& error) {
+        // A failover symptom (the server went read-only, is shutting down): nothing is wrong with
+        // the events; answer 503 and Stripe retries (db/connection_problem.hpp).
         if (db::is_connection_problem(error)) {
           lease.discard();
           throw;
         }
-        item->outcome = inbox_outcome::rejected;
+        if (posting) settings_.post_at_intake->fell_back(error.what());
+        return false;
       }
+    };
+    // Posting at intake refused (an entry conflict, say): the batch is stored for the posters.
+    const bool posting = settings_.post_at_intake != nullptr && !after_store_;
+    if (posting && attempt(batch, true)) return;
+    if (attempt(batch, false)) return;
+    // Some event's content poisoned the batch (a jsonb PostgreSQL cannot hold, say). Write them
+    // one transaction each, so only that event is rejected.
+    for (auto& item : batch) {
+      const std::shared_ptr<pending> one[] = {item};
+      if (!attempt(one, false)) item->outcome = inbox_outcome::rejected;
     }
   } catch (const pqxx::broken_connection&) {
     for (auto& item : batch) {
@@ -256,8 +248,12 @@ void inbox::commit(std::vector<std::shared_ptr<pending>>& batch) {
   }
 }
 
-void inbox::notify_stored(std::span<const tenant_lane> stored) const {
-  if (on_committed_ && !stored.empty()) on_committed_(stored);
+void inbox::committed(const written& out) const {
+  if (settings_.post_at_intake != nullptr) {
+    for (const core::uuid& tenant : out.charts) settings_.post_at_intake->chart_ensured(tenant);
+    settings_.post_at_intake->committed(out.posted, out.ignored);
+  }
+  if (on_committed_ && !out.waiting.empty()) on_committed_(out.waiting);
 }
 
 std::map<std::string, std::vector<inbox::pending*>> inbox::group_by_tenant(
@@ -301,105 +297,74 @@ std::optional<std::string> inbox::sole_tenant(std::span<const std::shared_ptr<pe
   return first->to_string();
 }
 
-void inbox::write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch,
-                        std::vector<tenant_lane>& stored_lanes) {
+void inbox::write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch, bool posting,
+                        written& out) {
   if (const std::optional<std::string> tenant = sole_tenant(batch)) {
-    // One statement and nothing else in its transaction: autocommit, so the server commits it
-    // before answering (the WAL flush of a COMMIT) and the batch costs one round trip.
     std::vector<pending*> items;
     items.reserve(batch.size());
     for (const auto& item : batch) items.push_back(item.get());
-    if (settings_.post_at_intake != nullptr && write_posting(lease, *tenant, items, stored_lanes)) return;
+    const core::uuid tenant_id = *core::uuid::parse(*tenant);
+    if (posting && !settings_.post_at_intake->chart_known(tenant_id)) {
+      // The journal's lines name the tenant's accounts: once per tenant and process, before its
+      // first posting (as the posters do, known_charts.hpp).
+      pqxx::work tx(lease.connection(), "bankworker_inbox_chart");
+      tx.exec_prepared(db::set_tenant_statement, *tenant);
+      ledger::ensure_chart(tx);
+      lease.commit(tx);
+      out.charts.push_back(tenant_id);
+    }
+    // One statement and nothing else in its transaction: autocommit, so the server commits it
+    // before answering (the WAL flush of a COMMIT) and the batch costs one round trip.
     const db::commit_watch::ticket deadline = lease.watch_autocommit();
     pqxx::nontransaction tx(lease.connection(), "bankworker_inbox");
-    store_group(tx, *tenant, items, stored_lanes);
+    store_group(tx, *tenant, items, posting, out);
     lease.commit(tx);
     return;
   }
   pqxx::work tx(lease.connection(), "bankworker_inbox");
-  write_batch(tx, batch, stored_lanes);
+  write_batch(tx, batch, posting, out);
   lease.commit(tx);
 }
 
 std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
-                                                   std::span<pending* const> items,
-                                                   std::vector<tenant_lane>& stored_lanes) {
+                                                   std::span<pending* const> items, bool posting,
+                                                   written& out) const {
   std::vector<const inbox_event*> events;
   events.reserve(items.size());
   for (const pending* p : items) events.push_back(&p->event);
   event_arrays arrays(events);
   const bool routed = !tenant_text.empty();
+  posting = posting && routed;
   // An unrouted event has no lane yet: it is in lane 0 when its account is routed later.
   const pqxx::binarystring body_array = arrays.body_array();
-  const pqxx::result inserted =
-      routed ? db::exec_statement(tx, insert_events_sql, tenant_text, arrays.ids.finish(), arrays.types.finish(),
-                                  arrays.accounts.finish(), arrays.livemodes.finish(), arrays.created.finish(),
-                                  body_array, arrays.lanes.finish())
-             : db::exec_statement(tx, insert_unrouted_sql, arrays.ids.finish(), arrays.types.finish(),
-                                  arrays.accounts.finish(), arrays.livemodes.finish(), arrays.created.finish(),
-                                  body_array);
-  std::unordered_set<std::string> new_ids;
-  for (const auto& row : inserted) new_ids.insert(row[0].as<std::string>());
-
-  std::vector<const inbox_event*> stored;
-  for (pending* p : items) {
-    // The first copy of a new id was stored; any other copy in this batch is a duplicate.
-    if (new_ids.erase(p->event.event_id) > 0) {
-      p->outcome = routed ? inbox_outcome::stored : inbox_outcome::unrouted;
-      stored.push_back(&p->event);
-    } else {
-      p->outcome = inbox_outcome::duplicate;
-    }
-  }
-  if (!routed) return {};
-  // Each tenant's events are one group: its lanes come from this group alone.
-  const core::uuid tenant = *core::uuid::parse(tenant_text);
-  for (const inbox_event* event : stored) {
-    const tenant_lane at{tenant, event->posting_lane};
-    if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
-  }
-  return stored;
-}
-
-bool inbox::write_posting(db::pool::lease& lease, const std::string& tenant_text, std::span<pending* const> items,
-                          std::vector<tenant_lane>& stored_lanes) {
-  intake_planner& planner = *settings_.post_at_intake;
-  const core::uuid tenant = *core::uuid::parse(tenant_text);
-  std::vector<const inbox_event*> events;
-  events.reserve(items.size());
-  for (const pending* p : items) events.push_back(&p->event);
-  std::unordered_map<std::string, std::string> state_of;  // each stored event's state: received, posted, ignored
-  try {
-    if (!planner.chart_known(tenant)) {
-      // The journal's lines name the tenant's accounts: once per tenant and process, before its
-      // first posting (the posters do the same, known_charts.hpp).
-      pqxx::work tx(lease.connection(), "bankworker_inbox_chart");
-      tx.exec_prepared(db::set_tenant_statement, tenant_text);
-      ledger::ensure_chart(tx);
-      lease.commit(tx);
-      planner.chart_ensured(tenant);
-    }
-    intake_plan plan = planner.plan(events);
-    event_arrays arrays(events);
-    const pqxx::binarystring body_array = arrays.body_array();
+  pqxx::result inserted;
+  if (posting) {
+    intake_plan plan = settings_.post_at_intake->plan(events);
     ledger::entry_arrays& entries = plan.entries;
-    const db::commit_watch::ticket deadline = lease.watch_autocommit();
-    pqxx::nontransaction tx(lease.connection(), "bankworker_inbox");
-    const pqxx::result rows = db::exec_statement(
+    inserted = db::exec_statement(
         tx, post_events_sql, tenant_text, arrays.ids.finish(), arrays.types.finish(), arrays.accounts.finish(),
         arrays.livemodes.finish(), arrays.created.finish(), body_array, arrays.lanes.finish(), plan.states.finish(),
         plan.legs.finish(), plan.fees.finish(), plan.fxs.finish(), plan.entry_events.finish(), entries.ids.finish(),
         entries.keys.finish(), entries.descriptions.finish(), entries.occurred.finish(), entries.sources.finish(),
         entries.metadata.finish(), entries.line_entries.finish(), entries.line_numbers.finish(),
         entries.accounts.finish(), entries.amounts.finish(), entries.currencies.finish());
-    lease.commit(tx);
-    for (const auto& row : rows) state_of.emplace(row[0].as<std::string>(), row[1].as<std::string>());
-  } catch (const pqxx::sql_error& error) {
-    if (db::is_connection_problem(error)) throw;
-    planner.fell_back(error.what());
-    return false;
+  } else if (routed) {
+    inserted = db::exec_statement(tx, insert_events_sql, tenant_text, arrays.ids.finish(), arrays.types.finish(),
+                                  arrays.accounts.finish(), arrays.livemodes.finish(), arrays.created.finish(),
+                                  body_array, arrays.lanes.finish());
+  } else {
+    inserted = db::exec_statement(tx, insert_unrouted_sql, arrays.ids.finish(), arrays.types.finish(),
+                                  arrays.accounts.finish(), arrays.livemodes.finish(), arrays.created.finish(),
+                                  body_array);
   }
-  std::uint64_t posted = 0, ignored = 0;
+  // Each new event's state: received (for the posters), or posted or ignored at intake.
+  std::unordered_map<std::string, std::string> state_of;
+  for (const auto& row : inserted) {
+    state_of.emplace(row[0].as<std::string>(), posting ? row[1].as<std::string>() : std::string("received"));
+  }
+
+  std::vector<const inbox_event*> stored;
+  const core::uuid tenant = routed ? *core::uuid::parse(tenant_text) : core::uuid{};
   for (pending* p : items) {
     // The first copy of a new id was stored; any other copy in this batch is a duplicate.
     const auto found = state_of.find(p->event.event_id);
@@ -407,26 +372,36 @@ bool inbox::write_posting(db::pool::lease& lease, const std::string& tenant_text
       p->outcome = inbox_outcome::duplicate;
       continue;
     }
-    p->outcome = inbox_outcome::stored;
+    p->outcome = routed ? inbox_outcome::stored : inbox_outcome::unrouted;
+    stored.push_back(&p->event);
     if (found->second == "posted") {
-      ++posted;
+      ++out.posted;
     } else if (found->second == "ignored") {
-      ++ignored;
-    } else {
+      ++out.ignored;
+    } else if (routed) {
+      // Each tenant's events are one group: its lanes come from this group alone.
       const tenant_lane at{tenant, p->event.posting_lane};
-      if (std::find(stored_lanes.begin(), stored_lanes.end(), at) == stored_lanes.end()) stored_lanes.push_back(at);
+      if (std::find(out.waiting.begin(), out.waiting.end(), at) == out.waiting.end()) out.waiting.push_back(at);
     }
     state_of.erase(found);
   }
-  planner.committed(posted, ignored);
-  return true;
+  if (!routed) return {};
+  return stored;
 }
 
-void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
-                        std::vector<tenant_lane>& stored_lanes) {
+void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch, bool posting,
+                        written& out) {
   std::map<std::string, std::vector<pending*>> groups = group_by_tenant(tx, batch);
   for (auto& [tenant_text, items] : groups) {
-    const std::vector<const inbox_event*> stored = store_group(tx, tenant_text, items, stored_lanes);
+    if (posting && !tenant_text.empty()) {
+      const core::uuid tenant = *core::uuid::parse(tenant_text);
+      if (!settings_.post_at_intake->chart_known(tenant)) {
+        tx.exec_prepared(db::set_tenant_statement, tenant_text);
+        ledger::ensure_chart(tx);
+        out.charts.push_back(tenant);  // known once this transaction commits
+      }
+    }
+    const std::vector<const inbox_event*> stored = store_group(tx, tenant_text, items, posting, out);
     if (stored.empty() || !after_store_) continue;
     after_store_(tx, *core::uuid::parse(tenant_text), stored);
   }

@@ -131,21 +131,26 @@ class inbox {
   // The batch's one tenant when every event names it and there is no after_store hook: the batch
   // is then one statement, written in autocommit.
   std::optional<std::string> sole_tenant(std::span<const std::shared_ptr<pending>> batch) const;
-  // Writes and commits the batch on `lease`; `stored` gets each tenant lane that got a new event, once.
-  void write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch,
-                   std::vector<tenant_lane>& stored);
-  // Stores and posts one tenant's batch in one statement (intake.hpp) and sets the outcomes; false,
-  // with nothing stored, when the batch must be stored without posting (an entry conflict, say).
-  bool write_posting(db::pool::lease& lease, const std::string& tenant_text, std::span<pending* const> items,
-                     std::vector<tenant_lane>& stored);
-  // Writes the batch in `tx` (several tenants, routing or the hook); `stored` as write_whole's.
-  void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch,
-                   std::vector<tenant_lane>& stored);
+  // What a committed batch did beyond its outcomes: the tenant lanes that got events for the
+  // posters (each once), what it posted and ignored at intake, the tenants whose chart it ensured.
+  struct written {
+    std::vector<tenant_lane> waiting;
+    std::uint64_t posted = 0;
+    std::uint64_t ignored = 0;
+    std::vector<core::uuid> charts;
+  };
+  // Writes and commits the batch on `lease`, posting at intake when `posting`.
+  void write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<pending>> batch, bool posting,
+                   written& out);
+  // Writes the batch in `tx` (several tenants, routing or the hook); the rest as write_whole's.
+  void write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch, bool posting, written& out);
   // Inserts one group's events (a tenant's, scoping tx to it, or the unrouted ones for "") and
-  // sets their outcomes; returns the new events of a tenant and adds their lanes to `stored`.
-  static std::vector<const inbox_event*> store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
-                                                     std::span<pending* const> items, std::vector<tenant_lane>& stored);
-  void notify_stored(std::span<const tenant_lane> stored) const;
+  // sets their outcomes; posts at intake when `posting` (a tenant's group only). Returns the new
+  // events of a tenant and adds to `out` the lanes of those left for the posters.
+  std::vector<const inbox_event*> store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
+                                              std::span<pending* const> items, bool posting, written& out) const;
+  // A batch committed: the posters are woken for its waiting lanes, the intake's tallies counted.
+  void committed(const written& out) const;
   void enqueue(std::shared_ptr<pending> item);
   // Gives the item its outcome and hands it to its completion, which resumes the waiter.
   static void finish(std::shared_ptr<pending> item, inbox_outcome outcome);

@@ -99,7 +99,9 @@ void intake_planner::committed(std::uint64_t posted, std::uint64_t ignored) cons
 }
 
 void intake_planner::fell_back(std::string_view why) const {
-  log_.warn("stripe events stored without posting; the posters take them", {{"reason", std::string(why)}});
+  // The server's first line says what failed (an entry conflict names its key); its CONTEXT lines do not.
+  log_.warn("stripe batch not posted at intake; stored for the posters instead",
+            {{"reason", std::string(why.substr(0, why.find('\n')))}});
 }
 
 }  // namespace bankworker::stripe

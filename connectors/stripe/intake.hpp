@@ -67,8 +67,8 @@ class intake_planner {
 
   // A committed batch posted `posted` events and ignored `ignored`.
   void committed(std::uint64_t posted, std::uint64_t ignored) const;
-  // The batch could not be stored posting (why: the server's error, no secret in it); it is stored
-  // without posting.
+  // A batch could not be stored posting (why: the server's error, no secret in it); the inbox
+  // stores it without posting (or, if that fails too, event by event).
   void fell_back(std::string_view why) const;
 
  private:

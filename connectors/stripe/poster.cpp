@@ -124,8 +124,9 @@ poster::poster(db::pool& connections, const core::currency_table& currencies, se
     for (std::size_t i = 0; i < counters_.size(); ++i) {
       counters_[i] = &metrics->add_counter(
           "bankworker_stripe_postings_total",
-          "Stripe events taken from the inbox by the posters, by outcome: posted or ignored by the posting rules, "
-          "handed_off to a stripe.post job (the Stripe API is needed), retried after a failure, dead (dead-lettered).",
+          "Stripe events posted from the inbox, by the posters or as the inbox stored them, by outcome: posted or "
+          "ignored by the posting rules, handed_off to a stripe.post job (the Stripe API is needed), retried after a "
+          "failure, dead (dead-lettered).",
           {{"outcome", outcomes[i]}});
     }
   }

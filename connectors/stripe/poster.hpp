@@ -1,7 +1,9 @@
 #pragma once
 // The posters: Stripe events go from the inbox into the ledger without a job row each (issue 21).
 //
-// The inbox is the posting queue (migration 0035). A poster walks the tenants that have events
+// The inbox is the posting queue (migration 0035), for what the inbox could not post as it stored
+// it (intake.hpp: a lane a poster held or where an event waited, an event that needs the API, a
+// failed plan, a leg to settle, and every later event of its lane in that batch). A poster walks the tenants that have events
 // waiting, round robin (so one tenant's backlog cannot starve another's), and for each takes the
 // posting lock of one of the tenant's lanes (migration 0046: the events of one money object share a
 // lane), claims up to batch_max of the lane's oldest waiting events (FOR UPDATE SKIP LOCKED), plans each with the posting rules, posts every entry in one statement batch and marks

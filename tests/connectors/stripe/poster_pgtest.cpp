@@ -722,7 +722,7 @@ TEST_CASE("an entry posted before with other lines: the batch is stored without 
   CHECK(world.state_of("evt_clash") == "received");
   CHECK(world.woken_count() == 1);
   CHECK(world.counted_posted == 0);
-  CHECK_THAT(world.log_text(), Catch::Contains("stored without posting") && Catch::Contains("ch_clash:gross"));
+  CHECK_THAT(world.log_text(), Catch::Contains("not posted at intake") && Catch::Contains("ch_clash:gross"));
 
   auto poster = world.manual_poster();
   CHECK(poster->post_round().dead == 1);
@@ -755,5 +755,51 @@ TEST_CASE("an event that settles a leg is left to the posters, which clear the m
   CHECK(poster->post_round().posted == 1);
   CHECK(awaiting(world).empty());
   CHECK(clearing(world) == std::map<std::string, long>{{"USD", 3135}});
+  CHECK(world.scalar(unbalanced_currencies_sql) == 0);
+}
+
+TEST_CASE("a batch of several tenants' events posts each tenant's at intake in its own scope",
+          "[pg][stripe][intake]") {
+  intake_world world;
+  const uuid other = ledger::create_tenant(*world.connections, *world.keys, "second tenant", "test");
+  // Hold the committer's first batch on a row the test inserts and has not committed, so that the
+  // next events, of both tenants, queue up and go as one batch.
+  auto blocker = world.database.connect_as_admin();
+  pqxx::work hold(*blocker);
+  // (Ignored: a received one would hold back its lane's later events, as it should.)
+  hold.exec_params0("INSERT INTO bankworker.stripe_events (tenant_id, event_id, type, livemode, created_at, body,"
+                    " state) VALUES ($1, 'evt_block', 'payment_intent.succeeded', false, now(), '{}', 'ignored')",
+                    world.tenant.to_string());
+  std::thread first([&] { CHECK(world.deliver("evt_block", "ch_block", 100) == stripe::inbox_outcome::duplicate); });
+  REQUIRE(bankworker::test::eventually([&] {
+    return world.scalar("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'") > 0;
+  }));
+  std::vector<std::thread> senders;
+  for (int i = 0; i < 3; ++i) {
+    senders.emplace_back([&, i] {
+      const std::string n = std::to_string(i);
+      CHECK(world.deliver("evt_a" + n, "ch_a" + n, 1000 + i) == stripe::inbox_outcome::stored);
+    });
+    senders.emplace_back([&, i] {
+      const std::string n = std::to_string(i);
+      CHECK(world.deliver(payment_inbox_event(other, "evt_b" + n, "ch_b" + n, 2000 + i)) ==
+            stripe::inbox_outcome::stored);
+    });
+  }
+  std::this_thread::sleep_for(500ms);  // the six are queued behind the held batch
+  hold.commit();
+  first.join();
+  for (std::thread& sender : senders) sender.join();
+  CHECK(world.posting_inbox.stats().batches == 2);  // the held one, then all six together
+
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.stripe_events WHERE state = 'posted'") == 6);
+  CHECK(world.counted_posted == 6);
+  // Each tenant's entries are its own (the second tenant's chart was made in that batch).
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE tenant_id = '" + world.tenant.to_string() +
+                     "' AND idempotency_key LIKE 'ch_a%'") == 3);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries WHERE tenant_id = '" + other.to_string() +
+                     "' AND idempotency_key LIKE 'ch_b%'") == 3);
+  CHECK(world.scalar("SELECT count(*) FROM bankworker.journal_entries e JOIN bankworker.stripe_events s"
+                     " ON s.event_id = e.source WHERE s.tenant_id <> e.tenant_id") == 0);
   CHECK(world.scalar(unbalanced_currencies_sql) == 0);
 }
