@@ -101,8 +101,9 @@ class stripe_provider final : public service::provider {
     stripe::poster* posters = poster_.get();
     // What the posting rules settle from an event's body is posted as the inbox stores it; the
     // rest wakes the posters (intake.hpp).
-    intake_ = std::make_unique<stripe::intake_planner>(parts.currencies, parts.log, posting.api_configured,
-                                                       [posters](const stripe::poster_counts& counts) { posters->count(counts); });
+    intake_ = std::make_unique<stripe::intake_planner>(
+        parts.currencies, parts.log, posting.api_configured,
+        [posters](const stripe::poster_counts& counts) { posters->count(counts); });
     stripe::inbox_settings inbox_settings;
     inbox_settings.post_at_intake = intake_.get();
     inbox_ = std::make_unique<stripe::inbox>(parts.connections, inbox_settings, stripe::inbox_hook{},

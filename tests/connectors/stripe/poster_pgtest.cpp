@@ -636,7 +636,8 @@ TEST_CASE("the inbox posts an event as it stores it when its body is all the rul
 
   // A leg whose fee is in the ledger already is settled: the event that posts it awaits nothing.
   db::with_tenant(*world.connections, world.tenant, [](pqxx::work& tx) {
-    const ledger::entry fee{"ch_paid:fee", "fee", 1763800000, "test", {{"stripe.fees", 30, "USD"}, {"stripe.clearing", -30, "USD"}}};
+    const ledger::entry fee{"ch_paid:fee", "fee", 1763800000, "test",
+                            {{"stripe.fees", 30, "USD"}, {"stripe.clearing", -30, "USD"}}};
     ledger::post_entries(tx, {&fee});
   });
   REQUIRE(world.deliver("evt_paid", "ch_paid", 1000) == stripe::inbox_outcome::stored);
@@ -653,7 +654,8 @@ TEST_CASE("a lane a poster holds, or where an event waits, keeps its events for 
   intake_world world;
   const std::uint8_t lane = stripe::posting_lane_of("ch_busy");
   const std::string same_lane = charge_in_lane(lane, "ch_next_");
-  const std::string other_lane = charge_in_lane(static_cast<std::uint8_t>((lane + 1) % stripe::posting_lanes), "ch_free_");
+  const std::string other_lane =
+      charge_in_lane(static_cast<std::uint8_t>((lane + 1) % stripe::posting_lanes), "ch_free_");
   {
     // A poster (another process's) is posting the lane: the event is stored received, the posters woken.
     auto holder = world.database.connect_as_admin();
@@ -690,8 +692,10 @@ TEST_CASE("in a batch, an event the rules cannot post from its body holds back t
   const std::uint8_t lane = stripe::posting_lane_of("ch_bad");
   stripe::inbox_event bad = payment_inbox_event(world.tenant, "evt_bad", "ch_bad", 500);
   bad.body = payment_event("evt_bad", "ch_bad", 500, "qqq");  // a currency the rules refuse: a poster retries it
-  const stripe::inbox_event behind = payment_inbox_event(world.tenant, "evt_behind", charge_in_lane(lane, "ch_b_"), 600);
-  const std::string beside_charge = charge_in_lane(static_cast<std::uint8_t>((lane + 2) % stripe::posting_lanes), "ch_s_");
+  const stripe::inbox_event behind =
+      payment_inbox_event(world.tenant, "evt_behind", charge_in_lane(lane, "ch_b_"), 600);
+  const std::string beside_charge =
+      charge_in_lane(static_cast<std::uint8_t>((lane + 2) % stripe::posting_lanes), "ch_s_");
   const stripe::inbox_event beside = payment_inbox_event(world.tenant, "evt_beside", beside_charge, 700);
   const stripe::inbox_event* batch[] = {&bad, &behind, &beside};
   stripe::intake_plan plan = world.planner.plan(batch);
