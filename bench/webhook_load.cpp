@@ -222,6 +222,25 @@
 // 371-440 + 216-272. Where the worker's time goes (per-thread CPU from /proc at ~7,700/s): the two
 // io threads ~40 us per request, of which the kernel's loopback TCP (one recvmsg, one sendmsg per
 // request; strace -c) is about a third; the committer ~7 us; the two posters ~14 us.
+//
+// Posting at intake (connectors/stripe/intake.hpp, migrations 0056-0057; 2026-12-08): the statement
+// that stores a batch also posts what the rules settle from the bodies, so the posters have nothing
+// left to claim, read back or mark. Interleaved new (aeb174c) / old (b775724), 30 s
+// each, six pairs: stored = posted/s 7,086/9,006, 9,590/9,372, 8,147/8,244, 9,546/9,029,
+// 8,273/8,702, 6,841/8,348 (medians 8,210 / 8,854; unposted 0 at every end); PostgreSQL CPU per
+// event 98/109, 74/106, 86/124, 75/109, 77/118, 101/124 us (median 82 against 114, -28 %); p99
+// 24.9/20.9, 12.5/19.2, 15.0/21.2, 12.7/20.3, 15.7/21.7, 19.0/21.4 ms (median 15 against 21);
+// worker 37-63 against 44-55 us; host idle 29-36 % against 14-17 %. WAL per stored event (one 20 s
+// run each, pg_current_wal_lsn): 2,730 against 3,811 bytes, each row now written once with its
+// body. Throughput did not move: the batch's statement now does the posting too, serially, and the
+// 64 connections wait on that cycle while a third of the host idles. At 128 connections, two
+// pairs: 9,793/8,053 and 7,441/9,737 stored/s, PostgreSQL 75/138 and 108/107 us. Beside the Node
+// peer in the same rounds (three): 7,086/3,098, 9,590/3,150, 8,147/2,609 (ratios 2.29, 3.04,
+// 3.12); the old worker beside it: 2.91, 2.98, 3.16.
+// Tried and not kept: two committers side by side (events split by lane parity, each with its own
+// connection and batches): three rounds two / one / old, stored/s 8,500/9,546/9,029,
+// 7,792/8,273/8,702, 8,306/6,841/8,348; the host filled (idle 10-13 %) but commits doubled (16k
+// against 8k a run) and PostgreSQL per event rose to 123-133 us.
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
