@@ -81,4 +81,10 @@ std::string problem_summary(const std::exception& error) {
   return text;
 }
 
+std::string server_message(std::string_view what) {
+  constexpr std::string_view prefix = "ERROR:  ";
+  if (what.starts_with(prefix)) what.remove_prefix(prefix.size());
+  return std::string(what.substr(0, what.find('\n')));
+}
+
 }  // namespace bankworker::db

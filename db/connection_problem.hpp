@@ -17,6 +17,7 @@
 
 #include <exception>
 #include <string>
+#include <string_view>
 
 #include <pqxx/connection>
 #include <pqxx/except>
@@ -38,6 +39,10 @@ bool is_connection_problem(const std::exception& error) noexcept;
 // no primary right now. During a failover this is brief; at start-up, for long, it is the
 // operator's configuration.
 bool is_no_primary(const std::exception& error) noexcept;
+
+// The first line of a server error's text without its "ERROR:  " prefix: what the statement (or a
+// function's RAISE) said, without the CONTEXT lines that follow.
+std::string server_message(std::string_view what);
 
 // Throws standby_error when `connection`'s server is in recovery or read-only by default.
 void require_primary(pqxx::connection_base& connection);

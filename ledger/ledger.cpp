@@ -7,6 +7,7 @@
 #include "core/assert.hpp"
 #include "core/json_text.hpp"
 #include "crypto/random.hpp"
+#include "db/connection_problem.hpp"
 #include "db/sql_array.hpp"
 #include "db/statement.hpp"
 
@@ -124,13 +125,6 @@ post_outcome post_entry(pqxx::work& tx, const entry& e) {
 
 namespace {
 
-// The first line of a server error's text, without its "ERROR:  " prefix: what the function raised.
-std::string first_line_of_message(std::string_view text) {
-  constexpr std::string_view prefix = "ERROR:  ";
-  if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
-  return std::string(text.substr(0, text.find('\n')));
-}
-
 // One entry per key, each checked; a key given twice must carry the same lines both times. In key
 // order, so two transactions posting overlapping keys (two events about one charge, in two
 // batches) wait for each other's keys in the same order instead of deadlocking.
@@ -190,7 +184,7 @@ std::size_t post_entries(pqxx::work& tx, const std::vector<const entry*>& entrie
     return inserted[0].as<std::size_t>();
   } catch (const pqxx::sql_error& error) {
     if (error.sqlstate() != entry_conflict_sqlstate) throw;
-    throw entry_conflict(first_line_of_message(error.what()));
+    throw entry_conflict(db::server_message(error.what()));
   }
 }
 

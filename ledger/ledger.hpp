@@ -80,8 +80,8 @@ enum class post_outcome {
   already_posted,  // an entry with this key and the same lines exists: nothing changed
 };
 
-// Posts many entries in the caller's tenant-scoped transaction with four statements, whatever
-// their number (at most entries_batch_max): the same meaning as post_entry for each, so an entry
+// Posts many entries in the caller's tenant-scoped transaction with one statement
+// (bankworker.post_journal_entries), whatever their number (at most entries_batch_max): the same meaning as post_entry for each, so an entry
 // posted before with the same lines is left alone and one with different lines throws
 // entry_conflict, as does a key given twice here with different lines. On a throw the caller must
 // roll back: entries before the offending one may already be in the transaction. Entries are

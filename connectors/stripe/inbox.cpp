@@ -303,15 +303,10 @@ void inbox::write_whole(db::pool::lease& lease, std::span<const std::shared_ptr<
     std::vector<pending*> items;
     items.reserve(batch.size());
     for (const auto& item : batch) items.push_back(item.get());
-    const core::uuid tenant_id = *core::uuid::parse(*tenant);
-    if (posting && !settings_.post_at_intake->chart_known(tenant_id)) {
-      // The journal's lines name the tenant's accounts: once per tenant and process, before its
-      // first posting (as the posters do, known_charts.hpp).
+    if (posting && !settings_.post_at_intake->chart_known(*core::uuid::parse(*tenant))) {
       pqxx::work tx(lease.connection(), "bankworker_inbox_chart");
-      tx.exec_prepared(db::set_tenant_statement, *tenant);
-      ledger::ensure_chart(tx);
+      ensure_chart(tx, *tenant, out);
       lease.commit(tx);
-      out.charts.push_back(tenant_id);
     }
     // One statement and nothing else in its transaction: autocommit, so the server commits it
     // before answering (the WAL flush of a COMMIT) and the batch costs one round trip.
@@ -358,9 +353,13 @@ std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, c
                                   body_array);
   }
   // Each new event's state: received (for the posters), or posted or ignored at intake.
-  std::unordered_map<std::string, std::string> state_of;
+  enum class stored_as : std::uint8_t { received, posted, ignored };
+  std::unordered_map<std::string, stored_as> state_of;
   for (const auto& row : inserted) {
-    state_of.emplace(row[0].as<std::string>(), posting ? row[1].as<std::string>() : std::string("received"));
+    const std::string_view state = posting ? std::string_view(row[1].c_str(), row[1].size()) : "received";
+    state_of.emplace(row[0].as<std::string>(), state == "posted"    ? stored_as::posted
+                                               : state == "ignored" ? stored_as::ignored
+                                                                    : stored_as::received);
   }
 
   std::vector<const inbox_event*> stored;
@@ -374,9 +373,9 @@ std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, c
     }
     p->outcome = routed ? inbox_outcome::stored : inbox_outcome::unrouted;
     stored.push_back(&p->event);
-    if (found->second == "posted") {
+    if (found->second == stored_as::posted) {
       ++out.posted;
-    } else if (found->second == "ignored") {
+    } else if (found->second == stored_as::ignored) {
       ++out.ignored;
     } else if (routed) {
       // Each tenant's events are one group: its lanes come from this group alone.
@@ -389,18 +388,21 @@ std::vector<const inbox_event*> inbox::store_group(pqxx::transaction_base& tx, c
   return stored;
 }
 
+void inbox::ensure_chart(pqxx::work& tx, const std::string& tenant_text, written& out) const {
+  const core::uuid tenant = *core::uuid::parse(tenant_text);
+  if (settings_.post_at_intake->chart_known(tenant)) return;
+  // The journal's lines name the tenant's accounts: once per tenant and process, before its first
+  // posting (as the posters do, known_charts.hpp).
+  tx.exec_prepared(db::set_tenant_statement, tenant_text);
+  ledger::ensure_chart(tx);
+  out.charts.push_back(tenant);  // known once `tx` commits
+}
+
 void inbox::write_batch(pqxx::work& tx, std::span<const std::shared_ptr<pending>> batch, bool posting,
                         written& out) {
   std::map<std::string, std::vector<pending*>> groups = group_by_tenant(tx, batch);
   for (auto& [tenant_text, items] : groups) {
-    if (posting && !tenant_text.empty()) {
-      const core::uuid tenant = *core::uuid::parse(tenant_text);
-      if (!settings_.post_at_intake->chart_known(tenant)) {
-        tx.exec_prepared(db::set_tenant_statement, tenant_text);
-        ledger::ensure_chart(tx);
-        out.charts.push_back(tenant);  // known once this transaction commits
-      }
-    }
+    if (posting && !tenant_text.empty()) ensure_chart(tx, tenant_text, out);
     const std::vector<const inbox_event*> stored = store_group(tx, tenant_text, items, posting, out);
     if (stored.empty() || !after_store_) continue;
     after_store_(tx, *core::uuid::parse(tenant_text), stored);

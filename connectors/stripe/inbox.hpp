@@ -149,6 +149,8 @@ class inbox {
   // events of a tenant and adds to `out` the lanes of those left for the posters.
   std::vector<const inbox_event*> store_group(pqxx::transaction_base& tx, const std::string& tenant_text,
                                               std::span<pending* const> items, bool posting, written& out) const;
+  // Before a tenant's first posting at intake in this process: its chart, in `tx` (scoped to it).
+  void ensure_chart(pqxx::work& tx, const std::string& tenant_text, written& out) const;
   // A batch committed: the posters are woken for its waiting lanes, the intake's tallies counted.
   void committed(const written& out) const;
   void enqueue(std::shared_ptr<pending> item);

@@ -7,6 +7,7 @@
 
 #include "connectors/stripe/posting_step.hpp"
 #include "crypto/random.hpp"
+#include "db/connection_problem.hpp"
 
 namespace bankworker::stripe {
 
@@ -99,9 +100,8 @@ void intake_planner::committed(std::uint64_t posted, std::uint64_t ignored) cons
 }
 
 void intake_planner::fell_back(std::string_view why) const {
-  // The server's first line says what failed (an entry conflict names its key); its CONTEXT lines do not.
-  log_.warn("stripe batch not posted at intake; stored for the posters instead",
-            {{"reason", std::string(why.substr(0, why.find('\n')))}});
+  // The server's first line says what failed (an entry conflict names its key).
+  log_.warn("stripe batch not posted at intake; stored for the posters instead", {{"reason", db::server_message(why)}});
 }
 
 }  // namespace bankworker::stripe

@@ -12,6 +12,9 @@
 //     entry exists: another event carried its balance transaction) is not awaited;
 //   - a leg a plan settles is cleared from every event awaiting it, and an event with nothing left
 //     to await loses its mark.
+// The inbox applies the first rule itself to the events it posts as it stores them (migration 0057,
+// bankworker.stripe_inbox_post: the same fee and conversion keys probed); it never posts an event
+// that settles a leg, so the second stays here.
 // Completion: a later event carrying the balance transaction settles the leg as it posts; the
 // recovery job (a key configured) hands awaiting events back to stripe.post, which fetches what
 // they miss. Both post under the same keys, so nothing is ever posted twice.
